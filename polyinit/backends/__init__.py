@@ -1,0 +1,79 @@
+"""Backend registry: name -> module path, imported lazily and cached.
+
+Nothing here imports a framework. ``backend_for(tensor)`` finds a backend from a tensor's type
+through ``sys.modules`` only, so a framework that was never imported is never imported by asking.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+
+from polyinit.errors import BackendUnavailableError, PolyinitError
+
+# name -> (module path, the framework module it needs, the pip extra that installs it)
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "numpy": ("polyinit.backends.numpy", "numpy", ""),
+    "torch": ("polyinit.backends.torch", "torch", "torch"),
+    "keras": ("polyinit.backends.keras", "keras", "keras"),
+    "jax": ("polyinit.backends.jax", "jax", "jax"),
+    "mxnet": ("polyinit.backends.mxnet", "numpy", ""),
+}
+_LOADED: dict[str, ModuleType] = {}
+
+
+def get_backend(name: str) -> ModuleType:
+    """The backend module ``name``, importing its framework now.
+
+    >>> get_backend("numpy").NAME
+    'numpy'
+    """
+    if name in _LOADED:
+        return _LOADED[name]
+    if name not in REGISTRY:
+        raise PolyinitError(f"unknown backend {name!r}; known backends: {', '.join(REGISTRY)}")
+    module_path, framework, extra = REGISTRY[name]
+    try:
+        importlib.import_module(framework)
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"backend {name!r} needs {framework}, which is not installed ({error}); "
+            f"install it with: pip install 'polyinit[{extra}]'") from None
+    _LOADED[name] = importlib.import_module(module_path)
+    return _LOADED[name]
+
+
+def available_backends() -> list[str]:
+    """Backends whose framework imports here (this imports them)."""
+    names = []
+    for name in REGISTRY:
+        try:
+            get_backend(name)
+        except BackendUnavailableError:
+            continue
+        names.append(name)
+    return names
+
+
+# (module that must already be loaded, dotted type name) -> backend
+_TENSOR_TYPES = (
+    ("torch", "torch.Tensor", "torch"),
+    ("jax", "jax.Array", "jax"),
+    ("numpy", "numpy.ndarray", "numpy"),
+)
+
+
+def backend_for(tensor: object) -> ModuleType:
+    """The backend for ``tensor``'s type, looked up without importing any framework."""
+    for module_name, type_path, backend in _TENSOR_TYPES:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        cls = module
+        for part in type_path.split(".")[1:]:
+            cls = getattr(cls, part, None)
+        if isinstance(cls, type) and isinstance(tensor, cls):
+            return get_backend(backend)
+    raise PolyinitError(f"no backend for a {type(tensor).__module__}.{type(tensor).__name__}; "
+                        f"known backends: {', '.join(REGISTRY)}")

@@ -1,0 +1,180 @@
+"""The reference backend: draws a plan into a numpy array with an explicit ``numpy.random.Generator``.
+
+Random leaves are drawn in ``Plan.leaves`` order from the one generator, in float64, and the result
+is cast once to the target dtype (float16/32/64, and bfloat16 through ml_dtypes), so the same seed
+gives the same bytes.
+
+>>> import numpy as np
+>>> from polyinit import OUT_IN, glorot_uniform
+>>> w = sample(glorot_uniform(), (256, 784), rng=np.random.default_rng(0), layout=OUT_IN)
+>>> bool(abs(w).max() < (6 / 1040) ** 0.5)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from polyinit import nodes as n
+from polyinit.errors import BackendUnavailableError, PolyinitError
+from polyinit.layout import Layout
+from polyinit.plan import Plan, resolve
+from polyinit.spec import Spec
+
+NAME = "numpy"
+
+
+def _rank(x: np.ndarray, axis: int) -> np.ndarray:
+    return np.argsort(np.argsort(x, axis=axis, kind="stable"), axis=axis, kind="stable").astype(x.dtype)
+
+
+OPS = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+    "minimum": np.minimum, "maximum": np.maximum, "neg": np.negative, "abs": np.abs,
+    "ge": lambda a, b: np.greater_equal(a, b).astype(np.result_type(a, b)),
+    "gt": lambda a, b: np.greater(a, b).astype(np.result_type(a, b)),
+    "le": lambda a, b: np.less_equal(a, b).astype(np.result_type(a, b)),
+    "lt": lambda a, b: np.less(a, b).astype(np.result_type(a, b)),
+    "where": lambda c, x, y: np.where(c != 0, x, y),
+}
+
+
+def _standard_truncated(rng: np.random.Generator, shape, a: float, b: float) -> np.ndarray:
+    """Inverse CDF of N(0, 1) on [a, b], with u kept strictly inside (Phi(a), Phi(b))."""
+    from math import erf
+
+    lo, hi = 0.5 * (1 + erf(a / math.sqrt(2))), 0.5 * (1 + erf(b / math.sqrt(2)))
+    u = rng.uniform(lo, hi, size=shape)
+    tiny = np.finfo(np.float64).eps
+    u = np.clip(u, np.nextafter(lo, 1.0) if lo > 0 else tiny, np.nextafter(hi, 0.0) if hi < 1 else 1 - tiny)
+    return np.clip(_ndtri(u), a, b)
+
+
+def _ndtri(p: np.ndarray) -> np.ndarray:
+    """Inverse of the standard normal CDF: scipy's when present, else Acklam's rational
+    approximation (relative error < 1.2e-9, below float32 resolution)."""
+    try:
+        from scipy.special import ndtri
+    except ImportError:
+        return _acklam(p)
+    return ndtri(p)
+
+
+def _acklam(p: np.ndarray) -> np.ndarray:
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    q = np.minimum(p, 1 - p)
+    t = np.sqrt(-2 * np.log(q))
+    tail = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / \
+        ((((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1)
+    r = (p - 0.5) ** 2
+    mid = (p - 0.5) * (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) / \
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    return np.where(q < 0.02425, np.where(p < 0.5, tail, -tail), mid)
+
+
+def orthogonal_from_normal(g: np.ndarray, rows: int, cols: int, xp=np) -> np.ndarray:
+    """Haar-random (rows, cols) from a standard normal (max, min) matrix: Q R = g, Q <- Q sign(diag R),
+    transposed when rows < cols (Mezzadri's fix; torch, Keras and JAX do the same)."""
+    q, r = xp.linalg.qr(g)
+    q = q * xp.sign(xp.diagonal(r))[None, :]
+    return q if rows >= cols else q.T
+
+
+class Primitives:
+    """The numpy implementation of every node kind; also the shape of every other backend's."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def Fill(self, node: n.Fill):
+        return np.full(node.shape, node.value, dtype=np.float64)
+
+    def Fixed(self, node: n.Fixed):
+        return np.asarray(node.values, dtype=np.float64)
+
+    def Uniform(self, node: n.Uniform, index: int):
+        return self.rng.uniform(node.low, node.high, size=node.shape)
+
+    def Normal(self, node: n.Normal, index: int):
+        return self.rng.normal(node.mean, node.std, size=node.shape)
+
+    def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
+        return node.mean + node.std * _standard_truncated(self.rng, node.shape, node.a, node.b)
+
+    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
+        rows, cols = node.shape
+        g = self.rng.standard_normal((max(rows, cols), min(rows, cols)))
+        return node.gain * orthogonal_from_normal(g, rows, cols)
+
+    def Reshape(self, node: n.Reshape, x):
+        return x.reshape(node.shape)
+
+    def Transpose(self, node: n.Transpose, x):
+        return np.transpose(x, node.perm)
+
+    def Concat(self, node: n.Concat, parts):
+        return np.concatenate(parts, axis=node.axis)
+
+    def Scatter(self, node: n.Scatter, x):
+        out = np.zeros(node.shape)
+        out[tuple(slice(None) if i is None else i for i in node.index)] = x
+        return out
+
+    def Op(self, node: n.Op, args):
+        if node.name == "rank":
+            return _rank(args[0], node.axis)
+        return OPS[node.name](*args)
+
+
+def elementwise(root: n.Node, values: dict[int, np.ndarray]) -> np.ndarray:
+    """Evaluate an elementwise expression with given leaf values (broadcasting constants);
+    used by the plan to integrate an expression over its leaf's density."""
+    if id(root) in values:
+        return values[id(root)]
+    if isinstance(root, n.Fill):
+        return np.asarray(root.value, dtype=np.float64)
+    if isinstance(root, n.Op) and root.name != "rank":
+        return OPS[root.name](*(elementwise(a, values) for a in root.args))
+    raise PolyinitError(f"elementwise: cannot integrate over {root.describe()}")
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise BackendUnavailableError("bfloat16 in numpy needs ml_dtypes: pip install ml_dtypes") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def draw(plan: Plan, rng: np.random.Generator) -> np.ndarray:
+    """Draw a resolved plan with ``rng``; the result has the plan's shape and dtype."""
+    if not isinstance(rng, np.random.Generator):
+        raise PolyinitError(f"numpy backend: rng must be a numpy.random.Generator (never the global "
+                            f"RNG), received {rng!r}")
+    dtype = numpy_dtype(plan.dtype)
+    if plan.size == 0:
+        return np.zeros(plan.shape, dtype=dtype)
+    values = n.evaluate(plan.root, Primitives(rng), plan.leaf_index)
+    return np.asarray(values).astype(dtype)
+
+
+def sample(spec: Spec, shape: Sequence[int], *, rng: np.random.Generator,
+           layout: Optional[Layout] = None, dtype: str = "float32") -> np.ndarray:
+    """Resolve ``spec`` for ``shape`` and draw it with ``rng``.
+
+    >>> from polyinit import Uniform
+    >>> sample(Uniform(low=-1, high=1), (2, 3), rng=np.random.default_rng(0)).shape
+    (2, 3)
+    """
+    return draw(resolve(spec, shape, layout, dtype), rng)

@@ -1,0 +1,264 @@
+"""Statistical checks of samples against a plan's promise: the oracle is always the plan's
+closed-form statistics, never another backend's sample.
+
+Every check has false-alarm probability ``alpha`` (default 1e-6) under the null hypothesis that the
+sample follows the plan:
+
+* support: no value outside [low, high] (widened by the dtype's rounding); deterministic.
+* mean: |mean - mu| <= z sigma / sqrt(n), z = Phi^-1(1 - alpha/2).
+* variance: |s^2 - sigma^2| <= z sigma^2 sqrt((kappa + 2) / n), kappa the promised excess kurtosis
+  (the large-sample law of s^2).
+* kurtosis: a t-test on the excess kurtosis of 16 equal batches (distribution-free).
+* KS: the Kolmogorov-Smirnov distance to the analytic CDF, with each value's CDF taken over its
+  rounding interval so float16/bfloat16 steps are not mistaken for misfit; p-value by the
+  asymptotic Kolmogorov law.
+* zero fraction: exact counts where the plan fixes them per slice (sparse), else a binomial z-test.
+* orthogonal: Q^T Q = gain^2 I to a tolerance set by the dtype; exact: equal to the promised array.
+
+>>> import numpy as np
+>>> from polyinit import Uniform, resolve
+>>> from polyinit.backends.numpy import draw
+>>> plan = resolve(Uniform(low=-1.0, high=1.0), (512, 512))
+>>> all(c.passed for c in check(draw(plan, np.random.default_rng(0)), plan))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from statistics import NormalDist
+from typing import Optional, Sequence
+
+import numpy as np
+
+from polyinit import nodes as n
+from polyinit.moments import normal_cdf
+from polyinit.plan import Plan
+
+ALPHA = 1e-6
+KURTOSIS_BATCHES = 16
+# Relative rounding of each dtype (half an ulp relative to the value).
+_ROUNDING = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One statistic: what the plan promised, what the sample showed, and the tolerance."""
+
+    name: str
+    expected: float
+    observed: float
+    tolerance: float
+    passed: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.passed else "FAIL"
+        return (f"{verdict:4} {self.name}: expected {self.expected:.6g}, observed {self.observed:.6g}, "
+                f"tolerance {self.tolerance:.3g}{' (' + self.detail + ')' if self.detail else ''}")
+
+
+def z_value(alpha: float) -> float:
+    """Two-sided normal quantile: 4.8916 for alpha = 1e-6."""
+    return NormalDist().inv_cdf(1 - alpha / 2)
+
+
+def check(samples: "np.ndarray | Sequence[np.ndarray]", plan: Plan, alpha: float = ALPHA) -> list[Check]:
+    """Every check that applies to ``plan``, on one sample or several independent draws of it."""
+    draws = [np.asarray(samples, dtype=np.float64)] if isinstance(samples, np.ndarray) else [
+        np.asarray(s, dtype=np.float64) for s in samples]
+    if isinstance(plan.root, n.Concat):
+        return _blocks(draws, plan, alpha)
+    stats = plan.stats
+    if stats is None:
+        return []
+    if stats.exact is not None:
+        return [_exact(d, np.asarray(stats.exact), plan.dtype) for d in draws]
+    if stats.orthogonal is not None:
+        return [_support(draws, plan)] + [_orthogonal(d, plan) for d in draws]
+    flat = np.concatenate([d.ravel() for d in draws])
+    results = [_support(draws, plan)]
+    if stats.low == stats.high:
+        return results
+    results += [_mean(flat, plan, alpha), _variance(flat, plan, alpha)]
+    if stats.excess_kurtosis is not None and flat.size >= 1600:
+        results.append(_kurtosis(flat, plan, alpha))
+    if stats.zero_fraction is not None:
+        results.append(_zero_fraction(draws, flat, plan, alpha))
+    cdf = continuous_cdf(plan)
+    if cdf is not None:
+        results.append(_ks(flat, cdf, plan, alpha))
+    return results
+
+
+def _blocks(draws, plan: Plan, alpha: float) -> list[Check]:
+    """Each gate block is checked against its own part's plan: the blocks are not exchangeable."""
+    from polyinit.plan import resolve
+
+    axis, count = plan.root.axis, len(plan.root.children)
+    results = []
+    for i, part in enumerate(plan.spec.parts):
+        pieces = [np.split(d, count, axis=axis)[i] for d in draws]
+        part_plan = resolve(part, pieces[0].shape, plan.layout, plan.dtype)
+        results += [replace(c, name=f"block {i}: {c.name}") for c in check(pieces, part_plan, alpha)]
+    return results
+
+
+def _tolerance_of(value: float, dtype: str) -> float:
+    return abs(value) * 2 * _ROUNDING[dtype] + 1e-300
+
+
+def _support(draws, plan: Plan) -> Check:
+    low, high = plan.stats.low, plan.stats.high
+    lo = min(float(d.min()) for d in draws)
+    hi = max(float(d.max()) for d in draws)
+    slack = max(_tolerance_of(low, plan.dtype) if math.isfinite(low) else 0.0,
+                _tolerance_of(high, plan.dtype) if math.isfinite(high) else 0.0)
+    outside = lo < low - slack or hi > high + slack
+    observed = lo if lo < low - slack else hi
+    return Check("support", low if observed == lo else high, observed, slack, not outside,
+                 f"every value in [{low:.6g}, {high:.6g}]")
+
+
+def _mean(flat: np.ndarray, plan: Plan, alpha: float) -> Check:
+    stats = plan.stats
+    tolerance = z_value(alpha) * stats.std / math.sqrt(flat.size) + _tolerance_of(stats.mean, plan.dtype)
+    observed = float(flat.mean())
+    return Check("mean", stats.mean, observed, tolerance, abs(observed - stats.mean) <= tolerance)
+
+
+def _variance(flat: np.ndarray, plan: Plan, alpha: float) -> Check:
+    stats = plan.stats
+    kappa = stats.excess_kurtosis if stats.excess_kurtosis is not None else 0.0
+    tolerance = z_value(alpha) * stats.var * math.sqrt((kappa + 2) / flat.size)
+    tolerance += stats.var * 4 * _ROUNDING[plan.dtype]
+    observed = float(flat.var())
+    return Check("variance", stats.var, observed, tolerance, abs(observed - stats.var) <= tolerance)
+
+
+def _kurtosis(flat: np.ndarray, plan: Plan, alpha: float) -> Check:
+    """t-test on per-batch excess kurtosis: each batch's statistic is nearly normal, and the
+    batch spread estimates the standard error without needing the 8th moment."""
+    expected = plan.stats.excess_kurtosis
+    batches = np.array_split(flat, KURTOSIS_BATCHES)
+    values = np.array([_excess_kurtosis(b) for b in batches])
+    mean, se = float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+    tolerance = _t_quantile(alpha, len(values) - 1) * se + 6.0 / len(batches[0]) * 2
+    return Check("excess kurtosis", expected, mean, tolerance, abs(mean - expected) <= tolerance)
+
+
+def _excess_kurtosis(x: np.ndarray) -> float:
+    centred = x - x.mean()
+    var = float(np.mean(centred**2))
+    return float(np.mean(centred**4)) / var**2 - 3.0 if var > 0 else 0.0
+
+
+def _t_quantile(alpha: float, dof: int) -> float:
+    """Two-sided Student-t quantile (scipy when present, else a Cornish-Fisher expansion)."""
+    try:
+        from scipy.stats import t
+    except ImportError:
+        z = z_value(alpha)
+        g1 = (z**3 + z) / 4
+        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+        return z + g1 / dof + g2 / dof**2 + g3 / dof**3
+    return float(t.ppf(1 - alpha / 2, dof))
+
+
+def _zero_fraction(draws, flat: np.ndarray, plan: Plan, alpha: float) -> Check:
+    expected = plan.stats.zero_fraction
+    observed = float(np.mean(flat == 0))
+    if isinstance(plan.root, n.Op) and plan.root.name == "mul" and _is_rank_mask(plan.root.args[1]):
+        # Sparse: the count of zeros along the axis is exact in every slice.
+        axis = plan.root.args[1].args[0].axis
+        counts = np.concatenate([np.sum(d == 0, axis=axis).ravel() for d in draws])
+        want = round(expected * plan.shape[axis])
+        worst = float(counts.min() if counts.min() < want else counts.max())
+        if plan.dtype in ("float16", "bfloat16"):
+            # A normal value below half the smallest subnormal rounds to an extra zero.
+            passed = bool(np.all(counts >= want)) and float(np.mean(counts - want)) <= 1e-3 * plan.shape[axis]
+        else:
+            passed = bool(np.all(counts == want))
+        return Check("zeros per slice", want, worst, 0.0, passed, "exact count along the output axis")
+    tolerance = z_value(alpha) * math.sqrt(expected * (1 - expected) / flat.size)
+    return Check("zero fraction", expected, observed, tolerance, abs(observed - expected) <= tolerance)
+
+
+def _is_rank_mask(node: n.Node) -> bool:
+    return isinstance(node, n.Op) and node.name == "ge" and isinstance(node.args[0], n.Op) \
+        and node.args[0].name == "rank"
+
+
+def continuous_cdf(plan: Plan):
+    """The analytic CDF when the plan is a single continuous leaf (possibly reshaped)."""
+    node = plan.root
+    while isinstance(node, (n.Reshape, n.Transpose)):
+        node = node.child
+    if isinstance(node, n.Uniform):
+        lo, hi = node.low, node.high
+        return lambda x: np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    if isinstance(node, n.Normal):
+        mu, sd = node.mean, node.std
+        return lambda x: _phi((x - mu) / sd)
+    if isinstance(node, n.TruncatedNormal):
+        mu, sd, a, b = node.mean, node.std, node.a, node.b
+        fa, fb = normal_cdf(a), normal_cdf(b)
+        return lambda x: np.clip((_phi((x - mu) / sd) - fa) / (fb - fa), 0.0, 1.0)
+    return None
+
+
+def _phi(z: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import ndtr
+    except ImportError:
+        return np.vectorize(normal_cdf)(z)
+    return ndtr(z)
+
+
+def kolmogorov_pvalue(d: float, size: int) -> float:
+    """P(D_n >= d) by the asymptotic Kolmogorov series with Stephens' small-n correction."""
+    root = math.sqrt(size)
+    lam = (root + 0.12 + 0.11 / root) * d
+    if lam < 0.2:
+        return 1.0
+    total = sum(2 * (-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
+    return min(max(total, 0.0), 1.0)
+
+
+def _ks(flat: np.ndarray, cdf, plan: Plan, alpha: float) -> Check:
+    x = np.sort(flat)
+    half_step = np.abs(x) * _ROUNDING[plan.dtype] * 2 + np.finfo(np.float64).tiny
+    size = x.size
+    upper = cdf(x + half_step)
+    lower = cdf(x - half_step)
+    ranks = np.arange(1, size + 1) / size
+    distance = float(max(np.max(ranks - upper), np.max(lower - (ranks - 1.0 / size)), 0.0))
+    pvalue = kolmogorov_pvalue(distance, size)
+    return Check("KS p-value", alpha, pvalue, alpha, pvalue >= alpha, f"D={distance:.3g}, n={size}")
+
+
+def _orthogonal(sample: np.ndarray, plan: Plan) -> Check:
+    axis, gain = plan.stats.orthogonal
+    matrix = np.moveaxis(sample, axis, 0).reshape(sample.shape[axis], -1)
+    rows, cols = matrix.shape
+    gram = matrix @ matrix.T if rows <= cols else matrix.T @ matrix
+    error = float(np.max(np.abs(gram - gain**2 * np.eye(gram.shape[0]))))
+    tolerance = gain**2 * (16 * _ROUNDING[plan.dtype] * math.sqrt(gram.shape[0]) + 1e-5)
+    return Check("orthogonality max|Q^T Q - g^2 I|", 0.0, error, tolerance, error <= tolerance)
+
+
+def _exact(sample: np.ndarray, exact: np.ndarray, dtype: str) -> Check:
+    error = float(np.max(np.abs(sample - exact))) if sample.size else 0.0
+    tolerance = float(np.max(np.abs(exact))) * 2 * _ROUNDING[dtype] if exact.size else 0.0
+    return Check("exact values", 0.0, error, tolerance, sample.shape == exact.shape and error <= tolerance)
+
+
+def failures(results: Sequence[Check]) -> list[Check]:
+    return [r for r in results if not r.passed]
+
+
+def samples_needed(plan: Plan, minimum: int = 1 << 18) -> int:
+    """How many independent draws of ``plan`` reach ``minimum`` elements (power, see README)."""
+    return max(1, math.ceil(minimum / max(plan.size, 1)))

@@ -1,0 +1,212 @@
+"""The primitive set: the only things a backend ever draws or computes.
+
+A plan is a small tree of these nodes with concrete numbers; a backend implements each node kind
+natively (a handful of lines each) and never sees a fan, a gain or a scheme name. Random leaves are
+numbered in the order ``Plan.leaves`` gives, so keyed backends (JAX, Keras) can split one key per
+leaf and sequential ones (numpy, torch) draw in that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+@dataclass(eq=False)
+class Node:
+    shape: Shape
+
+    def describe(self) -> str:
+        return type(self).__name__.lower()
+
+
+def _g(x: float) -> str:
+    return f"{x:.4g}"
+
+
+# --- leaves -------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Fill(Node):
+    value: float
+
+    def describe(self) -> str:
+        return f"constant({_g(self.value)})"
+
+
+@dataclass(eq=False)
+class Fixed(Node):
+    """Deterministic values computed in the plan (identity, dirac, bilinear)."""
+
+    values: np.ndarray = field(repr=False)
+    name: str = "fixed"
+
+    def describe(self) -> str:
+        return self.name
+
+
+@dataclass(eq=False)
+class Uniform(Node):
+    """U[low, high)."""
+
+    low: float
+    high: float
+
+    def describe(self) -> str:
+        return f"uniform({_g(self.low)}, {_g(self.high)})"
+
+
+@dataclass(eq=False)
+class Normal(Node):
+    mean: float
+    std: float
+
+    def describe(self) -> str:
+        return f"normal(mean={_g(self.mean)}, std={_g(self.std)})"
+
+
+@dataclass(eq=False)
+class TruncatedNormal(Node):
+    """``mean + std * z`` with z ~ N(0, 1) cut to [a, b] (standard units), by inverse CDF with
+    the uniform kept inside the open interval, so no value reaches a bound through rounding."""
+
+    mean: float
+    std: float
+    a: float
+    b: float
+
+    def describe(self) -> str:
+        lo, hi = self.mean + self.a * self.std, self.mean + self.b * self.std
+        return (f"truncated_normal(mean={_g(self.mean)}, std0={_g(self.std)}, "
+                f"[{_g(lo)}, {_g(hi)}] = [{_g(self.a)}, {_g(self.b)}] std0)")
+
+
+@dataclass(eq=False)
+class OrthogonalMatrix(Node):
+    """A Haar-random (rows, cols) matrix with orthonormal rows or columns, times gain: QR of a
+    standard normal (max, min) matrix with the sign of diag(R) folded in, transposed if rows < cols."""
+
+    gain: float
+
+    def describe(self) -> str:
+        return f"orthogonal({self.shape[0]}x{self.shape[1]}, gain={_g(self.gain)})"
+
+
+# --- structure ----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Reshape(Node):
+    child: Node
+
+    def describe(self) -> str:
+        return self.child.describe()
+
+
+@dataclass(eq=False)
+class Transpose(Node):
+    child: Node
+    perm: tuple[int, ...]
+
+    def describe(self) -> str:
+        return self.child.describe()
+
+
+@dataclass(eq=False)
+class Concat(Node):
+    axis: int
+    children: tuple[Node, ...]
+
+    def describe(self) -> str:
+        return "blocks[" + ", ".join(c.describe() for c in self.children) + "]"
+
+
+@dataclass(eq=False)
+class Scatter(Node):
+    """Zeros of ``shape`` with ``child`` written at ``index`` (ints pick, None keeps an axis)."""
+
+    child: Node
+    index: tuple[Optional[int], ...]
+
+    def describe(self) -> str:
+        return f"zeros with {self.child.describe()} at the centre"
+
+
+@dataclass(eq=False)
+class Op(Node):
+    """Elementwise op on same-shape args: add sub mul div minimum maximum ge gt le lt neg abs
+    where; and ``rank`` (0-based rank of each element along ``axis``, for exact-count masks)."""
+
+    name: str
+    args: tuple[Node, ...]
+    axis: Optional[int] = None
+
+    def describe(self) -> str:
+        return f"{self.name}(" + ", ".join(a.describe() for a in self.args) + ")"
+
+
+RANDOM_LEAVES = (Uniform, Normal, TruncatedNormal, OrthogonalMatrix)
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, (Reshape, Transpose, Scatter)):
+        return (node.child,)
+    if isinstance(node, Concat):
+        return node.children
+    if isinstance(node, Op):
+        return node.args
+    return ()
+
+
+def random_leaves(root: Node) -> tuple[Node, ...]:
+    """Random leaves in depth-first, left-to-right order of first visit; shared nodes once."""
+    seen: set[int] = set()
+    order: list[Node] = []
+
+    def visit(node: Node) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, RANDOM_LEAVES):
+            order.append(node)
+        for child in children(node):
+            visit(child)
+
+    visit(root)
+    return tuple(order)
+
+
+def evaluate(root: Node, prims, leaf_index: dict[int, int]):
+    """Evaluate a plan tree with a backend's primitives, each shared node once.
+
+    ``prims`` has one method per node kind (see ``polyinit.backends.numpy.Primitives``); random
+    methods get the leaf's number so keyed backends can pick the key.
+    """
+    cache: dict[int, object] = {}
+
+    def run(node: Node):
+        key = id(node)
+        if key in cache:
+            return cache[key]
+        if isinstance(node, RANDOM_LEAVES):
+            method = getattr(prims, type(node).__name__)
+            value = method(node, leaf_index[id(node)])
+        elif isinstance(node, Fill):
+            value = prims.Fill(node)
+        elif isinstance(node, Fixed):
+            value = prims.Fixed(node)
+        elif isinstance(node, Concat):
+            value = prims.Concat(node, [run(c) for c in node.children])
+        elif isinstance(node, Op):
+            value = prims.Op(node, [run(a) for a in node.args])
+        else:  # Reshape, Transpose, Scatter
+            value = getattr(prims, type(node).__name__)(node, run(node.child))
+        cache[key] = value
+        return value
+
+    return run(root)
