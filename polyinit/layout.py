@@ -98,9 +98,11 @@ def compute_fans(shape: Sequence[int], layout: "Layout | None") -> Fans:
         raise ShapeError(f"this scheme needs fans, so it needs a layout: shape {shape} has none; "
                          "pass layout=polyinit.OUT_IN (torch, MXNet) or polyinit.IN_OUT (Keras, Flax)")
     roles = layout.roles(len(shape))
-    if "in" not in roles or "out" not in roles:
+    # An input side (in or receptive-field axes) and an output side: a depthwise kernel has no
+    # 'in' axis but its receptive field is its fan-in.
+    if "out" not in roles or not {"in", "spatial"} & set(roles):
         raise ShapeError(f"this scheme needs fans, but shape {shape} under layout {layout.pattern!r} "
-                         f"has roles {roles}, without both an 'in' and an 'out' axis "
+                         f"has roles {roles}, without an 'out' axis and an 'in' or spatial axis "
                          "(rank-0/1 tensors such as biases have no fans; use a scheme without fans)")
 
     def size(role: str) -> int:

@@ -134,9 +134,10 @@ def _axis(axis, shape, ctx: _Context, owner: str) -> int:
         if not -rank <= axis < rank:
             raise ShapeError(f"{owner}: axis {axis} is out of range for shape {shape}")
         return axis % rank
-    if ctx.layout is None:
+    if ctx.layout is None and rank != 1:
         raise ShapeError(f"{owner}: axis {axis!r} is a role, so it needs a layout; shape {shape} has none")
-    found = ctx.layout.axes_with(axis, rank)
+    # A rank-1 tensor is a bias: its one axis is 'out' under any layout.
+    found = ctx.layout.axes_with(axis, rank) if ctx.layout else tuple(i for i in (0,) if axis == "out")
     if len(found) != 1:
         raise ShapeError(f"{owner}: shape {shape} under layout {ctx.layout.pattern!r} has "
                          f"{len(found)} {axis!r} axes; name an integer axis instead")

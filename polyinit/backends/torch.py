@@ -1,0 +1,156 @@
+"""PyTorch backend: in-place ``fn(tensor, generator=None)`` initializers, like ``torch.nn.init``.
+
+Draws happen on the tensor's own device with torch's own RNG (``generator=`` or the global one),
+under ``no_grad``. A single-leaf plan (uniform, normal, truncated normal, constant) is drawn in
+place, so a non-contiguous view is filled where it lies and no temporary is allocated. Anything
+else is computed out of place and copied in. float16/bfloat16 are computed in float32 and cast (torch
+lacks QR and precise erfinv there); a meta tensor is left as it is (nothing to draw).
+
+>>> import torch, polyinit
+>>> init = initializer(polyinit.he_uniform(a=5 ** 0.5))   # torch's Linear default
+>>> w = init(torch.empty(256, 784), generator=torch.Generator().manual_seed(0))
+>>> bool(w.abs().max() <= 1 / 784 ** 0.5)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+
+from polyinit import nodes as n
+from polyinit.errors import PolyinitError
+from polyinit.layout import OUT_IN, Layout
+from polyinit.moments import normal_cdf
+from polyinit.plan import Plan, resolve
+from polyinit.spec import Spec
+
+NAME = "torch"
+DEFAULT_LAYOUT = OUT_IN
+_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32",
+           torch.float64: "float64"}
+_OPS = {
+    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+    "minimum": torch.minimum, "maximum": torch.maximum, "neg": torch.neg, "abs": torch.abs,
+    "ge": lambda a, b: (a >= b).to(a.dtype), "gt": lambda a, b: (a > b).to(a.dtype),
+    "le": lambda a, b: (a <= b).to(a.dtype), "lt": lambda a, b: (a < b).to(a.dtype),
+    "where": lambda c, x, y: torch.where(c != 0, x, y),
+}
+
+
+def _truncated_(out: torch.Tensor, node: n.TruncatedNormal, generator) -> torch.Tensor:
+    """In place: u ~ U(Phi(a), Phi(b)) kept strictly inside (0, 1), x = sqrt(2) erfinv(2u - 1).
+    Keeping u off 0 and 1 avoids torch trunc_normal_'s rare values clamped to the bounds."""
+    lo, hi = 2 * normal_cdf(node.a) - 1, 2 * normal_cdf(node.b) - 1
+    out.uniform_(lo, hi, generator=generator)
+    edge = 1 - torch.finfo(out.dtype).eps
+    out.clamp_(max(lo, -edge), min(hi, edge)).erfinv_().mul_(math.sqrt(2.0))
+    return out.clamp_(node.a, node.b).mul_(node.std).add_(node.mean)
+
+
+class Primitives:
+    def __init__(self, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype):
+        self.generator, self.device, self.dtype = generator, device, dtype
+
+    def _empty(self, shape) -> torch.Tensor:
+        return torch.empty(shape, device=self.device, dtype=self.dtype)
+
+    def Fill(self, node: n.Fill):
+        return torch.full(node.shape, node.value, device=self.device, dtype=self.dtype)
+
+    def Fixed(self, node: n.Fixed):
+        return torch.as_tensor(node.values, device=self.device).to(self.dtype)
+
+    def Uniform(self, node: n.Uniform, index: int):
+        return self._empty(node.shape).uniform_(node.low, node.high, generator=self.generator)
+
+    def Normal(self, node: n.Normal, index: int):
+        return self._empty(node.shape).normal_(node.mean, node.std, generator=self.generator)
+
+    def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
+        return _truncated_(self._empty(node.shape), node, self.generator)
+
+    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
+        rows, cols = node.shape
+        g = self._empty((max(rows, cols), min(rows, cols))).normal_(generator=self.generator)
+        q, r = torch.linalg.qr(g)
+        q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+        return node.gain * (q if rows >= cols else q.T)
+
+    def Reshape(self, node: n.Reshape, x):
+        return x.reshape(node.shape)
+
+    def Transpose(self, node: n.Transpose, x):
+        return x.permute(node.perm)
+
+    def Concat(self, node: n.Concat, parts):
+        return torch.cat(parts, dim=node.axis)
+
+    def Scatter(self, node: n.Scatter, x):
+        out = torch.zeros(node.shape, device=self.device, dtype=self.dtype)
+        out[tuple(slice(None) if i is None else i for i in node.index)] = x
+        return out
+
+    def Op(self, node: n.Op, args):
+        if node.name == "rank":
+            return torch.argsort(torch.argsort(args[0], dim=node.axis), dim=node.axis).to(self.dtype)
+        return _OPS[node.name](*args)
+
+
+def draw_into(tensor: torch.Tensor, plan: Plan, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Fill ``tensor`` in place with a draw of ``plan`` (its shape must match)."""
+    if tuple(tensor.shape) != plan.shape:
+        raise PolyinitError(f"torch backend: tensor shape {tuple(tensor.shape)} != plan shape {plan.shape}")
+    if tensor.device.type == "meta" or plan.size == 0:
+        return tensor
+    with torch.no_grad():
+        root = plan.root
+        if tensor.dtype in (torch.float32, torch.float64) and isinstance(root, (n.Uniform, n.Normal, n.Fill,
+                                                                               n.TruncatedNormal)):
+            if isinstance(root, n.Uniform):
+                return tensor.uniform_(root.low, root.high, generator=generator)
+            if isinstance(root, n.Normal):
+                return tensor.normal_(root.mean, root.std, generator=generator)
+            if isinstance(root, n.Fill):
+                return tensor.fill_(root.value)
+            return _truncated_(tensor, root, generator)
+        compute = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+        prims = Primitives(generator, tensor.device, compute)
+        return tensor.copy_(n.evaluate(root, prims, plan.leaf_index))
+
+
+def plan_for(tensor: torch.Tensor, spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Plan:
+    if tensor.dtype not in _DTYPES:
+        raise PolyinitError(f"torch backend: cannot initialise a {tensor.dtype} tensor; "
+                            f"floating dtypes only ({', '.join(map(str, _DTYPES))})")
+    return resolve(spec, tuple(tensor.shape), layout, _DTYPES[tensor.dtype])
+
+
+def init_(tensor: torch.Tensor, spec: Spec, layout: Layout = DEFAULT_LAYOUT,
+          generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Fill ``tensor`` in place with ``spec`` and return it (the ``torch.nn.init`` idiom).
+
+    >>> import polyinit
+    >>> init_(torch.empty(3, 4), polyinit.zeros()).sum().item()
+    0.0
+    """
+    return draw_into(tensor, plan_for(tensor, spec, layout), generator)
+
+
+def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., torch.Tensor]:
+    """A ``torch.nn.init``-style function ``fn(tensor, generator=None) -> tensor`` for ``spec``."""
+    if not isinstance(spec, Spec):
+        raise PolyinitError(f"torch backend: expected a polyinit spec, received {spec!r}")
+
+    def fn(tensor: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return init_(tensor, spec, layout, generator)
+
+    fn.__name__ = f"polyinit_{spec.kind}_"
+    fn.__doc__ = f"Fill a tensor in place with {spec!r} (layout {layout.pattern!r})."
+    return fn
+
+
+def to_numpy(tensor: torch.Tensor):
+    return tensor.detach().to(torch.float64).cpu().numpy()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install everything into fresh virtual environments and run the whole test suite:
+#   .venv        torch, Keras 3 (TensorFlow), JAX + Flax, the test tools  -> tests/ and conformance/
+#   .venv-mxnet  the real MXNet 1.9.1, which needs numpy 1.23.5           -> tests/mxnet/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL=2 PIP_DISABLE_PIP_VERSION_CHECK=1
+PYTHON=${PYTHON:-python3}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/pip install -q -c constraints.txt -e '.[all,test]'
+
+[ -x .venv-mxnet/bin/python ] || "$PYTHON" -m venv .venv-mxnet
+.venv-mxnet/bin/pip install -q mxnet==1.9.1 numpy==1.23.5 'pytest>=8' 'hypothesis>=6' scipy
+.venv-mxnet/bin/pip install -q --no-deps -e .
+
+# Every backend is required here: one that cannot be imported fails the run instead of skipping.
+POLYINIT_TEST_BACKENDS=numpy,torch,keras,jax,mxnet .venv/bin/python -m pytest -n 2 --ignore=tests/mxnet "$@"
+POLYINIT_TEST_BACKENDS=numpy,mxnet .venv-mxnet/bin/python -m pytest -p no:cacheprovider tests/mxnet "$@"
