@@ -1,0 +1,142 @@
+"""Keras 3 backend: a registered ``keras.initializers.Initializer`` for any spec.
+
+Works under ``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch`` (it uses ``keras.ops`` and
+``keras.random`` only). Seeds behave like Keras's own: an int seed gives the same values on every
+call, a ``keras.random.SeedGenerator`` advances, ``None`` picks a random int at construction (and a
+clone or a reloaded model picks a new one). ``get_config`` holds the spec as polyinit's JSON dict,
+so a ``.keras`` file that uses it reloads in a fresh process without ``custom_objects`` once
+polyinit's Keras backend is imported.
+
+>>> import polyinit
+>>> init = Initializer(polyinit.glorot_uniform(), seed=1)
+>>> tuple(init((784, 256)).shape)
+(784, 256)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Optional
+
+import keras
+import numpy as np
+from keras import ops
+
+from polyinit import nodes as n
+from polyinit.errors import PolyinitError
+from polyinit.layout import IN_OUT, Layout
+from polyinit.moments import normal_cdf
+from polyinit.plan import Plan, resolve
+from polyinit.serialize import from_dict, to_dict
+from polyinit.spec import Spec
+
+NAME = "keras"
+DEFAULT_LAYOUT = IN_OUT
+_OPS = {
+    "add": ops.add, "sub": ops.subtract, "mul": ops.multiply, "div": ops.divide,
+    "minimum": ops.minimum, "maximum": ops.maximum, "neg": ops.negative, "abs": ops.abs,
+    "ge": lambda a, b: ops.cast(ops.greater_equal(a, b), a.dtype),
+    "gt": lambda a, b: ops.cast(ops.greater(a, b), a.dtype),
+    "le": lambda a, b: ops.cast(ops.less_equal(a, b), a.dtype),
+    "lt": lambda a, b: ops.cast(ops.less(a, b), a.dtype),
+    "where": lambda c, x, y: ops.where(ops.not_equal(c, 0), x, y),
+}
+
+
+class Primitives:
+    def __init__(self, seed: Any, dtype: str):
+        self.seed, self.dtype = seed, dtype
+
+    def Fill(self, node: n.Fill):
+        return ops.full(node.shape, node.value, dtype=self.dtype)
+
+    def Fixed(self, node: n.Fixed):
+        return ops.convert_to_tensor(node.values.astype(self.dtype))
+
+    def Uniform(self, node: n.Uniform, index: int):
+        return keras.random.uniform(node.shape, node.low, node.high, dtype=self.dtype, seed=self.seed)
+
+    def Normal(self, node: n.Normal, index: int):
+        return keras.random.normal(node.shape, node.mean, node.std, dtype=self.dtype, seed=self.seed)
+
+    def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
+        # keras.random.truncated_normal is fixed at +-2 std and leaks on the torch backend, so the
+        # inverse CDF is written out, with u kept off +-1.
+        lo, hi = 2 * normal_cdf(node.a) - 1, 2 * normal_cdf(node.b) - 1
+        edge = 1 - float(np.finfo(self.dtype).eps)
+        u = keras.random.uniform(node.shape, lo, hi, dtype=self.dtype, seed=self.seed)
+        z = math.sqrt(2.0) * ops.erfinv(ops.clip(u, max(lo, -edge), min(hi, edge)))
+        return node.mean + node.std * ops.clip(z, node.a, node.b)
+
+    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
+        rows, cols = node.shape
+        g = keras.random.normal((max(rows, cols), min(rows, cols)), dtype=self.dtype, seed=self.seed)
+        q, r = ops.qr(g)
+        q = q * ops.expand_dims(ops.sign(ops.diagonal(r)), 0)
+        return node.gain * (q if rows >= cols else ops.transpose(q))
+
+    def Reshape(self, node: n.Reshape, x):
+        return ops.reshape(x, node.shape)
+
+    def Transpose(self, node: n.Transpose, x):
+        return ops.transpose(x, node.perm)
+
+    def Concat(self, node: n.Concat, parts):
+        return ops.concatenate(parts, axis=node.axis)
+
+    def Scatter(self, node: n.Scatter, x):
+        block = ops.reshape(x, tuple(1 if i is not None else d for i, d in zip(node.index, node.shape)))
+        start = [0 if i is None else i for i in node.index]
+        return ops.slice_update(ops.zeros(node.shape, dtype=self.dtype), start, block)
+
+    def Op(self, node: n.Op, args):
+        if node.name == "rank":
+            return ops.cast(ops.argsort(ops.argsort(args[0], axis=node.axis), axis=node.axis), self.dtype)
+        return _OPS[node.name](*args)
+
+
+def draw(plan: Plan, seed: Any):
+    """A draw of ``plan``; ``seed`` is an int or a ``keras.random.SeedGenerator``."""
+    if plan.size == 0:
+        return ops.zeros(plan.shape, dtype=plan.dtype)
+    compute = plan.dtype if plan.dtype in ("float32", "float64") else "float32"
+    # An int seed becomes a fresh generator per call: same values every call, distinct per leaf.
+    generator = keras.random.SeedGenerator(seed) if isinstance(seed, int) else seed
+    values = n.evaluate(plan.root, Primitives(generator, compute), plan.leaf_index)
+    return ops.cast(values, plan.dtype)
+
+
+@keras.saving.register_keras_serializable(package="polyinit", name="Initializer")
+class Initializer(keras.initializers.Initializer):
+    """A Keras initializer drawing ``spec`` for a kernel laid out as ``layout`` (``* in out``)."""
+
+    def __init__(self, spec: "Spec | dict", layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any = None):
+        self.spec = from_dict(spec) if isinstance(spec, dict) else spec
+        if not isinstance(self.spec, Spec):
+            raise PolyinitError(f"keras backend: expected a polyinit spec, received {spec!r}")
+        self.layout = layout if isinstance(layout, Layout) else Layout(layout)
+        if isinstance(seed, dict):
+            seed = keras.saving.deserialize_keras_object(seed)
+        if seed is not None and not isinstance(seed, (int, keras.random.SeedGenerator)) or isinstance(seed, bool):
+            raise PolyinitError(f"keras backend: seed must be an int, a keras.random.SeedGenerator or "
+                                f"None, received seed={seed!r}")
+        self._init_seed = seed
+        self.seed = random.randint(1, int(1e9)) if seed is None else seed
+
+    def __call__(self, shape, dtype=None):
+        name = keras.backend.standardize_dtype(dtype or keras.config.floatx())
+        if name not in ("float16", "bfloat16", "float32", "float64"):
+            raise PolyinitError(f"keras backend: cannot initialise dtype {name}; floating dtypes only")
+        return draw(resolve(self.spec, tuple(shape), self.layout, name), self.seed)
+
+    def get_config(self) -> dict:
+        seed = self._init_seed
+        if isinstance(seed, keras.random.SeedGenerator):
+            seed = keras.saving.serialize_keras_object(seed)
+        return {"spec": to_dict(self.spec), "layout": self.layout.pattern, "seed": seed}
+
+
+def to_numpy(tensor) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(ops.cast(tensor, "float32") if str(tensor.dtype).endswith(
+        "bfloat16") else tensor), dtype=np.float64)
