@@ -125,3 +125,11 @@ def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., ja
 
 def to_numpy(array) -> np.ndarray:
     return np.asarray(jnp.asarray(array, jnp.float32) if array.dtype == jnp.bfloat16 else array, dtype=np.float64)
+
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def sample_plan(plan: Plan, seed: int) -> jax.Array:
+    """The conformance hook: one draw of ``plan`` from ``jax.random.key(seed)``."""
+    return draw(plan, jax.random.key(seed))

@@ -140,3 +140,11 @@ class Initializer(keras.initializers.Initializer):
 def to_numpy(tensor) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(ops.cast(tensor, "float32") if str(tensor.dtype).endswith(
         "bfloat16") else tensor), dtype=np.float64)
+
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def sample_plan(plan: Plan, seed: int):
+    """The conformance hook: the registered ``Initializer`` called as a Keras layer would."""
+    return Initializer(plan.spec, plan.layout or DEFAULT_LAYOUT, seed=seed)(plan.shape, plan.dtype)

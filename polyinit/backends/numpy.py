@@ -178,3 +178,15 @@ def sample(spec: Spec, shape: Sequence[int], *, rng: np.random.Generator,
     (2, 3)
     """
     return draw(resolve(spec, shape, layout, dtype), rng)
+
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def sample_plan(plan: Plan, seed: int) -> np.ndarray:
+    """The conformance hook every backend has: one native draw of ``plan`` from ``seed``."""
+    return draw(plan, np.random.default_rng(seed))
+
+
+def to_numpy(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, dtype=np.float64)

@@ -154,3 +154,13 @@ def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., to
 
 def to_numpy(tensor: torch.Tensor):
     return tensor.detach().to(torch.float64).cpu().numpy()
+
+
+DTYPES = tuple(_DTYPES.values())
+_TORCH_DTYPES = {name: dtype for dtype, name in _DTYPES.items()}
+
+
+def sample_plan(plan: Plan, seed: int) -> torch.Tensor:
+    """The conformance hook: fill a fresh tensor through ``draw_into`` with a seeded generator."""
+    tensor = torch.empty(plan.shape, dtype=_TORCH_DTYPES[plan.dtype])
+    return draw_into(tensor, plan, torch.Generator().manual_seed(seed))

@@ -1,0 +1,143 @@
+"""Legacy-MXNet backend: an initializer that follows ``mxnet.initializer``'s protocol.
+
+It is called with a parameter name (or an ``InitDesc``) and an array, dispatches on the name's
+suffix as MXNet does (``weight`` -> the spec, ``bias``/``beta``/``moving_mean`` -> 0,
+``gamma``/``moving_var`` -> 1, ...), uses MXNet's (out, in, *k) layout, and ``dumps()`` writes the
+JSON ``mx.init`` writes. Where the real mxnet 1.x imports, the class is an
+``mx.init.Initializer`` registered as ``"polyinit"``, so ``block.initialize(init=Polyinit(...))``
+works in Gluon and ``mx.init.create(init.dumps())`` rebuilds it; elsewhere it fills numpy arrays.
+
+Values are drawn on the host by the numpy reference backend from the initializer's own seeded
+``numpy.random.Generator`` (MXNet itself draws Orthogonal and Bilinear in numpy, and Gluon
+initialises on the CPU); unlike MXNet's global ``mx.random`` stream, this is reproducible per object.
+
+>>> import numpy as np, polyinit
+>>> init = Polyinit(polyinit.glorot_uniform(), seed=0)
+>>> w, b = np.empty((256, 784), np.float32), np.empty(256, np.float32)
+>>> init("dense0_weight", w); init("dense0_bias", b)
+>>> bool(abs(w).max() < (6 / 1040) ** 0.5), float(abs(b).max())
+(True, 0.0)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Optional
+
+import numpy as np
+
+from polyinit.backends import numpy as reference
+from polyinit.errors import PolyinitError
+from polyinit.layout import OUT_IN, Layout
+from polyinit.plan import resolve
+from polyinit.serialize import from_dict, to_dict
+from polyinit.spec import Spec
+
+NAME = "mxnet"
+DEFAULT_LAYOUT = OUT_IN
+
+try:  # The real mxnet 1.x, where it imports (it needs numpy < 1.24).
+    import mxnet as _mx
+
+    _Base: Any = _mx.init.Initializer
+except ImportError:  # pragma: no cover - exercised in the numpy-only environment
+    _mx = None
+    _Base = object
+
+# MXNet's suffix table (initializer.py, 1.9.1): name suffix -> constant, or None for the spec.
+_SUFFIXES = (("weight_quantize", None), ("bias_quantize", 0.0), ("moving_inv_var", 0.0),
+             ("moving_mean", 0.0), ("moving_var", 1.0), ("moving_avg", 0.0), ("weight", None),
+             ("bias", 0.0), ("gamma", 1.0), ("beta", 0.0), ("min", 0.0), ("max", 1.0))
+
+
+def _write(arr: Any, values: np.ndarray) -> None:
+    if isinstance(arr, np.ndarray):
+        arr[...] = values
+    else:  # an mx.nd.NDArray
+        arr[:] = values.astype(arr.dtype)
+
+
+def _dtype_name(arr: Any) -> str:
+    name = np.dtype(arr.dtype).name
+    if name not in ("float16", "float32", "float64"):
+        raise PolyinitError(f"mxnet backend: cannot initialise dtype {name}; floating dtypes only")
+    return name
+
+
+class Polyinit(_Base):
+    """An MXNet initializer for ``spec`` (the weights) with MXNet's suffix defaults elsewhere."""
+
+    def __init__(self, spec: "Spec | dict", layout: "Layout | str" = DEFAULT_LAYOUT, seed: Optional[int] = None):
+        self.spec = from_dict(spec) if isinstance(spec, dict) else spec
+        if not isinstance(self.spec, Spec):
+            raise PolyinitError(f"mxnet backend: expected a polyinit spec, received {spec!r}")
+        self.layout = layout if isinstance(layout, Layout) else Layout(layout)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise PolyinitError(f"mxnet backend: seed must be an int or None, received seed={seed!r}")
+        kwargs = {"spec": to_dict(self.spec), "layout": self.layout.pattern, "seed": seed}
+        if _mx is not None:
+            super().__init__(**kwargs)
+        self._kwargs = kwargs
+        self._rng = np.random.default_rng(random.randint(1, int(1e9)) if seed is None else seed)
+
+    def dumps(self) -> str:
+        """``["polyinit", {kwargs}]``, the JSON form ``mx.init.create`` reads."""
+        return json.dumps([type(self).__name__.lower(), self._kwargs])
+
+    def __call__(self, desc: Any, arr: Any) -> None:
+        name = str(desc)
+        attrs = getattr(desc, "attrs", None) or {}
+        init = attrs.get("__init__")
+        if init:
+            # Gluon sets __init__ on every parameter: the parameter's own initializer wins
+            # whatever the name, exactly as in MXNet.
+            if isinstance(init, Polyinit):
+                init._init_weight(name, arr)
+            elif _mx is not None:
+                _mx.init.create(init)._init_weight(desc, arr)
+            elif init in ("zeros", "ones"):
+                _write(arr, np.full(arr.shape, 0.0 if init == "zeros" else 1.0))
+            else:
+                raise PolyinitError(f"mxnet backend: parameter {name!r} asks for initializer "
+                                    f"{init!r}, which needs the real mxnet")
+            return
+        for suffix, value in _SUFFIXES:
+            if name.endswith(suffix):
+                if value is None:
+                    self._init_weight(name, arr)
+                else:
+                    _write(arr, np.full(arr.shape, value))
+                return
+        raise PolyinitError(f"mxnet backend: no rule for parameter {name!r}; MXNet initialises only "
+                            "names ending in weight, bias, gamma, beta, moving_mean, moving_var, ...")
+
+    def _init_weight(self, name: Any, arr: Any) -> None:
+        try:
+            plan = resolve(self.spec, tuple(arr.shape), self.layout, _dtype_name(arr))
+        except PolyinitError as error:
+            raise type(error)(f"mxnet backend, parameter {str(name)!r}: {error}") from None
+        _write(arr, reference.draw(plan, self._rng))
+
+
+if _mx is not None:
+    _mx.init.register(Polyinit)
+
+
+def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT, seed: Optional[int] = None) -> Polyinit:
+    """An MXNet initializer for ``spec``; see ``Polyinit``."""
+    return Polyinit(spec, layout, seed)
+
+
+DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray for initialisers
+
+
+def sample_plan(plan, seed: int) -> Any:
+    """The conformance hook: a fresh array filled by ``Polyinit`` as a weight, the MXNet way."""
+    arr = _mx.nd.zeros(plan.shape, dtype=plan.dtype) if _mx is not None else np.empty(plan.shape, plan.dtype)
+    Polyinit(plan.spec, plan.layout or DEFAULT_LAYOUT, seed)("param_weight", arr)
+    return arr
+
+
+def to_numpy(arr: Any) -> np.ndarray:
+    return np.asarray(arr if isinstance(arr, np.ndarray) else arr.asnumpy(), dtype=np.float64)
