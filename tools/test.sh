@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything into fresh virtual environments and run the whole test suite:
 #   .venv        torch, Keras 3 (TensorFlow), JAX + Flax, the test tools  -> tests/ and conformance/
-#   .venv-mxnet  the real MXNet 1.9.1, which needs numpy 1.23.5           -> tests/mxnet/
+#   .venv-mxnet  the real MXNet 1.9.1, which needs numpy 1.23.5           -> tests/real_mxnet/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -15,5 +15,5 @@ PYTHON=${PYTHON:-python3}
 .venv-mxnet/bin/pip install -q --no-deps -e .
 
 # Every backend is required here: one that cannot be imported fails the run instead of skipping.
-POLYINIT_TEST_BACKENDS=numpy,torch,keras,jax,mxnet .venv/bin/python -m pytest -n 2 --ignore=tests/mxnet "$@"
-POLYINIT_TEST_BACKENDS=numpy,mxnet .venv-mxnet/bin/python -m pytest -p no:cacheprovider tests/mxnet "$@"
+POLYINIT_TEST_BACKENDS=numpy,torch,keras,jax,mxnet .venv/bin/python -m pytest -n 2 --ignore=tests/real_mxnet "$@"
+POLYINIT_TEST_BACKENDS=numpy,mxnet .venv-mxnet/bin/python -m pytest -p no:cacheprovider tests/real_mxnet "$@"

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from polyinit import nodes as n
-from polyinit.errors import PolyinitError
+from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import IN_OUT, Layout
 from polyinit.moments import normal_cdf
 from polyinit.plan import Plan, resolve
@@ -97,6 +97,9 @@ def _dtype_name(dtype) -> str:
 
 def draw(plan: Plan, key: Any) -> jax.Array:
     """A draw of ``plan`` from ``key``, in the plan's dtype."""
+    if plan.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
+                                  f"give float32); refusing {plan.spec!r}")
     dtype = jnp.dtype(plan.dtype)
     if plan.size == 0:
         return jnp.zeros(plan.shape, dtype)
@@ -127,7 +130,8 @@ def to_numpy(array) -> np.ndarray:
     return np.asarray(jnp.asarray(array, jnp.float32) if array.dtype == jnp.bfloat16 else array, dtype=np.float64)
 
 
-DTYPES = ("float16", "bfloat16", "float32", "float64")
+# float64 only with jax_enable_x64 (checked again at each draw).
+DTYPES = ("float16", "bfloat16", "float32") + (("float64",) if jax.config.jax_enable_x64 else ())
 
 
 def sample_plan(plan: Plan, seed: int) -> jax.Array:

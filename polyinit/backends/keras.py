@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from polyinit import nodes as n
-from polyinit.errors import PolyinitError
+from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import IN_OUT, Layout
 from polyinit.moments import normal_cdf
 from polyinit.plan import Plan, resolve
@@ -100,11 +100,20 @@ def draw(plan: Plan, seed: Any):
     """A draw of ``plan``; ``seed`` is an int or a ``keras.random.SeedGenerator``."""
     if plan.size == 0:
         return ops.zeros(plan.shape, dtype=plan.dtype)
+    if plan.dtype == "float64" and keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            raise NotExpressibleError("keras backend (jax): float64 needs jax_enable_x64; "
+                                      f"refusing {plan.spec!r}")
     compute = plan.dtype if plan.dtype in ("float32", "float64") else "float32"
     # An int seed becomes a fresh generator per call: same values every call, distinct per leaf.
     generator = keras.random.SeedGenerator(seed) if isinstance(seed, int) else seed
-    values = n.evaluate(plan.root, Primitives(generator, compute), plan.leaf_index)
-    return ops.cast(values, plan.dtype)
+    values = ops.cast(n.evaluate(plan.root, Primitives(generator, compute), plan.leaf_index), plan.dtype)
+    if keras.backend.standardize_dtype(values.dtype) != plan.dtype:
+        raise NotExpressibleError(f"keras backend ({keras.backend.backend()}): asked for {plan.dtype}, "
+                                  f"the backend gives {values.dtype}; refusing {plan.spec!r}")
+    return values
 
 
 @keras.saving.register_keras_serializable(package="polyinit", name="Initializer")

@@ -1,0 +1,51 @@
+"""JAX/Flax specifics: pure, jit-able, key-only randomness; linen and nnx layers accept the inits."""
+
+import numpy as np
+import pytest
+
+jax = __import__("jax")
+import jax.numpy as jnp  # noqa: E402
+from flax import linen, nnx  # noqa: E402
+
+import polyinit as pi  # noqa: E402
+from polyinit.backends.jax import initializer  # noqa: E402
+from polyinit.conformance import check, failures  # noqa: E402
+
+
+def test_jit_and_purity():
+    init = initializer(pi.glorot_uniform() + pi.Normal(std=0.01))
+    jitted = jax.jit(init, static_argnums=(1,))
+    key = jax.random.key(0)
+    # XLA may fuse the multiply-add under jit, so the last bit can differ; the draws are the same.
+    np.testing.assert_allclose(np.asarray(jitted(key, (64, 32))), np.asarray(init(key, (64, 32))), rtol=1e-6, atol=1e-7)
+    assert np.array_equal(np.asarray(jitted(key, (64, 32))), np.asarray(jitted(key, (64, 32))))
+    assert not np.array_equal(np.asarray(init(key, (64, 32))), np.asarray(init(jax.random.key(1), (64, 32))))
+
+
+def test_linen_dense_and_embed():
+    model = linen.Sequential([linen.Dense(256, kernel_init=initializer(pi.he_uniform(a=5 ** 0.5)),
+                                          bias_init=initializer(pi.constant(0.5)))])
+    params = model.init(jax.random.key(0), jnp.ones((1, 784)))["params"]["layers_0"]
+    kernel = np.asarray(params["kernel"], dtype=np.float64)
+    plan = pi.resolve(pi.he_uniform(a=5 ** 0.5), (784, 256), pi.IN_OUT)
+    assert not failures(check(kernel, plan))
+    assert np.all(np.asarray(params["bias"]) == 0.5)
+    embed = linen.Embed(100, 16, embedding_init=initializer(pi.Normal(std=0.02)))
+    table = embed.init(jax.random.key(1), jnp.zeros((1,), jnp.int32))["params"]["embedding"]
+    assert table.shape == (100, 16)
+
+
+def test_nnx_linear_and_conv():
+    rngs = nnx.Rngs(0)
+    linear = nnx.Linear(784, 256, kernel_init=initializer(pi.Orthogonal(gain=2.0)), rngs=rngs)
+    plan = pi.resolve(pi.Orthogonal(gain=2.0), (784, 256), pi.IN_OUT)
+    assert not failures(check(np.asarray(linear.kernel[...], dtype=np.float64), plan))
+    conv = nnx.Conv(16, 32, (3, 3), kernel_init=initializer(pi.DeltaOrthogonal()), rngs=rngs)
+    kernel = np.asarray(conv.kernel[...], dtype=np.float64)
+    assert kernel.shape == (3, 3, 16, 32)
+    assert np.abs(kernel[0]).sum() == 0 and np.abs(kernel[1, 1]).sum() > 0
+
+
+def test_bad_dtype():
+    with pytest.raises(pi.PolyinitError, match="int32"):
+        initializer(pi.zeros())(jax.random.key(0), (2, 2), jnp.int32)
