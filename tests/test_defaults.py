@@ -1,0 +1,117 @@
+"""The defaults registry against the real layers of each installed framework (MXNet: tests/real_mxnet)."""
+
+import numpy as np
+import pytest
+
+torch = __import__("torch")
+keras = __import__("keras")
+jax = __import__("jax")
+import jax.numpy as jnp  # noqa: E402
+from flax import linen  # noqa: E402
+
+import polyinit as pi  # noqa: E402
+from polyinit.conformance import check, failures, samples_needed  # noqa: E402
+from polyinit.defaults import layer_defaults  # noqa: E402
+
+DIMS = {
+    "dense": dict(n_in=96, n_out=64), "conv": dict(n_in=16, n_out=32, kernel=(3, 3), groups=2),
+    "conv_transpose": dict(n_in=16, n_out=32, kernel=(3, 3)), "embedding": dict(num=500, dim=32),
+    "lstm": dict(n_in=24, hidden=32), "gru": dict(n_in=24, hidden=32), "batchnorm": dict(c=48),
+    "layernorm": dict(c=48), "mha": dict(d_model=64, heads=4),
+}
+
+
+def torch_layer(layer):
+    d = DIMS[layer]
+    nn = torch.nn
+    module = {
+        "dense": lambda: nn.Linear(96, 64), "conv": lambda: nn.Conv2d(16, 32, 3, groups=2),
+        "conv_transpose": lambda: nn.ConvTranspose2d(16, 32, 3), "embedding": lambda: nn.Embedding(500, 32),
+        "lstm": lambda: nn.LSTM(24, 32), "gru": lambda: nn.GRU(24, 32), "batchnorm": lambda: nn.BatchNorm1d(48),
+        "layernorm": lambda: nn.LayerNorm(48), "mha": lambda: nn.MultiheadAttention(64, 4),
+    }[layer]()
+    assert d  # dims and module agree by construction above
+    state = {k: v.detach().double().numpy() for k, v in module.state_dict().items() if v.is_floating_point()}
+    return state
+
+
+def keras_layer(layer, seed):
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    make, shape = {
+        "dense": (lambda: L.Dense(64), (None, 96)), "conv": (lambda: L.Conv2D(32, 3, groups=2), (None, 8, 8, 16)),
+        "conv_transpose": (lambda: L.Conv2DTranspose(32, 3), (None, 8, 8, 16)),
+        "embedding": (lambda: L.Embedding(500, 32), (None, 4)), "lstm": (lambda: L.LSTM(32), (None, 5, 24)),
+        "gru": (lambda: L.GRU(32), (None, 5, 24)), "batchnorm": (lambda: L.BatchNormalization(), (None, 48)),
+        "layernorm": (lambda: L.LayerNormalization(), (None, 48)), "mha": (None, None),
+    }[layer]
+    if layer == "mha":
+        module = L.MultiHeadAttention(num_heads=4, key_dim=16)
+        module.build((None, 5, 64), (None, 5, 64))
+    else:
+        module = make()
+        module.build(shape)
+    return {w.path: np.asarray(keras.ops.convert_to_numpy(w), dtype=np.float64) for w in module.weights}
+
+
+def flax_layer(layer, seed):
+    key = jax.random.key(seed)
+    make, x = {
+        "dense": (lambda: linen.Dense(64), jnp.ones((1, 96))),
+        "conv": (lambda: linen.Conv(32, (3, 3), feature_group_count=2), jnp.ones((1, 8, 8, 16))),
+        "conv_transpose": (lambda: linen.ConvTranspose(32, (3, 3)), jnp.ones((1, 8, 8, 16))),
+        "embedding": (lambda: linen.Embed(500, 32), jnp.zeros((1,), jnp.int32)),
+        "batchnorm": (lambda: linen.BatchNorm(use_running_average=True), jnp.ones((1, 48))),
+        "layernorm": (lambda: linen.LayerNorm(), jnp.ones((1, 48))),
+        "mha": (lambda: linen.MultiHeadDotProductAttention(num_heads=4, qkv_features=64), jnp.ones((1, 5, 64))),
+    }.get(layer, (None, None))
+    if layer in ("lstm", "gru"):
+        cell = linen.LSTMCell(32) if layer == "lstm" else linen.GRUCell(32)
+        carry = cell.initialize_carry(key, (1, 24))
+        variables = cell.init(key, carry, jnp.ones((1, 24)))
+    else:
+        variables = make().init(key, x)
+    flat = {}
+    for collection, tree in variables.items():
+        for path, value in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            flat["/".join(str(p.key) for p in path)] = np.asarray(value, dtype=np.float64)
+    return flat
+
+
+def find(arrays, name):
+    hits = [k for k in arrays if k == name or k.endswith("/" + name) or k.endswith("." + name)]
+    assert len(hits) == 1, f"{name!r} matches {hits} among {sorted(arrays)}"
+    return arrays[hits[0]]
+
+
+BUILD = {"torch": lambda layer, seed: (torch.manual_seed(seed), torch_layer(layer))[1],
+         "keras": keras_layer, "flax": flax_layer}
+CASES = [(fw, layer) for fw in BUILD for layer in DIMS]
+
+
+@pytest.mark.parametrize("framework,layer", CASES, ids=[f"{f}-{l}" for f, l in CASES])
+def test_registry_matches_real_layers(framework, layer):
+    params = layer_defaults(framework, layer, **DIMS[layer])
+    first = BUILD[framework](layer, 0)
+    assert len(first) == len(params), f"real layer has {sorted(first)}, registry has {sorted(params)}"
+    count = max(samples_needed(p.plan(), minimum=1 << 15) for p in params.values())
+    builds = [first] + [BUILD[framework](layer, seed) for seed in range(1, min(count, 40))]
+    for name, param in params.items():
+        draws = [find(b, name) for b in builds]
+        assert draws[0].shape == param.shape, f"{name}: real {draws[0].shape} != registry {param.shape}"
+        bad = failures(check(draws, param.plan()))
+        assert not bad, f"{framework} {layer} {name}: " + "; ".join(map(str, bad))
+
+
+def test_haiku_is_reference_only():
+    assert layer_defaults("haiku", "dense", n_in=784, n_out=256)["w"].plan().stats.std == pytest.approx(
+        0.8796256610342398 / 28, rel=1e-9)
+
+
+def test_unknown_layer_and_missing_dims():
+    with pytest.raises(pi.SpecError, match="unknown layer 'rnn'"):
+        layer_defaults("torch", "rnn")
+    with pytest.raises(pi.SpecError, match="n_in"):
+        layer_defaults("torch", "dense", n_out=3)
+    with pytest.raises(pi.SpecError, match="mxnet has no mha"):
+        layer_defaults("mxnet", "mha", d_model=8, heads=2)
