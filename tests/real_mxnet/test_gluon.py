@@ -90,3 +90,39 @@ def test_mxnet_orthogonal_is_orthogonal_but_scaled_1414():
     mx.init.Orthogonal()._init_weight("x_weight", arr)
     plan = pi.resolve(pi.Orthogonal(gain=1.414), (64, 128), pi.OUT_IN)
     assert not failures([c for c in check(arr.asnumpy().astype(np.float64), plan) if "orthogonality" in c.name])
+
+
+from polyinit.conformance import samples_needed  # noqa: E402
+from polyinit.defaults import layer_defaults  # noqa: E402
+
+GLUON = {
+    "dense": (lambda: mx.gluon.nn.Dense(64, in_units=96), dict(n_in=96, n_out=64)),
+    "conv": (lambda: mx.gluon.nn.Conv2D(32, 3, in_channels=16, groups=2), dict(n_in=16, n_out=32, kernel=(3, 3), groups=2)),
+    "conv_transpose": (lambda: mx.gluon.nn.Conv2DTranspose(32, 3, in_channels=16), dict(n_in=16, n_out=32, kernel=(3, 3))),
+    "embedding": (lambda: mx.gluon.nn.Embedding(500, 32), dict(num=500, dim=32)),
+    "lstm": (lambda: mx.gluon.rnn.LSTM(32, input_size=24), dict(n_in=24, hidden=32)),
+    "gru": (lambda: mx.gluon.rnn.GRU(32, input_size=24), dict(n_in=24, hidden=32)),
+    "batchnorm": (lambda: mx.gluon.nn.BatchNorm(in_channels=48), dict(c=48)),
+    "layernorm": (lambda: mx.gluon.nn.LayerNorm(in_channels=48), dict(c=48)),
+}
+
+
+@pytest.mark.parametrize("layer", GLUON)
+def test_registry_matches_real_gluon_blocks(layer):
+    make, dims = GLUON[layer]
+    params = layer_defaults("mxnet", layer, **dims)
+    count = max(samples_needed(p.plan(), minimum=1 << 15) for p in params.values())
+    builds = []
+    for seed in range(min(count, 40)):
+        mx.random.seed(seed)
+        block = make()
+        block.initialize()  # Gluon's own default: Uniform(0.07) for every weight
+        # Gluon names carry a per-block counter (dense3_weight): keep the part after the prefix.
+        builds.append({k[len(block.prefix):]: v.data().asnumpy().astype(np.float64)
+                       for k, v in block.collect_params().items()})
+    assert len(builds[0]) == len(params), sorted(builds[0])
+    for name, param in params.items():
+        assert name in builds[0], (name, sorted(builds[0]))
+        draws = [b[name] for b in builds]
+        assert draws[0].shape == param.shape
+        assert not failures(check(draws, param.plan())), [str(f) for f in failures(check(draws, param.plan()))]

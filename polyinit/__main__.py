@@ -1,0 +1,5 @@
+import sys
+
+from polyinit.cli import main
+
+sys.exit(main())
