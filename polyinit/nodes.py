@@ -181,6 +181,29 @@ def random_leaves(root: Node) -> tuple[Node, ...]:
     return tuple(order)
 
 
+_ELEMENTWISE = (Fill, Uniform, Normal, TruncatedNormal)
+
+
+def flat_copy(root: Node, size: int) -> "Node | None":
+    """The same elementwise-iid tree drawing ``size`` values as a flat vector, or None when the
+    plan has structure across elements (orthogonal, blocks, rank masks, fixed arrays)."""
+    copies: dict[int, "Node | None"] = {}
+
+    def copy(node: Node) -> "Node | None":
+        if id(node) not in copies:
+            if isinstance(node, _ELEMENTWISE):
+                fields = [getattr(node, f) for f in node.__dataclass_fields__ if f != "shape"]
+                copies[id(node)] = type(node)((size,), *fields)
+            elif isinstance(node, Op) and node.name != "rank":
+                args = [copy(a) for a in node.args]
+                copies[id(node)] = None if None in args else Op((size,), node.name, tuple(args))
+            else:
+                copies[id(node)] = None
+        return copies[id(node)]
+
+    return copy(root)
+
+
 def evaluate(root: Node, prims, leaf_index: dict[int, int]):
     """Evaluate a plan tree with a backend's primitives, each shared node once.
 

@@ -11,6 +11,7 @@ kurtosis). Backends draw the primitives; the conformance suite checks samples ag
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -37,9 +38,17 @@ class Plan:
     layout: Optional[Layout]
     dtype: str
     root: n.Node
-    stats: Optional[Stats]
+    promise: "Optional[Stats] | Callable[[], Optional[Stats]]"
     fans: Optional[Fans]
     leaves: tuple[n.Node, ...]
+
+    @property
+    def stats(self) -> Optional[Stats]:
+        """The promised statistics, computed on first use: backends never need them, and an
+        expression's numerical integration would otherwise cost every draw."""
+        if callable(self.promise):
+            self.promise = self.promise()
+        return self.promise
 
     @property
     def size(self) -> int:
@@ -48,6 +57,15 @@ class Plan:
     @property
     def leaf_index(self) -> dict[int, int]:
         return {id(leaf): i for i, leaf in enumerate(self.leaves)}
+
+    def flat(self, size: int) -> "Optional[Plan]":
+        """``size`` more values as a flat plan, where the plan's elements are iid (the conformance
+        runner tops small tensors up this way, in one call of one shape); else None."""
+        root = n.flat_copy(self.root, size) if self.size else None
+        if root is None:
+            return None
+        return Plan(self.spec, (size,), self.layout, self.dtype, root, self.promise, self.fans,
+                    n.random_leaves(root))
 
     def describe(self) -> str:
         """The draw in words with numbers, e.g. ``uniform(-0.0357, 0.0357)``."""
@@ -83,6 +101,13 @@ def resolve(spec: s.Spec, shape: Sequence[int], layout: Optional[Layout] = None,
     if math.prod(shape) == 0:
         root = n.Fill(shape, 0.0)
         return Plan(spec, shape, layout, dtype, root, None, None, ())
+    return _resolve_cached(spec, shape, layout, dtype)
+
+
+@functools.lru_cache(maxsize=512)
+def _resolve_cached(spec: s.Spec, shape: tuple[int, ...], layout: Optional[Layout], dtype: str) -> Plan:
+    # Specs and layouts are frozen, so a plan can be shared: initialising the layers of a model
+    # resolves the same (spec, shape) many times.
     ctx = _Context(layout=layout, fans_seen=[], memo={})
     root, stats = _resolve(spec, shape, ctx)
     fans = ctx.fans_seen[0] if ctx.fans_seen else None
@@ -102,7 +127,7 @@ def _check_shape(shape) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-Resolved = tuple[n.Node, Optional[Stats]]
+Resolved = tuple[n.Node, "Optional[Stats] | Callable[[], Optional[Stats]]"]
 _RESOLVERS: dict[type, Callable[..., Resolved]] = {}
 
 
@@ -337,11 +362,19 @@ def _blocks(spec: s.Blocks, shape, ctx) -> Resolved:
     # Each block is a different set of elements: equal parts are independent draws, not one.
     resolved = [_resolve(part, part_shape, _Context(ctx.layout, ctx.fans_seen, {})) for part in spec.parts]
     node = n.Concat(shape, axis, tuple(node for node, _ in resolved))
-    stats = [st for _, st in resolved]
+    return node, functools.partial(_mixture_stats, [promise for _, promise in resolved])
+
+
+def _mixture_stats(promises) -> Optional[Stats]:
+    stats = [_force(p) for p in promises]
     if any(st is None or st.moments is None for st in stats):
-        return node, None
-    mixed = mom.mixture([(1.0 / count, st.moments) for st in stats])  # type: ignore[misc]
-    return node, Stats(mixed, min(st.low for st in stats), max(st.high for st in stats))  # type: ignore[union-attr]
+        return None
+    mixed = mom.mixture([(1.0 / len(stats), st.moments) for st in stats])  # type: ignore[union-attr]
+    return Stats(mixed, min(st.low for st in stats), max(st.high for st in stats))  # type: ignore[union-attr]
+
+
+def _force(promise):
+    return promise() if callable(promise) else promise
 
 
 @_resolver(s.Binary)
@@ -365,6 +398,10 @@ _GRID = 1 << 20
 
 
 def _expression(node: n.Op) -> Resolved:
+    return node, functools.partial(_expression_stats, node)
+
+
+def _expression_stats(node: n.Op) -> Optional[Stats]:
     """Statistics of an elementwise expression of at most one iid random leaf, by integrating
     E[f(x)^k] against the leaf's density on a 2^20-point midpoint grid (error ~1e-6). Expressions
     of several random leaves get no closed-form promise (``stats=None``)."""
@@ -372,7 +409,7 @@ def _expression(node: n.Op) -> Resolved:
 
     leaves = n.random_leaves(node)
     if len(leaves) > 1 or any(not isinstance(leaf, (n.Uniform, n.Normal, n.TruncatedNormal)) for leaf in leaves):
-        return node, None
+        return None
     if leaves:
         points, weights = _quadrature(leaves[0])
         values = elementwise(node, {id(leaves[0]): points})
@@ -387,8 +424,8 @@ def _expression(node: n.Op) -> Resolved:
     low = float(min(values.min(), np.min(ends)))
     high = float(max(values.max(), np.max(ends)))
     zero_fraction = float(np.sum(weights[values == 0]))
-    return node, Stats(moments, low, high, zero_fraction=zero_fraction or None,  # type: ignore[arg-type]
-                       method=method)
+    return Stats(moments, low, high, zero_fraction=zero_fraction or None,  # type: ignore[arg-type]
+                 method=method)
 
 
 def _quadrature(leaf: n.Node) -> tuple[np.ndarray, np.ndarray]:

@@ -44,6 +44,14 @@ _OPS = {
 }
 
 
+def _leaf_seed(seed: Any, index: int) -> Any:
+    """An int seed becomes one stateless int per random leaf (the same values every call, as
+    Keras's own int-seeded initializers); a SeedGenerator is shared and advances."""
+    if isinstance(seed, int):
+        return (seed * 1_000_003 + index) % (2**31 - 1)
+    return seed
+
+
 class Primitives:
     def __init__(self, seed: Any, dtype: str):
         self.seed, self.dtype = seed, dtype
@@ -55,23 +63,23 @@ class Primitives:
         return ops.convert_to_tensor(node.values.astype(self.dtype))
 
     def Uniform(self, node: n.Uniform, index: int):
-        return keras.random.uniform(node.shape, node.low, node.high, dtype=self.dtype, seed=self.seed)
+        return keras.random.uniform(node.shape, node.low, node.high, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
 
     def Normal(self, node: n.Normal, index: int):
-        return keras.random.normal(node.shape, node.mean, node.std, dtype=self.dtype, seed=self.seed)
+        return keras.random.normal(node.shape, node.mean, node.std, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
 
     def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
         # keras.random.truncated_normal is fixed at +-2 std and leaks on the torch backend, so the
         # inverse CDF is written out, with u kept off +-1.
         lo, hi = 2 * normal_cdf(node.a) - 1, 2 * normal_cdf(node.b) - 1
         edge = 1 - float(np.finfo(self.dtype).eps)
-        u = keras.random.uniform(node.shape, lo, hi, dtype=self.dtype, seed=self.seed)
+        u = keras.random.uniform(node.shape, lo, hi, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
         z = math.sqrt(2.0) * ops.erfinv(ops.clip(u, max(lo, -edge), min(hi, edge)))
         return node.mean + node.std * ops.clip(z, node.a, node.b)
 
     def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
         rows, cols = node.shape
-        g = keras.random.normal((max(rows, cols), min(rows, cols)), dtype=self.dtype, seed=self.seed)
+        g = keras.random.normal((max(rows, cols), min(rows, cols)), dtype=self.dtype, seed=_leaf_seed(self.seed, index))
         q, r = ops.qr(g)
         q = q * ops.expand_dims(ops.sign(ops.diagonal(r)), 0)
         return node.gain * (q if rows >= cols else ops.transpose(q))
@@ -107,9 +115,7 @@ def draw(plan: Plan, seed: Any):
             raise NotExpressibleError("keras backend (jax): float64 needs jax_enable_x64; "
                                       f"refusing {plan.spec!r}")
     compute = plan.dtype if plan.dtype in ("float32", "float64") else "float32"
-    # An int seed becomes a fresh generator per call: same values every call, distinct per leaf.
-    generator = keras.random.SeedGenerator(seed) if isinstance(seed, int) else seed
-    values = ops.cast(n.evaluate(plan.root, Primitives(generator, compute), plan.leaf_index), plan.dtype)
+    values = ops.cast(n.evaluate(plan.root, Primitives(seed, compute), plan.leaf_index), plan.dtype)
     if keras.backend.standardize_dtype(values.dtype) != plan.dtype:
         raise NotExpressibleError(f"keras backend ({keras.backend.backend()}): asked for {plan.dtype}, "
                                   f"the backend gives {values.dtype}; refusing {plan.spec!r}")
@@ -157,3 +163,8 @@ DTYPES = ("float16", "bfloat16", "float32", "float64")
 def sample_plan(plan: Plan, seed: int):
     """The conformance hook: the registered ``Initializer`` called as a Keras layer would."""
     return Initializer(plan.spec, plan.layout or DEFAULT_LAYOUT, seed=seed)(plan.shape, plan.dtype)
+
+
+def draw_seeded(plan: Plan, seed: int):
+    """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
+    return draw(plan, seed)

@@ -141,3 +141,8 @@ def sample_plan(plan, seed: int) -> Any:
 
 def to_numpy(arr: Any) -> np.ndarray:
     return np.asarray(arr if isinstance(arr, np.ndarray) else arr.asnumpy(), dtype=np.float64)
+
+
+def draw_seeded(plan, seed: int) -> np.ndarray:
+    """Draw exactly ``plan`` (no re-resolving) as ``Polyinit`` does, on the host, from ``seed``."""
+    return reference.draw(plan, np.random.default_rng(seed))

@@ -190,3 +190,8 @@ def sample_plan(plan: Plan, seed: int) -> np.ndarray:
 
 def to_numpy(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
+
+
+def draw_seeded(plan: Plan, seed: int) -> np.ndarray:
+    """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
+    return draw(plan, np.random.default_rng(seed))

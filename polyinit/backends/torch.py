@@ -164,3 +164,8 @@ def sample_plan(plan: Plan, seed: int) -> torch.Tensor:
     """The conformance hook: fill a fresh tensor through ``draw_into`` with a seeded generator."""
     tensor = torch.empty(plan.shape, dtype=_TORCH_DTYPES[plan.dtype])
     return draw_into(tensor, plan, torch.Generator().manual_seed(seed))
+
+
+def draw_seeded(plan: Plan, seed: int) -> torch.Tensor:
+    """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
+    return sample_plan(plan, seed)

@@ -1,0 +1,104 @@
+"""The conformance runner must catch deliberately broken backends (issue: conformance suite)."""
+
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import polyinit as pi
+from polyinit import nodes as n
+from polyinit.backends import numpy as reference
+from polyinit.moments import truncated_std
+from polyinit.suite import run_case
+
+
+def backend(draw):
+    """A backend module stand-in around a broken ``draw(plan, seed) -> ndarray``."""
+    return SimpleNamespace(DTYPES=reference.DTYPES, sample_plan=draw, draw_seeded=draw, to_numpy=reference.to_numpy)
+
+
+def with_root(plan, root):
+    return dataclasses.replace(plan, root=root, leaves=n.random_leaves(root))
+
+
+def swapped(layout):
+    roles = {"in": "out", "out": "in"}
+    return pi.Layout(" ".join(roles.get(t, t) for t in layout.pattern.split()))
+
+
+def relaid(plan, layout, real_shape):
+    """The plan a backend with the wrong layout would draw (flat top-ups keep their size)."""
+    wrong = pi.resolve(plan.spec, real_shape, layout, plan.dtype)
+    return wrong if plan.shape == real_shape else wrong.flat(plan.size)
+
+
+def fan_swap(real_shape):
+    return lambda plan, seed: reference.sample_plan(relaid(plan, swapped(plan.layout), real_shape), seed)
+
+
+def layout_transposed(real_shape):
+    def draw(plan, seed):
+        other = pi.OUT_IN if plan.layout == pi.IN_OUT else pi.IN_OUT
+        return reference.sample_plan(relaid(plan, other, real_shape), seed)
+    return draw
+
+
+def no_truncation_correction(plan, seed):
+    root = plan.root
+    if isinstance(root, n.TruncatedNormal):  # sigma0 taken as the final std
+        root = dataclasses.replace(root, std=root.std * truncated_std(root.a, root.b))
+    return reference.sample_plan(with_root(plan, root), seed)
+
+
+def uniform_bound_off_by_sqrt3(plan, seed):
+    root = plan.root
+    if isinstance(root, n.Uniform):  # the std used as the bound
+        root = dataclasses.replace(root, low=root.low / math.sqrt(3), high=root.high / math.sqrt(3))
+    return reference.sample_plan(with_root(plan, root), seed)
+
+
+def wrong_gain(plan, seed):
+    root = plan.root
+    if isinstance(root, (n.Uniform, n.Normal)):  # gain 1 where sqrt(2) was due
+        scale = 1 / math.sqrt(2)
+        root = (dataclasses.replace(root, low=root.low * scale, high=root.high * scale) if isinstance(root, n.Uniform)
+                else dataclasses.replace(root, std=root.std * scale))
+    return reference.sample_plan(with_root(plan, root), seed)
+
+
+def bias_drawn(plan, seed):
+    root = plan.root
+    if isinstance(root, n.Fill):  # torch's bias habit where zeros are due
+        root = n.Uniform(root.shape, -0.05, 0.05)
+    return reference.sample_plan(with_root(plan, root), seed)
+
+
+def unseeded(plan, seed):
+    return reference.draw(plan, np.random.default_rng())  # ignores the seed
+
+
+CASES = [
+    ("fan_in and fan_out swapped", fan_swap((256, 784)), pi.he_normal(), (256, 784), pi.OUT_IN, {"variance", "KS p-value"}),
+    ("kernel layout transposed", layout_transposed((3, 3, 16, 32)), pi.lecun_normal(truncated=True), (3, 3, 16, 32), pi.IN_OUT,
+     {"variance", "KS p-value"}),
+    ("truncation variance correction dropped", no_truncation_correction, pi.he_normal(truncated=True), (784, 256),
+     pi.IN_OUT, {"variance"}),
+    ("uniform bound off by sqrt(3)", uniform_bound_off_by_sqrt3, pi.glorot_uniform(), (256, 784), pi.OUT_IN, {"variance"}),
+    ("wrong gain", wrong_gain, pi.he_uniform(nonlinearity="relu"), (32, 16, 3, 3), pi.OUT_IN, {"variance"}),
+    ("bias drawn where zeros are due", bias_drawn, pi.zeros(), (256,), pi.OUT_IN, {"support"}),
+    ("unseeded draw", unseeded, pi.glorot_uniform(), (256, 784), pi.OUT_IN, {"same seed, same values"}),
+]
+
+
+@pytest.mark.parametrize("name,draw,spec,shape,layout,expected", CASES, ids=[c[0] for c in CASES])
+def test_broken_backend_is_caught(name, draw, spec, shape, layout, expected):
+    failed = {c.name for c in run_case(backend(draw), spec, shape, layout, seed=0) if not c.passed}
+    assert expected <= failed, f"{name}: failed checks {failed}, expected at least {expected}"
+
+
+@pytest.mark.parametrize("name,draw,spec,shape,layout,expected", CASES, ids=[c[0] for c in CASES])
+def test_correct_backend_passes_the_same_cases(name, draw, spec, shape, layout, expected):
+    checks = run_case(pi.get_backend("numpy"), spec, shape, layout, seed=0)
+    assert all(c.passed for c in checks)
