@@ -84,7 +84,7 @@ def run_case(backend: ModuleType, spec: Spec, shape: tuple[int, ...], layout: Op
     first = backend.to_numpy(backend.sample_plan(plan, seed))
     draws = [first]
     if count > 1:
-        top_up = plan.flat(MIN_SAMPLES)
+        top_up = plan.flat(MIN_SAMPLES) if hasattr(backend, "draw_seeded") else None
         if top_up is not None:  # elementwise-iid: the rest in one flat draw with the same numbers
             draws.append(backend.to_numpy(backend.draw_seeded(top_up, seed + 1)))
         else:
@@ -100,13 +100,15 @@ def run_case(backend: ModuleType, spec: Spec, shape: tuple[int, ...], layout: Op
 
 
 def run(specs: dict[str, Spec], backends: Iterable[str], shapes: Optional[dict] = None,
-        dtypes: Iterable[str] = ("float32",), seed: int = 0) -> list[CaseResult]:
-    """Every applicable (spec, backend, shape, dtype) case."""
+        dtypes: Iterable[str] = ("float32",), seed: int = 0,
+        modules: Optional[dict[str, object]] = None) -> list[CaseResult]:
+    """Every applicable (spec, backend, shape, dtype) case; ``modules`` maps extra backend names
+    to backend-like objects (a user's own initializer, a deliberately broken backend)."""
     from polyinit.backends import get_backend
 
     results = []
     for backend_name in backends:
-        backend = get_backend(backend_name)
+        backend = (modules or {}).get(backend_name) or get_backend(backend_name)
         for spec_name, spec in specs.items():
             for shape_name, (shape, layout) in (shapes or STANDARD_SHAPES).items():
                 if not applicable(spec, shape, layout):

@@ -1,0 +1,112 @@
+"""``polyinit conformance MODULE:ATTR``: check your own specs in every installed backend.
+
+ATTR may be a spec, a list of specs, or a dict name -> spec. A dict value may also be a pair
+``(spec, fn)`` or ``(spec, fn, layout)`` where ``fn(shape, seed) -> array`` is your own
+initializer for weights laid out as ``layout`` (default ``OUT_IN``): it is then checked as one more
+backend ("yours") on the standard shapes of that layout, which tells whether the spec describes it. MODULE is an importable
+module (the current directory is searched first) or a path to a .py file. Prints a table, writes
+JSON with ``--json FILE``, and exits 1 if any check fails (2 on a usage error).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import asdict
+from typing import Optional, Sequence
+
+from polyinit.errors import PolyinitError
+from polyinit.layout import OUT_IN, Layout
+from polyinit.spec import Spec
+
+
+def load_specs(target: str) -> dict[str, Spec]:
+    """The specs named by ``MODULE:ATTR`` (or ``path/to/file.py:ATTR``)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise PolyinitError(f"conformance: target must look like MODULE:ATTR, received {target!r}")
+    if module_name.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(os.path.basename(module_name)[:-3], module_name)
+        if spec is None or spec.loader is None:
+            raise PolyinitError(f"conformance: cannot load {module_name!r}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise PolyinitError(f"conformance: cannot import {module_name!r}: {error}") from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise PolyinitError(f"conformance: {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(value, Spec):
+        specs = {attr: value}
+    elif isinstance(value, dict):
+        specs = {str(k): v for k, v in value.items()}
+    elif isinstance(value, (list, tuple)):
+        specs = {f"{attr}[{i}]": v for i, v in enumerate(value)}
+    else:
+        raise PolyinitError(f"conformance: {target} is a {type(value).__name__}; expected a spec, a list or a dict of specs")
+    bad = [name for name, v in specs.items() if not isinstance(v, Spec) and not _is_pair(v)]
+    if bad:
+        raise PolyinitError(f"conformance: {target}: entries {bad} are not polyinit specs")
+    return specs
+
+
+def _is_pair(value) -> bool:
+    return (isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], Spec)
+            and callable(value[1]) and (len(value) == 2 or isinstance(value[2], Layout)))
+
+
+def _yours(fn):
+    """A backend stand-in around a user's ``fn(shape, seed)``; every draw goes through it."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    return SimpleNamespace(DTYPES=("float32",), sample_plan=lambda plan, seed: fn(plan.shape, seed),
+                           to_numpy=lambda a: np.asarray(a, dtype=np.float64))
+
+
+def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optional[str] = None,
+         seed: int = 0) -> int:
+    from polyinit.backends import available_backends
+    from polyinit.suite import STANDARD_SHAPES, run
+
+    loaded = load_specs(target)
+    specs = {name: v[0] if _is_pair(v) else v for name, v in loaded.items()}
+    names = list(backends) if backends else available_backends()
+    results = run(specs, names, seed=seed)
+    for name, value in loaded.items():
+        if _is_pair(value):
+            layout = value[2] if len(value) == 3 else OUT_IN
+            shapes = {k: v for k, v in STANDARD_SHAPES.items() if v[1] == layout}
+            results += run({name: value[0]}, ["yours"], shapes, seed=seed, modules={"yours": _yours(value[1])})
+    if not results:
+        raise PolyinitError(f"conformance: no spec in {target} applies to any standard shape")
+    _print(results)
+    if json_path:
+        with open(json_path, "w") as out:
+            json.dump([{"backend": r.backend, "spec": r.spec, "shape_name": r.shape_name, "shape": r.shape,
+                        "dtype": r.dtype, "passed": r.passed, "checks": [asdict(c) for c in r.checks]}
+                       for r in results], out, indent=2)
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _print(results) -> None:
+    head = ("backend", "spec", "shape", "dtype", "checks", "result")
+    rows = [(r.backend, r.spec, f"{r.shape_name} {r.shape}", r.dtype,
+             f"{sum(c.passed for c in r.checks)}/{len(r.checks)}", "ok" if r.passed else "FAIL") for r in results]
+    widths = [max(len(str(row[i])) for row in (head,) + tuple(rows)) for i in range(len(head))]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    failed = [r for r in results if not r.passed]
+    passed = len(results) - len(failed)
+    for r in failed:
+        print(r.failures_text())
+    print(f"{passed} passed, {len(failed)} failed")
