@@ -31,6 +31,8 @@ SCHEMES = {
     "sparse": pi.Sparse(sparsity=0.25, std=0.05),
     "lstm_bias": pi.lstm_bias(1.0),
     "threshold_rule": _w * (abs(_w) >= 5),
+    # Two independent draws: no closed form, so judged against a 4x larger numpy-reference sample.
+    "product_of_draws": pi.Uniform(low=-1.0, high=1.0) * pi.Normal(std=0.5, stream=1) + pi.Uniform(low=-1.0, high=1.0),
 }
 
 # Shapes on which the half-precision dtypes also run (float32 runs on every shape).
