@@ -260,3 +260,57 @@ def _report(planned, read: Callable[[Param], Any], rules: Rules) -> Report:
                                None if index is None else rules.label(index),
                                None if index is None else repr(rules.rules[index][1]), mean, std))
     return report
+
+
+# --- the same selectors for other uses: freezing and per-group learning rates ---------------
+
+
+def select(model: Any, selector: Selector, **options: Any) -> list[Param]:
+    """The parameters of ``model`` that ``selector`` matches (any framework)."""
+    from polyinit import walkers
+
+    params = walkers.walker_for(model).walk(model, **options)
+    context = Context(layers=len({p.layer for p in params}))
+    return [p for p in params if selector.matches(p, context)]
+
+
+def torch_param_groups(model: Any, groups: Sequence[tuple[Selector, dict]], default: Optional[dict] = None) -> list[dict]:
+    """torch optimizer param groups: the first matching selector decides each parameter's options.
+
+    >>> # torch.optim.SGD(torch_param_groups(model, [(role("bias"), {"weight_decay": 0.0})]), lr=0.1)
+    """
+    from polyinit import walkers
+
+    walker = walkers.TorchWalker()
+    params = [p for p in walker.walk(model) if not p.role.startswith("running_")]
+    context = Context(layers=len({p.layer for p in params}))
+    buckets: list[list] = [[] for _ in range(len(groups) + 1)]
+    for param in params:
+        index = next((i for i, (sel, _) in enumerate(groups) if sel.matches(param, context)), len(groups))
+        buckets[index].append(walker.tensors[param.path])
+    options = [dict(opts) for _, opts in groups] + [dict(default or {})]
+    return [{"params": bucket, **opts} for bucket, opts in zip(buckets, options) if bucket]
+
+
+def optax_labels(params: Any, labels: Sequence[tuple[Selector, str]], default: str = "default") -> Any:
+    """A tree of labels with the structure of a flax linen param tree, for ``optax.multi_transform``."""
+    from polyinit import walkers
+
+    walker = walkers.LinenWalker()
+    found = walker.walk(params)
+    context = Context(layers=len({p.layer for p in found}))
+    chosen = {p.path: next((label for sel, label in labels if sel.matches(p, context)), default) for p in found}
+    return walkers._rebuild(params, chosen)
+
+
+def set_trainable(model: Any, selector: Selector, trainable: bool) -> list[str]:
+    """Freeze (or unfreeze) the Keras variables ``selector`` matches; returns their paths."""
+    from polyinit import walkers
+
+    walker = walkers.KerasWalker()
+    params = walker.walk(model)
+    context = Context(layers=len({p.layer for p in params}))
+    paths = [p.path for p in params if selector.matches(p, context)]
+    for path in paths:
+        walker.variables[path].trainable = trainable
+    return paths

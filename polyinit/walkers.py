@@ -98,7 +98,7 @@ class TorchWalker:
         return model
 
     def read(self, model, param: Param):
-        return self.tensors[param.path].detach().float().cpu().numpy()
+        return self.tensors[param.path].detach().float().cpu().numpy().copy()  # never a view into the model
 
 
 class KerasWalker:
@@ -299,7 +299,7 @@ class MxnetWalker:
 
     def read(self, model, param: Param):
         target = self.arrays[param.path]
-        if hasattr(target, "data"):
+        if hasattr(target, "set_data"):  # a Gluon Parameter
             target = target.data()
         return np.asarray(target if isinstance(target, np.ndarray) else target.asnumpy(), dtype=np.float64)
 
