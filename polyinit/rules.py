@@ -21,6 +21,7 @@ order, and returns a report with one row per parameter.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -165,14 +166,30 @@ class Rules:
 
 @dataclass
 class Row:
+    """One parameter in the report. ``mean`` and ``std`` are read from the model when first
+    asked for (a pass over every parameter would otherwise double the cost of ``apply``)."""
+
     path: str
     kind: str
     role: str
     shape: tuple[int, ...]
     rule: Optional[str]
     spec: Optional[str]
-    mean: Optional[float] = None
-    std: Optional[float] = None
+    read_moments: Optional[Callable[[], tuple]] = field(default=None, repr=False, compare=False)
+    _moments: Optional[tuple] = field(default=None, repr=False, compare=False)
+
+    def _load(self) -> tuple:
+        if self._moments is None:
+            self._moments = self.read_moments() if self.read_moments else (None, None)
+        return self._moments
+
+    @property
+    def mean(self) -> Optional[float]:
+        return self._load()[0]
+
+    @property
+    def std(self) -> Optional[float]:
+        return self._load()[1]
 
 
 @dataclass
@@ -187,7 +204,8 @@ class Report:
         return "\n".join("  ".join(c[:60].ljust(w) for c, w in zip(line, widths)) for line in [head] + body)
 
     def as_dicts(self) -> list[dict]:
-        return [dict(r.__dict__) for r in self.rows]
+        keys = ("path", "kind", "role", "shape", "rule", "spec", "mean", "std")
+        return [{key: getattr(r, key) for key in keys} for r in self.rows]
 
 
 def param_seed(seed: int, path: str) -> int:
@@ -245,20 +263,27 @@ def apply(model: Any, rules: Rules, **options: Any) -> Any:
     drawn = [(param, walker.draw(param, plan, param_seed(rules.seed, param.path)) if plan is not None else None)
              for param, _, plan in planned]
     result = walker.write(model, drawn)
-    report = _report(planned, lambda p: walker.read(result, p), rules)
+    report = _report(planned, lambda p: _moments(walker, result, p), rules)
     return (result, report) if walker.returns_new else report
 
 
-def _report(planned, read: Callable[[Param], Any], rules: Rules) -> Report:
+def _moments(walker, result, param: Param):
+    """(mean, std) of a parameter as it now is; natively where the walker can (no copies)."""
+    if hasattr(walker, "moments"):
+        return walker.moments(result, param)
     import numpy as np
 
+    values = np.asarray(walker.read(result, param), dtype=np.float64)
+    return (float(values.mean()), float(values.std())) if values.size else (None, None)
+
+
+def _report(planned, moments: Callable[[Param], Any], rules: Rules) -> Report:
     report = Report()
     for param, index, _ in planned:
-        values = np.asarray(read(param), dtype=np.float64)
-        mean, std = (float(values.mean()), float(values.std())) if values.size else (None, None)
         report.rows.append(Row(param.path, param.kind, param.role, param.shape,
                                None if index is None else rules.label(index),
-                               None if index is None else repr(rules.rules[index][1]), mean, std))
+                               None if index is None else repr(rules.rules[index][1]),
+                               read_moments=functools.partial(moments, param)))
     return report
 
 

@@ -80,25 +80,41 @@ class TorchWalker:
         return "weight" if "weight" in leaf else "bias" if "bias" in leaf else "other"
 
     def draw(self, param: Param, plan, seed: int):
-        import torch
-
-        from polyinit.backends.torch import draw_into
-
-        target = self.tensors[param.path]
-        generator = torch.Generator(device=target.device).manual_seed(seed)
-        return draw_into(torch.empty_like(target, memory_format=torch.contiguous_format), plan, generator)
+        # Every plan was resolved against its tensor's shape and dtype before this, so drawing
+        # cannot fail any more: the draw is deferred to ``write`` and goes straight into the
+        # parameter (no temporary, one pass over memory, as a hand-written loop does).
+        return (plan, seed)
 
     def write(self, model, drawn):
         import torch
 
-        with torch.no_grad():
-            for param, values in drawn:
-                if values is not None:
-                    self.tensors[param.path].copy_(values)
+        from polyinit.backends.torch import draw_into
+
+        for param, pending in drawn:
+            target = self.tensors[param.path]
+            if isinstance(pending, tuple):  # (plan, seed) from draw()
+                plan, seed = pending
+                draw_into(target, plan, torch.Generator(device=target.device).manual_seed(seed))
+            elif pending is not None:  # explicit values (surgery)
+                with torch.no_grad():
+                    target.copy_(torch.as_tensor(pending))
         return model
 
     def read(self, model, param: Param):
         return self.tensors[param.path].detach().float().cpu().numpy().copy()  # never a view into the model
+
+    def moments(self, model, param: Param):
+        tensor = self.tensors[param.path].detach()
+        if tensor.numel() == 0 or tensor.device.type == "meta":
+            return None, None
+        std, mean = torch_std_mean(tensor)
+        return float(mean), float(std)
+
+
+def torch_std_mean(tensor):
+    import torch
+
+    return torch.std_mean(tensor.float(), correction=0)
 
 
 class KerasWalker:
@@ -228,7 +244,7 @@ class NnxWalker:
         from flax import nnx
 
         self.variables, params, layer = {}, [], -1
-        for path, module in model.iter_modules():
+        for path, module in nnx.iter_modules(model):
             own = [(k, v) for k, v in vars(module).items() if isinstance(v, (nnx.Param, nnx.BatchStat))]
             if not own:
                 continue

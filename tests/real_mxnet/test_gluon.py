@@ -126,3 +126,21 @@ def test_registry_matches_real_gluon_blocks(layer):
         draws = [b[name] for b in builds]
         assert draws[0].shape == param.shape
         assert not failures(check(draws, param.plan())), [str(f) for f in failures(check(draws, param.plan()))]
+
+
+from polyinit import rules as R  # noqa: E402
+
+
+def test_rules_on_a_real_gluon_block():
+    block = net()
+    block.initialize()
+    before = {k: v.data().asnumpy().copy() for k, v in block.collect_params().items()}
+    with pytest.raises(R.RuleError, match="wieght"):
+        R.apply(block, R.Rules([(R.name("*wieght"), pi.zeros())]))
+    assert all(np.array_equal(before[k], v.data().asnumpy()) for k, v in block.collect_params().items())
+    report = R.apply(block, R.Rules([(R.kind("dense") & R.first() & R.role("weight"), pi.glorot_uniform()),
+                                     (R.role("weight"), pi.he_normal()), (R.role("bias"), pi.zeros()),
+                                     (R.kind("norm"), R.KEEP)], require_all=True))
+    assert {r.path for r in report.rows} == set(block.collect_params().keys())
+    first = block.collect_params()[report.rows[0].path].data().asnumpy().astype(np.float64)
+    assert not failures(check(first, pi.resolve(pi.glorot_uniform(), first.shape, pi.OUT_IN)))
