@@ -20,7 +20,6 @@ def models():
     except ImportError:
         pass
     try:
-        import jax
         from flax import nnx
 
         class MLP(nnx.Module):

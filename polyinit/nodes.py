@@ -153,6 +153,21 @@ class Op(Node):
 RANDOM_LEAVES = (Uniform, Normal, TruncatedNormal, OrthogonalMatrix)
 
 
+def op_table(xp, cast) -> dict:
+    """The elementwise ``Op`` names over an array namespace with numpy's names (numpy,
+    ``jax.numpy``, ``torch`` and ``keras.ops`` all have them); ``cast(mask, like)`` turns a
+    comparison's booleans into 1.0/0.0 of ``like``'s dtype."""
+    def compare(fn):
+        return lambda a, b: cast(fn(a, b), a)
+
+    return {
+        "add": xp.add, "sub": xp.subtract, "mul": xp.multiply, "div": xp.divide,
+        "minimum": xp.minimum, "maximum": xp.maximum, "neg": xp.negative, "abs": xp.abs,
+        "ge": compare(xp.greater_equal), "gt": compare(xp.greater), "le": compare(xp.less_equal),
+        "lt": compare(xp.less), "where": lambda c, x, y: xp.where(xp.not_equal(c, 0), x, y),
+    }
+
+
 def children(node: Node) -> tuple[Node, ...]:
     if isinstance(node, (Reshape, Transpose, Scatter)):
         return (node.child,)

@@ -1,22 +1,10 @@
 """Fans from shape + layout, recomputed here from the frameworks' documented rules."""
 
-import math
 
 import pytest
+from formulas import keras_fans, torch_fans
 
 from polyinit import IN_OUT, OUT_IN, Layout, ShapeError, SpecError, compute_fans, preset
-
-
-def torch_fans(shape):
-    # torch _calculate_fan_in_and_fan_out: dim 1 in, dim 0 out, rest receptive.
-    receptive = math.prod(shape[2:])
-    return shape[1] * receptive, shape[0] * receptive
-
-
-def keras_fans(shape):
-    # keras compute_fans (rank >= 2): second-last in, last out, leading receptive.
-    receptive = math.prod(shape[:-2])
-    return shape[-2] * receptive, shape[-1] * receptive
 
 
 TORCH_SHAPES = [(256, 784), (7, 3), (32, 16, 5), (32, 16, 3, 3), (8, 4, 3, 3, 3), (64, 1, 3, 3), (12, 4, 2, 2)]

@@ -3,21 +3,12 @@
 import math
 
 import pytest
+from formulas import keras_fans, torch_fans
 
 import polyinit as pi
 from polyinit import nodes
 
 TRUNC_STD_2 = 0.87962566103423978  # std of N(0,1) cut to (-2, 2), the constant Keras/JAX/timm hard-code
-
-
-def torch_fans(shape):
-    receptive = math.prod(shape[2:])
-    return shape[1] * receptive, shape[0] * receptive
-
-
-def keras_fans(shape):
-    receptive = math.prod(shape[:-2])
-    return shape[-2] * receptive, shape[-1] * receptive
 
 
 # (case id, shape, layout, fan_in, fan_out), fans from the frameworks' own rules or by hand.

@@ -28,13 +28,7 @@ from polyinit.spec import Spec
 
 NAME = "jax"
 DEFAULT_LAYOUT = IN_OUT
-_OPS = {
-    "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": jnp.divide,
-    "minimum": jnp.minimum, "maximum": jnp.maximum, "neg": jnp.negative, "abs": jnp.abs,
-    "ge": lambda a, b: (a >= b).astype(a.dtype), "gt": lambda a, b: (a > b).astype(a.dtype),
-    "le": lambda a, b: (a <= b).astype(a.dtype), "lt": lambda a, b: (a < b).astype(a.dtype),
-    "where": lambda c, x, y: jnp.where(c != 0, x, y),
-}
+_OPS = n.op_table(jnp, lambda mask, like: mask.astype(like.dtype))
 
 
 class Primitives:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Optional
+from typing import Any
 
 import keras
 import numpy as np
@@ -33,15 +33,7 @@ from polyinit.spec import Spec
 
 NAME = "keras"
 DEFAULT_LAYOUT = IN_OUT
-_OPS = {
-    "add": ops.add, "sub": ops.subtract, "mul": ops.multiply, "div": ops.divide,
-    "minimum": ops.minimum, "maximum": ops.maximum, "neg": ops.negative, "abs": ops.abs,
-    "ge": lambda a, b: ops.cast(ops.greater_equal(a, b), a.dtype),
-    "gt": lambda a, b: ops.cast(ops.greater(a, b), a.dtype),
-    "le": lambda a, b: ops.cast(ops.less_equal(a, b), a.dtype),
-    "lt": lambda a, b: ops.cast(ops.less(a, b), a.dtype),
-    "where": lambda c, x, y: ops.where(ops.not_equal(c, 0), x, y),
-}
+_OPS = n.op_table(ops, lambda mask, like: ops.cast(mask, like.dtype))
 
 
 def _leaf_seed(seed: Any, index: int) -> Any:

@@ -31,15 +31,7 @@ def _rank(x: np.ndarray, axis: int) -> np.ndarray:
     return np.argsort(np.argsort(x, axis=axis, kind="stable"), axis=axis, kind="stable").astype(x.dtype)
 
 
-OPS = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-    "minimum": np.minimum, "maximum": np.maximum, "neg": np.negative, "abs": np.abs,
-    "ge": lambda a, b: np.greater_equal(a, b).astype(np.result_type(a, b)),
-    "gt": lambda a, b: np.greater(a, b).astype(np.result_type(a, b)),
-    "le": lambda a, b: np.less_equal(a, b).astype(np.result_type(a, b)),
-    "lt": lambda a, b: np.less(a, b).astype(np.result_type(a, b)),
-    "where": lambda c, x, y: np.where(c != 0, x, y),
-}
+OPS = n.op_table(np, lambda mask, like: mask.astype(np.result_type(like)))
 
 
 def _standard_truncated(rng: np.random.Generator, shape, a: float, b: float) -> np.ndarray:

@@ -31,13 +31,7 @@ NAME = "torch"
 DEFAULT_LAYOUT = OUT_IN
 _DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32",
            torch.float64: "float64"}
-_OPS = {
-    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
-    "minimum": torch.minimum, "maximum": torch.maximum, "neg": torch.neg, "abs": torch.abs,
-    "ge": lambda a, b: (a >= b).to(a.dtype), "gt": lambda a, b: (a > b).to(a.dtype),
-    "le": lambda a, b: (a <= b).to(a.dtype), "lt": lambda a, b: (a < b).to(a.dtype),
-    "where": lambda c, x, y: torch.where(c != 0, x, y),
-}
+_OPS = n.op_table(torch, lambda mask, like: mask.to(like.dtype))
 
 
 def _truncated_(out: torch.Tensor, node: n.TruncatedNormal, generator) -> torch.Tensor:
