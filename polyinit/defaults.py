@@ -251,3 +251,45 @@ def layer_defaults(framework: str, layer: str, **dims) -> dict[str, Param]:
         if missing.args and missing.args[0] == layer:
             raise SpecError(f"layer_defaults: {framework} has no {layer} layer default") from None
         raise SpecError(f"layer_defaults: {framework} {layer} needs the dimension {missing}") from None
+
+
+# --- cross-application: framework X's defaults on a model in framework Y -----------------------
+
+
+def _weight_fan_in(param, layer_params) -> int:
+    from polyinit.layout import compute_fans
+
+    weight = next((p for p in layer_params if p.role == "weight" and len(p.shape) >= 2), None)
+    if weight is None:
+        raise SpecError(f"torch bias default: layer of {param.path!r} has no weight to take fan_in from")
+    return compute_fans(weight.shape, weight.layout).fan_in
+
+
+def rules_for(framework: str, *, seed: int = 0):
+    """Rules that give any model ``framework``'s default initialisation of its dense, conv,
+    transposed-conv and embedding weights and biases and its norm parameters, with fans read from
+    the target model's own layouts. Other parameters (recurrent, attention) are kept and reported.
+
+    >>> rules_for("torch").rules[1][1]
+    torch bias U(+-1/sqrt(fan_in of the weight))
+    """
+    from polyinit.rules import KEEP, Rules, SpecFactory, every, kind, role
+
+    weights = kind("dense", "conv", "conv_transpose") & role("weight")
+    biases = kind("dense", "conv", "conv_transpose") & role("bias")
+    norm = [(kind("norm") & role("scale"), _ONE), (kind("norm") & role("offset"), _ZERO),
+            (role("running_mean"), _ZERO), (role("running_var"), _ONE)]
+    if framework == "torch":
+        bias = SpecFactory(lambda p, layer: _torch_uniform(_weight_fan_in(p, layer)),
+                           "torch bias U(+-1/sqrt(fan_in of the weight))")
+        table = [(weights, _TORCH_WEIGHT), (biases, bias), (kind("embedding"), Normal(std=1.0))]
+    elif framework == "keras":
+        table = [(weights, schemes.glorot_uniform()), (biases, _ZERO), (kind("embedding"), native.keras_random_uniform())]
+    elif framework == "flax":
+        embed = SpecFactory(lambda p, layer: Normal(std=1 / math.sqrt(p.shape[-1])), "flax embedding N(0, 1/dim)")
+        table = [(weights, _LECUN_TRUNC), (biases, _ZERO), (kind("embedding"), embed)]
+    elif framework == "mxnet":
+        table = [(weights, _MX), (biases, _ZERO), (kind("embedding"), _MX)]
+    else:
+        raise SpecError(f"rules_for: no cross-application rules for {framework!r}; expected torch, keras, flax or mxnet")
+    return Rules(table + norm + [(every(), KEEP)], seed=seed, strict=False)

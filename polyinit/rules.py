@@ -132,6 +132,21 @@ def every() -> Selector:
     return Selector(lambda p, c: True, "every()")
 
 
+@dataclass(frozen=True)
+class SpecFactory:
+    """A rule action whose spec depends on the parameter and its layer's other parameters (torch's
+    bias bound 1/sqrt(fan_in) comes from the weight's fans). ``fn(param, layer_params) -> Spec``."""
+
+    fn: Callable[[Param, list], Spec]
+    text: str
+
+    def spec_for(self, param: Param, layer_params: list) -> Spec:
+        return self.fn(param, layer_params)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 class _Keep:
     """The action that keeps the framework's own initialisation."""
 
@@ -156,8 +171,8 @@ class Rules:
         self.rules = list(self.rules)
         for i, pair in enumerate(self.rules):
             if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Selector)
-                    and (isinstance(pair[1], Spec) or pair[1] is KEEP)):
-                raise RuleError(f"rule {i}: expected (selector, spec or KEEP), received {pair!r}")
+                    and (isinstance(pair[1], (Spec, SpecFactory)) or pair[1] is KEEP)):
+                raise RuleError(f"rule {i}: expected (selector, spec, SpecFactory or KEEP), received {pair!r}")
 
     def label(self, index: int) -> str:
         selector, action = self.rules[index]
@@ -233,6 +248,8 @@ def plan_model(params: Sequence[Param], rules: Rules) -> list[tuple[Param, Optio
             planned.append((param, index, None))
             continue
         try:
+            if isinstance(action, SpecFactory):
+                action = action.spec_for(param, [p for p in params if p.layer == param.layer])
             plan = resolve(action, param.shape, param.layout, param.dtype)
         except PolyinitError as error:
             raise RuleError(f"{rules.label(index)} cannot initialise {param.path!r} "

@@ -127,7 +127,11 @@ class KerasWalker:
         if not model.built:
             if input_shape is None:
                 raise PolyinitError("rules: this Keras model is not built; pass input_shape= to build it")
-            model.build(input_shape)
+            import keras
+
+            # Calling the model builds every sublayer, subclassed models included (build() alone
+            # does not when the model has no build method of its own).
+            model(keras.ops.zeros(tuple(1 if d is None else d for d in input_shape)))
         self.variables, params, layer = {}, [], -1
         for owner in model._flatten_layers(include_self=False, recursive=True):
             own = list(owner._trainable_variables) + list(owner._non_trainable_variables)

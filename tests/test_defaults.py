@@ -115,3 +115,52 @@ def test_unknown_layer_and_missing_dims():
         layer_defaults("torch", "dense", n_out=3)
     with pytest.raises(pi.SpecError, match="mxnet has no mha"):
         layer_defaults("mxnet", "mha", d_model=8, heads=2)
+
+
+from flax import nnx  # noqa: E402
+
+from polyinit import rules as R  # noqa: E402
+from polyinit.defaults import rules_for  # noqa: E402
+
+NNX = {
+    "dense": (lambda rngs: nnx.Linear(96, 64, rngs=rngs), {"kernel": "kernel", "bias": "bias"}),
+    "conv": (lambda rngs: nnx.Conv(16, 32, (3, 3), feature_group_count=2, rngs=rngs), {"kernel": "kernel", "bias": "bias"}),
+    "embedding": (lambda rngs: nnx.Embed(500, 32, rngs=rngs), {"embedding": "embedding"}),
+    "layernorm": (lambda rngs: nnx.LayerNorm(48, rngs=rngs), {"scale": "scale", "bias": "bias"}),
+    "batchnorm": (lambda rngs: nnx.BatchNorm(48, rngs=rngs), {"scale": "scale", "bias": "bias", "mean": "mean", "var": "var"}),
+}
+
+
+@pytest.mark.parametrize("layer", NNX)
+def test_registry_matches_real_nnx_layers(layer):
+    make, names = NNX[layer]
+    params = layer_defaults("flax", layer, **DIMS[layer])
+    for name, param in params.items():
+        count = min(40, samples_needed(param.plan(), minimum=1 << 15))
+        draws = [np.asarray(getattr(make(nnx.Rngs(seed)), names[name])[...], dtype=np.float64) for seed in range(count)]
+        assert draws[0].shape == param.shape
+        assert not failures(check(draws, param.plan())), (layer, name)
+
+
+def test_torch_defaults_on_a_flax_model():
+    model = nnx.Linear(784, 256, rngs=nnx.Rngs(0))
+    R.apply(model, rules_for("torch", seed=1))
+    bound = 1 / 28  # 1/sqrt(784) for the kernel and, from the kernel's fan_in, for the bias
+    kernel = np.asarray(model.kernel[...], dtype=np.float64)
+    bias = np.asarray(model.bias[...], dtype=np.float64)
+    assert not failures(check(kernel, pi.resolve(pi.Uniform(low=-bound, high=bound), kernel.shape)))
+    assert np.abs(bias).max() <= bound and bias.std() > bound / 3
+
+
+def test_keras_defaults_on_a_torch_model():
+    model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.BatchNorm1d(256), torch.nn.Conv2d(3, 8, 3))
+    report = R.apply(model, rules_for("keras", seed=1))
+    weight = model[0].weight.detach().double().numpy()
+    assert not failures(check(weight, pi.resolve(pi.glorot_uniform(), (256, 784), pi.OUT_IN)))
+    assert torch.all(model[0].bias == 0) and torch.all(model[2].bias == 0)
+    assert {r.role for r in report.rows} >= {"weight", "bias", "scale", "offset", "running_mean", "running_var"}
+
+
+def test_cross_application_unknown_framework():
+    with pytest.raises(pi.SpecError, match="haiku"):
+        rules_for("haiku")

@@ -173,3 +173,20 @@ def test_examples_run_in_every_framework(script):
                          capture_output=True, text=True, env=env, check=True)
     for framework in ("torch", "keras", "flax", "mxnet"):
         assert framework in out.stdout, out.stdout
+
+
+def test_keras_subclassed_and_built_on_demand():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(32)
+            self.out = keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    net = Net()
+    with pytest.raises(pi.PolyinitError, match="input_shape"):
+        R.apply(net, R.Rules([(R.role("weight"), pi.zeros())]))
+    report = R.apply(net, R.Rules([(R.role("weight"), pi.ones()), (R.role("bias"), pi.zeros())]), input_shape=(None, 8))
+    assert len(report.rows) == 4 and np.all(keras.ops.convert_to_numpy(net.hidden.kernel) == 1)

@@ -144,3 +144,11 @@ def test_rules_on_a_real_gluon_block():
     assert {r.path for r in report.rows} == set(block.collect_params().keys())
     first = block.collect_params()[report.rows[0].path].data().asnumpy().astype(np.float64)
     assert not failures(check(first, pi.resolve(pi.glorot_uniform(), first.shape, pi.OUT_IN)))
+
+
+def test_compare_measures_real_gluon():
+    from polyinit.compare import compare
+
+    (row,) = compare(frameworks=["mxnet"], depth=4)
+    assert row.measured == "measured on real layers"
+    assert np.allclose(row.measured_linear, row.linear, rtol=0.1)

@@ -1,0 +1,27 @@
+"""The backend fixture's contract: a backend named in POLYINIT_TEST_BACKENDS that cannot be
+imported fails the run; unknown names are errors too."""
+
+import pytest
+
+import polyinit as pi
+from polyinit import backends, testing
+
+
+def test_required_backend_missing_fails(monkeypatch):
+    monkeypatch.setitem(backends.REGISTRY, "fakeframe", ("polyinit.backends.fakeframe", "no_such_framework_xyz", "fake"))
+    monkeypatch.setenv("POLYINIT_TEST_BACKENDS", "numpy,fakeframe")
+    with pytest.raises(pi.BackendUnavailableError, match="requires 'fakeframe'"):
+        testing.backends_for_run()
+
+
+def test_unrequired_missing_backend_is_reported_not_required(monkeypatch):
+    monkeypatch.setitem(backends.REGISTRY, "fakeframe", ("polyinit.backends.fakeframe", "no_such_framework_xyz", "fake"))
+    monkeypatch.delenv("POLYINIT_TEST_BACKENDS", raising=False)
+    found, missing = testing.backends_for_run()
+    assert "numpy" in found and missing == ["fakeframe"]
+
+
+def test_unknown_required_name(monkeypatch):
+    monkeypatch.setenv("POLYINIT_TEST_BACKENDS", "numpy,caffe")
+    with pytest.raises(pi.PolyinitError, match="caffe"):
+        testing.backends_for_run()
