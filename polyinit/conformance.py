@@ -37,6 +37,8 @@ from polyinit.moments import normal_cdf
 from polyinit.plan import Plan
 
 ALPHA = 1e-6
+# Exact zeros a normal draw may give on its own, per element (see _zero_fraction).
+_EXTRA_ZEROS = {"float16": 1e-3, "bfloat16": 1e-3, "float32": 1e-6, "float64": 1e-12}
 KURTOSIS_BATCHES = 16
 # Relative rounding of each dtype (half an ulp relative to the value).
 _ROUNDING = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
@@ -230,12 +232,14 @@ def _zero_fraction(draws, flat: np.ndarray, plan: Plan, alpha: float) -> Check:
         counts = np.concatenate([np.sum(d == 0, axis=axis).ravel() for d in draws])
         want = round(expected * plan.shape[axis])
         worst = float(counts.min() if counts.min() < want else counts.max())
-        if plan.dtype in ("float16", "bfloat16"):
-            # A normal value below half the smallest subnormal rounds to an extra zero.
-            passed = bool(np.all(counts >= want)) and float(np.mean(counts - want)) <= 1e-3 * plan.shape[axis]
-        else:
-            passed = bool(np.all(counts == want))
-        return Check("zeros per slice", want, worst, 0.0, passed, "exact count along the output axis")
+        # Never fewer than the mask's zeros; a few more only where the normal itself gave an exact
+        # zero: a value below half the smallest subnormal in float16/bfloat16, and TensorFlow's
+        # float32 normal returns 0.0 about once in 10^7 draws (seen in the 20-seed soak).
+        extra = float(np.sum(counts - want))
+        allowed = _EXTRA_ZEROS[plan.dtype] * flat.size + 1
+        passed = bool(np.all(counts >= want)) and float(np.median(counts)) == want and extra <= allowed
+        return Check("zeros per slice", want, worst, allowed, passed,
+                     f"exact count along the output axis; {extra:g} extra zeros in all")
     tolerance = z_value(alpha) * math.sqrt(expected * (1 - expected) / flat.size)
     return Check("zero fraction", expected, observed, tolerance, abs(observed - expected) <= tolerance)
 

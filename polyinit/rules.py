@@ -123,9 +123,9 @@ def last() -> Selector:
     return nth(-1)
 
 
-def where(predicate: Callable[[Param], bool], text: str = "predicate") -> Selector:
-    """Parameters for which ``predicate(param)`` is true."""
-    return Selector(lambda p, c: predicate(p), text)
+def predicate(test: Callable[[Param], bool], text: str = "predicate") -> Selector:
+    """Parameters for which ``test(param)`` is true, e.g. ``predicate(lambda p: p.shape[0] > 512)``."""
+    return Selector(lambda p, c: test(p), text)
 
 
 def every() -> Selector:

@@ -13,14 +13,13 @@ True
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Iterable, Optional
 
 import numpy as np
 
-from polyinit.conformance import Check, check
+from polyinit.conformance import Check, check, samples_needed
 from polyinit.errors import PolyinitError
 from polyinit.layout import IN_OUT, OUT_IN, Layout, preset
 from polyinit.plan import resolve
@@ -79,7 +78,7 @@ def run_case(backend: ModuleType, spec: Spec, shape: tuple[int, ...], layout: Op
              dtype: str = "float32", seed: int = 0, alpha: float = ALPHA) -> list[Check]:
     """Every statistical check of ``backend``'s draws of ``spec``, plus the seed contract."""
     plan = resolve(spec, shape, layout, dtype)
-    count = max(1, math.ceil(MIN_SAMPLES / max(plan.size, 1)))
+    count = samples_needed(plan, MIN_SAMPLES)
     # The first draw goes through the backend's own wrapper (torch fn, Keras Initializer, ...).
     first = backend.to_numpy(backend.sample_plan(plan, seed))
     draws = [first]

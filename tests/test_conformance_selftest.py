@@ -75,6 +75,16 @@ def bias_drawn(plan, seed):
     return reference.sample_plan(with_root(plan, root), seed)
 
 
+def sparsity_off_by_one(plan, seed):
+    root = plan.root
+    if isinstance(root, n.Op) and root.name == "mul":  # one zero too many in every column
+        mask = root.args[1]
+        threshold = mask.args[1]
+        mask = dataclasses.replace(mask, args=(mask.args[0], n.Fill(threshold.shape, threshold.value + 1)))
+        root = dataclasses.replace(root, args=(root.args[0], mask))
+    return reference.sample_plan(with_root(plan, root), seed)
+
+
 def unseeded(plan, seed):
     return reference.draw(plan, np.random.default_rng())  # ignores the seed
 
@@ -88,6 +98,7 @@ CASES = [
     ("uniform bound off by sqrt(3)", uniform_bound_off_by_sqrt3, pi.glorot_uniform(), (256, 784), pi.OUT_IN, {"variance"}),
     ("wrong gain", wrong_gain, pi.he_uniform(nonlinearity="relu"), (32, 16, 3, 3), pi.OUT_IN, {"variance"}),
     ("bias drawn where zeros are due", bias_drawn, pi.zeros(), (256,), pi.OUT_IN, {"support"}),
+    ("sparsity off by one", sparsity_off_by_one, pi.Sparse(sparsity=0.25), (256, 784), pi.OUT_IN, {"zeros per slice"}),
     ("unseeded draw", unseeded, pi.glorot_uniform(), (256, 784), pi.OUT_IN, {"same seed, same values"}),
 ]
 

@@ -190,3 +190,16 @@ def test_keras_subclassed_and_built_on_demand():
         R.apply(net, R.Rules([(R.role("weight"), pi.zeros())]))
     report = R.apply(net, R.Rules([(R.role("weight"), pi.ones()), (R.role("bias"), pi.zeros())]), input_shape=(None, 8))
     assert len(report.rows) == 4 and np.all(keras.ops.convert_to_numpy(net.hidden.kernel) == 1)
+
+
+def test_selectors_combine():
+    model = torch_mlp()
+    params = R.select(model, R.regex(r"^2\.") | (R.predicate(lambda p: p.shape == (256,)) & ~R.role("weight")))
+    assert [p.path for p in params] == ["0.bias", "2.weight", "2.bias"]
+    assert [p.path for p in R.select(model, R.nth(1) & R.name("*.weight"))] == ["2.weight"]
+    with pytest.raises(R.RuleError, match="unknown kind"):
+        R.kind("lstm")
+    with pytest.raises(R.RuleError, match="invalid pattern"):
+        R.regex("(")
+    with pytest.raises(R.RuleError, match="rule 0: expected"):
+        R.Rules([(R.every(), "zeros")])
