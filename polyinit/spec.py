@@ -18,7 +18,7 @@ To combine *independent* draws of the same distribution, give them different ``s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar, Union
 
 from polyinit import _validate as check
@@ -67,10 +67,6 @@ class Spec:
     def __lt__(self, other): return self._binary("lt", other)
     def __neg__(self): return Unary(op="neg", operand=self)
     def __abs__(self): return Unary(op="abs", operand=self)
-
-    def fields(self) -> dict:
-        """The spec's arguments as a dict (nested specs stay specs)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
 
 def _spec(kind: str, *, random: bool = False):
