@@ -116,7 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--backends", default="torch,jax,keras,numpy")
+    parser.add_argument("--backends", default="torch,jax,keras", help="also: numpy (reference), mxnet (in .venv-mxnet)")
     args = parser.parse_args()
     print(f"fill ({args.size}, {args.size}) float32, median of {args.repeats} alternating runs")
     print(f"{'backend':8} {'scheme':24} {'native s':>9} {'polyinit s':>10} {'ratio':>6}")

@@ -9,13 +9,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from polyinit.testing import backends_for_run  # noqa: E402
-
-BACKENDS, MISSING = backends_for_run()
-BASE_SEED = int(os.environ.get("POLYINIT_SEED", "0"))
-SOAK = int(os.environ.get("POLYINIT_SOAK", "1"))
-# Seeds are spaced so that one case's draws (seed, seed+1, ...) never overlap the next seed's.
-SEEDS = [BASE_SEED + 1000 * i for i in range(SOAK)]
+# Shared values live in conformance_cases, not here: "conftest" is a module name that tests/
+# has too, so importing from it would depend on which directory pytest put first on sys.path.
+from conformance_cases import BACKENDS, MISSING, SEEDS, SOAK  # noqa: E402
 
 
 def pytest_report_header(config):

@@ -4,8 +4,7 @@ Select one case with -k, e.g. ``-k "torch and glorot_uniform and conv2d"``.
 """
 
 import pytest
-from cases import HALF_SHAPES, SCHEMES
-from conftest import BACKENDS, SEEDS
+from conformance_cases import BACKENDS, HALF_SHAPES, SCHEMES, SEEDS
 
 from polyinit.backends import get_backend
 from polyinit.suite import STANDARD_SHAPES, applicable, run_case

@@ -1,8 +1,16 @@
 """The suite's schemes: every named scheme and primitive, and the seed's custom rule."""
 
 import math
+import os
 
 import polyinit as pi
+from polyinit.testing import backends_for_run
+
+BACKENDS, MISSING = backends_for_run()
+BASE_SEED = int(os.environ.get("POLYINIT_SEED", "0"))
+SOAK = int(os.environ.get("POLYINIT_SOAK", "1"))
+# Seeds are spaced so that one case's draws (seed, seed+1, ...) never overlap the next seed's.
+SEEDS = [BASE_SEED + 1000 * i for i in range(SOAK)]
 
 _w = pi.Uniform(low=-10.0, high=10.0)
 
