@@ -34,7 +34,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows, args) -> None:
-    from polyinit.compare import render_text
+    from polyinit.compare import FOOTNOTE, render_text, table, title
 
     try:
         from rich.console import Console
@@ -42,22 +42,15 @@ def _print_table(rows, args) -> None:
     except ImportError:
         print(render_text(rows, args.layer, args.n_in, args.n_out, args.depth))
         return
-    table = Table(title=f"polyinit compare: {args.layer} {args.n_in} -> {args.n_out}, "
-                        f"stacks of {args.depth} layers, input Var 1")
-    for head in ("framework", "weight", "bias", "std(w)", "n_in·var(w)", f"Var@{args.depth} linear",
-                 f"Var@{args.depth} ReLU", "source"):
-        table.add_column(head, overflow="fold")
-    for r in rows:
-        def pair(closed, measured):
-            return f"{closed:.3g}" + (f"\n({measured[-1]:.3g})" if measured else "")
-
-        table.add_row(f"{r.framework} {r.version}", r.weight.words, r.bias.words, f"{r.weight.std:.4g}",
-                      f"{r.gain:.4g}", pair(r.linear[-1], r.measured_linear), pair(r.relu[-1], r.measured_relu),
-                      r.measured)
+    head, body = table(rows, args.depth, sep="\n")
+    rich_table = Table(title=title(args.layer, args.n_in, args.n_out, args.depth))
+    for name in head:
+        rich_table.add_column(name, overflow="fold")
+    for cells in body:
+        rich_table.add_row(*cells)
     console = Console(width=max(140, Console().width))
-    console.print(table)
-    console.print("Var@L: closed form, and (in brackets) measured by pushing N(0,1) data through a stack of "
-                  "the real layers. Per layer Var(y) = n_in·var(w)·Var(x) + var(b); ReLU passes half.")
+    console.print(rich_table)
+    console.print(FOOTNOTE)
 
 
 def _conformance(args: argparse.Namespace) -> int:

@@ -133,19 +133,30 @@ def to_json(rows: Sequence[Row]) -> list[dict]:
     return [{k: v for k, v in asdict(r).items() if k != "samples"} for r in rows]
 
 
+def title(layer: str, n_in: int, n_out: int, depth: int) -> str:
+    return f"polyinit compare: {layer} {n_in} -> {n_out}, stacks of {depth} layers, input Var 1"
+
+
+FOOTNOTE = ("Var@L: closed form, and (in brackets) measured by pushing N(0,1) data through a stack of the "
+            "real layers where installed. Per layer Var(y) = n_in var(w) Var(x) + var(b); ReLU passes half.")
+
+
+def table(rows: Sequence[Row], depth: int, sep: str = " ") -> tuple[list[str], list[list[str]]]:
+    """The comparison's header and cells; ``sep`` goes between a closed form and its measurement."""
+    head = ["framework", "weight", "bias", "std(w)", "n_in*var(w)", f"Var@{depth} linear", f"Var@{depth} ReLU", "source"]
+
+    def pair(closed: float, measured: Optional[list[float]]) -> str:
+        return f"{closed:.3g}" + (f"{sep}({measured[-1]:.3g})" if measured else "")
+
+    body = [[f"{r.framework} {r.version}", r.weight.words, r.bias.words, f"{r.weight.std:.4g}", f"{r.gain:.4g}",
+             pair(r.linear[-1], r.measured_linear), pair(r.relu[-1], r.measured_relu), r.measured] for r in rows]
+    return head, body
+
+
 def render_text(rows: Sequence[Row], layer: str, n_in: int, n_out: int, depth: int) -> str:
     """A plain-text table (used when ``rich`` is not installed, and in tests)."""
-    head = ["framework", "weight", "bias", "std(w)", "n_in*var(w)", f"Var@{depth} linear", f"Var@{depth} ReLU", "source"]
-    body = [[f"{r.framework} {r.version}", r.weight.words, r.bias.words, f"{r.weight.std:.4g}", f"{r.gain:.4g}",
-             _pair(r.linear[-1], r.measured_linear), _pair(r.relu[-1], r.measured_relu), r.measured] for r in rows]
-    widths = [max(len(str(line[i])) for line in [head] + body) for i in range(len(head))]
-    lines = [f"polyinit compare: {layer} {n_in} -> {n_out}, stacks of {depth} layers, input Var 1",
-             "  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in body]
-    lines.append("Var@L: closed form (measured on real layers where installed). Per layer Var(y) = "
-                 "n_in var(w) Var(x) + var(b); ReLU passes half.")
-    return "\n".join(lines)
-
-
-def _pair(closed: float, measured: Optional[list[float]]) -> str:
-    return f"{closed:.3g}" + (f" ({measured[-1]:.3g})" if measured else "")
+    head, body = table(rows, depth)
+    widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
+    lines = [title(layer, n_in, n_out, depth)] + ["  ".join(c.ljust(w) for c, w in zip(line, widths))
+                                                  for line in [head] + body]
+    return "\n".join(lines + [FOOTNOTE])

@@ -25,6 +25,9 @@ _ROLE_BY_NAME = {"weight": "weight", "kernel": "weight", "bias": "bias", "gamma"
                  "recurrent_kernel": "recurrent", "depthwise_kernel": "weight", "pointwise_kernel": "weight"}
 
 
+_SUFFIXES = sorted(_ROLE_BY_NAME, key=len, reverse=True)
+
+
 def _role(kind: str, leaf: str) -> str:
     role = _ROLE_BY_NAME.get(leaf, "other")
     if kind == "norm":
@@ -133,7 +136,10 @@ class KerasWalker:
             # does not when the model has no build method of its own).
             model(keras.ops.zeros(tuple(1 if d is None else d for d in input_shape)))
         self.variables, params, layer = {}, [], -1
-        for owner in model._flatten_layers(include_self=False, recursive=True):
+        layers = list(model._flatten_layers(include_self=False, recursive=True))
+        # The EinsumDense projections inside a MultiHeadAttention are attention parameters.
+        attention = [l.path + "/" for l in layers if "MultiHeadAttention" in type(l).__name__]
+        for owner in layers:
             own = list(owner._trainable_variables) + list(owner._non_trainable_variables)
             own = [v for v in own if "float" in str(v.dtype) and v.path not in self.variables]
             if not own:
@@ -141,8 +147,7 @@ class KerasWalker:
             layer += 1
             cls = type(owner).__name__
             kind = next((k for key, k in self._KINDS if key in cls), "other")
-            parent_attention = "attention" in owner.path.split("/")[0] or owner.name in ("query", "key", "value", "attention_output")
-            if parent_attention and kind == "dense":
+            if kind == "dense" and owner.path.startswith(tuple(attention)):
                 kind = "attention"
             for v in own:
                 self.variables[v.path] = v
@@ -248,14 +253,17 @@ class NnxWalker:
         from flax import nnx
 
         self.variables, params, layer = {}, [], -1
-        for path, module in nnx.iter_modules(model):
+        modules = list(nnx.iter_modules(model))
+        # The LinearGeneral projections inside a MultiHeadAttention are attention parameters.
+        attention = [tuple(p) for p, m in modules if isinstance(m, nnx.MultiHeadAttention)]
+        for path, module in modules:
             own = [(k, v) for k, v in vars(module).items() if isinstance(v, (nnx.Param, nnx.BatchStat))]
             if not own:
                 continue
             layer += 1
             names = [type(module).__name__] + [str(p) for p in reversed(path)]
             kind = _flax_kind(names)
-            if kind == "dense" and any(str(p) in ("query", "key", "value", "out") for p in path[-1:]):
+            if kind == "dense" and any(tuple(path[:len(a)]) == a and len(path) > len(a) for a in attention):
                 kind = "attention"
             prefix = "/".join(str(p) for p in path)
             for leaf, variable in own:
@@ -295,7 +303,9 @@ class MxnetWalker:
             prefix, leaf = (match.group(1), match.group(2)) if match else ("", path)
             layer = layers.setdefault(path[: len(path) - len(leaf)], len(layers))
             kind = next((k for key, k in self._KINDS if key in prefix.lower()), "other")
-            role = "recurrent" if "h2h_weight" in leaf else "weight" if leaf.endswith("weight") else _role(kind, leaf.split("_", 1)[-1] if leaf.startswith(("l0", "r0")) else leaf)
+            # The longest known name the leaf ends with: l0_i2h_bias -> bias, running_mean, gamma, ...
+            name = next((n for n in _SUFFIXES if leaf.endswith(n)), leaf)
+            role = "recurrent" if leaf.endswith("h2h_weight") else _role(kind, name)
             params.append(Param(path, kind, role, shape, OUT_IN, layer, _dtype(np.dtype(array.dtype).name)))
         return params
 

@@ -203,3 +203,27 @@ def test_selectors_combine():
         R.regex("(")
     with pytest.raises(R.RuleError, match="rule 0: expected"):
         R.Rules([(R.every(), "zeros")])
+
+
+def test_mxnet_names_give_roles_by_suffix():
+    from polyinit.walkers import MxnetWalker
+
+    arrays = {name: np.zeros(shape, np.float32) for name, shape in [
+        ("lstm0_l0_i2h_weight", (128, 16)), ("lstm0_l0_h2h_weight", (128, 32)), ("lstm0_l0_i2h_bias", (128,)),
+        ("batchnorm0_gamma", (8,)), ("batchnorm0_running_mean", (8,))]}
+    roles = {p.path: (p.kind, p.role) for p in MxnetWalker().walk(arrays)}
+    assert roles == {"lstm0_l0_i2h_weight": ("recurrent", "weight"), "lstm0_l0_h2h_weight": ("recurrent", "recurrent"),
+                     "lstm0_l0_i2h_bias": ("recurrent", "bias"), "batchnorm0_gamma": ("norm", "scale"),
+                     "batchnorm0_running_mean": ("norm", "running_mean")}
+
+
+def test_attention_kind_comes_from_the_owning_layer_not_names():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.out = nnx.Linear(8, 4, rngs=rngs)  # named like an attention projection, but is not one
+            self.attention = nnx.MultiHeadAttention(num_heads=2, in_features=8, decode=False, rngs=rngs)
+
+    kinds = {p.path: p.kind for p in R.select(Net(nnx.Rngs(0)), R.every())}
+    assert kinds["out/kernel"] == "dense" and kinds["attention/out/kernel"] == "attention"
+    layer_model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="dense")], name="my_attention_net")
+    assert {p.kind for p in R.select(layer_model, R.every())} == {"dense"}
