@@ -26,9 +26,10 @@ True
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -133,14 +134,11 @@ REFERENCE_SEED = 20261129
 
 
 def _against_reference(draws, plan: Plan, alpha: float) -> list[Check]:
-    """Expressions of several random leaves have no closed form: compare with a 4x larger sample
-    of the numpy reference backend (two-sample z-tests on mean and variance, two-sample KS)."""
-    from polyinit.backends.numpy import draw
-
+    """Expressions of several random leaves have no closed form: compare with a sample of
+    ``REFERENCE_SIZE`` (4x ``FALLBACK_SAMPLES``) from the numpy reference backend (two-sample
+    z-tests on mean and variance, two-sample KS)."""
     flat = np.concatenate([d.ravel() for d in draws])
-    rng = np.random.default_rng(REFERENCE_SEED)
-    reference = np.concatenate([draw(plan, rng).ravel().astype(np.float64)
-                                for _ in range(max(1, math.ceil(4 * flat.size / max(plan.size, 1))))])
+    reference = _reference_sample(plan)
     z = z_value(alpha)
     results = []
     for name, f in (("mean (vs reference)", lambda x: x), ("variance (vs reference)", lambda x: (x - x.mean()) ** 2)):
@@ -155,11 +153,52 @@ def _against_reference(draws, plan: Plan, alpha: float) -> list[Check]:
     return results
 
 
+# Reference samples of the last few plans: every backend's case of one expression compares with
+# the same sample, and an elementwise expression shares it across shapes.
+_REFERENCES: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+REFERENCE_SIZE = 1 << 20
+
+
+def _reference_sample(plan: Plan) -> np.ndarray:
+    """``REFERENCE_SIZE`` (or more) values of ``plan`` from the numpy reference backend, flat and
+    sorted (the statistics used here do not depend on order): one flat draw where the plan is
+    elementwise iid, else whole draws."""
+    from polyinit.backends.numpy import draw
+
+    shape_free = n.elementwise_key(plan.root)
+    key = (shape_free, plan.dtype) if shape_free is not None else (plan.spec, plan.shape, plan.layout, plan.dtype)
+    if key not in _REFERENCES:
+        rng = np.random.default_rng(REFERENCE_SEED)
+        flat_plan = plan.flat(REFERENCE_SIZE)
+        if flat_plan is not None:
+            values = draw(flat_plan, rng)
+        else:
+            count = math.ceil(REFERENCE_SIZE / max(plan.size, 1))
+            values = np.concatenate([draw(plan, rng).ravel() for _ in range(count)])
+        sample = np.sort(values.astype(np.float64))
+        sample.flags.writeable = False
+        _REFERENCES[key] = sample
+        while len(_REFERENCES) > 4:
+            _REFERENCES.popitem(last=False)
+    _REFERENCES.move_to_end(key)
+    return _REFERENCES[key]
+
+
 def _two_sample_ks(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.sort(a), np.sort(b)
-    points = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, points, side="right") / a.size
-                               - np.searchsorted(b, points, side="right") / b.size)))
+    """sup |F_a - F_b|, read at every point of either sample (the ECDFs only step there); ``b``
+    sorted. Each sample's own ECDF at its points comes from its runs of ties, so only the cross
+    terms need a search."""
+    a = np.sort(a)
+    at_a = _ecdf_at_own_points(a) / a.size - np.searchsorted(b, a, side="right") / b.size
+    at_b = np.searchsorted(a, b, side="right") / a.size - _ecdf_at_own_points(b) / b.size
+    return float(max(np.max(np.abs(at_a)), np.max(np.abs(at_b))))
+
+
+def _ecdf_at_own_points(x: np.ndarray) -> np.ndarray:
+    """For sorted ``x``: how many values are <= x[i], for each i (ties count to the run's end)."""
+    positions = np.arange(1, x.size + 1)
+    run_end = np.append(x[1:] != x[:-1], True)
+    return np.minimum.accumulate(np.where(run_end, positions, x.size)[::-1])[::-1]
 
 
 def _tolerance_of(value: float, dtype: str) -> float:
@@ -286,7 +325,8 @@ def kolmogorov_pvalue(d: float, size: int) -> float:
 
 
 def _ks(flat: np.ndarray, cdf, plan: Plan, alpha: float) -> Check:
-    x = np.sort(flat)
+    # Values of the narrower dtypes are exact in float32, whose sort is about twice as fast.
+    x = np.sort(flat) if plan.dtype == "float64" else np.sort(flat.astype(np.float32)).astype(np.float64)
     half_step = np.abs(x) * _ROUNDING[plan.dtype] * 2 + np.finfo(np.float64).tiny
     size = x.size
     upper = cdf(x + half_step)
@@ -313,6 +353,58 @@ def failures(results: Sequence[Check]) -> list[Check]:
     return [r for r in results if not r.passed]
 
 
-def samples_needed(plan: Plan, minimum: int = 1 << 18) -> int:
-    """How many independent draws of ``plan`` reach ``minimum`` elements (power, see README)."""
-    return max(1, math.ceil(minimum / max(plan.size, 1)))
+# Power: the suite must detect a relative error of DETECT_STD_ERROR in std (a factor (1 +- e)^2 in
+# variance) with probability POWER. Plans without a promised kurtosis (expressions of several
+# draws, judged against a reference sample) use FALLBACK_SAMPLES.
+DETECT_STD_ERROR = 0.02
+POWER = 0.999
+FALLBACK_SAMPLES = 1 << 18
+# Draws for a plan whose promise holds in every single draw (orthogonality, zeros off a delta's
+# centre): the checks are exact per draw, so more draws add time, not power.
+STRUCTURAL_DRAWS = 4
+
+
+def required_samples(plan: Plan, alpha: float = ALPHA, error: float = DETECT_STD_ERROR,
+                     power: float = POWER) -> int:
+    """Elements the variance check needs to detect a relative std error of ``error`` with
+    probability ``power`` at false-alarm probability ``alpha``, rounded up to a power of two.
+
+    s^2 is about N(v, v^2 (kappa + 2) / n); the check's tolerance is z_a v0 sqrt((kappa + 2) / n)
+    plus 4 rho v0 for the dtype's rounding rho. With v = (1 +- e)^2 v0 the miss probability is
+    below 1 - power once
+
+        n >= ((z_a + (1 +- e)^2 z_p) / (|(1 +- e)^2 - 1| - 4 rho))^2 (kappa + 2),
+
+    which is 44,800 (kappa + 2) in float32 at alpha = 1e-7: 2^16 for a uniform (kappa = -1.2),
+    2^17 for a normal.
+
+    >>> from polyinit import Normal, resolve
+    >>> required_samples(resolve(Normal(std=1.0), (10,)), alpha=1e-7)
+    131072
+    """
+    stats = plan.stats
+    kappa = stats.excess_kurtosis if stats is not None else None
+    if kappa is None:
+        return FALLBACK_SAMPLES
+    z_alpha, z_power = z_value(alpha), NormalDist().inv_cdf(power)
+    rounding = 4 * _ROUNDING[plan.dtype]
+    needed = 0.0
+    for factor in ((1 - error) ** 2, (1 + error) ** 2):
+        margin = abs(factor - 1) - rounding
+        needed = max(needed, ((z_alpha + factor * z_power) / margin) ** 2 * (kappa + 2))
+    return 1 << max(10, math.ceil(math.log2(needed)))
+
+
+def samples_needed(plan: Plan, minimum: Optional[int] = None) -> int:
+    """How many independent draws of ``plan`` reach ``minimum`` elements (default: the plan's
+    ``required_samples``).
+
+    One for a deterministic plan, at most ``STRUCTURAL_DRAWS`` for one whose checks are exact per
+    draw (orthogonal, delta-orthogonal); statistical plans get ``ceil(minimum / size)``.
+    """
+    if not plan.leaves:
+        return 1
+    count = max(1, math.ceil((minimum or required_samples(plan)) / max(plan.size, 1)))
+    if isinstance(plan.root, n.Scatter) or (plan.stats is not None and plan.stats.orthogonal is not None):
+        return min(count, STRUCTURAL_DRAWS)
+    return count

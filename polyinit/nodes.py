@@ -219,6 +219,46 @@ def flat_copy(root: Node, size: int) -> "Node | None":
     return copy(root)
 
 
+def elementwise_key(root: Node) -> "tuple | None":
+    """A hashable description of an elementwise-iid tree that leaves out its shape (so draws of
+    one expression at any shape share it), or None when the tree has structure across elements.
+    A random leaf used twice keeps one number: it is one random variable, not two."""
+    numbers: dict[int, int] = {}
+
+    def key(node: Node) -> "tuple | None":
+        if isinstance(node, _ELEMENTWISE):
+            fields = tuple(getattr(node, f) for f in node.__dataclass_fields__ if f != "shape")
+            return (type(node).__name__, fields, numbers.setdefault(id(node), len(numbers)))
+        if isinstance(node, Op) and node.name != "rank":
+            args = tuple(key(a) for a in node.args)
+            return None if None in args else ("Op", node.name, args)
+        return None
+
+    return key(root)
+
+
+def structure(root: Node, leaf_index: dict[int, int]) -> tuple[tuple, list[Fixed]]:
+    """(key, fixed): a hashable description of the whole tree with every shape and number, in
+    which random leaves appear by their number in ``leaf_index`` and Fixed arrays by their place
+    in ``fixed`` (the values of both come from elsewhere). Equal keys mean the same computation on
+    the same inputs, so a backend that compiles (JAX) can compile once per key."""
+    fixed: list[Fixed] = []
+    places: dict[int, int] = {}
+
+    def key(node: Node) -> tuple:
+        if isinstance(node, RANDOM_LEAVES):
+            return ("leaf", node.shape, leaf_index[id(node)])
+        if isinstance(node, Fixed):
+            if id(node) not in places:
+                places[id(node)] = len(fixed)
+                fixed.append(node)
+            return ("fixed", node.shape, places[id(node)])
+        fields = tuple(getattr(node, f) for f in node.__dataclass_fields__ if f not in ("child", "children", "args"))
+        return (type(node).__name__, fields, tuple(key(c) for c in children(node)))
+
+    return key(root), fixed
+
+
 def evaluate(root: Node, prims, leaf_index: dict[int, int]):
     """Evaluate a plan tree with a backend's primitives, each shared node once.
 

@@ -2,7 +2,7 @@
 
 Used by the ``conformance/`` suite, by ``polyinit conformance MODULE:ATTR`` and by the pytest
 fixture ``polyinit_conformance``. Each case draws enough independent samples (seeds ``seed``,
-``seed + 1``, ...) to reach ``MIN_SAMPLES`` elements, runs every check that applies, and adds the
+``seed + 1``, ...) to reach ``required_samples`` elements, runs every check that applies, and adds the
 seed contract: the same seed gives the same values, another seed gives other values.
 
 >>> import polyinit
@@ -13,24 +13,23 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Iterable, Optional
 
 import numpy as np
 
-from polyinit.conformance import Check, check, samples_needed
+from polyinit.conformance import Check, check, required_samples, samples_needed
 from polyinit.errors import PolyinitError
 from polyinit.layout import IN_OUT, OUT_IN, Layout, preset
 from polyinit.plan import resolve
 from polyinit.spec import Spec
 
 # Per-check false-alarm probability: with ~10^4 checks in the full suite, Bonferroni keeps the
-# suite-wide rate under 1e-3 (see conformance/README.md).
+# suite-wide rate under 1e-3 (see conformance/README.md). The sample size per case follows from it
+# and the power wanted (conformance.required_samples).
 ALPHA = 1e-7
-# Power: detecting a 2% error in std (4% in variance) with probability 0.999 at ALPHA needs
-# n >= ((z_{ALPHA/2} + z_{0.999}) / 0.04)^2 (kappa + 2) = 44,300 (kappa + 2); 2^18 covers kappa + 2 <= 5.9.
-MIN_SAMPLES = 1 << 18
 
 STANDARD_SHAPES: dict[str, tuple[tuple[int, ...], Layout]] = {
     "dense_out_in": ((256, 784), OUT_IN),
@@ -78,13 +77,17 @@ def run_case(backend: ModuleType, spec: Spec, shape: tuple[int, ...], layout: Op
              dtype: str = "float32", seed: int = 0, alpha: float = ALPHA) -> list[Check]:
     """Every statistical check of ``backend``'s draws of ``spec``, plus the seed contract."""
     plan = resolve(spec, shape, layout, dtype)
-    count = samples_needed(plan, MIN_SAMPLES)
+    needed = required_samples(plan, alpha)
+    count = samples_needed(plan, needed)
     # The first draw goes through the backend's own wrapper (torch fn, Keras Initializer, ...).
     first = backend.to_numpy(backend.sample_plan(plan, seed))
     draws = [first]
     if count > 1:
-        top_up = plan.flat(MIN_SAMPLES) if hasattr(backend, "draw_seeded") else None
-        if top_up is not None:  # elementwise-iid: the rest in one flat draw with the same numbers
+        # Elementwise-iid plans: the rest in one flat draw with the same numbers, its size a
+        # power of two so that few distinct sizes occur (JAX compiles one kernel per size).
+        rest = 1 << math.ceil(math.log2(needed - first.size))
+        top_up = plan.flat(rest) if hasattr(backend, "draw_seeded") else None
+        if top_up is not None:
             draws.append(backend.to_numpy(backend.draw_seeded(top_up, seed + 1)))
         else:
             draws += [backend.to_numpy(backend.sample_plan(plan, seed + i)) for i in range(1, count)]
