@@ -12,6 +12,7 @@ is static Python data, so ``jax.jit`` traces the draw once per shape.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional
 
@@ -31,43 +32,112 @@ DEFAULT_LAYOUT = IN_OUT
 _OPS = n.op_table(jnp, lambda mask, like: mask.astype(like.dtype))
 
 
-class Primitives:
-    def __init__(self, keys: Any, dtype):
-        self.keys, self.dtype = keys, dtype
+# Compiling is what costs on CPU, not drawing: XLA compiles one threefry kernel per output size
+# (about 0.2 s each) and one small program per shape for every eager op. So:
+# * random bits come from a few shared sizes: every tensor of at most SHARED_SIZE elements slices
+#   one draw of that size (at most 2^16 spare values, ~0.2 ms);
+# * each leaf's slice, reshape and arithmetic is one jitted program per shape whose numbers are
+#   arguments, so every scheme with that leaf kind shares it;
+# * whatever a plan does with its leaves (reshapes, ops, blocks) is one jitted program per plan
+#   structure.
+SHARED_SIZE = 1 << 16
 
-    def Fill(self, node: n.Fill):
-        return jnp.full(node.shape, node.value, self.dtype)
 
-    def Fixed(self, node: n.Fixed):
-        return jnp.asarray(node.values, self.dtype)
+def _bits_size(size: int) -> int:
+    return max(size, SHARED_SIZE)
 
-    # Random bits are drawn as a flat vector and reshaped: XLA's compile time for the threefry
-    # kernel grows with the output's rank (about 1 s for a 5-D conv3d kernel on CPU, 0.2 s flat).
-    def _uniform(self, index: int, shape, low: float, high: float):
-        return jax.random.uniform(self.keys[index], (math.prod(shape),), self.dtype, low, high).reshape(shape)
+
+@functools.partial(jax.jit, static_argnames=("shape", "dtype"))
+def _scaled(bits, shift, scale, shape, dtype):
+    """shift + scale * the first prod(shape) bits, as ``shape`` in ``dtype``."""
+    return (shift + scale * bits[: math.prod(shape)].reshape(shape)).astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "dtype"))
+def _truncated(u, mean, std, a, b, u_low, u_high, shape, dtype):
+    """Inverse CDF of the standard normal cut to [a, b] from u ~ U(2 Phi(a) - 1, 2 Phi(b) - 1)."""
+    u = jnp.clip(u[: math.prod(shape)].reshape(shape), u_low, u_high)
+    return (mean + std * jnp.clip(math.sqrt(2.0) * jax.lax.erf_inv(u), a, b)).astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "cols", "dtype"))
+def _orthogonal(bits, gain, rows, cols, dtype):
+    """QR of a standard normal (max, min) matrix, sign of diag(R) folded in, transposed if wide."""
+    g = bits[: rows * cols].reshape(max(rows, cols), min(rows, cols))
+    q, r = jnp.linalg.qr(g)
+    q = q * jnp.sign(jnp.diagonal(r))[None, :]
+    return (gain * (q if rows >= cols else q.T)).astype(dtype)
+
+
+class _Leaves:
+    """Draws each random leaf from its key, in ``compute`` precision, cast to ``out``."""
+
+    def __init__(self, keys: Any, compute, out):
+        self.keys, self.compute, self.out = keys, compute, out
+
+    def _uniform_bits(self, index: int, size: int, low: float, high: float):
+        return jax.random.uniform(self.keys[index], (_bits_size(size),), self.compute, low, high)
+
+    def _normal_bits(self, index: int, size: int):
+        return jax.random.normal(self.keys[index], (_bits_size(size),), self.compute)
 
     def Uniform(self, node: n.Uniform, index: int):
-        return self._uniform(index, node.shape, node.low, node.high)
+        bits = self._uniform_bits(index, math.prod(node.shape), node.low, node.high)
+        return _scaled(bits, 0.0, 1.0, node.shape, self.out)
 
     def Normal(self, node: n.Normal, index: int):
-        flat = jax.random.normal(self.keys[index], (math.prod(node.shape),), self.dtype)
-        return node.mean + node.std * flat.reshape(node.shape)
+        return _scaled(self._normal_bits(index, math.prod(node.shape)), node.mean, node.std, node.shape, self.out)
 
     def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
         # Inverse CDF with u kept off +-1: jax.random.truncated_normal clips to the *bounds*, so
         # with wide bounds (torch's absolute +-2 at std 0.02) a u of exactly -1 lands at -100 sigma.
         lo, hi = 2 * normal_cdf(node.a) - 1, 2 * normal_cdf(node.b) - 1
-        edge = 1 - float(jnp.finfo(self.dtype).eps)
-        u = self._uniform(index, node.shape, lo, hi)
-        z = math.sqrt(2.0) * jax.lax.erf_inv(jnp.clip(u, max(lo, -edge), min(hi, edge)))
-        return node.mean + node.std * jnp.clip(z, node.a, node.b)
+        edge = 1 - float(jnp.finfo(self.compute).eps)
+        u = self._uniform_bits(index, math.prod(node.shape), lo, hi)
+        return _truncated(u, node.mean, node.std, node.a, node.b, max(lo, -edge), min(hi, edge), node.shape, self.out)
 
     def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
         rows, cols = node.shape
-        g = jax.random.normal(self.keys[index], (max(rows, cols), min(rows, cols)), self.dtype)
-        q, r = jnp.linalg.qr(g)
-        q = q * jnp.sign(jnp.diagonal(r))[None, :]
-        return node.gain * (q if rows >= cols else q.T)
+        return _orthogonal(self._normal_bits(index, rows * cols), node.gain, rows, cols, self.out)
+
+
+class _Structure:
+    """A plan's tree as a static jit argument, hashed and compared by ``nodes.structure``."""
+
+    def __init__(self, plan: Plan):
+        self.root, self.leaf_index = plan.root, plan.leaf_index
+        self.key, self.fixed = n.structure(plan.root, plan.leaf_index)
+        self.hash = hash(self.key)
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Structure) and self.key == other.key
+
+
+@functools.lru_cache(maxsize=512)
+def _structure_of(plan: Plan) -> _Structure:
+    return _Structure(plan)
+
+
+class _Combine:
+    """Everything but the random draws, traced inside ``_combine``: leaves and Fixed arrays are
+    its inputs."""
+
+    def __init__(self, leaves, fixed: dict[int, Any], dtype):
+        self.leaves, self.fixed, self.dtype = leaves, fixed, dtype
+
+    def _leaf(self, node: n.Node, index: int):
+        return self.leaves[index]
+
+    Uniform = Normal = TruncatedNormal = OrthogonalMatrix = _leaf
+
+    def Fill(self, node: n.Fill):
+        return jnp.full(node.shape, node.value, self.dtype)
+
+    def Fixed(self, node: n.Fixed):
+        return self.fixed[id(node)]
 
     def Reshape(self, node: n.Reshape, x):
         return jnp.reshape(x, node.shape)
@@ -88,6 +158,13 @@ class Primitives:
         return _OPS[node.name](*args)
 
 
+@functools.partial(jax.jit, static_argnames=("structure", "compute", "dtype"))
+def _combine(structure: _Structure, leaves, fixed, compute, dtype):
+    arrays = {id(node): value for node, value in zip(structure.fixed, fixed)}
+    prims = _Combine(leaves, arrays, compute)
+    return n.evaluate(structure.root, prims, structure.leaf_index).astype(dtype)
+
+
 def _dtype_name(dtype) -> str:
     name = np.dtype(dtype).name if dtype is not None else "float32"
     if name not in ("float16", "bfloat16", "float32", "float64"):
@@ -103,9 +180,18 @@ def draw(plan: Plan, key: Any) -> jax.Array:
     dtype = jnp.dtype(plan.dtype)
     if plan.size == 0:
         return jnp.zeros(plan.shape, dtype)
-    compute = dtype if plan.dtype in ("float32", "float64") else jnp.float32
+    compute = dtype if plan.dtype in ("float32", "float64") else jnp.dtype(jnp.float32)
     keys = jax.random.split(key, len(plan.leaves)) if plan.leaves else None
-    return n.evaluate(plan.root, Primitives(keys, compute), plan.leaf_index).astype(dtype)
+    root = plan.root
+    if isinstance(root, n.RANDOM_LEAVES):  # the common case: one leaf drawn straight in the dtype
+        return getattr(_Leaves(keys, compute, dtype), type(root).__name__)(root, 0)
+    if isinstance(root, n.Fixed):
+        return jnp.asarray(root.values, dtype)
+    drawer = _Leaves(keys, compute, compute)
+    leaves = tuple(getattr(drawer, type(leaf).__name__)(leaf, i) for i, leaf in enumerate(plan.leaves))
+    structure = _structure_of(plan)
+    fixed = tuple(jnp.asarray(node.values, compute) for node in structure.fixed)
+    return _combine(structure, leaves, fixed, compute.name, dtype.name)
 
 
 def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., jax.Array]:
@@ -127,7 +213,8 @@ def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., ja
 
 
 def to_numpy(array) -> np.ndarray:
-    return np.asarray(jnp.asarray(array, jnp.float32) if array.dtype == jnp.bfloat16 else array, dtype=np.float64)
+    # numpy converts JAX's bfloat16 (ml_dtypes) itself, with no JAX program to compile per shape.
+    return np.asarray(array).astype(np.float64)
 
 
 # float64 only with jax_enable_x64 (checked again at each draw).
