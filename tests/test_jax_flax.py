@@ -12,14 +12,23 @@ from polyinit.backends.jax import initializer  # noqa: E402
 from polyinit.conformance import check, failures  # noqa: E402
 
 
-def test_jit_and_purity():
-    init = initializer(pi.glorot_uniform() + pi.Normal(std=0.01))
+_W = pi.Uniform(low=-1.0, high=1.0)
+
+
+# Shapes below and above the backend's SHARED_SIZE (small tensors slice one shared-size draw),
+# so eager and jitted calls must agree on that rule too.
+@pytest.mark.parametrize("spec", [pi.glorot_uniform() + pi.Normal(std=0.01), pi.lecun_normal(truncated=True),
+                                  pi.Orthogonal(gain=2.0), _W * (abs(_W) >= 0.5), pi.lstm_bias(1.0) * _W],
+                         ids=["sum", "truncated", "orthogonal", "threshold", "blocks"])
+@pytest.mark.parametrize("shape", [(64, 32), (300, 400)])
+def test_jit_and_purity(spec, shape):
+    init = initializer(spec)
     jitted = jax.jit(init, static_argnums=(1,))
     key = jax.random.key(0)
     # XLA may fuse the multiply-add under jit, so the last bit can differ; the draws are the same.
-    np.testing.assert_allclose(np.asarray(jitted(key, (64, 32))), np.asarray(init(key, (64, 32))), rtol=1e-6, atol=1e-7)
-    assert np.array_equal(np.asarray(jitted(key, (64, 32))), np.asarray(jitted(key, (64, 32))))
-    assert not np.array_equal(np.asarray(init(key, (64, 32))), np.asarray(init(jax.random.key(1), (64, 32))))
+    np.testing.assert_allclose(np.asarray(jitted(key, shape)), np.asarray(init(key, shape)), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(np.asarray(jitted(key, shape)), np.asarray(jitted(key, shape)))
+    assert not np.array_equal(np.asarray(init(key, shape)), np.asarray(init(jax.random.key(1), shape)))
 
 
 def test_linen_dense_and_embed():
