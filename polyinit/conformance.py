@@ -34,6 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from polyinit import nodes as n
+from polyinit.errors import PolyinitError
 from polyinit.moments import normal_cdf
 from polyinit.plan import Plan
 
@@ -99,15 +100,20 @@ def check(samples: "np.ndarray | Sequence[np.ndarray]", plan: Plan, alpha: float
 
 def _blocks(draws, plan: Plan, alpha: float) -> list[Check]:
     """Each gate block is checked against its own part's plan: the blocks are not exchangeable."""
-    from polyinit.plan import resolve
-
     axis, count = plan.root.axis, len(plan.root.children)
     results = []
-    for i, part in enumerate(plan.spec.parts):
+    for i, part_plan in enumerate(_block_plans(plan)):
         pieces = [np.split(d, count, axis=axis)[i] for d in draws]
-        part_plan = resolve(part, pieces[0].shape, plan.layout, plan.dtype)
         results += [replace(c, name=f"block {i}: {c.name}") for c in check(pieces, part_plan, alpha)]
     return results
+
+
+def _block_plans(plan: Plan) -> list[Plan]:
+    """The plan of each block of a Blocks plan (its root a Concat of the parts)."""
+    from polyinit.plan import resolve
+
+    return [resolve(part, child.shape, plan.layout, plan.dtype)
+            for part, child in zip(plan.spec.parts, plan.root.children)]
 
 
 def _scatter(sample: np.ndarray, plan: Plan) -> list[Check]:
@@ -375,13 +381,19 @@ def required_samples(plan: Plan, alpha: float = ALPHA, error: float = DETECT_STD
 
         n >= ((z_a + (1 +- e)^2 z_p) / (|(1 +- e)^2 - 1| - 4 rho))^2 (kappa + 2),
 
-    which is 44,800 (kappa + 2) in float32 at alpha = 1e-7: 2^16 for a uniform (kappa = -1.2),
-    2^17 for a normal.
+    which is 44,700 (kappa + 2) in float32 at alpha = 1e-7: 2^16 for a uniform (kappa = -1.2),
+    2^17 for a normal. A Blocks plan needs that for each block; a deterministic plan needs none
+    (0); a plan with no promised kurtosis gets ``FALLBACK_SAMPLES``.
 
     >>> from polyinit import Normal, resolve
     >>> required_samples(resolve(Normal(std=1.0), (10,)), alpha=1e-7)
     131072
     """
+    if not plan.leaves:  # deterministic: one draw says everything
+        return 0
+    if isinstance(plan.root, n.Concat):  # each block is checked on its own share of the draws
+        parts = _block_plans(plan)
+        return len(parts) * max(required_samples(p, alpha, error, power) for p in parts)
     stats = plan.stats
     kappa = stats.excess_kurtosis if stats is not None else None
     if kappa is None:
@@ -391,6 +403,9 @@ def required_samples(plan: Plan, alpha: float = ALPHA, error: float = DETECT_STD
     needed = 0.0
     for factor in ((1 - error) ** 2, (1 + error) ** 2):
         margin = abs(factor - 1) - rounding
+        if margin <= 0:
+            raise PolyinitError(f"required_samples: a {error:.3g} relative std error is inside {plan.dtype}'s "
+                                f"rounding allowance ({rounding:.3g} in variance); no sample size detects it")
         needed = max(needed, ((z_alpha + factor * z_power) / margin) ** 2 * (kappa + 2))
     return 1 << max(10, math.ceil(math.log2(needed)))
 

@@ -83,3 +83,15 @@ def test_structure_key_has_every_shape_and_number():
     assert key(w * (abs(w) >= 5), (8, 8)) == key(w * (abs(w) >= 5), (8, 8))
     assert key(w * (abs(w) >= 5), (8, 8)) != key(w * (abs(w) >= 6), (8, 8))
     assert key(w * (abs(w) >= 5), (8, 8)) != key(w * (abs(w) >= 5), (64,))
+
+
+def test_blocks_get_the_required_size_for_each_block():
+    parts = (pi.Normal(std=1.0), pi.Uniform(low=-1.0, high=1.0), pi.Normal(std=2.0), pi.constant(1.0))
+    plan = pi.resolve(pi.Blocks(axis="out", parts=parts), (256,), pi.OUT_IN)
+    assert required_samples(plan, ALPHA) == 4 * required_samples(pi.resolve(pi.Normal(std=1.0), (64,)), ALPHA)
+
+
+def test_an_error_inside_the_rounding_allowance_is_refused():
+    plan = pi.resolve(pi.Normal(std=1.0), (64,), None, "bfloat16")
+    with pytest.raises(pi.PolyinitError, match="rounding allowance"):
+        required_samples(plan, ALPHA, error=0.005)
