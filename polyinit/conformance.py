@@ -419,7 +419,9 @@ def samples_needed(plan: Plan, minimum: Optional[int] = None) -> int:
     """
     if not plan.leaves:
         return 1
-    count = max(1, math.ceil((minimum or required_samples(plan)) / max(plan.size, 1)))
+    if minimum is None:
+        minimum = required_samples(plan)
+    count = max(1, math.ceil(minimum / max(plan.size, 1)))
     if isinstance(plan.root, n.Scatter) or (plan.stats is not None and plan.stats.orthogonal is not None):
         return min(count, STRUCTURAL_DRAWS)
     return count

@@ -199,6 +199,12 @@ def random_leaves(root: Node) -> tuple[Node, ...]:
 _ELEMENTWISE = (Fill, Uniform, Normal, TruncatedNormal)
 
 
+def _fields(node: Node) -> tuple:
+    """A node's numbers and settings: every field but its shape and its child nodes."""
+    return tuple(getattr(node, f) for f in node.__dataclass_fields__
+                 if f not in ("shape", "child", "children", "args"))
+
+
 def flat_copy(root: Node, size: int) -> "Node | None":
     """The same elementwise-iid tree drawing ``size`` values as a flat vector, or None when the
     plan has structure across elements (orthogonal, blocks, rank masks, fixed arrays)."""
@@ -207,8 +213,7 @@ def flat_copy(root: Node, size: int) -> "Node | None":
     def copy(node: Node) -> "Node | None":
         if id(node) not in copies:
             if isinstance(node, _ELEMENTWISE):
-                fields = [getattr(node, f) for f in node.__dataclass_fields__ if f != "shape"]
-                copies[id(node)] = type(node)((size,), *fields)
+                copies[id(node)] = type(node)((size,), *_fields(node))
             elif isinstance(node, Op) and node.name != "rank":
                 args = [copy(a) for a in node.args]
                 copies[id(node)] = None if None in args else Op((size,), node.name, tuple(args))
@@ -223,18 +228,12 @@ def elementwise_key(root: Node) -> "tuple | None":
     """A hashable description of an elementwise-iid tree that leaves out its shape (so draws of
     one expression at any shape share it), or None when the tree has structure across elements.
     A random leaf used twice keeps one number: it is one random variable, not two."""
-    numbers: dict[int, int] = {}
-
-    def key(node: Node) -> "tuple | None":
-        if isinstance(node, _ELEMENTWISE):
-            fields = tuple(getattr(node, f) for f in node.__dataclass_fields__ if f != "shape")
-            return (type(node).__name__, fields, numbers.setdefault(id(node), len(numbers)))
-        if isinstance(node, Op) and node.name != "rank":
-            args = tuple(key(a) for a in node.args)
-            return None if None in args else ("Op", node.name, args)
+    flat = flat_copy(root, 1)
+    if flat is None:
         return None
-
-    return key(root)
+    leaves = random_leaves(flat)
+    key, _ = structure(flat, {id(leaf): i for i, leaf in enumerate(leaves)})
+    return key, tuple(_fields(leaf) for leaf in leaves)
 
 
 def structure(root: Node, leaf_index: dict[int, int]) -> tuple[tuple, list[Fixed]]:
@@ -253,8 +252,7 @@ def structure(root: Node, leaf_index: dict[int, int]) -> tuple[tuple, list[Fixed
                 places[id(node)] = len(fixed)
                 fixed.append(node)
             return ("fixed", node.shape, places[id(node)])
-        fields = tuple(getattr(node, f) for f in node.__dataclass_fields__ if f not in ("child", "children", "args"))
-        return (type(node).__name__, fields, tuple(key(c) for c in children(node)))
+        return (type(node).__name__, node.shape, _fields(node), tuple(key(c) for c in children(node)))
 
     return key(root), fixed
 

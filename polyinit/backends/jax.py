@@ -183,12 +183,14 @@ def draw(plan: Plan, key: Any) -> jax.Array:
     compute = dtype if plan.dtype in ("float32", "float64") else jnp.dtype(jnp.float32)
     keys = jax.random.split(key, len(plan.leaves)) if plan.leaves else None
     root = plan.root
-    if isinstance(root, n.RANDOM_LEAVES):  # the common case: one leaf drawn straight in the dtype
-        return getattr(_Leaves(keys, compute, dtype), type(root).__name__)(root, 0)
     if isinstance(root, n.Fixed):
         return jnp.asarray(root.values, dtype)
-    drawer = _Leaves(keys, compute, compute)
+    # The common case, a plan that is one random leaf, is drawn straight in the plan's dtype.
+    single = isinstance(root, n.RANDOM_LEAVES)
+    drawer = _Leaves(keys, compute, dtype if single else compute)
     leaves = tuple(getattr(drawer, type(leaf).__name__)(leaf, i) for i, leaf in enumerate(plan.leaves))
+    if single:
+        return leaves[0]
     structure = _structure_of(plan)
     fixed = tuple(jnp.asarray(node.values, compute) for node in structure.fixed)
     return _combine(structure, leaves, fixed, compute.name, dtype.name)
