@@ -4,7 +4,7 @@ import math
 import os
 
 import polyinit as pi
-from polyinit.testing import backends_for_run
+from polyinit.conformance.selection import backends_for_run
 
 BACKENDS, MISSING = backends_for_run()
 BASE_SEED = int(os.environ.get("POLYINIT_SEED", "0"))

@@ -7,7 +7,7 @@ import pytest
 from conformance_cases import BACKENDS, HALF_SHAPES, SCHEMES, SEEDS
 
 from polyinit.backends import get_backend
-from polyinit.suite import STANDARD_SHAPES, applicable, run_case
+from polyinit.conformance.runner import STANDARD_SHAPES, applicable, run_case
 
 
 def _cases():

@@ -54,7 +54,7 @@ def _print_table(rows, args) -> None:
 
 
 def _conformance(args: argparse.Namespace) -> int:
-    from polyinit.user_conformance import main
+    from polyinit.conformance.cli import main
 
     return main(args.target, backends=args.backends, json_path=args.json, seed=args.seed)
 

@@ -4,7 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from polyinit.testing import backends_for_run  # noqa: E402
+from polyinit.conformance.selection import backends_for_run  # noqa: E402
 
 BACKENDS, MISSING = backends_for_run()
 

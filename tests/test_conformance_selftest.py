@@ -11,7 +11,7 @@ import polyinit as pi
 from polyinit import nodes as n
 from polyinit.backends import numpy as reference
 from polyinit.moments import truncated_std
-from polyinit.suite import run_case
+from polyinit.conformance.runner import run_case
 
 
 def backend(draw):

@@ -21,7 +21,7 @@ def test_calculate_gain(name, param, expected):
 
 MODULES = ["polyinit", "polyinit.spec", "polyinit.schemes", "polyinit.layout", "polyinit.gain",
            "polyinit.plan", "polyinit.serialize", "polyinit.backends", "polyinit.backends.numpy",
-           "polyinit.conformance"]
+           "polyinit.conformance", "polyinit.conformance.checks", "polyinit.conformance.runner"]
 
 
 @pytest.mark.parametrize("name", MODULES)

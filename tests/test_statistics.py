@@ -7,9 +7,9 @@ import pytest
 
 import polyinit as pi
 from polyinit import nodes as n
-from polyinit.conformance import (STRUCTURAL_DRAWS, _two_sample_ks, check, required_samples,
-                                  samples_needed)
-from polyinit.suite import ALPHA
+from polyinit.conformance.checks import (STRUCTURAL_DRAWS, _two_sample_ks, check, required_samples,
+                                         samples_needed)
+from polyinit.conformance.runner import SUITE_ALPHA as ALPHA
 
 
 def _brute_force_ks(a, b):

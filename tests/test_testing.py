@@ -4,7 +4,8 @@ imported fails the run; unknown names are errors too."""
 import pytest
 
 import polyinit as pi
-from polyinit import backends, testing
+from polyinit import backends
+from polyinit.conformance import selection as testing
 
 
 def test_required_backend_missing_fails(monkeypatch):

@@ -77,7 +77,7 @@ def test_pytest_fixture(tmp_path):
             bad = {"yours": __import__("types").SimpleNamespace(
                 DTYPES=("float32",), to_numpy=lambda a: a,
                 sample_plan=lambda plan, seed: __import__("numpy").random.default_rng(seed).normal(size=plan.shape))}
-            from polyinit.suite import run
+            from polyinit.conformance.runner import run
             results = run({"glorot": pi.glorot_uniform()}, ["yours"], modules=bad)
             assert not all(r.passed for r in results)
     '''))

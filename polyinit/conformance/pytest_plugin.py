@@ -20,7 +20,7 @@ def polyinit_conformance():
     def check_spec(spec, *, backends: Optional[Sequence[str]] = None, shapes=None,
                    dtypes: Sequence[str] = ("float32",), seed: int = 0):
         from polyinit.backends import available_backends
-        from polyinit.suite import run
+        from polyinit.conformance.runner import run
 
         results = run({getattr(spec, "kind", "spec"): spec}, backends or available_backends(), shapes, dtypes, seed)
         assert results, f"{spec!r} applies to no standard shape; pass shapes={{name: (shape, layout)}}"

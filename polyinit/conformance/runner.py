@@ -20,7 +20,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from polyinit.conformance import Check, check, required_samples, samples_needed
+from polyinit.conformance.checks import Check, check, required_samples, samples_needed
 from polyinit.errors import PolyinitError
 from polyinit.layout import IN_OUT, OUT_IN, Layout, preset
 from polyinit.plan import resolve
@@ -28,8 +28,8 @@ from polyinit.spec import Spec
 
 # Per-check false-alarm probability: with ~10^4 checks in the full suite, Bonferroni keeps the
 # suite-wide rate under 1e-3 (see conformance/README.md). The sample size per case follows from it
-# and the power wanted (conformance.required_samples).
-ALPHA = 1e-7
+# and the power wanted (checks.required_samples).
+SUITE_ALPHA = 1e-7
 
 STANDARD_SHAPES: dict[str, tuple[tuple[int, ...], Layout]] = {
     "dense_out_in": ((256, 784), OUT_IN),
@@ -74,7 +74,7 @@ def applicable(spec: Spec, shape: tuple[int, ...], layout: Layout) -> bool:
 
 
 def run_case(backend: ModuleType, spec: Spec, shape: tuple[int, ...], layout: Optional[Layout],
-             dtype: str = "float32", seed: int = 0, alpha: float = ALPHA) -> list[Check]:
+             dtype: str = "float32", seed: int = 0, alpha: float = SUITE_ALPHA) -> list[Check]:
     """Every statistical check of ``backend``'s draws of ``spec``, plus the seed contract."""
     plan = resolve(spec, shape, layout, dtype)
     needed = required_samples(plan, alpha)

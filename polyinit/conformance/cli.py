@@ -75,7 +75,7 @@ def _yours(fn):
 def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optional[str] = None,
          seed: int = 0) -> int:
     from polyinit.backends import available_backends
-    from polyinit.suite import STANDARD_SHAPES, run
+    from polyinit.conformance.runner import STANDARD_SHAPES, run
 
     loaded = load_specs(target)
     specs = {name: v[0] if _is_pair(v) else v for name, v in loaded.items()}

@@ -1,0 +1,26 @@
+"""Statistical conformance: samples checked against a plan's closed-form promise.
+
+One room, five parts:
+
+* ``checks``    the statistics (support, mean, variance, kurtosis, KS, zeros, orthogonality, Haar
+  signs, exact values), each with a fixed false-alarm probability; reads only ``Stats``.
+* ``runner``    one case (spec x backend x shape x dtype) drawn through the backend contract
+  (``polyinit.backends.Backend``), and ``run`` over many.
+* ``cli``       ``polyinit conformance MODULE:ATTR`` for users' own specs and initializers.
+* ``pytest_plugin``  the ``polyinit_conformance`` fixture.
+* ``selection`` which backends a test run uses (``POLYINIT_TEST_BACKENDS``).
+
+``import polyinit.conformance`` imports no framework.
+
+>>> import polyinit
+>>> checks = run_case(polyinit.get_backend("numpy"), polyinit.glorot_uniform(), (64, 32), polyinit.OUT_IN)
+>>> all(c.passed for c in checks)
+True
+"""
+
+from polyinit.conformance.checks import (ALPHA, Check, check, failures, required_samples,
+                                         samples_needed)
+from polyinit.conformance.runner import SUITE_ALPHA, STANDARD_SHAPES, CaseResult, applicable, run, run_case
+
+__all__ = ["ALPHA", "SUITE_ALPHA", "Check", "check", "failures", "required_samples", "samples_needed",
+           "STANDARD_SHAPES", "CaseResult", "applicable", "run", "run_case"]
