@@ -13,6 +13,8 @@ from typing import Optional
 
 import numpy as np
 
+from polyinit.errors import PolyinitError
+
 Shape = tuple[int, ...]
 
 
@@ -166,6 +168,28 @@ def op_table(xp, cast) -> dict:
         "ge": compare(xp.greater_equal), "gt": compare(xp.greater), "le": compare(xp.less_equal),
         "lt": compare(xp.less), "where": lambda c, x, y: xp.where(xp.not_equal(c, 0), x, y),
     }
+
+
+# numpy's op table, for the plan's own evaluations (quadrature of an expression's moments).
+_NUMPY_OPS = op_table(np, lambda mask, like: mask.astype(np.result_type(like)))
+
+
+def elementwise(root: Node, values: dict[int, np.ndarray]) -> np.ndarray:
+    """Evaluate an elementwise expression in numpy with given leaf values (``values`` maps a
+    leaf's id to its array; constants broadcast): the plan integrates an expression over its
+    leaf's density this way, without any backend.
+
+    >>> leaf = Uniform((3,), 0.0, 1.0)
+    >>> elementwise(Op((3,), "mul", (leaf, Fill((3,), 2.0))), {id(leaf): np.array([0.0, 0.5, 1.0])})
+    array([0., 1., 2.])
+    """
+    if id(root) in values:
+        return values[id(root)]
+    if isinstance(root, Fill):
+        return np.asarray(root.value, dtype=np.float64)
+    if isinstance(root, Op) and root.name != "rank":
+        return _NUMPY_OPS[root.name](*(elementwise(a, values) for a in root.args))
+    raise PolyinitError(f"elementwise: cannot integrate over {root.describe()}")
 
 
 def children(node: Node) -> tuple[Node, ...]:

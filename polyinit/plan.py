@@ -405,22 +405,20 @@ def _expression_stats(node: n.Op) -> Optional[Stats]:
     """Statistics of an elementwise expression of at most one iid random leaf, by integrating
     E[f(x)^k] against the leaf's density on a 2^20-point midpoint grid (error ~1e-6). Expressions
     of several random leaves get no closed-form promise (``stats=None``)."""
-    from polyinit.backends.numpy import elementwise
-
     leaves = n.random_leaves(node)
     if len(leaves) > 1 or any(not isinstance(leaf, (n.Uniform, n.Normal, n.TruncatedNormal)) for leaf in leaves):
         return None
     if leaves:
         points, weights = _quadrature(leaves[0])
-        values = elementwise(node, {id(leaves[0]): points})
+        values = n.elementwise(node, {id(leaves[0]): points})
         method = "quadrature"
     else:
-        values, weights = elementwise(node, {}), np.array([1.0])
+        values, weights = n.elementwise(node, {}), np.array([1.0])
         method = "closed form"
     values = np.broadcast_to(values, weights.shape)
     moments = tuple(float(np.sum(weights * values**k)) for k in range(1, 5))
     # The support's ends come from the grid's ends too, so a bound like U's high is not missed.
-    ends = elementwise(node, {id(leaves[0]): _ends(leaves[0])}) if leaves else values
+    ends = n.elementwise(node, {id(leaves[0]): _ends(leaves[0])}) if leaves else values
     low = float(min(values.min(), np.min(ends)))
     high = float(max(values.max(), np.max(ends)))
     zero_fraction = float(np.sum(weights[values == 0]))

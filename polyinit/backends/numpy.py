@@ -127,18 +127,6 @@ class Primitives:
         return OPS[node.name](*args)
 
 
-def elementwise(root: n.Node, values: dict[int, np.ndarray]) -> np.ndarray:
-    """Evaluate an elementwise expression with given leaf values (broadcasting constants);
-    used by the plan to integrate an expression over its leaf's density."""
-    if id(root) in values:
-        return values[id(root)]
-    if isinstance(root, n.Fill):
-        return np.asarray(root.value, dtype=np.float64)
-    if isinstance(root, n.Op) and root.name != "rank":
-        return OPS[root.name](*(elementwise(a, values) for a in root.args))
-    raise PolyinitError(f"elementwise: cannot integrate over {root.describe()}")
-
-
 def numpy_dtype(name: str) -> np.dtype:
     if name == "bfloat16":
         try:
