@@ -83,6 +83,15 @@ class Stats:
     ``exact``: the exact values, for deterministic schemes given as an array.
     ``orthogonal``: (axis, gain) when rows/columns are orthonormal times gain.
     ``method``: how the numbers were obtained ("closed form", "quadrature", ...).
+    ``distribution``: the one continuous law every element follows, for a goodness-of-fit test:
+    ``("uniform", low, high)``, ``("normal", mean, std)`` or ``("truncated_normal", mean, std, a, b)``
+    (a, b in standard units).
+    ``zeros_per_slice``: (axis, count) when every slice along ``axis`` holds exactly ``count``
+    zeros (sparse).
+    ``blocks``: (axis, parts) when the tensor is equal blocks along ``axis``, each with its own
+    promise (None where a part has no closed form).
+    ``delta``: (index, gain) when the tensor is zeros except an orthogonal matrix times gain at
+    ``index`` (ints pick, None keeps an axis): delta-orthogonal.
     """
 
     moments: Optional[Moments]
@@ -92,6 +101,10 @@ class Stats:
     exact: Optional[object] = None
     orthogonal: Optional[tuple[int, float]] = None
     method: str = "closed form"
+    distribution: Optional[tuple] = None
+    zeros_per_slice: Optional[tuple[int, int]] = None
+    blocks: "Optional[tuple[int, tuple[Optional[Stats], ...]]]" = None
+    delta: Optional[tuple[tuple[Optional[int], ...], float]] = None
 
     @property
     def mean(self) -> Optional[float]:

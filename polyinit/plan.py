@@ -173,16 +173,19 @@ def _axis(axis, shape, ctx: _Context, owner: str) -> int:
 
 
 def _uniform(shape, low: float, high: float) -> Resolved:
-    return n.Uniform(shape, low, high), Stats(mom.uniform(low, high), low, high)
+    return n.Uniform(shape, low, high), Stats(mom.uniform(low, high), low, high,
+                                              distribution=("uniform", low, high))
 
 
 def _normal(shape, mean: float, std: float) -> Resolved:
-    return n.Normal(shape, mean, std), Stats(mom.normal(mean, std), -math.inf, math.inf)
+    return n.Normal(shape, mean, std), Stats(mom.normal(mean, std), -math.inf, math.inf,
+                                             distribution=("normal", mean, std))
 
 
 def _truncated(shape, mean: float, std0: float, a: float, b: float) -> Resolved:
     moments = mom.affine(mom.standard_truncated(a, b), std0, mean)
-    return n.TruncatedNormal(shape, mean, std0, a, b), Stats(moments, mean + a * std0, mean + b * std0)
+    return n.TruncatedNormal(shape, mean, std0, a, b), Stats(moments, mean + a * std0, mean + b * std0,
+                                                             distribution=("truncated_normal", mean, std0, a, b))
 
 
 @_resolver(s.Constant)
@@ -291,7 +294,7 @@ def _delta_orthogonal(spec: s.DeltaOrthogonal, shape, ctx) -> Resolved:
     g2 = spec.gain**2
     centre = (0.0, g2 / n_out, 0.0, g2 * g2 * 3.0 / (n_out * (n_out + 2)))
     stats = Stats(mom.mixture([(weight, centre), (1 - weight, mom.constant(0.0))]),
-                  -abs(spec.gain), abs(spec.gain))
+                  -abs(spec.gain), abs(spec.gain), delta=(index, spec.gain))
     return node, stats
 
 
@@ -309,7 +312,8 @@ def _sparse(spec: s.Sparse, shape, ctx) -> Resolved:
     mask = n.Op(shape, "ge", (n.Op(shape, "rank", (keys,), axis=axis), n.Fill(shape, float(zeros))))
     keep = 1.0 - zeros / n_out
     moments = (0.0, keep * spec.std**2, 0.0, 3.0 * keep * spec.std**4)
-    return n.Op(shape, "mul", (normal, mask)), Stats(moments, -math.inf, math.inf, zero_fraction=zeros / n_out)
+    return n.Op(shape, "mul", (normal, mask)), Stats(moments, -math.inf, math.inf, zero_fraction=zeros / n_out,
+                                                     zeros_per_slice=(axis, zeros))
 
 
 @_resolver(s.BilinearUpsampling)
@@ -362,15 +366,19 @@ def _blocks(spec: s.Blocks, shape, ctx) -> Resolved:
     # Each block is a different set of elements: equal parts are independent draws, not one.
     resolved = [_resolve(part, part_shape, _Context(ctx.layout, ctx.fans_seen, {})) for part in spec.parts]
     node = n.Concat(shape, axis, tuple(node for node, _ in resolved))
-    return node, functools.partial(_mixture_stats, [promise for _, promise in resolved])
+    return node, functools.partial(_mixture_stats, axis, [promise for _, promise in resolved])
 
 
-def _mixture_stats(promises) -> Optional[Stats]:
+def _mixture_stats(axis: int, promises) -> Stats:
+    """The blocks' mixture where every part has closed-form moments (else unknown moments and
+    support), and each part's own promise: the blocks are not exchangeable."""
     stats = [_force(p) for p in promises]
+    parts = (axis, tuple(stats))
     if any(st is None or st.moments is None for st in stats):
-        return None
+        return Stats(None, -math.inf, math.inf, blocks=parts)
     mixed = mom.mixture([(1.0 / len(stats), st.moments) for st in stats])  # type: ignore[union-attr]
-    return Stats(mixed, min(st.low for st in stats), max(st.high for st in stats))  # type: ignore[union-attr]
+    return Stats(mixed, min(st.low for st in stats), max(st.high for st in stats),  # type: ignore[union-attr]
+                 blocks=parts)
 
 
 def _force(promise):

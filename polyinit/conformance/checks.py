@@ -14,6 +14,11 @@ sample follows the plan:
   asymptotic Kolmogorov law.
 * zero fraction: exact counts where the plan fixes them per slice (sparse), else a binomial z-test.
 * orthogonal: Q^T Q = gain^2 I to a tolerance set by the dtype; exact: equal to the promised array.
+* Haar signs (orthogonal, delta-orthogonal): the diagonal signs of the top square block are fair
+  coins (an exact binomial test), which a QR without the sign correction fails.
+
+The checks read only the plan's promise (``polyinit.moments.Stats``) and its dtype; the plan itself
+is drawn only by the numpy reference backend, for expressions that have no closed form.
 
 >>> import numpy as np
 >>> from polyinit import Uniform, resolve
@@ -35,7 +40,7 @@ import numpy as np
 
 from polyinit import nodes as n
 from polyinit.errors import PolyinitError
-from polyinit.moments import normal_cdf
+from polyinit.moments import Stats, normal_cdf
 from polyinit.plan import Plan
 
 ALPHA = 1e-6
@@ -69,62 +74,110 @@ def z_value(alpha: float) -> float:
 
 
 def check(samples: "np.ndarray | Sequence[np.ndarray]", plan: Plan, alpha: float = ALPHA) -> list[Check]:
-    """Every check that applies to ``plan``, on one sample or several independent draws of it."""
+    """Every check that applies to ``plan``'s promise (``plan.stats``), on one sample or several
+    independent draws of it."""
     draws = [np.asarray(samples, dtype=np.float64)] if isinstance(samples, np.ndarray) else [
         np.asarray(s, dtype=np.float64) for s in samples]
-    if isinstance(plan.root, n.Concat):
-        return _blocks(draws, plan, alpha)
-    if isinstance(plan.root, n.Scatter):
-        return [c for d in draws for c in _scatter(d, plan)]
-    stats = plan.stats
-    if stats is None:
+    return _check(draws, plan.stats, plan, alpha)
+
+
+def _check(draws, stats: Optional[Stats], plan: Plan, alpha: float) -> list[Check]:
+    """The checks of ``stats`` (the plan's promise or one block's); ``plan`` gives the dtype, and
+    the plan itself is drawn by the reference backend only where there is no closed form."""
+    dtype = plan.dtype
+    if stats is None:  # an expression of several random leaves: no closed form
         return _against_reference(draws, plan, alpha) if plan.leaves else []
+    if stats.blocks is not None:
+        return _blocks(draws, stats, plan, alpha)
+    if stats.delta is not None:
+        return [c for d in draws for c in _delta(d, stats, dtype)] + [_haar_signs(
+            [_delta_centre(d, stats) / stats.delta[1] for d in draws], alpha, "Haar signs at the centre")]
     if stats.exact is not None:
-        return [_exact(d, np.asarray(stats.exact), plan.dtype) for d in draws]
+        return [_exact(d, np.asarray(stats.exact), dtype) for d in draws]
     if stats.orthogonal is not None:
-        return [_support(draws, plan)] + [_orthogonal(d, plan) for d in draws]
+        matrices = [_orthogonal_matrix(d, stats) for d in draws]
+        gain = stats.orthogonal[1]
+        return ([_support(draws, stats, dtype)]
+                + [_gram(m, gain, dtype, "orthogonality max|Q^T Q - g^2 I|") for m in matrices]
+                + [_haar_signs([m / gain for m in matrices], alpha, "Haar signs")])
     flat = np.concatenate([d.ravel() for d in draws])
-    results = [_support(draws, plan)]
+    results = [_support(draws, stats, dtype)]
     if stats.low == stats.high:
         return results
-    results += [_mean(flat, plan, alpha), _variance(flat, plan, alpha)]
+    results += [_mean(flat, stats, dtype, alpha), _variance(flat, stats, dtype, alpha)]
     if stats.excess_kurtosis is not None and flat.size >= 1600:
-        results.append(_kurtosis(flat, plan, alpha))
-    if stats.zero_fraction is not None:
-        results.append(_zero_fraction(draws, flat, plan, alpha))
-    cdf = continuous_cdf(plan)
+        results.append(_kurtosis(flat, stats, alpha))
+    if stats.zeros_per_slice is not None:
+        results.append(_zeros_per_slice(draws, flat, stats, dtype))
+    elif stats.zero_fraction is not None:
+        results.append(_zero_fraction(flat, stats, alpha))
+    cdf = continuous_cdf(stats)
     if cdf is not None:
-        results.append(_ks(flat, cdf, plan, alpha))
+        results.append(_ks(flat, cdf, dtype, alpha))
     return results
 
 
-def _blocks(draws, plan: Plan, alpha: float) -> list[Check]:
-    """Each gate block is checked against its own part's plan: the blocks are not exchangeable."""
-    axis, count = plan.root.axis, len(plan.root.children)
+def _blocks(draws, stats: Stats, plan: Plan, alpha: float) -> list[Check]:
+    """Each block is checked against its own part's promise: the blocks are not exchangeable.
+    Where a part has no closed form, the whole tensor is compared with the reference backend."""
+    axis, parts = stats.blocks
+    if any(part is None for part in parts):
+        return _against_reference(draws, plan, alpha)
     results = []
-    for i, part_plan in enumerate(_block_plans(plan)):
-        pieces = [np.split(d, count, axis=axis)[i] for d in draws]
-        results += [replace(c, name=f"block {i}: {c.name}") for c in check(pieces, part_plan, alpha)]
+    for i, part in enumerate(parts):
+        pieces = [np.split(d, len(parts), axis=axis)[i] for d in draws]
+        results += [replace(c, name=f"block {i}: {c.name}") for c in _check(pieces, part, plan, alpha)]
     return results
 
 
-def _block_plans(plan: Plan) -> list[Plan]:
-    """The plan of each block of a Blocks plan (its root a Concat of the parts)."""
-    from polyinit.plan import resolve
-
-    return [resolve(part, child.shape, plan.layout, plan.dtype)
-            for part, child in zip(plan.spec.parts, plan.root.children)]
+def _delta_centre(sample: np.ndarray, stats: Stats) -> np.ndarray:
+    index, _ = stats.delta
+    return sample[tuple(slice(None) if i is None else i for i in index)]
 
 
-def _scatter(sample: np.ndarray, plan: Plan) -> list[Check]:
+def _delta(sample: np.ndarray, stats: Stats, dtype: str) -> list[Check]:
     """Delta-orthogonal: zero off the centre, an orthogonal matrix times gain at the centre."""
-    index = tuple(slice(None) if i is None else i for i in plan.root.index)
-    centre = sample[index]
+    index, gain = stats.delta
     rest = sample.copy()
-    rest[index] = 0.0
+    rest[tuple(slice(None) if i is None else i for i in index)] = 0.0
     off = float(np.max(np.abs(rest)))
     return [Check("zeros off the centre", 0.0, off, 0.0, off == 0.0),
-            _gram(centre, plan.spec.gain, plan.dtype, "orthogonality at the centre")]
+            _gram(_delta_centre(sample, stats), gain, dtype, "orthogonality at the centre")]
+
+
+def _orthogonal_matrix(sample: np.ndarray, stats: Stats) -> np.ndarray:
+    axis, _ = stats.orthogonal
+    return np.moveaxis(sample, axis, 0).reshape(sample.shape[axis], -1)
+
+
+def _haar_signs(matrices: Sequence[np.ndarray], alpha: float, name: str) -> Check:
+    """The signs of the diagonal of each matrix's top square block are iid fair coins under the
+    Haar law: Q D has the law of Q for any fixed sign matrix D, so with D random and independent
+    the signs (s_i sign(Q_ii)) are iid +-1 whatever Q's. A QR without Mezzadri's sign correction
+    breaks this (LAPACK's Householder QR makes every Q[0,0] negative). Two-sided exact binomial
+    test on the count of positive signs, false-alarm probability <= alpha; it can fail only once
+    there are more than log2(2 / alpha) signs in all (24 at alpha = 1e-7)."""
+    signs = np.concatenate([np.sign(np.diagonal(m)) for m in matrices])
+    signs = signs[signs != 0]
+    total, positive = signs.size, int(np.sum(signs > 0))
+    pvalue = binomial_two_sided_pvalue(positive, total)
+    return Check(name, total / 2, float(positive), alpha, pvalue >= alpha,
+                 f"positive diagonal signs of {total}; p-value {pvalue:.3g}")
+
+
+def binomial_two_sided_pvalue(k: int, total: int) -> float:
+    """P(|X - total/2| >= |k - total/2|) for X ~ Binomial(total, 1/2), summed exactly in logs.
+
+    >>> binomial_two_sided_pvalue(0, 24) < 1.2e-7 < binomial_two_sided_pvalue(0, 23)
+    True
+    """
+    if total == 0:
+        return 1.0
+    low = min(k, total - k)
+    log_half = total * math.log(0.5)
+    tail = sum(math.exp(math.lgamma(total + 1) - math.lgamma(j + 1) - math.lgamma(total - j + 1) + log_half)
+               for j in range(low + 1))
+    return min(1.0, 2 * tail) if 2 * low != total else 1.0
 
 
 def _gram(matrix: np.ndarray, gain: float, dtype: str, name: str) -> Check:
@@ -211,38 +264,36 @@ def _tolerance_of(value: float, dtype: str) -> float:
     return abs(value) * 2 * _ROUNDING[dtype] + 1e-300
 
 
-def _support(draws, plan: Plan) -> Check:
-    low, high = plan.stats.low, plan.stats.high
+def _support(draws, stats: Stats, dtype: str) -> Check:
+    low, high = stats.low, stats.high
     lo = min(float(d.min()) for d in draws)
     hi = max(float(d.max()) for d in draws)
-    slack = max(_tolerance_of(low, plan.dtype) if math.isfinite(low) else 0.0,
-                _tolerance_of(high, plan.dtype) if math.isfinite(high) else 0.0)
+    slack = max(_tolerance_of(low, dtype) if math.isfinite(low) else 0.0,
+                _tolerance_of(high, dtype) if math.isfinite(high) else 0.0)
     outside = lo < low - slack or hi > high + slack
     observed = lo if lo < low - slack else hi
     return Check("support", low if observed == lo else high, observed, slack, not outside,
                  f"every value in [{low:.6g}, {high:.6g}]")
 
 
-def _mean(flat: np.ndarray, plan: Plan, alpha: float) -> Check:
-    stats = plan.stats
-    tolerance = z_value(alpha) * stats.std / math.sqrt(flat.size) + _tolerance_of(stats.mean, plan.dtype)
+def _mean(flat: np.ndarray, stats: Stats, dtype: str, alpha: float) -> Check:
+    tolerance = z_value(alpha) * stats.std / math.sqrt(flat.size) + _tolerance_of(stats.mean, dtype)
     observed = float(flat.mean())
     return Check("mean", stats.mean, observed, tolerance, abs(observed - stats.mean) <= tolerance)
 
 
-def _variance(flat: np.ndarray, plan: Plan, alpha: float) -> Check:
-    stats = plan.stats
+def _variance(flat: np.ndarray, stats: Stats, dtype: str, alpha: float) -> Check:
     kappa = stats.excess_kurtosis if stats.excess_kurtosis is not None else 0.0
     tolerance = z_value(alpha) * stats.var * math.sqrt((kappa + 2) / flat.size)
-    tolerance += stats.var * 4 * _ROUNDING[plan.dtype]
+    tolerance += stats.var * 4 * _ROUNDING[dtype]
     observed = float(flat.var())
     return Check("variance", stats.var, observed, tolerance, abs(observed - stats.var) <= tolerance)
 
 
-def _kurtosis(flat: np.ndarray, plan: Plan, alpha: float) -> Check:
+def _kurtosis(flat: np.ndarray, stats: Stats, alpha: float) -> Check:
     """t-test on per-batch excess kurtosis: each batch's statistic is nearly normal, and the
     batch spread estimates the standard error without needing the 8th moment."""
-    expected = plan.stats.excess_kurtosis
+    expected = stats.excess_kurtosis
     size = flat.size // KURTOSIS_BATCHES
     batches = flat[: size * KURTOSIS_BATCHES].reshape(KURTOSIS_BATCHES, size)
     centred = batches - batches.mean(axis=1, keepdims=True)
@@ -268,48 +319,42 @@ def _t_quantile(alpha: float, dof: int) -> float:
     return float(t.ppf(1 - alpha / 2, dof))
 
 
-def _zero_fraction(draws, flat: np.ndarray, plan: Plan, alpha: float) -> Check:
-    expected = plan.stats.zero_fraction
+def _zeros_per_slice(draws, flat: np.ndarray, stats: Stats, dtype: str) -> Check:
+    """Sparse: the count of zeros along the axis is exact in every slice."""
+    axis, want = stats.zeros_per_slice
+    counts = np.concatenate([np.sum(d == 0, axis=axis).ravel() for d in draws])
+    worst = float(counts.min() if counts.min() < want else counts.max())
+    # Never fewer than the mask's zeros; a few more only where the normal itself gave an exact
+    # zero: a value below half the smallest subnormal in float16/bfloat16, and TensorFlow's
+    # float32 normal returns 0.0 about once in 10^7 draws (seen in the 20-seed soak).
+    extra = float(np.sum(counts - want))
+    allowed = _EXTRA_ZEROS[dtype] * flat.size + 1
+    passed = bool(np.all(counts >= want)) and float(np.median(counts)) == want and extra <= allowed
+    return Check("zeros per slice", want, worst, allowed, passed,
+                 f"exact count along the output axis; {extra:g} extra zeros in all")
+
+
+def _zero_fraction(flat: np.ndarray, stats: Stats, alpha: float) -> Check:
+    expected = stats.zero_fraction
     observed = float(np.mean(flat == 0))
-    if isinstance(plan.root, n.Op) and plan.root.name == "mul" and _is_rank_mask(plan.root.args[1]):
-        # Sparse: the count of zeros along the axis is exact in every slice.
-        axis = plan.root.args[1].args[0].axis
-        counts = np.concatenate([np.sum(d == 0, axis=axis).ravel() for d in draws])
-        want = round(expected * plan.shape[axis])
-        worst = float(counts.min() if counts.min() < want else counts.max())
-        # Never fewer than the mask's zeros; a few more only where the normal itself gave an exact
-        # zero: a value below half the smallest subnormal in float16/bfloat16, and TensorFlow's
-        # float32 normal returns 0.0 about once in 10^7 draws (seen in the 20-seed soak).
-        extra = float(np.sum(counts - want))
-        allowed = _EXTRA_ZEROS[plan.dtype] * flat.size + 1
-        passed = bool(np.all(counts >= want)) and float(np.median(counts)) == want and extra <= allowed
-        return Check("zeros per slice", want, worst, allowed, passed,
-                     f"exact count along the output axis; {extra:g} extra zeros in all")
     tolerance = z_value(alpha) * math.sqrt(expected * (1 - expected) / flat.size)
     return Check("zero fraction", expected, observed, tolerance, abs(observed - expected) <= tolerance)
 
 
-def _is_rank_mask(node: n.Node) -> bool:
-    return isinstance(node, n.Op) and node.name == "ge" and isinstance(node.args[0], n.Op) \
-        and node.args[0].name == "rank"
-
-
-def continuous_cdf(plan: Plan):
-    """The analytic CDF when the plan is a single continuous leaf (possibly reshaped)."""
-    node = plan.root
-    while isinstance(node, (n.Reshape, n.Transpose)):
-        node = node.child
-    if isinstance(node, n.Uniform):
-        lo, hi = node.low, node.high
+def continuous_cdf(stats: Stats):
+    """The analytic CDF of the promise's one continuous law (``Stats.distribution``), or None."""
+    law = stats.distribution
+    if law is None:
+        return None
+    if law[0] == "uniform":
+        lo, hi = law[1:]
         return lambda x: np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    if isinstance(node, n.Normal):
-        mu, sd = node.mean, node.std
+    if law[0] == "normal":
+        mu, sd = law[1:]
         return lambda x: _phi((x - mu) / sd)
-    if isinstance(node, n.TruncatedNormal):
-        mu, sd, a, b = node.mean, node.std, node.a, node.b
-        fa, fb = normal_cdf(a), normal_cdf(b)
-        return lambda x: np.clip((_phi((x - mu) / sd) - fa) / (fb - fa), 0.0, 1.0)
-    return None
+    mu, sd, a, b = law[1:]
+    fa, fb = normal_cdf(a), normal_cdf(b)
+    return lambda x: np.clip((_phi((x - mu) / sd) - fa) / (fb - fa), 0.0, 1.0)
 
 
 def _phi(z: np.ndarray) -> np.ndarray:
@@ -330,10 +375,10 @@ def kolmogorov_pvalue(d: float, size: int) -> float:
     return min(max(total, 0.0), 1.0)
 
 
-def _ks(flat: np.ndarray, cdf, plan: Plan, alpha: float) -> Check:
+def _ks(flat: np.ndarray, cdf, dtype: str, alpha: float) -> Check:
     # Values of the narrower dtypes are exact in float32, whose sort is about twice as fast.
-    x = np.sort(flat) if plan.dtype == "float64" else np.sort(flat.astype(np.float32)).astype(np.float64)
-    half_step = np.abs(x) * _ROUNDING[plan.dtype] * 2 + np.finfo(np.float64).tiny
+    x = np.sort(flat) if dtype == "float64" else np.sort(flat.astype(np.float32)).astype(np.float64)
+    half_step = np.abs(x) * _ROUNDING[dtype] * 2 + np.finfo(np.float64).tiny
     size = x.size
     upper = cdf(x + half_step)
     lower = cdf(x - half_step)
@@ -341,12 +386,6 @@ def _ks(flat: np.ndarray, cdf, plan: Plan, alpha: float) -> Check:
     distance = float(max(np.max(ranks - upper), np.max(lower - (ranks - 1.0 / size)), 0.0))
     pvalue = kolmogorov_pvalue(distance, size)
     return Check("KS p-value", alpha, pvalue, alpha, pvalue >= alpha, f"D={distance:.3g}, n={size}")
-
-
-def _orthogonal(sample: np.ndarray, plan: Plan) -> Check:
-    axis, gain = plan.stats.orthogonal
-    matrix = np.moveaxis(sample, axis, 0).reshape(sample.shape[axis], -1)
-    return _gram(matrix, gain, plan.dtype, "orthogonality max|Q^T Q - g^2 I|")
 
 
 def _exact(sample: np.ndarray, exact: np.ndarray, dtype: str) -> Check:
@@ -391,20 +430,27 @@ def required_samples(plan: Plan, alpha: float = ALPHA, error: float = DETECT_STD
     """
     if not plan.leaves:  # deterministic: one draw says everything
         return 0
-    if isinstance(plan.root, n.Concat):  # each block is checked on its own share of the draws
-        parts = _block_plans(plan)
-        return len(parts) * max(required_samples(p, alpha, error, power) for p in parts)
-    stats = plan.stats
+    return _required(plan.stats, plan.dtype, alpha, error, power)
+
+
+def _required(stats: Optional[Stats], dtype: str, alpha: float, error: float, power: float) -> int:
+    if stats is not None and (stats.exact is not None or stats.low == stats.high):
+        return 0  # a deterministic block: one draw says everything
+    if stats is not None and stats.blocks is not None:  # each block is checked on its own share
+        axis, parts = stats.blocks
+        if any(part is None for part in parts):
+            return FALLBACK_SAMPLES
+        return len(parts) * max(_required(part, dtype, alpha, error, power) for part in parts)
     kappa = stats.excess_kurtosis if stats is not None else None
     if kappa is None:
         return FALLBACK_SAMPLES
     z_alpha, z_power = z_value(alpha), NormalDist().inv_cdf(power)
-    rounding = 4 * _ROUNDING[plan.dtype]
+    rounding = 4 * _ROUNDING[dtype]
     needed = 0.0
     for factor in ((1 - error) ** 2, (1 + error) ** 2):
         margin = abs(factor - 1) - rounding
         if margin <= 0:
-            raise PolyinitError(f"required_samples: a {error:.3g} relative std error is inside {plan.dtype}'s "
+            raise PolyinitError(f"required_samples: a {error:.3g} relative std error is inside {dtype}'s "
                                 f"rounding allowance ({rounding:.3g} in variance); no sample size detects it")
         needed = max(needed, ((z_alpha + factor * z_power) / margin) ** 2 * (kappa + 2))
     return 1 << max(10, math.ceil(math.log2(needed)))
@@ -422,6 +468,7 @@ def samples_needed(plan: Plan, minimum: Optional[int] = None) -> int:
     if minimum is None:
         minimum = required_samples(plan)
     count = max(1, math.ceil(minimum / max(plan.size, 1)))
-    if isinstance(plan.root, n.Scatter) or (plan.stats is not None and plan.stats.orthogonal is not None):
+    stats = plan.stats
+    if stats is not None and (stats.delta is not None or stats.orthogonal is not None):
         return min(count, STRUCTURAL_DRAWS)
     return count
