@@ -10,13 +10,15 @@ import pytest
 import polyinit as pi
 from polyinit import nodes as n
 from polyinit.backends import numpy as reference
+from polyinit.backends.contract import MEMBERS
 from polyinit.moments import truncated_std
 from polyinit.conformance.runner import run_case
 
 
 def backend(draw):
-    """A backend module stand-in around a broken ``draw(plan, seed) -> ndarray``."""
-    return SimpleNamespace(DTYPES=reference.DTYPES, sample_plan=draw, draw_seeded=draw, to_numpy=reference.to_numpy)
+    """The numpy reference backend with its draws replaced by a broken ``draw(plan, seed) -> ndarray``."""
+    members = {name: getattr(reference, name) for name in MEMBERS}
+    return SimpleNamespace(**{**members, "sample_plan": draw, "draw_plan": draw})
 
 
 def with_root(plan, root):
@@ -28,35 +30,36 @@ def swapped(layout):
     return pi.Layout(" ".join(roles.get(t, t) for t in layout.pattern.split()))
 
 
-def relaid(plan, layout, real_shape):
-    """The plan a backend with the wrong layout would draw (flat top-ups keep their size)."""
-    wrong = pi.resolve(plan.spec, real_shape, layout, plan.dtype)
-    return wrong if plan.shape == real_shape else wrong.flat(plan.size)
+def relaid(plan, wrong):
+    """The plan a backend with the wrong layout would draw: ``wrong(layout)`` applied to the
+    layout of the real shape (a batched top-up keeps its leading batch axis)."""
+    roles = plan.layout.roles(len(plan.shape))
+    lead = ("batch",) if roles[0] == "batch" else ()
+    real = pi.Layout(" ".join(roles[len(lead):]))
+    layout = pi.Layout(" ".join(lead + wrong(real).roles(len(plan.shape) - len(lead))))
+    return pi.resolve(plan.spec, plan.shape, layout, plan.dtype)
 
 
-def fan_swap(real_shape):
-    return lambda plan, seed: reference.sample_plan(relaid(plan, swapped(plan.layout), real_shape), seed)
+def fan_swap(plan, seed):
+    return reference.draw_plan(relaid(plan, swapped), seed)
 
 
-def layout_transposed(real_shape):
-    def draw(plan, seed):
-        other = pi.OUT_IN if plan.layout == pi.IN_OUT else pi.IN_OUT
-        return reference.sample_plan(relaid(plan, other, real_shape), seed)
-    return draw
+def layout_transposed(plan, seed):
+    return reference.draw_plan(relaid(plan, lambda real: pi.OUT_IN if real.roles(4) == pi.IN_OUT.roles(4) else pi.IN_OUT), seed)
 
 
 def no_truncation_correction(plan, seed):
     root = plan.root
     if isinstance(root, n.TruncatedNormal):  # sigma0 taken as the final std
         root = dataclasses.replace(root, std=root.std * truncated_std(root.a, root.b))
-    return reference.sample_plan(with_root(plan, root), seed)
+    return reference.draw_plan(with_root(plan, root), seed)
 
 
 def uniform_bound_off_by_sqrt3(plan, seed):
     root = plan.root
     if isinstance(root, n.Uniform):  # the std used as the bound
         root = dataclasses.replace(root, low=root.low / math.sqrt(3), high=root.high / math.sqrt(3))
-    return reference.sample_plan(with_root(plan, root), seed)
+    return reference.draw_plan(with_root(plan, root), seed)
 
 
 def wrong_gain(plan, seed):
@@ -65,14 +68,14 @@ def wrong_gain(plan, seed):
         scale = 1 / math.sqrt(2)
         root = (dataclasses.replace(root, low=root.low * scale, high=root.high * scale) if isinstance(root, n.Uniform)
                 else dataclasses.replace(root, std=root.std * scale))
-    return reference.sample_plan(with_root(plan, root), seed)
+    return reference.draw_plan(with_root(plan, root), seed)
 
 
 def bias_drawn(plan, seed):
     root = plan.root
     if isinstance(root, n.Fill):  # torch's bias habit where zeros are due
         root = n.Uniform(root.shape, -0.05, 0.05)
-    return reference.sample_plan(with_root(plan, root), seed)
+    return reference.draw_plan(with_root(plan, root), seed)
 
 
 def sparsity_off_by_one(plan, seed):
@@ -82,7 +85,7 @@ def sparsity_off_by_one(plan, seed):
         threshold = mask.args[1]
         mask = dataclasses.replace(mask, args=(mask.args[0], n.Fill(threshold.shape, threshold.value + 1)))
         root = dataclasses.replace(root, args=(root.args[0], mask))
-    return reference.sample_plan(with_root(plan, root), seed)
+    return reference.draw_plan(with_root(plan, root), seed)
 
 
 def unseeded(plan, seed):
@@ -90,8 +93,8 @@ def unseeded(plan, seed):
 
 
 CASES = [
-    ("fan_in and fan_out swapped", fan_swap((256, 784)), pi.he_normal(), (256, 784), pi.OUT_IN, {"variance", "KS p-value"}),
-    ("kernel layout transposed", layout_transposed((3, 3, 16, 32)), pi.lecun_normal(truncated=True), (3, 3, 16, 32), pi.IN_OUT,
+    ("fan_in and fan_out swapped", fan_swap, pi.he_normal(), (256, 784), pi.OUT_IN, {"variance", "KS p-value"}),
+    ("kernel layout transposed", layout_transposed, pi.lecun_normal(truncated=True), (3, 3, 16, 32), pi.IN_OUT,
      {"variance", "KS p-value"}),
     ("truncation variance correction dropped", no_truncation_correction, pi.he_normal(truncated=True), (784, 256),
      pi.IN_OUT, {"variance"}),

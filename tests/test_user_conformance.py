@@ -1,7 +1,9 @@
 """`polyinit conformance MODULE:ATTR` and the pytest fixture, on specs a new user writes."""
 
+import importlib
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -25,6 +27,18 @@ USER_MODULE = textwrap.dedent('''
     mine = {"glorot": (pi.glorot_uniform(), my_init)}
     broken = {"glorot_as_normal": (pi.glorot_normal(), my_init)}
     not_a_spec = [1, 2]
+
+
+    def raising_init(shape, seed):
+        raise RuntimeError("my initializer is broken")
+
+
+    def transposed_init(shape, seed):
+        return my_init(shape, seed).T
+
+
+    raises = {"glorot": (pi.glorot_uniform(), raising_init)}
+    wrong_shape = {"glorot": (pi.glorot_uniform(), transposed_init)}
 ''')
 
 
@@ -66,21 +80,85 @@ def test_usage_errors(tmp_path, target, message):
     assert out.returncode == 2 and message in out.stderr
 
 
+def test_a_user_function_that_raises_exits_2_naming_it(tmp_path):
+    out = cli(tmp_path, "userspecs:raises", "--backends", "numpy")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "raising_init" in out.stderr and "my initializer is broken" in out.stderr
+
+
+def test_the_shape_a_user_function_returns_is_checked_first(tmp_path):
+    out = cli(tmp_path, "userspecs:wrong_shape", "--backends", "numpy")
+    assert out.returncode == 1, out.stdout + out.stderr
+    failures = [line for line in out.stdout.splitlines() if "FAIL" in line and "expected" in line]
+    # Every failing case fails on its shape alone (a square shape would pass: none is standard).
+    assert failures and all("shape" in line and "asked for" in line for line in failures), failures
+
+
+def test_load_specs_leaves_sys_path_as_it_was(tmp_path, monkeypatch):
+    from polyinit.conformance.cli import load_specs
+
+    (tmp_path / "userspecs_path.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    for _ in range(3):
+        assert set(load_specs("userspecs_path:rules")) == {"threshold", "he"}
+    assert sys.path == before
+
+
+def test_the_entry_point_names_the_plugin():
+    # pyproject's pytest11 entry point registers the fixture when polyinit is installed.
+    tomllib = pytest.importorskip("tomllib")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    value = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]["pytest11"]["polyinit"]
+    assert value == "polyinit.conformance.pytest_plugin"
+    assert callable(getattr(importlib.import_module(value), "polyinit_conformance", None))
+
+
+def run_pytest(tmp_path, source):
+    (tmp_path / "test_mine.py").write_text(textwrap.dedent(source))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    # The plugin by module name, and no installed entry point (which may be another checkout's):
+    # this works from a plain checkout, with or without polyinit pip-installed.
+    plugin = ["-p", "no:polyinit", "-p", "polyinit.conformance.pytest_plugin"]
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
+                           str(tmp_path / "test_mine.py")], cwd=tmp_path, capture_output=True, text=True, env=env)
+
+
 def test_pytest_fixture(tmp_path):
-    (tmp_path / "test_mine.py").write_text(textwrap.dedent('''
+    out = run_pytest(tmp_path, '''
+        import numpy as np
         import polyinit as pi
 
         def test_ok(polyinit_conformance):
             polyinit_conformance(pi.glorot_uniform(), backends=["numpy"])
 
-        def test_fails(polyinit_conformance):
-            bad = {"yours": __import__("types").SimpleNamespace(
-                DTYPES=("float32",), to_numpy=lambda a: a,
-                sample_plan=lambda plan, seed: __import__("numpy").random.default_rng(seed).normal(size=plan.shape))}
-            from polyinit.conformance.runner import run
-            results = run({"glorot": pi.glorot_uniform()}, ["yours"], modules=bad)
-            assert not all(r.passed for r in results)
-    '''))
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_mine.py")],
-                         cwd=tmp_path, capture_output=True, text=True)
-    assert "2 passed" in out.stdout, out.stdout + out.stderr
+        def glorot(shape, seed):  # the user's own, for OUT_IN weights
+            fans = shape[1] * int(np.prod(shape[2:])) + shape[0] * int(np.prod(shape[2:]))
+            return np.random.default_rng(seed).uniform(-1, 1, shape) * np.sqrt(6 / fans)
+
+        def test_own_initializer(polyinit_conformance):
+            results = polyinit_conformance((pi.glorot_uniform(), glorot))
+            assert {r.backend for r in results} == {"yours"}
+
+        def test_own_initializer_in_out(polyinit_conformance):
+            polyinit_conformance((pi.glorot_uniform(), lambda shape, seed: glorot(shape[::-1], seed).T, pi.IN_OUT))
+
+        def test_own_initializer_described_wrongly_fails(polyinit_conformance):
+            try:
+                polyinit_conformance((pi.glorot_normal(), glorot))
+            except AssertionError as error:
+                assert "yours" in str(error) and "tolerance" in str(error)
+            else:
+                raise RuntimeError("a uniform initializer passed as normal")
+
+        def test_own_initializer_of_the_wrong_shape_fails_on_shape(polyinit_conformance):
+            try:
+                polyinit_conformance((pi.glorot_uniform(), lambda shape, seed: glorot(shape, seed).ravel()))
+            except AssertionError as error:
+                assert "shape" in str(error) and "asked for" in str(error)
+            else:
+                raise RuntimeError("a flat array passed as a weight")
+    ''')
+    assert "5 passed" in out.stdout, out.stdout + out.stderr

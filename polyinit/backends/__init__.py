@@ -1,6 +1,9 @@
-"""Backend registry: name -> module path, imported lazily and cached.
+"""Backend registry: name -> module path, imported lazily and cached; and the backend contract.
 
-Nothing here imports a framework. ``backend_for(tensor)`` finds a backend from a tensor's type
+Every registered backend meets ``Backend`` (``polyinit.backends.contract``: the members each
+backend module provides, which are all the conformance runner calls). A new framework is one new
+module plus ``register("name", "its.module.path", framework="its_framework")``: nothing existing
+changes. Nothing here imports a framework. ``backend_for(tensor)`` finds a backend from a tensor's type
 through ``sys.modules`` only, so a framework that was never imported is never imported by asking.
 """
 
@@ -10,7 +13,11 @@ import importlib
 import sys
 from types import ModuleType
 
+from polyinit.backends.contract import Backend, missing_members
 from polyinit.errors import BackendUnavailableError, PolyinitError
+
+__all__ = ["Backend", "REGISTRY", "available_backends", "backend_for", "get_backend", "missing_members",
+           "register", "unregister"]
 
 # name -> (module path, the framework module it needs, the pip extra that installs it)
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -42,6 +49,36 @@ def get_backend(name: str) -> ModuleType:
             f"install it with: pip install 'polyinit[{extra}]'") from None
     _LOADED[name] = importlib.import_module(module_path)
     return _LOADED[name]
+
+
+def register(name: str, backend: "str | object", *, framework: str = "numpy", extra: str = "") -> None:
+    """Add a backend: a module path (imported on first use, once ``framework`` imports) or an
+    object that meets ``Backend`` already. Refuses an object that does not, naming what it lacks.
+
+    >>> from types import SimpleNamespace
+    >>> register("toy", SimpleNamespace(NAME="toy"))
+    Traceback (most recent call last):
+    ...
+    polyinit.errors.PolyinitError: register: backend 'toy' lacks DTYPES, DEFAULT_LAYOUT, ANY_LAYOUT, draw, initializer, sample_plan, draw_plan, to_numpy, dtype_of, device_of, default_device of the backend contract (polyinit.backends.contract)
+    """
+    if not isinstance(name, str) or not name:
+        raise PolyinitError(f"register: name must be a non-empty string, received {name!r}")
+    if isinstance(backend, str):
+        REGISTRY[name] = (backend, framework, extra)
+        _LOADED.pop(name, None)
+        return
+    lacking = missing_members(backend)
+    if lacking:
+        raise PolyinitError(f"register: backend {name!r} lacks {', '.join(lacking)} of the backend contract "
+                            "(polyinit.backends.contract)")
+    REGISTRY[name] = (f"<object {type(backend).__name__}>", framework, extra)
+    _LOADED[name] = backend  # type: ignore[assignment]
+
+
+def unregister(name: str) -> None:
+    """Remove a backend added with ``register`` (tests use this to clean up)."""
+    REGISTRY.pop(name, None)
+    _LOADED.pop(name, None)
 
 
 def available_backends() -> list[str]:

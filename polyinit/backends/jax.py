@@ -21,14 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from polyinit import nodes as n
+from polyinit.backends import common
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import IN_OUT, Layout
-from polyinit.moments import normal_cdf
 from polyinit.plan import Plan, resolve
 from polyinit.spec import Spec
 
 NAME = "jax"
 DEFAULT_LAYOUT = IN_OUT
+ANY_LAYOUT = True
 _OPS = n.op_table(jnp, lambda mask, like: mask.astype(like.dtype))
 
 
@@ -65,8 +66,7 @@ def _orthogonal(bits, gain, rows, cols, dtype):
     """QR of a standard normal (max, min) matrix, sign of diag(R) folded in, transposed if wide."""
     g = bits[: rows * cols].reshape(max(rows, cols), min(rows, cols))
     q, r = jnp.linalg.qr(g)
-    q = q * jnp.sign(jnp.diagonal(r))[None, :]
-    return (gain * (q if rows >= cols else q.T)).astype(dtype)
+    return (gain * common.haar_orthogonal(q, r, rows, cols, jnp)).astype(dtype)
 
 
 class _Leaves:
@@ -91,10 +91,9 @@ class _Leaves:
     def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
         # Inverse CDF with u kept off +-1: jax.random.truncated_normal clips to the *bounds*, so
         # with wide bounds (torch's absolute +-2 at std 0.02) a u of exactly -1 lands at -100 sigma.
-        lo, hi = 2 * normal_cdf(node.a) - 1, 2 * normal_cdf(node.b) - 1
-        edge = 1 - float(jnp.finfo(self.compute).eps)
-        u = self._uniform_bits(index, math.prod(node.shape), lo, hi)
-        return _truncated(u, node.mean, node.std, node.a, node.b, max(lo, -edge), min(hi, edge), node.shape, self.out)
+        low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, float(jnp.finfo(self.compute).eps))
+        u = self._uniform_bits(index, math.prod(node.shape), low, high)
+        return _truncated(u, node.mean, node.std, node.a, node.b, clamp_low, clamp_high, node.shape, self.out)
 
     def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
         rows, cols = node.shape
@@ -154,7 +153,7 @@ class _Combine:
 
     def Op(self, node: n.Op, args):
         if node.name == "rank":
-            return jnp.argsort(jnp.argsort(args[0], axis=node.axis), axis=node.axis).astype(self.dtype)
+            return common.rank(args[0], node.axis, jnp).astype(self.dtype)
         return _OPS[node.name](*args)
 
 
@@ -224,10 +223,23 @@ DTYPES = ("float16", "bfloat16", "float32") + (("float64",) if jax.config.jax_en
 
 
 def sample_plan(plan: Plan, seed: int) -> jax.Array:
-    """The conformance hook: one draw of ``plan`` from ``jax.random.key(seed)``."""
+    """One draw through ``initializer(spec, layout)(jax.random.key(seed), shape, dtype)``."""
+    init = initializer(plan.spec, plan.layout or DEFAULT_LAYOUT)
+    return init(jax.random.key(seed), plan.shape, jnp.dtype(plan.dtype))
+
+
+def draw_plan(plan: Plan, seed: int) -> jax.Array:
+    """Exactly ``plan`` (no re-resolving) through ``draw``, from ``jax.random.key(seed)``."""
     return draw(plan, jax.random.key(seed))
 
 
-def draw_seeded(plan: Plan, seed: int) -> jax.Array:
-    """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
-    return draw(plan, jax.random.key(seed))
+def dtype_of(array: jax.Array) -> str:
+    return np.dtype(array.dtype).name
+
+
+def device_of(array: jax.Array) -> str:
+    return ",".join(sorted(str(d) for d in array.devices()))
+
+
+def default_device() -> str:
+    return device_of(jnp.zeros(()))

@@ -15,7 +15,6 @@ polyinit's Keras backend is imported.
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -24,15 +23,16 @@ import numpy as np
 from keras import ops
 
 from polyinit import nodes as n
+from polyinit.backends import common
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import IN_OUT, Layout
-from polyinit.moments import normal_cdf
 from polyinit.plan import Plan, resolve
 from polyinit.serialize import from_dict, to_dict
 from polyinit.spec import Spec
 
 NAME = "keras"
 DEFAULT_LAYOUT = IN_OUT
+ANY_LAYOUT = True
 _OPS = n.op_table(ops, lambda mask, like: ops.cast(mask, like.dtype))
 
 
@@ -67,18 +67,16 @@ class Primitives:
                                                  seed=_leaf_seed(self.seed, index))
         # Elsewhere the cut is fixed at +-2 std, and Keras's torch backend leaks past it, so the
         # inverse CDF is written out, with u kept off +-1.
-        lo, hi = 2 * normal_cdf(node.a) - 1, 2 * normal_cdf(node.b) - 1
-        edge = 1 - float(np.finfo(self.dtype).eps)
-        u = keras.random.uniform(node.shape, lo, hi, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
-        z = math.sqrt(2.0) * ops.erfinv(ops.clip(u, max(lo, -edge), min(hi, edge)))
+        low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, float(np.finfo(self.dtype).eps))
+        u = keras.random.uniform(node.shape, low, high, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
+        z = common.SQRT2 * ops.erfinv(ops.clip(u, clamp_low, clamp_high))
         return node.mean + node.std * ops.clip(z, node.a, node.b)
 
     def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
         rows, cols = node.shape
         g = keras.random.normal((max(rows, cols), min(rows, cols)), dtype=self.dtype, seed=_leaf_seed(self.seed, index))
         q, r = ops.qr(g)
-        q = q * ops.expand_dims(ops.sign(ops.diagonal(r)), 0)
-        return node.gain * (q if rows >= cols else ops.transpose(q))
+        return node.gain * common.haar_orthogonal(q, r, rows, cols, ops, transpose=ops.transpose)
 
     def Reshape(self, node: n.Reshape, x):
         return ops.reshape(x, node.shape)
@@ -96,7 +94,7 @@ class Primitives:
 
     def Op(self, node: n.Op, args):
         if node.name == "rank":
-            return ops.cast(ops.argsort(ops.argsort(args[0], axis=node.axis), axis=node.axis), self.dtype)
+            return ops.cast(common.rank(args[0], node.axis, ops), self.dtype)
         return _OPS[node.name](*args)
 
 
@@ -157,10 +155,22 @@ DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def sample_plan(plan: Plan, seed: int):
-    """The conformance hook: the registered ``Initializer`` called as a Keras layer would."""
+    """One draw through the registered ``Initializer(spec, layout, seed)(shape, dtype)``, as a Keras layer calls it."""
     return Initializer(plan.spec, plan.layout or DEFAULT_LAYOUT, seed=seed)(plan.shape, plan.dtype)
 
 
-def draw_seeded(plan: Plan, seed: int):
-    """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
+def draw_plan(plan: Plan, seed: int):
+    """Exactly ``plan`` (no re-resolving) through ``draw``, from the int ``seed``."""
     return draw(plan, seed)
+
+
+def dtype_of(tensor) -> str:
+    return keras.backend.standardize_dtype(tensor.dtype)
+
+
+def device_of(tensor) -> str:
+    return str(getattr(tensor, "device", "cpu"))  # TF, JAX and torch tensors all name theirs
+
+
+def default_device() -> str:
+    return device_of(ops.zeros(()))

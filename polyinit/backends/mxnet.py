@@ -36,6 +36,7 @@ from polyinit.spec import Spec
 
 NAME = "mxnet"
 DEFAULT_LAYOUT = OUT_IN
+ANY_LAYOUT = True
 
 try:  # The real mxnet 1.x, where it imports (it needs numpy < 1.24).
     import mxnet as _mx
@@ -95,7 +96,7 @@ class Polyinit(_Base):
             if isinstance(init, Polyinit):
                 init._init_weight(name, arr)
             elif _mx is not None:
-                _mx.init.create(init)._init_weight(desc, arr)
+                _mxnet_weight_rule(_mx.init.create(init), desc, arr)
             elif init in ("zeros", "ones"):
                 _write(arr, np.full(arr.shape, 0.0 if init == "zeros" else 1.0))
             else:
@@ -112,7 +113,7 @@ class Polyinit(_Base):
         raise PolyinitError(f"mxnet backend: no rule for parameter {name!r}; MXNet initialises only "
                             "names ending in weight, bias, gamma, beta, moving_mean, moving_var, ...")
 
-    def _init_weight(self, name: Any, arr: Any) -> None:
+    def _init_weight(self, name: Any, arr: Any) -> None:  # MXNet's subclass hook: see _mxnet_weight_rule
         try:
             plan = resolve(self.spec, tuple(arr.shape), self.layout, _dtype_name(arr))
         except PolyinitError as error:
@@ -124,6 +125,17 @@ if _mx is not None:
     _mx.init.register(Polyinit)
 
 
+def _mxnet_weight_rule(init: Any, desc: Any, arr: Any) -> None:
+    """The one use of MXNet's private API. ``Initializer._init_weight`` is the hook MXNet's
+    ``__call__`` runs for a parameter it treats as a weight, and subclasses override it (``Polyinit``
+    does, above, as MXNet's docs ask). A parameter whose ``__init__`` attribute names another
+    initializer must get that initializer's weight rule whatever its name suffix, exactly as
+    MXNet's own ``__call__`` does for it; ``_init_weight`` is the only entry point to that rule
+    (calling the initializer would dispatch on the suffix again). Checked against mxnet 1.9.1
+    (python/mxnet/initializer.py, ``Initializer.__call__``)."""
+    init._init_weight(desc, arr)
+
+
 def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT, seed: Optional[int] = None) -> Polyinit:
     """An MXNet initializer for ``spec``; see ``Polyinit``."""
     return Polyinit(spec, layout, seed)
@@ -133,16 +145,33 @@ DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray 
 
 
 def sample_plan(plan, seed: int) -> Any:
-    """The conformance hook: a fresh array filled by ``Polyinit`` as a weight, the MXNet way."""
+    """One draw through ``Polyinit(spec, layout, seed)``, filling a fresh array as a weight, the MXNet way."""
     arr = _mx.nd.zeros(plan.shape, dtype=plan.dtype) if _mx is not None else np.empty(plan.shape, plan.dtype)
     Polyinit(plan.spec, plan.layout or DEFAULT_LAYOUT, seed)("param_weight", arr)
     return arr
+
+
+def draw(plan, rng: np.random.Generator) -> np.ndarray:
+    """A host draw of ``plan``, as ``Polyinit`` makes before writing it (the numpy reference's)."""
+    return reference.draw(plan, rng)
+
+
+def draw_plan(plan, seed: int) -> np.ndarray:
+    """Exactly ``plan`` (no re-resolving) as ``Polyinit`` draws it, on the host, from ``seed``."""
+    return reference.draw(plan, np.random.default_rng(seed))
 
 
 def to_numpy(arr: Any) -> np.ndarray:
     return np.asarray(arr if isinstance(arr, np.ndarray) else arr.asnumpy(), dtype=np.float64)
 
 
-def draw_seeded(plan, seed: int) -> np.ndarray:
-    """Draw exactly ``plan`` (no re-resolving) as ``Polyinit`` does, on the host, from ``seed``."""
-    return reference.draw(plan, np.random.default_rng(seed))
+def dtype_of(arr: Any) -> str:
+    return np.dtype(arr.dtype).name
+
+
+def device_of(arr: Any) -> str:
+    return "cpu" if isinstance(arr, np.ndarray) else str(arr.context)
+
+
+def default_device() -> str:
+    return str(_mx.current_context()) if _mx is not None else "cpu"

@@ -14,35 +14,31 @@ True
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from polyinit import nodes as n
+from polyinit.backends import common
 from polyinit.errors import BackendUnavailableError, PolyinitError
-from polyinit.layout import Layout
+from polyinit.layout import OUT_IN, Layout
 from polyinit.plan import Plan, resolve
 from polyinit.spec import Spec
 
 NAME = "numpy"
-
-
-def _rank(x: np.ndarray, axis: int) -> np.ndarray:
-    return np.argsort(np.argsort(x, axis=axis, kind="stable"), axis=axis, kind="stable").astype(x.dtype)
+DEFAULT_LAYOUT = OUT_IN  # numpy has no layer convention; torch's (out, in, *k) like MXNet's
+ANY_LAYOUT = True
 
 
 OPS = n.op_table(np, lambda mask, like: mask.astype(np.result_type(like)))
 
 
 def _standard_truncated(rng: np.random.Generator, shape, a: float, b: float) -> np.ndarray:
-    """Inverse CDF of N(0, 1) on [a, b], with u kept strictly inside (Phi(a), Phi(b))."""
-    from math import erf
-
-    lo, hi = 0.5 * (1 + erf(a / math.sqrt(2))), 0.5 * (1 + erf(b / math.sqrt(2)))
-    u = rng.uniform(lo, hi, size=shape)
-    tiny = np.finfo(np.float64).eps
-    u = np.clip(u, np.nextafter(lo, 1.0) if lo > 0 else tiny, np.nextafter(hi, 0.0) if hi < 1 else 1 - tiny)
-    return np.clip(_ndtri(u), a, b)
+    """Inverse CDF of N(0, 1) on [a, b] with the shared edge rule (``common.truncation_interval``);
+    ndtri(p) = sqrt(2) erfinv(2p - 1), and (u + 1) / 2 is exact in float64 for u near -1."""
+    low, high, clamp_low, clamp_high = common.truncation_interval(a, b, float(np.finfo(np.float64).eps))
+    u = np.clip(rng.uniform(low, high, size=shape), clamp_low, clamp_high)
+    return np.clip(_ndtri((u + 1.0) / 2.0), a, b)
 
 
 def _ndtri(p: np.ndarray) -> np.ndarray:
@@ -74,11 +70,9 @@ def _acklam(p: np.ndarray) -> np.ndarray:
 
 
 def orthogonal_from_normal(g: np.ndarray, rows: int, cols: int, xp=np) -> np.ndarray:
-    """Haar-random (rows, cols) from a standard normal (max, min) matrix: Q R = g, Q <- Q sign(diag R),
-    transposed when rows < cols (Mezzadri's fix; torch, Keras and JAX do the same)."""
+    """Haar-random (rows, cols) from a standard normal (max, min) matrix (``common.haar_orthogonal``)."""
     q, r = xp.linalg.qr(g)
-    q = q * xp.sign(xp.diagonal(r))[None, :]
-    return q if rows >= cols else q.T
+    return common.haar_orthogonal(q, r, rows, cols, xp)
 
 
 class Primitives:
@@ -123,7 +117,7 @@ class Primitives:
 
     def Op(self, node: n.Op, args):
         if node.name == "rank":
-            return _rank(args[0], node.axis)
+            return common.rank(args[0], node.axis, np).astype(args[0].dtype)
         return OPS[node.name](*args)
 
 
@@ -163,8 +157,26 @@ def sample(spec: Spec, shape: Sequence[int], *, rng: np.random.Generator,
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
+def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., np.ndarray]:
+    """``fn(shape, rng, dtype="float32") -> ndarray`` drawing ``spec`` laid out as ``layout``.
+
+    >>> from polyinit import he_normal
+    >>> initializer(he_normal())((256, 784), np.random.default_rng(0)).dtype
+    dtype('float32')
+    """
+    def fn(shape: Sequence[int], rng: np.random.Generator, dtype: str = "float32") -> np.ndarray:
+        return sample(spec, shape, rng=rng, layout=layout, dtype=dtype)
+
+    return fn
+
+
 def sample_plan(plan: Plan, seed: int) -> np.ndarray:
-    """The conformance hook every backend has: one native draw of ``plan`` from ``seed``."""
+    """One draw of ``plan``'s spec through ``initializer``, from ``default_rng(seed)``."""
+    return initializer(plan.spec, plan.layout or DEFAULT_LAYOUT)(plan.shape, np.random.default_rng(seed), plan.dtype)
+
+
+def draw_plan(plan: Plan, seed: int) -> np.ndarray:
+    """Draw exactly ``plan`` (no re-resolving) from ``default_rng(seed)``."""
     return draw(plan, np.random.default_rng(seed))
 
 
@@ -172,6 +184,13 @@ def to_numpy(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-def draw_seeded(plan: Plan, seed: int) -> np.ndarray:
-    """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
-    return draw(plan, np.random.default_rng(seed))
+def dtype_of(array: np.ndarray) -> str:
+    return np.dtype(array.dtype).name
+
+
+def device_of(array: np.ndarray) -> str:
+    return "cpu"
+
+
+def default_device() -> str:
+    return "cpu"

@@ -15,32 +15,31 @@ True
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
 
 from polyinit import nodes as n
+from polyinit.backends import common
 from polyinit.errors import PolyinitError
 from polyinit.layout import OUT_IN, Layout
-from polyinit.moments import normal_cdf
 from polyinit.plan import Plan, resolve
 from polyinit.spec import Spec
 
 NAME = "torch"
 DEFAULT_LAYOUT = OUT_IN
+ANY_LAYOUT = True
 _DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32",
            torch.float64: "float64"}
 _OPS = n.op_table(torch, lambda mask, like: mask.to(like.dtype))
 
 
 def _truncated_(out: torch.Tensor, node: n.TruncatedNormal, generator) -> torch.Tensor:
-    """In place: u ~ U(Phi(a), Phi(b)) kept strictly inside (0, 1), x = sqrt(2) erfinv(2u - 1).
-    Keeping u off 0 and 1 avoids torch trunc_normal_'s rare values clamped to the bounds."""
-    lo, hi = 2 * normal_cdf(node.a) - 1, 2 * normal_cdf(node.b) - 1
-    out.uniform_(lo, hi, generator=generator)
-    edge = 1 - torch.finfo(out.dtype).eps
-    out.clamp_(max(lo, -edge), min(hi, edge)).erfinv_().mul_(math.sqrt(2.0))
+    """In place, by inverse CDF with the shared edge rule (``common.truncation_interval``); keeping
+    u off +-1 avoids torch trunc_normal_'s rare values clamped to the bounds."""
+    low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, torch.finfo(out.dtype).eps)
+    out.uniform_(low, high, generator=generator)
+    out.clamp_(clamp_low, clamp_high).erfinv_().mul_(common.SQRT2)
     return out.clamp_(node.a, node.b).mul_(node.std).add_(node.mean)
 
 
@@ -70,8 +69,7 @@ class Primitives:
         rows, cols = node.shape
         g = self._empty((max(rows, cols), min(rows, cols))).normal_(generator=self.generator)
         q, r = torch.linalg.qr(g)
-        q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
-        return node.gain * (q if rows >= cols else q.T)
+        return node.gain * common.haar_orthogonal(q, r, rows, cols, torch)
 
     def Reshape(self, node: n.Reshape, x):
         return x.reshape(node.shape)
@@ -89,7 +87,7 @@ class Primitives:
 
     def Op(self, node: n.Op, args):
         if node.name == "rank":
-            return torch.argsort(torch.argsort(args[0], dim=node.axis), dim=node.axis).to(self.dtype)
+            return common.rank(args[0], node.axis, torch).to(self.dtype)
         return _OPS[node.name](*args)
 
 
@@ -155,11 +153,29 @@ _TORCH_DTYPES = {name: dtype for dtype, name in _DTYPES.items()}
 
 
 def sample_plan(plan: Plan, seed: int) -> torch.Tensor:
-    """The conformance hook: fill a fresh tensor through ``draw_into`` with a seeded generator."""
+    """A fresh tensor filled through ``initializer(spec, layout)(tensor, generator=)``."""
+    tensor = torch.empty(plan.shape, dtype=_TORCH_DTYPES[plan.dtype])
+    return initializer(plan.spec, plan.layout or DEFAULT_LAYOUT)(tensor, generator=torch.Generator().manual_seed(seed))
+
+
+def draw_plan(plan: Plan, seed: int) -> torch.Tensor:
+    """Exactly ``plan`` (no re-resolving) through ``draw_into``, from a generator seeded with ``seed``."""
     tensor = torch.empty(plan.shape, dtype=_TORCH_DTYPES[plan.dtype])
     return draw_into(tensor, plan, torch.Generator().manual_seed(seed))
 
 
-def draw_seeded(plan: Plan, seed: int) -> torch.Tensor:
-    """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
-    return sample_plan(plan, seed)
+def draw(plan: Plan, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A fresh tensor of ``plan``'s shape and dtype, drawn on the default device."""
+    return draw_into(torch.empty(plan.shape, dtype=_TORCH_DTYPES[plan.dtype]), plan, generator)
+
+
+def dtype_of(tensor: torch.Tensor) -> str:
+    return _DTYPES.get(tensor.dtype, str(tensor.dtype))
+
+
+def device_of(tensor: torch.Tensor) -> str:
+    return str(tensor.device)
+
+
+def default_device() -> str:
+    return str(torch.empty(0).device)

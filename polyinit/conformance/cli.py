@@ -3,9 +3,11 @@
 ATTR may be a spec, a list of specs, or a dict name -> spec. A dict value may also be a pair
 ``(spec, fn)`` or ``(spec, fn, layout)`` where ``fn(shape, seed) -> array`` is your own
 initializer for weights laid out as ``layout`` (default ``OUT_IN``): it is then checked as one more
-backend ("yours") on the standard shapes of that layout, which tells whether the spec describes it. MODULE is an importable
-module (the current directory is searched first) or a path to a .py file. Prints a table, writes
-JSON with ``--json FILE``, and exits 1 if any check fails (2 on a usage error).
+backend ("yours") on the standard shapes of that layout, which tells whether the spec describes it;
+the shape it returns is checked before its statistics. MODULE is an importable module (the current
+directory is searched first, for this import only) or a path to a .py file. Prints a table, writes
+JSON with ``--json FILE``, and exits 1 if any check fails, 2 on a usage error or when your own
+function raises.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import os
 import sys
 from dataclasses import asdict
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from polyinit.errors import PolyinitError
 from polyinit.layout import OUT_IN, Layout
@@ -35,11 +37,7 @@ def load_specs(target: str) -> dict[str, Spec]:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     else:
-        sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise PolyinitError(f"conformance: cannot import {module_name!r}: {error}") from None
+        module = _import_from_cwd(module_name)
     try:
         value = getattr(module, attr)
     except AttributeError:
@@ -58,24 +56,93 @@ def load_specs(target: str) -> dict[str, Spec]:
     return specs
 
 
+def _import_from_cwd(module_name: str):
+    """Import ``module_name`` with the working directory searched first, then leave ``sys.path``
+    as it was (a second call must not add it again)."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        raise PolyinitError(f"conformance: cannot import {module_name!r}: {error}") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def _is_pair(value) -> bool:
     return (isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], Spec)
             and callable(value[1]) and (len(value) == 2 or isinstance(value[2], Layout)))
 
 
-def _yours(fn):
-    """A backend stand-in around a user's ``fn(shape, seed)``; every draw goes through it."""
-    import numpy as np
-    from types import SimpleNamespace
+class UserFunctionError(PolyinitError):
+    """A user's own initializer raised: a usage problem (exit 2), not a failed check (exit 1)."""
 
-    return SimpleNamespace(DTYPES=("float32",), sample_plan=lambda plan, seed: fn(plan.shape, seed),
-                           to_numpy=lambda a: np.asarray(a, dtype=np.float64))
+
+class UserInitializer:
+    """The backend contract around a user's ``fn(shape, seed) -> array``; every draw goes through
+    it. Its values are judged as float32 (what a framework parameter would store), and as it takes
+    no layout, small tensors are topped up with repeated draws of the same shape."""
+
+    NAME = "yours"
+    DTYPES = ("float32",)
+    DEFAULT_LAYOUT = OUT_IN
+    ANY_LAYOUT = False
+
+    def __init__(self, fn: Callable, layout: Layout = OUT_IN):
+        self.fn, self.DEFAULT_LAYOUT = fn, layout
+
+    def initializer(self, spec: Spec, layout: Optional[Layout] = None) -> Callable:
+        return self.fn
+
+    def sample_plan(self, plan, seed: int):
+        import numpy as np
+
+        name = getattr(self.fn, "__name__", repr(self.fn))
+        try:
+            values = self.fn(plan.shape, seed)
+        except Exception as error:  # anything: the user's code, reported with where it ran
+            raise UserFunctionError(f"conformance: your initializer {name}{plan.shape!r}, seed={seed} raised "
+                                    f"{type(error).__name__}: {error}") from error
+        try:
+            return np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise UserFunctionError(f"conformance: your initializer {name}{plan.shape!r} returned a "
+                                    f"{type(values).__name__}, not an array of numbers ({error})") from None
+
+    draw = draw_plan = sample_plan
+
+    def to_numpy(self, array):
+        import numpy as np
+
+        return np.asarray(array, dtype=np.float64)
+
+    def dtype_of(self, array) -> str:
+        return array.dtype.name
+
+    def device_of(self, array) -> str:
+        return "cpu"
+
+    def default_device(self) -> str:
+        return "cpu"
+
+
+def user_results(name: str, spec: Spec, fn: Callable, layout: Layout = OUT_IN, seed: int = 0,
+                 shapes: Optional[dict] = None) -> list:
+    """The conformance cases of a user's own ``fn(shape, seed)`` described by ``spec``: every
+    standard shape of ``layout`` (or ``shapes``) where the spec applies."""
+    from polyinit.conformance.runner import STANDARD_SHAPES, run
+
+    chosen = shapes or {k: v for k, v in STANDARD_SHAPES.items() if v[1] == layout}
+    return run({name: spec}, ["yours"], chosen, seed=seed, modules={"yours": UserInitializer(fn, layout)})
 
 
 def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optional[str] = None,
          seed: int = 0) -> int:
     from polyinit.backends import available_backends
-    from polyinit.conformance.runner import STANDARD_SHAPES, run
+    from polyinit.conformance.runner import run
 
     loaded = load_specs(target)
     specs = {name: v[0] if _is_pair(v) else v for name, v in loaded.items()}
@@ -83,9 +150,7 @@ def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optio
     results = run(specs, names, seed=seed)
     for name, value in loaded.items():
         if _is_pair(value):
-            layout = value[2] if len(value) == 3 else OUT_IN
-            shapes = {k: v for k, v in STANDARD_SHAPES.items() if v[1] == layout}
-            results += run({name: value[0]}, ["yours"], shapes, seed=seed, modules={"yours": _yours(value[1])})
+            results += user_results(name, value[0], value[1], value[2] if len(value) == 3 else OUT_IN, seed)
     if not results:
         raise PolyinitError(f"conformance: no spec in {target} applies to any standard shape")
     _print(results)

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Iterable, Optional
 
 import numpy as np
 
+from polyinit import nodes as n
+from polyinit.backends.contract import Backend
 from polyinit.conformance.checks import Check, check, required_samples, samples_needed
 from polyinit.errors import PolyinitError
 from polyinit.layout import IN_OUT, OUT_IN, Layout, preset
-from polyinit.plan import resolve
+from polyinit.plan import Plan, resolve
 from polyinit.spec import Spec
 
 # Per-check false-alarm probability: with ~10^4 checks in the full suite, Bonferroni keeps the
@@ -73,37 +74,80 @@ def applicable(spec: Spec, shape: tuple[int, ...], layout: Layout) -> bool:
     return True
 
 
-def run_case(backend: ModuleType, spec: Spec, shape: tuple[int, ...], layout: Optional[Layout],
+def run_case(backend: Backend, spec: Spec, shape: tuple[int, ...], layout: Optional[Layout],
              dtype: str = "float32", seed: int = 0, alpha: float = SUITE_ALPHA) -> list[Check]:
-    """Every statistical check of ``backend``'s draws of ``spec``, plus the seed contract."""
+    """Every statistical check of ``backend``'s draws of ``spec``, plus the contract of each draw
+    (shape, dtype and device as requested) and the seed contract.
+
+    Every draw goes through the backend's public entry point (``sample_plan``). Small tensors are
+    topped up to ``required_samples`` with one draw of the same spec on a tensor with an extra
+    ``batch`` axis in front (counted in no fan, so the numbers are the same), or with repeated
+    draws where the plan has structure across elements or the backend takes no other layout.
+    """
     plan = resolve(spec, shape, layout, dtype)
     needed = required_samples(plan, alpha)
     count = samples_needed(plan, needed)
-    # The first draw goes through the backend's own wrapper (torch fn, Keras Initializer, ...).
-    first = backend.to_numpy(backend.sample_plan(plan, seed))
-    draws = [first]
+    first = backend.sample_plan(plan, seed)
+    results = _native(backend, first, plan, "draw")
+    values = backend.to_numpy(first)
+    if values.shape != plan.shape:  # nothing else is meaningful on the wrong shape
+        return results + [Check("shape", float(plan.size), float(values.size), 0.0, False,
+                                f"asked for {plan.shape}, received {values.shape}")]
+    draws = [values]
     if count > 1:
-        # Elementwise-iid plans: the rest in one flat draw with the same numbers, its size a
-        # power of two so that few distinct sizes occur (JAX compiles one kernel per size).
-        rest = 1 << math.ceil(math.log2(needed - first.size))
-        top_up = plan.flat(rest) if hasattr(backend, "draw_seeded") else None
-        if top_up is not None:
-            draws.append(backend.to_numpy(backend.draw_seeded(top_up, seed + 1)))
-        else:
-            draws += [backend.to_numpy(backend.sample_plan(plan, seed + i)) for i in range(1, count)]
-    results = check(draws, plan, alpha)
+        batched = _batched(plan, needed - values.size) if backend.ANY_LAYOUT else None
+        extra = [batched] if batched is not None else [plan] * (count - 1)
+        for i, more in enumerate(extra, start=1):
+            native = backend.sample_plan(more, seed + i)
+            results += _native(backend, native, more, "top-up")
+            draws.append(backend.to_numpy(native))
+    results += check(draws, plan, alpha)
     again = backend.to_numpy(backend.sample_plan(plan, seed))
-    same = bool(np.array_equal(again, first, equal_nan=True))
+    same = bool(np.array_equal(again, values, equal_nan=True))
     results.append(Check("same seed, same values", 1.0, float(same), 0.0, same))
     if plan.leaves:
-        differ = not np.array_equal(first, backend.to_numpy(backend.sample_plan(plan, seed + 1)))
+        differ = not np.array_equal(values, backend.to_numpy(backend.sample_plan(plan, seed + 1)))
         results.append(Check("other seed, other values", 1.0, float(differ), 0.0, differ))
-    return results
+    return _merge_native(results)
+
+
+def _batched(plan: Plan, rest: int) -> Optional[Plan]:
+    """The plan's spec on (k, *shape) with a leading ``batch`` axis, k a power of two with at
+    least ``rest`` elements in all (few distinct sizes: JAX compiles one kernel per size), where
+    the plan's elements are iid and the batched plan draws the very same numbers; else None."""
+    key = n.elementwise_key(plan.root)
+    if key is None:
+        return None
+    roles = plan.layout.roles(len(plan.shape)) if plan.layout is not None else ("spatial",) * len(plan.shape)
+    copies = 1 << max(0, math.ceil(math.log2(max(1, math.ceil(rest / plan.size)))))
+    try:
+        batched = resolve(plan.spec, (copies,) + plan.shape, Layout(" ".join(("batch",) + roles)), plan.dtype)
+    except PolyinitError:
+        return None
+    return batched if n.elementwise_key(batched.root) == key else None
+
+
+def _native(backend: Backend, array, plan: Plan, what: str) -> list[Check]:
+    """The draw is the array that was asked for: its dtype and its device."""
+    dtype, device, want = backend.dtype_of(array), backend.device_of(array), backend.default_device()
+    return [Check("dtype", 1.0, float(dtype == plan.dtype), 0.0, dtype == plan.dtype,
+                  f"{what}: asked for {plan.dtype}, received {dtype}"),
+            Check("device", 1.0, float(device == want), 0.0, device == want, f"{what}: expected on {want}, found on {device}")]
+
+
+def _merge_native(results: list[Check]) -> list[Check]:
+    """One dtype and one device check per case (the first failure if any), first in the list."""
+    merged = []
+    for name in ("dtype", "device"):
+        mine = [c for c in results if c.name == name]
+        if mine:
+            merged.append(next((c for c in mine if not c.passed), mine[0]))
+    return merged + [c for c in results if c.name not in ("dtype", "device")]
 
 
 def run(specs: dict[str, Spec], backends: Iterable[str], shapes: Optional[dict] = None,
         dtypes: Iterable[str] = ("float32",), seed: int = 0,
-        modules: Optional[dict[str, object]] = None) -> list[CaseResult]:
+        modules: Optional[dict[str, Backend]] = None) -> list[CaseResult]:
     """Every applicable (spec, backend, shape, dtype) case; ``modules`` maps extra backend names
     to backend-like objects (a user's own initializer, a deliberately broken backend)."""
     from polyinit.backends import get_backend
