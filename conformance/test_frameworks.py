@@ -164,3 +164,16 @@ def test_jax_twins(name, init, spec, shape):
     native_failures = failures(check(jax_draws(init, shape), plan))
     assert not native_failures, [str(f) for f in native_failures]
     assert not failures(check(jax_draws(pi.get_backend("jax").initializer(spec), shape), plan))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "flax"])
+def test_presets_against_the_frameworks_own_layers(framework):
+    # Native presets: the framework's own variance scaling on its real layer's weight, drawn
+    # against polyinit's plan under the preset; semantic presets: fans equal the data-flow fans.
+    from polyinit.conformance.presets import preset_checks
+
+    checks = preset_checks(framework)
+    kinds = {c.name.split(" ")[1] for c in checks}
+    assert kinds == {"dense", "conv", "conv_transpose", "depthwise_conv", "embedding"}
+    bad = [str(c) for c in checks if not c.passed]
+    assert not bad, bad
