@@ -146,6 +146,11 @@ class Initializer(keras.initializers.Initializer):
         return {"spec": to_dict(self.spec), "layout": self.layout.pattern, "seed": seed}
 
 
+def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any = None) -> Initializer:
+    """The Keras initializer for ``spec`` (the backend contract's entry point); see ``Initializer``."""
+    return Initializer(spec, layout, seed)
+
+
 def to_numpy(tensor) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(ops.cast(tensor, "float32") if str(tensor.dtype).endswith(
         "bfloat16") else tensor), dtype=np.float64)
@@ -156,7 +161,7 @@ DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 def sample_plan(plan: Plan, seed: int):
     """One draw through the registered ``Initializer(spec, layout, seed)(shape, dtype)``, as a Keras layer calls it."""
-    return Initializer(plan.spec, plan.layout or DEFAULT_LAYOUT, seed=seed)(plan.shape, plan.dtype)
+    return initializer(plan.spec, plan.layout or DEFAULT_LAYOUT, seed=seed)(plan.shape, plan.dtype)
 
 
 def draw_plan(plan: Plan, seed: int):
