@@ -13,6 +13,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # has too, so importing from it would depend on which directory pytest put first on sys.path.
 from conformance_cases import BACKENDS, MISSING, SEEDS, SOAK  # noqa: E402
 
+from polyinit.conformance.selection import missing_imports, not_tested  # noqa: E402
+
+
+def pytest_ignore_collect(collection_path, config):
+    """A module that imports a framework that is not installed is not collected (see the summary)."""
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_") and missing_imports(collection_path):
+        return True
+    return None
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = not_tested(os.path.dirname(os.path.abspath(__file__)), MISSING)
+    if lines:
+        terminalreporter.section("polyinit: not tested here")
+        for line in lines:
+            terminalreporter.write_line(line)
+
 
 def pytest_report_header(config):
     return [f"polyinit conformance: backends {', '.join(BACKENDS)}; seeds {SEEDS[0]}..{SEEDS[-1]} ({SOAK})"

@@ -4,13 +4,38 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from polyinit.conformance.selection import backends_for_run  # noqa: E402
+from polyinit.conformance.selection import backends_for_run, missing_imports, not_tested  # noqa: E402
 
 BACKENDS, MISSING = backends_for_run()
 
 
+def pytest_ignore_collect(collection_path, config):
+    """A module (or tests/real_mxnet) that imports a framework that is not installed is not
+    collected, and the summary says so; a required backend that is missing has already failed
+    the run in ``backends_for_run``."""
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_") and missing_imports(collection_path):
+        return True
+    return None
+
+
+def pytest_configure(config):
+    # The polyinit_conformance fixture from a plain checkout: the pytest11 entry point registers it
+    # when polyinit is pip-installed; otherwise register it here.
+    if not config.pluginmanager.has_plugin("polyinit") and not config.pluginmanager.has_plugin(
+            "polyinit.conformance.pytest_plugin"):
+        config.pluginmanager.import_plugin("polyinit.conformance.pytest_plugin")
+
+
 def pytest_report_header(config):
     return [f"polyinit backends: {', '.join(BACKENDS)}" + (f"; not installed: {', '.join(MISSING)}" if MISSING else "")]
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = not_tested(os.path.dirname(os.path.abspath(__file__)), MISSING)
+    if lines:
+        terminalreporter.section("polyinit: not tested here")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -146,6 +146,8 @@ DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray 
 
 def sample_plan(plan, seed: int) -> Any:
     """One draw through ``Polyinit(spec, layout, seed)``, filling a fresh array as a weight, the MXNet way."""
+    if plan.dtype not in DTYPES:
+        raise PolyinitError(f"mxnet backend: cannot initialise dtype {plan.dtype}; floating dtypes only ({', '.join(DTYPES)})")
     arr = _mx.nd.zeros(plan.shape, dtype=plan.dtype) if _mx is not None else np.empty(plan.shape, plan.dtype)
     Polyinit(plan.spec, plan.layout or DEFAULT_LAYOUT, seed)("param_weight", arr)
     return arr

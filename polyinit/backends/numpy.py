@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Callable, Optional, Sequence
 
@@ -154,7 +155,8 @@ def sample(spec: Spec, shape: Sequence[int], *, rng: np.random.Generator,
     return draw(resolve(spec, shape, layout, dtype), rng)
 
 
-DTYPES = ("float16", "bfloat16", "float32", "float64")
+# bfloat16 only where ml_dtypes is installed (it gives numpy the dtype).
+DTYPES = ("float16",) + (("bfloat16",) if importlib.util.find_spec("ml_dtypes") else ()) + ("float32", "float64")
 
 
 def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., np.ndarray]:

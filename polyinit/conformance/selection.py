@@ -39,3 +39,54 @@ def backends_for_run() -> tuple[list[str], list[str]]:
             continue
         found.append(name)
     return found, missing
+
+
+# Third-party packages a test module may need at import; a module that imports one that is not
+# installed is left out of collection and named in the run's summary.
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet", "haiku", "transformers", "mup")
+
+
+def missing_imports(path: "str | os.PathLike") -> list[str]:
+    """The frameworks ``path`` imports at module level (``import x``, ``from x import``,
+    ``x = __import__("x")``) that are not installed here; found statically, importing nothing.
+
+    >>> import tempfile, pathlib
+    >>> test = pathlib.Path(tempfile.mkdtemp()) / "test_x.py"
+    >>> _ = test.write_text('import numpy\\nmx = __import__("no_such_framework_xyz")\\n')
+    >>> missing_imports(test)    # not a framework polyinit knows: collected, and fails loudly
+    []
+    """
+    import ast
+    import importlib.util
+
+    try:
+        with open(path, encoding="utf-8") as source:
+            tree = ast.parse(source.read())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    names: set[str] = set()
+    for statement in tree.body:  # module level: what runs at import
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__"
+                  and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                names.add(node.args[0].value.split(".")[0])
+    return sorted(name for name in names if name in FRAMEWORKS and importlib.util.find_spec(name) is None)
+
+
+def not_tested(root: "str | os.PathLike", missing_backends: "list[str]") -> list[str]:
+    """Lines for a test run's summary: the backends not installed, and each test module under
+    ``root`` left out because a framework it imports is not installed."""
+    import pathlib
+
+    lines = [f"backends not installed (not tested): {', '.join(missing_backends)}"] if missing_backends else []
+    for path in sorted(pathlib.Path(root).rglob("test_*.py")):
+        lacking = missing_imports(path)
+        if lacking:
+            lines.append(f"{path.relative_to(pathlib.Path(root).parent)}: not collected, needs {', '.join(lacking)}")
+    return lines
