@@ -67,9 +67,9 @@ def _torch() -> tuple[dict[str, Layer], Callable]:
 def _keras() -> tuple[dict[str, Layer], Callable]:
     import keras
 
-    def kernel(layer, input_shape):
+    def kernel(layer, input_shape, name="kernel"):
         layer.build(input_shape)
-        return tuple(layer.kernel.shape) if hasattr(layer, "kernel") else tuple(layer.embeddings.shape)
+        return tuple(getattr(layer, name).shape)
 
     k2 = K * K
     image = (None, 8, 8, IN)
@@ -79,7 +79,7 @@ def _keras() -> tuple[dict[str, Layer], Callable]:
         "conv_transpose": Layer(kernel(keras.layers.Conv2DTranspose(OUT, K), image), IN * k2, OUT * k2),
         "depthwise_conv": Layer(kernel(keras.layers.DepthwiseConv2D(K, depth_multiplier=MULTIPLIER),
                                        (None, 8, 8, GROUPS_IN)), k2, None),
-        "embedding": Layer(kernel(keras.layers.Embedding(VOCAB, DIM), (None, 3)), VOCAB, DIM),
+        "embedding": Layer(kernel(keras.layers.Embedding(VOCAB, DIM), (None, 3), "embeddings"), VOCAB, DIM),
     }
 
     def own(shape, mode, seed):
@@ -95,8 +95,8 @@ def _flax() -> tuple[dict[str, Layer], Callable]:
 
     rngs = nnx.Rngs(0)
 
-    def weight(layer):
-        return tuple((layer.kernel if hasattr(layer, "kernel") else layer.embedding).shape)
+    def weight(layer, name="kernel"):
+        return tuple(getattr(layer, name).shape)
 
     k2 = K * K
     layers = {
@@ -105,7 +105,7 @@ def _flax() -> tuple[dict[str, Layer], Callable]:
         "conv_transpose": Layer(weight(nnx.ConvTranspose(IN, OUT, (K, K), rngs=rngs)), IN * k2, OUT * k2),
         "depthwise_conv": Layer(weight(nnx.Conv(GROUPS_IN, GROUPS_IN * MULTIPLIER, (K, K),
                                                 feature_group_count=GROUPS_IN, rngs=rngs)), k2, None),
-        "embedding": Layer(weight(nnx.Embed(VOCAB, DIM, rngs=rngs)), VOCAB, DIM),
+        "embedding": Layer(weight(nnx.Embed(VOCAB, DIM, rngs=rngs), "embedding"), VOCAB, DIM),
     }
 
     def own(shape, mode, seed):
