@@ -65,7 +65,7 @@ class Builder:
               kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[dict] = None) -> None:
         """Add one layer. ``own``: (leaf, handle, identity, shape, dtype, trainable, device) tuples;
         ``kind`` forces the kind (a layer inside an attention block); ``fallback`` is the walker's
-        own guess for unregistered types; ``views[leaf] = (logical_shape, semantic Layout)``."""
+        own guess for unregistered types; ``views[leaf] = (logical_shape, semantic Layout[, native pattern])``."""
         entry, type_path = module_type_of(module) if module is not None else (None, "")
         fresh = []
         for leaf, handle, identity, shape, dtype, trainable, device in own:
@@ -93,7 +93,10 @@ class Builder:
             logical, semantic = split_view(shape, pattern, ptype.split if ptype else None,
                                            ptype.semantic if ptype else None)
             if views and leaf in views and logical is None:
-                logical, semantic = views[leaf]
+                view = views[leaf]
+                logical, semantic = view[0], view[1]
+                if len(view) > 2:  # the layer's own convention differs from its type's (attention kernels)
+                    pattern = view[2]
             self._owner[identity] = len(self.params)
             self._aliases[len(self.params)] = []
             self.handles[path] = handle

@@ -94,7 +94,7 @@ class NnxWalker:
                 shape = tuple(value.shape)
                 rows.append((leaf, variable, id(variable), shape, dtype_name(value.dtype), isinstance(variable, nnx.Param), ""))
                 if forced == "attention" and _attention_layout(str(path[-1]), shape) is not None:
-                    views[leaf] = (None, _attention_layout(str(path[-1]), shape))
+                    views[leaf] = (None, _attention_layout(str(path[-1]), shape), _attention_layout(str(path[-1]), shape).pattern)
                 groups = getattr(module, "feature_group_count", 1)
                 if leaf == "kernel" and isinstance(groups, int) and groups > 1:
                     views[leaf] = grouped_view(shape, Layout("* in out").roles(len(shape)), len(shape) - 1, groups, {})
@@ -160,7 +160,7 @@ class LinenWalker:
                 name = "/".join(parts[:1] + [parts[-1]]) if collections else parts[-1]
                 rows.append((name, leaf, path, shape, dtype_name(leaf.dtype), parts[0] == "params" or not collections, ""))
                 if kind == "attention" and _attention_layout(parent, shape) is not None:
-                    views[name] = (None, _attention_layout(parent, shape))
+                    views[name] = (None, _attention_layout(parent, shape), _attention_layout(parent, shape).pattern)
             before = len(builder.params)
             builder.layer(module, None, rows, key_prefix=module or "root",
                           kind=kind or "other", views=views)

@@ -96,7 +96,7 @@ class KerasWalker:
             leaf, shape = v.path.rsplit("/", 1)[-1], tuple(v.shape)
             if forced == "attention" and len(shape) == 3:
                 pattern = "in in out" if layer.name == "attention_output" else "in out out"
-                views[leaf] = (None, Layout(pattern))
+                views[leaf] = (None, Layout(pattern), pattern)
             elif entry is not None and entry.kind == "conv" and leaf == "kernel" and getattr(layer, "groups", 1) > 1:
                 roles = Layout("* in out").roles(len(shape))
                 views[leaf] = grouped_view(shape, roles, len(shape) - 1, int(layer.groups), {})
