@@ -63,19 +63,21 @@ class Builder:
 
     def layer(self, layer_path: str, module: Any, own: list[tuple], *, key_prefix: str,
               kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[dict] = None) -> None:
-        """Add one layer. ``own``: (leaf, handle, identity, shape, dtype, trainable, device) tuples;
+        """Add one layer. ``own``: (leaf, handle, identity, shape, dtype, trainable, device[, type leaf]) tuples;
         ``kind`` forces the kind (a layer inside an attention block); ``fallback`` is the walker's
         own guess for unregistered types; ``views[leaf] = (logical_shape, semantic Layout[, native pattern])``."""
         entry, type_path = module_type_of(module) if module is not None else (None, "")
         fresh = []
-        for leaf, handle, identity, shape, dtype, trainable, device in own:
+        for row in own:
+            leaf, handle, identity, shape, dtype, trainable, device = row[:7]
+            type_leaf = row[7] if len(row) > 7 else leaf  # the name the module type knows it by
             path = f"{layer_path}{self.sep}{leaf}" if layer_path else leaf
             if not is_float(dtype):
                 continue  # integer counters, step numbers, masks: not initialised, not reported
             if identity in self._owner:
                 self._aliases[self._owner[identity]].append(path)
                 continue
-            fresh.append((leaf, path, handle, identity, tuple(int(d) for d in shape), dtype, trainable, device))
+            fresh.append((type_leaf, path, handle, identity, tuple(int(d) for d in shape), dtype, trainable, device))
         if not fresh:
             return
         resolved_kind = kind or (entry.kind if entry else None) or fallback

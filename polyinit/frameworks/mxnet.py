@@ -85,11 +85,11 @@ class GluonWalker:
             for attribute, param in own:
                 # Path: Gluon's own full name (dense0_weight), as collect_params() lists it.
                 rows.append((param.name, param, id(param), tuple(param.shape), dtype_name(np.dtype(param.dtype).name),
-                             param.grad_req != "null", ""))
+                             param.grad_req != "null", "", attribute))
                 if entry is not None and entry.kind in ("conv", "conv_transpose") and attribute == "weight":
                     groups = int(block._kwargs.get("num_group", 1)) if hasattr(block, "_kwargs") else 1
                     flow = {"out": "in", "in": "out"} if entry.kind == "conv_transpose" else {}
-                    views[param.name] = grouped_view(tuple(param.shape), Layout("out in *").roles(len(param.shape)),
+                    views[attribute] = grouped_view(tuple(param.shape), Layout("out in *").roles(len(param.shape)),
                                                      0, groups, flow)
             before = len(builder.params)
             builder.layer("", block, rows, key_prefix=key or "root", views=views)
@@ -99,11 +99,10 @@ class GluonWalker:
             for i in range(before, len(builder.params)):
                 p = builder.params[i]
                 leaf = names[p.path]
-                typed = entry.params.get(leaf) if entry is not None else None
                 role = p.role
                 if p.kind == "recurrent":
                     role = _recurrent_role(leaf)
-                elif typed is None:
+                elif entry is None or (leaf not in entry.params and "*" not in entry.params):
                     role = role_by_name(p.kind, next((n for n in _SUFFIXES if leaf.endswith(n)), leaf))
                 builder.params[i] = dataclasses.replace(p, role=role, key=f"{key or 'root'}/{leaf}")
         for name, child in _children(block):
