@@ -64,7 +64,7 @@ class _Prims:
     def _leaf(self, node: n.Node, index: int):
         if self.span is not None:
             words = words_range(self.ops, self.key, index, *self.span)
-        elif self.ops.COMPILED:
+        elif self.ops.INDEXED:
             words = words_at(self.ops, self.key, index, node.shape)
         else:
             words = self.ops.reshape(words_range(self.ops, self.key, index, 0, math.prod(node.shape)), node.shape)
@@ -107,22 +107,31 @@ def is_elementwise(plan: Plan) -> bool:
 
 def evaluate(ops: Any, plan: Plan, key: tuple[int, int]) -> Any:
     """The whole plan as one float32 array of the plan's shape."""
-    return n.evaluate(plan.root, _Prims(ops, key), plan.leaf_index)
+    return floats.positive_zero(ops, n.evaluate(plan.root, _Prims(ops, key), plan.leaf_index))
 
 
 def evaluate_span(ops: Any, plan: Plan, key: tuple[int, int], start: int, stop: int) -> Any:
     """Flat elements start..stop-1 of an elementwise plan, as float32."""
-    return n.evaluate(plan.root, _Prims(ops, key, (start, stop)), plan.leaf_index)
+    return floats.positive_zero(ops, n.evaluate(plan.root, _Prims(ops, key, (start, stop)), plan.leaf_index))
 
 
-def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None) -> Any:
+def signature(plan: Plan) -> tuple:
+    """Everything a portable draw of ``plan`` depends on but its stream key, hashable: a compiling
+    backend compiles once per signature."""
+    tree, fixed = n.structure(plan.root, plan.leaf_index)
+    leaves = tuple((type(leaf).__name__, n._fields(leaf)) for leaf in plan.leaves)
+    return tree, leaves, plan.dtype, tuple(f.values.tobytes() for f in fixed)
+
+
+def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, stream: Any = None) -> Any:
     """The portable draw of ``plan`` in ``ops``' framework and the plan's dtype: chunked into
-    ``out`` (or a fresh array) when the backend writes in place and the plan is elementwise."""
+    ``out`` (or a fresh array) when the backend writes in place and the plan is elementwise.
+    ``stream`` (two scalar words) replaces ``stream_key(seed, key)`` inside compiled programs."""
     check_portable(plan, ops.NAME)
-    stream = stream_key(seed, key)
+    stream = stream_key(seed, key) if stream is None else stream
     if plan.size == 0:
         return ops.zeros(plan.shape, plan.dtype) if out is None else out
-    if ops.COMPILED or not is_elementwise(plan):
+    if not ops.CHUNKED or not is_elementwise(plan):
         values = ops.cast(evaluate(ops, plan, stream), plan.dtype)
         return values if out is None else ops.copy_into(out, values)
     out = ops.empty(plan.shape, plan.dtype) if out is None else out

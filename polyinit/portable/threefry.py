@@ -23,11 +23,15 @@ def _schedule(key: tuple[int, int]) -> tuple[int, int, int]:
     return k0, k1, k0 ^ k1 ^ PARITY
 
 
-def threefry2x32(ops: Any, key: tuple[int, int], x0: Any, x1: Any) -> tuple[Any, Any]:
+def threefry2x32(ops: Any, key: tuple[Any, Any], x0: Any, x1: Any) -> tuple[Any, Any]:
     """Encrypt the counter words ``(x0, x1)`` (arrays of 32-bit words in ``ops``' representation)
-    under ``key`` (two Python ints), with ``ops.add``/``xor``/``rotl`` only. The counter arrays
-    are consumed: a backend may encrypt them in place."""
-    ks = _schedule(key)
+    under ``key``, with ``ops.add``/``xor``/``rotl`` only. The key is two Python ints, or two
+    scalar words (a compiled backend passes them as arguments, so a new seed or parameter needs no
+    new program). The counter arrays are consumed: a backend may encrypt them in place."""
+    if isinstance(key[0], int):
+        ks = _schedule(key)
+    else:
+        ks = (key[0], key[1], ops.xor(ops.xor(key[1], key[0]), PARITY))
     x0, x1 = ops.add(x0, ks[0]), ops.add(x1, ks[1])
     for r in range(ROUNDS):
         x0 = ops.add(x0, x1)
@@ -35,7 +39,8 @@ def threefry2x32(ops: Any, key: tuple[int, int], x0: Any, x1: Any) -> tuple[Any,
         if r % 4 == 3:
             s = r // 4 + 1
             x0 = ops.add(x0, ks[s % 3])
-            x1 = ops.add(x1, (ks[(s + 1) % 3] + s) & MASK)
+            extra = ks[(s + 1) % 3]
+            x1 = ops.add(x1, (extra + s) & MASK) if isinstance(extra, int) else ops.add(ops.add(x1, extra), s)
     return x0, x1
 
 

@@ -19,7 +19,8 @@ from polyinit.backends.numpy import numpy_dtype
 
 class Ops:
     NAME = "numpy"
-    COMPILED = False  # one kernel per op: nothing is fused, so fmul needs no guard
+    CHUNKED = True   # writes chunks in place, so a draw holds little more than its output
+    INDEXED = False  # words by flat ranges (a cipher call gives two words), not per element
 
     # --- words ------------------------------------------------------------------------------
     def iota(self, start: int, count: int) -> np.ndarray:

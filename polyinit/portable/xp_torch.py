@@ -20,7 +20,8 @@ def _signed(value: int) -> int:
 
 class Ops:
     NAME = "torch"
-    COMPILED = False
+    CHUNKED = True
+    INDEXED = False
 
     def __init__(self, device: "torch.device | str | None" = None):
         self.device = torch.device(device or "cpu")
