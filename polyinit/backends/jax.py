@@ -271,3 +271,21 @@ def sample_plan(plan: Plan, seed: int) -> jax.Array:
 def draw_seeded(plan: Plan, seed: int) -> jax.Array:
     """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
     return draw(plan, jax.random.key(seed))
+
+
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> jax.Array:
+    """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
+    of every other backend with the same (seed, key) (see ``polyinit.portable``). Each value is
+    computed from its own global index, so under ``jax.jit(..., out_shardings=...)`` each device
+    computes only its shard and the global array does not depend on the sharding.
+
+    >>> import polyinit
+    >>> draw_portable(polyinit.resolve(polyinit.Normal(std=1.0), (2, 2)), seed=0, key="w").shape
+    (2, 2)
+    """
+    from polyinit.portable import xp_jax
+
+    if plan.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
+                                  f"give float32); refusing {plan.spec!r}")
+    return xp_jax.draw(plan, seed, key)
