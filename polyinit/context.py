@@ -18,7 +18,7 @@ names them (``c_attn``/``qkv``/``in_proj`` fused, ``q``/``query``/``q_proj``, ``
 a parameter is the numbered container it sits in (``h.3``, ``layer.3``, ``layers/3``, ``h_3``),
 counted in declaration order; encoder and decoder stacks are counted separately.
 
->>> from polyinit.rules import Param
+>>> from polyinit.params import Param
 >>> from polyinit.layout import OUT_IN
 >>> p = lambda path, kind, role, shape: Param(path, kind, role, shape, OUT_IN, 0)
 >>> ctx = context_from_params([p("h.0.attn.c_proj.weight", "dense", "weight", (8, 8)),
@@ -217,7 +217,7 @@ def context_from_params(params: Sequence, *, depth: "int | Mapping[str, int] | N
     from polyinit.rules import Context as RuleContext
 
     marked: dict[str, str] = {}
-    rule_context = RuleContext(layers=len({p.layer for p in params}))
+    rule_context = RuleContext(params)
     for site_name, selector in (sites or {}).items():
         if site_name not in SITES:
             raise ContextError(f"model_context: unknown site {site_name!r}; expected one of {', '.join(SITES)}")

@@ -119,7 +119,7 @@ def promised(model, rules) -> dict:
     """(site, block, role) -> sorted promised stds of the weights there (q, k and v separately;
     a fused qkv counts as its three blocks)."""
     ctx = model_context(model)
-    rule_context = Context(layers=len({p.layer for p in ctx.params}))
+    rule_context = Context(ctx.params)
     table: dict = {}
     for p in ctx.params:
         index = next((i for i, (sel, _) in enumerate(rules.rules) if sel.matches(p, rule_context)), None)

@@ -43,6 +43,8 @@ for _path, _entry in {
     # transformers' Conv1D (GPT-2 and friends) stores its weight as (in, out): a dense layer.
     "transformers.pytorch_utils.Conv1D": ModuleType("dense", {
         "weight": ParamType("weight", "in out"), "bias": ParamType("bias", "out")}),
+    # T5's (and its descendants') LayerNorm: a scale only (RMS norm without bias).
+    "transformers.models.t5.modeling_t5.T5LayerNorm": _NORM,
     # GPT-2's c_attn packs q, k and v along its output axis: three (E, E) blocks.
     "transformers.models.gpt2.modeling_gpt2.GPT2Attention": ModuleType("attention", {
         "c_attn.weight": ParamType("weight", "in out", semantic="in batch out", split=(1, 3)),
