@@ -357,3 +357,12 @@ def test_one_architecture_gives_one_record_sequence_in_every_framework():
     torch_records = [_records(m) for m in _torch_models()]
     for name, models in [("keras", _keras_models()), ("nnx", _nnx_models()), ("linen", _linen_models())]:
         assert [_records(m) for m in models] == torch_records, name
+
+
+@pytest.mark.parametrize("module", ["polyinit.rules", "polyinit.params", "polyinit.frameworks"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
