@@ -3,12 +3,13 @@
 A rule set is an ordered list of ``selector >> spec`` pairs (or ``(selector, spec)`` tuples); for
 each parameter the first rule whose selector matches decides. Selectors pick parameters by layer
 kind, role, name (glob or regex, matching tied aliases too), position or a predicate, and combine
-with ``&``, ``|`` and ``~``. ``KEEP`` leaves the framework's own initialisation in place.
+with ``&``, ``|`` and ``~`` (``>>`` binds tighter than ``&``: write ``(a & b) >> spec``). ``KEEP``
+leaves the framework's own initialisation in place.
 
 >>> import polyinit as pi
 >>> rules = Rules([
 ...     role("bias") >> pi.zeros(),
-...     kind("dense") & first() >> pi.glorot_uniform(),    # the first dense layer
+...     (kind("dense") & first()) >> pi.glorot_uniform(),  # the first dense layer
 ...     (role("weight"), pi.Normal(std=0.01)),
 ... ], seed=0)
 
@@ -89,7 +90,8 @@ class Selector:
 
 def _selector(op: str, other: Any) -> None:
     if not isinstance(other, Selector):
-        raise RuleError(f"selector {op}: expected a selector, received {other!r}")
+        hint = " (>> binds tighter than & and |: write (a & b) >> spec)" if isinstance(other, tuple) else ""
+        raise RuleError(f"selector {op}: expected a selector, received {other!r}{hint}")
 
 
 def _position_within(scope: Selector, index: int, text: str) -> Selector:
