@@ -73,6 +73,7 @@ def _conv_view(module: Any, shape: tuple, transposed: bool) -> dict:
 class TorchWalker:
     returns_new = False
     name = "torch"
+    draws_portable_in_place = True  # write() takes portable draws as pending (DTensor shards, no temporaries)
 
     def walk(self, model: Any) -> list[Param]:
         import torch
@@ -145,7 +146,9 @@ class TorchWalker:
                 for fallible, target, plan, generator in jobs:
                     if fallible:
                         written.append((target, target.clone()))
-                    if generator is None:
+                    if generator is None and hasattr(plan, "into_dtensor"):  # a portable draw
+                        _write_portable(target, plan)
+                    elif generator is None:
                         target.copy_(torch.as_tensor(plan))
                     elif tuple(target.shape) == plan.shape:
                         draw_into(target, plan, generator)
@@ -164,6 +167,21 @@ class TorchWalker:
 
     def read(self, model: Any, param: Param):
         return self.tensors[param.path].detach().float().cpu().numpy().copy()
+
+
+def _write_portable(target: Any, pending: Any) -> None:
+    """A portable draw into ``target``: shard by shard for a DTensor, in place when the draw's
+    order is the tensor's, else through one temporary."""
+    from polyinit.backends.torch import draw_portable
+
+    # A DTensor exists only where torch.distributed.tensor was imported (by whoever sharded it).
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    if dtensor is not None and isinstance(target, dtensor):
+        pending.into_dtensor(target)
+    elif pending.perm is None and pending.plan.shape == tuple(target.shape) and target.is_contiguous():
+        draw_portable(pending.plan, pending.seed, pending.key, out=target)
+    else:
+        target.copy_(pending.values())
 
 
 def _infallible(target: Any, plan: Any) -> bool:
