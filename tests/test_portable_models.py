@@ -94,3 +94,17 @@ def test_orthogonal_is_refused_in_portable_mode_and_nothing_is_written():
     with pytest.raises(pi.NotExpressibleError):
         apply(model, Rules([(role("weight"), pi.Orthogonal()), (role("bias"), pi.zeros())]), portable=True)
     assert all(a.equal(b) for a, b in zip(before, model.parameters()))
+
+
+def test_the_portable_cnn_example_runs():
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.path.dirname(here) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "portable_cnn.py"], cwd=os.path.join(here, "..", "examples"),
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "bit-identical (torch vs Keras): True" in out.stdout
