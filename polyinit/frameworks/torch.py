@@ -137,8 +137,8 @@ class TorchWalker:
                 plan, seed = pending
                 generator = torch.Generator(device=target.device).manual_seed(seed)
                 jobs.append((not _infallible(target, plan), target, plan, generator))
-            else:  # explicit values (surgery)
-                jobs.append((True, target, pending, None))
+            else:  # explicit values (surgery), or a portable draw, which cannot fail once planned
+                jobs.append((not hasattr(pending, "into_dtensor"), target, pending, None))
         jobs.sort(key=lambda job: not job[0])  # fallible first (a stable sort keeps the model's order)
         written: list = []
         try:
