@@ -321,3 +321,25 @@ def test_missing_context_is_an_error_naming_it():
         from polyinit.rules import every
 
         model_context(mlp, sites={"residual": every()})
+
+
+def test_context_of_bert_and_torch_transformers():
+    """Sites and stacks from the records of real architectures: BERT's attention.output.dense is
+    the attention output and its layer output.dense the MLP's; torch's packed in_proj is q/k/v."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from collections import Counter
+
+    bert = transformers.BertModel(transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                          intermediate_size=128, vocab_size=100))
+    ctx = model_context(bert)
+    assert (ctx.depth, ctx.width) == (2, 64)
+    assert ctx.site("encoder.layer.1.attention.output.dense.weight") == ctx.site("encoder.layer.1.attention.output.dense.bias")
+    assert ctx.site("encoder.layer.1.attention.output.dense.weight").site == "attn_out"
+    assert ctx.site("encoder.layer.1.output.dense.weight").site == "mlp_out"
+    assert ctx.site("pooler.dense.weight").site == "other"
+    pair = torch.nn.Transformer(64, 4, num_encoder_layers=3, num_decoder_layers=2, dim_feedforward=128)
+    ctx = model_context(pair)
+    assert ctx.depths == {"encoder": 3, "decoder": 2}
+    sites = Counter((s.site, s.stack) for s in ctx.sites.values())
+    assert sites[("qkv", "decoder")] == 8 and sites[("attn_out", "encoder")] == 6
