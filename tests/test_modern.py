@@ -338,7 +338,7 @@ def test_context_of_bert_and_torch_transformers():
     assert ctx.site("encoder.layer.1.attention.output.dense.weight").site == "attn_out"
     assert ctx.site("encoder.layer.1.output.dense.weight").site == "mlp_out"
     assert ctx.site("pooler.dense.weight").site == "other"
-    pair = torch.nn.Transformer(64, 4, num_encoder_layers=3, num_decoder_layers=2, dim_feedforward=128)
+    pair = torch.nn.Transformer(64, 4, num_encoder_layers=3, num_decoder_layers=2, dim_feedforward=128, batch_first=True)
     ctx = model_context(pair)
     assert ctx.depths == {"encoder": 3, "decoder": 2}
     sites = Counter((s.site, s.stack) for s in ctx.sites.values())
