@@ -18,7 +18,7 @@ is iterative, so it needs no recursion whatever the depth.
 >>> resolve(Normal() / 0, (3,))
 Traceback (most recent call last):
 ...
-polyinit.errors.NonFiniteError: resolve: Normal(mean=0.0, std=1.0, stream=0) / 0 cannot be drawn with finite values: the divisor constant(0) has support [0, 0], which contains 0
+polyinit.errors.NonFiniteError: resolve: Binary(op='div', ...) cannot be drawn with finite values: the divisor constant(0) has support [0, 0], which contains 0
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from polyinit.errors import NonFiniteError
 NORMAL_REACH = 40.0
 LARGEST = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38,
            "float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+# Unit roundoff (half an ulp at 1) of each dtype.
+_EPS = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
+_SUBNORMAL_STEP = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149, "float64": 5e-324}
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,18 @@ def _hull(*parts: Interval) -> Interval:
     return Interval(min(p.low for p in parts), max(p.high for p in parts))
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """What the guard knows of one node: ``support`` (exact hull), ``reach`` (finite hull of what
+    generators produce) and ``slack`` (a bound on the rounding error of the computed values, so a
+    divisor or a comparison that sits exactly on 0 or on its threshold is not trusted to stay there).
+    """
+
+    support: Interval
+    reach: Interval
+    slack: float
+
+
 def _times(x: float, y: float) -> float:
     return 0.0 if x == 0.0 or y == 0.0 else x * y  # 0 * inf is 0 for bounds
 
@@ -73,16 +88,18 @@ def _abs(a: Interval) -> Interval:
     return Interval(0.0, max(-a.low, a.high))
 
 
-def _compare(name: str, a: Interval, b: Interval) -> Interval:
-    """1.0 where the comparison holds, else 0.0; a single value when the supports decide it."""
+def _compare(name: str, a: Interval, b: Interval, margin: float) -> Interval:
+    """1.0 where the comparison holds, else 0.0; a single value only when the supports decide it
+    by more than the rounding ``margin``."""
     if name in ("le", "lt"):
         a, b, name = b, a, "ge" if name == "le" else "gt"
-    always = a.low >= b.high if name == "ge" else a.low > b.high
-    never = a.high < b.low if name == "ge" else a.high <= b.low
+    strict = name == "gt"
+    always = a.low - b.high > margin if strict else a.low - b.high >= margin
+    never = b.low - a.high >= margin if strict else b.low - a.high > margin
     return Interval(1.0, 1.0) if always else Interval(0.0, 0.0) if never else Interval(0.0, 1.0)
 
 
-def _op(node: n.Op, args: list[Interval]) -> Interval:
+def _op(node: n.Op, args: list[Interval], margin: float) -> Interval:
     name = node.name
     if name == "add":
         return Interval(args[0].low + args[1].low, args[0].high + args[1].high)
@@ -101,10 +118,10 @@ def _op(node: n.Op, args: list[Interval]) -> Interval:
     if name == "abs":
         return _abs(args[0])
     if name in ("ge", "gt", "le", "lt"):
-        return _compare(name, args[0], args[1])
+        return _compare(name, args[0], args[1], margin)
     if name == "where":
         condition, if_true, if_false = args
-        if not condition.has_zero():
+        if condition.low > margin or condition.high < -margin:
             return if_true
         if condition.low == condition.high == 0.0:
             return if_false
@@ -140,32 +157,59 @@ def _leaf(node: n.Node) -> tuple[Interval, Interval]:
     raise NonFiniteError(f"support: unknown leaf {type(node).__name__}")  # pragma: no cover
 
 
-def _combine(node: n.Node, kids: list[tuple[Interval, Interval]], owner: str) -> tuple[Interval, Interval]:
-    supports = [k[0] for k in kids]
-    reaches = [k[1] for k in kids]
+def _combine(node: n.Node, kids: list[Bounds], owner: str, eps: float) -> Bounds:
+    supports = [k.support for k in kids]
+    reaches = [k.reach for k in kids]
     if isinstance(node, (n.Reshape, n.Transpose)):
         return kids[0]
     if isinstance(node, n.Concat):
-        return _hull(*supports), _hull(*reaches)
+        return Bounds(_hull(*supports), _hull(*reaches), max(k.slack for k in kids))
     if isinstance(node, n.Scatter):
         zero = Interval(0.0, 0.0)
-        return _hull(supports[0], zero), _hull(reaches[0], zero)
+        return Bounds(_hull(supports[0], zero), _hull(reaches[0], zero), kids[0].slack)
     assert isinstance(node, n.Op)
-    if node.name == "div" and supports[1].has_zero():
-        raise NonFiniteError(f"{owner} cannot be drawn with finite values: the divisor "
-                             f"{_short(node.args[1].describe())} has support {supports[1]}, "
-                             "which contains 0")
-    return _op(node, supports), _op(node, reaches)
+    margin = sum(k.slack for k in kids)
+    if node.name == "div":
+        d, slack = supports[1], kids[1].slack
+        if d.low - slack <= 0.0 <= d.high + slack:
+            raise NonFiniteError(f"{owner} cannot be drawn with finite values: the divisor "
+                                 f"{_short(node.args[1].describe())} has support {d}, which contains 0"
+                                 + ("" if d.has_zero() else f" within rounding ({slack:.3g})"))
+    reach = _op(node, reaches, margin)
+    return Bounds(_op(node, supports, margin), reach, _error(node.name, kids, reach, eps))
+
+
+def _error(name: str, kids: list[Bounds], reach: Interval, eps: float) -> float:
+    """First-order bound on the absolute rounding error of an op's computed value: its operands'
+    errors carried through the op, plus one rounding of the result."""
+    errors = [k.slack for k in kids]
+    own = eps * reach.magnitude
+    if name in ("add", "sub"):
+        return errors[0] + errors[1] + own
+    if name == "mul":
+        (a, b), (ea, eb) = (kids[0].reach.magnitude, kids[1].reach.magnitude), errors
+        return a * eb + b * ea + ea * eb + own
+    if name == "div":
+        d = kids[1].reach
+        nearest = (d.low if d.low > 0 else -d.high) - errors[1]  # > 0: checked before
+        return (errors[0] + kids[0].reach.magnitude * errors[1] / nearest) / nearest + own
+    if name in ("ge", "gt", "le", "lt", "rank"):
+        return 0.0  # exactly 0 or 1 (or a rank); a flip near the threshold is in the interval
+    if name == "where":
+        return max(errors[1], errors[2])
+    return max(errors)  # minimum, maximum, neg, abs: no rounding of their own
 
 
 def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def intervals(root: n.Node, owner: str = "resolve") -> dict[int, tuple[Interval, Interval]]:
-    """(support, reach) of every node of the tree, by id, computed bottom-up without recursion.
-    Raises ``NonFiniteError`` for a divisor whose support contains 0."""
-    found: dict[int, tuple[Interval, Interval]] = {}
+def intervals(root: n.Node, dtype: str = "float64", owner: str = "resolve") -> dict[int, Bounds]:
+    """``Bounds`` of every node of the tree, by id, computed bottom-up without recursion, for a
+    plan computed in ``dtype``'s working precision. Raises ``NonFiniteError`` for a divisor whose
+    support (widened by its rounding error) contains 0."""
+    eps = _EPS["float64" if dtype == "float64" else "float32"]
+    found: dict[int, Bounds] = {}
     stack: list[tuple[n.Node, bool]] = [(root, False)]
     while stack:
         node, expanded = stack.pop()
@@ -173,9 +217,11 @@ def intervals(root: n.Node, owner: str = "resolve") -> dict[int, tuple[Interval,
             continue
         kids = n.children(node)
         if not kids:
-            found[id(node)] = _leaf(node)
+            support, reach = _leaf(node)
+            # A draw rounds a few times (scale, shift, inverse CDF): a few units of the magnitude.
+            found[id(node)] = Bounds(support, reach, 4 * eps * reach.magnitude)
         elif expanded:
-            found[id(node)] = _combine(node, [found[id(k)] for k in kids], owner)
+            found[id(node)] = _combine(node, [found[id(k)] for k in kids], owner, eps)
         else:
             stack.append((node, True))
             stack.extend((k, False) for k in reversed(kids) if id(k) not in found)
@@ -189,29 +235,32 @@ def check_finite(root: n.Node, dtype: str, owner: str = "resolve") -> Interval:
     (every backend does at least that), so they are held to that range; the final values to the
     target dtype's.
     """
-    found = intervals(root, owner)
+    found = intervals(root, dtype, owner)
     nodes = _nodes(root)
     compute = "float64" if dtype == "float64" else "float32"
     limit = LARGEST[compute]
-    for node_id, (_, reach) in found.items():
+    for node_id, bounds in found.items():
         node = nodes[node_id]
         # A uniform draw computes low + (high - low) u: its width must be finite too.
         width = node.high - node.low if isinstance(node, n.Uniform) else 0.0
-        if not max(reach.magnitude, width) <= limit:
+        if not max(bounds.reach.magnitude, width) <= limit:
             raise NonFiniteError(f"{owner} cannot be drawn with finite values: "
-                                 f"{_short(node.describe())} reaches {reach.magnitude:.4g}, beyond "
+                                 f"{_short(node.describe())} reaches {bounds.reach.magnitude:.4g}, beyond "
                                  f"{compute}'s largest finite value {limit:.4g}")
-    support, reach = found[id(root)]
-    if not reach.magnitude <= LARGEST[dtype]:
+    root_bounds = found[id(root)]
+    if not root_bounds.reach.magnitude <= LARGEST[dtype]:
         raise NonFiniteError(f"{owner} cannot be drawn with finite values in {dtype}: its values "
-                             f"reach {reach.magnitude:.4g}, beyond {dtype}'s largest finite value "
-                             f"{LARGEST[dtype]:.4g}")
-    return support
+                             f"reach {root_bounds.reach.magnitude:.4g}, beyond {dtype}'s largest finite "
+                             f"value {LARGEST[dtype]:.4g}")
+    return root_bounds.support
 
 
-def magnitude(root: n.Node) -> float:
-    """The largest magnitude any node of the tree reaches (for rounding allowances)."""
-    return max(reach.magnitude for _, reach in intervals(root).values())
+def rounding_allowance(root: n.Node, dtype: str) -> float:
+    """How far computed values may stray outside the root's exact support through rounding in
+    ``dtype``'s working precision (plus the final cast), for checks of drawn values."""
+    bounds = intervals(root, dtype)[id(root)]
+    # The final cast rounds relative to the value, or by a subnormal step near 0.
+    return bounds.slack + 2 * _EPS[dtype] * bounds.reach.magnitude + _SUBNORMAL_STEP[dtype]
 
 
 def _nodes(root: n.Node) -> dict[int, n.Node]:

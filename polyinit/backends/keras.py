@@ -159,8 +159,12 @@ class Initializer(keras.initializers.Initializer):
 
 
 def to_numpy(tensor) -> np.ndarray:
-    return np.asarray(ops.convert_to_numpy(ops.cast(tensor, "float32") if str(tensor.dtype).endswith(
-        "bfloat16") else tensor), dtype=np.float64)
+    # Flattened first: TensorFlow cannot hand numpy a 0-d tensor that went through a cast.
+    shape = tuple(tensor.shape)
+    flat = ops.reshape(tensor, (-1,))
+    if str(tensor.dtype).endswith("bfloat16"):
+        flat = ops.cast(flat, "float32")
+    return np.asarray(ops.convert_to_numpy(flat), dtype=np.float64).reshape(shape)
 
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
