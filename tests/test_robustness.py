@@ -404,3 +404,25 @@ def test_identity_and_dirac_moments_in_closed_form():
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_float64_values_too_large_for_moments_promise_no_numbers():
+    for spec in (pi.Uniform(low=1e100, high=1e101), pi.Uniform(low=1e100, high=1e101) * 2.0, pi.Constant(value=1e200)):
+        stats = pi.resolve(spec, (4,), dtype="float64").stats
+        assert stats.moments is None and stats.var is None and math.isfinite(stats.high)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: pi.compute_fans((2.5, 3), pi.OUT_IN), "shape"),
+    (lambda: pi.compute_fans((4, 3), "out in"), None),
+    (lambda: pi.compute_fans((4, 3), 7), "layout"),
+    (lambda: pi.preset(["torch"], "dense"), "no layout for framework"),
+    (lambda: pi.backends.numpy.draw("plan", np.random.default_rng(0)), "Plan"),
+    (lambda: pi.backends.numpy.draw(pi.resolve(pi.Normal(), (2,)), np.random.seed), "Generator"),
+])
+def test_helpers_validate_through_the_same_path(call, match):
+    if match is None:
+        assert call() == pi.Fans(fan_in=3, fan_out=4, receptive=1)  # a string layout works
+        return
+    with pytest.raises(pi.PolyinitError, match=match):
+        call()

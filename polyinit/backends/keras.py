@@ -103,6 +103,10 @@ class Primitives:
 
 def draw(plan: Plan, seed: Any):
     """A draw of ``plan``; ``seed`` is an int or a ``keras.random.SeedGenerator``."""
+    if not isinstance(plan, Plan):
+        raise PolyinitError(f"keras backend: expected a polyinit Plan, received {plan!r}")
+    if not isinstance(seed, keras.random.SeedGenerator):
+        seed = check.seed("keras backend", seed)
     if plan.size == 0:
         return ops.zeros(plan.shape, dtype=plan.dtype)
     if plan.dtype == "float64" and keras.backend.backend() == "jax":
