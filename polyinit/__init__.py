@@ -27,8 +27,8 @@ from polyinit.backends import available_backends, backend_for, get_backend
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "BackendUnavailableError", "BilinearUpsampling", "NonFiniteError", "Blocks", "Constant", "DeltaOrthogonal",
-    "Dirac", "Fans", "IN_OUT", "Identity", "Layout", "Normal", "NotExpressibleError", "OUT_IN",
+    "BackendError", "BackendUnavailableError", "BilinearUpsampling", "Blocks", "Constant",
+    "DeltaOrthogonal", "Dirac", "NonFiniteError", "Fans", "IN_OUT", "Identity", "Layout", "Normal", "NotExpressibleError", "OUT_IN",
     "Orthogonal", "Plan", "PolyinitError", "SerializationError", "ShapeError", "Sparse", "Spec",
     "SpecError", "Stats", "TruncatedNormal", "Uniform", "VarianceScaling", "available_backends",
     "backend_for", "calculate_gain", "clip", "compute_fans", "constant", "from_dict", "from_json",

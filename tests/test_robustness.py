@@ -238,7 +238,8 @@ def _nested(depth):
 
 
 def test_deep_expressions_are_refused_with_the_limit():
-    with pytest.raises(pi.SpecError, match=f"nested {MAX_DEPTH + 1} levels deep; polyinit supports at most {MAX_DEPTH}"):
+    match = f"nested {MAX_DEPTH + 1} levels deep; polyinit supports at most {MAX_DEPTH}"
+    with pytest.raises(pi.SpecError, match=match):
         _nested(350)
 
 

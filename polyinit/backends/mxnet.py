@@ -29,7 +29,7 @@ import numpy as np
 
 from polyinit import _validate as check
 from polyinit.backends import numpy as reference
-from polyinit.errors import PolyinitError
+from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import OUT_IN, Layout
 from polyinit.plan import resolve
 from polyinit.serialize import from_dict, to_dict
@@ -143,6 +143,9 @@ DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray 
 
 def sample_plan(plan, seed: int) -> Any:
     """The conformance hook: a fresh array filled by ``Polyinit`` as a weight, the MXNet way."""
+    if _mx is not None and (plan.shape == () or plan.size == 0):
+        raise NotExpressibleError("mxnet backend: MXNet 1.x NDArrays have no 0-d or zero-size "
+                                  f"shape; refusing {plan.spec!r} at shape {plan.shape}")
     arr = _mx.nd.zeros(plan.shape, dtype=plan.dtype) if _mx is not None else np.empty(plan.shape, plan.dtype)
     Polyinit(plan.spec, plan.layout or DEFAULT_LAYOUT, seed)("param_weight", arr)
     return arr
