@@ -362,6 +362,10 @@ def test_plans_are_frozen_and_the_cache_cannot_be_corrupted():
     again = pi.resolve(pi.Normal(std=0.5), (3, 4))
     assert again.dtype == "float32" and again.root.std == 0.5
     assert plan.stats is plan.stats  # computed once, cached on the instance
+    expression = pi.resolve(abs(pi.Normal()) * 2.0, (5,))
+    promise = expression.promise
+    assert callable(promise) and expression.stats.mean == pytest.approx(2 * math.sqrt(2 / math.pi), rel=1e-5)
+    assert expression.promise is promise  # the lazy statistics never rewrite a public field
 
 
 def _largest_array_reachable(obj, limit=20000):
