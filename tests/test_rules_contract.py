@@ -366,3 +366,65 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+# The presets as polyinit.layout held them before they moved into the framework records.
+PRESETS = {
+    ("torch", "dense"): ("out in", "out in"), ("torch", "conv"): ("out in *", "out in *"),
+    ("torch", "conv_transpose"): ("out in *", "in out *"), ("torch", "embedding"): ("out in", "in out"),
+    ("torch", "depthwise_conv"): ("out in *", "out in *"),
+    ("keras", "dense"): ("in out", "in out"), ("keras", "conv"): ("* in out", "* in out"),
+    ("keras", "conv_transpose"): ("* in out", "* out in"), ("keras", "depthwise_conv"): ("* in out", "* batch out"),
+    ("keras", "embedding"): ("in out", "in out"),
+    ("flax", "dense"): ("in out", "in out"), ("flax", "conv"): ("* in out", "* in out"),
+    ("flax", "conv_transpose"): ("* in out", "* in out"), ("flax", "embedding"): ("in out", "in out"),
+    ("flax", "depthwise_conv"): ("* in out", "* in out"),
+    ("mxnet", "dense"): ("out in", "out in"), ("mxnet", "conv"): ("out in *", "out in *"),
+    ("mxnet", "conv_transpose"): ("out in *", "in out *"), ("mxnet", "embedding"): ("in out", "in out"),
+    ("mxnet", "depthwise_conv"): ("out in *", "out in *"),
+}
+PRESETS.update({("jax", k): v for (f, k), v in list(PRESETS.items()) if f == "flax"})
+PRESETS.update({("haiku", k): v for (f, k), v in list(PRESETS.items()) if f == "keras"})
+
+
+def test_layout_presets_unchanged_by_the_move_into_framework_records():
+    got = {key: (pi.preset(*key).pattern, pi.preset(*key, native=False).pattern) for key in PRESETS}
+    assert got == PRESETS
+    with pytest.raises(pi.SpecError, match="no layout for framework='torch', kind='lstm'"):
+        pi.preset("torch", "lstm")
+
+
+def _semantic_fans(model, path_part, **options):
+    rules = R.Rules([(R.role("weight"), pi.glorot_uniform()), (R.every(), R.KEEP)])
+    rows = [r for r in R.apply(model, rules, fans="semantic", **options).rows if r.rule_index == 0]
+    return {(r.fan_in, r.fan_out, r.drawn) for r in rows if path_part in r.path}
+
+
+def test_semantic_fans_agree_across_frameworks():
+    L, r = keras.layers, nnx.Rngs(0)
+
+    def keras_layer(layer, shape):
+        return keras.Sequential([keras.Input(shape), layer])
+
+    cases = {
+        # grouped conv, 8 -> 8 channels in 2 groups: each output sees 4 channels x 9
+        "grouped": [(torch.nn.Conv2d(8, 8, 3, groups=2), "weight"), (keras_layer(L.Conv2D(8, 3, groups=2), (6, 6, 8)), "kernel"),
+                    (nnx.Conv(8, 8, (3, 3), feature_group_count=2, rngs=r), "kernel")],
+        # depthwise 3x3 on 6 channels: fan_in 9
+        "depthwise": [(torch.nn.Conv2d(6, 6, 3, groups=6), "weight"), (keras_layer(L.DepthwiseConv2D(3), (6, 6, 6)), "kernel"),
+                      (nnx.Conv(6, 6, (3, 3), feature_group_count=6, rngs=r), "kernel")],
+        # transposed 4 -> 6 channels: fan_in 4 x 9, fan_out 6 x 9
+        "transposed": [(torch.nn.ConvTranspose2d(4, 6, 3), "weight"), (keras_layer(L.Conv2DTranspose(6, 3), (6, 6, 4)), "kernel"),
+                       (nnx.ConvTranspose(4, 6, (3, 3), rngs=r), "kernel")],
+        # packed q/k/v of width 64 against per-projection kernels: each (64 -> 64)
+        "attention": [(torch.nn.MultiheadAttention(64, 4), "in_proj_weight"),
+                      (nnx.MultiHeadAttention(num_heads=4, in_features=64, decode=False, rngs=r), "query/kernel")],
+    }
+    expected = {"grouped": (36, 36), "depthwise": (9, 9), "transposed": (36, 54), "attention": (64, 64)}
+    for case, models in cases.items():
+        found = [_semantic_fans(model, part) for model, part in models]
+        assert all(len(f) == 1 for f in found) and len(set.union(*found)) == 1, (case, found)
+        assert next(iter(found[0]))[:2] == expected[case], case
+    mha = keras.layers.MultiHeadAttention(num_heads=4, key_dim=16)
+    mha(keras.ops.zeros((1, 2, 64)), keras.ops.zeros((1, 2, 64)))
+    assert _semantic_fans(mha, "query/kernel") == _semantic_fans(torch.nn.MultiheadAttention(64, 4), "in_proj_weight")
