@@ -359,7 +359,7 @@ def test_one_architecture_gives_one_record_sequence_in_every_framework():
         assert [_records(m) for m in models] == torch_records, name
 
 
-@pytest.mark.parametrize("module", ["polyinit.rules", "polyinit.params", "polyinit.frameworks"])
+@pytest.mark.parametrize("module", ["polyinit.rules", "polyinit.selectors", "polyinit.params", "polyinit.frameworks"])
 def test_docstring_examples(module):
     import doctest
     import importlib
