@@ -428,3 +428,44 @@ def test_semantic_fans_agree_across_frameworks():
     mha = keras.layers.MultiHeadAttention(num_heads=4, key_dim=16)
     mha(keras.ops.zeros((1, 2, 64)), keras.ops.zeros((1, 2, 64)))
     assert _semantic_fans(mha, "query/kernel") == _semantic_fans(torch.nn.MultiheadAttention(64, 4), "in_proj_weight")
+
+
+def test_the_same_weights_in_another_process():
+    import os
+    import subprocess
+    import sys
+
+    script = ("import torch, polyinit as pi\nfrom polyinit import rules as R\n"
+              "torch.manual_seed(123)\n"
+              "m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))\n"
+              "R.apply(m, R.Rules([(R.every(), pi.Normal(std=1.0))], seed=9))\n"
+              "print(repr([round(float(x), 6) for p in m.parameters() for x in p.detach().flatten()]))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    model = seq()
+    R.apply(model, R.Rules([(R.every(), pi.Normal(std=1.0))], seed=9))
+    here = [round(float(x), 6) for p in model.parameters() for x in p.detach().flatten()]
+    assert out.stdout.strip() == repr(here)
+
+
+def test_nnx_failing_write_is_rolled_back(monkeypatch):
+    from polyinit.frameworks import flax as fwalk
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.a, self.b = nnx.Linear(3, 4, rngs=rngs), nnx.Linear(4, 2, rngs=rngs)
+
+    net = Net(nnx.Rngs(0))
+    before = [np.asarray(v) for v in jax.tree_util.tree_leaves(nnx.state(net, nnx.Param))]
+    real = fwalk.NnxWalker.draw
+    count = []
+
+    def draw(self, param, plan, seed):
+        count.append(1)
+        return real(self, param, plan, seed) if len(count) < 3 else "not an array"
+
+    monkeypatch.setattr(fwalk.NnxWalker, "draw", draw)
+    with pytest.raises(R.ModelError, match="restored"):
+        R.apply(net, R.Rules([(R.every(), pi.ones())]))
+    after = [np.asarray(v) for v in jax.tree_util.tree_leaves(nnx.state(net, nnx.Param))]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
