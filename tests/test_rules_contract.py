@@ -469,3 +469,52 @@ def test_nnx_failing_write_is_rolled_back(monkeypatch):
         R.apply(net, R.Rules([(R.every(), pi.ones())]))
     after = [np.asarray(v) for v in jax.tree_util.tree_leaves(nnx.state(net, nnx.Param))]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+class ToyModel:
+    """A framework nobody wrote a walker for: layers as (class name, {leaf: numpy array})."""
+
+    def __init__(self):
+        self.layers = [("Dense", {"kernel": np.zeros((3, 5), np.float32), "bias": np.zeros(5, np.float32)}),
+                       ("Dense", {"kernel": np.zeros((5, 2), np.float32), "bias": np.zeros(2, np.float32)})]
+
+
+class ToyWalker:
+    returns_new = False
+
+    def walk(self, model):
+        from polyinit.frameworks._walk import Builder
+
+        builder = Builder("in out", sep=".")
+        for i, (kind, leaves) in enumerate(model.layers):
+            rows = [(leaf, a, id(a), a.shape, a.dtype.name, True, "cpu") for leaf, a in leaves.items()]
+            builder.layer(str(i), None, rows, key_prefix=str(i), kind=kind.lower())
+        self.arrays = builder.handles
+        return builder.finish()
+
+    def draw(self, param, plan, seed):
+        from polyinit.backends.numpy import draw
+
+        return draw(plan, np.random.default_rng(seed))
+
+    def write(self, model, drawn):
+        for param, values in drawn:
+            if values is not None:
+                self.arrays[param.path][...] = values
+        return model
+
+    def read(self, model, param):
+        return self.arrays[param.path]
+
+
+def test_a_new_framework_is_one_record():
+    from polyinit.frameworks import Framework, frameworks, register_framework
+
+    register_framework(Framework(name="toy", display="Toy", detect=lambda m: isinstance(m, ToyModel),
+                                 walker=ToyWalker, presets={"dense": ("in out", "in out")}))
+    assert "toy" in [f.name for f in frameworks()] and pi.preset("toy", "dense").pattern == "in out"
+    model = ToyModel()
+    report = R.apply(model, R.Rules([(R.kind("dense") & R.last() & R.role("weight"), pi.ones()),
+                                     (R.role("weight"), pi.glorot_uniform()), (R.role("bias"), pi.zeros())]))
+    assert [r.path for r in report.rows] == ["0.kernel", "0.bias", "1.kernel", "1.bias"]
+    assert np.all(model.layers[1][1]["kernel"] == 1) and report.rows[0].fan_in == 3
