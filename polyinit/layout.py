@@ -93,7 +93,10 @@ def compute_fans(shape: Sequence[int], layout: "Layout | None") -> Fans:
     >>> compute_fans((3, 3, 16, 32), IN_OUT)       # Keras Conv2D(32, 3) on 16 channels
     Fans(fan_in=144, fan_out=288, receptive=9)
     """
-    shape = tuple(shape)
+    from polyinit import _validate as check
+
+    shape = check.shape("compute_fans", shape)
+    layout = check.layout("compute_fans", layout)
     if layout is None:
         raise ShapeError(f"this scheme needs fans, so it needs a layout: shape {shape} has none; "
                          "pass layout=polyinit.OUT_IN (torch, MXNet) or polyinit.IN_OUT (Keras, Flax)")

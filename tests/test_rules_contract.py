@@ -359,10 +359,162 @@ def test_one_architecture_gives_one_record_sequence_in_every_framework():
         assert [_records(m) for m in models] == torch_records, name
 
 
-@pytest.mark.parametrize("module", ["polyinit.rules", "polyinit.params", "polyinit.frameworks"])
+@pytest.mark.parametrize("module", ["polyinit.rules", "polyinit.selectors", "polyinit.params", "polyinit.frameworks"])
 def test_docstring_examples(module):
     import doctest
     import importlib
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+# The presets as polyinit.layout held them before they moved into the framework records.
+PRESETS = {
+    ("torch", "dense"): ("out in", "out in"), ("torch", "conv"): ("out in *", "out in *"),
+    ("torch", "conv_transpose"): ("out in *", "in out *"), ("torch", "embedding"): ("out in", "in out"),
+    ("torch", "depthwise_conv"): ("out in *", "out in *"),
+    ("keras", "dense"): ("in out", "in out"), ("keras", "conv"): ("* in out", "* in out"),
+    ("keras", "conv_transpose"): ("* in out", "* out in"), ("keras", "depthwise_conv"): ("* in out", "* batch out"),
+    ("keras", "embedding"): ("in out", "in out"),
+    ("flax", "dense"): ("in out", "in out"), ("flax", "conv"): ("* in out", "* in out"),
+    ("flax", "conv_transpose"): ("* in out", "* in out"), ("flax", "embedding"): ("in out", "in out"),
+    ("flax", "depthwise_conv"): ("* in out", "* in out"),
+    ("mxnet", "dense"): ("out in", "out in"), ("mxnet", "conv"): ("out in *", "out in *"),
+    ("mxnet", "conv_transpose"): ("out in *", "in out *"), ("mxnet", "embedding"): ("in out", "in out"),
+    ("mxnet", "depthwise_conv"): ("out in *", "out in *"),
+}
+PRESETS.update({("jax", k): v for (f, k), v in list(PRESETS.items()) if f == "flax"})
+PRESETS.update({("haiku", k): v for (f, k), v in list(PRESETS.items()) if f == "keras"})
+
+
+def test_layout_presets_unchanged_by_the_move_into_framework_records():
+    got = {key: (pi.preset(*key).pattern, pi.preset(*key, native=False).pattern) for key in PRESETS}
+    assert got == PRESETS
+    with pytest.raises(pi.SpecError, match="no layout for framework='torch', kind='lstm'"):
+        pi.preset("torch", "lstm")
+
+
+def _semantic_fans(model, path_part, **options):
+    rules = R.Rules([(R.role("weight"), pi.glorot_uniform()), (R.every(), R.KEEP)])
+    rows = [r for r in R.apply(model, rules, fans="semantic", **options).rows if r.rule_index == 0]
+    return {(r.fan_in, r.fan_out, r.drawn) for r in rows if path_part in r.path}
+
+
+def test_semantic_fans_agree_across_frameworks():
+    L, r = keras.layers, nnx.Rngs(0)
+
+    def keras_layer(layer, shape):
+        return keras.Sequential([keras.Input(shape), layer])
+
+    cases = {
+        # grouped conv, 8 -> 8 channels in 2 groups: each output sees 4 channels x 9
+        "grouped": [(torch.nn.Conv2d(8, 8, 3, groups=2), "weight"), (keras_layer(L.Conv2D(8, 3, groups=2), (6, 6, 8)), "kernel"),
+                    (nnx.Conv(8, 8, (3, 3), feature_group_count=2, rngs=r), "kernel")],
+        # depthwise 3x3 on 6 channels: fan_in 9
+        "depthwise": [(torch.nn.Conv2d(6, 6, 3, groups=6), "weight"), (keras_layer(L.DepthwiseConv2D(3), (6, 6, 6)), "kernel"),
+                      (nnx.Conv(6, 6, (3, 3), feature_group_count=6, rngs=r), "kernel")],
+        # transposed 4 -> 6 channels: fan_in 4 x 9, fan_out 6 x 9
+        "transposed": [(torch.nn.ConvTranspose2d(4, 6, 3), "weight"), (keras_layer(L.Conv2DTranspose(6, 3), (6, 6, 4)), "kernel"),
+                       (nnx.ConvTranspose(4, 6, (3, 3), rngs=r), "kernel")],
+        # packed q/k/v of width 64 against per-projection kernels: each (64 -> 64)
+        "attention": [(torch.nn.MultiheadAttention(64, 4), "in_proj_weight"),
+                      (nnx.MultiHeadAttention(num_heads=4, in_features=64, decode=False, rngs=r), "query/kernel")],
+    }
+    expected = {"grouped": (36, 36), "depthwise": (9, 9), "transposed": (36, 54), "attention": (64, 64)}
+    for case, models in cases.items():
+        found = [_semantic_fans(model, part) for model, part in models]
+        assert all(len(f) == 1 for f in found) and len(set.union(*found)) == 1, (case, found)
+        assert next(iter(found[0]))[:2] == expected[case], case
+    mha = keras.layers.MultiHeadAttention(num_heads=4, key_dim=16)
+    mha(keras.ops.zeros((1, 2, 64)), keras.ops.zeros((1, 2, 64)))
+    assert _semantic_fans(mha, "query/kernel") == _semantic_fans(torch.nn.MultiheadAttention(64, 4), "in_proj_weight")
+
+
+def test_the_same_weights_in_another_process():
+    import os
+    import subprocess
+    import sys
+
+    script = ("import torch, polyinit as pi\nfrom polyinit import rules as R\n"
+              "torch.manual_seed(123)\n"
+              "m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))\n"
+              "R.apply(m, R.Rules([(R.every(), pi.Normal(std=1.0))], seed=9))\n"
+              "print(repr([round(float(x), 6) for p in m.parameters() for x in p.detach().flatten()]))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    model = seq()
+    R.apply(model, R.Rules([(R.every(), pi.Normal(std=1.0))], seed=9))
+    here = [round(float(x), 6) for p in model.parameters() for x in p.detach().flatten()]
+    assert out.stdout.strip() == repr(here)
+
+
+def test_nnx_failing_write_is_rolled_back(monkeypatch):
+    from polyinit.frameworks import flax as fwalk
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.a, self.b = nnx.Linear(3, 4, rngs=rngs), nnx.Linear(4, 2, rngs=rngs)
+
+    net = Net(nnx.Rngs(0))
+    before = [np.asarray(v) for v in jax.tree_util.tree_leaves(nnx.state(net, nnx.Param))]
+    real = fwalk.NnxWalker.draw
+    count = []
+
+    def draw(self, param, plan, seed):
+        count.append(1)
+        return real(self, param, plan, seed) if len(count) < 3 else "not an array"
+
+    monkeypatch.setattr(fwalk.NnxWalker, "draw", draw)
+    with pytest.raises(R.ModelError, match="restored"):
+        R.apply(net, R.Rules([(R.every(), pi.ones())]))
+    after = [np.asarray(v) for v in jax.tree_util.tree_leaves(nnx.state(net, nnx.Param))]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+class ToyModel:
+    """A framework nobody wrote a walker for: layers as (class name, {leaf: numpy array})."""
+
+    def __init__(self):
+        self.layers = [("Dense", {"kernel": np.zeros((3, 5), np.float32), "bias": np.zeros(5, np.float32)}),
+                       ("Dense", {"kernel": np.zeros((5, 2), np.float32), "bias": np.zeros(2, np.float32)})]
+
+
+class ToyWalker:
+    returns_new = False
+
+    def walk(self, model):
+        from polyinit.frameworks._walk import Builder
+
+        builder = Builder("in out", sep=".")
+        for i, (kind, leaves) in enumerate(model.layers):
+            rows = [(leaf, a, id(a), a.shape, a.dtype.name, True, "cpu") for leaf, a in leaves.items()]
+            builder.layer(str(i), None, rows, key_prefix=str(i), kind=kind.lower())
+        self.arrays = builder.handles
+        return builder.finish()
+
+    def draw(self, param, plan, seed):
+        from polyinit.backends.numpy import draw
+
+        return draw(plan, np.random.default_rng(seed))
+
+    def write(self, model, drawn):
+        for param, values in drawn:
+            if values is not None:
+                self.arrays[param.path][...] = values
+        return model
+
+    def read(self, model, param):
+        return self.arrays[param.path]
+
+
+def test_a_new_framework_is_one_record():
+    from polyinit.frameworks import Framework, frameworks, register_framework
+
+    register_framework(Framework(name="toy", display="Toy", detect=lambda m: isinstance(m, ToyModel),
+                                 walker=ToyWalker, presets={"dense": ("in out", "in out")}))
+    assert "toy" in [f.name for f in frameworks()] and pi.preset("toy", "dense").pattern == "in out"
+    model = ToyModel()
+    report = R.apply(model, R.Rules([(R.kind("dense") & R.last() & R.role("weight"), pi.ones()),
+                                     (R.role("weight"), pi.glorot_uniform()), (R.role("bias"), pi.zeros())]))
+    assert [r.path for r in report.rows] == ["0.kernel", "0.bias", "1.kernel", "1.bias"]
+    assert np.all(model.layers[1][1]["kernel"] == 1) and report.rows[0].fan_in == 3

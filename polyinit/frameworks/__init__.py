@@ -137,8 +137,12 @@ def module_type_of(obj: Any) -> tuple[Optional[ModuleType], str]:
 def preset(framework: str, kind: str, *, native: bool = True) -> Layout:
     """The layout of a ``kind`` weight in ``framework`` (see ``polyinit.layout.preset``)."""
     _load()
-    record = _FRAMEWORKS.get(framework)
-    if record is None or kind not in record.presets:
+    try:
+        record = _FRAMEWORKS.get(framework)
+        known = record is not None and kind in record.presets
+    except TypeError:  # not even hashable
+        record, known = None, False
+    if not known:
         kinds = sorted({k for f in _FRAMEWORKS.values() for k in f.presets})
         names = sorted(n for n, f in _FRAMEWORKS.items() if f.presets)
         raise SpecError(f"preset: no layout for framework={framework!r}, kind={kind!r}; "

@@ -59,7 +59,8 @@ class Builder:
             return
         for leaf, ptype in entry.params.items():
             if self.sep in leaf or "." in leaf:
-                self.overrides[f"{prefix}{self.sep}{leaf.replace('.', self.sep)}" if prefix else leaf] = ptype
+                leaf = leaf.replace(".", self.sep)
+                self.overrides[f"{prefix}{self.sep}{leaf}" if prefix else leaf] = ptype
 
     def layer(self, layer_path: str, module: Any, own: list[tuple], *, key_prefix: str,
               kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[dict] = None) -> None:
