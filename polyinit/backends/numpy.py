@@ -14,7 +14,6 @@ True
 from __future__ import annotations
 
 import importlib.util
-import math
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -134,6 +133,8 @@ def numpy_dtype(name: str) -> np.dtype:
 
 def draw(plan: Plan, rng: np.random.Generator) -> np.ndarray:
     """Draw a resolved plan with ``rng``; the result has the plan's shape and dtype."""
+    if not isinstance(plan, Plan):
+        raise PolyinitError(f"numpy backend: expected a polyinit Plan, received {plan!r}")
     if not isinstance(rng, np.random.Generator):
         raise PolyinitError(f"numpy backend: rng must be a numpy.random.Generator (never the global "
                             f"RNG), received {rng!r}")
@@ -196,3 +197,22 @@ def device_of(array: np.ndarray) -> str:
 
 def default_device() -> str:
     return "cpu"
+
+
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "", out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
+    of every other backend with the same (seed, key) (see ``polyinit.portable``), written into
+    ``out`` (C-contiguous, the plan's shape and dtype) or a fresh array, in chunks.
+
+    >>> from polyinit import Normal
+    >>> draw_portable(resolve(Normal(std=1.0), (2, 2)), seed=0, key="w").shape
+    (2, 2)
+    """
+    from polyinit.portable import evaluate
+    from polyinit.portable.xp_numpy import Ops
+
+    if out is not None and (out.shape != plan.shape or out.dtype != numpy_dtype(plan.dtype)
+                            or not out.flags.c_contiguous):
+        raise PolyinitError(f"numpy backend: draw_portable needs out of shape {plan.shape} and dtype "
+                            f"{plan.dtype}, C-contiguous; received {out.shape} {out.dtype}")
+    return evaluate.draw(Ops(), plan, seed, key, out)
