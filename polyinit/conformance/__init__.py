@@ -18,9 +18,10 @@ One room, five parts:
 True
 """
 
-from polyinit.conformance.checks import (ALPHA, Check, check, failures, required_samples,
-                                         samples_needed)
+from polyinit.conformance.checks import (ALPHA, Check, check, failures, kolmogorov_pvalue,
+                                         required_samples, samples_needed, z_value)
 from polyinit.conformance.runner import SUITE_ALPHA, STANDARD_SHAPES, CaseResult, applicable, run, run_case
 
-__all__ = ["ALPHA", "SUITE_ALPHA", "Check", "check", "failures", "required_samples", "samples_needed",
+__all__ = ["ALPHA", "SUITE_ALPHA", "Check", "check", "failures", "kolmogorov_pvalue", "required_samples",
+           "samples_needed", "z_value",
            "STANDARD_SHAPES", "CaseResult", "applicable", "run", "run_case"]
