@@ -26,3 +26,18 @@ def test_unknown_required_name(monkeypatch):
     monkeypatch.setenv("POLYINIT_TEST_BACKENDS", "numpy,caffe")
     with pytest.raises(pi.PolyinitError, match="caffe"):
         testing.backends_for_run()
+
+
+def test_an_uninstalled_framework_is_excused_only_when_not_required(monkeypatch):
+    from polyinit.conformance.selection import FRAMEWORKS, uninstalled_framework
+
+    monkeypatch.setattr(testing, "FRAMEWORKS", FRAMEWORKS + ("no_such_framework_xyz",))
+    monkeypatch.setitem(testing._BACKEND_OF, "no_such_framework_xyz", "fakeframe")
+    monkeypatch.setitem(backends.REGISTRY, "fakeframe", ("polyinit.backends.fakeframe", "no_such_framework_xyz", "fake"))
+    error = ModuleNotFoundError("No module named 'no_such_framework_xyz'", name="no_such_framework_xyz")
+    monkeypatch.delenv("POLYINIT_TEST_BACKENDS", raising=False)
+    assert uninstalled_framework(error) == "no_such_framework_xyz"
+    monkeypatch.setenv("POLYINIT_TEST_BACKENDS", "numpy,fakeframe")
+    assert uninstalled_framework(error) is None  # required: the failure stands
+    assert uninstalled_framework(ModuleNotFoundError("x", name="numpy")) is None  # installed
+    assert uninstalled_framework(ValueError("no import")) is None

@@ -90,3 +90,22 @@ def not_tested(root: "str | os.PathLike", missing_backends: "list[str]") -> list
         if lacking:
             lines.append(f"{path.relative_to(pathlib.Path(root).parent)}: not collected, needs {', '.join(lacking)}")
     return lines
+
+
+# The backend each framework package serves (a required backend's framework is never excused).
+_BACKEND_OF = {"torch": "torch", "tensorflow": "keras", "keras": "keras", "jax": "jax", "flax": "jax",
+               "haiku": "jax", "mxnet": "mxnet"}
+
+
+def uninstalled_framework(error: BaseException) -> "str | None":
+    """The framework ``error`` (an ImportError) failed to import, when it is one polyinit knows,
+    it is not installed here, and POLYINIT_TEST_BACKENDS does not require its backend; else None."""
+    import importlib.util
+
+    if not isinstance(error, ImportError) or not getattr(error, "name", None):
+        return None
+    name = error.name.split(".")[0]
+    if name not in FRAMEWORKS or importlib.util.find_spec(name) is not None:
+        return None
+    required = required_backends() or []
+    return None if _BACKEND_OF.get(name) in required else name
