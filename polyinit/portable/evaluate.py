@@ -52,7 +52,7 @@ _COMPARE = {"ge": "greater_equal", "gt": "greater", "le": "less_equal", "lt": "l
 
 
 class _Prims:
-    """``nodes.evaluate`` primitives drawing portably; with ``span`` set, leaves and fills give
+    """Node primitives (as in ``nodes.evaluate``) drawing portably; with ``span`` set, leaves and fills give
     only the flat elements span[0]..span[1]-1 (elementwise plans)."""
 
     def __init__(self, ops: Any, key: tuple[int, int], span: Optional[tuple[int, int]] = None):
@@ -101,18 +101,38 @@ class _Prims:
         return getattr(ops, {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}.get(name, name))(*args)
 
 
+def _run(node: n.Node, prims: _Prims, leaf_index: dict[int, int], cache: dict[int, Any]) -> Any:
+    """``nodes.evaluate`` without its self-referencing closure: that closure is a reference cycle,
+    so its cache of intermediate arrays lives until the next garbage collection, and a chunked
+    draw would hold every chunk's temporaries (measured: 1.7x the output's bytes, not 1.0x)."""
+    if id(node) in cache:
+        return cache[id(node)]
+    if isinstance(node, n.RANDOM_LEAVES):
+        value = getattr(prims, type(node).__name__)(node, leaf_index[id(node)])
+    elif isinstance(node, (n.Fill, n.Fixed)):
+        value = getattr(prims, type(node).__name__)(node)
+    elif isinstance(node, n.Concat):
+        value = prims.Concat(node, [_run(c, prims, leaf_index, cache) for c in node.children])
+    elif isinstance(node, n.Op):
+        value = prims.Op(node, [_run(a, prims, leaf_index, cache) for a in node.args])
+    else:  # Reshape, Transpose, Scatter
+        value = getattr(prims, type(node).__name__)(node, _run(node.child, prims, leaf_index, cache))
+    cache[id(node)] = value
+    return value
+
+
 def is_elementwise(plan: Plan) -> bool:
     return n.flat_copy(plan.root, 1) is not None
 
 
 def evaluate(ops: Any, plan: Plan, key: tuple[int, int]) -> Any:
     """The whole plan as one float32 array of the plan's shape."""
-    return floats.positive_zero(ops, n.evaluate(plan.root, _Prims(ops, key), plan.leaf_index))
+    return floats.positive_zero(ops, _run(plan.root, _Prims(ops, key), plan.leaf_index, {}))
 
 
 def evaluate_span(ops: Any, plan: Plan, key: tuple[int, int], start: int, stop: int) -> Any:
     """Flat elements start..stop-1 of an elementwise plan, as float32."""
-    return floats.positive_zero(ops, n.evaluate(plan.root, _Prims(ops, key, (start, stop)), plan.leaf_index))
+    return floats.positive_zero(ops, _run(plan.root, _Prims(ops, key, (start, stop)), plan.leaf_index, {}))
 
 
 def signature(plan: Plan) -> tuple:
