@@ -155,7 +155,8 @@ def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, str
         values = ops.cast(evaluate(ops, plan, stream), plan.dtype)
         return values if out is None else ops.copy_into(out, values)
     out = ops.empty(plan.shape, plan.dtype) if out is None else out
-    for start in range(0, plan.size, CHUNK):
-        stop = min(start + CHUNK, plan.size)
+    chunk = getattr(ops, "CHUNK", CHUNK)
+    for start in range(0, plan.size, chunk):
+        stop = min(start + chunk, plan.size)
         ops.write_flat(out, start, evaluate_span(ops, plan, stream, start, stop))
     return out
