@@ -122,6 +122,12 @@ class Ops:
             return np.where(cond, np.float32(x), np.float32(y))
         return np.where(cond, x, y)
 
+    def replace_where(self, mask, base, x, fn):
+        """``base`` with fn(x) where ``mask``: fn runs on the masked elements only (the normal's
+        tails are 15% of values)."""
+        base[mask] = fn(self, x[mask])
+        return base
+
     # --- arrays -----------------------------------------------------------------------------
     def full(self, shape, value: float) -> np.ndarray:
         return np.full(shape, value, dtype=np.float32)

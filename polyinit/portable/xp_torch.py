@@ -129,6 +129,10 @@ class Ops:
                     for v in (x, y))
         return torch.where(cond, x, y)
 
+    def replace_where(self, mask, base, x, fn):
+        base[mask] = fn(self, x[mask])
+        return base
+
     # --- arrays -----------------------------------------------------------------------------
     def full(self, shape, value: float) -> torch.Tensor:
         return torch.full(shape, value, dtype=torch.float32, device=self.device)
