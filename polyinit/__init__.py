@@ -8,8 +8,9 @@
 ``import polyinit`` imports numpy only; a framework is imported when its backend is asked for.
 """
 
-from polyinit.errors import (BackendUnavailableError, NotExpressibleError, PolyinitError,
-                             SerializationError, ShapeError, SpecError)
+from polyinit.errors import (BackendError, BackendUnavailableError, NonFiniteError,
+                             NotExpressibleError, PolyinitError, SerializationError, ShapeError,
+                             SpecError)
 from polyinit.gain import calculate_gain
 from polyinit.layout import IN_OUT, OUT_IN, Fans, Layout, compute_fans, preset
 from polyinit.moments import Stats
@@ -22,16 +23,17 @@ from polyinit.spec import (BilinearUpsampling, Blocks, Constant, DeltaOrthogonal
                            Normal, Orthogonal, Sparse, Spec, TruncatedNormal, Uniform,
                            VarianceScaling, clip, where)
 from polyinit.backends import available_backends, backend_for, get_backend
+from polyinit.transfer import transfer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "BilinearUpsampling", "Blocks", "Constant", "DeltaOrthogonal",
-    "Dirac", "Fans", "IN_OUT", "Identity", "Layout", "Normal", "NotExpressibleError", "OUT_IN",
+    "BackendError", "BackendUnavailableError", "BilinearUpsampling", "Blocks", "Constant",
+    "DeltaOrthogonal", "Dirac", "NonFiniteError", "Fans", "IN_OUT", "Identity", "Layout", "Normal", "NotExpressibleError", "OUT_IN",
     "Orthogonal", "Plan", "PolyinitError", "SerializationError", "ShapeError", "Sparse", "Spec",
     "SpecError", "Stats", "TruncatedNormal", "Uniform", "VarianceScaling", "available_backends",
     "backend_for", "calculate_gain", "clip", "compute_fans", "constant", "from_dict", "from_json",
     "get_backend", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "kaiming_normal",
     "kaiming_uniform", "lecun_normal", "lecun_uniform", "lstm_bias", "lstm_kernel", "ones",
-    "preset", "resolve", "to_dict", "to_json", "where", "xavier_normal", "xavier_uniform", "zeros",
+    "preset", "resolve", "to_dict", "to_json", "transfer", "where", "xavier_normal", "xavier_uniform", "zeros",
 ]
