@@ -2,10 +2,10 @@
 the interface, with numpy's names).
 
 Elementwise plans (one or more iid leaves combined by elementwise ops) are evaluated in flat
-chunks of ``CHUNK`` elements written straight into the output, so a draw holds the output plus a
+chunks of ``CHUNK`` elements (or the backend's own ``Ops.CHUNK``) written straight into the output, so a draw holds the output plus a
 few cache-sized temporaries; plans with structure across elements (blocks, masks by rank, fixed
-arrays) are evaluated whole. Backends that compile (JAX) evaluate whole, every element from its
-own global index, so a sharded draw computes only its shard.
+arrays) are evaluated whole. JAX and TensorFlow evaluate whole; JAX computes every element from
+its own global index, so a sharded draw computes only its shard.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ _COMPARE = {"ge": "greater_equal", "gt": "greater", "le": "less_equal", "lt": "l
 
 
 class _Prims:
-    """``nodes.evaluate`` primitives drawing portably; with ``span`` set, leaves and fills give
+    """Node primitives (as in ``nodes.evaluate``) drawing portably; with ``span`` set, leaves and fills give
     only the flat elements span[0]..span[1]-1 (elementwise plans)."""
 
     def __init__(self, ops: Any, key: tuple[int, int], span: Optional[tuple[int, int]] = None):
@@ -101,18 +101,38 @@ class _Prims:
         return getattr(ops, {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}.get(name, name))(*args)
 
 
+def _run(node: n.Node, prims: _Prims, leaf_index: dict[int, int], cache: dict[int, Any]) -> Any:
+    """``nodes.evaluate`` without its self-referencing closure: that closure is a reference cycle,
+    so its cache of intermediate arrays lives until the next garbage collection, and a chunked
+    draw would hold every chunk's temporaries (measured: 1.7x the output's bytes, not 1.0x)."""
+    if id(node) in cache:
+        return cache[id(node)]
+    if isinstance(node, n.RANDOM_LEAVES):
+        value = getattr(prims, type(node).__name__)(node, leaf_index[id(node)])
+    elif isinstance(node, (n.Fill, n.Fixed)):
+        value = getattr(prims, type(node).__name__)(node)
+    elif isinstance(node, n.Concat):
+        value = prims.Concat(node, [_run(c, prims, leaf_index, cache) for c in node.children])
+    elif isinstance(node, n.Op):
+        value = prims.Op(node, [_run(a, prims, leaf_index, cache) for a in node.args])
+    else:  # Reshape, Transpose, Scatter
+        value = getattr(prims, type(node).__name__)(node, _run(node.child, prims, leaf_index, cache))
+    cache[id(node)] = value
+    return value
+
+
 def is_elementwise(plan: Plan) -> bool:
     return n.flat_copy(plan.root, 1) is not None
 
 
 def evaluate(ops: Any, plan: Plan, key: tuple[int, int]) -> Any:
     """The whole plan as one float32 array of the plan's shape."""
-    return floats.positive_zero(ops, n.evaluate(plan.root, _Prims(ops, key), plan.leaf_index))
+    return floats.positive_zero(ops, _run(plan.root, _Prims(ops, key), plan.leaf_index, {}))
 
 
 def evaluate_span(ops: Any, plan: Plan, key: tuple[int, int], start: int, stop: int) -> Any:
     """Flat elements start..stop-1 of an elementwise plan, as float32."""
-    return floats.positive_zero(ops, n.evaluate(plan.root, _Prims(ops, key, (start, stop)), plan.leaf_index))
+    return floats.positive_zero(ops, _run(plan.root, _Prims(ops, key, (start, stop)), plan.leaf_index, {}))
 
 
 def signature(plan: Plan) -> tuple:
@@ -135,7 +155,8 @@ def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, str
         values = ops.cast(evaluate(ops, plan, stream), plan.dtype)
         return values if out is None else ops.copy_into(out, values)
     out = ops.empty(plan.shape, plan.dtype) if out is None else out
-    for start in range(0, plan.size, CHUNK):
-        stop = min(start + CHUNK, plan.size)
+    chunk = getattr(ops, "CHUNK", CHUNK)
+    for start in range(0, plan.size, chunk):
+        stop = min(start + chunk, plan.size)
         ops.write_flat(out, start, evaluate_span(ops, plan, stream, start, stop))
     return out

@@ -97,11 +97,15 @@ def ndtri_lower(ops: Any, q: Any) -> Any:
     d = ops.fsub(q, 0.5)
     r = ops.fsub(_CENTRAL, ops.fmul(d, d))
     central = ops.fdiv(ops.fmul(d, horner(ops, _A, r)), horner(ops, _B, r))
+    return ops.replace_where(ops.less(q, _TAIL), central, q, _lower_tail)
+
+
+def _lower_tail(ops: Any, q: Any) -> Any:
     t = sqrt(ops, ops.neg(log(ops, q)))  # -log q in [0.69, 88]
     near, far = ops.fsub(t, 1.6), ops.fsub(t, 5.0)
     tail = ops.where(ops.greater(t, 5.0), ops.fdiv(horner(ops, _E, far), horner(ops, _F, far)),
                      ops.fdiv(horner(ops, _C, near), horner(ops, _D, near)))
-    return ops.where(ops.less(q, _TAIL), ops.neg(tail), central)
+    return ops.neg(tail)
 
 
 def _affine(ops: Any, z: Any, shift: float, scale: float) -> Any:

@@ -134,6 +134,9 @@ class Ops:
     def where(self, cond, x, y, like: Any = None):
         return jnp.where(cond, x, y).astype(jnp.float32) if isinstance(x, float) else jnp.where(cond, x, y)
 
+    def replace_where(self, mask, base, x, fn):
+        return self.where(mask, fn(self, x), base)  # static shapes: every element, then a select
+
     # --- arrays -----------------------------------------------------------------------------
     def full(self, shape, value: float):
         return jnp.full(shape, value, dtype=jnp.float32)

@@ -6,6 +6,15 @@ are Python ints in [0, 2^32). Floats are float32 and float arguments are float32
 (``floats.f32``), so a framework that computes a scalar op in double still rounds to the same
 float32 (double holds every float32 sum, product, quotient and root to better than half an ulp
 of float32 twice over, so the double-rounded result is the correctly rounded one).
+
+The interface: flags ``NAME``, ``CHUNKED`` (writes chunks into a preallocated output), ``INDEXED``
+(words from each element's own index, for compiled sharded draws), optional ``CHUNK``; word ops
+``iota full_words flat_index add xor rotl shr band bor band_is_set top_bit interleave to_float
+bits from_bits``; float32 ops ``fadd fsub fmul fdiv neg abs minimum maximum less less_equal
+greater greater_equal not_equal where replace_where``, where ``fmul``'s product must be rounded
+before any add that consumes it (no fused multiply-add); array ops ``full fixed reshape
+transpose concat scatter rank cast zeros empty write_flat copy_into``. A new framework is one
+such class (about 150 lines) and a ``draw_portable`` of a few lines in its backend.
 """
 
 from __future__ import annotations
@@ -121,6 +130,12 @@ class Ops:
         if isinstance(x, float) or isinstance(y, float):
             return np.where(cond, np.float32(x), np.float32(y))
         return np.where(cond, x, y)
+
+    def replace_where(self, mask, base, x, fn):
+        """``base`` with fn(x) where ``mask``: fn runs on the masked elements only (the normal's
+        tails are 15% of values)."""
+        base[mask] = fn(self, x[mask])
+        return base
 
     # --- arrays -----------------------------------------------------------------------------
     def full(self, shape, value: float) -> np.ndarray:

@@ -129,6 +129,9 @@ class Ops:
             x, y = (tf.fill(tf.shape(cond), self._f(v)) if isinstance(v, float) else v for v in (x, y))
         return tf.where(cond, x, y)
 
+    def replace_where(self, mask, base, x, fn):
+        return self.where(mask, fn(self, x), base)  # static shapes: every element, then a select
+
     # --- arrays -----------------------------------------------------------------------------
     def full(self, shape, value: float):
         return tf.fill(shape, tf.constant(value, tf.float32))
