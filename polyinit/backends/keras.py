@@ -118,8 +118,8 @@ def draw(plan: Plan, seed: Any):
     return values
 
 
-@keras.saving.register_keras_serializable(package="polyinit", name="Initializer")
-class Initializer(keras.initializers.Initializer):
+@keras.saving.register_keras_serializable(package="polyinit", name="PolyinitInitializer")
+class PolyinitInitializer(keras.initializers.Initializer):
     """A Keras initializer drawing ``spec`` for a kernel laid out as ``layout`` (``* in out``)."""
 
     def __init__(self, spec: "Spec | dict", layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any = None):
@@ -146,6 +146,13 @@ class Initializer(keras.initializers.Initializer):
         if isinstance(seed, keras.random.SeedGenerator):
             seed = keras.saving.serialize_keras_object(seed)
         return {"spec": to_dict(self.spec), "layout": self.layout.pattern, "seed": seed}
+
+
+# The class's own name must differ from Keras's base class: a saved config names the class, and
+# ``load_model`` before this module is imported would otherwise build keras's ``Initializer``.
+# Files saved when the class was called ``Initializer`` still load, and the old import still works.
+Initializer = PolyinitInitializer
+keras.saving.get_custom_objects()["polyinit>Initializer"] = PolyinitInitializer
 
 
 def to_numpy(tensor) -> np.ndarray:
