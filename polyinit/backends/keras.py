@@ -19,7 +19,14 @@ import math
 import random
 from typing import Any
 
-import keras
+try:
+    import keras
+except ImportError as _missing:  # say which extra installs the framework
+    from polyinit.errors import BackendUnavailableError
+
+    raise BackendUnavailableError(f"polyinit.backends.keras cannot import keras ({_missing}); install it with: "
+                                  "pip install 'polyinit[keras]' (Keras on TensorFlow), "
+                                  "'polyinit[keras-jax]' or 'polyinit[keras-torch]'") from None
 import numpy as np
 from keras import ops
 
