@@ -28,7 +28,7 @@ from polyinit.spec import Normal, Orthogonal, Spec, TruncatedNormal, Uniform, Va
 
 FRAMEWORKS = ("torch", "keras", "flax", "mxnet", "haiku")
 LAYERS = ("dense", "conv", "conv_transpose", "embedding", "lstm", "gru", "batchnorm", "layernorm", "mha")
-VERSIONS = {"torch": "2.13", "keras": "3.15.1", "flax": "0.12.8", "mxnet": "1.9.1", "haiku": "HEAD 2026-07"}
+VERSIONS = {"torch": "2.13", "keras": "3.15.1", "flax": "0.12.8", "mxnet": "1.9.1", "haiku": "0.0.17"}
 
 
 @dataclass(frozen=True)
