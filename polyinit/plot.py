@@ -46,7 +46,8 @@ def _histogram(ax, values: Optional[np.ndarray], colour: str, label: str) -> Non
     ax.tick_params(labelsize=7)
 
 
-def plot(rows: Sequence[Row], path: str, layer: str, activation: str, n_in: int, n_out: int, depth: int) -> None:
+def plot(rows: Sequence[Row], path: str, layer: str, activation: str, n_in: int, n_out: int, depth: int) -> str:
+    """Write the picture to ``path``; returns its title (which ends "(closed form)" when nothing was measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +87,9 @@ def plot(rows: Sequence[Row], path: str, layer: str, activation: str, n_in: int,
         ax.set_ylabel("Var of the layer's output (input Var 1)")
         ax.set_title(f"{name}: {how}", fontsize=10)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Framework defaults for {layer} {n_in} -> {n_out}: weights, biases, and the signal through "
-                 f"{depth} layers" + ("" if measured else " (closed form)"), fontsize=12)
+    heading = (f"Framework defaults for {layer} {n_in} -> {n_out}: weights, biases, and the signal through "
+               f"{depth} layers" + ("" if measured else " (closed form)"))
+    fig.suptitle(heading, fontsize=12)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return heading

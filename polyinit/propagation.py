@@ -46,7 +46,7 @@ from polyinit import nodes as n
 from polyinit.defaults import Param, layer_defaults
 from polyinit.errors import PolyinitError
 
-HERMITE, LEGENDRE, GROUPS = 40, 8, 256
+HERMITE, LEGENDRE, GROUPS = 40, 16, 256
 ACTIVATIONS = ("linear", "relu", "tanh", "gelu", "silu", "sigmoid")
 KINDS = ("dense", "conv1d", "conv2d", "conv3d", "conv_transpose", "embedding", "lstm", "gru",
          "batchnorm", "layernorm", "mha")
@@ -174,6 +174,8 @@ def _dims(kind: str, width_in: int, width_out: int, kernel: int, heads: int) -> 
         return kind, dict(c=width_in)
     if kind == "mha":
         return kind, dict(d_model=width_in, heads=heads)
+    if kind == "embedding":
+        return kind, dict(num=width_in, dim=width_out)
     return kind, dict(n_in=width_in, n_out=width_out)
 
 
