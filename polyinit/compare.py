@@ -68,6 +68,9 @@ def describe(param: Param) -> Distribution:
     node, stats = plan.root, plan.stats
     std = stats.std if stats and stats.std is not None else 0.0
     bound = max(abs(stats.low), abs(stats.high)) if stats and math.isfinite(stats.low) else None
+    parts = getattr(param.spec, "parts", None)  # gate blocks (Keras's unit_forget_bias): each gate's constant
+    if parts and all(hasattr(p, "value") for p in parts):
+        return Distribution("per gate " + "/".join(f"{p.value:g}" for p in parts), std, bound)
     if isinstance(node, n.Fill):
         return Distribution(f"{node.value:g}", 0.0, abs(node.value))
     if isinstance(node, n.Uniform):

@@ -37,10 +37,12 @@ def _histogram(ax, values: Optional[np.ndarray], colour: str, label: str) -> Non
     if values is None or values.size == 0:
         ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes, fontsize=9)
     elif np.ptp(values) == 0:
-        ax.axvline(float(values[0]), color=colour, linewidth=3)
-        ax.text(0.5, 0.85, f"all {float(values[0]):g}", ha="center", transform=ax.transAxes, fontsize=8)
+        value = float(values[0])
+        ax.axvline(value, color=colour, linewidth=3)
+        ax.set_xlim(value - 1, value + 1)
+        ax.text(0.5, 0.85, f"all {value:g}", ha="center", transform=ax.transAxes, fontsize=8)
     else:
-        ax.hist(values, bins=60, color=colour, alpha=0.85)
+        ax.hist(values, bins=int(np.clip(values.size // 10, 10, 60)), color=colour, alpha=0.85)
     ax.set_xlabel(label, fontsize=7)
     ax.set_yticks([])
     ax.tick_params(labelsize=7)
@@ -84,6 +86,7 @@ def plot(rows: Sequence[Row], path: str, layer: str, activation: str, n_in: int,
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
         ax.set_yscale("log")
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("Var of the layer's output (input Var 1)")
         ax.set_title(f"{name}: {how}", fontsize=10)
         ax.legend(fontsize=8)
