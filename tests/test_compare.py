@@ -291,3 +291,13 @@ def test_xdg_cache_home_is_honoured(tmp_path, monkeypatch):
     monkeypatch.delenv("POLYINIT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compare_cache.folder() == tmp_path / "polyinit"
+
+
+@pytest.mark.parametrize("name", ["polyinit.propagation", "polyinit.compare", "polyinit.compare_cache",
+                                  "polyinit.compare_model", "polyinit.defaults"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted and result.failed == 0
