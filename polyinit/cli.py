@@ -58,9 +58,11 @@ def _compare(args: argparse.Namespace) -> int:
     fmt = "json" if args.json else args.format
     shape = (args.layer, args.activation, n_in, n_out, args.depth)
     if fmt == "json":
+        from polyinit.measure import REPEATS, TOKENS
+
         inputs = dict(layer=args.layer, activation=args.activation, n_in=n_in, n_out=n_out, depth=args.depth,
-                      kernel=args.kernel, heads=args.heads, seed=args.seed, frameworks=list(args.frameworks),
-                      measure=not args.no_measure)
+                      kernel=args.kernel, heads=args.heads, tokens=TOKENS, seed=args.seed,
+                      frameworks=list(args.frameworks), measure=not args.no_measure, repeats=REPEATS)
         print(json.dumps(output.document(rows, inputs), indent=2))
     elif fmt == "markdown":
         print(output.render_markdown(rows, *shape))

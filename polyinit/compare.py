@@ -197,8 +197,13 @@ def _measure_into(row: Row, layer: str, activation: str, sizes: dict, seed: int,
         started = time.perf_counter()
         setup = measuring.Setup(layer, sizes["n_in"], sizes["n_out"], sizes["depth"], sizes["kernel"],
                                 sizes["heads"], activation)
-        with preserved_global_rngs():
-            found = asdict(measuring.measure(framework, setup, seed))
+        try:
+            with preserved_global_rngs():
+                found = asdict(measuring.measure(framework, setup, seed))
+        except Exception as error:  # one framework's failure must not hide the others' rows
+            row.source = f"closed form (measuring {framework} failed: {type(error).__name__}: {error})"[:200]
+            progress(row.source)
+            return
         progress(f"{framework}: measured in {time.perf_counter() - started:.1f} s")
         if cache:
             compare_cache.store(key, found)

@@ -252,18 +252,18 @@ def softmax_square_sum(logit_var: float, tokens: int) -> float:
     return float(tokens * np.sum((integrand[1:] + integrand[:-1]) * 0.5 * np.diff(u)))
 
 
-def _mha_vars(framework: str, params: dict[str, Param], d: int) -> tuple[float, float, float, float]:
-    names = list(params)
-    if framework == "torch":
+def _mha_vars(framework: str, params: dict[str, Param]) -> tuple[float, float, float, float]:
+    """var(w) of the query, key, value and output projections."""
+    if framework == "torch":  # q, k and v packed in one (3E, E) weight
         packed = weight_var(params["in_proj_weight"])
         return packed, packed, packed, weight_var(params["out_proj.weight"])
-    kernels = [weight_var(params[k]) for k in names if k.endswith("kernel")]
-    return kernels[0], kernels[1], kernels[2], kernels[3]
+    query, key, value, out = (weight_var(params[k]) for k in params if k.endswith("kernel"))
+    return query, key, value, out
 
 
 def _mha_stack(framework: str, activation: str, d: int, depth: int, heads: int, tokens: int) -> list[float]:
     params = registry_params(framework, "mha", d, d, heads=heads)
-    var_q, var_k, var_v, var_o = _mha_vars(framework, params, d)
+    var_q, var_k, var_v, var_o = _mha_vars(framework, params)
     phi = ACTIVATION[activation]
     common, token = 0.0, 1.0  # the input: i.i.d. N(0, 1) tokens
     out = []
@@ -322,22 +322,17 @@ def stack(framework: str, kind: str, activation: str, *, n_in: int, n_out: int, 
 
 
 def first_gain(framework: str, kind: str, *, n_in: int, n_out: int, kernel: int = 3, heads: int = 4) -> float:
-    """fan_in var(w) of the first layer's main weight (the factor one layer applies to E[x^2])."""
-    if kind in ("batchnorm", "layernorm"):
-        return float("nan")
-    if kind == "embedding":
+    """fan_in var(w) of the first layer's main weight, the factor one layer applies to E[x^2]
+    (NaN for norms and embeddings, which have none)."""
+    if kind in ("batchnorm", "layernorm", "embedding"):
         return float("nan")
     params = registry_params(framework, kind, n_in, n_out, kernel, heads)
     weight = next(iter(params.values()))
     if kind in ("lstm", "gru"):
         name = _RECURRENT[framework][0].format(gate="i" if kind == "lstm" else "r")
         weight = params["w_i" if framework == "haiku" and kind == "gru" else name]
-        fan = n_in
-    elif kind == "mha":
-        fan = n_in
-    else:
-        fan = n_in * (kernel ** (2 if kind == "conv_transpose" else int(kind[4])) if kind.startswith("conv") else 1)
-    return fan * weight_var(weight)
+    receptive = kernel ** (2 if kind == "conv_transpose" else int(kind[4])) if kind.startswith("conv") else 1
+    return n_in * receptive * weight_var(weight)
 
 
 def quadrature(hermite: int, legendre: int, groups: int) -> "_Resolution":

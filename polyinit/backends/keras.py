@@ -1,14 +1,16 @@
-"""Keras 3 backend: a registered ``keras.initializers.Initializer`` for any spec.
+"""Keras 3 backend: ``PolyinitInitializer``, a registered ``keras.initializers.Initializer`` for any spec.
 
 Works under ``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch`` (it uses ``keras.ops`` and
 ``keras.random`` only). Seeds behave like Keras's own: an int seed gives the same values on every
 call, a ``keras.random.SeedGenerator`` advances, ``None`` picks a random int at construction (and a
 clone or a reloaded model picks a new one). ``get_config`` holds the spec as polyinit's JSON dict,
 so a ``.keras`` file that uses it reloads in a fresh process without ``custom_objects`` once
-polyinit's Keras backend is imported.
+polyinit's Keras backend is imported: ``import polyinit.backends.keras`` before
+``keras.models.load_model`` (it registers ``polyinit>PolyinitInitializer``, and the old name
+``polyinit>Initializer`` for files saved before the rename).
 
 >>> import polyinit
->>> init = Initializer(polyinit.glorot_uniform(), seed=1)
+>>> init = PolyinitInitializer(polyinit.glorot_uniform(), seed=1)
 >>> tuple(init((784, 256)).shape)
 (784, 256)
 """
