@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--frameworks", type=_frameworks, default=list(FRAMEWORKS),
                      help=f"comma-separated, some of: {', '.join(FRAMEWORKS)} (default all)")
     cmp.add_argument("--model", metavar="MODULE:FACTORY",
-                     help="compare on your own model: FACTORY() returns a torch, Keras, Flax nnx or Gluon model")
+                     help="compare on your own model: FACTORY() returns a torch, Keras, Flax nnx or Gluon model, "
+                          "or (model, input_shape) to measure the signal through it")
     cmp.add_argument("--no-measure", action="store_true", help="closed form only; import no framework")
     cmp.add_argument("--no-cache", action="store_true", help="measure again instead of reading the cache "
                      "($POLYINIT_CACHE, else $XDG_CACHE_HOME/polyinit, else ~/.cache/polyinit)")
