@@ -8,8 +8,9 @@
 ``import polyinit`` imports numpy only; a framework is imported when its backend is asked for.
 """
 
-from polyinit.errors import (BackendUnavailableError, NotExpressibleError, PolyinitError,
-                             SerializationError, ShapeError, SpecError)
+from polyinit.errors import (BackendError, BackendUnavailableError, NonFiniteError,
+                             NotExpressibleError, PolyinitError, SerializationError, ShapeError,
+                             SpecError)
 from polyinit.gain import calculate_gain
 from polyinit.layout import IN_OUT, OUT_IN, Fans, Layout, compute_fans, preset
 from polyinit.moments import Stats
@@ -26,8 +27,8 @@ from polyinit.backends import available_backends, backend_for, get_backend
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "BilinearUpsampling", "Blocks", "Constant", "DeltaOrthogonal",
-    "Dirac", "Fans", "IN_OUT", "Identity", "Layout", "Normal", "NotExpressibleError", "OUT_IN",
+    "BackendError", "BackendUnavailableError", "BilinearUpsampling", "Blocks", "Constant",
+    "DeltaOrthogonal", "Dirac", "NonFiniteError", "Fans", "IN_OUT", "Identity", "Layout", "Normal", "NotExpressibleError", "OUT_IN",
     "Orthogonal", "Plan", "PolyinitError", "SerializationError", "ShapeError", "Sparse", "Spec",
     "SpecError", "Stats", "TruncatedNormal", "Uniform", "VarianceScaling", "available_backends",
     "backend_for", "calculate_gain", "clip", "compute_fans", "constant", "from_dict", "from_json",

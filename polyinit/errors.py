@@ -29,3 +29,13 @@ class NotExpressibleError(PolyinitError):
 
 class BackendUnavailableError(PolyinitError, ImportError):
     """A backend's framework is not installed; the message names the extra to install."""
+
+
+class NonFiniteError(SpecError):
+    """A plan could write a non-finite value: a divisor whose support reaches 0, or values (or
+    intermediate results) beyond the range of the dtype drawn in. Refused at ``resolve``."""
+
+
+class BackendError(PolyinitError):
+    """A framework raised while a backend drew a plan; the message names the backend, the plan
+    and the framework's own error (chained as ``__cause__``)."""

@@ -6,9 +6,9 @@ A gain g maps to variance scaling as ``scale = g**2``: He's ReLU gain sqrt(2) is
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional
 
+from polyinit._validate import real
 from polyinit.errors import SpecError
 
 _UNIT_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -34,12 +34,9 @@ def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
     if nonlinearity == "selu":
         return 3.0 / 4
     if nonlinearity == "leaky_relu":
-        if param is None:
-            slope = 0.01
-        elif isinstance(param, bool) or not isinstance(param, numbers.Real) or math.isnan(param):
-            raise SpecError(f"calculate_gain: negative_slope must be a number, received param={param!r}")
-        else:
-            slope = float(param)
-        return math.sqrt(2.0 / (1 + slope**2))
+        # The negative slope; a product, not **, so a huge slope gives gain 0 rather than an
+        # OverflowError (schemes refuse the resulting zero scale, naming their argument).
+        slope = 0.01 if param is None else real("calculate_gain", "param", param)
+        return math.sqrt(2.0 / (1 + slope * slope))
     raise SpecError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}; "
                     f"expected one of {', '.join(NONLINEARITIES)}")

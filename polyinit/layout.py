@@ -93,7 +93,10 @@ def compute_fans(shape: Sequence[int], layout: "Layout | None") -> Fans:
     >>> compute_fans((3, 3, 16, 32), IN_OUT)       # Keras Conv2D(32, 3) on 16 channels
     Fans(fan_in=144, fan_out=288, receptive=9)
     """
-    shape = tuple(shape)
+    from polyinit import _validate as check
+
+    shape = check.shape("compute_fans", shape)
+    layout = check.layout("compute_fans", layout)
     if layout is None:
         raise ShapeError(f"this scheme needs fans, so it needs a layout: shape {shape} has none; "
                          "pass layout=polyinit.OUT_IN (torch, MXNet) or polyinit.IN_OUT (Keras, Flax)")
@@ -153,7 +156,7 @@ def preset(framework: str, kind: str, *, native: bool = True) -> Layout:
     """
     try:
         native_pattern, semantic_pattern = _PRESETS[(framework, kind)]
-    except KeyError:
+    except (KeyError, TypeError):  # unknown, or not even hashable
         frameworks = sorted({f for f, _ in _PRESETS})
         kinds = sorted({k for _, k in _PRESETS})
         raise SpecError(f"preset: no layout for framework={framework!r}, kind={kind!r}; "

@@ -9,14 +9,14 @@ leaf and sequential ones (numpy, torch) draw in that order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 Shape = tuple[int, ...]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Node:
     shape: Shape
 
@@ -31,7 +31,7 @@ def _g(x: float) -> str:
 # --- leaves -------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Fill(Node):
     value: float
 
@@ -39,18 +39,25 @@ class Fill(Node):
         return f"constant({_g(self.value)})"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Fixed(Node):
-    """Deterministic values computed in the plan (identity, dirac, bilinear)."""
+    """Deterministic values (identity, dirac, bilinear), computed on demand from a small recipe so
+    a cached plan never pins a large array; ``low``/``high`` are their least and greatest."""
 
-    values: np.ndarray = field(repr=False)
+    recipe: Callable[[], np.ndarray] = field(repr=False)
+    low: float
+    high: float
     name: str = "fixed"
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.recipe()
 
     def describe(self) -> str:
         return self.name
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Uniform(Node):
     """U[low, high)."""
 
@@ -61,7 +68,7 @@ class Uniform(Node):
         return f"uniform({_g(self.low)}, {_g(self.high)})"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Normal(Node):
     mean: float
     std: float
@@ -70,7 +77,7 @@ class Normal(Node):
         return f"normal(mean={_g(self.mean)}, std={_g(self.std)})"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class TruncatedNormal(Node):
     """``mean + std * z`` with z ~ N(0, 1) cut to [a, b] (standard units), by inverse CDF with
     the uniform kept inside the open interval, so no value reaches a bound through rounding."""
@@ -86,7 +93,7 @@ class TruncatedNormal(Node):
                 f"[{_g(lo)}, {_g(hi)}] = [{_g(self.a)}, {_g(self.b)}] std0)")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class OrthogonalMatrix(Node):
     """A Haar-random (rows, cols) matrix with orthonormal rows or columns, times gain: QR of a
     standard normal (max, min) matrix with the sign of diag(R) folded in, transposed if rows < cols."""
@@ -100,7 +107,7 @@ class OrthogonalMatrix(Node):
 # --- structure ----------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Reshape(Node):
     child: Node
 
@@ -108,7 +115,7 @@ class Reshape(Node):
         return self.child.describe()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Transpose(Node):
     child: Node
     perm: tuple[int, ...]
@@ -117,7 +124,7 @@ class Transpose(Node):
         return self.child.describe()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Concat(Node):
     axis: int
     children: tuple[Node, ...]
@@ -126,7 +133,7 @@ class Concat(Node):
         return "blocks[" + ", ".join(c.describe() for c in self.children) + "]"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Scatter(Node):
     """Zeros of ``shape`` with ``child`` written at ``index`` (ints pick, None keeps an axis)."""
 
@@ -137,7 +144,7 @@ class Scatter(Node):
         return f"zeros with {self.child.describe()} at the centre"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Op(Node):
     """Elementwise op on same-shape args: add sub mul div minimum maximum ge gt le lt neg abs
     where; and ``rank`` (0-based rank of each element along ``axis``, for exact-count masks)."""
@@ -202,7 +209,7 @@ _ELEMENTWISE = (Fill, Uniform, Normal, TruncatedNormal)
 def _fields(node: Node) -> tuple:
     """A node's numbers and settings: every field but its shape and its child nodes."""
     return tuple(getattr(node, f) for f in node.__dataclass_fields__
-                 if f not in ("shape", "child", "children", "args"))
+                 if f not in ("shape", "child", "children", "args", "recipe"))
 
 
 def flat_copy(root: Node, size: int) -> "Node | None":

@@ -13,25 +13,30 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from polyinit import _validate as check
 from polyinit import moments as mom
 from polyinit import nodes as n
 from polyinit import spec as s
 from polyinit.errors import ShapeError
 from polyinit.layout import Fans, Layout, compute_fans
-from polyinit.moments import Stats
+from polyinit.moments import Moments, Stats
+from polyinit.support import check_finite
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Plan:
-    """Primitive draws with concrete numbers, and the statistics they promise."""
+    """Primitive draws with concrete numbers, and the statistics they promise.
+
+    Immutable, like its spec and its nodes: ``resolve`` shares one plan between every parameter
+    of the same spec, shape, layout and dtype.
+    """
 
     spec: s.Spec
     shape: tuple[int, ...]
@@ -42,13 +47,12 @@ class Plan:
     fans: Optional[Fans]
     leaves: tuple[n.Node, ...]
 
-    @property
+    @functools.cached_property
     def stats(self) -> Optional[Stats]:
-        """The promised statistics, computed on first use: backends never need them, and an
-        expression's numerical integration would otherwise cost every draw."""
-        if callable(self.promise):
-            self.promise = self.promise()
-        return self.promise
+        """The promised statistics, computed on first use and kept (in the instance's own cache,
+        not in a field): backends never need them, and an expression's numerical integration
+        would otherwise cost every draw."""
+        return _force(self.promise)
 
     @property
     def size(self) -> int:
@@ -93,11 +97,10 @@ def resolve(spec: s.Spec, shape: Sequence[int], layout: Optional[Layout] = None,
     """
     if not isinstance(spec, s.Spec):
         raise ShapeError(f"resolve: expected a polyinit spec, received {spec!r}")
-    shape = _check_shape(shape)
-    if dtype not in DTYPES:
+    shape = check.shape("resolve", shape)
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ShapeError(f"resolve: unsupported dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
-    if layout is not None and not isinstance(layout, Layout):
-        layout = Layout(layout)
+    layout = check.layout("resolve", layout)
     if math.prod(shape) == 0:
         root = n.Fill(shape, 0.0)
         return Plan(spec, shape, layout, dtype, root, None, None, ())
@@ -108,23 +111,18 @@ def resolve(spec: s.Spec, shape: Sequence[int], layout: Optional[Layout] = None,
 def _resolve_cached(spec: s.Spec, shape: tuple[int, ...], layout: Optional[Layout], dtype: str) -> Plan:
     # Specs and layouts are frozen, so a plan can be shared: initialising the layers of a model
     # resolves the same (spec, shape) many times.
+    # Deterministic arrays (identity, dirac, bilinear) are recipes, computed at each draw, so a
+    # cached plan holds numbers, never a large array.
     ctx = _Context(layout=layout, fans_seen=[], memo={})
     root, stats = _resolve(spec, shape, ctx)
+    # No plan that could write an inf or a NaN leaves resolve (see polyinit.support).
+    check_finite(root, dtype, f"resolve: {_short(repr(spec))}")
     fans = ctx.fans_seen[0] if ctx.fans_seen else None
     return Plan(spec, shape, layout, dtype, root, stats, fans, n.random_leaves(root))
 
 
-def _check_shape(shape) -> tuple[int, ...]:
-    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        raise ShapeError(f"resolve: shape must be a sequence of ints, received {shape!r}") from None
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:
-            raise ShapeError(f"resolve: shape must hold non-negative ints, received shape={shape!r}")
-    return tuple(int(d) for d in dims)
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 Resolved = tuple[n.Node, "Optional[Stats] | Callable[[], Optional[Stats]]"]
@@ -164,30 +162,41 @@ def _axis(axis, shape, ctx: _Context, owner: str) -> int:
     # A rank-1 tensor is a bias: its one axis is 'out' under any layout.
     found = ctx.layout.axes_with(axis, rank) if ctx.layout else tuple(i for i in (0,) if axis == "out")
     if len(found) != 1:
-        raise ShapeError(f"{owner}: shape {shape} under layout {ctx.layout.pattern!r} has "
-                         f"{len(found)} {axis!r} axes; name an integer axis instead")
+        under = f"layout {ctx.layout.pattern!r}" if ctx.layout else "no layout (a rank-1 tensor is 'out')"
+        raise ShapeError(f"{owner}: shape {shape} under {under} has {len(found)} {axis!r} axes; "
+                         "name an integer axis instead")
     return found[0]
 
 
 # --- leaves -------------------------------------------------------------------------------
 
 
+def _finite(moments_of: Callable[..., Moments], *args) -> Optional[Moments]:
+    """Raw moments, or None when they overflow a float (a float64 plan of huge values): a plan
+    that cannot promise finite moments says so instead of promising an inf or a wrong number."""
+    try:
+        moments = moments_of(*args)
+    except (OverflowError, ZeroDivisionError):
+        return None
+    return moments if all(math.isfinite(m) for m in moments) else None
+
+
 def _uniform(shape, low: float, high: float) -> Resolved:
-    return n.Uniform(shape, low, high), Stats(mom.uniform(low, high), low, high)
+    return n.Uniform(shape, low, high), Stats(_finite(mom.uniform, low, high), low, high)
 
 
 def _normal(shape, mean: float, std: float) -> Resolved:
-    return n.Normal(shape, mean, std), Stats(mom.normal(mean, std), -math.inf, math.inf)
+    return n.Normal(shape, mean, std), Stats(_finite(mom.normal, mean, std), -math.inf, math.inf)
 
 
 def _truncated(shape, mean: float, std0: float, a: float, b: float) -> Resolved:
-    moments = mom.affine(mom.standard_truncated(a, b), std0, mean)
+    moments = _finite(lambda: mom.affine(mom.standard_truncated(a, b), std0, mean))
     return n.TruncatedNormal(shape, mean, std0, a, b), Stats(moments, mean + a * std0, mean + b * std0)
 
 
 @_resolver(s.Constant)
 def _constant(spec: s.Constant, shape, ctx) -> Resolved:
-    return n.Fill(shape, spec.value), Stats(mom.constant(spec.value), spec.value, spec.value)
+    return n.Fill(shape, spec.value), Stats(_finite(mom.constant, spec.value), spec.value, spec.value)
 
 
 @_resolver(s.Uniform)
@@ -244,8 +253,8 @@ def _orthogonal(spec: s.Orthogonal, shape, ctx) -> Resolved:
         perm = tuple(range(1, axis + 1)) + (0,) + tuple(range(axis + 1, len(shape)))
         node = n.Transpose(shape, node, perm)
     size = max(rows, cols)
-    g2 = spec.gain**2
-    moments = (0.0, g2 / size, 0.0, g2 * g2 * 3.0 / (size * (size + 2)))
+    g2 = spec.gain * spec.gain
+    moments = _finite(lambda: (0.0, g2 / size, 0.0, g2 * g2 * 3.0 / (size * (size + 2))))
     return node, Stats(moments, -abs(spec.gain), abs(spec.gain), orthogonal=(axis, spec.gain))
 
 
@@ -253,7 +262,12 @@ def _orthogonal(spec: s.Orthogonal, shape, ctx) -> Resolved:
 def _identity(spec: s.Identity, shape, ctx) -> Resolved:
     if len(shape) != 2:
         raise ShapeError(f"Identity: needs a 2-D tensor, received shape {shape}")
-    return _fixed(spec.gain * np.eye(*shape), "identity")
+    ones = min(shape)  # gain on the diagonal, 0 elsewhere
+    return _fixed(shape, functools.partial(_eye, shape, spec.gain), "identity", spec.gain, ones)
+
+
+def _eye(shape, gain: float) -> np.ndarray:
+    return gain * np.eye(*shape)
 
 
 @_resolver(s.Dirac)
@@ -263,15 +277,21 @@ def _dirac(spec: s.Dirac, shape, ctx) -> Resolved:
     if shape[out_axis] % spec.groups:
         raise ShapeError(f"Dirac: out channels {shape[out_axis]} are not divisible by groups={spec.groups}")
     per_group = shape[out_axis] // spec.groups
+    recipe = functools.partial(_dirac_values, shape, spec.gain, spec.groups, out_axis, in_axis, spatial)
+    return _fixed(shape, recipe, "dirac", spec.gain, spec.groups * min(per_group, shape[in_axis]))
+
+
+def _dirac_values(shape, gain: float, groups: int, out_axis: int, in_axis: int, spatial) -> np.ndarray:
+    per_group = shape[out_axis] // groups
     values = np.zeros(shape)
-    for g in range(spec.groups):
+    for g in range(groups):
         for d in range(min(per_group, shape[in_axis])):
             index = [0] * len(shape)
             index[out_axis], index[in_axis] = g * per_group + d, d
             for ax in spatial:
                 index[ax] = shape[ax] // 2
-            values[tuple(index)] = spec.gain
-    return _fixed(values, "dirac")
+            values[tuple(index)] = gain
+    return values
 
 
 @_resolver(s.DeltaOrthogonal)
@@ -288,9 +308,9 @@ def _delta_orthogonal(spec: s.DeltaOrthogonal, shape, ctx) -> Resolved:
     node = n.Scatter(shape, matrix, index)
     # One in prod(k) positions holds the matrix, whose entries have E[x^2] = gain^2 / out.
     weight = 1.0 / math.prod(shape[ax] for ax in spatial)
-    g2 = spec.gain**2
+    g2 = spec.gain * spec.gain
     centre = (0.0, g2 / n_out, 0.0, g2 * g2 * 3.0 / (n_out * (n_out + 2)))
-    stats = Stats(mom.mixture([(weight, centre), (1 - weight, mom.constant(0.0))]),
+    stats = Stats(_finite(mom.mixture, [(weight, centre), (1 - weight, mom.constant(0.0))]),
                   -abs(spec.gain), abs(spec.gain))
     return node, stats
 
@@ -308,7 +328,7 @@ def _sparse(spec: s.Sparse, shape, ctx) -> Resolved:
     keys = n.Uniform(shape, 0.0, 1.0)
     mask = n.Op(shape, "ge", (n.Op(shape, "rank", (keys,), axis=axis), n.Fill(shape, float(zeros))))
     keep = 1.0 - zeros / n_out
-    moments = (0.0, keep * spec.std**2, 0.0, 3.0 * keep * spec.std**4)
+    moments = _finite(lambda: (0.0, keep * spec.std**2, 0.0, 3.0 * keep * spec.std**4))
     return n.Op(shape, "mul", (normal, mask)), Stats(moments, -math.inf, math.inf, zero_fraction=zeros / n_out)
 
 
@@ -321,22 +341,54 @@ def _bilinear(spec: s.BilinearUpsampling, shape, ctx) -> Resolved:
     if len(spatial) != 2:
         raise ShapeError(f"BilinearUpsampling: needs exactly 2 spatial axes, shape {shape} under "
                          f"layout {ctx.layout.pattern!r} has {len(spatial)}")
-    kh, kw = shape[spatial[0]], shape[spatial[1]]
+    kernel = _bilinear_kernel(shape[spatial[0]], shape[spatial[1]])
+    # Every other axis repeats the kernel, so the tensor's moments are the kernel's.
+    flat = kernel.ravel()
+    moments = tuple(float(np.mean(flat**k)) for k in range(1, 5))
+    recipe = functools.partial(_bilinear_values, shape, spatial)
+    node = n.Fixed(shape, recipe, float(flat.min()), float(flat.max()), "bilinear")
+    return node, Stats(moments, node.low, node.high, exact=OnDemand(recipe, shape))  # type: ignore[arg-type]
+
+
+def _bilinear_kernel(kh: int, kw: int) -> np.ndarray:
     f = math.ceil(kw / 2.0)
     c = (2 * f - 1 - f % 2) / (2.0 * f)
     x = np.arange(kw)
     y = np.arange(kh)
-    kernel = (1 - np.abs(y[:, None] / f - c)) * (1 - np.abs(x[None, :] / f - c))
+    return (1 - np.abs(y[:, None] / f - c)) * (1 - np.abs(x[None, :] / f - c))
+
+
+def _bilinear_values(shape, spatial) -> np.ndarray:
+    kernel = _bilinear_kernel(shape[spatial[0]], shape[spatial[1]])
     view = [1] * len(shape)
-    view[spatial[0]], view[spatial[1]] = kh, kw
-    return _fixed(np.broadcast_to(kernel.reshape(view), shape).copy(), "bilinear")
+    view[spatial[0]], view[spatial[1]] = kernel.shape
+    return np.broadcast_to(kernel.reshape(view), shape).copy()
 
 
-def _fixed(values: np.ndarray, name: str) -> Resolved:
-    flat = values.ravel()
-    moments = tuple(float(np.mean(flat**k)) for k in range(1, 5))
-    return (n.Fixed(values.shape, values, name),
-            Stats(moments, float(flat.min()), float(flat.max()), exact=values))  # type: ignore[arg-type]
+class OnDemand:
+    """An array computed from a small recipe each time it is asked for (``np.asarray(x)``): the
+    ``exact`` values of a deterministic plan, without the plan (shared by the resolve cache)
+    holding the array itself."""
+
+    def __init__(self, recipe: Callable[[], np.ndarray], shape: tuple[int, ...]):
+        self.recipe, self.shape = recipe, shape
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        values = self.recipe()
+        return values if dtype is None else values.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"OnDemand(shape={self.shape})"
+
+
+def _fixed(shape, recipe: Callable[[], np.ndarray], name: str, value: float, count: int) -> Resolved:
+    """A tensor that holds ``value`` at ``count`` places and 0 elsewhere, from ``recipe``; its
+    moments in closed form: E[x^k] = (count / size) value^k."""
+    fraction = count / math.prod(shape)
+    moments = _finite(lambda: mom.mixture([(fraction, mom.constant(value)), (1 - fraction, mom.constant(0.0))]))
+    present = [value] * (count > 0) + [0.0] * (fraction < 1)
+    node = n.Fixed(shape, recipe, min(present), max(present), name)
+    return node, Stats(moments, node.low, node.high, exact=OnDemand(recipe, shape))  # type: ignore[arg-type]
 
 
 def _conv_axes(shape, ctx, owner: str) -> tuple[int, int, tuple[int, ...]]:
@@ -369,7 +421,9 @@ def _mixture_stats(promises) -> Optional[Stats]:
     stats = [_force(p) for p in promises]
     if any(st is None or st.moments is None for st in stats):
         return None
-    mixed = mom.mixture([(1.0 / len(stats), st.moments) for st in stats])  # type: ignore[union-attr]
+    mixed = _finite(mom.mixture, [(1.0 / len(stats), st.moments) for st in stats])  # type: ignore[union-attr]
+    if mixed is None:
+        return None
     return Stats(mixed, min(st.low for st in stats), max(st.high for st in stats))  # type: ignore[union-attr]
 
 
@@ -410,22 +464,26 @@ def _expression_stats(node: n.Op) -> Optional[Stats]:
     leaves = n.random_leaves(node)
     if len(leaves) > 1 or any(not isinstance(leaf, (n.Uniform, n.Normal, n.TruncatedNormal)) for leaf in leaves):
         return None
-    if leaves:
-        points, weights = _quadrature(leaves[0])
-        values = elementwise(node, {id(leaves[0]): points})
-        method = "quadrature"
-    else:
-        values, weights = elementwise(node, {}), np.array([1.0])
-        method = "closed form"
-    values = np.broadcast_to(values, weights.shape)
-    moments = tuple(float(np.sum(weights * values**k)) for k in range(1, 5))
-    # The support's ends come from the grid's ends too, so a bound like U's high is not missed.
-    ends = elementwise(node, {id(leaves[0]): _ends(leaves[0])}) if leaves else values
-    low = float(min(values.min(), np.min(ends)))
-    high = float(max(values.max(), np.max(ends)))
+    if n.flat_copy(node, 1) is None:  # structure across elements (blocks, fixed arrays, ranks)
+        return None
+    with np.errstate(all="ignore"):  # overflow shows as inf below, and is refused there
+        if leaves:
+            points, weights = _quadrature(leaves[0])
+            values = elementwise(node, {id(leaves[0]): points})
+            method = "quadrature"
+        else:
+            values, weights = elementwise(node, {}), np.array([1.0])
+            method = "closed form"
+        values = np.broadcast_to(values, weights.shape)
+        moments = tuple(float(np.sum(weights * values**k)) for k in range(1, 5))
+        # The support's ends come from the grid's ends too, so a bound like U's high is not missed.
+        ends = elementwise(node, {id(leaves[0]): _ends(leaves[0])}) if leaves else values
+        low = float(min(values.min(), np.min(ends)))
+        high = float(max(values.max(), np.max(ends)))
     zero_fraction = float(np.sum(weights[values == 0]))
-    return Stats(moments, low, high, zero_fraction=zero_fraction or None,  # type: ignore[arg-type]
-                 method=method)
+    finite = all(math.isfinite(m) for m in moments)
+    return Stats(moments if finite else None, low, high,  # type: ignore[arg-type]
+                 zero_fraction=zero_fraction or None, method=method)
 
 
 def _quadrature(leaf: n.Node) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from polyinit.errors import PolyinitError, SerializationError
-from polyinit.spec import SPEC_KINDS, Spec
+from polyinit.spec import MAX_DEPTH, SPEC_KINDS, Spec
 
 SCHEMA_VERSION = 1
 
@@ -34,7 +34,11 @@ def _encode(spec: Spec) -> dict:
     return out
 
 
-def _decode(data: Any, where: str) -> Spec:
+def _decode(data: Any, where: str, depth: int = 0) -> Spec:
+    # Specs nest at most MAX_DEPTH levels; a deeper document is refused before it is walked.
+    if depth > MAX_DEPTH:
+        raise SerializationError(f"{where[:80]}...: nested deeper than {MAX_DEPTH} levels, "
+                                 f"the most a spec may have")
     if not isinstance(data, dict):
         raise SerializationError(f"{where}: expected a spec object, received {data!r}")
     kind = data.get("kind")
@@ -51,9 +55,9 @@ def _decode(data: Any, where: str) -> Spec:
         if name == "kind":
             continue
         if isinstance(value, dict):
-            value = _decode(value, f"{where}.{name}")
+            value = _decode(value, f"{where}.{name}", depth + 1)
         elif isinstance(value, list):
-            value = tuple(_decode(v, f"{where}.{name}[{i}]") for i, v in enumerate(value))
+            value = tuple(_decode(v, f"{where}.{name}[{i}]", depth + 1) for i, v in enumerate(value))
         args[name] = value
     try:
         return cls(**args)
@@ -96,4 +100,7 @@ def from_json(text: str) -> Spec:
         data = json.loads(text)
     except (TypeError, ValueError) as error:
         raise SerializationError(f"from_json: not valid JSON: {error}") from None
+    except RecursionError:
+        raise SerializationError(f"from_json: the document nests deeper than Python's JSON reader "
+                                 f"allows; specs nest at most {MAX_DEPTH} levels") from None
     return from_dict(data)

@@ -13,6 +13,11 @@ expression denotes the *same* draw, so the custom rule "w ~ U(-10, 10); w <- w *
 
 To combine *independent* draws of the same distribution, give them different ``stream`` numbers:
 ``Uniform(low=-1, high=1) + Uniform(low=-1, high=1, stream=1)``.
+
+Numbers may be Python, numpy or JAX scalars (``jnp.sqrt(2.0) * spec`` works). An expression is a
+random variable, not a truth value: ``bool(w >= 5)`` raises. Expressions nest at most
+``MAX_DEPTH`` levels, so every walk over them (hashing, printing, resolving, drawing, JSON) stays
+far from Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 BINARY_OPS = ("add", "sub", "mul", "div", "ge", "gt", "le", "lt", "minimum", "maximum")
 UNARY_OPS = ("neg", "abs")
+COMPARISONS = ("ge", "gt", "le", "lt")
+# Walks over a spec recurse about three Python frames per level (dataclass repr is the deepest),
+# so 100 levels stay well inside the default limit of 1000 whoever the caller is.
+MAX_DEPTH = 100
 
 
 def _operand(value: "Spec | Number", op: str) -> "Spec":
@@ -45,6 +54,12 @@ class Spec:
     kind: ClassVar[str] = "spec"
     # Random leaves carry a stream number; deterministic ones don't.
     random: ClassVar[bool] = False
+    # Nesting depth: 0 for leaves; composites set theirs when built (not a field: no effect on
+    # equality, hashing or JSON).
+    _depth: ClassVar[int] = 0
+    # numpy defers to the spec's reflected operators: np.float64(2) * spec is an expression, not
+    # an object array.
+    __array_ufunc__ = None
 
     def _binary(self, op: str, other: "Spec | Number", *, swap: bool = False) -> "Binary":
         left, right = self, _operand(other, op)
@@ -89,6 +104,24 @@ SPEC_KINDS: dict[str, type] = {}
 def _set(obj: Spec, **values) -> None:
     for name, value in values.items():
         object.__setattr__(obj, name, value)
+
+
+def _nest(obj: Spec, children: tuple) -> None:
+    """Record ``obj``'s depth, refusing expressions deeper than ``MAX_DEPTH``."""
+    depth = 1 + max(child._depth for child in children)
+    if depth > MAX_DEPTH:
+        raise SpecError(f"{type(obj).__name__}: expression nested {depth} levels deep; polyinit "
+                        f"supports at most {MAX_DEPTH} (a long chain of + or * is one level per "
+                        "term: combine fewer terms, or fold constants into one number)")
+    object.__setattr__(obj, "_depth", depth)
+
+
+class _Expression:
+    """Mixin of the expression specs: they are random variables, so they have no truth value."""
+
+    def __bool__(self):
+        raise SpecError(f"{self!r} is an expression (a random variable), not a truth value; "
+                        "comparisons of specs build masks such as w * (abs(w) >= 5)")
 
 
 def _stream(owner: str, value) -> int:
@@ -215,8 +248,7 @@ class TruncatedNormal(Spec):
         low = check.real(owner, "low", self.low, finite=False)
         high = check.real(owner, "high", self.high, finite=False)
         bounds = check.choice(owner, "bounds", self.bounds, ("absolute", "std"))
-        if not isinstance(self.preserve_std, bool):
-            raise SpecError(f"{owner}: preserve_std must be a bool, received preserve_std={self.preserve_std!r}")
+        check.boolean(owner, "preserve_std", self.preserve_std)
         if not low < high:
             raise SpecError(f"{owner}: low must be < high, received low={self.low!r}, high={self.high!r}")
         if self.preserve_std and bounds != "std":
@@ -327,10 +359,11 @@ class Blocks(Spec):
         if not isinstance(parts, tuple) or not parts or not all(isinstance(p, Spec) for p in parts):
             raise SpecError(f"Blocks: parts must be a non-empty sequence of specs, received parts={self.parts!r}")
         _set(self, axis=check.axis("Blocks", self.axis), parts=parts)
+        _nest(self, parts)
 
 
 @_spec("binary")
-class Binary(Spec):
+class Binary(_Expression, Spec):
     """``left <op> right`` elementwise; comparisons give 1.0/0.0."""
 
     op: str
@@ -342,10 +375,11 @@ class Binary(Spec):
         for name in ("left", "right"):
             if not isinstance(getattr(self, name), Spec):
                 raise SpecError(f"Binary: {name} must be a spec, received {name}={getattr(self, name)!r}")
+        _nest(self, (self.left, self.right))
 
 
 @_spec("unary")
-class Unary(Spec):
+class Unary(_Expression, Spec):
     """``op(operand)`` elementwise: ``neg`` or ``abs``."""
 
     op: str
@@ -355,10 +389,11 @@ class Unary(Spec):
         check.choice("Unary", "op", self.op, UNARY_OPS)
         if not isinstance(self.operand, Spec):
             raise SpecError(f"Unary: operand must be a spec, received operand={self.operand!r}")
+        _nest(self, (self.operand,))
 
 
 @_spec("where")
-class Where(Spec):
+class Where(_Expression, Spec):
     """``if_true`` where ``condition`` is nonzero, else ``if_false``."""
 
     condition: Spec
@@ -369,6 +404,7 @@ class Where(Spec):
         for name in ("condition", "if_true", "if_false"):
             if not isinstance(getattr(self, name), Spec):
                 raise SpecError(f"Where: {name} must be a spec, received {name}={getattr(self, name)!r}")
+        _nest(self, (self.condition, self.if_true, self.if_false))
 
 
 def where(condition: Spec, if_true: "Spec | Number", if_false: "Spec | Number") -> Where:
@@ -388,7 +424,8 @@ def clip(operand: Spec, low: Number, high: Number) -> Binary:
     >>> clip(Normal(std=1.0), -2.0, 2.0)  # doctest: +ELLIPSIS
     Binary(op='minimum', ...)
     """
-    if check.real("clip", "low", low) >= check.real("clip", "high", high):
+    low, high = check.real("clip", "low", low), check.real("clip", "high", high)
+    if low >= high:
         raise SpecError(f"clip: low must be < high, received low={low!r}, high={high!r}")
     return Binary(op="minimum", left=Binary(op="maximum", left=_operand(operand, "clip"),
                                             right=Constant(value=low)), right=Constant(value=high))

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 from formulas import keras_fans, torch_fans
 
@@ -143,7 +144,7 @@ def test_sparse_zero_fraction():
 
 def test_dirac_matches_torch_definition():
     plan = pi.resolve(pi.Dirac(gain=1.0, groups=2), (6, 2, 3, 3), pi.OUT_IN)
-    values = plan.stats.exact
+    values = np.asarray(plan.stats.exact)
     ones = sorted(zip(*[list(map(int, ix)) for ix in values.nonzero()]))
     # groups=2, out/groups=3, in=2: d < min(3, 2) = 2 per group, centre 3//2 = 1.
     assert ones == [(0, 0, 1, 1), (1, 1, 1, 1), (3, 0, 1, 1), (4, 1, 1, 1)]
@@ -155,7 +156,7 @@ def test_delta_orthogonal_centre_is_k_minus_1_over_2():
 
 
 def test_bilinear_matches_mxnet_formula():
-    values = pi.resolve(pi.BilinearUpsampling(), (1, 1, 4, 4), pi.OUT_IN).stats.exact
+    values = np.asarray(pi.resolve(pi.BilinearUpsampling(), (1, 1, 4, 4), pi.OUT_IN).stats.exact)
     # MXNet: f = ceil(4/2) = 2, c = (2*2 - 1 - 0) / 4 = 0.75; 1-D profile [0.25, 0.75, 0.75, 0.25].
     profile = [0.25, 0.75, 0.75, 0.25]
     for y in range(4):

@@ -26,6 +26,7 @@ except ImportError as _missing:  # say which extra installs the framework
                                   "pip install 'polyinit[jax]'") from None
 import numpy as np
 
+from polyinit import _validate as check
 from polyinit import nodes as n
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import IN_OUT, Layout
@@ -173,14 +174,30 @@ def _combine(structure: _Structure, leaves, fixed, compute, dtype):
 
 def _dtype_name(dtype) -> str:
     # No dtype: JAX's default float, float64 under JAX_ENABLE_X64, as jax.nn.initializers give.
-    name = np.dtype(dtype).name if dtype is not None else jax.dtypes.canonicalize_dtype(float).name
+    try:
+        name = jnp.dtype(dtype).name if dtype is not None else jax.dtypes.canonicalize_dtype(float).name
+    except TypeError:
+        raise PolyinitError(f"jax backend: dtype must be a floating dtype, received dtype={dtype!r}") from None
     if name not in ("float16", "bfloat16", "float32", "float64"):
         raise PolyinitError(f"jax backend: cannot initialise dtype {name}; floating dtypes only")
     return name
 
 
+def _check_key(key: Any) -> None:
+    """A typed key (``jax.random.key``) or a raw uint32[2] one (``jax.random.PRNGKey``)."""
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype == jnp.uint32 and getattr(key, "shape", None) == (2,)
+    if not isinstance(key, jax.Array) or not (typed and key.shape == () or raw):
+        raise PolyinitError(f"jax backend: key must be one JAX random key, jax.random.key(seed) or "
+                            f"jax.random.PRNGKey(seed), received {key!r}")
+
+
 def draw(plan: Plan, key: Any) -> jax.Array:
     """A draw of ``plan`` from ``key``, in the plan's dtype."""
+    if not isinstance(plan, Plan):
+        raise PolyinitError(f"jax backend: expected a polyinit Plan, received {plan!r}")
+    _check_key(key)
     if plan.dtype == "float64" and not jax.config.jax_enable_x64:
         raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
                                   f"give float32); refusing {plan.spec!r}")
@@ -203,7 +220,7 @@ def draw(plan: Plan, key: Any) -> jax.Array:
     return _combine(structure, leaves, fixed, compute.name, dtype.name)
 
 
-def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., jax.Array]:
+def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable[..., jax.Array]:
     """``init(key, shape, dtype=None) -> Array`` for ``spec``, laid out as ``layout``; no dtype means
     JAX's default float (float32, or float64 under ``JAX_ENABLE_X64``), as in ``jax.nn.initializers``.
 
@@ -212,13 +229,16 @@ def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., ja
     """
     if not isinstance(spec, Spec):
         raise PolyinitError(f"jax backend: expected a polyinit spec, received {spec!r}")
+    layout = check.layout("jax backend", layout)
 
     def init(key: Any, shape, dtype: Optional[Any] = None, out_sharding: Any = None) -> jax.Array:
-        plan = resolve(spec, tuple(int(d) for d in shape), layout, _dtype_name(dtype))
-        return draw(plan, key)
+        _check_key(key)
+        plan = resolve(spec, check.shape("jax backend", shape), layout, _dtype_name(dtype))
+        with check.framework_errors("jax", f"drawing {plan.describe()[:120]} of shape {plan.shape}"):
+            return draw(plan, key)
 
     init.__name__ = f"polyinit_{spec.kind}"
-    init.__doc__ = f"Initializer for {spec!r} (layout {layout.pattern!r})."
+    init.__doc__ = f"Initializer for {spec!r} (layout {str(layout)!r})."
     return init
 
 

@@ -32,6 +32,7 @@ except ImportError as _missing:  # say which extra installs the framework
 import numpy as np
 from keras import ops
 
+from polyinit import _validate as check
 from polyinit import nodes as n
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import IN_OUT, Layout
@@ -111,6 +112,10 @@ class Primitives:
 
 def draw(plan: Plan, seed: Any):
     """A draw of ``plan``; ``seed`` is an int or a ``keras.random.SeedGenerator``."""
+    if not isinstance(plan, Plan):
+        raise PolyinitError(f"keras backend: expected a polyinit Plan, received {plan!r}")
+    if not isinstance(seed, keras.random.SeedGenerator):
+        seed = check.seed("keras backend", seed)
     if plan.size == 0:
         return ops.zeros(plan.shape, dtype=plan.dtype)
     if plan.dtype == "float64" and keras.backend.backend() == "jax":
@@ -127,6 +132,9 @@ def draw(plan: Plan, seed: Any):
     return values
 
 
+_SEEDS = random.SystemRandom()
+
+
 @keras.saving.register_keras_serializable(package="polyinit", name="PolyinitInitializer")
 class PolyinitInitializer(keras.initializers.Initializer):
     """A Keras initializer drawing ``spec`` for a kernel laid out as ``layout`` (``* in out``)."""
@@ -135,20 +143,26 @@ class PolyinitInitializer(keras.initializers.Initializer):
         self.spec = from_dict(spec) if isinstance(spec, dict) else spec
         if not isinstance(self.spec, Spec):
             raise PolyinitError(f"keras backend: expected a polyinit spec, received {spec!r}")
-        self.layout = layout if isinstance(layout, Layout) else Layout(layout)
+        self.layout = check.layout("keras backend", layout) or DEFAULT_LAYOUT
         if isinstance(seed, dict):
-            seed = keras.saving.deserialize_keras_object(seed)
-        if seed is not None and not isinstance(seed, (int, keras.random.SeedGenerator)) or isinstance(seed, bool):
-            raise PolyinitError(f"keras backend: seed must be an int, a keras.random.SeedGenerator or "
-                                f"None, received seed={seed!r}")
+            with check.framework_errors("keras", "reading the seed's config"):
+                seed = keras.saving.deserialize_keras_object(seed)
+        if seed is not None and not isinstance(seed, keras.random.SeedGenerator):
+            seed = check.seed("keras backend", seed)
         self._init_seed = seed
-        self.seed = random.randint(1, int(1e9)) if seed is None else seed
+        # A private generator: seed=None must not advance Python's global ``random`` (Keras's own
+        # initializers do; polyinit changes no global RNG state).
+        self.seed = _SEEDS.randint(1, int(1e9)) if seed is None else seed
 
     def __call__(self, shape, dtype=None):
-        name = keras.backend.standardize_dtype(dtype or keras.config.floatx())
+        with check.framework_errors("keras", f"reading dtype {dtype!r}"):
+            name = keras.backend.standardize_dtype(dtype or keras.config.floatx())
         if name not in ("float16", "bfloat16", "float32", "float64"):
             raise PolyinitError(f"keras backend: cannot initialise dtype {name}; floating dtypes only")
-        return draw(resolve(self.spec, tuple(shape), self.layout, name), self.seed)
+        plan = resolve(self.spec, check.shape("keras backend", shape), self.layout, name)
+        with check.framework_errors(f"keras ({keras.backend.backend()})",
+                                    f"drawing {plan.describe()[:120]} of shape {plan.shape}"):
+            return draw(plan, self.seed)
 
     def get_config(self) -> dict:
         seed = self._init_seed
@@ -165,8 +179,12 @@ keras.saving.get_custom_objects()["polyinit>Initializer"] = PolyinitInitializer
 
 
 def to_numpy(tensor) -> np.ndarray:
-    return np.asarray(ops.convert_to_numpy(ops.cast(tensor, "float32") if str(tensor.dtype).endswith(
-        "bfloat16") else tensor), dtype=np.float64)
+    # Flattened first: TensorFlow cannot hand numpy a 0-d tensor that went through a cast.
+    shape = tuple(tensor.shape)
+    flat = ops.reshape(tensor, (-1,))
+    if str(tensor.dtype).endswith("bfloat16"):
+        flat = ops.cast(flat, "float32")
+    return np.asarray(ops.convert_to_numpy(flat), dtype=np.float64).reshape(shape)
 
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")

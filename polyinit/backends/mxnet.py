@@ -27,8 +27,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from polyinit import _validate as check
 from polyinit.backends import numpy as reference
-from polyinit.errors import PolyinitError
+from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import OUT_IN, Layout
 from polyinit.plan import resolve
 from polyinit.serialize import from_dict, to_dict
@@ -59,10 +60,14 @@ def _write(arr: Any, values: np.ndarray) -> None:
 
 
 def _dtype_name(arr: Any) -> str:
-    name = np.dtype(arr.dtype).name
+    try:
+        name = np.dtype(arr.dtype).name
+    except (AttributeError, TypeError):
+        raise PolyinitError(f"mxnet backend: expected an array with a dtype, received {arr!r}") from None
     if name not in ("float16", "float32", "float64"):
         raise PolyinitError(f"mxnet backend: cannot initialise dtype {name}; floating dtypes only")
     return name
+
 
 
 class Polyinit(_Base):
@@ -72,13 +77,13 @@ class Polyinit(_Base):
         self.spec = from_dict(spec) if isinstance(spec, dict) else spec
         if not isinstance(self.spec, Spec):
             raise PolyinitError(f"mxnet backend: expected a polyinit spec, received {spec!r}")
-        self.layout = layout if isinstance(layout, Layout) else Layout(layout)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise PolyinitError(f"mxnet backend: seed must be an int or None, received seed={seed!r}")
+        self.layout = check.layout("mxnet backend", layout) or DEFAULT_LAYOUT
+        seed = None if seed is None else check.seed("mxnet backend", seed)
         kwargs = {"spec": to_dict(self.spec), "layout": self.layout.pattern, "seed": seed}
         if _mx is not None:
             super().__init__(**kwargs)
         self._kwargs = kwargs
+        # Unseeded: each weight takes its seed from MXNet's own generator (see _unseeded_rng).
         self._rng = None if seed is None else np.random.default_rng(seed)
 
     def dumps(self) -> str:
@@ -114,10 +119,12 @@ class Polyinit(_Base):
 
     def _init_weight(self, name: Any, arr: Any) -> None:
         try:
-            plan = resolve(self.spec, tuple(arr.shape), self.layout, _dtype_name(arr))
+            plan = resolve(self.spec, check.shape("mxnet backend", getattr(arr, "shape", None)),
+                           self.layout, _dtype_name(arr))
         except PolyinitError as error:
             raise type(error)(f"mxnet backend, parameter {str(name)!r}: {error}") from None
-        _write(arr, reference.draw(plan, self._rng or _unseeded_rng()))
+        with check.framework_errors("mxnet", f"writing parameter {str(name)!r}"):
+            _write(arr, reference.draw(plan, self._rng or _unseeded_rng()))
 
 
 def _unseeded_rng() -> np.random.Generator:
@@ -144,6 +151,9 @@ DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray 
 
 def sample_plan(plan, seed: int) -> Any:
     """The conformance hook: a fresh array filled by ``Polyinit`` as a weight, the MXNet way."""
+    if _mx is not None and (plan.shape == () or plan.size == 0):
+        raise NotExpressibleError("mxnet backend: MXNet 1.x NDArrays have no 0-d or zero-size "
+                                  f"shape; refusing {plan.spec!r} at shape {plan.shape}")
     arr = _mx.nd.zeros(plan.shape, dtype=plan.dtype) if _mx is not None else np.empty(plan.shape, plan.dtype)
     Polyinit(plan.spec, plan.layout or DEFAULT_LAYOUT, seed)("param_weight", arr)
     return arr

@@ -151,6 +151,8 @@ def numpy_dtype(name: str) -> np.dtype:
 
 def draw(plan: Plan, rng: np.random.Generator) -> np.ndarray:
     """Draw a resolved plan with ``rng``; the result has the plan's shape and dtype."""
+    if not isinstance(plan, Plan):
+        raise PolyinitError(f"numpy backend: expected a polyinit Plan, received {plan!r}")
     if not isinstance(rng, np.random.Generator):
         raise PolyinitError(f"numpy backend: rng must be a numpy.random.Generator (never the global "
                             f"RNG), received {rng!r}")

@@ -16,7 +16,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 try:
     import torch
@@ -26,6 +26,7 @@ except ImportError as _missing:  # say which extra installs the framework
     raise BackendUnavailableError(f"polyinit.backends.torch cannot import torch ({_missing}); install it with: "
                                   "pip install 'polyinit[torch]'") from None
 
+from polyinit import _validate as check
 from polyinit import nodes as n
 from polyinit.errors import PolyinitError
 from polyinit.layout import OUT_IN, Layout
@@ -99,12 +100,37 @@ class Primitives:
         return _OPS[node.name](*args)
 
 
+def _check_tensor(tensor: Any) -> torch.Tensor:
+    if not isinstance(tensor, torch.Tensor):
+        raise PolyinitError(f"torch backend: expected a torch.Tensor, received {type(tensor).__name__}")
+    if tensor.dtype not in _DTYPES:
+        raise PolyinitError(f"torch backend: cannot initialise a {tensor.dtype} tensor; "
+                            f"floating dtypes only ({', '.join(map(str, _DTYPES))})")
+    return tensor
+
+
 def draw_into(tensor: torch.Tensor, plan: Plan, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Fill ``tensor`` in place with a draw of ``plan`` (its shape must match)."""
+    """Fill ``tensor`` in place with a draw of ``plan``; its shape and dtype must be the plan's
+    (``plan_for(tensor, spec)`` resolves one that fits)."""
+    _check_tensor(tensor)
+    if not isinstance(plan, Plan):
+        raise PolyinitError(f"torch backend: expected a polyinit Plan, received {plan!r}")
     if tuple(tensor.shape) != plan.shape:
         raise PolyinitError(f"torch backend: tensor shape {tuple(tensor.shape)} != plan shape {plan.shape}")
+    if _DTYPES[tensor.dtype] != plan.dtype:
+        raise PolyinitError(f"torch backend: the plan was resolved for {plan.dtype}, the tensor is "
+                            f"{tensor.dtype}; resolve it for the tensor (plan_for)")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise PolyinitError(f"torch backend: generator must be a torch.Generator or None, "
+                            f"received {generator!r}")
     if tensor.device.type == "meta" or plan.size == 0:
         return tensor
+    with check.framework_errors("torch", f"drawing {plan.describe()[:120]} into a {tensor.dtype} "
+                                         f"tensor of shape {tuple(tensor.shape)} on {tensor.device}"):
+        return _draw_into(tensor, plan, generator)
+
+
+def _draw_into(tensor: torch.Tensor, plan: Plan, generator: Optional[torch.Generator]) -> torch.Tensor:
     with torch.no_grad():
         root = plan.root
         if tensor.dtype in (torch.float32, torch.float64) and isinstance(root, (n.Uniform, n.Normal, n.Fill,
@@ -121,14 +147,13 @@ def draw_into(tensor: torch.Tensor, plan: Plan, generator: Optional[torch.Genera
         return tensor.copy_(n.evaluate(root, prims, plan.leaf_index))
 
 
-def plan_for(tensor: torch.Tensor, spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Plan:
-    if tensor.dtype not in _DTYPES:
-        raise PolyinitError(f"torch backend: cannot initialise a {tensor.dtype} tensor; "
-                            f"floating dtypes only ({', '.join(map(str, _DTYPES))})")
-    return resolve(spec, tuple(tensor.shape), layout, _DTYPES[tensor.dtype])
+def plan_for(tensor: torch.Tensor, spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Plan:
+    """The plan of ``spec`` for ``tensor``'s shape and dtype under ``layout``."""
+    _check_tensor(tensor)
+    return resolve(spec, tuple(tensor.shape), check.layout("torch backend", layout), _DTYPES[tensor.dtype])
 
 
-def init_(tensor: torch.Tensor, spec: Spec, layout: Layout = DEFAULT_LAYOUT,
+def init_(tensor: torch.Tensor, spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT,
           generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Fill ``tensor`` in place with ``spec`` and return it (the ``torch.nn.init`` idiom).
 
@@ -139,16 +164,21 @@ def init_(tensor: torch.Tensor, spec: Spec, layout: Layout = DEFAULT_LAYOUT,
     return draw_into(tensor, plan_for(tensor, spec, layout), generator)
 
 
-def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., torch.Tensor]:
-    """A ``torch.nn.init``-style function ``fn(tensor, generator=None) -> tensor`` for ``spec``."""
+def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable[..., torch.Tensor]:
+    """A ``torch.nn.init``-style function ``fn(tensor, generator=None) -> tensor`` for ``spec``.
+
+    With ``generator=None`` it draws from torch's global generator, exactly as ``torch.nn.init``
+    does (so ``torch.manual_seed`` makes it reproducible); pass a generator to leave that alone.
+    """
     if not isinstance(spec, Spec):
         raise PolyinitError(f"torch backend: expected a polyinit spec, received {spec!r}")
+    layout = check.layout("torch backend", layout)
 
     def fn(tensor: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return init_(tensor, spec, layout, generator)
 
     fn.__name__ = f"polyinit_{spec.kind}_"
-    fn.__doc__ = f"Fill a tensor in place with {spec!r} (layout {layout.pattern!r})."
+    fn.__doc__ = f"Fill a tensor in place with {spec!r} (layout {str(layout)!r})."
     return fn
 
 
