@@ -115,38 +115,9 @@ def compute_fans(shape: Sequence[int], layout: "Layout | None") -> Fans:
     return Fans(fan_in=size("in") * receptive, fan_out=size("out") * receptive, receptive=receptive)
 
 
-# Presets per framework and layer kind. "native" follows the framework's own fan convention, which
-# for transposed convs is not the data flow; "semantic" follows the data flow.
-_PRESETS = {
-    # (framework, kind): (native pattern, semantic pattern)
-    ("torch", "dense"): ("out in", "out in"),
-    ("torch", "conv"): ("out in *", "out in *"),
-    ("torch", "conv_transpose"): ("out in *", "in out *"),  # weight (in, out/g, *k)
-    ("torch", "embedding"): ("out in", "in out"),           # (num, dim); torch's fans read dim 1 as in
-    ("keras", "dense"): ("in out", "in out"),
-    ("keras", "conv"): ("* in out", "* in out"),
-    ("keras", "conv_transpose"): ("* in out", "* out in"),  # kernel (*k, filters, in)
-    ("keras", "depthwise_conv"): ("* in out", "* batch out"),  # (*k, channels, multiplier)
-    ("keras", "embedding"): ("in out", "in out"),
-    ("flax", "dense"): ("in out", "in out"),
-    ("flax", "conv"): ("* in out", "* in out"),
-    ("flax", "conv_transpose"): ("* in out", "* in out"),   # kernel (*k, in, out)
-    ("flax", "embedding"): ("in out", "in out"),
-    ("mxnet", "dense"): ("out in", "out in"),
-    ("mxnet", "conv"): ("out in *", "out in *"),
-    ("mxnet", "conv_transpose"): ("out in *", "in out *"),
-    ("mxnet", "embedding"): ("in out", "in out"),
-}
-_PRESETS[("torch", "depthwise_conv")] = _PRESETS[("torch", "conv")]  # (C*m, 1, *k): fans are right
-_PRESETS[("mxnet", "depthwise_conv")] = _PRESETS[("mxnet", "conv")]
-_PRESETS[("flax", "depthwise_conv")] = ("* in out", "* in out")  # feature_group_count: (*k, 1, C*m)
-for _kind in ("dense", "conv", "conv_transpose", "embedding", "depthwise_conv"):
-    _PRESETS[("jax", _kind)] = _PRESETS[("flax", _kind)]
-    _PRESETS[("haiku", _kind)] = _PRESETS[("keras", _kind)]
-
-
 def preset(framework: str, kind: str, *, native: bool = True) -> Layout:
-    """The layout of a ``kind`` weight in ``framework``.
+    """The layout of a ``kind`` weight in ``framework`` (each framework's presets live in its
+    record, ``polyinit/frameworks/<name>.py``).
 
     ``native=True`` reproduces the framework's own fan convention (torch and Keras take the
     output-channel axis of a transposed conv as "in"); ``native=False`` follows the data flow.
@@ -154,11 +125,7 @@ def preset(framework: str, kind: str, *, native: bool = True) -> Layout:
     >>> preset("torch", "conv_transpose").pattern, preset("torch", "conv_transpose", native=False).pattern
     ('out in *', 'in out *')
     """
-    try:
-        native_pattern, semantic_pattern = _PRESETS[(framework, kind)]
-    except (KeyError, TypeError):  # unknown, or not even hashable
-        frameworks = sorted({f for f, _ in _PRESETS})
-        kinds = sorted({k for _, k in _PRESETS})
-        raise SpecError(f"preset: no layout for framework={framework!r}, kind={kind!r}; "
-                        f"frameworks: {frameworks}; kinds: {kinds}") from None
-    return Layout(native_pattern if native else semantic_pattern)
+    # Imported here, not at the top: polyinit.frameworks imports this module for Layout.
+    from polyinit.frameworks import preset as framework_preset
+
+    return framework_preset(framework, kind, native=native)

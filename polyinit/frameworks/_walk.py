@@ -1,0 +1,119 @@
+"""The part of every walker that does not depend on the framework: turning each layer's own
+tensors into portable records in declaration order (positions, kind positions, aliases of tied
+tensors, roles, layouts, logical views), and remembering each record's native handle."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Optional
+
+from polyinit.frameworks import module_type_of
+from polyinit.layout import Layout
+from polyinit.params import ModuleType, Param, ParamType, split_view
+
+ROLE_BY_NAME = {"weight": "weight", "kernel": "weight", "bias": "bias", "gamma": "scale", "scale": "scale",
+                "beta": "offset", "offset": "offset", "embedding": "embedding", "embeddings": "embedding",
+                "running_mean": "running_mean", "moving_mean": "running_mean", "mean": "running_mean",
+                "running_var": "running_var", "moving_variance": "running_var", "var": "running_var",
+                "recurrent_kernel": "recurrent", "depthwise_kernel": "weight", "pointwise_kernel": "weight"}
+
+
+def role_by_name(kind: str, leaf: str) -> str:
+    role = ROLE_BY_NAME.get(leaf, "other")
+    if kind == "norm":
+        return {"weight": "scale", "bias": "offset"}.get(role, role)
+    if kind == "embedding" and role == "weight":
+        return "embedding"
+    return role
+
+
+def is_float(dtype: str) -> bool:
+    return any(name in dtype for name in ("float16", "bfloat16", "float32", "float64"))
+
+
+def dtype_name(dtype: Any) -> str:
+    text = str(dtype).replace("torch.", "").replace("<class 'numpy.", "").rstrip("'>")
+    return text
+
+
+class Builder:
+    """Collects records layer by layer. ``handles[path]`` is the walker's own object for the
+    parameter (tensor, variable, array); ``unknown[type]`` the unregistered module types that hold
+    parameters (reported in their own section and warned about, never silently "other")."""
+
+    def __init__(self, default_layout: str, sep: str = "."):
+        self.default_layout, self.sep = default_layout, sep
+        self.params: list[Param] = []
+        self.handles: dict[str, Any] = {}
+        self.unknown: dict[str, list[str]] = {}
+        self._owner: dict[int, int] = {}
+        self._aliases: dict[int, list[str]] = {}
+        self._kind_counts: dict[str, int] = {}
+        self._layers = 0
+        self.overrides: dict[str, ParamType] = {}
+
+    def add_overrides(self, prefix: str, entry: Optional[ModuleType]) -> None:
+        """An ancestor's dotted entries (``c_attn.weight``) for its descendants' parameters."""
+        if entry is None:
+            return
+        for leaf, ptype in entry.params.items():
+            if self.sep in leaf or "." in leaf:
+                leaf = leaf.replace(".", self.sep)
+                self.overrides[f"{prefix}{self.sep}{leaf}" if prefix else leaf] = ptype
+
+    def layer(self, layer_path: str, module: Any, own: list[tuple], *, key_prefix: str,
+              kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[dict] = None) -> None:
+        """Add one layer. ``own``: (leaf, handle, identity, shape, dtype, trainable, device[, type leaf]) tuples;
+        ``kind`` forces the kind (a layer inside an attention block); ``fallback`` is the walker's
+        own guess for unregistered types; ``views[leaf] = (logical_shape, semantic Layout[, native pattern])``."""
+        entry, type_path = module_type_of(module) if module is not None else (None, "")
+        fresh = []
+        for row in own:
+            leaf, handle, identity, shape, dtype, trainable, device = row[:7]
+            type_leaf = row[7] if len(row) > 7 else leaf  # the name the module type knows it by
+            path = f"{layer_path}{self.sep}{leaf}" if layer_path else leaf
+            if not is_float(dtype):
+                continue  # integer counters, step numbers, masks: not initialised, not reported
+            if identity in self._owner:
+                self._aliases[self._owner[identity]].append(path)
+                continue
+            fresh.append((type_leaf, path, handle, identity, tuple(int(d) for d in shape), dtype, trainable, device))
+        if not fresh:
+            return
+        resolved_kind = kind or (entry.kind if entry else None) or fallback
+        if resolved_kind is None:
+            resolved_kind = "other"
+            self.unknown.setdefault(type_path, []).extend(p for _, p, *_ in fresh)
+        position = self._layers
+        self._layers += 1
+        kind_position = self._kind_counts.get(resolved_kind, 0)
+        self._kind_counts[resolved_kind] = kind_position + 1
+        for leaf, path, handle, identity, shape, dtype, trainable, device in fresh:
+            ptype = self.overrides.get(path) or (entry.params.get(leaf) or entry.params.get("*") if entry else None)
+            role = ptype.role if ptype else role_by_name(resolved_kind, leaf)
+            pattern = ptype.layout if ptype else self.default_layout
+            logical, semantic = split_view(shape, pattern, ptype.split if ptype else None,
+                                           ptype.semantic if ptype else None)
+            if views and leaf in views and logical is None:
+                view = views[leaf]
+                logical, semantic = view[0], view[1]
+                if len(view) > 2:  # the layer's own convention differs from its type's (attention kernels)
+                    pattern = view[2]
+            self._owner[identity] = len(self.params)
+            self._aliases[len(self.params)] = []
+            self.handles[path] = handle
+            self.params.append(Param(path, resolved_kind, role, shape, Layout(pattern), position, dtype,
+                                     layer_path, type_path, kind_position, f"{key_prefix}{self.sep}{leaf}",
+                                     (), bool(trainable), str(device), logical, semantic))
+
+    def finish(self) -> list[Param]:
+        for index, aliases in self._aliases.items():
+            if aliases:
+                self.params[index] = dataclasses.replace(self.params[index], aliases=tuple(aliases))
+        if self.unknown:
+            listed = "; ".join(f"{t} ({len(p)} parameters)" for t, p in self.unknown.items())
+            warnings.warn(f"polyinit: module types with parameters that no registry entry describes: {listed}; "
+                          "their parameters are kind 'other' (register them with "
+                          "polyinit.frameworks.register_module_type)", stacklevel=3)
+        return self.params

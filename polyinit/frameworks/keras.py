@@ -1,0 +1,155 @@
+"""Keras 3: the walker (model -> records in layer order), module types, presets."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from polyinit.frameworks import Framework, module_type_of, register_module_type
+from polyinit.frameworks._walk import Builder, dtype_name
+from polyinit.layout import Layout
+from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
+
+_L = "keras.src.layers"
+_KERNEL = {"kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}
+_NORM = ModuleType("norm", {"gamma": ParamType("scale", "out"), "beta": ParamType("offset", "out"),
+                            "scale": ParamType("scale", "out"),
+                            "moving_mean": ParamType("running_mean", "out"),
+                            "moving_variance": ParamType("running_var", "out"),
+                            "mean": ParamType("running_mean", "out"), "variance": ParamType("running_var", "out")})
+_RNN = ModuleType("recurrent", {"kernel": ParamType("weight", "in out"),
+                                "recurrent_kernel": ParamType("recurrent", "in out"), "bias": ParamType("bias", "out")})
+for _path, _entry in {
+    f"{_L}.core.dense.Dense": ModuleType("dense", _KERNEL),
+    f"{_L}.core.einsum_dense.EinsumDense": ModuleType("dense", _KERNEL),
+    f"{_L}.convolutional.base_conv.BaseConv": ModuleType("conv", _KERNEL),
+    f"{_L}.convolutional.base_conv_transpose.BaseConvTranspose": ModuleType("conv_transpose", {
+        "kernel": ParamType("weight", "* in out", semantic="* out in"), "bias": ParamType("bias", "out")}),
+    f"{_L}.convolutional.base_depthwise_conv.BaseDepthwiseConv": ModuleType("conv", {
+        "kernel": ParamType("weight", "* in out", semantic="* batch out"), "bias": ParamType("bias", "out")}),
+    f"{_L}.convolutional.base_separable_conv.BaseSeparableConv": ModuleType("conv", {
+        "depthwise_kernel": ParamType("weight", "* in out", semantic="* batch out"),
+        "pointwise_kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}),
+    f"{_L}.core.embedding.Embedding": ModuleType("embedding", {"embeddings": ParamType("embedding", "in out")}),
+    f"{_L}.normalization.batch_normalization.BatchNormalization": _NORM,
+    f"{_L}.normalization.layer_normalization.LayerNormalization": _NORM,
+    f"{_L}.normalization.group_normalization.GroupNormalization": _NORM,
+    f"{_L}.normalization.rms_normalization.RMSNormalization": _NORM,
+    f"{_L}.preprocessing.normalization.Normalization": _NORM,
+    f"{_L}.rnn.lstm.LSTMCell": _RNN, f"{_L}.rnn.gru.GRUCell": _RNN, f"{_L}.rnn.simple_rnn.SimpleRNNCell": _RNN,
+    f"{_L}.attention.multi_head_attention.MultiHeadAttention": ModuleType("attention", {}),
+}.items():
+    register_module_type(_path, _entry)
+
+
+# Private Keras API, isolated here (checked on Keras 3.15.1): ``_flatten_layers(include_self=False,
+# recursive=False)`` lists a layer's direct sublayers in the order they were assigned (the public
+# ``layers`` exists only on models), and ``_trainable_variables`` / ``_non_trainable_variables`` are
+# a layer's *own* variables (the public ``weights`` include every sublayer's).
+def _children(layer: Any) -> list:
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _own_variables(layer: Any) -> list:
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+class KerasWalker:
+    returns_new = False
+    name = "keras"
+
+    def walk(self, model: Any, input_shape: Any = None) -> list[Param]:
+        if not model.built:
+            if input_shape is None:
+                raise ModelError("rules: this Keras model is not built; pass input_shape= to build it")
+            import keras
+
+            # Calling the model builds every sublayer, subclassed models included.
+            model(keras.ops.zeros(tuple(1 if d is None else d for d in input_shape)))
+        builder = Builder("* in out", sep="/")
+        self._visit(builder, model, "", None, set())
+        self.variables = builder.handles
+        self.unknown = builder.unknown
+        return builder.finish()
+
+    def _visit(self, builder: Builder, layer: Any, key: str, forced: Any, seen: set) -> None:
+        # The key is the chain of child indices (0/3/1): Keras' auto-numbered names (dense_2) never enter it.
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        entry, _ = module_type_of(layer)
+        own = [v for v in _own_variables(layer)]
+        if own:
+            rows = [(v.path.rsplit("/", 1)[-1], v, id(v), tuple(v.shape), dtype_name(v.dtype), v.trainable, "")
+                    for v in own]
+            layer_path = own[0].path.rsplit("/", 1)[0]
+            builder.layer(layer_path, layer, rows, key_prefix=key or "root", kind=forced,
+                          views=self._views(layer, entry, forced, own))
+        inner = "attention" if entry is not None and entry.kind == "attention" else forced
+        for i, child in enumerate(_children(layer)):
+            self._visit(builder, child, f"{key}/{i}" if key else str(i), inner, seen)
+
+    @staticmethod
+    def _views(layer: Any, entry: Any, forced: Any, own: list) -> dict:
+        views = {}
+        for v in own:
+            leaf, shape = v.path.rsplit("/", 1)[-1], tuple(v.shape)
+            if forced == "attention" and len(shape) == 3:
+                pattern = "in in out" if layer.name == "attention_output" else "in out out"
+                views[leaf] = (None, Layout(pattern), pattern)
+            elif entry is not None and entry.kind == "conv" and leaf == "kernel" and getattr(layer, "groups", 1) > 1:
+                roles = Layout("* in out").roles(len(shape))
+                views[leaf] = grouped_view(shape, roles, len(shape) - 1, int(layer.groups), {})
+        return views
+
+    def check(self, planned: list) -> None:
+        for param, plan in planned:
+            variable = self.variables[param.path]
+            if tuple(variable.shape) != tuple(param.shape):
+                raise ModelError(f"keras: variable {param.path!r} has shape {tuple(variable.shape)}, "
+                                 f"expected {param.shape}")
+
+    def draw(self, param: Param, plan: Any, seed: int) -> Any:
+        from polyinit.backends.keras import draw
+
+        values = draw(plan, seed)
+        if plan.shape != param.shape:  # a logical view (fans="semantic"): same values, real shape
+            import keras
+
+            values = keras.ops.reshape(values, param.shape)
+        return values
+
+    def write(self, model: Any, drawn: list) -> Any:
+        written = []
+        try:
+            for param, values in drawn:
+                if values is not None:
+                    variable = self.variables[param.path]
+                    written.append((variable, variable.numpy().copy()))
+                    variable.assign(values)
+        except Exception as error:
+            for variable, backup in written:
+                variable.assign(backup)
+            raise ModelError(f"keras: writing failed ({type(error).__name__}: {error}); "
+                             f"the {len(written)} variables written were restored") from error
+        return model
+
+    def read(self, model: Any, param: Param) -> Any:
+        import keras
+        import numpy as np
+
+        return keras.ops.convert_to_numpy(self.variables[param.path]).astype(np.float64)
+
+
+def _detect(model: Any) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.layers.Layer)
+
+
+FRAMEWORK = Framework(
+    name="keras", display="Keras 3", detect=_detect, walker=KerasWalker, priority=20,
+    presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
+             "conv_transpose": ("* in out", "* out in"),    # kernel (*k, filters, in)
+             "depthwise_conv": ("* in out", "* batch out"),  # (*k, channels, multiplier)
+             "embedding": ("in out", "in out")},
+)

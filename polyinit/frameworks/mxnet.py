@@ -1,0 +1,231 @@
+"""MXNet: the Gluon walker (block tree, child order), the name -> array dict walker, module types,
+presets. Values are drawn with the numpy backend and written as MXNet arrays."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from polyinit.frameworks import Framework, module_type_of, register_module_type
+from polyinit.frameworks._walk import ROLE_BY_NAME, Builder, dtype_name, role_by_name
+from polyinit.layout import Layout
+from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
+
+_G = "mxnet.gluon"
+_DENSE = {"weight": ParamType("weight", "out in"), "bias": ParamType("bias", "out")}
+_CONV = {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out")}
+_NORM = ModuleType("norm", {"gamma": ParamType("scale", "out"), "beta": ParamType("offset", "out"),
+                            "running_mean": ParamType("running_mean", "out"),
+                            "running_var": ParamType("running_var", "out")})
+for _path, _entry in {
+    f"{_G}.nn.basic_layers.Dense": ModuleType("dense", _DENSE),
+    f"{_G}.nn.conv_layers._Conv": ModuleType("conv", _CONV),
+    f"{_G}.nn.conv_layers.Conv1DTranspose": ModuleType("conv_transpose", _CONV),
+    f"{_G}.nn.conv_layers.Conv2DTranspose": ModuleType("conv_transpose", _CONV),
+    f"{_G}.nn.conv_layers.Conv3DTranspose": ModuleType("conv_transpose", _CONV),
+    f"{_G}.nn.basic_layers.Embedding": ModuleType("embedding", {"weight": ParamType("embedding", "in out")}),
+    f"{_G}.nn.basic_layers._BatchNorm": _NORM, f"{_G}.nn.basic_layers.BatchNorm": _NORM,
+    f"{_G}.nn.basic_layers.LayerNorm": _NORM, f"{_G}.nn.basic_layers.InstanceNorm": _NORM,
+    f"{_G}.nn.basic_layers.GroupNorm": _NORM,
+    f"{_G}.rnn.rnn_layer._RNNLayer": ModuleType("recurrent", {"*": ParamType("weight", "out in")}),
+    f"{_G}.rnn.rnn_cell.HybridRecurrentCell": ModuleType("recurrent", {"*": ParamType("weight", "out in")}),
+}.items():
+    register_module_type(_path, _entry)
+
+_SUFFIXES = sorted(ROLE_BY_NAME, key=len, reverse=True)
+
+
+# Private Gluon API, isolated here (checked on MXNet 1.9.1): ``Block._children`` (child name ->
+# block, in the order added) and ``Block._reg_params`` (attribute name -> the block's own
+# Parameters) are the block tree; the public ``collect_params()`` only gives prefix-built names,
+# which carry global counters (dense3_) and no structure. ``Parameter._data is None`` means the
+# shape is still deferred (or the block is not initialised).
+def _children(block: Any) -> list:
+    return list(block._children.items())
+
+
+def _own(block: Any) -> list:
+    return list(block._reg_params.items())
+
+
+def _deferred(param: Any) -> bool:
+    return param._data is None or 0 in tuple(param.shape)
+
+
+def _recurrent_role(leaf: str) -> str:
+    if leaf.endswith("h2h_weight"):
+        return "recurrent"
+    return "bias" if leaf.endswith("bias") else "weight"
+
+
+class GluonWalker:
+    returns_new = False
+    name = "mxnet"
+
+    def walk(self, model: Any) -> list[Param]:
+        builder = Builder("out in *", sep="/")
+        self.real_paths: dict[str, Any] = {}
+        self._visit(builder, model, "", set())
+        self.arrays = builder.handles
+        self.unknown = builder.unknown
+        return builder.finish()
+
+    def _visit(self, builder: Builder, block: Any, key: str, seen: set) -> None:
+        if id(block) in seen:
+            return
+        seen.add(id(block))
+        entry, _ = module_type_of(block)
+        own = _own(block)
+        if own:
+            rows, views = [], {}
+            for attribute, param in own:
+                # Path: Gluon's own full name (dense0_weight), as collect_params() lists it.
+                rows.append((param.name, param, id(param), tuple(param.shape), dtype_name(np.dtype(param.dtype).name),
+                             param.grad_req != "null", "", attribute))
+                if entry is not None and entry.kind in ("conv", "conv_transpose") and attribute == "weight":
+                    groups = int(block._kwargs.get("num_group", 1)) if hasattr(block, "_kwargs") else 1
+                    flow = {"out": "in", "in": "out"} if entry.kind == "conv_transpose" else {}
+                    views[attribute] = grouped_view(tuple(param.shape), Layout("out in *").roles(len(param.shape)),
+                                                     0, groups, flow)
+            before = len(builder.params)
+            builder.layer("", block, rows, key_prefix=key or "root", views=views)
+            import dataclasses
+
+            names = {param.name: attribute for attribute, param in own}
+            for i in range(before, len(builder.params)):
+                p = builder.params[i]
+                leaf = names[p.path]
+                role = p.role
+                if p.kind == "recurrent":
+                    role = _recurrent_role(leaf)
+                elif entry is None or (leaf not in entry.params and "*" not in entry.params):
+                    role = role_by_name(p.kind, next((n for n in _SUFFIXES if leaf.endswith(n)), leaf))
+                builder.params[i] = dataclasses.replace(p, role=role, key=f"{key or 'root'}/{leaf}")
+        for name, child in _children(block):
+            self._visit(builder, child, f"{key}/{name}" if key else str(name), seen)
+
+    def check(self, planned: list) -> None:
+        deferred = [param.path for param, _ in planned if _deferred(self.arrays[param.path])]
+        if deferred:
+            raise ModelError(f"mxnet: parameters {deferred} have deferred shapes or are not initialised; run "
+                             "net.initialize() and one forward pass first (or give in_units=/in_channels=)")
+
+    def draw(self, param: Param, plan: Any, seed: int) -> Any:
+        from polyinit.backends.numpy import draw
+
+        return draw(plan, np.random.default_rng(seed)).reshape(param.shape)
+
+    def write(self, model: Any, drawn: list) -> Any:
+        import mxnet as mx
+
+        written = []
+        try:
+            for param, values in drawn:
+                if values is None:
+                    continue
+                target = self.arrays[param.path]
+                written.append((target, target.data().copy()))
+                # An MXNet array, not numpy: set_data of a numpy array fails on the oneDNN build
+                # once a forward pass has run.
+                target.set_data(mx.nd.array(np.asarray(values), dtype=target.dtype, ctx=target.list_ctx()[0]))
+        except Exception as error:
+            for target, backup in written:
+                target.set_data(backup)
+            raise ModelError(f"mxnet: writing failed ({type(error).__name__}: {error}); "
+                             f"the {len(written)} parameters written were restored") from error
+        return model
+
+    def read(self, model: Any, param: Param) -> Any:
+        return self.arrays[param.path].data().asnumpy().astype(np.float64)
+
+
+class ArrayDictWalker:
+    """A name -> array dict in MXNet's naming (dense0_weight, ...): no block tree, so the kind and
+    the layer come from the names. Values are written in place."""
+
+    returns_new = False
+    name = "mxnet-dict"
+    _KINDS = (("deconv", "conv_transpose"), ("conv", "conv"), ("dense", "dense"), ("embedding", "embedding"),
+              ("norm", "norm"), ("lstm", "recurrent"), ("gru", "recurrent"), ("rnn", "recurrent"))
+
+    def walk(self, model: Any) -> list[Param]:
+        builder = Builder("out in *", sep="_")
+        self.unknown = {}
+        groups: dict[str, list] = {}
+        for path, array in model.items():
+            match = re.match(r"(.*?[a-z]+)\d*_(.*)$", path)
+            prefix, leaf = (match.group(1), match.group(2)) if match else ("", path)
+            groups.setdefault(path[: len(path) - len(leaf)], []).append((path, leaf, prefix, array))
+        for layer, items in groups.items():
+            kind = next((k for key, k in self._KINDS if key in items[0][2].lower()), "other")
+            rows = [(leaf, array, id(array), tuple(array.shape), np.dtype(array.dtype).name, True, "")
+                    for _, leaf, _, array in items]
+            before = len(builder.params)
+            builder.layer(layer.rstrip("_"), None, rows, key_prefix=layer.rstrip("_"), kind=kind)
+            import dataclasses
+
+            for i in range(before, len(builder.params)):
+                p = builder.params[i]
+                leaf = p.path[len(layer):]
+                name = next((n for n in _SUFFIXES if leaf.endswith(n)), leaf)
+                role = "recurrent" if leaf.endswith("h2h_weight") else role_by_name(kind, name)
+                builder.params[i] = dataclasses.replace(p, role=role, path=layer + leaf)
+        self.arrays = dict(model)
+        return builder.finish()
+
+    def draw(self, param: Param, plan: Any, seed: int) -> Any:
+        from polyinit.backends.numpy import draw
+
+        return draw(plan, np.random.default_rng(seed)).reshape(param.shape)
+
+    def write(self, model: Any, drawn: list) -> Any:
+        written = []
+        try:
+            for param, values in drawn:
+                if values is not None:
+                    target = self.arrays[param.path]
+                    written.append((target, np.array(target)))
+                    target[...] = values
+        except Exception as error:
+            for target, backup in written:
+                target[...] = backup
+            raise ModelError(f"mxnet: writing failed ({type(error).__name__}: {error}); restored") from error
+        return model
+
+    def read(self, model: Any, param: Param) -> Any:
+        return np.asarray(self.arrays[param.path], dtype=np.float64)
+
+
+def _detect_gluon(model: Any) -> bool:
+    mx = sys.modules.get("mxnet")
+    return mx is not None and hasattr(mx, "gluon") and isinstance(model, mx.gluon.Block)
+
+
+def _detect_dict(model: Any) -> bool:
+    if not isinstance(model, Mapping) or not model:
+        return False
+    if any(type(v).__module__.startswith("torch") for v in model.values()):
+        return False  # a torch state_dict is not a model
+    return all(hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, Mapping) for v in model.values())
+
+
+_PRESETS = {"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
+            "conv_transpose": ("out in *", "in out *"), "embedding": ("in out", "in out"),
+            "depthwise_conv": ("out in *", "out in *")}
+FRAMEWORK = Framework(name="mxnet", display="MXNet", detect=_detect_gluon, walker=GluonWalker, priority=40,
+                      presets=_PRESETS)
+ARRAY_DICT = Framework(name="mxnet-dict", display="MXNet (name -> array dict)", detect=_detect_dict,
+                       walker=ArrayDictWalker, priority=90)
+
+
+def _register() -> None:
+    from polyinit.frameworks import register_framework
+
+    register_framework(ARRAY_DICT)
+
+
+_register()

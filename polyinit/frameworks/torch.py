@@ -1,0 +1,201 @@
+"""PyTorch: the walker (``nn.Module`` -> records in registration order), module types, presets."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from polyinit.frameworks import Framework, module_type_of, register_module_type
+from polyinit.frameworks._walk import Builder, dtype_name
+from polyinit.layout import Layout
+from polyinit.params import ModelError, ModuleType, Param, ParamType
+
+_NN = "torch.nn.modules"
+_DENSE = ModuleType("dense", {"weight": ParamType("weight", "out in"), "bias": ParamType("bias", "out")})
+_CONV = ModuleType("conv", {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out")})
+_CONV_T = ModuleType("conv_transpose", {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out")})
+_EMBED = ModuleType("embedding", {"weight": ParamType("embedding", "out in", semantic="in out")})
+_NORM = ModuleType("norm", {"weight": ParamType("scale", "out"), "bias": ParamType("offset", "out"),
+                            "running_mean": ParamType("running_mean", "out"),
+                            "running_var": ParamType("running_var", "out")})
+_RNN = ModuleType("recurrent", {"*": ParamType("weight", "out in")})
+_ATTENTION = ModuleType("attention", {
+    "in_proj_weight": ParamType("weight", "out in", semantic="batch out in", split=(0, 3)),
+    "in_proj_bias": ParamType("bias", "out", semantic="batch out", split=(0, 3)),
+    "q_proj_weight": ParamType("weight", "out in"), "k_proj_weight": ParamType("weight", "out in"),
+    "v_proj_weight": ParamType("weight", "out in"), "bias_k": ParamType("bias", "out in *"),
+    "bias_v": ParamType("bias", "out in *")})
+
+for _path, _entry in {
+    f"{_NN}.linear.Linear": _DENSE, f"{_NN}.linear.Bilinear": ModuleType("dense", {
+        "weight": ParamType("weight", "out in in"), "bias": ParamType("bias", "out")}),
+    f"{_NN}.conv.Conv1d": _CONV, f"{_NN}.conv.Conv2d": _CONV, f"{_NN}.conv.Conv3d": _CONV,
+    f"{_NN}.conv.ConvTranspose1d": _CONV_T, f"{_NN}.conv.ConvTranspose2d": _CONV_T,
+    f"{_NN}.conv.ConvTranspose3d": _CONV_T,
+    f"{_NN}.sparse.Embedding": _EMBED, f"{_NN}.sparse.EmbeddingBag": _EMBED,
+    # Private API: torch._NormBase is the common base of BatchNorm*, InstanceNorm* and SyncBatchNorm
+    # (checked on torch 2.13); naming it here is the one place polyinit relies on it.
+    f"{_NN}.batchnorm._NormBase": _NORM,
+    f"{_NN}.normalization.LayerNorm": _NORM, f"{_NN}.normalization.GroupNorm": _NORM,
+    f"{_NN}.normalization.RMSNorm": _NORM,
+    f"{_NN}.rnn.RNNBase": _RNN, f"{_NN}.rnn.RNNCellBase": _RNN,
+    f"{_NN}.activation.MultiheadAttention": _ATTENTION,
+    # transformers' Conv1D (GPT-2 and friends) stores its weight as (in, out): a dense layer.
+    "transformers.pytorch_utils.Conv1D": ModuleType("dense", {
+        "weight": ParamType("weight", "in out"), "bias": ParamType("bias", "out")}),
+    # GPT-2's c_attn packs q, k and v along its output axis: three (E, E) blocks.
+    "transformers.models.gpt2.modeling_gpt2.GPT2Attention": ModuleType("attention", {
+        "c_attn.weight": ParamType("weight", "in out", semantic="in batch out", split=(1, 3)),
+        "c_attn.bias": ParamType("bias", "out", semantic="batch out", split=(0, 3))}),
+}.items():
+    register_module_type(_path, _entry)
+
+_STATE = ("running_mean", "running_var")
+
+
+def _role(kind: str, leaf: str) -> str:
+    if leaf.startswith("weight_hh"):
+        return "recurrent"
+    return "weight" if "weight" in leaf else "bias" if "bias" in leaf else "other"
+
+
+def _conv_view(module: Any, shape: tuple, transposed: bool) -> dict:
+    """Grouped convs as (groups, ...) blocks; transposed convs' (in, out/g, *k) read as data flows."""
+    from polyinit.params import grouped_view
+
+    roles = Layout("out in *").roles(len(shape))
+    flow = {"out": "in", "in": "out"} if transposed else {}
+    return {"weight": grouped_view(shape, roles, 0, int(getattr(module, "groups", 1)), flow)}
+
+
+class TorchWalker:
+    returns_new = False
+    name = "torch"
+
+    def walk(self, model: Any) -> list[Param]:
+        import torch
+
+        builder = Builder("out in *", sep=".")
+        for prefix, module in model.named_modules():
+            entry, _ = module_type_of(module)
+            builder.add_overrides(prefix, entry)
+            own = [(n, t) for n, t in module.named_parameters(recurse=False)]
+            own += [(n, b) for n, b in module.named_buffers(recurse=False) if n in _STATE and b is not None]
+            if not own:
+                continue
+            views = None
+            if entry is not None and entry.kind in ("conv", "conv_transpose") and own[0][0] == "weight":
+                views = _conv_view(module, tuple(module.weight.shape), entry.kind == "conv_transpose")
+            rows = [(leaf, t, id(t), tuple(t.shape), dtype_name(t.dtype),
+                     isinstance(t, torch.nn.Parameter) and t.requires_grad, t.device) for leaf, t in own]
+            builder.layer(prefix, module, rows, key_prefix=prefix, views=views,
+                          fallback="recurrent" if isinstance(module, torch.nn.RNNBase) else None)
+        self.tensors = builder.handles
+        self.unknown = builder.unknown
+        params = builder.finish()
+        return _fix_roles(params)
+
+    def check(self, planned: list) -> None:
+        """Everything that can make a write fail, before the first write."""
+        import torch
+
+        for param, plan in planned:
+            tensor = self.tensors[param.path]
+            if tensor.device.type == "meta":
+                raise ModelError(f"torch: parameter {param.path!r} is on the meta device (no storage to write); "
+                                 "materialise the model first (model.to_empty(device=...))")
+            if tensor.is_inference() and not torch.is_inference_mode_enabled():
+                raise ModelError(f"torch: parameter {param.path!r} is an inference tensor (created under "
+                                 "torch.inference_mode()) and cannot be written outside it")
+
+    def draw(self, param: Param, plan, seed: int):
+        # Drawing is deferred to write and goes straight into the parameter (no temporary).
+        return (plan, seed)
+
+    def write(self, model: Any, drawn: list) -> Any:
+        """Write every pending draw; on any failure restore what was written and raise.
+
+        A uniform, normal or constant plan drawn in place into a float32/float64 tensor cannot
+        fail once ``check`` has passed (shape, dtype, device and storage are known good and the
+        generator exists), so those are written last and without a backup copy: keeping a copy of
+        every tensor would cost a pass over the whole model (about a third of the time on GPT-2).
+        Everything else (expressions, truncated normals, orthogonal draws, half precision, explicit
+        values) is written first, each after a backup copy of the tensor it overwrites."""
+        import torch
+
+        from polyinit.backends.torch import draw_into
+
+        jobs = []
+        for param, pending in drawn:
+            if pending is None:
+                continue
+            target = self.tensors[param.path]
+            if isinstance(pending, tuple):  # (plan, seed) from draw()
+                plan, seed = pending
+                generator = torch.Generator(device=target.device).manual_seed(seed)
+                jobs.append((not _infallible(target, plan), target, plan, generator))
+            else:  # explicit values (surgery)
+                jobs.append((True, target, pending, None))
+        jobs.sort(key=lambda job: not job[0])  # fallible first (a stable sort keeps the model's order)
+        written: list = []
+        try:
+            with torch.no_grad():
+                for fallible, target, plan, generator in jobs:
+                    if fallible:
+                        written.append((target, target.clone()))
+                    if generator is None:
+                        target.copy_(torch.as_tensor(plan))
+                    elif tuple(target.shape) == plan.shape:
+                        draw_into(target, plan, generator)
+                    elif target.is_contiguous():  # a logical view (fans="semantic") of the same memory
+                        draw_into(target.view(plan.shape), plan, generator)
+                    else:
+                        fresh = torch.empty(plan.shape, dtype=target.dtype, device=target.device)
+                        target.copy_(draw_into(fresh, plan, generator).view(target.shape))
+        except Exception as error:
+            with torch.no_grad():
+                for target, backup in written:
+                    target.copy_(backup)
+            raise ModelError(f"torch: writing failed ({type(error).__name__}: {error}); "
+                             f"the {len(written)} parameters touched were restored") from error
+        return model
+
+    def read(self, model: Any, param: Param):
+        return self.tensors[param.path].detach().float().cpu().numpy().copy()
+
+
+def _infallible(target: Any, plan: Any) -> bool:
+    """A plan torch draws with one in-place kernel (uniform_, normal_, fill_) into this tensor."""
+    import torch
+
+    from polyinit import nodes
+
+    return (target.dtype in (torch.float32, torch.float64) and isinstance(plan.root, (nodes.Uniform, nodes.Normal, nodes.Fill))
+            and plan.size > 0)
+
+
+def _fix_roles(params: list[Param]) -> list[Param]:
+    """RNN leaves (weight_ih_l0, weight_hh_l0, bias_ih_l0) take their role from the name."""
+    import dataclasses
+
+    out = []
+    for p in params:
+        if p.kind == "recurrent" and p.role in ("weight", "other"):
+            leaf = p.path.rsplit(".", 1)[-1]
+            p = dataclasses.replace(p, role=_role(p.kind, leaf))
+        out.append(p)
+    return out
+
+
+def _detect(model: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+FRAMEWORK = Framework(
+    name="torch", display="PyTorch", detect=_detect, walker=TorchWalker, priority=10,
+    presets={"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
+             "conv_transpose": ("out in *", "in out *"),   # weight (in, out/g, *k)
+             "embedding": ("out in", "in out"),            # (num, dim); torch's fans read dim 1 as in
+             "depthwise_conv": ("out in *", "out in *")},  # (C*m, 1, *k): fans are right
+)
