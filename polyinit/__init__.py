@@ -23,6 +23,7 @@ from polyinit.spec import (BilinearUpsampling, Blocks, Constant, DeltaOrthogonal
                            Normal, Orthogonal, Sparse, Spec, TruncatedNormal, Uniform,
                            VarianceScaling, clip, where)
 from polyinit.backends import available_backends, backend_for, get_backend
+from polyinit.transfer import transfer
 
 __version__ = "0.1.0"
 
@@ -34,5 +35,5 @@ __all__ = [
     "backend_for", "calculate_gain", "clip", "compute_fans", "constant", "from_dict", "from_json",
     "get_backend", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "kaiming_normal",
     "kaiming_uniform", "lecun_normal", "lecun_uniform", "lstm_bias", "lstm_kernel", "ones",
-    "preset", "resolve", "to_dict", "to_json", "where", "xavier_normal", "xavier_uniform", "zeros",
+    "preset", "resolve", "to_dict", "to_json", "transfer", "where", "xavier_normal", "xavier_uniform", "zeros",
 ]

@@ -298,7 +298,7 @@ def _seeds(planned: list, rules: Rules) -> list[Optional[int]]:
     return seeds
 
 
-def apply(model: Any, rules: Rules, *, fans: str = "native", **options: Any) -> Any:
+def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: bool = False, **options: Any) -> Any:
     """Apply ``rules`` to ``model`` in its own framework; see the module docstring.
 
     ``fans="native"`` resolves fans with each framework's own convention (torch reads a
@@ -310,12 +310,24 @@ def apply(model: Any, rules: Rules, *, fans: str = "native", **options: Any) -> 
     mutable, so ``(new_tree, report)`` is returned. ``options`` go to the walker (Keras:
     ``input_shape=`` builds an unbuilt model).
 
+    ``portable=True`` draws every parameter from polyinit's counter-based generator
+    (``polyinit.portable``) instead of the framework's: the same rules and seed give the same
+    float32 weights, bit for bit, on the same architecture in every framework, up to each
+    framework's layout. Each parameter is drawn in the logical order (out, in, spatial; an
+    embedding as (num, dim)) and laid out as the framework stores it; its key is its position
+    (``"layer.role.n"``, the same in every framework; ``Rules(key=...)`` overrides it); fans
+    default to ``"semantic"`` so that the statistics agree too. torch DTensor (FSDP2) parameters
+    are drawn shard by shard, each rank its own shard.
+
     >>> # report = apply(torch_model, Rules([role("weight") >> pi.he_normal()]), fans="semantic")
     """
     from polyinit.frameworks import walker_for
 
     if not isinstance(rules, Rules):
         raise RuleError(f"apply: rules must be a Rules, received {type(rules).__name__}")
+    if not isinstance(portable, bool):
+        raise RuleError(f"apply: portable must be a bool, received portable={portable!r}")
+    fans = ("semantic" if portable else "native") if fans is None else fans
     if fans not in FANS:
         raise RuleError(f"apply: fans must be one of {FANS}, received fans={fans!r}")
     walker = walker_for(model)
@@ -325,8 +337,15 @@ def apply(model: Any, rules: Rules, *, fans: str = "native", **options: Any) -> 
     if hasattr(walker, "check"):
         walker.check([(param, plan) for param, _, plan in planned if plan is not None])
     # Draw everything first, then write: a failing draw leaves the model as it was.
-    drawn = [(param, walker.draw(param, plan, seed) if plan is not None else None)
-             for (param, _, plan), seed in zip(planned, seeds)]
+    if portable:
+        from polyinit.logical import portable_draws
+
+        drawn = portable_draws(walker, planned, rules)
+        if not getattr(walker, "draws_portable_in_place", False):
+            drawn = [(param, None if pending is None else pending.values()) for param, pending in drawn]
+    else:
+        drawn = [(param, walker.draw(param, plan, seed) if plan is not None else None)
+                 for (param, _, plan), seed in zip(planned, seeds)]
     result = walker.write(model, drawn)
     report = _report(planned, rules, fans, walker)
     return (result, report) if walker.returns_new else report

@@ -54,16 +54,21 @@ def _bits_size(size: int) -> int:
     return max(size, SHARED_SIZE)
 
 
+def _take(bits, shape):
+    """The first prod(shape) of flat ``bits`` as ``shape`` (bits drawn in ``shape`` pass as they are)."""
+    return bits if bits.shape == tuple(shape) else bits[: math.prod(shape)].reshape(shape)
+
+
 @functools.partial(jax.jit, static_argnames=("shape", "dtype"))
 def _scaled(bits, shift, scale, shape, dtype):
     """shift + scale * the first prod(shape) bits, as ``shape`` in ``dtype``."""
-    return (shift + scale * bits[: math.prod(shape)].reshape(shape)).astype(dtype)
+    return (shift + scale * _take(bits, shape)).astype(dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "dtype"))
 def _truncated(u, mean, std, a, b, u_low, u_high, shape, dtype):
     """Inverse CDF of the standard normal cut to [a, b] from u ~ U(2 Phi(a) - 1, 2 Phi(b) - 1)."""
-    u = jnp.clip(u[: math.prod(shape)].reshape(shape), u_low, u_high)
+    u = jnp.clip(_take(u, shape), u_low, u_high)
     return (mean + std * jnp.clip(math.sqrt(2.0) * jax.lax.erf_inv(u), a, b)).astype(dtype)
 
 
@@ -77,35 +82,44 @@ def _orthogonal(bits, gain, rows, cols, dtype):
 
 
 class _Leaves:
-    """Draws each random leaf from its key, in ``compute`` precision, cast to ``out``."""
+    """Draws each random leaf from its key, in ``compute`` precision, cast to ``out``.
 
-    def __init__(self, keys: Any, compute, out):
-        self.keys, self.compute, self.out = keys, compute, out
+    ``shaped``: draw each leaf's bits in the leaf's own shape instead of a shared flat size, so
+    that an output sharding propagates to the random bits (each device draws only its shard).
+    The values are the same either way: JAX's partitionable threefry numbers the elements of a
+    draw by their linear index, whatever its shape or length.
+    """
 
-    def _uniform_bits(self, index: int, size: int, low: float, high: float):
-        return jax.random.uniform(self.keys[index], (_bits_size(size),), self.compute, low, high)
+    def __init__(self, keys: Any, compute, out, shaped: bool = False):
+        self.keys, self.compute, self.out, self.shaped = keys, compute, out, shaped
 
-    def _normal_bits(self, index: int, size: int):
-        return jax.random.normal(self.keys[index], (_bits_size(size),), self.compute)
+    def _shape(self, shape) -> tuple:
+        return tuple(shape) if self.shaped else (_bits_size(math.prod(shape)),)
+
+    def _uniform_bits(self, index: int, shape, low: float, high: float):
+        return jax.random.uniform(self.keys[index], self._shape(shape), self.compute, low, high)
+
+    def _normal_bits(self, index: int, shape):
+        return jax.random.normal(self.keys[index], self._shape(shape), self.compute)
 
     def Uniform(self, node: n.Uniform, index: int):
-        bits = self._uniform_bits(index, math.prod(node.shape), node.low, node.high)
+        bits = self._uniform_bits(index, node.shape, node.low, node.high)
         return _scaled(bits, 0.0, 1.0, node.shape, self.out)
 
     def Normal(self, node: n.Normal, index: int):
-        return _scaled(self._normal_bits(index, math.prod(node.shape)), node.mean, node.std, node.shape, self.out)
+        return _scaled(self._normal_bits(index, node.shape), node.mean, node.std, node.shape, self.out)
 
     def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
         # Inverse CDF with u kept off +-1: jax.random.truncated_normal clips to the *bounds*, so
         # with wide bounds (torch's absolute +-2 at std 0.02) a u of exactly -1 lands at -100 sigma.
         lo, hi = 2 * normal_cdf(node.a) - 1, 2 * normal_cdf(node.b) - 1
         edge = 1 - float(jnp.finfo(self.compute).eps)
-        u = self._uniform_bits(index, math.prod(node.shape), lo, hi)
+        u = self._uniform_bits(index, node.shape, lo, hi)
         return _truncated(u, node.mean, node.std, node.a, node.b, max(lo, -edge), min(hi, edge), node.shape, self.out)
 
     def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
         rows, cols = node.shape
-        return _orthogonal(self._normal_bits(index, rows * cols), node.gain, rows, cols, self.out)
+        return _orthogonal(self._normal_bits(index, (rows * cols,)), node.gain, rows, cols, self.out)
 
 
 class _Structure:
@@ -193,8 +207,8 @@ def _check_key(key: Any) -> None:
                             f"jax.random.PRNGKey(seed), received {key!r}")
 
 
-def draw(plan: Plan, key: Any) -> jax.Array:
-    """A draw of ``plan`` from ``key``, in the plan's dtype."""
+def draw(plan: Plan, key: Any, *, shaped: bool = False) -> jax.Array:
+    """A draw of ``plan`` from ``key``, in the plan's dtype (``shaped``: see ``_Leaves``)."""
     if not isinstance(plan, Plan):
         raise PolyinitError(f"jax backend: expected a polyinit Plan, received {plan!r}")
     _check_key(key)
@@ -211,7 +225,10 @@ def draw(plan: Plan, key: Any) -> jax.Array:
         return jnp.asarray(root.values, dtype)
     # The common case, a plan that is one random leaf, is drawn straight in the plan's dtype.
     single = isinstance(root, n.RANDOM_LEAVES)
-    drawer = _Leaves(keys, compute, dtype if single else compute)
+    # Traced (inside a user's jit, which may shard the output): bits in each leaf's shape, so the
+    # sharding reaches the random draw. Equal values either way under partitionable threefry.
+    shaped = shaped or (jax.config.jax_threefry_partitionable and isinstance(key, jax.core.Tracer))
+    drawer = _Leaves(keys, compute, dtype if single else compute, shaped)
     leaves = tuple(getattr(drawer, type(leaf).__name__)(leaf, i) for i, leaf in enumerate(plan.leaves))
     if single:
         return leaves[0]
@@ -235,11 +252,34 @@ def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable
         _check_key(key)
         plan = resolve(spec, check.shape("jax backend", shape), layout, _dtype_name(dtype))
         with check.framework_errors("jax", f"drawing {plan.describe()[:120]} of shape {plan.shape}"):
-            return draw(plan, key)
+            return draw(plan, key) if out_sharding is None else draw_sharded(plan, key, out_sharding)
 
     init.__name__ = f"polyinit_{spec.kind}"
     init.__doc__ = f"Initializer for {spec!r} (layout {str(layout)!r})."
     return init
+
+
+@functools.lru_cache(maxsize=256)
+def _sharded_program(plan: Plan, sharding: Any) -> Callable[[Any], jax.Array]:
+    return jax.jit(functools.partial(draw, plan, shaped=True), out_shardings=sharding)
+
+
+def draw_sharded(plan: Plan, key: Any, out_sharding: Any) -> jax.Array:
+    """``draw(plan, key)`` laid out as ``out_sharding`` (a ``jax.sharding.Sharding``, or a
+    ``PartitionSpec`` under a mesh context), each device computing only its own shard.
+
+    The draw runs under ``jax.jit`` with that output sharding; JAX's partitionable threefry
+    (the default since jax 0.5, ``jax_threefry_partitionable``) makes every random bit a function
+    of its global index, so the global array is the same for any number of devices and any
+    sharding, and equals the unsharded ``draw(plan, key)``.
+    """
+    if not jax.config.jax_threefry_partitionable:
+        raise NotExpressibleError("jax backend: a sharded draw equals the unsharded one only with "
+                                  "jax_threefry_partitionable=True (JAX's default); it is off here")
+    try:
+        return _sharded_program(plan, out_sharding)(key)
+    except TypeError:  # an unhashable sharding: no cache
+        return jax.jit(functools.partial(draw, plan, shaped=True), out_shardings=out_sharding)(key)
 
 
 def to_numpy(array) -> np.ndarray:
@@ -259,3 +299,21 @@ def sample_plan(plan: Plan, seed: int) -> jax.Array:
 def draw_seeded(plan: Plan, seed: int) -> jax.Array:
     """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
     return draw(plan, jax.random.key(seed))
+
+
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> jax.Array:
+    """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
+    of every other backend with the same (seed, key) (see ``polyinit.portable``). Each value is
+    computed from its own global index, so under ``jax.jit(..., out_shardings=...)`` each device
+    computes only its shard and the global array does not depend on the sharding.
+
+    >>> import polyinit
+    >>> draw_portable(polyinit.resolve(polyinit.Normal(std=1.0), (2, 2)), seed=0, key="w").shape
+    (2, 2)
+    """
+    from polyinit.portable import xp_jax
+
+    if plan.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
+                                  f"give float32); refusing {plan.spec!r}")
+    return xp_jax.draw(plan, seed, key)

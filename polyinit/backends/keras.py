@@ -198,3 +198,29 @@ def sample_plan(plan: Plan, seed: int):
 def draw_seeded(plan: Plan, seed: int):
     """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
     return draw(plan, seed)
+
+
+def draw_portable(plan: Plan, seed: int, key: "str | int" = ""):
+    """The portable draw of ``plan`` as a tensor of the current Keras backend: the same float32
+    values, bit for bit, as ``draw_portable`` of every other polyinit backend with the same
+    (seed, key) (see ``polyinit.portable``), computed with the backend framework's own ops
+    (TensorFlow, JAX or torch)."""
+    name = keras.backend.backend()
+    if name == "jax":
+        from polyinit.backends.jax import draw_portable as jax_draw
+
+        return jax_draw(plan, seed, key)
+    from polyinit.portable import evaluate
+
+    if name == "torch":
+        from keras.src.backend.torch.core import get_device
+
+        from polyinit.portable.xp_torch import Ops
+
+        return evaluate.draw(Ops(get_device()), plan, seed, key)
+    if name == "tensorflow":
+        from polyinit.portable.xp_tensorflow import Ops
+
+        return evaluate.draw(Ops(), plan, seed, key)
+    raise NotExpressibleError(f"keras backend ({name}): portable draws exist for the tensorflow, jax "
+                              f"and torch backends; refusing {plan.spec!r}")

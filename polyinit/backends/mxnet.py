@@ -166,3 +166,10 @@ def to_numpy(arr: Any) -> np.ndarray:
 def draw_seeded(plan, seed: int) -> np.ndarray:
     """Draw exactly ``plan`` (no re-resolving) as ``Polyinit`` does, on the host, from ``seed``."""
     return reference.draw(plan, np.random.default_rng(seed))
+
+
+def draw_portable(plan, seed: int, key: "str | int" = "") -> np.ndarray:
+    """The portable draw of ``plan`` on the host, as ``Polyinit`` writes it into an NDArray: the
+    same float32 values, bit for bit, as ``draw_portable`` of every other backend with the same
+    (seed, key) (see ``polyinit.portable``)."""
+    return reference.draw_portable(plan, seed, key)

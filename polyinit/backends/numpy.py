@@ -189,3 +189,22 @@ def to_numpy(array: np.ndarray) -> np.ndarray:
 def draw_seeded(plan: Plan, seed: int) -> np.ndarray:
     """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
     return draw(plan, np.random.default_rng(seed))
+
+
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "", out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
+    of every other backend with the same (seed, key) (see ``polyinit.portable``), written into
+    ``out`` (C-contiguous, the plan's shape and dtype) or a fresh array, in chunks.
+
+    >>> from polyinit import Normal
+    >>> draw_portable(resolve(Normal(std=1.0), (2, 2)), seed=0, key="w").shape
+    (2, 2)
+    """
+    from polyinit.portable import evaluate
+    from polyinit.portable.xp_numpy import Ops
+
+    if out is not None and (out.shape != plan.shape or out.dtype != numpy_dtype(plan.dtype)
+                            or not out.flags.c_contiguous):
+        raise PolyinitError(f"numpy backend: draw_portable needs out of shape {plan.shape} and dtype "
+                            f"{plan.dtype}, C-contiguous; received {out.shape} {out.dtype}")
+    return evaluate.draw(Ops(), plan, seed, key, out)

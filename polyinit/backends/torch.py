@@ -199,3 +199,29 @@ def sample_plan(plan: Plan, seed: int) -> torch.Tensor:
 def draw_seeded(plan: Plan, seed: int) -> torch.Tensor:
     """Draw exactly ``plan`` (no re-resolving) from ``seed``: the conformance runner's flat top-up draws."""
     return sample_plan(plan, seed)
+
+
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "", out: Optional[torch.Tensor] = None,
+                  device: "torch.device | str | None" = None) -> torch.Tensor:
+    """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
+    of every other backend with the same (seed, key) (see ``polyinit.portable``), with torch's
+    own integer ops on ``out``'s device (or ``device``), written into ``out`` in chunks.
+
+    >>> import polyinit
+    >>> draw_portable(polyinit.resolve(polyinit.Normal(std=1.0), (2, 2)), seed=0, key="w").dtype
+    torch.float32
+    """
+    from polyinit.portable import evaluate
+    from polyinit.portable.xp_torch import Ops
+
+    if out is None:
+        return evaluate.draw(Ops(device), plan, seed, key)
+    if tuple(out.shape) != plan.shape or _DTYPES.get(out.dtype) != plan.dtype:
+        raise PolyinitError(f"torch backend: draw_portable needs out of shape {plan.shape} and dtype "
+                            f"{plan.dtype}; received {tuple(out.shape)} {out.dtype}")
+    if out.device.type == "meta":
+        return out
+    with torch.no_grad():
+        if out.is_contiguous():
+            return evaluate.draw(Ops(out.device), plan, seed, key, out)
+        return out.copy_(evaluate.draw(Ops(out.device), plan, seed, key))

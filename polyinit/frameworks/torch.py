@@ -43,6 +43,8 @@ for _path, _entry in {
     # transformers' Conv1D (GPT-2 and friends) stores its weight as (in, out): a dense layer.
     "transformers.pytorch_utils.Conv1D": ModuleType("dense", {
         "weight": ParamType("weight", "in out"), "bias": ParamType("bias", "out")}),
+    # T5's (and its descendants') LayerNorm: a scale only (RMS norm without bias).
+    "transformers.models.t5.modeling_t5.T5LayerNorm": _NORM,
     # GPT-2's c_attn packs q, k and v along its output axis: three (E, E) blocks.
     "transformers.models.gpt2.modeling_gpt2.GPT2Attention": ModuleType("attention", {
         "c_attn.weight": ParamType("weight", "in out", semantic="in batch out", split=(1, 3)),
@@ -71,6 +73,7 @@ def _conv_view(module: Any, shape: tuple, transposed: bool) -> dict:
 class TorchWalker:
     returns_new = False
     name = "torch"
+    draws_portable_in_place = True  # write() takes portable draws as pending (DTensor shards, no temporaries)
 
     def walk(self, model: Any) -> list[Param]:
         import torch
@@ -134,8 +137,8 @@ class TorchWalker:
                 plan, seed = pending
                 generator = torch.Generator(device=target.device).manual_seed(seed)
                 jobs.append((not _infallible(target, plan), target, plan, generator))
-            else:  # explicit values (surgery)
-                jobs.append((True, target, pending, None))
+            else:  # explicit values (surgery), or a portable draw, which cannot fail once planned
+                jobs.append((not hasattr(pending, "into_dtensor"), target, pending, None))
         jobs.sort(key=lambda job: not job[0])  # fallible first (a stable sort keeps the model's order)
         written: list = []
         try:
@@ -143,7 +146,9 @@ class TorchWalker:
                 for fallible, target, plan, generator in jobs:
                     if fallible:
                         written.append((target, target.clone()))
-                    if generator is None:
+                    if generator is None and hasattr(plan, "into_dtensor"):  # a portable draw
+                        _write_portable(target, plan)
+                    elif generator is None:
                         target.copy_(torch.as_tensor(plan))
                     elif tuple(target.shape) == plan.shape:
                         draw_into(target, plan, generator)
@@ -162,6 +167,21 @@ class TorchWalker:
 
     def read(self, model: Any, param: Param):
         return self.tensors[param.path].detach().float().cpu().numpy().copy()
+
+
+def _write_portable(target: Any, pending: Any) -> None:
+    """A portable draw into ``target``: shard by shard for a DTensor, in place when the draw's
+    order is the tensor's, else through one temporary."""
+    from polyinit.backends.torch import draw_portable
+
+    # A DTensor exists only where torch.distributed.tensor was imported (by whoever sharded it).
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    if dtensor is not None and isinstance(target, dtensor):
+        pending.into_dtensor(target)
+    elif pending.perm is None and pending.plan.shape == tuple(target.shape) and target.is_contiguous():
+        draw_portable(pending.plan, pending.seed, pending.key, out=target)
+    else:
+        target.copy_(pending.values())
 
 
 def _infallible(target: Any, plan: Any) -> bool:

@@ -1,0 +1,141 @@
+"""Evaluate a plan portably over a backend's ``ops`` (see ``polyinit.portable.xp_numpy.Ops`` for
+the interface, with numpy's names).
+
+Elementwise plans (one or more iid leaves combined by elementwise ops) are evaluated in flat
+chunks of ``CHUNK`` elements written straight into the output, so a draw holds the output plus a
+few cache-sized temporaries; plans with structure across elements (blocks, masks by rank, fixed
+arrays) are evaluated whole. Backends that compile (JAX) evaluate whole, every element from its
+own global index, so a sharded draw computes only its shard.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from polyinit import nodes as n
+from polyinit.plan import Plan
+from polyinit.portable import floats
+from polyinit.portable.keys import check_portable, stream_key
+from polyinit.portable.threefry import threefry2x32
+
+CHUNK = 1 << 17
+
+
+def words_range(ops: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> Any:
+    """Words of elements start..stop-1 of leaf ``leaf``: word i % 2 of threefry(key, (i // 2, leaf))."""
+    first, last = start >> 1, ((stop - 1) >> 1) + 1
+    x0 = ops.iota(first, last - first)
+    y0, y1 = threefry2x32(ops, key, x0, ops.full_words(leaf, x0))
+    offset = start - 2 * first
+    return ops.interleave(y0, y1)[offset: offset + stop - start]
+
+
+def words_at(ops: Any, key: tuple[int, int], leaf: int, shape: tuple[int, ...]) -> Any:
+    """The same words, each computed from its own row-major index (for sharded compiled draws)."""
+    index = ops.flat_index(shape)
+    y0, y1 = threefry2x32(ops, key, ops.shr(index, 1), ops.full_words(leaf, index))
+    return ops.where(ops.band_is_set(index, 1), y1, y0)
+
+
+def leaf_values(ops: Any, node: n.Node, words: Any) -> Any:
+    if isinstance(node, n.Uniform):
+        return floats.uniform(ops, words, node.low, node.high)
+    if isinstance(node, n.Normal):
+        return floats.normal(ops, words, node.mean, node.std)
+    if isinstance(node, n.TruncatedNormal):
+        return floats.truncated_normal(ops, words, node.mean, node.std, node.a, node.b)
+    raise AssertionError(f"not a portable leaf: {node!r}")  # check_portable refused it
+
+
+_COMPARE = {"ge": "greater_equal", "gt": "greater", "le": "less_equal", "lt": "less"}
+
+
+class _Prims:
+    """``nodes.evaluate`` primitives drawing portably; with ``span`` set, leaves and fills give
+    only the flat elements span[0]..span[1]-1 (elementwise plans)."""
+
+    def __init__(self, ops: Any, key: tuple[int, int], span: Optional[tuple[int, int]] = None):
+        self.ops, self.key, self.span = ops, key, span
+
+    def _shape(self, node: n.Node) -> tuple[int, ...]:
+        return node.shape if self.span is None else (self.span[1] - self.span[0],)
+
+    def _leaf(self, node: n.Node, index: int):
+        if self.span is not None:
+            words = words_range(self.ops, self.key, index, *self.span)
+        elif self.ops.INDEXED:
+            words = words_at(self.ops, self.key, index, node.shape)
+        else:
+            words = self.ops.reshape(words_range(self.ops, self.key, index, 0, math.prod(node.shape)), node.shape)
+        return leaf_values(self.ops, node, words)
+
+    Uniform = Normal = TruncatedNormal = _leaf
+
+    def Fill(self, node: n.Fill):
+        return self.ops.full(self._shape(node), floats.f32(node.value))
+
+    def Fixed(self, node: n.Fixed):
+        return self.ops.fixed(node.values)
+
+    def Reshape(self, node: n.Reshape, x):
+        return self.ops.reshape(x, node.shape)
+
+    def Transpose(self, node: n.Transpose, x):
+        return self.ops.transpose(x, node.perm)
+
+    def Concat(self, node: n.Concat, parts):
+        return self.ops.concat(parts, node.axis)
+
+    def Scatter(self, node: n.Scatter, x):
+        return self.ops.scatter(node.shape, node.index, x)
+
+    def Op(self, node: n.Op, args):
+        ops, name = self.ops, node.name
+        if name == "rank":
+            return ops.rank(args[0], node.axis)
+        if name in _COMPARE:
+            return ops.where(getattr(ops, _COMPARE[name])(*args), 1.0, 0.0, like=args[0])
+        if name == "where":
+            return ops.where(ops.not_equal(args[0], 0.0), args[1], args[2])
+        return getattr(ops, {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}.get(name, name))(*args)
+
+
+def is_elementwise(plan: Plan) -> bool:
+    return n.flat_copy(plan.root, 1) is not None
+
+
+def evaluate(ops: Any, plan: Plan, key: tuple[int, int]) -> Any:
+    """The whole plan as one float32 array of the plan's shape."""
+    return floats.positive_zero(ops, n.evaluate(plan.root, _Prims(ops, key), plan.leaf_index))
+
+
+def evaluate_span(ops: Any, plan: Plan, key: tuple[int, int], start: int, stop: int) -> Any:
+    """Flat elements start..stop-1 of an elementwise plan, as float32."""
+    return floats.positive_zero(ops, n.evaluate(plan.root, _Prims(ops, key, (start, stop)), plan.leaf_index))
+
+
+def signature(plan: Plan) -> tuple:
+    """Everything a portable draw of ``plan`` depends on but its stream key, hashable: a compiling
+    backend compiles once per signature."""
+    tree, fixed = n.structure(plan.root, plan.leaf_index)
+    leaves = tuple((type(leaf).__name__, n._fields(leaf)) for leaf in plan.leaves)
+    return tree, leaves, plan.dtype, tuple(f.values.tobytes() for f in fixed)
+
+
+def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, stream: Any = None) -> Any:
+    """The portable draw of ``plan`` in ``ops``' framework and the plan's dtype: chunked into
+    ``out`` (or a fresh array) when the backend writes in place and the plan is elementwise.
+    ``stream`` (two scalar words) replaces ``stream_key(seed, key)`` inside compiled programs."""
+    check_portable(plan, ops.NAME)
+    stream = stream_key(seed, key) if stream is None else stream
+    if plan.size == 0:
+        return ops.zeros(plan.shape, plan.dtype) if out is None else out
+    if not ops.CHUNKED or not is_elementwise(plan):
+        values = ops.cast(evaluate(ops, plan, stream), plan.dtype)
+        return values if out is None else ops.copy_into(out, values)
+    out = ops.empty(plan.shape, plan.dtype) if out is None else out
+    for start in range(0, plan.size, CHUNK):
+        stop = min(start + CHUNK, plan.size)
+        ops.write_flat(out, start, evaluate_span(ops, plan, stream, start, stop))
+    return out

@@ -1,0 +1,165 @@
+"""numpy's ops for portable draws; also the written interface every backend's ``Ops`` follows.
+
+Words are 32-bit unsigned integers in the framework's own representation (here ``uint32``; torch
+and TensorFlow use ``int32`` bit patterns, as they lack unsigned shifts and adds); int arguments
+are Python ints in [0, 2^32). Floats are float32 and float arguments are float32 numbers
+(``floats.f32``), so a framework that computes a scalar op in double still rounds to the same
+float32 (double holds every float32 sum, product, quotient and root to better than half an ulp
+of float32 twice over, so the double-rounded result is the correctly rounded one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from polyinit.backends.numpy import numpy_dtype
+
+
+class Ops:
+    NAME = "numpy"
+    CHUNKED = True   # writes chunks in place, so a draw holds little more than its output
+    INDEXED = False  # words by flat ranges (a cipher call gives two words), not per element
+
+    # --- words ------------------------------------------------------------------------------
+    def iota(self, start: int, count: int) -> np.ndarray:
+        return np.arange(start, start + count, dtype=np.uint64).astype(np.uint32)
+
+    def full_words(self, value: int, like: np.ndarray) -> np.ndarray:
+        return np.full(like.shape, value, dtype=np.uint32)
+
+    def flat_index(self, shape: tuple[int, ...]) -> np.ndarray:
+        return self.iota(0, int(np.prod(shape))).reshape(shape)
+
+    # add, xor and rotl may overwrite their first argument (threefry never reuses it): in place,
+    # the cipher's 100 passes run in cache instead of allocating.
+    def add(self, a: np.ndarray, b: "np.ndarray | int") -> np.ndarray:
+        return np.add(a, np.uint32(b) if isinstance(b, int) else b, out=a)  # wraps modulo 2^32
+
+    def xor(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.bitwise_xor(a, b, out=a)
+
+    def rotl(self, a: np.ndarray, r: int) -> np.ndarray:
+        high = a >> np.uint32(32 - r)
+        np.left_shift(a, np.uint32(r), out=a)
+        return np.bitwise_or(a, high, out=a)
+
+    def shr(self, a: np.ndarray, r: int) -> np.ndarray:
+        return a >> np.uint32(r)
+
+    def band(self, a: np.ndarray, mask: int) -> np.ndarray:
+        return a & np.uint32(mask)
+
+    def bor(self, a: np.ndarray, mask: int) -> np.ndarray:
+        return a | np.uint32(mask)
+
+    def band_is_set(self, a: np.ndarray, mask: int) -> np.ndarray:
+        return (a & np.uint32(mask)) != 0
+
+    def top_bit(self, a: np.ndarray) -> np.ndarray:
+        return a >= np.uint32(1 << 31)
+
+    def interleave(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.empty(2 * a.size, dtype=np.uint32)
+        out[0::2], out[1::2] = a, b
+        return out
+
+    def to_float(self, a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float32)  # a < 2^31: correctly rounded
+
+    def bits(self, x: np.ndarray) -> np.ndarray:
+        return x.view(np.uint32)
+
+    def from_bits(self, a: np.ndarray) -> np.ndarray:
+        return a.view(np.float32)
+
+    # --- float32 ----------------------------------------------------------------------------
+    def fadd(self, a, b):
+        return np.add(a, b, dtype=np.float32)
+
+    def fsub(self, a, b):
+        return np.subtract(a, b, dtype=np.float32)
+
+    def fmul(self, a, b):
+        return np.multiply(a, b, dtype=np.float32)
+
+    def fdiv(self, a, b):
+        return np.divide(a, b, dtype=np.float32)
+
+    def sqrt(self, a):
+        return np.sqrt(a, dtype=np.float32)
+
+    def neg(self, a):
+        return np.negative(a)
+
+    def abs(self, a):
+        return np.abs(a)
+
+    def minimum(self, a, b):
+        return np.minimum(a, b, dtype=np.float32)
+
+    def maximum(self, a, b):
+        return np.maximum(a, b, dtype=np.float32)
+
+    def less(self, a, b):
+        return np.less(a, b)
+
+    def less_equal(self, a, b):
+        return np.less_equal(a, b)
+
+    def greater(self, a, b):
+        return np.greater(a, b)
+
+    def greater_equal(self, a, b):
+        return np.greater_equal(a, b)
+
+    def not_equal(self, a, b):
+        return np.not_equal(a, b)
+
+    def where(self, cond, x, y, like: Any = None):
+        if isinstance(x, float) or isinstance(y, float):
+            return np.where(cond, np.float32(x), np.float32(y))
+        return np.where(cond, x, y)
+
+    # --- arrays -----------------------------------------------------------------------------
+    def full(self, shape, value: float) -> np.ndarray:
+        return np.full(shape, value, dtype=np.float32)
+
+    def fixed(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float32)
+
+    def reshape(self, x, shape):
+        return x.reshape(shape)
+
+    def transpose(self, x, perm):
+        return np.transpose(x, perm)
+
+    def concat(self, parts, axis: int):
+        return np.concatenate(parts, axis=axis)
+
+    def scatter(self, shape, index, x):
+        out = np.zeros(shape, dtype=np.float32)
+        out[tuple(slice(None) if i is None else i for i in index)] = x
+        return out
+
+    def rank(self, x, axis: int):
+        """0-based rank along ``axis``, ties broken by position (stable sorts in every backend)."""
+        order = np.argsort(x, axis=axis, kind="stable")
+        return np.argsort(order, axis=axis, kind="stable").astype(np.float32)
+
+    def cast(self, x, dtype: str):
+        return np.asarray(x).astype(numpy_dtype(dtype))
+
+    def zeros(self, shape, dtype: str):
+        return np.zeros(shape, dtype=numpy_dtype(dtype))
+
+    def empty(self, shape, dtype: str):
+        return np.empty(shape, dtype=numpy_dtype(dtype))
+
+    def write_flat(self, out: np.ndarray, start: int, values: np.ndarray) -> None:
+        out.reshape(-1)[start: start + values.size] = values
+
+    def copy_into(self, out: np.ndarray, values: np.ndarray) -> np.ndarray:
+        out[...] = values
+        return out

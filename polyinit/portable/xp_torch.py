@@ -1,0 +1,167 @@
+"""torch's ops for portable draws (the interface is ``xp_numpy.Ops``).
+
+torch has no shifts or adds on uint32, so words are ``int32`` bit patterns: adds wrap modulo 2^32
+in two's complement, a logical right shift is the arithmetic one masked to its low 32 - r bits,
+and a constant >= 2^31 is passed as its negative twin. Eager torch runs one kernel per op, so
+products are never fused into a following add.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def _signed(value: int) -> int:
+    """The int32 with the bit pattern of the uint32 ``value``."""
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class Ops:
+    NAME = "torch"
+    CHUNKED = True
+    INDEXED = False
+
+    def __init__(self, device: "torch.device | str | None" = None):
+        self.device = torch.device(device or "cpu")
+
+    # --- words ------------------------------------------------------------------------------
+    def iota(self, start: int, count: int) -> torch.Tensor:
+        if start + count <= 1 << 31:
+            return torch.arange(start, start + count, dtype=torch.int32, device=self.device)
+        index = torch.arange(start, start + count, dtype=torch.int64, device=self.device)
+        return torch.where(index >= 1 << 31, index - (1 << 32), index).to(torch.int32)
+
+    def full_words(self, value: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.full(like.shape, _signed(value), dtype=torch.int32, device=like.device)
+
+    def flat_index(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return self.iota(0, int(torch.Size(shape).numel())).reshape(shape)
+
+    # add, xor and rotl may overwrite their first argument (see xp_numpy).
+    def add(self, a: torch.Tensor, b: "torch.Tensor | int") -> torch.Tensor:
+        return a.add_(_signed(b) if isinstance(b, int) else b)
+
+    def xor(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a.bitwise_xor_(b)
+
+    def rotl(self, a: torch.Tensor, r: int) -> torch.Tensor:
+        high = self.shr(a, 32 - r)
+        return a.bitwise_left_shift_(r).bitwise_or_(high)
+
+    def shr(self, a: torch.Tensor, r: int) -> torch.Tensor:
+        return torch.bitwise_right_shift(a, r).bitwise_and_((1 << (32 - r)) - 1)
+
+    def band(self, a: torch.Tensor, mask: int) -> torch.Tensor:
+        return torch.bitwise_and(a, _signed(mask))
+
+    def bor(self, a: torch.Tensor, mask: int) -> torch.Tensor:
+        return torch.bitwise_or(a, _signed(mask))
+
+    def band_is_set(self, a: torch.Tensor, mask: int) -> torch.Tensor:
+        return self.band(a, mask) != 0
+
+    def top_bit(self, a: torch.Tensor) -> torch.Tensor:
+        return a < 0
+
+    def interleave(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.stack((a, b), dim=1).reshape(-1)
+
+    def to_float(self, a: torch.Tensor) -> torch.Tensor:
+        return a.to(torch.float32)
+
+    def bits(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(torch.int32)
+
+    def from_bits(self, a: torch.Tensor) -> torch.Tensor:
+        return a.view(torch.float32)
+
+    # --- float32 ----------------------------------------------------------------------------
+    def fadd(self, a, b):
+        return torch.add(a, b) if torch.is_tensor(a) else torch.add(b, a)
+
+    def fsub(self, a, b):
+        return torch.sub(a, b) if torch.is_tensor(a) else torch.rsub(b, a)
+
+    def fmul(self, a, b):
+        return torch.mul(a, b) if torch.is_tensor(a) else torch.mul(b, a)
+
+    def fdiv(self, a, b):
+        return torch.div(a, b)
+
+    def sqrt(self, a):
+        return torch.sqrt(a)
+
+    def neg(self, a):
+        return torch.neg(a)
+
+    def abs(self, a):
+        return torch.abs(a)
+
+    def minimum(self, a, b):
+        return torch.clamp(a, max=b) if isinstance(b, float) else torch.minimum(a, b)
+
+    def maximum(self, a, b):
+        return torch.clamp(a, min=b) if isinstance(b, float) else torch.maximum(a, b)
+
+    def less(self, a, b):
+        return torch.lt(a, b)
+
+    def less_equal(self, a, b):
+        return torch.le(a, b)
+
+    def greater(self, a, b):
+        return torch.gt(a, b)
+
+    def greater_equal(self, a, b):
+        return torch.ge(a, b)
+
+    def not_equal(self, a, b):
+        return torch.ne(a, b)
+
+    def where(self, cond, x, y, like: Any = None):
+        if isinstance(x, float) or isinstance(y, float):
+            x, y = (torch.tensor(v, dtype=torch.float32, device=cond.device) if isinstance(v, float) else v
+                    for v in (x, y))
+        return torch.where(cond, x, y)
+
+    # --- arrays -----------------------------------------------------------------------------
+    def full(self, shape, value: float) -> torch.Tensor:
+        return torch.full(shape, value, dtype=torch.float32, device=self.device)
+
+    def fixed(self, values) -> torch.Tensor:
+        return torch.as_tensor(values.astype("float32"), device=self.device)
+
+    def reshape(self, x, shape):
+        return x.reshape(shape)
+
+    def transpose(self, x, perm):
+        return x.permute(perm)
+
+    def concat(self, parts, axis: int):
+        return torch.cat(parts, dim=axis)
+
+    def scatter(self, shape, index, x):
+        out = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        out[tuple(slice(None) if i is None else i for i in index)] = x
+        return out
+
+    def rank(self, x, axis: int):
+        order = torch.argsort(x, dim=axis, stable=True)
+        return torch.argsort(order, dim=axis, stable=True).to(torch.float32)
+
+    def cast(self, x, dtype: str):
+        return x.to(getattr(torch, dtype))
+
+    def zeros(self, shape, dtype: str):
+        return torch.zeros(shape, dtype=getattr(torch, dtype), device=self.device)
+
+    def empty(self, shape, dtype: str):
+        return torch.empty(shape, dtype=getattr(torch, dtype), device=self.device)
+
+    def write_flat(self, out: torch.Tensor, start: int, values: torch.Tensor) -> None:
+        out.view(-1)[start: start + values.numel()].copy_(values)
+
+    def copy_into(self, out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return out.copy_(values)

@@ -1,0 +1,142 @@
+"""Copy weights between frameworks through the portable records: ``transfer(source, target)``.
+
+Both models are walked into portable records (``polyinit.params.Param``) in declaration order;
+the i-th parameter of the source goes to the i-th of the target. Each value is moved through the
+logical order (out, in, spatial; an embedding as (num, dim); ``polyinit.logical``), so a torch
+(out, in) weight lands in a Keras (in, out) kernel transposed, and a torch (out, in, kh, kw) conv
+weight in a Flax (kh, kw, in, out) kernel. Every pair is checked first (count, role, kind where
+both are known, logical shape); any mismatch is an error naming both paths, and nothing is
+written. A failed write restores what was written.
+
+Sources: a model of any framework polyinit walks (torch module, Keras model, flax nnx module or
+linen variables, Gluon block); a torch ``state_dict`` (torch's layout is assumed: the names give
+the roles); a Keras ``.weights.h5`` file together with ``source_model=`` (a Keras model of the
+architecture, into which the file is loaded: the file itself keeps neither the layers' order nor
+their names).
+
+>>> # report = transfer(torch_model, keras_model)     # then keras_model(x) == torch_model(x)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from polyinit.logical import canonical_order
+from polyinit.params import Param, RuleError
+from polyinit.layout import OUT_IN
+
+_SAME_ROLE = {"scale": "weight", "offset": "bias", "embedding": "weight", "recurrent": "weight"}
+
+
+class TransferError(RuleError):
+    """The source and target cannot be paired parameter by parameter (count, role or shape)."""
+
+
+@dataclass(frozen=True)
+class Moved:
+    """One parameter moved: from where, to where, the logical shape, and the two physical orders."""
+
+    source: str
+    target: str
+    logical_shape: tuple[int, ...]
+    source_shape: tuple[int, ...]
+    target_shape: tuple[int, ...]
+
+
+@dataclass
+class TransferReport:
+    rows: list[Moved] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{'source':40} {'target':40} {'logical shape':18} source -> target shape"]
+        lines += [f"{r.source:40} {r.target:40} {str(r.logical_shape):18} {r.source_shape} -> {r.target_shape}"
+                  for r in self.rows]
+        return "\n".join(lines)
+
+
+def _to_logical(param: Param, values: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    shape, layout = param.logical_shape, param.semantic_layout
+    perm = canonical_order(param, shape, layout)
+    logical = np.transpose(np.asarray(values).reshape(shape), perm)
+    return logical, tuple(logical.shape)
+
+
+def _from_logical(param: Param, logical: np.ndarray) -> np.ndarray:
+    shape, layout = param.logical_shape, param.semantic_layout
+    perm = canonical_order(param, shape, layout)
+    inverse = np.argsort(perm)
+    return np.ascontiguousarray(np.transpose(logical, inverse)).reshape(param.shape)
+
+
+def _state_dict_records(state: Mapping[str, Any]) -> tuple[list[Param], dict[str, np.ndarray]]:
+    """Records for a torch state_dict: floating tensors in order, roles from the leaf names."""
+    params, values = [], {}
+    for index, (name, tensor) in enumerate(state.items()):
+        if not getattr(tensor, "is_floating_point", lambda: False)():
+            continue  # num_batches_tracked and other integer state
+        leaf = name.rsplit(".", 1)[-1]
+        role = leaf if leaf in ("running_mean", "running_var") else "bias" if "bias" in leaf else "weight"
+        shape = tuple(tensor.shape)
+        params.append(Param(name, "other", role, shape, OUT_IN, index, key=name))
+        values[name] = tensor.detach().cpu().numpy()
+    return params, values
+
+
+def _source(source: Any, source_model: Any) -> tuple[list[Param], Any]:
+    """(records, read(param) -> numpy array) of the source."""
+    from polyinit.frameworks import walker_for
+
+    if isinstance(source, (str, os.PathLike)):
+        if source_model is None:
+            raise TransferError(f"transfer: a weights file ({os.fspath(source)!r}) keeps neither the layers' order "
+                                "nor their names; pass source_model=, a model of its architecture to load it into")
+        source_model.load_weights(os.fspath(source))
+        source = source_model
+    if isinstance(source, Mapping) and source and all(hasattr(v, "is_floating_point") for v in source.values()):
+        params, values = _state_dict_records(source)
+        return params, lambda param: values[param.path]
+    walker = walker_for(source)
+    params = walker.walk(source)
+    return params, lambda param: np.asarray(walker.read(source, param))
+
+
+def _compatible(source: Param, target: Param) -> bool:
+    roles = {_SAME_ROLE.get(source.role, source.role), _SAME_ROLE.get(target.role, target.role)}
+    if len(roles) > 1:
+        return False
+    known = {source.kind, target.kind} - {"other"}
+    return len(known) <= 1 or known <= {"dense", "attention"}
+
+
+def transfer(source: Any, target: Any, *, source_model: Any = None) -> "TransferReport | tuple[Any, TransferReport]":
+    """Copy every parameter of ``source`` into ``target`` (any frameworks); see the module
+    docstring. Returns the report, or ``(new_tree, report)`` for a linen variables tree.
+
+    >>> # transfer(torch_cnn, keras_cnn); transfer(torch_cnn.state_dict(), nnx_cnn)
+    """
+    from polyinit.frameworks import walker_for
+
+    source_params, read = _source(source, source_model)
+    walker = walker_for(target)
+    target_params = walker.walk(target)
+    if len(source_params) != len(target_params):
+        extra = [p.path for p in source_params[len(target_params):]] or [p.path for p in target_params[len(source_params):]]
+        side = "source" if len(source_params) > len(target_params) else "target"
+        raise TransferError(f"transfer: the source has {len(source_params)} parameters and the target "
+                            f"{len(target_params)}; unpaired in the {side}: {', '.join(extra[:8])}")
+    moves, report = [], TransferReport()
+    for s, t in zip(source_params, target_params):
+        logical, shape = _to_logical(s, read(s))
+        t_logical = tuple(t.logical_shape[i] for i in canonical_order(t, t.logical_shape, t.semantic_layout))
+        if not _compatible(s, t) or shape != t_logical:
+            raise TransferError(f"transfer: source {s.path!r} ({s.kind} {s.role}, logical shape {shape}) does not "
+                                f"match target {t.path!r} ({t.kind} {t.role}, logical shape {t_logical}); nothing "
+                                "was written")
+        moves.append((t, _from_logical(t, logical)))
+        report.rows.append(Moved(s.path, t.path, shape, s.shape, t.shape))
+    result = walker.write(target, moves)
+    return (result, report) if walker.returns_new else report

@@ -1,0 +1,142 @@
+"""Sharded initialisation (issue 13): the same seed gives the same global values whatever the
+sharding, and each device draws only its shard. Multi-device JAX needs
+XLA_FLAGS=--xla_force_host_platform_device_count=8 before jax is imported, so these run in a
+subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def run_with_devices(code: str, devices: int = 8, env: dict | None = None) -> dict:
+    """Run ``code`` (which prints one JSON line) in a fresh interpreter with ``devices`` CPU devices."""
+    environment = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                       JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment["PYTHONPATH"] = root + os.pathsep + environment.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+JAX_SHARDED = """
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import polyinit as pi
+    from polyinit.backends.jax import initializer
+
+    assert len(jax.devices()) == 8
+    key = jax.random.key(42)
+    specs = {"glorot_uniform": pi.glorot_uniform(), "he_normal": pi.he_normal(),
+             "lecun_truncated": pi.lecun_normal(truncated=True),
+             "threshold": pi.Uniform(low=-1.0, high=1.0) * (abs(pi.Uniform(low=-1.0, high=1.0)) >= 0.5)}
+    out = {"same": {}, "spec": {}, "local": {}}
+    for name, spec in specs.items():
+        init = initializer(spec)
+        reference = np.asarray(init(key, (784, 256), jnp.float32))
+        for n in (1, 2, 4, 8):
+            mesh = Mesh(np.array(jax.devices()[:n]), ("model",))
+            for pspec in (P(None, "model"), P("model", None)):
+                sharding = NamedSharding(mesh, pspec)
+                w = init(key, (784, 256), jnp.float32, out_sharding=sharding)
+                tag = f"{name} {n} {pspec}"
+                out["same"][tag] = bool(np.array_equal(np.asarray(w), reference))
+                out["spec"][tag] = w.sharding.is_equivalent_to(sharding, 2)
+                # Each device holds exactly its slice of the global draw.
+                out["local"][tag] = all(np.array_equal(np.asarray(s.data), reference[s.index])
+                                        for s in w.addressable_shards)
+    # Under jit with output shardings, the compiled program draws per-device shapes only.
+    mesh = Mesh(np.array(jax.devices()), ("model",))
+    sharding = NamedSharding(mesh, P(None, "model"))
+    init = initializer(pi.he_normal())
+    text = jax.jit(lambda k: init(k, (784, 256)), out_shardings=sharding).lower(key).compile().as_text()
+    out["shard_shape_in_hlo"] = "f32[784,32]" in text
+    out["full_shape_in_hlo"] = "f32[784,256]" in text
+    print(json.dumps(out))
+"""
+
+
+def test_jax_out_sharding_is_honoured_and_sharding_invariant():
+    result = run_with_devices(JAX_SHARDED)
+    assert all(result["same"].values()), [k for k, v in result["same"].items() if not v]
+    assert all(result["spec"].values()), [k for k, v in result["spec"].items() if not v]
+    assert all(result["local"].values()), [k for k, v in result["local"].items() if not v]
+    assert result["shard_shape_in_hlo"] and not result["full_shape_in_hlo"]
+
+
+NNX_PARTITIONED = """
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import nnx
+    from jax.sharding import Mesh, PartitionSpec as P
+    import polyinit as pi
+    from polyinit.backends.jax import initializer
+
+    def build(n):
+        mesh = Mesh(np.array(jax.devices()[:n]), ("model",))
+        init = nnx.with_partitioning(initializer(pi.glorot_uniform()), (None, "model"), mesh=mesh)
+
+        @nnx.jit
+        def create():
+            return nnx.Linear(64, 128, kernel_init=init, rngs=nnx.Rngs(7))
+
+        with jax.set_mesh(mesh):
+            model = create()
+        return model.kernel[...]
+
+    reference = np.asarray(nnx.Linear(64, 128, kernel_init=initializer(pi.glorot_uniform()), rngs=nnx.Rngs(7)).kernel[...])
+    out = {}
+    for n in (1, 2, 4, 8):
+        kernel = build(n)
+        out[str(n)] = {"same": bool(np.array_equal(np.asarray(kernel), reference)),
+                       "shards": len({str(s.index) for s in kernel.addressable_shards})}
+    print(json.dumps(out))
+"""
+
+
+def test_nnx_with_partitioning_gives_the_same_kernel_for_any_device_count():
+    result = run_with_devices(NNX_PARTITIONED)
+    assert all(r["same"] for r in result.values()), result
+    assert [result[str(n)]["shards"] for n in (1, 2, 4, 8)] == [1, 2, 4, 8]
+
+
+KERAS_DISTRIBUTED = """
+    import json
+    import numpy as np
+    import keras
+    import polyinit as pi
+    from polyinit.backends.keras import Initializer
+
+    def build():
+        model = keras.Sequential(name="m", layers=[keras.Input((64,)),
+                                  keras.layers.Dense(128, kernel_initializer=Initializer(pi.he_normal(), seed=3), name="d1"),
+                                  keras.layers.Dense(32, kernel_initializer=Initializer(pi.glorot_uniform(), seed=4), name="d2")])
+        return {w.path.split("/", 1)[1]: keras.ops.convert_to_numpy(w) for w in model.weights}
+
+    plain = build()
+    devices = keras.distribution.list_devices()
+    out = {}
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    out["data_parallel"] = all(np.array_equal(v, plain[k]) for k, v in build().items())
+    mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"), devices)
+    layout_map = keras.distribution.LayoutMap(mesh)
+    layout_map["d1/kernel"] = (None, "model")
+    layout_map["d2/kernel"] = ("model", None)
+    keras.distribution.set_distribution(keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
+    out["model_parallel"] = all(np.array_equal(v, plain[k]) for k, v in build().items())
+    print(json.dumps(out))
+"""
+
+
+def test_keras_distribution_gives_the_same_values_as_without():
+    pytest.importorskip("keras")
+    result = run_with_devices(KERAS_DISTRIBUTED, env={"KERAS_BACKEND": "jax"})
+    assert result == {"data_parallel": True, "model_parallel": True}
