@@ -15,42 +15,90 @@ def _frameworks(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _compare(args: argparse.Namespace) -> int:
-    from polyinit.compare import compare, to_json
+def _check_plot_path(path: str) -> None:
+    """Refuse an unwritable --plot target before minutes of measuring, not after."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not path.lower().endswith(".png"):
+        raise PolyinitError(f"compare: --plot {path!r} must name a .png file")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise PolyinitError(f"compare: --plot {path!r}: folder {folder!r} does not exist or is not writable")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PolyinitError("compare: --plot needs matplotlib: pip install 'polyinit[compare]'") from None
 
-    rows = compare(layer=args.layer, n_in=args.n_in, n_out=args.n_out, depth=args.depth,
-                   kernel=args.kernel, frameworks=args.frameworks, measure=not args.no_measure, seed=args.seed)
-    if args.json:
-        print(json.dumps({"layer": args.layer, "n_in": args.n_in, "n_out": args.n_out, "depth": args.depth,
-                          "rows": to_json(rows)}, indent=2))
+
+def _progress(args: argparse.Namespace):
+    """Progress lines on stderr when it is a terminal, or when --progress asks."""
+    if not (args.progress or sys.stderr.isatty()):
+        return None
+    return lambda text: print(f"polyinit: {text}", file=sys.stderr, flush=True)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if args.plot:
+        _check_plot_path(args.plot)
+    if args.model:
+        from polyinit.compare_model import compare_model, render
+
+        result = compare_model(args.model, frameworks=args.frameworks, seed=args.seed,
+                               measure=not args.no_measure, progress=_progress(args))
+        fmt = "json" if args.json else args.format
+        print(json.dumps(result.as_json(), indent=2) if fmt == "json" else render(result, fmt))
+        return 0
+    from polyinit.compare import DEFAULT_SIZES, compare
+    from polyinit import compare_output as output
+
+    n_in, n_out = (args.n_in, args.n_out)
+    default_in, default_out = DEFAULT_SIZES.get(args.layer, (784, 256))
+    n_in, n_out = default_in if n_in is None else n_in, default_out if n_out is None else n_out
+    rows = compare(layer=args.layer, n_in=n_in, n_out=n_out, depth=args.depth, kernel=args.kernel,
+                   frameworks=args.frameworks, measure=not args.no_measure, seed=args.seed,
+                   activation=args.activation, heads=args.heads, progress=_progress(args), cache=not args.no_cache)
+    fmt = "json" if args.json else args.format
+    shape = (args.layer, args.activation, n_in, n_out, args.depth)
+    if fmt == "json":
+        from polyinit.measure import REPEATS, TOKENS
+
+        inputs = dict(layer=args.layer, activation=args.activation, n_in=n_in, n_out=n_out, depth=args.depth,
+                      kernel=args.kernel, heads=args.heads, tokens=TOKENS, seed=args.seed,
+                      frameworks=list(args.frameworks), measure=not args.no_measure, repeats=REPEATS)
+        print(json.dumps(output.document(rows, inputs), indent=2))
+    elif fmt == "markdown":
+        print(output.render_markdown(rows, *shape))
+    elif fmt == "csv":
+        print(output.render_csv(rows, args.depth), end="")
     else:
-        _print_table(rows, args)
+        _print_table(rows, shape)
     if args.plot:
         from polyinit.plot import plot
 
-        plot(rows, args.plot, args.layer, args.n_in, args.n_out, args.depth, args.kernel)
-        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
+        plot(rows, args.plot, args.layer, args.activation, n_in, n_out, args.depth)
+        print(f"wrote {args.plot}", file=sys.stderr if fmt != "table" else sys.stdout)
     return 0
 
 
-def _print_table(rows, args) -> None:
-    from polyinit.compare import FOOTNOTE, render_text, table, title
+def _print_table(rows, shape) -> None:
+    from polyinit import compare_output as output
 
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
     except ImportError:
-        print(render_text(rows, args.layer, args.n_in, args.n_out, args.depth))
+        Console = None
+    if Console is None or not sys.stdout.isatty():  # a pipe or a file: plain lines, never wrapped
+        print(output.render_text(rows, *shape))
         return
-    head, body = table(rows, args.depth, sep="\n")
-    rich_table = Table(title=title(args.layer, args.n_in, args.n_out, args.depth))
+    head, body = output.table(rows, shape[-1], shape[1], sep="\n")
+    rich_table = Table(title=escape(output.title(*shape)))
     for name in head:
-        rich_table.add_column(name, overflow="fold")
+        rich_table.add_column(escape(name), overflow="fold")
     for cells in body:
-        rich_table.add_row(*cells)
-    console = Console(width=max(140, Console().width))
+        rich_table.add_row(*map(escape, cells))
+    console = Console()  # the terminal's own width ($COLUMNS where set)
     console.print(rich_table)
-    console.print(FOOTNOTE)
+    console.print(escape(output.FOOTNOTE))
 
 
 def _conformance(args: argparse.Namespace) -> int:
@@ -62,16 +110,36 @@ def _conformance(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyinit", description="One init spec, every framework.")
     sub = parser.add_subparsers(dest="command", required=True)
-    cmp = sub.add_parser("compare", help="frameworks' defaults side by side, and the signal through depth")
-    cmp.add_argument("--layer", choices=("dense", "conv2d"), default="dense")
-    cmp.add_argument("--in", dest="n_in", type=int, default=784, help="input units or channels (784)")
-    cmp.add_argument("--out", dest="n_out", type=int, default=256, help="output units or channels (256)")
-    cmp.add_argument("--kernel", type=int, default=3, help="conv2d kernel size (3)")
+    from polyinit.defaults import FRAMEWORKS
+    from polyinit.propagation import ACTIVATIONS, KINDS
+
+    cmp = sub.add_parser("compare", help="frameworks' defaults side by side, and the signal through depth",
+                         description="Each framework's default initialisation of one layer kind (or of your own "
+                                     "model with --model), and the signal's variance through a stack of such layers: "
+                                     "closed form, and measured on the real layers of every installed framework.")
+    cmp.add_argument("--layer", choices=KINDS, default="dense", help="layer kind: %(choices)s (default dense)")
+    cmp.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                     help="between layers: %(choices)s (default relu; GELU is the exact erf form)")
+    cmp.add_argument("--in", dest="n_in", type=int, default=None,
+                     help="input units, channels, vocabulary (embedding) or d_model (mha); default per layer, 784 for dense")
+    cmp.add_argument("--out", dest="n_out", type=int, default=None, help="output units or channels; default per layer, 256 for dense")
+    cmp.add_argument("--kernel", type=int, default=3, help="conv kernel size per axis (3)")
+    cmp.add_argument("--heads", type=int, default=4, help="mha heads (4)")
     cmp.add_argument("--depth", type=int, default=10, help="layers in the stack (10)")
-    cmp.add_argument("--frameworks", type=_frameworks, default=["torch", "keras", "flax", "mxnet", "haiku"])
+    cmp.add_argument("--frameworks", type=_frameworks, default=list(FRAMEWORKS),
+                     help=f"comma-separated, some of: {', '.join(FRAMEWORKS)} (default all)")
+    cmp.add_argument("--model", metavar="MODULE:FACTORY",
+                     help="compare on your own model: FACTORY() returns a torch, Keras, Flax nnx or Gluon model, "
+                          "or (model, input_shape) to measure the signal through it")
     cmp.add_argument("--no-measure", action="store_true", help="closed form only; import no framework")
-    cmp.add_argument("--plot", metavar="FILE.png", help="draw histograms and variance-through-depth curves")
-    cmp.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    cmp.add_argument("--no-cache", action="store_true", help="measure again instead of reading the cache "
+                     "($POLYINIT_CACHE, else $XDG_CACHE_HOME/polyinit, else ~/.cache/polyinit)")
+    cmp.add_argument("--progress", action="store_true", help="report each framework's import and measurement on "
+                     "stderr even when it is not a terminal")
+    cmp.add_argument("--plot", metavar="FILE.png", help="draw weight and bias histograms and variance-through-depth curves")
+    cmp.add_argument("--format", choices=("table", "json", "markdown", "csv"), default="table",
+                     help="output: %(choices)s (default table)")
+    cmp.add_argument("--json", action="store_true", help="same as --format json")
     cmp.add_argument("--seed", type=int, default=0)
     cmp.set_defaults(run=_compare)
     conf = sub.add_parser("conformance", help="check your own specs in every installed backend")
@@ -91,6 +159,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except PolyinitError as error:
         print(f"polyinit: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped (``polyinit compare | head``): it asked for no more, so no traceback,
+        # and stdout goes to devnull so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

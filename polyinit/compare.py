@@ -1,12 +1,10 @@
-"""``polyinit compare``: each framework's default for one layer, side by side, and what it does to
-the signal through a deep stack.
+"""``polyinit compare``: each framework's default for one layer kind, side by side, and what it does
+to the signal through a deep stack with an activation between layers.
 
-Per layer, Var(y) = n_in sigma_w^2 Var(x) + sigma_b^2 (ReLU halves the second moment it passes on),
-so a stack of L layers scales the signal by about (n_in sigma_w^2)^L. The closed form below runs
-that recursion exactly with each framework's weight and bias variances: layer 1 maps n_in -> n_out,
-layers 2..L map n_out -> n_out (for conv layers n_in counts channels times the kernel's size).
-Where the framework is installed, the same stack of its real layers is built with its own
-defaults and a standard-normal batch is pushed through, so the two can be read side by side.
+The closed form (``polyinit.propagation``) runs the variance recursion with each framework's
+weight and bias distributions from the defaults registry; where the framework is installed, the
+same stack of its real layers is built with its own defaults and a standard-normal batch is pushed
+through, so the two can be read side by side. Measurements are cached on disk (``compare_cache``).
 
 >>> rows = compare(frameworks=("torch", "keras"), measure=False)
 >>> [round(r.weight.bound, 4) for r in rows]
@@ -16,12 +14,25 @@ defaults and a standard-normal batch is pushed through, so the two can be read s
 from __future__ import annotations
 
 import math
+import random
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
 
 from polyinit import nodes as n
-from polyinit.defaults import FRAMEWORKS, VERSIONS, Param, layer_defaults
+from polyinit import propagation
+from polyinit.defaults import FRAMEWORKS, VERSIONS, Param
 from polyinit.errors import PolyinitError
+
+# Sizes used when --in/--out are not given: each kind's usual scale, and a measurement that stays quick.
+DEFAULT_SIZES = {"dense": (784, 256), "conv1d": (32, 32), "conv2d": (32, 32), "conv3d": (16, 16),
+                 "conv_transpose": (32, 32), "embedding": (1000, 256), "lstm": (256, 256), "gru": (256, 256),
+                 "batchnorm": (256, 256), "layernorm": (256, 256), "mha": (256, 256)}
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -37,16 +48,18 @@ class Distribution:
 @dataclass
 class Row:
     framework: str
-    version: str
+    version: str  # the installed version where measured, else the version the registry describes
     weight: Distribution
     bias: Distribution
-    gain: float  # n_in sigma_w^2 of the first layer
+    params: dict[str, dict]  # every parameter of the first layer: shape, words, std
+    gain: float  # fan_in var(w) of the first layer's main weight (nan for norms and embeddings)
     linear: list[float]  # closed-form Var after each layer, linear stack
-    relu: list[float]
+    activated: list[float]  # the same with the activation between layers
     measured_linear: Optional[list[float]] = None
-    measured_relu: Optional[list[float]] = None
-    measured: str = "closed form only"
-    samples: Optional[list[float]] = field(default=None, repr=False)
+    measured_activated: Optional[list[float]] = None
+    source: str = "closed form"
+    weight_samples: Optional[list[float]] = field(default=None, repr=False)
+    bias_samples: Optional[list[float]] = field(default=None, repr=False)
 
 
 def describe(param: Param) -> Distribution:
@@ -55,6 +68,9 @@ def describe(param: Param) -> Distribution:
     node, stats = plan.root, plan.stats
     std = stats.std if stats and stats.std is not None else 0.0
     bound = max(abs(stats.low), abs(stats.high)) if stats and math.isfinite(stats.low) else None
+    parts = getattr(param.spec, "parts", None)  # gate blocks (Keras's unit_forget_bias): each gate's constant
+    if parts and all(hasattr(p, "value") for p in parts):
+        return Distribution("per gate " + "/".join(f"{p.value:g}" for p in parts), std, bound)
     if isinstance(node, n.Fill):
         return Distribution(f"{node.value:g}", 0.0, abs(node.value))
     if isinstance(node, n.Uniform):
@@ -69,94 +85,145 @@ def describe(param: Param) -> Distribution:
     return Distribution(plan.describe(), std, bound)
 
 
-def _weight_and_bias(framework: str, layer: str, n_in: int, n_out: int, kernel: int) -> tuple[Param, Optional[Param]]:
-    if layer == "dense":
-        params = list(layer_defaults(framework, "dense", n_in=n_in, n_out=n_out).values())
-    elif layer == "conv2d":
-        params = list(layer_defaults(framework, "conv", n_in=n_in, n_out=n_out, kernel=(kernel, kernel)).values())
-    else:
-        raise PolyinitError(f"compare: unknown layer {layer!r}; expected dense or conv2d")
-    return params[0], params[1] if len(params) > 1 else None
+def _is_bias(name: str) -> bool:
+    leaf = name.replace(".", "/").split("/")[-1]
+    return leaf in ("b", "beta", "offset") or "bias" in leaf
 
 
-def closed_form(framework: str, layer: str, n_in: int, n_out: int, depth: int, kernel: int = 3) -> tuple[list[float], list[float], float]:
-    """Var after each of ``depth`` layers for linear and ReLU stacks, and the first layer's gain."""
-    linear, relu = [], []
-    v_lin = v_relu = 1.0
-    first_gain = 0.0
-    for index in range(depth):
-        fan_in = (n_in if index == 0 else n_out) * (kernel * kernel if layer == "conv2d" else 1)
-        weight, bias = _weight_and_bias(framework, layer, n_in if index == 0 else n_out, n_out, kernel)
-        w_var = weight.plan().stats.var
-        b_second = bias.plan().stats.moments[1] if bias is not None else 0.0
-        gain = fan_in * w_var
-        first_gain = first_gain or gain
-        v_lin = gain * v_lin + b_second
-        # ReLU passes on E[relu(y)^2] = Var(y) / 2 for a symmetric y; the input is not rectified.
-        v_relu = gain * (v_relu if index == 0 else v_relu / 2) + b_second
-        linear.append(v_lin)
-        relu.append(v_relu)
-    return linear, relu, first_gain
+def main_weight_and_bias(params: dict[str, Param]) -> tuple[Param, Optional[Param]]:
+    """The first parameter (the layer's main weight; a norm's scale) and its first bias, if any."""
+    (name, weight), *rest = params.items()
+    return weight, next((p for key, p in rest if _is_bias(key)), None)
 
 
-def compare(layer: str = "dense", n_in: int = 784, n_out: int = 256, depth: int = 10, kernel: int = 3,
-            frameworks: Sequence[str] = FRAMEWORKS, measure: bool = True, seed: int = 0) -> list[Row]:
-    """One row per framework: its default weight and bias, the gain, and Var through depth.
+@contextmanager
+def preserved_global_rngs() -> Iterator[None]:
+    """Python's, numpy's and (where imported) torch's global generators as they were, afterwards."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    torch = sys.modules.get("torch")
+    torch_state = torch.random.get_rng_state() if torch is not None else None
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        if torch_state is not None:
+            torch.random.set_rng_state(torch_state)
 
-    ``measure=True`` also pushes data through real stacks where the framework imports.
-    """
-    for name, value in (("n_in", n_in), ("n_out", n_out), ("depth", depth), ("kernel", kernel)):
+
+def _check(layer: str, activation: str, sizes: dict, frameworks: Sequence[str]) -> None:
+    if layer not in propagation.KINDS:
+        raise PolyinitError(f"compare: unknown layer {layer!r}; expected one of {', '.join(propagation.KINDS)}")
+    if activation not in propagation.ACTIVATIONS:
+        raise PolyinitError(f"compare: unknown activation {activation!r}; "
+                            f"expected one of {', '.join(propagation.ACTIVATIONS)}")
+    for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise PolyinitError(f"compare: {name} must be a positive integer, received {name}={value!r}")
-    rows = []
+    if layer == "mha" and sizes["n_in"] % sizes["heads"]:
+        raise PolyinitError(f"compare: mha needs n_in divisible by heads, received n_in={sizes['n_in']}, "
+                            f"heads={sizes['heads']}")
+    if not frameworks:
+        raise PolyinitError(f"compare: no framework given; expected some of {', '.join(FRAMEWORKS)}")
     for framework in frameworks:
         if framework not in FRAMEWORKS:
             raise PolyinitError(f"compare: unknown framework {framework!r}; expected some of {', '.join(FRAMEWORKS)}")
-        weight, bias = _weight_and_bias(framework, layer, n_in, n_out, kernel)
-        linear, relu, gain = closed_form(framework, layer, n_in, n_out, depth, kernel)
-        zero = Distribution("none", 0.0, None)
-        row = Row(framework, VERSIONS[framework], describe(weight), describe(bias) if bias else zero, gain, linear, relu)
-        if measure:
-            from polyinit import measure as measuring
 
-            result = measuring.measure(framework, layer, n_in, n_out, depth, kernel, seed)
-            if isinstance(result, str):
-                row.measured = result
-            else:
-                row.measured_linear, row.measured_relu, row.samples = result
-                row.measured = "measured on real layers"
+
+def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[int] = None, depth: int = 10,
+            kernel: int = 3, frameworks: Sequence[str] = FRAMEWORKS, measure: bool = True, seed: int = 0,
+            activation: str = "relu", heads: int = 4, progress: Optional[Progress] = None,
+            cache: bool = True) -> list[Row]:
+    """One row per framework: its default weight and bias, fan_in var(w), and Var through depth
+    (closed form; measured on real layers where the framework is installed and ``measure``).
+
+    Global random generators (Python, numpy, torch, TensorFlow/Keras, JAX) are left as they were.
+    """
+    default_in, default_out = DEFAULT_SIZES.get(layer, (784, 256))
+    n_in = default_in if n_in is None else n_in
+    n_out = default_out if n_out is None else n_out
+    _check(layer, activation, dict(n_in=n_in, n_out=n_out, depth=depth, kernel=kernel, heads=heads), frameworks)
+    rows = []
+    for framework in frameworks:
+        if layer not in propagation.kinds_of(framework):
+            rows.append(_absent_row(framework, layer, depth))
+            continue
+        params = propagation.registry_params(framework, layer, n_in, n_out, kernel, heads)
+        weight, bias = main_weight_and_bias(params)
+        sizes = dict(n_in=n_in, n_out=n_out, depth=depth, kernel=kernel, heads=heads)
+        row = Row(framework, VERSIONS[framework], describe(weight),
+                  describe(bias) if bias else Distribution("none", 0.0, None),
+                  {name: dict(shape=list(p.shape), words=describe(p).words, std=describe(p).std)
+                   for name, p in params.items()},
+                  propagation.first_gain(framework, layer, n_in=n_in, n_out=n_out, kernel=kernel, heads=heads),
+                  propagation.stack(framework, layer, "linear", **sizes),
+                  propagation.stack(framework, layer, activation, **sizes))
+        if measure:
+            _measure_into(row, layer, activation, sizes, seed, progress or (lambda text: None), cache)
         rows.append(row)
     return rows
 
 
+def _absent_row(framework: str, layer: str, depth: int) -> Row:
+    nothing = Distribution("none", 0.0, None)
+    nan = [float("nan")] * depth
+    return Row(framework, VERSIONS[framework], nothing, nothing, {}, float("nan"), nan, nan,
+               source=f"{framework} has no {layer} layer")
+
+
+def _measure_into(row: Row, layer: str, activation: str, sizes: dict, seed: int, progress: Progress,
+                  cache: bool) -> None:
+    from polyinit import compare_cache
+
+    framework = row.framework
+    version = compare_cache.installed_version(framework)
+    if version is None:
+        row.source = f"closed form ({framework} not installed)"
+        return
+    key = compare_cache.key(framework, version, layer=layer, activation=activation, seed=seed, **sizes)
+    found = compare_cache.load(key) if cache else None
+    if found is None:
+        from polyinit import measure as measuring
+
+        started = time.perf_counter()
+        progress(f"{framework} {version}: importing")
+        try:
+            __import__(measuring.MODULES[framework])
+        except ImportError as error:
+            row.source = f"closed form ({framework} does not import: {error})"
+            return
+        progress(f"{framework}: imported in {time.perf_counter() - started:.1f} s; measuring {layer}, "
+                 f"{measuring.REPEATS} networks of {sizes['depth']} layers")
+        started = time.perf_counter()
+        setup = measuring.Setup(layer, sizes["n_in"], sizes["n_out"], sizes["depth"], sizes["kernel"],
+                                sizes["heads"], activation)
+        try:
+            with preserved_global_rngs():
+                found = asdict(measuring.measure(framework, setup, seed))
+        except Exception as error:  # one framework's failure must not hide the others' rows
+            row.source = f"closed form (measuring {framework} failed: {type(error).__name__}: {error})"[:200]
+            progress(row.source)
+            return
+        progress(f"{framework}: measured in {time.perf_counter() - started:.1f} s")
+        if cache:
+            compare_cache.store(key, found)
+    else:
+        progress(f"{framework} {version}: from the cache")
+    row.version = version
+    row.measured_linear, row.measured_activated = found["linear"], found["activated"]
+    row.weight_samples, row.bias_samples = found["weight"], found["bias"]
+    row.source = "measured on real layers"
+
+
 def to_json(rows: Sequence[Row]) -> list[dict]:
-    return [{k: v for k, v in asdict(r).items() if k != "samples"} for r in rows]
+    """Rows as plain data (without the weight samples); NaN becomes None."""
+    def clean(value):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
 
-
-def title(layer: str, n_in: int, n_out: int, depth: int) -> str:
-    return f"polyinit compare: {layer} {n_in} -> {n_out}, stacks of {depth} layers, input Var 1"
-
-
-FOOTNOTE = ("Var@L: closed form, and (in brackets) measured by pushing N(0,1) data through a stack of the "
-            "real layers where installed. Per layer Var(y) = n_in var(w) Var(x) + var(b); ReLU passes half.")
-
-
-def table(rows: Sequence[Row], depth: int, sep: str = " ") -> tuple[list[str], list[list[str]]]:
-    """The comparison's header and cells; ``sep`` goes between a closed form and its measurement."""
-    head = ["framework", "weight", "bias", "std(w)", "n_in*var(w)", f"Var@{depth} linear", f"Var@{depth} ReLU", "source"]
-
-    def pair(closed: float, measured: Optional[list[float]]) -> str:
-        return f"{closed:.3g}" + (f"{sep}({measured[-1]:.3g})" if measured else "")
-
-    body = [[f"{r.framework} {r.version}", r.weight.words, r.bias.words, f"{r.weight.std:.4g}", f"{r.gain:.4g}",
-             pair(r.linear[-1], r.measured_linear), pair(r.relu[-1], r.measured_relu), r.measured] for r in rows]
-    return head, body
-
-
-def render_text(rows: Sequence[Row], layer: str, n_in: int, n_out: int, depth: int) -> str:
-    """A plain-text table (used when ``rich`` is not installed, and in tests)."""
-    head, body = table(rows, depth)
-    widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
-    lines = [title(layer, n_in, n_out, depth)] + ["  ".join(c.ljust(w) for c, w in zip(line, widths))
-                                                  for line in [head] + body]
-    return "\n".join(lines + [FOOTNOTE])
+    return [clean({k: v for k, v in asdict(r).items() if not k.endswith("_samples")}) for r in rows]

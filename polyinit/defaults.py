@@ -6,8 +6,9 @@ installed framework and check them against this registry with the conformance ma
 cannot drift from the installed versions. Versions described (read from their sources):
 
 * torch 2.13 (``reset_parameters`` in ``torch/nn/modules``), keras 3.15.1 (``keras/src/layers``),
-  flax 0.12.8 linen and nnx (``flax/linen``, ``flax/nnx/nn``), MXNet Gluon 1.9.1, dm-haiku (HEAD
-  2026-07; reference only, not verified here).
+  flax 0.12.8 linen and nnx (``flax/linen``, ``flax/nnx/nn``), MXNet Gluon 1.9.1 (in
+  ``tests/real_mxnet``), dm-haiku 0.0.17 (``haiku/_src``; no mha: ``hk.MultiHeadAttention`` has no
+  default ``w_init``).
 
 >>> params = layer_defaults("torch", "dense", n_in=784, n_out=256)
 >>> params["weight"].shape, params["weight"].plan().describe()
@@ -28,8 +29,7 @@ from polyinit.spec import Normal, Orthogonal, Spec, TruncatedNormal, Uniform, Va
 
 FRAMEWORKS = ("torch", "keras", "flax", "mxnet", "haiku")
 LAYERS = ("dense", "conv", "conv_transpose", "embedding", "lstm", "gru", "batchnorm", "layernorm", "mha")
-VERSIONS = {"torch": "2.13", "keras": "3.15.1", "flax": "0.12.8", "mxnet": "1.9.1", "haiku": "HEAD 2026-07"}
-VERIFIED = ("torch", "keras", "flax", "mxnet")  # haiku is described from its source, not built here
+VERSIONS = {"torch": "2.13", "keras": "3.15.1", "flax": "0.12.8", "mxnet": "1.9.1", "haiku": "0.0.17"}
 
 
 @dataclass(frozen=True)
@@ -151,10 +151,24 @@ def _flax(layer: str, d: dict) -> dict[str, Param]:
                                    Layout("out in"), (d["num"], d["dim"]), "N(0, 1/dim)")}
     if layer in ("lstm", "gru"):
         h, n_in = d["hidden"], d["n_in"]
+        cell = d.get("cell", "linen")
+        if cell == ("nnx.OptimizedLSTMCell" if layer == "lstm" else "nnx.GRUCell"):
+            # The fused nnx cells: one input kernel and one recurrent kernel over all gates; the
+            # recurrent one is orthogonal as a whole (h, gates*h): std 1/sqrt(gates*h), not per gate.
+            width = (4 if layer == "lstm" else 3) * h
+            bias = "dense_h/bias" if layer == "lstm" else "dense_i/bias"
+            return {"dense_i/kernel": Param(_LECUN_TRUNC, IN_OUT, (n_in, width)),
+                    "dense_h/kernel": Param(Orthogonal(axis=-1), IN_OUT, (h, width), "orthogonal over all gates"),
+                    bias: Param(_ZERO, OUT_IN, (width,))}
+        if cell not in (("linen", "nnx.LSTMCell") if layer == "lstm" else ("linen",)):
+            raise SpecError(f"layer_defaults: flax {layer} has no cell {cell!r}; expected 'linen' or "
+                            + ("'nnx.LSTMCell', 'nnx.OptimizedLSTMCell'" if layer == "lstm" else "'nnx.GRUCell'"))
         gates = ("i", "f", "g", "o") if layer == "lstm" else ("r", "z", "n")
         out = {}
         for gate in gates:
-            out[f"i{gate}/kernel"] = Param(_LECUN_TRUNC, IN_OUT, (n_in, h))
+            # nnx.LSTMCell names its forget-gate input kernel ``if_`` (``if`` is a Python keyword).
+            name = "if_" if cell == "nnx.LSTMCell" and gate == "f" else f"i{gate}"
+            out[f"{name}/kernel"] = Param(_LECUN_TRUNC, IN_OUT, (n_in, h))
             out[f"h{gate}/kernel"] = Param(Orthogonal(axis=-1), IN_OUT, (h, h))
             has_bias = f"h{gate}" if layer == "lstm" else (f"i{gate}" if gate != "n" else None)
             if has_bias:
@@ -199,17 +213,17 @@ def _mxnet(layer: str, d: dict) -> dict[str, Param]:
     raise KeyError(layer)
 
 
-# --- dm-haiku (reference: described from source) ----------------------------------------------
+# --- dm-haiku 0.0.17 (verified against the real modules in tests/test_defaults.py) ---------------
 
 def _haiku(layer: str, d: dict) -> dict[str, Param]:
     if layer == "dense":
         return {"w": Param(_haiku_trunc(d["n_in"]), IN_OUT, (d["n_in"], d["n_out"]), "std 0.88/sqrt(fan_in)"),
                 "b": Param(_ZERO, OUT_IN, (d["n_out"],))}
     if layer in ("conv", "conv_transpose"):
-        k = d["kernel"]
+        k, g = d["kernel"], d.get("groups", 1)
         # ConvNDTranspose stores (*k, out, in) but scales by the forward input fan, prod(k) * in.
-        fan = math.prod(k) * d["n_in"]
-        shape = k + ((d["n_in"], d["n_out"]) if layer == "conv" else (d["n_out"], d["n_in"]))
+        fan = math.prod(k) * (d["n_in"] // g if layer == "conv" else d["n_in"])
+        shape = k + ((d["n_in"] // g, d["n_out"]) if layer == "conv" else (d["n_out"], d["n_in"]))
         return {"w": Param(_haiku_trunc(fan), IN_OUT, shape), "b": Param(_ZERO, OUT_IN, (d["n_out"],))}
     if layer == "embedding":
         return {"embeddings": Param(native.jax_truncated_normal(1.0), IN_OUT, (d["num"], d["dim"]))}
@@ -222,7 +236,9 @@ def _haiku(layer: str, d: dict) -> dict[str, Param]:
         vs = VarianceScaling(scale=1.0, mode="fan_in", distribution="truncated_normal")
         return {"w_i": Param(vs, IN_OUT, (n_in, 3 * h)), "w_h": Param(vs, IN_OUT, (h, 3 * h)),
                 "b": Param(_ZERO, OUT_IN, (3 * h,))}
-    if layer in ("batchnorm", "layernorm"):
+    if layer == "batchnorm":  # hk.BatchNorm's scale and offset keep the reduced axes: (1, c) for (batch, c)
+        return {"scale": Param(_ONE, OUT_IN, (1, d["c"])), "offset": Param(_ZERO, OUT_IN, (1, d["c"]))}
+    if layer == "layernorm":
         params = _norm(d["c"], stats=False)
         return {"scale": params["gamma"], "offset": params["beta"]}
     raise KeyError(layer)
@@ -236,8 +252,9 @@ def layer_defaults(framework: str, layer: str, **dims) -> dict[str, Param]:
     """Every parameter of ``layer`` as ``framework`` initialises it by default.
 
     dims: dense ``n_in, n_out``; conv/conv_transpose ``n_in, n_out, kernel`` (tuple) and optional
-    ``groups``; embedding ``num, dim``; lstm/gru ``n_in, hidden``; batchnorm/layernorm ``c``;
-    mha ``d_model, heads``.
+    ``groups``; embedding ``num, dim``; lstm/gru ``n_in, hidden`` (flax: optional ``cell``, "linen"
+    by default, or "nnx.LSTMCell", "nnx.OptimizedLSTMCell", "nnx.GRUCell"); batchnorm/layernorm
+    ``c``; mha ``d_model, heads``.
     """
     if framework not in _BUILDERS:
         raise SpecError(f"layer_defaults: unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")

@@ -84,9 +84,34 @@ def find(arrays, name):
     return arrays[hits[0]]
 
 
+def haiku_layer(layer, seed):
+    import haiku as hk
+
+    def forward():
+        if layer == "dense":
+            hk.Linear(64)(jnp.ones((1, 96)))
+        elif layer == "conv":
+            hk.Conv2D(32, 3, feature_group_count=2)(jnp.ones((1, 8, 8, 16)))
+        elif layer == "conv_transpose":
+            hk.Conv2DTranspose(32, 3)(jnp.ones((1, 8, 8, 16)))
+        elif layer == "embedding":
+            hk.Embed(vocab_size=500, embed_dim=32)(jnp.zeros((1,), jnp.int32))
+        elif layer in ("lstm", "gru"):
+            core = hk.LSTM(32) if layer == "lstm" else hk.GRU(32)
+            core(jnp.ones((1, 24)), core.initial_state(1))
+        elif layer == "batchnorm":
+            hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=0.9)(jnp.ones((1, 48)), is_training=True)
+        else:
+            hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(jnp.ones((1, 48)))
+
+    params, _ = hk.transform_with_state(forward).init(jax.random.key(seed))
+    return {f"{module}/{name}": np.asarray(value, dtype=np.float64)
+            for module, values in params.items() for name, value in values.items()}
+
+
 BUILD = {"torch": lambda layer, seed: (torch.manual_seed(seed), torch_layer(layer))[1],
-         "keras": keras_layer, "flax": flax_layer}
-CASES = [(fw, layer) for fw in BUILD for layer in DIMS]
+         "keras": keras_layer, "flax": flax_layer, "haiku": haiku_layer}
+CASES = [(fw, layer) for fw in BUILD for layer in DIMS if not (fw == "haiku" and layer == "mha")]
 
 
 @pytest.mark.parametrize("framework,layer", CASES, ids=[f"{f}-{l}" for f, l in CASES])
@@ -103,7 +128,8 @@ def test_registry_matches_real_layers(framework, layer):
         assert not bad, f"{framework} {layer} {name}: " + "; ".join(map(str, bad))
 
 
-def test_haiku_is_reference_only():
+def test_haiku_dense_std():
+    # TruncatedNormal(stddev=1/sqrt(fan_in)) cut at +-2 std without correction: std 0.8796/sqrt(fan_in).
     assert layer_defaults("haiku", "dense", n_in=784, n_out=256)["w"].plan().stats.std == pytest.approx(
         0.8796256610342398 / 28, rel=1e-9)
 
@@ -164,3 +190,45 @@ def test_keras_defaults_on_a_torch_model():
 def test_cross_application_unknown_framework():
     with pytest.raises(pi.SpecError, match="haiku"):
         rules_for("haiku")
+
+
+NNX_CELLS = {
+    "nnx.LSTMCell": ("lstm", nnx.LSTMCell), "nnx.OptimizedLSTMCell": ("lstm", nnx.OptimizedLSTMCell),
+    "nnx.GRUCell": ("gru", nnx.GRUCell),
+}
+
+
+def _nnx_params(module) -> dict:
+    """name -> array for an nnx module's parameters, paths joined with '/' (``.value`` dropped)."""
+    state = nnx.state(module, nnx.Param)
+    flat = {}
+    for path, value in jax.tree_util.tree_flatten_with_path(state)[0]:
+        keys = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
+        flat["/".join(k for k in keys if k not in (".value", "value"))] = np.asarray(value, dtype=np.float64)
+    return flat
+
+
+@pytest.mark.parametrize("cell", NNX_CELLS)
+def test_registry_matches_real_nnx_cells(cell):
+    """The nnx recurrent cells as they are: LSTMCell per gate (forget-gate input kernel ``if_``),
+    OptimizedLSTMCell and GRUCell fused (one input and one recurrent kernel over all gates)."""
+    layer, make = NNX_CELLS[cell]
+    params = layer_defaults("flax", layer, n_in=24, hidden=32, cell=cell)
+    first = _nnx_params(make(24, 32, rngs=nnx.Rngs(0)))
+    assert sorted(first) == sorted(params), f"real cell has {sorted(first)}, registry has {sorted(params)}"
+    count = min(40, max(samples_needed(p.plan(), minimum=1 << 15) for p in params.values()))
+    builds = [first] + [_nnx_params(make(24, 32, rngs=nnx.Rngs(seed))) for seed in range(1, count)]
+    for name, param in params.items():
+        draws = [b[name] for b in builds]
+        assert draws[0].shape == param.shape
+        bad = failures(check(draws, param.plan()))
+        assert not bad, f"{cell} {name}: " + "; ".join(map(str, bad))
+
+
+def test_fused_recurrent_kernel_std():
+    # OptimizedLSTMCell 256 -> 256: dense_h/kernel (256, 1024) orthogonal as a whole: std 1/sqrt(1024).
+    params = layer_defaults("flax", "lstm", n_in=256, hidden=256, cell="nnx.OptimizedLSTMCell")
+    assert params["dense_i/kernel"].shape == (256, 1024)
+    assert params["dense_h/kernel"].plan().stats.std == pytest.approx(0.03125, rel=1e-9)
+    with pytest.raises(pi.SpecError, match="no cell 'nnx.OptimizedLSTMCell'"):
+        layer_defaults("flax", "gru", n_in=4, hidden=4, cell="nnx.OptimizedLSTMCell")

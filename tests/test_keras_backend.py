@@ -45,7 +45,7 @@ def test_config_round_trip():
     again = Initializer.from_config(config)
     assert again.spec == init.spec and again.layout == init.layout and again.seed == 7
     serialized = keras.initializers.serialize(init)
-    assert serialized["registered_name"] == "polyinit>Initializer"
+    assert serialized["registered_name"] == "polyinit>PolyinitInitializer"
     assert keras.initializers.deserialize(serialized).spec == init.spec
 
 
@@ -65,11 +65,11 @@ SAVE = textwrap.dedent("""
 """)
 LOAD = textwrap.dedent("""
     import sys, numpy as np, keras
-    import polyinit.backends.keras  # registers polyinit>Initializer; no custom_objects
+    import polyinit.backends.keras  # registers polyinit>PolyinitInitializer; no custom_objects
     model = keras.models.load_model(sys.argv[1])
     assert np.array_equal(model.layers[0].kernel.numpy(), np.load(sys.argv[2]))
     init = model.layers[0].kernel_initializer
-    assert type(init).__name__ == "Initializer" and init.spec.kind == "variance_scaling"
+    assert type(init).__name__ == "PolyinitInitializer" and init.spec.kind == "variance_scaling"
     rebuilt = keras.layers.Dense.from_config(model.layers[0].get_config())
     rebuilt.build((None, 20))
     assert np.array_equal(rebuilt.kernel.numpy(), np.load(sys.argv[2]))  # int seed: same values

@@ -26,6 +26,8 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "keras": ("polyinit.backends.keras", "keras", "keras"),
     "jax": ("polyinit.backends.jax", "jax", "jax"),
     "mxnet": ("polyinit.backends.mxnet", "numpy", ""),
+    # The same module where the real mxnet is absent: MXNet's initializer protocol over numpy arrays.
+    "mxnet-protocol": ("polyinit.backends.mxnet", "numpy", ""),
 }
 _LOADED: dict[str, ModuleType] = {}
 
@@ -82,13 +84,16 @@ def unregister(name: str) -> None:
 
 
 def available_backends() -> list[str]:
-    """Backends whose framework imports here (this imports them)."""
+    """Backends whose framework imports here (this imports them). Without the real mxnet the
+    MXNet entry is ``"mxnet-protocol"``: MXNet's initializer protocol drawn into numpy arrays."""
     names = []
     for name in REGISTRY:
         try:
-            get_backend(name)
+            module = get_backend(name)
         except BackendUnavailableError:
             continue
+        if name.startswith("mxnet") and (name == "mxnet-protocol") != (module._mx is None):
+            continue  # one of the two names, whichever says what this machine has
         names.append(name)
     return names
 

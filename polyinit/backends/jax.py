@@ -16,8 +16,14 @@ import functools
 import math
 from typing import Any, Callable, Optional
 
-import jax
-import jax.numpy as jnp
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError as _missing:  # say which extra installs the framework
+    from polyinit.errors import BackendUnavailableError
+
+    raise BackendUnavailableError(f"polyinit.backends.jax cannot import jax ({_missing}); install it with: "
+                                  "pip install 'polyinit[jax]'") from None
 import numpy as np
 
 from polyinit import _validate as check
@@ -180,8 +186,9 @@ def _combine(structure: _Structure, leaves, fixed, compute, dtype):
 
 
 def _dtype_name(dtype) -> str:
+    # No dtype: JAX's default float, float64 under JAX_ENABLE_X64, as jax.nn.initializers give.
     try:
-        name = jnp.dtype(dtype).name if dtype is not None else "float32"
+        name = jnp.dtype(dtype).name if dtype is not None else jax.dtypes.canonicalize_dtype(float).name
     except TypeError:
         raise PolyinitError(f"jax backend: dtype must be a floating dtype, received dtype={dtype!r}") from None
     if name not in ("float16", "bfloat16", "float32", "float64"):
@@ -230,7 +237,8 @@ def draw(plan: Plan, key: Any, *, shaped: bool = False) -> jax.Array:
 
 
 def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable[..., jax.Array]:
-    """``init(key, shape, dtype=float32) -> Array`` for ``spec``, laid out as ``layout``.
+    """``init(key, shape, dtype=None) -> Array`` for ``spec``, laid out as ``layout``; no dtype means
+    JAX's default float (float32, or float64 under ``JAX_ENABLE_X64``), as in ``jax.nn.initializers``.
 
     Flax linen ``DenseGeneral`` and nnx ``LinearGeneral`` call their initializers on a flattened
     2-D (in, out) shape, which ``IN_OUT`` reads correctly.

@@ -1,14 +1,16 @@
-"""Keras 3 backend: a registered ``keras.initializers.Initializer`` for any spec.
+"""Keras 3 backend: ``PolyinitInitializer``, a registered ``keras.initializers.Initializer`` for any spec.
 
 Works under ``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch`` (it uses ``keras.ops`` and
 ``keras.random`` only). Seeds behave like Keras's own: an int seed gives the same values on every
 call, a ``keras.random.SeedGenerator`` advances, ``None`` picks a random int at construction (and a
 clone or a reloaded model picks a new one). ``get_config`` holds the spec as polyinit's JSON dict,
 so a ``.keras`` file that uses it reloads in a fresh process without ``custom_objects`` once
-polyinit's Keras backend is imported.
+polyinit's Keras backend is imported: ``import polyinit.backends.keras`` before
+``keras.models.load_model`` (it registers ``polyinit>PolyinitInitializer``, and the old name
+``polyinit>Initializer`` for files saved before the rename).
 
 >>> import polyinit
->>> init = Initializer(polyinit.glorot_uniform(), seed=1)
+>>> init = PolyinitInitializer(polyinit.glorot_uniform(), seed=1)
 >>> tuple(init((784, 256)).shape)
 (784, 256)
 """
@@ -18,7 +20,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import keras
+try:
+    import keras
+except ImportError as _missing:  # say which extra installs the framework
+    from polyinit.errors import BackendUnavailableError
+
+    raise BackendUnavailableError(f"polyinit.backends.keras cannot import keras ({_missing}); install it with: "
+                                  "pip install 'polyinit[keras]' (Keras on TensorFlow), "
+                                  "'polyinit[keras-jax]' or 'polyinit[keras-torch]'") from None
 import numpy as np
 from keras import ops
 
@@ -124,8 +133,8 @@ def draw(plan: Plan, seed: Any):
 _SEEDS = random.SystemRandom()
 
 
-@keras.saving.register_keras_serializable(package="polyinit", name="Initializer")
-class Initializer(keras.initializers.Initializer):
+@keras.saving.register_keras_serializable(package="polyinit", name="PolyinitInitializer")
+class PolyinitInitializer(keras.initializers.Initializer):
     """A Keras initializer drawing ``spec`` for a kernel laid out as ``layout`` (``* in out``)."""
 
     def __init__(self, spec: "Spec | dict", layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any = None):
@@ -160,9 +169,16 @@ class Initializer(keras.initializers.Initializer):
         return {"spec": to_dict(self.spec), "layout": self.layout.pattern, "seed": seed}
 
 
-def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any = None) -> Initializer:
-    """The Keras initializer for ``spec`` (the backend contract's entry point); see ``Initializer``."""
-    return Initializer(spec, layout, seed)
+# The class's own name must differ from Keras's base class: a saved config names the class, and
+# ``load_model`` before this module is imported would otherwise build keras's ``Initializer``.
+# Files saved when the class was called ``Initializer`` still load, and the old import still works.
+Initializer = PolyinitInitializer
+keras.saving.get_custom_objects()["polyinit>Initializer"] = PolyinitInitializer
+
+
+def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any = None) -> PolyinitInitializer:
+    """The Keras initializer for ``spec`` (the backend contract's entry point); see ``PolyinitInitializer``."""
+    return PolyinitInitializer(spec, layout, seed)
 
 
 def to_numpy(tensor) -> np.ndarray:

@@ -9,7 +9,8 @@ works in Gluon and ``mx.init.create(init.dumps())`` rebuilds it; elsewhere it fi
 
 Values are drawn on the host by the numpy reference backend from the initializer's own seeded
 ``numpy.random.Generator`` (MXNet itself draws Orthogonal and Bilinear in numpy, and Gluon
-initialises on the CPU); unlike MXNet's global ``mx.random`` stream, this is reproducible per object.
+initialises on the CPU): a seeded initializer is reproducible per object, and an unseeded one takes
+each weight's seed from MXNet's global ``mx.random`` stream, so ``mx.random.seed`` governs it.
 
 >>> import numpy as np, polyinit
 >>> init = Polyinit(polyinit.glorot_uniform(), seed=0)
@@ -22,7 +23,6 @@ initialises on the CPU); unlike MXNet's global ``mx.random`` stream, this is rep
 from __future__ import annotations
 
 import json
-import random
 from typing import Any, Optional
 
 import numpy as np
@@ -70,8 +70,6 @@ def _dtype_name(arr: Any) -> str:
     return name
 
 
-_SEEDS = random.SystemRandom()
-
 
 class Polyinit(_Base):
     """An MXNet initializer for ``spec`` (the weights) with MXNet's suffix defaults elsewhere."""
@@ -86,8 +84,8 @@ class Polyinit(_Base):
         if _mx is not None:
             super().__init__(**kwargs)
         self._kwargs = kwargs
-        # A private source for seed=None, so Python's global ``random`` is left alone.
-        self._rng = np.random.default_rng(_SEEDS.randint(1, int(1e9)) if seed is None else seed)
+        # Unseeded: each weight takes its seed from MXNet's own generator (see _unseeded_rng).
+        self._rng = None if seed is None else np.random.default_rng(seed)
 
     def dumps(self) -> str:
         """``["polyinit", {kwargs}]``, the JSON form ``mx.init.create`` reads."""
@@ -127,7 +125,17 @@ class Polyinit(_Base):
         except PolyinitError as error:
             raise type(error)(f"mxnet backend, parameter {str(name)!r}: {error}") from None
         with check.framework_errors("mxnet", f"writing parameter {str(name)!r}"):
-            _write(arr, reference.draw(plan, self._rng))
+            _write(arr, reference.draw(plan, self._rng or _unseeded_rng()))
+
+
+def _unseeded_rng() -> np.random.Generator:
+    """An unseeded ``Polyinit`` follows MXNet's own seeding, as ``mx.init.Xavier`` does: each weight
+    takes a seed from MXNet's global generator, so ``mx.random.seed(0)`` makes it reproducible.
+    Without the real mxnet there is no such generator: fresh OS entropy, no global state touched."""
+    if _mx is None:
+        return np.random.default_rng()
+    seed = _mx.nd.random.randint(0, 2**31 - 1, shape=(1,), dtype="int32", ctx=_mx.cpu()).asscalar()
+    return np.random.default_rng(int(seed))
 
 
 if _mx is not None:

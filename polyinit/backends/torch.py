@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-import torch
+try:
+    import torch
+except ImportError as _missing:  # say which extra installs the framework
+    from polyinit.errors import BackendUnavailableError
+
+    raise BackendUnavailableError(f"polyinit.backends.torch cannot import torch ({_missing}); install it with: "
+                                  "pip install 'polyinit[torch]'") from None
 
 from polyinit import _validate as check
 from polyinit import nodes as n

@@ -1,0 +1,208 @@
+"""``polyinit compare --model module:factory``: each framework's defaults applied to your own model.
+
+``factory()`` returns a torch ``nn.Module``, a Keras model, a Flax nnx module or a Gluon block, or
+``(model, input_shape)``. For every framework with cross-application rules
+(``polyinit.defaults.rules_for``: torch, keras, flax, mxnet) a fresh model is built, that
+framework's defaults are applied through ``polyinit.rules.apply``, and a standard-normal batch of
+``input_shape`` is pushed through it; the model as its own framework built it is the first column.
+Parameters the rules do not cover (recurrent, attention) keep the model's own initialisation.
+
+>>> parse_target("mypackage.models:build")
+('mypackage.models', 'build')
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from polyinit.errors import PolyinitError
+
+CROSS_FRAMEWORKS = ("torch", "keras", "flax", "mxnet")
+
+
+@dataclass
+class ModelComparison:
+    target: str
+    model_framework: str
+    input_shape: Optional[tuple[int, ...]]
+    seed: int
+    params: list[dict] = field(default_factory=list)  # path, kind, role, shape
+    specs: dict[str, list[str]] = field(default_factory=dict)  # framework -> spec per parameter
+    output_var: dict[str, Optional[float]] = field(default_factory=dict)  # "native" and each framework
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"target": self.target, "model_framework": self.model_framework,
+                "input_shape": list(self.input_shape) if self.input_shape else None, "seed": self.seed,
+                "params": [dict(p, **{f: self.specs[f][i] for f in self.specs}) for i, p in enumerate(self.params)],
+                "output_var": self.output_var, "notes": self.notes}
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    module, sep, attribute = target.partition(":")
+    if not sep or not module or not attribute:
+        raise PolyinitError(f"compare --model: expected MODULE:FACTORY, received {target!r}")
+    return module, attribute
+
+
+def load_factory(target: str) -> Callable[[], Any]:
+    """Import MODULE (the working directory searched too, for this import only) and return FACTORY."""
+    module_name, attribute = parse_target(target)
+    added = os.getcwd() not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise PolyinitError(f"compare --model {target!r}: cannot import {module_name!r} ({error})") from None
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise PolyinitError(f"compare --model {target!r}: {module_name}.{attribute} is not a callable factory")
+    return factory
+
+
+def framework_of(model: Any) -> str:
+    """The model's framework from its class's module, importing nothing."""
+    for base in type(model).__mro__:
+        root = base.__module__.split(".")[0]
+        if root in ("torch", "keras", "mxnet"):
+            return root
+        if root == "flax":
+            return "flax"
+    raise PolyinitError(f"compare --model: {type(model).__module__}.{type(model).__name__} is not a torch, "
+                        "Keras, Flax nnx or Gluon model")
+
+
+def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]]:
+    from polyinit.compare import preserved_global_rngs
+    from polyinit.measure import python_random
+
+    with preserved_global_rngs(), python_random(seed):
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.manual_seed(seed)  # the model's own layers draw from torch's global generator
+        built = factory()
+    if isinstance(built, tuple) and len(built) == 2:
+        return built[0], tuple(int(d) for d in built[1])
+    return built, None
+
+
+def apply_defaults(model: Any, framework: str, seed: int) -> list[dict]:
+    """``framework``'s defaults on ``model`` in place, through the rules machinery; one dict per
+    parameter (path, kind, role, shape, spec). The only place this module touches ``polyinit.rules``."""
+    from polyinit.defaults import rules_for
+    from polyinit.rules import apply
+
+    report = apply(model, rules_for(framework, seed=seed))
+    return [dict(path=r.path, kind=r.kind, role=r.role, shape=list(r.shape), spec=r.spec) for r in report.rows]
+
+
+def _input_shape(model: Any, framework: str) -> Optional[tuple[int, ...]]:
+    """A batch of 256 for a model whose input size can be read off it (Keras inputs, a torch first Linear)."""
+    if framework == "keras":
+        shape = getattr(model, "input_shape", None)
+        if isinstance(shape, tuple) and all(d is not None for d in shape[1:]):
+            return (256,) + tuple(shape[1:])
+    if framework == "torch":
+        first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
+        if first is not None:
+            return (256, first.in_features)
+    return None
+
+
+def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) -> float:
+    """Var of the model's output for a standard-normal batch of ``shape`` (inference mode)."""
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    if framework == "torch":
+        import torch
+
+        model.eval()
+        with torch.no_grad():
+            y = model(torch.from_numpy(x)).numpy()
+    elif framework == "keras":
+        import keras
+
+        y = keras.ops.convert_to_numpy(model(x, training=False))
+    elif framework == "flax":
+        import jax.numpy as jnp
+
+        y = np.asarray(model(jnp.asarray(x)))
+    else:
+        import mxnet as mx
+
+        y = model(mx.nd.array(x)).asnumpy()
+    return float(np.var(np.asarray(y, dtype=np.float64)))
+
+
+def compare_model(target: str, frameworks: Sequence[str] = CROSS_FRAMEWORKS, seed: int = 0, measure: bool = True,
+                  progress: Optional[Callable[[str], None]] = None) -> ModelComparison:
+    """Each framework's defaults on the model ``target`` names, side by side (see the module docstring)."""
+    say = progress or (lambda text: None)
+    factory = load_factory(target)
+    model, shape = _build(factory, seed)
+    native = framework_of(model)
+    shape = shape or _input_shape(model, native)
+    result = ModelComparison(target, native, shape, seed)
+    if shape is None:
+        result.notes.append("no input shape: return (model, input_shape) from the factory to measure the signal")
+    if measure and shape is not None:
+        say(f"{native}: the model as built")
+        result.output_var["native"] = output_var(model, native, shape, seed)
+    for framework in frameworks:
+        if framework not in CROSS_FRAMEWORKS:
+            result.notes.append(f"{framework}: no cross-application rules (expected some of {', '.join(CROSS_FRAMEWORKS)})")
+            continue
+        say(f"{framework}'s defaults on the {native} model")
+        fresh, _ = _build(factory, seed)
+        rows = apply_defaults(fresh, framework, seed)
+        if not result.params:
+            result.params = [{k: r[k] for k in ("path", "kind", "role", "shape")} for r in rows]
+        result.specs[framework] = [r["spec"] or "kept" for r in rows]
+        if measure and shape is not None:
+            result.output_var[framework] = output_var(fresh, native, shape, seed)
+    return result
+
+
+def render(result: ModelComparison, fmt: str = "table") -> str:
+    """The per-parameter table (text, Markdown or CSV) and the output variance of each."""
+    names = list(result.specs)
+    head = ["parameter", "kind/role", "shape"] + [f"{name} defaults" for name in names]
+    body = [[p["path"], f"{p['kind']}/{p['role']}", "x".join(map(str, p["shape"]))] +
+            [_short(result.specs[name][i]) for name in names] for i, p in enumerate(result.params)]
+    variances = ", ".join(f"{key} {value:.4g}" for key, value in result.output_var.items())
+    footer = [f"Var of the output for an N(0, 1) batch of {result.input_shape}: {variances}"] if variances else []
+    footer += result.notes
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerows([head] + body + [["output_var", "", ""] + [result.output_var.get(n, "") for n in names]])
+        return out.getvalue().rstrip("\n")
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        return "\n".join([f"**polyinit compare --model {result.target}** ({result.model_framework} model)", ""] + lines +
+                         [""] + footer)
+    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head] + body]
+    return "\n".join([f"polyinit compare --model {result.target} ({result.model_framework} model)"] + lines + footer)
+
+
+def _short(spec: str) -> str:
+    """A spec's repr without its keywords' names and defaults: VarianceScaling(0.3333, fan_in, uniform)."""
+    import re
+
+    text = re.sub(r", stream=0\)", ")", spec)
+    text = re.sub(r"\b(scale|mode|distribution|value|low|high|std|mean)=", "", text)
+    text = re.sub(r"'([a-z_]+)'", r"\1", text)
+    return re.sub(r"-?\d+\.\d{5,}", lambda m: f"{float(m.group()):.4g}", text)

@@ -1,0 +1,22 @@
+"""The README's MXNet block, run here where the real MXNet is installed (the main venv reports it as
+skipped, naming this file's reason)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from readme_blocks import blocks, run_python  # noqa: E402
+
+MXNET = [code for language, code in blocks() if language == "python" and "import mxnet" in code]
+
+
+def test_the_readme_has_an_mxnet_block():
+    assert MXNET
+
+
+@pytest.mark.parametrize("index", range(len(MXNET)))
+def test_mxnet_block_runs(index, tmp_path):
+    result = run_python(MXNET[index], tmp_path)
+    assert result.returncode == 0, MXNET[index] + "\n" + result.stderr[-3000:]
