@@ -9,6 +9,10 @@ PYTHON=${PYTHON:-python3}
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/pip install -q -c constraints.txt -e '.[all,test]'
+# mup (the muP reference the modern-scheme tests check against) declares torchvision, whose PyPI
+# build does not load beside this torch and breaks transformers' imports; mup itself needs only
+# torch and pyyaml, so it is installed without its declared dependencies.
+.venv/bin/pip install -q --no-deps mup==1.0.0
 
 [ -x .venv-mxnet/bin/python ] || "$PYTHON" -m venv .venv-mxnet
 .venv-mxnet/bin/pip install -q mxnet==1.9.1 numpy==1.23.5 'pytest>=8' 'hypothesis>=6' scipy
