@@ -38,11 +38,13 @@ def _progress(args: argparse.Namespace):
 def _compare(args: argparse.Namespace) -> int:
     if args.plot:
         _check_plot_path(args.plot)
+    if args.scheme and not args.model:
+        raise PolyinitError("compare --scheme shows a scheme on your model: it needs --model MODULE:FACTORY")
     if args.model:
         from polyinit.compare_model import compare_model, render
 
         result = compare_model(args.model, frameworks=args.frameworks, seed=args.seed,
-                               measure=not args.no_measure, progress=_progress(args))
+                               measure=not args.no_measure, progress=_progress(args), schemes=args.scheme or ())
         fmt = "json" if args.json else args.format
         print(json.dumps(result.as_json(), indent=2) if fmt == "json" else render(result, fmt))
         return 0
@@ -131,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--model", metavar="MODULE:FACTORY",
                      help="compare on your own model: FACTORY() returns a torch, Keras, Flax nnx or Gluon model, "
                           "or (model, input_shape) to measure the signal through it")
+    from polyinit.compare_model import SCHEMES
+
+    cmp.add_argument("--scheme", action="append", choices=SCHEMES, metavar="SCHEME",
+                     help="with --model: also show this modern scheme's per-parameter draw (polyinit.modern), "
+                          f"repeatable; one of {', '.join(SCHEMES)}")
     cmp.add_argument("--no-measure", action="store_true", help="closed form only; import no framework")
     cmp.add_argument("--no-cache", action="store_true", help="measure again instead of reading the cache "
                      "($POLYINIT_CACHE, else $XDG_CACHE_HOME/polyinit, else ~/.cache/polyinit)")

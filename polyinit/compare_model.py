@@ -98,11 +98,26 @@ def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]
     return built, None
 
 
-def apply_defaults(model: Any, framework: str, seed: int) -> list[dict]:
-    """``framework``'s defaults on ``model`` in place, through the rules machinery; one dict per
-    parameter (path, kind, role, shape, spec). The only place this module touches ``polyinit.rules``."""
-    from polyinit.defaults import rules_for
+# The modern schemes compare can show: those that need nothing but the model (muP needs a base
+# model, so it is called from Python: polyinit.modern.mup(model, base)).
+SCHEMES = ("gpt2", "megatron", "olmo", "u_mup", "fixup", "t_fixup", "deepnet", "t5", "small_init", "wang",
+           "small_init_emb", "modded_nanogpt")
+
+
+def apply_defaults(model: Any, framework: str, seed: int, scheme: Optional[str] = None) -> list[dict]:
+    """``framework``'s defaults (or the modern ``scheme``, ``polyinit.modern``) on ``model`` in place,
+    through the rules machinery; one dict per parameter (path, kind, role, shape, spec: for a scheme
+    the resolved draw, e.g. ``normal(mean=0, std=0.008165)``, so its per-layer std reads directly).
+    The only place this module touches ``polyinit.rules``."""
     from polyinit.rules import apply
+
+    if scheme is not None:
+        from polyinit import modern
+
+        report = apply(model, getattr(modern, scheme)(model, seed=seed))
+        return [dict(path=r.path, kind=r.kind, role=r.role, shape=list(r.shape), spec=r.drawn or None)
+                for r in report.rows]
+    from polyinit.defaults import rules_for
 
     report = apply(model, rules_for(framework, seed=seed))
     return [dict(path=r.path, kind=r.kind, role=r.role, shape=list(r.shape), spec=r.spec) for r in report.rows]
@@ -146,8 +161,13 @@ def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) ->
 
 
 def compare_model(target: str, frameworks: Sequence[str] = CROSS_FRAMEWORKS, seed: int = 0, measure: bool = True,
-                  progress: Optional[Callable[[str], None]] = None) -> ModelComparison:
-    """Each framework's defaults on the model ``target`` names, side by side (see the module docstring)."""
+                  progress: Optional[Callable[[str], None]] = None, schemes: Sequence[str] = ()) -> ModelComparison:
+    """Each framework's defaults on the model ``target`` names, side by side (see the module
+    docstring), and next to them each of ``schemes`` (``SCHEMES``: GPT-2's scaled residual, OLMo,
+    DeepNet, ...) applied to the same model."""
+    unknown = [name for name in schemes if name not in SCHEMES]
+    if unknown:
+        raise PolyinitError(f"compare --scheme: unknown scheme(s) {unknown}; expected some of {', '.join(SCHEMES)}")
     say = progress or (lambda text: None)
     factory = load_factory(target)
     model, shape = _build(factory, seed)
@@ -171,13 +191,23 @@ def compare_model(target: str, frameworks: Sequence[str] = CROSS_FRAMEWORKS, see
         result.specs[framework] = [r["spec"] or "kept" for r in rows]
         if measure and shape is not None:
             result.output_var[framework] = output_var(fresh, native, shape, seed)
+    for scheme in schemes:
+        say(f"the {scheme} scheme on the {native} model")
+        fresh, _ = _build(factory, seed)
+        rows = apply_defaults(fresh, native, seed, scheme=scheme)
+        if not result.params:
+            result.params = [{k: r[k] for k in ("path", "kind", "role", "shape")} for r in rows]
+        result.specs[f"{scheme} scheme"] = [r["spec"] or "kept" for r in rows]
+        if measure and shape is not None:
+            result.output_var[f"{scheme} scheme"] = output_var(fresh, native, shape, seed)
     return result
 
 
 def render(result: ModelComparison, fmt: str = "table") -> str:
     """The per-parameter table (text, Markdown or CSV) and the output variance of each."""
     names = list(result.specs)
-    head = ["parameter", "kind/role", "shape"] + [f"{name} defaults" for name in names]
+    head = ["parameter", "kind/role", "shape"] + [name if name.endswith(" scheme") else f"{name} defaults"
+                                                  for name in names]
     body = [[p["path"], f"{p['kind']}/{p['role']}", "x".join(map(str, p["shape"]))] +
             [_short(result.specs[name][i]) for name in names] for i, p in enumerate(result.params)]
     variances = ", ".join(f"{key} {value:.4g}" for key, value in result.output_var.items())

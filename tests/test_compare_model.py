@@ -32,6 +32,12 @@ MODELS = textwrap.dedent("""
                 return self.second(self.first(x))
         return Two(nnx.Rngs(0)), (512, 512)
 
+    def torch_encoder():
+        import torch
+        torch.manual_seed(0)
+        layer = torch.nn.TransformerEncoderLayer(64, 4, 128, batch_first=True, dropout=0.0)
+        return torch.nn.TransformerEncoder(layer, 3, enable_nested_tensor=False), (8, 16, 64)
+
     not_a_factory = 3
 """)
 
@@ -83,3 +89,23 @@ def test_bad_targets(models, capsys):
         compare_model("user_models:not_a_factory")
     assert main(["compare", "--model", "user_models:missing"]) == 2
     assert "not a callable factory" in capsys.readouterr().err
+
+
+def test_a_modern_scheme_next_to_the_defaults(models, capsys):
+    """--scheme shows a modern scheme's per-parameter draw next to the defaults: GPT-2's residual
+    outputs (attention out_proj, linear2) at 0.02 / sqrt(2 L) with L = 3 encoder layers."""
+    pytest.importorskip("torch")
+    import math
+
+    result = compare_model("user_models:torch_encoder", frameworks=("torch",), schemes=("gpt2",))
+    rows = {p["path"]: i for i, p in enumerate(result.params)}
+    column = result.specs["gpt2 scheme"]
+    assert f"std={0.02 / math.sqrt(6):.4g}" in column[rows["layers.2.linear2.weight"]]
+    assert f"std={0.02 / math.sqrt(6):.4g}" in column[rows["layers.0.self_attn.out_proj.weight"]]
+    assert "std=0.02" in column[rows["layers.1.linear1.weight"]]
+    assert "gpt2 scheme" in result.output_var
+    assert main(["compare", "--model", "user_models:torch_encoder", "--frameworks", "torch", "--scheme", "gpt2",
+                 "--no-measure"]) == 0
+    assert "gpt2 scheme" in capsys.readouterr().out
+    assert main(["compare", "--scheme", "gpt2"]) == 2
+    assert "needs --model" in capsys.readouterr().err
