@@ -122,6 +122,9 @@ class GluonWalker:
     def write(self, model: Any, drawn: list) -> Any:
         import mxnet as mx
 
+        # MXNet runs ops asynchronously, and after a forward pass on the oneDNN build a weight may
+        # still be being reordered: wait, so that backups and writes see the settled values.
+        mx.nd.waitall()
         written = []
         try:
             for param, values in drawn:
@@ -140,6 +143,9 @@ class GluonWalker:
         return model
 
     def read(self, model: Any, param: Param) -> Any:
+        import mxnet as mx
+
+        mx.nd.waitall()  # see write
         return self.arrays[param.path].data().asnumpy().astype(np.float64)
 
 

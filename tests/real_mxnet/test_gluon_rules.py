@@ -23,10 +23,12 @@ def resnet18():
     net = mx.gluon.model_zoo.vision.resnet18_v1(pretrained=False, classes=10)
     net.initialize()
     net(mx.nd.ones((1, 3, 32, 32)))  # a forward pass: shapes known, oneDNN layouts in place
+    mx.nd.waitall()  # MXNet is asynchronous: reading a weight while oneDNN reorders it races
     return net
 
 
 def values(net):
+    mx.nd.waitall()
     return {k: v.data().asnumpy().copy() for k, v in net.collect_params().items()}
 
 
