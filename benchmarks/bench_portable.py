@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -120,7 +119,7 @@ def numpy_memory(n: int) -> dict:
 
 
 TORCH_CHILD = """
-import json, resource, sys, torch, polyinit as pi
+import json, sys, torch, polyinit as pi
 from polyinit.backends.torch import draw_portable
 spec = {spec!r}
 draw_portable(pi.resolve(eval(spec, vars(pi)), (4, 4)), 0, "w")
@@ -128,7 +127,8 @@ def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
 before = rss()
 out = draw_portable(pi.resolve(eval(spec, vars(pi)), ({n}, {n})), 0, "w")
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (it survives fork and exec).
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) * 1024
 print(json.dumps((peak - before) / (out.numel() * 4)))
 """
 

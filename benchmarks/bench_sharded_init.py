@@ -22,7 +22,7 @@ import sys
 import textwrap
 
 WORKER = """
-    import json, os, resource, time
+    import json, os, time
     import torch
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -31,7 +31,9 @@ WORKER = """
     from polyinit.rules import Rules, apply, kind, role
 
     def rss_peak_mb():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (kept across fork and exec).
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
     def rss_now_mb():
         with open("/proc/self/statm") as f:

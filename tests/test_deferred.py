@@ -57,3 +57,49 @@ def test_a_tensor_nothing_would_initialise_is_refused_before_anything_is_materia
     with pytest.raises(pi.PolyinitError, match="matched no parameter"), pytest.warns(UserWarning):
         materialize(model, Rules([(kind("conv"), pi.zeros()), (role("weight"), pi.zeros())]))
     assert all(t.device.type == "meta" for t in model.parameters())
+
+
+MEMORY = """
+    import json, torch
+    import polyinit as pi
+    from polyinit.deferred import materialize
+    from polyinit.rules import Rules, role
+
+    def peak_mb():
+        # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (kept across fork and exec).
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+    def now_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+
+    with torch.device("meta"):
+        model = torch.nn.Sequential(*(torch.nn.Linear(2048, 2048, bias=False) for _ in range(8)))
+    rules = Rules([(role("weight"), pi.he_normal())], seed=0)
+    materialize(torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False)).to("meta"), rules)  # warm up
+    base, peak_before = now_mb(), peak_mb()
+    materialize(model, rules)
+    print(json.dumps({"base": base, "peak_before": peak_before, "peak": peak_mb(), "model_mb": 8 * 16.0,
+                      "param_mb": 16.0}))
+"""
+
+
+def test_materialize_holds_at_most_one_parameter_beyond_the_model():
+    """Peak resident memory while materialising 8 x 16 MB from the meta device stays within the
+    model's 128 MB plus one parameter (16 MB) plus 24 MB of allocator and interpreter slack (a
+    materialisation that kept a second copy of the model would need 256 MB)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(MEMORY)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads(done.stdout.strip().splitlines()[-1])
+    assert m["peak"] - m["base"] <= m["model_mb"] + m["param_mb"] + 24, m
+    assert m["peak"] - m["base"] >= m["model_mb"] - 8, m  # the measurement sees the model itself
