@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # has too, so importing from it would depend on which directory pytest put first on sys.path.
 from conformance_cases import BACKENDS, MISSING, SEEDS, SOAK  # noqa: E402
 
-from polyinit.conformance.selection import missing_imports, not_tested  # noqa: E402
+from polyinit.conformance.selection import missing_imports, write_not_tested  # noqa: E402
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -24,11 +24,7 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_terminal_summary(terminalreporter):
-    lines = not_tested(os.path.dirname(os.path.abspath(__file__)), MISSING)
-    if lines:
-        terminalreporter.section("polyinit: not tested here")
-        for line in lines:
-            terminalreporter.write_line(line)
+    write_not_tested(terminalreporter, os.path.dirname(os.path.abspath(__file__)), MISSING)
 
 
 def pytest_report_header(config):

@@ -4,7 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from polyinit.conformance.selection import (backends_for_run, missing_imports, not_tested,  # noqa: E402
+from polyinit.conformance.selection import (backends_for_run, missing_imports, write_not_tested,  # noqa: E402
                                             uninstalled_framework)
 
 BACKENDS, MISSING = backends_for_run()
@@ -46,11 +46,7 @@ def pytest_report_header(config):
 
 
 def pytest_terminal_summary(terminalreporter):
-    lines = not_tested(os.path.dirname(os.path.abspath(__file__)), MISSING)
-    if lines:
-        terminalreporter.section("polyinit: not tested here")
-        for line in lines:
-            terminalreporter.write_line(line)
+    write_not_tested(terminalreporter, os.path.dirname(os.path.abspath(__file__)), MISSING)
 
 
 @pytest.fixture(params=BACKENDS)

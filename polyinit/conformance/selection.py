@@ -79,6 +79,15 @@ def missing_imports(path: "str | os.PathLike") -> list[str]:
     return sorted(name for name in names if name in FRAMEWORKS and importlib.util.find_spec(name) is None)
 
 
+def write_not_tested(terminalreporter, root: "str | os.PathLike", missing_backends: "list[str]") -> None:
+    """The ``pytest_terminal_summary`` section both suites print: what was not tested here."""
+    lines = not_tested(root, missing_backends)
+    if lines:
+        terminalreporter.section("polyinit: not tested here")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def not_tested(root: "str | os.PathLike", missing_backends: "list[str]") -> list[str]:
     """Lines for a test run's summary: the backends not installed, and each test module under
     ``root`` left out because a framework it imports is not installed."""
