@@ -269,7 +269,7 @@ def _config_of(model: Any) -> dict[str, Any]:
     """Numbers from a transformers-style ``model.config`` where the model has one."""
     config = getattr(model, "config", None)
     found: dict[str, Any] = {}
-    if config is None or isinstance(config, (dict, list)) or callable(config) and not hasattr(config, "to_dict"):
+    if not hasattr(config, "to_dict"):  # transformers' PretrainedConfig; anything else is not a config
         return found
     for key, names in _CONFIG_KEYS.items():
         for name in names:
