@@ -99,6 +99,23 @@ NNX_PARTITIONED = """
         kernel = build(n)
         out[str(n)] = {"same": bool(np.array_equal(np.asarray(kernel), reference)),
                        "shards": len({str(s.index) for s in kernel.addressable_shards})}
+    # apply on a sharded nnx model: each device draws its shard, the sharding stays, and the values
+    # equal apply on the unsharded model with the same rules and seed.
+    from polyinit.rules import Rules, apply, role
+
+    rules = Rules([(role("weight"), pi.he_normal()), (role("bias"), pi.Uniform(low=-0.1, high=0.1))], seed=3)
+    plain = nnx.Linear(64, 128, rngs=nnx.Rngs(1))
+    apply(plain, rules)
+    mesh = Mesh(np.array(jax.devices()), ("model",))
+    init = nnx.with_partitioning(initializer(pi.zeros()), (None, "model"), mesh=mesh)
+    with jax.set_mesh(mesh):
+        sharded = nnx.jit(lambda: nnx.Linear(64, 128, kernel_init=init, rngs=nnx.Rngs(1)))()
+    before = sharded.kernel[...].sharding
+    apply(sharded, rules)
+    after = sharded.kernel[...]
+    out["apply"] = {"same": bool(np.array_equal(np.asarray(after), np.asarray(plain.kernel[...]))),
+                    "sharding_kept": after.sharding.is_equivalent_to(before, 2),
+                    "shards": len({str(s.index) for s in after.addressable_shards})}
     print(json.dumps(out))
 """
 
@@ -108,6 +125,7 @@ def test_nnx_with_partitioning_gives_the_same_kernel_for_any_device_count():
     result = run_with_devices(NNX_PARTITIONED)
     assert all(r["same"] for r in result.values()), result
     assert [result[str(n)]["shards"] for n in (1, 2, 4, 8)] == [1, 2, 4, 8]
+    assert result["apply"] == {"same": True, "sharding_kept": True, "shards": 8}
 
 
 KERAS_DISTRIBUTED = """

@@ -46,12 +46,18 @@ def _attention_layout(module_name: str, shape: tuple) -> Any:
     return Layout("in in out") if module_name in ("out", "attention_output") else Layout("in out out")
 
 
-def _jax_draw(param: Param, plan: Any, seed: int) -> Any:
+def _jax_draw(param: Param, plan: Any, seed: int, like: Any = None) -> Any:
+    """The draw for ``param``; laid out like ``like`` (the current value) when that is sharded over
+    several devices, each device drawing only its shard (the same values as unsharded)."""
     import jax
 
-    from polyinit.backends.jax import draw
+    from polyinit.backends.jax import draw, draw_sharded
 
-    values = draw(plan, jax.random.key(seed))
+    key = jax.random.key(seed)
+    sharding = getattr(like, "sharding", None)
+    if sharding is not None and len(sharding.device_set) > 1 and plan.shape == param.shape:
+        return draw_sharded(plan, key, sharding)
+    values = draw(plan, key)
     return values if plan.shape == param.shape else values.reshape(param.shape)
 
 
@@ -106,7 +112,7 @@ class NnxWalker:
             self._visit(builder, child, path + tuple(name.split("/")), inner, seen)
 
     def draw(self, param: Param, plan: Any, seed: int) -> Any:
-        return _jax_draw(param, plan, seed)
+        return _jax_draw(param, plan, seed, like=self.variables[param.path][...])
 
     def write(self, model: Any, drawn: list) -> Any:
         written = []
