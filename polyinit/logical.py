@@ -39,11 +39,15 @@ def to_logical(layout: Optional[Layout], rank: int) -> tuple[int, ...]:
 
 def from_logical(layout: Optional[Layout], rank: int) -> tuple[int, ...]:
     """The inverse of ``to_logical``: logical order back to the physical layout."""
-    forward = to_logical(layout, rank)
-    inverse = [0] * rank
-    for logical_axis, physical_axis in enumerate(forward):
-        inverse[physical_axis] = logical_axis
-    return tuple(inverse)
+    return inverse(to_logical(layout, rank))
+
+
+def inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+    """The permutation that undoes ``perm`` (``transpose(transpose(x, perm), inverse(perm)) == x``)."""
+    undo = [0] * len(perm)
+    for i, axis in enumerate(perm):
+        undo[axis] = i
+    return tuple(undo)
 
 
 def logical_shape(shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int, ...]:
@@ -108,15 +112,8 @@ def portable_draws(walker, planned: list, rules) -> list:
         canonical = resolve(plan.spec, tuple(plan.shape[i] for i in perm),
                             _Layout(" ".join(roles[i] for i in perm)), plan.dtype)
         drawn.append((param, _PortablePending(backend, canonical, rules.seed, key, param.shape,
-                                              from_logical_perm(perm))))
+                                              inverse(perm))))
     return drawn
-
-
-def from_logical_perm(perm: tuple[int, ...]) -> tuple[int, ...]:
-    inverse = [0] * len(perm)
-    for i, axis in enumerate(perm):
-        inverse[axis] = i
-    return tuple(inverse)
 
 
 class _PortablePending:

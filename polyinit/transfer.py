@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from polyinit.logical import canonical_order
+from polyinit.logical import canonical_order, inverse
 from polyinit.params import Param, RuleError
 from polyinit.layout import OUT_IN
 
@@ -68,8 +68,7 @@ def _to_logical(param: Param, values: np.ndarray) -> tuple[np.ndarray, tuple[int
 def _from_logical(param: Param, logical: np.ndarray) -> np.ndarray:
     shape, layout = param.logical_shape, param.semantic_layout
     perm = canonical_order(param, shape, layout)
-    inverse = np.argsort(perm)
-    return np.ascontiguousarray(np.transpose(logical, inverse)).reshape(param.shape)
+    return np.ascontiguousarray(np.transpose(logical, inverse(perm))).reshape(param.shape)
 
 
 def _state_dict_records(state: Mapping[str, Any]) -> tuple[list[Param], dict[str, np.ndarray]]:
