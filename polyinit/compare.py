@@ -25,7 +25,8 @@ import numpy as np
 
 from polyinit import nodes as n
 from polyinit import propagation
-from polyinit.defaults import FRAMEWORKS, VERSIONS, Param
+from polyinit import defaults
+from polyinit.defaults import Param
 from polyinit.errors import PolyinitError
 
 # Sizes used when --in/--out are not given: each kind's usual scale, and a measurement that stays quick.
@@ -123,15 +124,16 @@ def _check(layer: str, activation: str, sizes: dict, frameworks: Sequence[str]) 
     if layer == "mha" and sizes["n_in"] % sizes["heads"]:
         raise PolyinitError(f"compare: mha needs n_in divisible by heads, received n_in={sizes['n_in']}, "
                             f"heads={sizes['heads']}")
+    known = defaults.FRAMEWORKS  # from the framework records
     if not frameworks:
-        raise PolyinitError(f"compare: no framework given; expected some of {', '.join(FRAMEWORKS)}")
+        raise PolyinitError(f"compare: no framework given; expected some of {', '.join(known)}")
     for framework in frameworks:
-        if framework not in FRAMEWORKS:
-            raise PolyinitError(f"compare: unknown framework {framework!r}; expected some of {', '.join(FRAMEWORKS)}")
+        if framework not in known:
+            raise PolyinitError(f"compare: unknown framework {framework!r}; expected some of {', '.join(known)}")
 
 
 def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[int] = None, depth: int = 10,
-            kernel: int = 3, frameworks: Sequence[str] = FRAMEWORKS, measure: bool = True, seed: int = 0,
+            kernel: int = 3, frameworks: Optional[Sequence[str]] = None, measure: bool = True, seed: int = 0,
             activation: str = "relu", heads: int = 4, progress: Optional[Progress] = None,
             cache: bool = True) -> list[Row]:
     """One row per framework: its default weight and bias, fan_in var(w), and Var through depth
@@ -139,6 +141,7 @@ def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[in
 
     Global random generators (Python, numpy, torch, TensorFlow/Keras, JAX) are left as they were.
     """
+    frameworks = defaults.FRAMEWORKS if frameworks is None else frameworks
     default_in, default_out = DEFAULT_SIZES.get(layer, (784, 256))
     n_in = default_in if n_in is None else n_in
     n_out = default_out if n_out is None else n_out
@@ -151,7 +154,7 @@ def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[in
         params = propagation.registry_params(framework, layer, n_in, n_out, kernel, heads)
         weight, bias = main_weight_and_bias(params)
         sizes = dict(n_in=n_in, n_out=n_out, depth=depth, kernel=kernel, heads=heads)
-        row = Row(framework, VERSIONS[framework], describe(weight),
+        row = Row(framework, defaults.VERSIONS[framework], describe(weight),
                   describe(bias) if bias else Distribution("none", 0.0, None),
                   {name: dict(shape=list(p.shape), words=describe(p).words, std=describe(p).std)
                    for name, p in params.items()},
@@ -167,7 +170,7 @@ def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[in
 def _absent_row(framework: str, layer: str, depth: int) -> Row:
     nothing = Distribution("none", 0.0, None)
     nan = [float("nan")] * depth
-    return Row(framework, VERSIONS[framework], nothing, nothing, {}, float("nan"), nan, nan,
+    return Row(framework, defaults.VERSIONS[framework], nothing, nothing, {}, float("nan"), nan, nan,
                source=f"{framework} has no {layer} layer")
 
 

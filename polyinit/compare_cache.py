@@ -19,7 +19,6 @@ from typing import Optional
 import polyinit
 
 # The distribution that installs each framework.
-DISTRIBUTIONS = {"torch": "torch", "keras": "keras", "flax": "flax", "haiku": "dm-haiku", "mxnet": "mxnet"}
 
 
 def folder() -> Path:
@@ -31,16 +30,25 @@ def folder() -> Path:
 
 
 def installed_version(framework: str) -> Optional[str]:
+    from polyinit.frameworks import get_framework
+
+    record = get_framework(framework)
+    if not record.distribution or record.measurer is None:
+        return None  # nothing to measure it with: closed form only
     try:
-        return metadata.version(DISTRIBUTIONS[framework])
+        return metadata.version(record.distribution)
     except metadata.PackageNotFoundError:
         return None
 
 
 def _code_digest() -> str:
-    """The measuring code's own bytes: a change to how polyinit measures invalidates old entries."""
-    here = Path(__file__).with_name("measure.py")
-    return hashlib.sha256(here.read_bytes()).hexdigest()[:16]
+    """The measuring code's own bytes (``measure.py`` and the framework records, which hold the
+    measurers): a change to how polyinit measures invalidates old entries. Read, never imported."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256(here.joinpath("measure.py").read_bytes())
+    for path in sorted(here.joinpath("frameworks").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def key(framework: str, version: str, **arguments) -> str:

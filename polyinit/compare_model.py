@@ -25,7 +25,13 @@ import numpy as np
 
 from polyinit.errors import PolyinitError
 
-CROSS_FRAMEWORKS = ("torch", "keras", "flax", "mxnet")
+
+
+def cross_frameworks() -> tuple[str, ...]:
+    """The frameworks whose defaults can be applied to any model (records with ``cross_rules``)."""
+    from polyinit.frameworks import frameworks
+
+    return tuple(f.name for f in frameworks() if f.cross_rules is not None)
 
 
 @dataclass
@@ -160,7 +166,7 @@ def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) ->
     return float(np.var(np.asarray(y, dtype=np.float64)))
 
 
-def compare_model(target: str, frameworks: Sequence[str] = CROSS_FRAMEWORKS, seed: int = 0, measure: bool = True,
+def compare_model(target: str, frameworks: Optional[Sequence[str]] = None, seed: int = 0, measure: bool = True,
                   progress: Optional[Callable[[str], None]] = None, schemes: Sequence[str] = ()) -> ModelComparison:
     """Each framework's defaults on the model ``target`` names, side by side (see the module
     docstring), and next to them each of ``schemes`` (``SCHEMES``: GPT-2's scaled residual, OLMo,
@@ -179,9 +185,10 @@ def compare_model(target: str, frameworks: Sequence[str] = CROSS_FRAMEWORKS, see
     if measure and shape is not None:
         say(f"{native}: the model as built")
         result.output_var["native"] = output_var(model, native, shape, seed)
-    for framework in frameworks:
-        if framework not in CROSS_FRAMEWORKS:
-            result.notes.append(f"{framework}: no cross-application rules (expected some of {', '.join(CROSS_FRAMEWORKS)})")
+    crossing = cross_frameworks()
+    for framework in crossing if frameworks is None else frameworks:
+        if framework not in crossing:
+            result.notes.append(f"{framework}: no cross-application rules (expected some of {', '.join(crossing)})")
             continue
         say(f"{framework}'s defaults on the {native} model")
         fresh, _ = _build(factory, seed)

@@ -14,8 +14,12 @@ from polyinit.compare import Row, main_weight_and_bias
 from polyinit.propagation import registry_params
 
 # Keras and Flax coincide on square layers (Glorot = LeCun when fan_in = fan_out): dashes keep both visible.
-STYLES = {"torch": "-", "keras": "--", "flax": "-", "mxnet": "-.", "haiku": ":"}
-COLOURS = {"torch": "#ee4c2c", "keras": "#c98a00", "flax": "#4a7dc4", "mxnet": "#2a9d8f", "haiku": "#8d6cab"}
+def _look(framework: str) -> tuple[str, str]:
+    """(colour, line style) of a framework, from its record (``polyinit/frameworks``)."""
+    from polyinit.frameworks import get_framework
+
+    record = get_framework(framework)
+    return record.colour, record.style
 
 
 def _samples(row: Row, layer: str, n_in: int, n_out: int) -> tuple[Optional[np.ndarray], Optional[np.ndarray], str]:
@@ -61,7 +65,7 @@ def plot(rows: Sequence[Row], path: str, layer: str, activation: str, n_in: int,
     grid = fig.add_gridspec(3, len(rows) * 2, height_ratios=(1, 0.7, 1.3))
     for i, row in enumerate(rows):
         weights, biases, source = _samples(row, layer, n_in, n_out)
-        colour = COLOURS[row.framework]
+        colour, style = _look(row.framework)
         top = fig.add_subplot(grid[0, 2 * i:2 * i + 2])
         _histogram(top, weights, colour, f"weight (std {row.weight.std:.3g}; {source})")
         top.set_title(f"{row.framework} {row.version}\n" + "\n".join(textwrap.wrap(row.weight.words, 30)), fontsize=9)
@@ -76,10 +80,10 @@ def plot(rows: Sequence[Row], path: str, layer: str, activation: str, n_in: int,
         ax = fig.add_subplot(grid[2, j * half:(j + 1) * half])
         layers = np.arange(1, depth + 1)
         for row in rows:
-            colour = COLOURS[row.framework]
+            colour, style = _look(row.framework)
             if not row.params:
                 continue
-            ax.plot(layers, getattr(row, key), STYLES[row.framework], color=colour,
+            ax.plot(layers, getattr(row, key), style, color=colour,
                     label=f"{row.framework} (1st-layer fan_in var(w) = {row.gain:.3g})")
             if getattr(row, real):
                 ax.plot(layers, getattr(row, real), "o", color=colour, markersize=4)

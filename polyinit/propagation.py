@@ -50,9 +50,13 @@ HERMITE, LEGENDRE, GROUPS = 40, 16, 128
 ACTIVATIONS = ("linear", "relu", "tanh", "gelu", "silu", "sigmoid")
 KINDS = ("dense", "conv1d", "conv2d", "conv3d", "conv_transpose", "embedding", "lstm", "gru",
          "batchnorm", "layernorm", "mha")
-# Normalisation epsilons of each framework's default layer (their sources): batchnorm, layernorm.
-EPSILON = {"torch": (1e-5, 1e-5), "keras": (1e-3, 1e-3), "flax": (1e-5, 1e-6), "mxnet": (1e-5, 1e-5),
-           "haiku": (1e-5, 1e-5)}
+
+
+def _record(framework: str):
+    """The framework's record (``polyinit/frameworks``): epsilons, recurrent names, missing layers."""
+    from polyinit.frameworks import get_framework
+
+    return get_framework(framework)
 
 
 _ERF = np.frompyfunc(math.erf, 1, 1)
@@ -192,18 +196,11 @@ def _affine(params: dict[str, Param], x: Measure, fan_in: int) -> Measure:
     return out.plus(of_param(rest[0])) if rest else out
 
 
-# Recurrent layers: (input kernel of each gate, the biases added to every gate, GRU's b_hn) by name.
-_RECURRENT = {
-    "torch": ("weight_ih_l0", ("bias_ih_l0", "bias_hh_l0"), "bias_hh_l0"),
-    "keras": ("kernel", (), None),
-    "flax": ("i{gate}/kernel", (), None),
-    "mxnet": ("l0_i2h_weight", (), None),
-    "haiku": ("linear/w", (), None),
-}
 
 
 def _recurrent(framework: str, kind: str, params: dict[str, Param], x: Measure, fan_in: int) -> Measure:
-    kernel, biases, b_hn = _RECURRENT[framework]
+    # (input kernel of each gate, the biases added to every gate, GRU's b_hn), by name.
+    kernel, biases, b_hn = _record(framework).recurrent_names
     if framework == "flax":
         kernel = kernel.format(gate="i" if kind == "lstm" else "r")
     if framework == "haiku" and kind == "gru":
@@ -225,7 +222,7 @@ def _recurrent(framework: str, kind: str, params: dict[str, Param], x: Measure, 
 
 
 def _norm(framework: str, kind: str, params: dict[str, Param], x: Measure) -> Measure:
-    eps = EPSILON[framework][kind == "layernorm"]
+    eps = _record(framework).norm_epsilon[kind == "layernorm"]
     scale, offset = (of_param(p) for p in list(params.values())[:2])
     mean, var = x.expect(), x.var
     standard = x.map(lambda v: (v - mean) / math.sqrt(var + eps))
@@ -329,7 +326,7 @@ def first_gain(framework: str, kind: str, *, n_in: int, n_out: int, kernel: int 
     params = registry_params(framework, kind, n_in, n_out, kernel, heads)
     weight = next(iter(params.values()))
     if kind in ("lstm", "gru"):
-        name = _RECURRENT[framework][0].format(gate="i" if kind == "lstm" else "r")
+        name = _record(framework).recurrent_names[0].format(gate="i" if kind == "lstm" else "r")
         weight = params["w_i" if framework == "haiku" and kind == "gru" else name]
     receptive = kernel ** (2 if kind == "conv_transpose" else int(kind[4])) if kind.startswith("conv") else 1
     return n_in * receptive * weight_var(weight)
@@ -355,5 +352,6 @@ class _Resolution:
 
 
 def kinds_of(framework: str) -> Sequence[str]:
-    """The stack kinds ``framework`` has a default for (MXNet and Haiku lack mha)."""
-    return tuple(k for k in KINDS if not (k == "mha" and framework in ("mxnet", "haiku")))
+    """The stack kinds ``framework`` has a default for (its record's ``missing_layers`` left out:
+    MXNet and Haiku have no mha)."""
+    return tuple(k for k in KINDS if k not in _record(framework).missing_layers)

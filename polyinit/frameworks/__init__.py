@@ -35,8 +35,10 @@ class Framework:
     """One framework's record. ``detect(model)`` must not import the framework (it looks in
     ``sys.modules``); ``walker`` is a factory called only once a model of this framework exists.
     ``presets``: kind -> (native pattern, semantic pattern). ``priority``: lower asks first.
-    ``defaults`` and ``measurer`` are the slots for layer defaults and compare's measurer (still in
-    ``polyinit/defaults.py`` and ``measure.py``; they move here later)."""
+    ``defaults``: the framework's layer defaults as specs (``polyinit.defaults.layer_defaults``);
+    ``measurer``: compare's real-layer measurement (``polyinit.measure``); ``version``, ``module``,
+    ``colour`` and ``style`` for compare's table, cache and picture. Every per-framework table of
+    defaults, compare and plot is derived from these records."""
 
     name: str
     display: str
@@ -45,8 +47,17 @@ class Framework:
     presets: dict = field(default_factory=dict)
     priority: int = 50
     aliases: tuple[str, ...] = ()
-    defaults: Optional[Any] = None
-    measurer: Optional[Any] = None
+    defaults: Optional[Callable[[str, dict], dict]] = None  # (layer, dims) -> {name: defaults.Param}
+    measurer: Optional[Callable[..., Any]] = None  # (measure.Setup, seed, x) -> (linear, activated, arrays)
+    cross_rules: Optional[Callable[..., list]] = None  # (weights, biases) selectors -> defaults as rules
+    version: str = ""  # the version the defaults and measurer were checked against
+    module: str = ""  # the module the measurer imports (is the framework installed?)
+    colour: str = "#777777"  # compare's picture
+    style: str = "-"
+    distribution: str = ""  # the pip distribution, for its installed version without importing it
+    norm_epsilon: tuple = (1e-5, 1e-5)  # the default batchnorm and layernorm epsilons
+    recurrent_names: tuple = ()  # (input kernel of each gate, biases added to every gate, GRU's b_hn)
+    missing_layers: tuple = ()  # compare's layer kinds this framework has no default for
 
 
 _FRAMEWORKS: dict[str, Framework] = {}

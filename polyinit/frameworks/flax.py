@@ -246,7 +246,236 @@ _PRESETS = {"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
             "embedding": ("in out", "in out"),
             "depthwise_conv": ("* in out", "* in out")}   # feature_group_count: (*k, 1, C*m)
 
+
+# --- layer defaults and compare's measurer ---------------------------------------------------
+# Imported here (after the walker) from the shared helpers of polyinit.defaults and polyinit.measure,
+# which import no framework record at module level.
+import math
+from typing import Callable
+
+from polyinit import native
+from polyinit.defaults import _haiku_trunc, _LECUN_TRUNC, _norm, _ONE, _ZERO, Param as Default
+from polyinit.errors import SpecError
+from polyinit.layout import IN_OUT, OUT_IN, preset
+from polyinit.measure import _crop, _stack, _widths, Setup
+from polyinit.spec import Normal, Orthogonal, VarianceScaling
+
+
+# --- flax (linen and nnx share these defaults) ------------------------------------------------
+
+def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
+    if layer == "dense":
+        return {"kernel": Default(_LECUN_TRUNC, IN_OUT, (d["n_in"], d["n_out"])), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+    if layer in ("conv", "conv_transpose"):
+        k, g = d["kernel"], d.get("groups", 1)
+        shape = k + ((d["n_in"] // g, d["n_out"]) if layer == "conv" else (d["n_in"], d["n_out"]))
+        return {"kernel": Default(_LECUN_TRUNC, preset("flax", layer), shape), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+    if layer == "embedding":
+        # variance_scaling(1, fan_in, normal, out_axis=0) on (num, dim): fan_in = dim, untruncated.
+        return {"embedding": Default(VarianceScaling(scale=1.0, mode="fan_in", distribution="normal"),
+                                   Layout("out in"), (d["num"], d["dim"]), "N(0, 1/dim)")}
+    if layer in ("lstm", "gru"):
+        h, n_in = d["hidden"], d["n_in"]
+        cell = d.get("cell", "linen")
+        if cell == ("nnx.OptimizedLSTMCell" if layer == "lstm" else "nnx.GRUCell"):
+            # The fused nnx cells: one input kernel and one recurrent kernel over all gates; the
+            # recurrent one is orthogonal as a whole (h, gates*h): std 1/sqrt(gates*h), not per gate.
+            width = (4 if layer == "lstm" else 3) * h
+            bias = "dense_h/bias" if layer == "lstm" else "dense_i/bias"
+            return {"dense_i/kernel": Default(_LECUN_TRUNC, IN_OUT, (n_in, width)),
+                    "dense_h/kernel": Default(Orthogonal(axis=-1), IN_OUT, (h, width), "orthogonal over all gates"),
+                    bias: Default(_ZERO, OUT_IN, (width,))}
+        if cell not in (("linen", "nnx.LSTMCell") if layer == "lstm" else ("linen",)):
+            raise SpecError(f"layer_defaults: flax {layer} has no cell {cell!r}; expected 'linen' or "
+                            + ("'nnx.LSTMCell', 'nnx.OptimizedLSTMCell'" if layer == "lstm" else "'nnx.GRUCell'"))
+        gates = ("i", "f", "g", "o") if layer == "lstm" else ("r", "z", "n")
+        out = {}
+        for gate in gates:
+            # nnx.LSTMCell names its forget-gate input kernel ``if_`` (``if`` is a Python keyword).
+            name = "if_" if cell == "nnx.LSTMCell" and gate == "f" else f"i{gate}"
+            out[f"{name}/kernel"] = Default(_LECUN_TRUNC, IN_OUT, (n_in, h))
+            out[f"h{gate}/kernel"] = Default(Orthogonal(axis=-1), IN_OUT, (h, h))
+            has_bias = f"h{gate}" if layer == "lstm" else (f"i{gate}" if gate != "n" else None)
+            if has_bias:
+                out[f"{has_bias}/bias"] = Default(_ZERO, OUT_IN, (h,))
+        if layer == "gru":
+            out["in/bias"] = Default(_ZERO, OUT_IN, (h,))
+            out["hn/bias"] = Default(_ZERO, OUT_IN, (h,))
+        return out
+    if layer in ("batchnorm", "layernorm"):
+        params = _norm(d["c"], stats=layer == "batchnorm")
+        names = {"gamma": "scale", "beta": "bias", "running_mean": "mean", "running_var": "var"}
+        return {names[k]: v for k, v in params.items()}
+    if layer == "mha":
+        e, heads = d["d_model"], d["heads"]
+        hd = e // heads
+        out = {f"{p}/kernel": Default(_LECUN_TRUNC, Layout("in out out"), (e, heads, hd)) for p in ("query", "key", "value")}
+        out.update({f"{p}/bias": Default(_ZERO, Layout("out out"), (heads, hd)) for p in ("query", "key", "value")})
+        out["out/kernel"] = Default(_LECUN_TRUNC, Layout("in in out"), (heads, hd, e))
+        out["out/bias"] = Default(_ZERO, OUT_IN, (e,))
+        return out
+    raise KeyError(layer)
+
+
+# --- flax nnx ------------------------------------------------------------------------------------
+
+def _measure(setup: Setup, seed: int, x: np.ndarray):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    acts = {"linear": lambda t: t, "relu": jax.nn.relu, "tanh": jnp.tanh,
+            "gelu": lambda t: jax.nn.gelu(t, approximate=False), "silu": jax.nn.silu, "sigmoid": jax.nn.sigmoid}
+    k, rank = setup.kernel, setup.rank
+    rngs = nnx.Rngs(seed)
+
+    def make(index: int) -> tuple[Any, str]:
+        i, o = _widths(setup, index)
+        kind = "dense" if setup.kind == "embedding" and index else setup.kind
+        if kind == "dense":
+            return nnx.Linear(i, o, rngs=rngs), "plain"
+        if kind == "conv_transpose":
+            return nnx.ConvTranspose(i, o, (k, k), padding="VALID", rngs=rngs), "crop"
+        if kind.startswith("conv"):
+            return nnx.Conv(i, o, (k,) * rank, padding="VALID", rngs=rngs), "plain"
+        if kind == "embedding":
+            return nnx.Embed(i, o, rngs=rngs), "plain"
+        if kind in ("lstm", "gru"):
+            return (nnx.LSTMCell if kind == "lstm" else nnx.GRUCell)(i, o, rngs=rngs), "cell"
+        if kind == "batchnorm":
+            return nnx.BatchNorm(i, use_running_average=False, rngs=rngs), "plain"
+        if kind == "layernorm":
+            return nnx.LayerNorm(i, rngs=rngs), "plain"
+        return nnx.MultiHeadAttention(num_heads=setup.heads, in_features=i, decode=False, rngs=rngs), "plain"
+
+    apply = _flax_apply()
+    built = [make(index) for index in range(setup.depth)]
+    calls = []
+    for module, how in built:
+        graphdef, state = nnx.split(module)
+        calls.append(lambda t, g=graphdef, s=state, how=how: apply(g, how, k, s, t))
+    data = jnp.asarray(x)
+    linear = _stack(calls, data, acts["linear"], np.asarray)
+    activated = _stack(calls, data, acts[setup.activation], np.asarray)
+    leaves = jax.tree_util.tree_leaves(nnx.state(built[0][0], nnx.Param))
+    return linear, activated, [np.asarray(leaf) for leaf in leaves]
+
+
+_FLAX_APPLY: list = []
+
+
+def _flax_apply():
+    """One jitted call per layer structure (graphdef) and shape: eager nnx cells compile every
+    small op on first use, which made one LSTM measurement take 20 s."""
+    if not _FLAX_APPLY:
+        import jax
+        from flax import nnx
+
+        def apply(graphdef, how, k, state, t):
+            module = nnx.merge(graphdef, state)
+            if how == "cell":  # one step from the zero carry (the default carry_init)
+                carry = module.initialize_carry((t.shape[0], t.shape[-1]), nnx.Rngs(0))
+                return module(carry, t[:, 0])[1][:, None]
+            y = module(t)
+            return y[_crop(k, 2)] if how == "crop" else y
+
+        _FLAX_APPLY.append(jax.jit(apply, static_argnums=(0, 1, 2)))
+    return _FLAX_APPLY[0]
+
+
+# --- dm-haiku 0.0.17 (verified against the real modules in tests/test_defaults.py) ---------------
+
+def _haiku_layer_defaults(layer: str, d: dict) -> dict[str, Default]:
+    if layer == "dense":
+        return {"w": Default(_haiku_trunc(d["n_in"]), IN_OUT, (d["n_in"], d["n_out"]), "std 0.88/sqrt(fan_in)"),
+                "b": Default(_ZERO, OUT_IN, (d["n_out"],))}
+    if layer in ("conv", "conv_transpose"):
+        k, g = d["kernel"], d.get("groups", 1)
+        # ConvNDTranspose stores (*k, out, in) but scales by the forward input fan, prod(k) * in.
+        fan = math.prod(k) * (d["n_in"] // g if layer == "conv" else d["n_in"])
+        shape = k + ((d["n_in"] // g, d["n_out"]) if layer == "conv" else (d["n_out"], d["n_in"]))
+        return {"w": Default(_haiku_trunc(fan), IN_OUT, shape), "b": Default(_ZERO, OUT_IN, (d["n_out"],))}
+    if layer == "embedding":
+        return {"embeddings": Default(native.jax_truncated_normal(1.0), IN_OUT, (d["num"], d["dim"]))}
+    if layer == "lstm":
+        h, n_in = d["hidden"], d["n_in"]
+        return {"linear/w": Default(_haiku_trunc(n_in + h), IN_OUT, (n_in + h, 4 * h), "forget +1 added at call time"),
+                "linear/b": Default(_ZERO, OUT_IN, (4 * h,))}
+    if layer == "gru":
+        h, n_in = d["hidden"], d["n_in"]
+        vs = VarianceScaling(scale=1.0, mode="fan_in", distribution="truncated_normal")
+        return {"w_i": Default(vs, IN_OUT, (n_in, 3 * h)), "w_h": Default(vs, IN_OUT, (h, 3 * h)),
+                "b": Default(_ZERO, OUT_IN, (3 * h,))}
+    if layer == "batchnorm":  # hk.BatchNorm's scale and offset keep the reduced axes: (1, c) for (batch, c)
+        return {"scale": Default(_ONE, OUT_IN, (1, d["c"])), "offset": Default(_ZERO, OUT_IN, (1, d["c"]))}
+    if layer == "layernorm":
+        params = _norm(d["c"], stats=False)
+        return {"scale": params["gamma"], "offset": params["beta"]}
+    raise KeyError(layer)
+
+
+# --- dm-haiku ------------------------------------------------------------------------------------
+
+def _haiku_measure(setup: Setup, seed: int, x: np.ndarray):
+    import haiku as hk
+    import jax
+    import jax.numpy as jnp
+
+    acts = {"linear": lambda t: t, "relu": jax.nn.relu, "tanh": jnp.tanh,
+            "gelu": lambda t: jax.nn.gelu(t, approximate=False), "silu": jax.nn.silu, "sigmoid": jax.nn.sigmoid}
+    k, rank = setup.kernel, setup.rank
+
+    def layer(index: int) -> Callable:
+        i, o = _widths(setup, index)
+        kind = "dense" if setup.kind == "embedding" and index else setup.kind
+        if kind == "dense":
+            return hk.Linear(o)
+        if kind == "conv_transpose":
+            m = hk.Conv2DTranspose(o, k, padding="VALID")
+            return lambda t: m(t)[_crop(k, rank)]
+        if kind.startswith("conv"):
+            return getattr(hk, f"Conv{rank}D")(o, k, padding="VALID")
+        if kind == "embedding":
+            return hk.Embed(vocab_size=i, embed_dim=o)
+        if kind in ("lstm", "gru"):
+            core = hk.LSTM(o) if kind == "lstm" else hk.GRU(o)
+            return lambda t: core(t[:, 0], core.initial_state(t.shape[0]))[0][:, None]
+        if kind == "batchnorm":
+            m = hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=0.9)
+            return lambda t: m(t, is_training=True)
+        return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)
+
+    def forward(name: str):
+        def run(t):
+            outs, y = [], t
+            for index in range(setup.depth):
+                y = layer(index)(y if index == 0 else acts[name](y))
+                outs.append(y)
+            return outs
+        return hk.transform_with_state(run)
+
+    data = jnp.asarray(x)
+    params, state = forward("linear").init(jax.random.key(seed), data)
+    results = []
+    for name in ("linear", setup.activation):
+        outs, _ = forward(name).apply(params, state, None, data)
+        results.append([float(np.var(np.asarray(y, dtype=np.float64))) for y in outs])
+    first = params[sorted(params, key=lambda m: (len(m), m))[0]]
+    return results[0], results[1], [np.asarray(v) for v in first.values()]
+
+
+def _cross_rules(weights, biases) -> list:
+    """Flax's defaults as rules for any model: truncated LeCun-normal weights, zero biases, N(0, 1/dim) embeddings."""
+    from polyinit.rules import SpecFactory, kind
+
+    embed = SpecFactory(lambda p, layer: Normal(std=1 / math.sqrt(p.shape[-1])), "flax embedding N(0, 1/dim)")
+    return [(weights, _LECUN_TRUNC), (biases, _ZERO), (kind("embedding"), embed)]
+
+
 FRAMEWORK = Framework(name="flax", display="Flax (nnx)", detect=_detect_nnx, walker=NnxWalker, priority=30,
+                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, distribution="flax",
+                      norm_epsilon=(1e-5, 1e-6), recurrent_names=("i{gate}/kernel", (), None), version="0.12.8", module="flax.nnx",
+                      colour="#4a7dc4", style="-",
                       presets=_PRESETS, aliases=("nnx", "jax"))
 LINEN = Framework(name="linen", display="Flax (linen)", detect=_detect_linen, walker=LinenWalker, priority=35,
                   presets=_PRESETS)
@@ -254,6 +483,9 @@ LINEN = Framework(name="linen", display="Flax (linen)", detect=_detect_linen, wa
 
 # Haiku has no walker (its params are linen-like trees); its kernels follow Keras' layouts.
 HAIKU = Framework(name="haiku", display="Haiku", detect=lambda model: False, walker=LinenWalker, priority=99,
+                  defaults=_haiku_layer_defaults, measurer=_haiku_measure, distribution="dm-haiku",
+                  recurrent_names=("linear/w", (), None), missing_layers=("mha",), version="0.0.17", module="haiku",
+                  colour="#8d6cab", style=":",
                   presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
                            "conv_transpose": ("* in out", "* out in"), "depthwise_conv": ("* in out", "* batch out"),
                            "embedding": ("in out", "in out")})

@@ -146,8 +146,109 @@ def _detect(model: Any) -> bool:
     return keras is not None and isinstance(model, keras.layers.Layer)
 
 
+
+# --- layer defaults and compare's measurer ---------------------------------------------------
+# Imported here (after the walker) from the shared helpers of polyinit.defaults and polyinit.measure,
+# which import no framework record at module level.
+from typing import Callable
+
+import numpy as np
+
+from polyinit import native, schemes
+from polyinit.defaults import _norm, _ZERO, Param as Default
+from polyinit.layout import IN_OUT, OUT_IN, preset
+from polyinit.measure import _crop, _stack, _widths, python_random, Setup
+
+
+# --- keras ----------------------------------------------------------------------------------
+
+def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
+    glorot = schemes.glorot_uniform()
+    if layer == "dense":
+        return {"kernel": Default(glorot, IN_OUT, (d["n_in"], d["n_out"])), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+    if layer in ("conv", "conv_transpose"):
+        k, g = d["kernel"], d.get("groups", 1)
+        shape = k + ((d["n_in"] // g, d["n_out"]) if layer == "conv" else (d["n_out"], d["n_in"]))
+        return {"kernel": Default(glorot, preset("keras", layer), shape), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+    if layer == "embedding":
+        return {"embeddings": Default(native.keras_random_uniform(), IN_OUT, (d["num"], d["dim"]))}
+    if layer in ("lstm", "gru"):
+        h, n_in = d["hidden"], d["n_in"]
+        gates = 4 if layer == "lstm" else 3
+        bias = Default(schemes.lstm_bias(1.0), OUT_IN, (4 * h,), "unit_forget_bias") if layer == "lstm" else \
+            Default(_ZERO, Layout("batch out"), (2, 3 * h), "reset_after=True")
+        return {"kernel": Default(glorot, IN_OUT, (n_in, gates * h)),
+                "recurrent_kernel": Default(native.keras_orthogonal(), IN_OUT, (h, gates * h)), "bias": bias}
+    if layer in ("batchnorm", "layernorm"):
+        params = _norm(d["c"], stats=layer == "batchnorm")
+        names = {"running_mean": "moving_mean", "running_var": "moving_variance"}
+        return {names.get(k, k): v for k, v in params.items()}
+    if layer == "mha":
+        e, heads = d["d_model"], d["heads"]
+        hd = e // heads
+        proj = {f"{p}/kernel": Default(glorot, Layout("in out out"), (e, heads, hd)) for p in ("query", "key", "value")}
+        proj.update({f"{p}/bias": Default(_ZERO, Layout("out out"), (heads, hd)) for p in ("query", "key", "value")})
+        proj["attention_output/kernel"] = Default(glorot, Layout("in in out"), (heads, hd, e))
+        proj["attention_output/bias"] = Default(_ZERO, OUT_IN, (e,))
+        return proj
+    raise KeyError(layer)
+
+
+# --- keras ---------------------------------------------------------------------------------------
+
+def _measure(setup: Setup, seed: int, x: np.ndarray):
+    import keras
+    from keras import layers as L
+    from keras import ops
+
+    acts = {"linear": lambda t: t, "relu": ops.relu, "tanh": ops.tanh,
+            "gelu": lambda t: ops.gelu(t, approximate=False), "silu": ops.silu, "sigmoid": ops.sigmoid}
+    k, rank = setup.kernel, setup.rank
+
+    def make(index: int) -> tuple[Any, Callable]:
+        i, o = _widths(setup, index)
+        kind = "dense" if setup.kind == "embedding" and index else setup.kind
+        if kind == "dense":
+            m = L.Dense(o)
+        elif kind == "conv_transpose":
+            m = L.Conv2DTranspose(o, k)
+            return m, lambda t: m(t)[_crop(k, rank)]
+        elif kind.startswith("conv"):
+            m = getattr(L, f"Conv{rank}D")(o, k)
+        elif kind == "embedding":
+            m = L.Embedding(i, o)
+        elif kind in ("lstm", "gru"):
+            m = (L.LSTM if kind == "lstm" else L.GRU)(o, return_sequences=True)
+        elif kind == "batchnorm":
+            m = L.BatchNormalization()
+            return m, lambda t: m(t, training=True)
+        elif kind == "layernorm":
+            m = L.LayerNormalization()
+        else:
+            m = L.MultiHeadAttention(num_heads=setup.heads, key_dim=i // setup.heads)
+            return m, lambda t: m(t, t)
+        return m, m
+
+    # Keras's unseeded initializers take their seeds from Python's random when the layer builds.
+    with python_random(seed):
+        built = [make(index) for index in range(setup.depth)]
+        calls = [call for _, call in built]
+        linear = _stack(calls, x, acts["linear"], keras.ops.convert_to_numpy)
+    activated = _stack(calls, x, acts[setup.activation], keras.ops.convert_to_numpy)
+    return linear, activated, [keras.ops.convert_to_numpy(w) for w in built[0][0].weights]
+
+
+def _cross_rules(weights, biases) -> list:
+    """Keras's defaults as rules for any model: Glorot-uniform weights, zero biases, U(+-0.05) embeddings."""
+    from polyinit.rules import kind
+
+    return [(weights, schemes.glorot_uniform()), (biases, _ZERO), (kind("embedding"), native.keras_random_uniform())]
+
+
 FRAMEWORK = Framework(
     name="keras", display="Keras 3", detect=_detect, walker=KerasWalker, priority=20,
+    defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, distribution="keras",
+    norm_epsilon=(1e-3, 1e-3), recurrent_names=("kernel", (), None), version="3.15.1", module="keras", colour="#c98a00", style="--",
     presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
              "conv_transpose": ("* in out", "* out in"),    # kernel (*k, filters, in)
              "depthwise_conv": ("* in out", "* batch out"),  # (*k, channels, multiplier)

@@ -222,7 +222,97 @@ def _detect_dict(model: Any) -> bool:
 _PRESETS = {"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
             "conv_transpose": ("out in *", "in out *"), "embedding": ("in out", "in out"),
             "depthwise_conv": ("out in *", "out in *")}
+
+# --- layer defaults and compare's measurer ---------------------------------------------------
+# Imported here (after the walker) from the shared helpers of polyinit.defaults and polyinit.measure,
+# which import no framework record at module level.
+from typing import Callable
+
+from polyinit.defaults import _MX, _norm, _ZERO, Param as Default
+from polyinit.layout import OUT_IN
+from polyinit.measure import _crop, _stack, _widths, Setup
+
+
+# --- MXNet Gluon: every weight U(+-0.07) from the global default, biases zero -----------------
+
+def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
+    if layer == "dense":
+        return {"weight": Default(_MX, OUT_IN, (d["n_out"], d["n_in"])), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+    if layer in ("conv", "conv_transpose"):
+        k, g = d["kernel"], d.get("groups", 1)
+        shape = ((d["n_out"], d["n_in"] // g) if layer == "conv" else (d["n_in"], d["n_out"] // g)) + k
+        return {"weight": Default(_MX, OUT_IN, shape), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+    if layer == "embedding":
+        return {"weight": Default(_MX, OUT_IN, (d["num"], d["dim"]))}
+    if layer in ("lstm", "gru"):
+        h, gates = d["hidden"], 4 if layer == "lstm" else 3
+        return {"l0_i2h_weight": Default(_MX, OUT_IN, (gates * h, d["n_in"])),
+                "l0_h2h_weight": Default(_MX, OUT_IN, (gates * h, h)),
+                "l0_i2h_bias": Default(_ZERO, OUT_IN, (gates * h,)), "l0_h2h_bias": Default(_ZERO, OUT_IN, (gates * h,))}
+    if layer in ("batchnorm", "layernorm"):
+        return _norm(d["c"], stats=layer == "batchnorm")
+    raise KeyError(layer)
+
+
+# --- MXNet Gluon ---------------------------------------------------------------------------------
+
+def _measure(setup: Setup, seed: int, x: np.ndarray):
+    import mxnet as mx
+    from mxnet.gluon import nn, rnn
+
+    acts = {"linear": lambda t: t, "relu": mx.nd.relu, "tanh": mx.nd.tanh,
+            "gelu": lambda t: mx.nd.LeakyReLU(t, act_type="gelu"), "silu": lambda t: t * mx.nd.sigmoid(t),
+            "sigmoid": mx.nd.sigmoid}
+    k, rank = setup.kernel, setup.rank
+
+    def make(index: int) -> tuple[Any, Callable]:
+        i, o = _widths(setup, index)
+        kind = "dense" if setup.kind == "embedding" and index else setup.kind
+        if kind == "dense":
+            m = nn.Dense(o, in_units=i)
+        elif kind == "conv_transpose":
+            m = nn.Conv2DTranspose(o, k, in_channels=i)
+            m.initialize()
+            return m, lambda t: m(t)[(slice(None), slice(None)) + _crop(k, rank)[1:-1]]
+        elif kind.startswith("conv"):
+            m = getattr(nn, f"Conv{rank}D")(o, k, in_channels=i)
+        elif kind == "embedding":
+            m = nn.Embedding(i, o)
+        elif kind in ("lstm", "gru"):
+            m = (rnn.LSTM if kind == "lstm" else rnn.GRU)(o, input_size=i, layout="NTC")
+        elif kind == "batchnorm":
+            m = nn.BatchNorm(in_channels=i)
+            m.initialize()
+
+            def train(t, m=m):
+                with mx.autograd.train_mode():
+                    return m(t)
+            return m, train
+        else:
+            m = nn.LayerNorm(in_channels=i)
+        m.initialize()  # Gluon's own default
+        return m, m
+
+    mx.random.seed(seed)  # MXNet cannot give its global state back; documented in the module
+    built = [make(index) for index in range(setup.depth)]
+    calls = [call for _, call in built]
+    data = mx.nd.array(np.moveaxis(x, -1, 1) if rank else x)
+    linear = _stack(calls, data, acts["linear"], lambda a: a.asnumpy())
+    activated = _stack(calls, data, acts[setup.activation], lambda a: a.asnumpy())
+    return linear, activated, [p.data().asnumpy() for p in built[0][0].collect_params().values()]
+
+
+def _cross_rules(weights, biases) -> list:
+    """Gluon's defaults as rules for any model: U(+-0.07) weights and embeddings, zero biases."""
+    from polyinit.rules import kind
+
+    return [(weights, _MX), (biases, _ZERO), (kind("embedding"), _MX)]
+
+
 FRAMEWORK = Framework(name="mxnet", display="MXNet", detect=_detect_gluon, walker=GluonWalker, priority=40,
+                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, distribution="mxnet",
+                      recurrent_names=("l0_i2h_weight", (), None), missing_layers=("mha",), version="1.9.1", module="mxnet",
+                      colour="#2a9d8f", style="-.",
                       presets=_PRESETS)
 ARRAY_DICT = Framework(name="mxnet-dict", display="MXNet (name -> array dict)", detect=_detect_dict,
                        walker=ArrayDictWalker, priority=90)

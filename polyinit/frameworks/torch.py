@@ -212,8 +212,120 @@ def _detect(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
+
+# --- layer defaults and compare's measurer ---------------------------------------------------
+# Imported here (after the walker) from the shared helpers of polyinit.defaults and polyinit.measure,
+# which import no framework record at module level.
+import math
+from typing import Callable
+
+import numpy as np
+
+from polyinit import schemes
+from polyinit.defaults import _norm, _torch_uniform, _TORCH_WEIGHT, _ZERO, Param as Default
+from polyinit.layout import OUT_IN, preset
+from polyinit.measure import _crop, _stack, _widths, Setup
+from polyinit.spec import Normal
+
+
+# --- torch ----------------------------------------------------------------------------------
+
+def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
+    if layer == "dense":
+        return {"weight": Default(_TORCH_WEIGHT, OUT_IN, (d["n_out"], d["n_in"])),
+                "bias": Default(_torch_uniform(d["n_in"]), OUT_IN, (d["n_out"],), "U(+-1/sqrt(fan_in))")}
+    if layer in ("conv", "conv_transpose"):
+        k, g = d["kernel"], d.get("groups", 1)
+        if layer == "conv":
+            shape, fan_in = (d["n_out"], d["n_in"] // g) + k, d["n_in"] // g * math.prod(k)
+        else:  # weight (in, out/g, *k); torch reads dim 1 as "in"
+            shape, fan_in = (d["n_in"], d["n_out"] // g) + k, d["n_out"] // g * math.prod(k)
+        return {"weight": Default(_TORCH_WEIGHT, preset("torch", layer), shape),
+                "bias": Default(_torch_uniform(fan_in), OUT_IN, (d["n_out"],))}
+    if layer == "embedding":
+        return {"weight": Default(Normal(std=1.0), OUT_IN, (d["num"], d["dim"]))}
+    if layer in ("lstm", "gru"):
+        h, gates = d["hidden"], 4 if layer == "lstm" else 3
+        u = _torch_uniform(h)
+        return {"weight_ih_l0": Default(u, OUT_IN, (gates * h, d["n_in"])),
+                "weight_hh_l0": Default(u, OUT_IN, (gates * h, h)),
+                "bias_ih_l0": Default(u, OUT_IN, (gates * h,)), "bias_hh_l0": Default(u, OUT_IN, (gates * h,))}
+    if layer in ("batchnorm", "layernorm"):
+        params = _norm(d["c"], stats=layer == "batchnorm")
+        return {{"gamma": "weight", "beta": "bias"}.get(k, k): v for k, v in params.items()}
+    if layer == "mha":
+        e = d["d_model"]
+        return {"in_proj_weight": Default(schemes.glorot_uniform(), OUT_IN, (3 * e, e), "xavier on packed (3E, E)"),
+                "in_proj_bias": Default(_ZERO, OUT_IN, (3 * e,)),
+                "out_proj.weight": Default(_TORCH_WEIGHT, OUT_IN, (e, e)),
+                "out_proj.bias": Default(_ZERO, OUT_IN, (e,))}
+    raise KeyError(layer)
+
+
+# --- torch ---------------------------------------------------------------------------------------
+
+def _measure(setup: Setup, seed: int, x: np.ndarray):
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    acts = {"linear": lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu,
+            "sigmoid": torch.sigmoid}
+    k, rank = setup.kernel, setup.rank
+
+    def make(index: int) -> tuple[nn.Module, Callable]:
+        i, o = _widths(setup, index)
+        kind = "dense" if setup.kind == "embedding" and index else setup.kind
+        if kind == "dense":
+            m = nn.Linear(i, o)
+            return m, m
+        if kind.startswith("conv"):
+            if kind == "conv_transpose":
+                m = nn.ConvTranspose2d(i, o, k)
+                return m, lambda t: m(t)[(slice(None), slice(None)) + _crop(k, rank)[1:-1]]
+            m = getattr(nn, f"Conv{rank}d")(i, o, k)
+            return m, m
+        if kind == "embedding":
+            m = nn.Embedding(i, o)
+            return m, m
+        if kind in ("lstm", "gru"):
+            m = (nn.LSTM if kind == "lstm" else nn.GRU)(i, o, batch_first=True)
+            return m, lambda t: m(t)[0]
+        if kind == "batchnorm":
+            m = nn.BatchNorm1d(i)  # a fresh module is in training mode: batch statistics
+            return m, m
+        if kind == "layernorm":
+            m = nn.LayerNorm(i)
+            return m, m
+        m = nn.MultiheadAttention(i, setup.heads, batch_first=True)
+        return m, lambda t: m(t, t, t, need_weights=False)[0]
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        built = [make(index) for index in range(setup.depth)]
+    data = torch.from_numpy(np.moveaxis(x, -1, 1).copy() if rank else x)
+    calls = [call for _, call in built]
+    with torch.no_grad():
+        linear = _stack(calls, data, acts["linear"], lambda t: t.numpy())
+        activated = _stack(calls, data, acts[setup.activation], lambda t: t.numpy())
+    return linear, activated, [p.detach().numpy() for p in built[0][0].parameters()]
+
+
+def _cross_rules(weights, biases) -> list:
+    """torch's defaults as rules for any model: weights U(+-1/sqrt(fan_in)), biases from their
+    weight's fan_in, embeddings N(0, 1) (``polyinit.defaults.rules_for``)."""
+    from polyinit.defaults import _weight_fan_in
+    from polyinit.rules import SpecFactory, kind
+
+    bias = SpecFactory(lambda p, layer: _torch_uniform(_weight_fan_in(p, layer)),
+                       "torch bias U(+-1/sqrt(fan_in of the weight))")
+    return [(weights, _TORCH_WEIGHT), (biases, bias), (kind("embedding"), Normal(std=1.0))]
+
+
 FRAMEWORK = Framework(
     name="torch", display="PyTorch", detect=_detect, walker=TorchWalker, priority=10,
+    defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, distribution="torch",
+    recurrent_names=("weight_ih_l0", ("bias_ih_l0", "bias_hh_l0"), "bias_hh_l0"), version="2.13", module="torch", colour="#ee4c2c", style="-",
     presets={"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
              "conv_transpose": ("out in *", "in out *"),   # weight (in, out/g, *k)
              "embedding": ("out in", "in out"),            # (num, dim); torch's fans read dim 1 as in
