@@ -62,10 +62,6 @@ def logical_shape(shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int
 
 # --- portable draws of whole models -----------------------------------------------------------
 
-_BACKEND_OF_WALKER = {"torch": "torch", "keras": "keras", "nnx": "jax", "linen": "jax", "mxnet": "mxnet",
-                      "mxnet-dict": "mxnet"}
-
-
 def canonical_order(param, shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int, ...]:
     """The permutation into the order portable draws fill: logical (out, in, spatial, batch),
     except embeddings, which every framework stores as (num, dim) already."""
@@ -90,7 +86,9 @@ def portable_draws(walker, planned: list, rules) -> list:
     from polyinit.plan import resolve
     from polyinit.portable import check_portable
 
-    backend = get_backend(_BACKEND_OF_WALKER.get(walker.name, walker.name))
+    from polyinit.frameworks import get_framework
+
+    backend = get_backend(get_framework(walker.name).backend)  # the record names its backend
     counts: dict[tuple, int] = {}
     drawn = []
     for param, _, plan in planned:

@@ -56,3 +56,7 @@ def test_the_shipped_records_carry_what_compare_needs():
     for record in described:
         assert record.version and record.distribution and record.measurer and record.module, record.name
         assert record.recurrent_names, record.name
+    from polyinit.backends import REGISTRY
+
+    assert all(f.backend in REGISTRY for f in F.frameworks()), [(f.name, f.backend) for f in F.frameworks()]
+    assert [f.name for f in F.frameworks() if f.preset_twins] == ["torch", "keras", "flax"]

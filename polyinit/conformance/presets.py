@@ -19,8 +19,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, NamedTuple
 
-import numpy as np
-
 from polyinit.conformance.checks import Check, check, samples_needed
 from polyinit.layout import compute_fans, preset
 from polyinit.plan import resolve
@@ -42,87 +40,22 @@ class Layer(NamedTuple):
     fan_out: "int | None"
 
 
-def _torch() -> tuple[dict[str, Layer], Callable]:
-    import torch
-    from torch import nn
+def _twins(framework: str) -> tuple[dict[str, Layer], Callable]:
+    """The framework's own layers and variance-scaling initializer, from its record's
+    ``preset_twins`` (``polyinit/frameworks/<name>.py``)."""
+    from polyinit.errors import PolyinitError
+    from polyinit.frameworks import get_framework
 
-    k2 = K * K
-    layers = {
-        "dense": Layer(tuple(nn.Linear(IN, OUT).weight.shape), IN, OUT),
-        "conv": Layer(tuple(nn.Conv2d(IN, OUT, K).weight.shape), IN * k2, OUT * k2),
-        "conv_transpose": Layer(tuple(nn.ConvTranspose2d(IN, OUT, K).weight.shape), IN * k2, OUT * k2),
-        "depthwise_conv": Layer(tuple(nn.Conv2d(GROUPS_IN, GROUPS_IN * MULTIPLIER, K, groups=GROUPS_IN).weight.shape),
-                                k2, None),
-        "embedding": Layer(tuple(nn.Embedding(VOCAB, DIM).weight.shape), VOCAB, DIM),
-    }
-
-    def own(shape, mode, seed):
-        tensor = torch.empty(shape)
-        nn.init.kaiming_normal_(tensor, mode=mode, nonlinearity="linear", generator=torch.Generator().manual_seed(seed))
-        return tensor.double().numpy()
-
-    return layers, own
-
-
-def _keras() -> tuple[dict[str, Layer], Callable]:
-    import keras
-
-    def kernel(layer, input_shape, name="kernel"):
-        layer.build(input_shape)
-        return tuple(getattr(layer, name).shape)
-
-    k2 = K * K
-    image = (None, 8, 8, IN)
-    layers = {
-        "dense": Layer(kernel(keras.layers.Dense(OUT), (None, IN)), IN, OUT),
-        "conv": Layer(kernel(keras.layers.Conv2D(OUT, K), image), IN * k2, OUT * k2),
-        "conv_transpose": Layer(kernel(keras.layers.Conv2DTranspose(OUT, K), image), IN * k2, OUT * k2),
-        "depthwise_conv": Layer(kernel(keras.layers.DepthwiseConv2D(K, depth_multiplier=MULTIPLIER),
-                                       (None, 8, 8, GROUPS_IN)), k2, None),
-        "embedding": Layer(kernel(keras.layers.Embedding(VOCAB, DIM), (None, 3), "embeddings"), VOCAB, DIM),
-    }
-
-    def own(shape, mode, seed):
-        init = keras.initializers.VarianceScaling(1.0, mode, "untruncated_normal", seed=seed)
-        return np.asarray(keras.ops.convert_to_numpy(init(shape)), dtype=np.float64)
-
-    return layers, own
-
-
-def _flax() -> tuple[dict[str, Layer], Callable]:
-    import jax
-    from flax import nnx
-
-    rngs = nnx.Rngs(0)
-
-    def weight(layer, name="kernel"):
-        return tuple(getattr(layer, name).shape)
-
-    k2 = K * K
-    layers = {
-        "dense": Layer(weight(nnx.Linear(IN, OUT, rngs=rngs)), IN, OUT),
-        "conv": Layer(weight(nnx.Conv(IN, OUT, (K, K), rngs=rngs)), IN * k2, OUT * k2),
-        "conv_transpose": Layer(weight(nnx.ConvTranspose(IN, OUT, (K, K), rngs=rngs)), IN * k2, OUT * k2),
-        "depthwise_conv": Layer(weight(nnx.Conv(GROUPS_IN, GROUPS_IN * MULTIPLIER, (K, K),
-                                                feature_group_count=GROUPS_IN, rngs=rngs)), k2, None),
-        "embedding": Layer(weight(nnx.Embed(VOCAB, DIM, rngs=rngs), "embedding"), VOCAB, DIM),
-    }
-
-    def own(shape, mode, seed):
-        init = jax.nn.initializers.variance_scaling(1.0, mode, "normal")  # JAX's "normal" is untruncated
-        return np.asarray(init(jax.random.key(seed), shape), dtype=np.float64)
-
-    return layers, own
-
-
-FRAMEWORKS: dict[str, Callable[[], tuple[dict[str, Layer], Callable]]] = {
-    "torch": _torch, "keras": _keras, "flax": _flax}
+    twins = get_framework(framework).preset_twins
+    if twins is None:
+        raise PolyinitError(f"preset_checks: {framework!r} has no preset twins in its record")
+    return twins()
 
 
 def preset_checks(framework: str, kinds: "tuple[str, ...] | None" = None) -> list[Check]:
     """Every native and semantic preset of ``framework`` (or only ``kinds``) against its own
     layers (see the module docstring); each check's name says framework, kind and what was compared."""
-    layers, own = FRAMEWORKS[framework]()
+    layers, own = _twins(framework)
     results = []
     for kind, layer in layers.items():
         if kinds is not None and kind not in kinds:
@@ -155,4 +88,4 @@ def _semantic(framework: str, kind: str, layer: Layer) -> list[Check]:
     return results
 
 
-__all__ = ["FRAMEWORKS", "Layer", "preset_checks"]
+__all__ = ["Layer", "preset_checks"]

@@ -58,6 +58,8 @@ class Framework:
     norm_epsilon: tuple = (1e-5, 1e-5)  # the default batchnorm and layernorm epsilons
     recurrent_names: tuple = ()  # (input kernel of each gate, biases added to every gate, GRU's b_hn)
     missing_layers: tuple = ()  # compare's layer kinds this framework has no default for
+    preset_twins: Optional[Callable[[], tuple]] = None  # its own layers and initializer, for the preset checks
+    backend: Optional[str] = None  # the polyinit backend that draws for its models
 
 
 _FRAMEWORKS: dict[str, Framework] = {}

@@ -472,18 +472,49 @@ def _cross_rules(weights, biases) -> list:
     return [(weights, _LECUN_TRUNC), (biases, _ZERO), (kind("embedding"), embed)]
 
 
+def _preset_twins() -> tuple[dict, Callable]:
+    """The conformance suite's twins: this framework's own layers and variance-scaling
+    initializer, against which its layout presets are checked (polyinit.conformance.presets)."""
+    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, K, MULTIPLIER, OUT, VOCAB, Layer
+
+    import jax
+    from flax import nnx
+
+    rngs = nnx.Rngs(0)
+
+    def weight(layer, name="kernel"):
+        return tuple(getattr(layer, name).shape)
+
+    k2 = K * K
+    layers = {
+        "dense": Layer(weight(nnx.Linear(IN, OUT, rngs=rngs)), IN, OUT),
+        "conv": Layer(weight(nnx.Conv(IN, OUT, (K, K), rngs=rngs)), IN * k2, OUT * k2),
+        "conv_transpose": Layer(weight(nnx.ConvTranspose(IN, OUT, (K, K), rngs=rngs)), IN * k2, OUT * k2),
+        "depthwise_conv": Layer(weight(nnx.Conv(GROUPS_IN, GROUPS_IN * MULTIPLIER, (K, K),
+                                                feature_group_count=GROUPS_IN, rngs=rngs)), k2, None),
+        "embedding": Layer(weight(nnx.Embed(VOCAB, DIM, rngs=rngs), "embedding"), VOCAB, DIM),
+    }
+
+    def own(shape, mode, seed):
+        init = jax.nn.initializers.variance_scaling(1.0, mode, "normal")  # JAX's "normal" is untruncated
+        return np.asarray(init(jax.random.key(seed), shape), dtype=np.float64)
+
+    return layers, own
+
+
 FRAMEWORK = Framework(name="flax", display="Flax (nnx)", detect=_detect_nnx, walker=NnxWalker, priority=30,
-                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, distribution="flax",
+                      defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
+    cross_rules=_cross_rules, backend="jax", distribution="flax",
                       norm_epsilon=(1e-5, 1e-6), recurrent_names=("i{gate}/kernel", (), None), version="0.12.8", module="flax.nnx",
                       colour="#4a7dc4", style="-",
                       presets=_PRESETS, aliases=("nnx", "jax"))
-LINEN = Framework(name="linen", display="Flax (linen)", detect=_detect_linen, walker=LinenWalker, priority=35,
+LINEN = Framework(name="linen", display="Flax (linen)", detect=_detect_linen, walker=LinenWalker, priority=35, backend="jax",
                   presets=_PRESETS)
 
 
 # Haiku has no walker (its params are linen-like trees); its kernels follow Keras' layouts.
 HAIKU = Framework(name="haiku", display="Haiku", detect=lambda model: False, walker=LinenWalker, priority=99,
-                  defaults=_haiku_layer_defaults, measurer=_haiku_measure, distribution="dm-haiku",
+                  defaults=_haiku_layer_defaults, measurer=_haiku_measure, backend="jax", distribution="dm-haiku",
                   recurrent_names=("linear/w", (), None), missing_layers=("mha",), version="0.0.17", module="haiku",
                   colour="#8d6cab", style=":",
                   presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),

@@ -245,9 +245,39 @@ def _cross_rules(weights, biases) -> list:
     return [(weights, schemes.glorot_uniform()), (biases, _ZERO), (kind("embedding"), native.keras_random_uniform())]
 
 
+def _preset_twins() -> tuple[dict, Callable]:
+    """The conformance suite's twins: this framework's own layers and variance-scaling
+    initializer, against which its layout presets are checked (polyinit.conformance.presets)."""
+    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, K, MULTIPLIER, OUT, VOCAB, Layer
+
+    import keras
+
+    def kernel(layer, input_shape, name="kernel"):
+        layer.build(input_shape)
+        return tuple(getattr(layer, name).shape)
+
+    k2 = K * K
+    image = (None, 8, 8, IN)
+    layers = {
+        "dense": Layer(kernel(keras.layers.Dense(OUT), (None, IN)), IN, OUT),
+        "conv": Layer(kernel(keras.layers.Conv2D(OUT, K), image), IN * k2, OUT * k2),
+        "conv_transpose": Layer(kernel(keras.layers.Conv2DTranspose(OUT, K), image), IN * k2, OUT * k2),
+        "depthwise_conv": Layer(kernel(keras.layers.DepthwiseConv2D(K, depth_multiplier=MULTIPLIER),
+                                       (None, 8, 8, GROUPS_IN)), k2, None),
+        "embedding": Layer(kernel(keras.layers.Embedding(VOCAB, DIM), (None, 3), "embeddings"), VOCAB, DIM),
+    }
+
+    def own(shape, mode, seed):
+        init = keras.initializers.VarianceScaling(1.0, mode, "untruncated_normal", seed=seed)
+        return np.asarray(keras.ops.convert_to_numpy(init(shape)), dtype=np.float64)
+
+    return layers, own
+
+
 FRAMEWORK = Framework(
     name="keras", display="Keras 3", detect=_detect, walker=KerasWalker, priority=20,
-    defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, distribution="keras",
+    defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
+    cross_rules=_cross_rules, backend="keras", distribution="keras",
     norm_epsilon=(1e-3, 1e-3), recurrent_names=("kernel", (), None), version="3.15.1", module="keras", colour="#c98a00", style="--",
     presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
              "conv_transpose": ("* in out", "* out in"),    # kernel (*k, filters, in)

@@ -310,12 +310,12 @@ def _cross_rules(weights, biases) -> list:
 
 
 FRAMEWORK = Framework(name="mxnet", display="MXNet", detect=_detect_gluon, walker=GluonWalker, priority=40,
-                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, distribution="mxnet",
+                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, backend="mxnet", distribution="mxnet",
                       recurrent_names=("l0_i2h_weight", (), None), missing_layers=("mha",), version="1.9.1", module="mxnet",
                       colour="#2a9d8f", style="-.",
                       presets=_PRESETS)
 ARRAY_DICT = Framework(name="mxnet-dict", display="MXNet (name -> array dict)", detect=_detect_dict,
-                       walker=ArrayDictWalker, priority=90)
+                       walker=ArrayDictWalker, priority=90, backend="mxnet")
 
 
 def _register() -> None:

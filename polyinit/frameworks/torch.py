@@ -322,9 +322,36 @@ def _cross_rules(weights, biases) -> list:
     return [(weights, _TORCH_WEIGHT), (biases, bias), (kind("embedding"), Normal(std=1.0))]
 
 
+def _preset_twins() -> tuple[dict, Callable]:
+    """The conformance suite's twins: this framework's own layers and variance-scaling
+    initializer, against which its layout presets are checked (polyinit.conformance.presets)."""
+    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, K, MULTIPLIER, OUT, VOCAB, Layer
+
+    import torch
+    from torch import nn
+
+    k2 = K * K
+    layers = {
+        "dense": Layer(tuple(nn.Linear(IN, OUT).weight.shape), IN, OUT),
+        "conv": Layer(tuple(nn.Conv2d(IN, OUT, K).weight.shape), IN * k2, OUT * k2),
+        "conv_transpose": Layer(tuple(nn.ConvTranspose2d(IN, OUT, K).weight.shape), IN * k2, OUT * k2),
+        "depthwise_conv": Layer(tuple(nn.Conv2d(GROUPS_IN, GROUPS_IN * MULTIPLIER, K, groups=GROUPS_IN).weight.shape),
+                                k2, None),
+        "embedding": Layer(tuple(nn.Embedding(VOCAB, DIM).weight.shape), VOCAB, DIM),
+    }
+
+    def own(shape, mode, seed):
+        tensor = torch.empty(shape)
+        nn.init.kaiming_normal_(tensor, mode=mode, nonlinearity="linear", generator=torch.Generator().manual_seed(seed))
+        return tensor.double().numpy()
+
+    return layers, own
+
+
 FRAMEWORK = Framework(
     name="torch", display="PyTorch", detect=_detect, walker=TorchWalker, priority=10,
-    defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, distribution="torch",
+    defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
+    cross_rules=_cross_rules, backend="torch", distribution="torch",
     recurrent_names=("weight_ih_l0", ("bias_ih_l0", "bias_hh_l0"), "bias_hh_l0"), version="2.13", module="torch", colour="#ee4c2c", style="-",
     presets={"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
              "conv_transpose": ("out in *", "in out *"),   # weight (in, out/g, *k)
