@@ -79,13 +79,12 @@ def load_factory(target: str) -> Callable[[], Any]:
 
 
 def framework_of(model: Any) -> str:
-    """The model's framework from its class's module, importing nothing."""
-    for base in type(model).__mro__:
-        root = base.__module__.split(".")[0]
-        if root in ("torch", "keras", "mxnet"):
-            return root
-        if root == "flax":
-            return "flax"
+    """The model's framework, from the framework records' ``detect`` (which imports nothing)."""
+    from polyinit.frameworks import frameworks
+
+    for record in frameworks():
+        if record.forward is not None and record.detect(model):
+            return record.name
     raise PolyinitError(f"compare --model: {type(model).__module__}.{type(model).__name__} is not a torch, "
                         "Keras, Flax nnx or Gluon model")
 
@@ -130,39 +129,22 @@ def apply_defaults(model: Any, framework: str, seed: int, scheme: Optional[str] 
 
 
 def _input_shape(model: Any, framework: str) -> Optional[tuple[int, ...]]:
-    """A batch of 256 for a model whose input size can be read off it (Keras inputs, a torch first Linear)."""
-    if framework == "keras":
-        shape = getattr(model, "input_shape", None)
-        if isinstance(shape, tuple) and all(d is not None for d in shape[1:]):
-            return (256,) + tuple(shape[1:])
-    if framework == "torch":
-        first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
-        if first is not None:
-            return (256, first.in_features)
-    return None
+    """A batch of 256 for a model whose input size its framework's record can read off it
+    (Keras inputs, a torch first Linear)."""
+    from polyinit.frameworks import get_framework
+
+    guess = get_framework(framework).input_size
+    size = guess(model) if guess is not None else None
+    return None if size is None else (256,) + tuple(size)
 
 
 def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) -> float:
-    """Var of the model's output for a standard-normal batch of ``shape`` (inference mode)."""
+    """Var of the model's output for a standard-normal batch of ``shape`` (inference mode), through
+    the framework record's ``forward``."""
+    from polyinit.frameworks import get_framework
+
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    if framework == "torch":
-        import torch
-
-        model.eval()
-        with torch.no_grad():
-            y = model(torch.from_numpy(x)).numpy()
-    elif framework == "keras":
-        import keras
-
-        y = keras.ops.convert_to_numpy(model(x, training=False))
-    elif framework == "flax":
-        import jax.numpy as jnp
-
-        y = np.asarray(model(jnp.asarray(x)))
-    else:
-        import mxnet as mx
-
-        y = model(mx.nd.array(x)).asnumpy()
+    y = get_framework(framework).forward(model, x)
     return float(np.var(np.asarray(y, dtype=np.float64)))
 
 

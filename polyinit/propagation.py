@@ -198,13 +198,16 @@ def _affine(params: dict[str, Param], x: Measure, fan_in: int) -> Measure:
 
 
 
+def _recurrent_names(framework: str, kind: str) -> tuple:
+    """(input kernel of a gate, the biases added to every gate, GRU's b_hn), by name, from the
+    framework's record: one tuple for both kinds or one per kind; ``{gate}`` names the first gate."""
+    names = _record(framework).recurrent_names
+    kernel, biases, b_hn = names[kind] if isinstance(names, dict) else names
+    return kernel.format(gate="i" if kind == "lstm" else "r"), biases, b_hn
+
+
 def _recurrent(framework: str, kind: str, params: dict[str, Param], x: Measure, fan_in: int) -> Measure:
-    # (input kernel of each gate, the biases added to every gate, GRU's b_hn), by name.
-    kernel, biases, b_hn = _record(framework).recurrent_names
-    if framework == "flax":
-        kernel = kernel.format(gate="i" if kind == "lstm" else "r")
-    if framework == "haiku" and kind == "gru":
-        kernel = "w_i"
+    kernel, biases, b_hn = _recurrent_names(framework, kind)
     # Only the input part of each gate acts (h = 0): fan_in input units (hk.LSTM's kernel reads [x, h],
     # but the h rows meet zeros).
     weighted = gaussian(fan_in * weight_var(params[kernel]) * x.expect(np.square))
@@ -251,7 +254,7 @@ def softmax_square_sum(logit_var: float, tokens: int) -> float:
 
 def _mha_vars(framework: str, params: dict[str, Param]) -> tuple[float, float, float, float]:
     """var(w) of the query, key, value and output projections."""
-    if framework == "torch":  # q, k and v packed in one (3E, E) weight
+    if "in_proj_weight" in params:  # torch: q, k and v packed in one (3E, E) weight
         packed = weight_var(params["in_proj_weight"])
         return packed, packed, packed, weight_var(params["out_proj.weight"])
     query, key, value, out = (weight_var(params[k]) for k in params if k.endswith("kernel"))
@@ -326,8 +329,7 @@ def first_gain(framework: str, kind: str, *, n_in: int, n_out: int, kernel: int 
     params = registry_params(framework, kind, n_in, n_out, kernel, heads)
     weight = next(iter(params.values()))
     if kind in ("lstm", "gru"):
-        name = _record(framework).recurrent_names[0].format(gate="i" if kind == "lstm" else "r")
-        weight = params["w_i" if framework == "haiku" and kind == "gru" else name]
+        weight = params[_recurrent_names(framework, kind)[0]]
     receptive = kernel ** (2 if kind == "conv_transpose" else int(kind[4])) if kind.startswith("conv") else 1
     return n_in * receptive * weight_var(weight)
 

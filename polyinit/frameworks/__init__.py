@@ -56,10 +56,12 @@ class Framework:
     style: str = "-"
     distribution: str = ""  # the pip distribution, for its installed version without importing it
     norm_epsilon: tuple = (1e-5, 1e-5)  # the default batchnorm and layernorm epsilons
-    recurrent_names: tuple = ()  # (input kernel of each gate, biases added to every gate, GRU's b_hn)
+    recurrent_names: "tuple | dict" = ()  # (input kernel of a gate, biases added to every gate, GRU's b_hn), or per kind
     missing_layers: tuple = ()  # compare's layer kinds this framework has no default for
     preset_twins: Optional[Callable[[], tuple]] = None  # its own layers and initializer, for the preset checks
     backend: Optional[str] = None  # the polyinit backend that draws for its models
+    forward: Optional[Callable[[Any, Any], Any]] = None  # (model, float32 numpy batch) -> numpy output, inference mode
+    input_size: Optional[Callable[[Any], Any]] = None  # a model's input size without the batch axis, or None
 
 
 _FRAMEWORKS: dict[str, Framework] = {}

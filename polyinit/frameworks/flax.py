@@ -502,9 +502,16 @@ def _preset_twins() -> tuple[dict, Callable]:
     return layers, own
 
 
+def _forward(model: Any, x: Any) -> Any:
+    """An nnx model's output for a numpy batch (compare --model)."""
+    import jax.numpy as jnp
+
+    return np.asarray(model(jnp.asarray(x)))
+
+
 FRAMEWORK = Framework(name="flax", display="Flax (nnx)", detect=_detect_nnx, walker=NnxWalker, priority=30,
                       defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
-    cross_rules=_cross_rules, backend="jax", distribution="flax",
+    cross_rules=_cross_rules, backend="jax", forward=_forward, distribution="flax",
                       norm_epsilon=(1e-5, 1e-6), recurrent_names=("i{gate}/kernel", (), None), version="0.12.8", module="flax.nnx",
                       colour="#4a7dc4", style="-",
                       presets=_PRESETS, aliases=("nnx", "jax"))
@@ -515,7 +522,8 @@ LINEN = Framework(name="linen", display="Flax (linen)", detect=_detect_linen, wa
 # Haiku has no walker (its params are linen-like trees); its kernels follow Keras' layouts.
 HAIKU = Framework(name="haiku", display="Haiku", detect=lambda model: False, walker=LinenWalker, priority=99,
                   defaults=_haiku_layer_defaults, measurer=_haiku_measure, backend="jax", distribution="dm-haiku",
-                  recurrent_names=("linear/w", (), None), missing_layers=("mha",), version="0.0.17", module="haiku",
+                  recurrent_names={"lstm": ("linear/w", (), None), "gru": ("w_i", (), None)},
+                  missing_layers=("mha",), version="0.0.17", module="haiku",
                   colour="#8d6cab", style=":",
                   presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
                            "conv_transpose": ("* in out", "* out in"), "depthwise_conv": ("* in out", "* batch out"),

@@ -274,10 +274,22 @@ def _preset_twins() -> tuple[dict, Callable]:
     return layers, own
 
 
+def _forward(model: Any, x: Any) -> Any:
+    """The model's output for a numpy batch, in inference mode (compare --model)."""
+    import keras
+
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def _input_size(model: Any) -> Any:
+    shape = getattr(model, "input_shape", None)
+    return tuple(shape[1:]) if isinstance(shape, tuple) and all(d is not None for d in shape[1:]) else None
+
+
 FRAMEWORK = Framework(
     name="keras", display="Keras 3", detect=_detect, walker=KerasWalker, priority=20,
     defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
-    cross_rules=_cross_rules, backend="keras", distribution="keras",
+    cross_rules=_cross_rules, backend="keras", forward=_forward, input_size=_input_size, distribution="keras",
     norm_epsilon=(1e-3, 1e-3), recurrent_names=("kernel", (), None), version="3.15.1", module="keras", colour="#c98a00", style="--",
     presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
              "conv_transpose": ("* in out", "* out in"),    # kernel (*k, filters, in)

@@ -309,8 +309,15 @@ def _cross_rules(weights, biases) -> list:
     return [(weights, _MX), (biases, _ZERO), (kind("embedding"), _MX)]
 
 
+def _forward(model: Any, x: Any) -> Any:
+    """A Gluon block's output for a numpy batch (compare --model)."""
+    import mxnet as mx
+
+    return model(mx.nd.array(x)).asnumpy()
+
+
 FRAMEWORK = Framework(name="mxnet", display="MXNet", detect=_detect_gluon, walker=GluonWalker, priority=40,
-                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, backend="mxnet", distribution="mxnet",
+                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, backend="mxnet", distribution="mxnet", forward=_forward,
                       recurrent_names=("l0_i2h_weight", (), None), missing_layers=("mha",), version="1.9.1", module="mxnet",
                       colour="#2a9d8f", style="-.",
                       presets=_PRESETS)

@@ -348,10 +348,24 @@ def _preset_twins() -> tuple[dict, Callable]:
     return layers, own
 
 
+def _forward(model: Any, x: Any) -> Any:
+    """The model's output for a numpy batch, in inference mode (compare --model)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def _input_size(model: Any) -> Any:
+    first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
+    return None if first is None else (first.in_features,)
+
+
 FRAMEWORK = Framework(
     name="torch", display="PyTorch", detect=_detect, walker=TorchWalker, priority=10,
     defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
-    cross_rules=_cross_rules, backend="torch", distribution="torch",
+    cross_rules=_cross_rules, backend="torch", forward=_forward, input_size=_input_size, distribution="torch",
     recurrent_names=("weight_ih_l0", ("bias_ih_l0", "bias_hh_l0"), "bias_hh_l0"), version="2.13", module="torch", colour="#ee4c2c", style="-",
     presets={"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
              "conv_transpose": ("out in *", "in out *"),   # weight (in, out/g, *k)
