@@ -191,6 +191,7 @@ def test_cli_markdown_and_csv(capsys):
 
 
 def test_cli_plot_shows_biases_and_says_closed_form(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")  # the compare extra
     from polyinit import plot as plotting
 
     titles = []
@@ -264,6 +265,8 @@ def _probe(args, env):
 
 
 def test_second_run_comes_from_the_cache_and_imports_no_framework(tmp_path):
+    for framework in ("torch", "flax"):  # measured on the first run
+        pytest.importorskip(framework)
     env = dict(os.environ, POLYINIT_CACHE=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2")
     args = ["compare", "--layer", "gru", "--activation", "silu", "--in", "32", "--out", "32", "--depth", "2",
             "--frameworks", "torch,flax", "--progress"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("mxnet")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from readme_blocks import blocks, run_python  # noqa: E402
 
