@@ -75,6 +75,17 @@ def _haiku_trunc(fan_in: int) -> TruncatedNormal:
     return TruncatedNormal(std=1 / math.sqrt(fan_in), low=-2.0, high=2.0, bounds="std")
 
 
+def _mha(spec: Spec, e: int, heads: int, out: str) -> dict[str, Param]:
+    """Keras's and Flax's multi-head attention: query/key/value kernels (E, heads, E/heads), biases
+    (heads, E/heads), and the output kernel (heads, E/heads, E) named ``out``, all drawn from ``spec``."""
+    hd = e // heads
+    params = {f"{p}/kernel": Param(spec, Layout("in out out"), (e, heads, hd)) for p in ("query", "key", "value")}
+    params.update({f"{p}/bias": Param(_ZERO, Layout("out out"), (heads, hd)) for p in ("query", "key", "value")})
+    params[f"{out}/kernel"] = Param(spec, Layout("in in out"), (heads, hd, e))
+    params[f"{out}/bias"] = Param(_ZERO, OUT_IN, (e,))
+    return params
+
+
 def _norm(c: int, *, stats: bool) -> dict[str, Param]:
     out = {"gamma": Param(_ONE, OUT_IN, (c,)), "beta": Param(_ZERO, OUT_IN, (c,))}
     if stats:

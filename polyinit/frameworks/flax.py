@@ -254,7 +254,7 @@ import math
 from typing import Callable
 
 from polyinit import native
-from polyinit.defaults import _haiku_trunc, _LECUN_TRUNC, _norm, _ONE, _ZERO, Param as Default
+from polyinit.defaults import _mha, _haiku_trunc, _LECUN_TRUNC, _norm, _ONE, _ZERO, Param as Default
 from polyinit.errors import SpecError
 from polyinit.layout import IN_OUT, OUT_IN, preset
 from polyinit.measure import _crop, _stack, _widths, Setup
@@ -307,13 +307,7 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
         names = {"gamma": "scale", "beta": "bias", "running_mean": "mean", "running_var": "var"}
         return {names[k]: v for k, v in params.items()}
     if layer == "mha":
-        e, heads = d["d_model"], d["heads"]
-        hd = e // heads
-        out = {f"{p}/kernel": Default(_LECUN_TRUNC, Layout("in out out"), (e, heads, hd)) for p in ("query", "key", "value")}
-        out.update({f"{p}/bias": Default(_ZERO, Layout("out out"), (heads, hd)) for p in ("query", "key", "value")})
-        out["out/kernel"] = Default(_LECUN_TRUNC, Layout("in in out"), (heads, hd, e))
-        out["out/bias"] = Default(_ZERO, OUT_IN, (e,))
-        return out
+        return _mha(_LECUN_TRUNC, d["d_model"], d["heads"], "out")
     raise KeyError(layer)
 
 

@@ -155,7 +155,7 @@ from typing import Callable
 import numpy as np
 
 from polyinit import native, schemes
-from polyinit.defaults import _norm, _ZERO, Param as Default
+from polyinit.defaults import _mha, _norm, _ZERO, Param as Default
 from polyinit.layout import IN_OUT, OUT_IN, preset
 from polyinit.measure import _crop, _stack, _widths, python_random, Setup
 
@@ -184,13 +184,7 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
         names = {"running_mean": "moving_mean", "running_var": "moving_variance"}
         return {names.get(k, k): v for k, v in params.items()}
     if layer == "mha":
-        e, heads = d["d_model"], d["heads"]
-        hd = e // heads
-        proj = {f"{p}/kernel": Default(glorot, Layout("in out out"), (e, heads, hd)) for p in ("query", "key", "value")}
-        proj.update({f"{p}/bias": Default(_ZERO, Layout("out out"), (heads, hd)) for p in ("query", "key", "value")})
-        proj["attention_output/kernel"] = Default(glorot, Layout("in in out"), (heads, hd, e))
-        proj["attention_output/bias"] = Default(_ZERO, OUT_IN, (e,))
-        return proj
+        return _mha(glorot, d["d_model"], d["heads"], "attention_output")
     raise KeyError(layer)
 
 
