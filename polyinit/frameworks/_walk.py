@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from polyinit.frameworks import module_type_of
 from polyinit.layout import Layout
-from polyinit.params import ModuleType, Param, ParamType, split_view
+from polyinit.params import ModelError, ModuleType, Param, ParamType, split_view
 
 ROLE_BY_NAME = {"weight": "weight", "kernel": "weight", "bias": "bias", "gamma": "scale", "scale": "scale",
                 "beta": "offset", "offset": "offset", "embedding": "embedding", "embeddings": "embedding",
@@ -117,3 +117,24 @@ class Builder:
                           "their parameters are kind 'other' (register them with "
                           "polyinit.frameworks.register_module_type)", stacklevel=3)
         return self.params
+
+
+def assign_item(target: Any, values: Any) -> None:
+    """``target[...] = values``: how an nnx Variable or an array in a dict is written."""
+    target[...] = values
+
+
+def write_or_restore(framework: str, pending: list, backup: Callable[[Any], Any],
+                     assign: Callable[[Any, Any], None]) -> None:
+    """Assign each ``(target, values)`` after keeping ``backup(target)``; if an assignment fails,
+    put every target written so far back as it was and raise a ModelError: all or nothing."""
+    written = []
+    try:
+        for target, values in pending:
+            written.append((target, backup(target)))
+            assign(target, values)
+    except Exception as error:
+        for target, saved in written:
+            assign(target, saved)
+        raise ModelError(f"{framework}: writing failed ({type(error).__name__}: {error}); "
+                         f"the {len(written)} parameters written were restored") from error

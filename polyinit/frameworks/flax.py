@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import Builder, dtype_name, role_by_name
+from polyinit.frameworks._walk import Builder, assign_item, dtype_name, role_by_name, write_or_restore
 from polyinit.layout import Layout
-from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
+from polyinit.params import ModuleType, Param, ParamType, grouped_view
 
 _NN = "flax.nnx.nn"
 _KERNEL = {"kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}
@@ -115,18 +115,8 @@ class NnxWalker:
         return _jax_draw(param, plan, seed, like=self.variables[param.path][...])
 
     def write(self, model: Any, drawn: list) -> Any:
-        written = []
-        try:
-            for param, values in drawn:
-                if values is not None:
-                    variable = self.variables[param.path]
-                    written.append((variable, variable[...]))
-                    variable[...] = values
-        except Exception as error:
-            for variable, backup in written:
-                variable[...] = backup
-            raise ModelError(f"nnx: writing failed ({type(error).__name__}: {error}); "
-                             f"the {len(written)} variables written were restored") from error
+        pending = [(self.variables[param.path], values) for param, values in drawn if values is not None]
+        write_or_restore("nnx", pending, lambda v: v[...], assign_item)
         return model
 
     def read(self, model: Any, param: Param) -> Any:

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import Builder, dtype_name
+from polyinit.frameworks._walk import Builder, dtype_name, write_or_restore
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
 
@@ -120,18 +120,8 @@ class KerasWalker:
         return values
 
     def write(self, model: Any, drawn: list) -> Any:
-        written = []
-        try:
-            for param, values in drawn:
-                if values is not None:
-                    variable = self.variables[param.path]
-                    written.append((variable, variable.numpy().copy()))
-                    variable.assign(values)
-        except Exception as error:
-            for variable, backup in written:
-                variable.assign(backup)
-            raise ModelError(f"keras: writing failed ({type(error).__name__}: {error}); "
-                             f"the {len(written)} variables written were restored") from error
+        pending = [(self.variables[param.path], values) for param, values in drawn if values is not None]
+        write_or_restore("keras", pending, lambda v: v.numpy().copy(), lambda v, values: v.assign(values))
         return model
 
     def read(self, model: Any, param: Param) -> Any:

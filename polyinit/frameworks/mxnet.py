@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import ROLE_BY_NAME, Builder, dtype_name, role_by_name
+from polyinit.frameworks._walk import ROLE_BY_NAME, Builder, assign_item, dtype_name, role_by_name, write_or_restore
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
 
@@ -125,21 +125,16 @@ class GluonWalker:
         # MXNet runs ops asynchronously, and after a forward pass on the oneDNN build a weight may
         # still be being reordered: wait, so that backups and writes see the settled values.
         mx.nd.waitall()
-        written = []
-        try:
-            for param, values in drawn:
-                if values is None:
-                    continue
-                target = self.arrays[param.path]
-                written.append((target, target.data().copy()))
-                # An MXNet array, not numpy: set_data of a numpy array fails on the oneDNN build
-                # once a forward pass has run.
-                target.set_data(mx.nd.array(np.asarray(values), dtype=target.dtype, ctx=target.list_ctx()[0]))
-        except Exception as error:
-            for target, backup in written:
-                target.set_data(backup)
-            raise ModelError(f"mxnet: writing failed ({type(error).__name__}: {error}); "
-                             f"the {len(written)} parameters written were restored") from error
+        pending = [(self.arrays[param.path], values) for param, values in drawn if values is not None]
+
+        def assign(target: Any, values: Any) -> None:
+            # An MXNet array, not numpy: set_data of a numpy array fails on the oneDNN build once
+            # a forward pass has run.
+            if not isinstance(values, mx.nd.NDArray):
+                values = mx.nd.array(np.asarray(values), dtype=target.dtype, ctx=target.list_ctx()[0])
+            target.set_data(values)
+
+        write_or_restore("mxnet", pending, lambda target: target.data().copy(), assign)
         return model
 
     def read(self, model: Any, param: Param) -> Any:
@@ -189,17 +184,8 @@ class ArrayDictWalker:
         return draw(plan, np.random.default_rng(seed)).reshape(param.shape)
 
     def write(self, model: Any, drawn: list) -> Any:
-        written = []
-        try:
-            for param, values in drawn:
-                if values is not None:
-                    target = self.arrays[param.path]
-                    written.append((target, np.array(target)))
-                    target[...] = values
-        except Exception as error:
-            for target, backup in written:
-                target[...] = backup
-            raise ModelError(f"mxnet: writing failed ({type(error).__name__}: {error}); restored") from error
+        pending = [(self.arrays[param.path], values) for param, values in drawn if values is not None]
+        write_or_restore("mxnet", pending, np.array, assign_item)
         return model
 
     def read(self, model: Any, param: Param) -> Any:
