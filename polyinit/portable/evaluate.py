@@ -62,6 +62,12 @@ class _Prims:
         return node.shape if self.span is None else (self.span[1] - self.span[0],)
 
     def _leaf(self, node: n.Node, index: int):
+        fused = getattr(self.ops, "fused_leaf", None)
+        if fused is not None and not self.ops.INDEXED:
+            start, stop = self.span or (0, math.prod(node.shape))
+            values = fused(node, self.key, index, start, stop)
+            if values is not None:
+                return values if self.span is not None else self.ops.reshape(values, node.shape)
         if self.span is not None:
             words = words_range(self.ops, self.key, index, *self.span)
         elif self.ops.INDEXED:
@@ -155,6 +161,10 @@ def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, str
         values = ops.cast(evaluate(ops, plan, stream), plan.dtype)
         return values if out is None else ops.copy_into(out, values)
     out = ops.empty(plan.shape, plan.dtype) if out is None else out
+    root = plan.root
+    if isinstance(root, n.RANDOM_LEAVES) and getattr(ops, "fill_leaf", None) is not None \
+            and ops.fill_leaf(out, root, stream, plan.leaf_index[id(root)]):
+        return out  # one fused pass straight into the output
     chunk = getattr(ops, "CHUNK", CHUNK)
     for start in range(0, plan.size, chunk):
         stop = min(start + chunk, plan.size)

@@ -13,8 +13,10 @@ The interface: flags ``NAME``, ``CHUNKED`` (writes chunks into a preallocated ou
 bits from_bits``; float32 ops ``fadd fsub fmul fdiv neg abs minimum maximum less less_equal
 greater greater_equal not_equal where replace_where``, where ``fmul``'s product must be rounded
 before any add that consumes it (no fused multiply-add); array ops ``full fixed reshape
-transpose concat scatter rank cast zeros empty write_flat copy_into``. A new framework is one
-such class (about 150 lines) and a ``draw_portable`` of a few lines in its backend.
+transpose concat scatter rank cast zeros empty write_flat copy_into``; optionally ``fused_leaf``
+and ``fill_leaf`` (random leaves from ``polyinit.portable.fused``'s compiled kernels, for CPU
+arrays). A new framework is one such class (about 150 lines) and a ``draw_portable`` of a few
+lines in its backend.
 """
 
 from __future__ import annotations
@@ -24,12 +26,30 @@ from typing import Any
 import numpy as np
 
 from polyinit.backends.numpy import numpy_dtype
+from polyinit.portable import fused
 
 
 class Ops:
     NAME = "numpy"
     CHUNKED = True   # writes chunks in place, so a draw holds little more than its output
     INDEXED = False  # words by flat ranges (a cipher call gives two words), not per element
+
+    def __init__(self, use_fused: "bool | None" = None):
+        # Random leaves come from polyinit.portable.fused's compiled kernels where numba is
+        # installed (the same values, 5-10x faster); use_fused=False forces these ops throughout.
+        self.fused = fused.available() if use_fused is None else use_fused and fused.available()
+
+    # --- fused random leaves (optional part of the interface) --------------------------------
+    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "np.ndarray | None":
+        """Flat elements start..stop-1 of random leaf ``node`` from the fused kernel, or None."""
+        return fused.values(node, key, leaf, start, stop) if self.fused else None
+
+    def fill_leaf(self, out: np.ndarray, node: Any, key: tuple[int, int], leaf: int) -> bool:
+        """Fill all of ``out`` with leaf ``node`` by the fused kernel; False where it cannot."""
+        if not (self.fused and out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable):
+            return False
+        fused.fill(node, key, leaf, 0, out)
+        return True
 
     # --- words ------------------------------------------------------------------------------
     def iota(self, start: int, count: int) -> np.ndarray:

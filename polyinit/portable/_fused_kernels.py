@@ -1,0 +1,202 @@
+"""The numba kernels behind ``polyinit.portable.fused`` (importing this module imports numba).
+
+Each function mirrors its namesake in ``polyinit.portable.floats`` or ``threefry``, one element
+at a time; see ``fused`` for why the values agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, types, uint32
+from numba.extending import intrinsic
+
+from polyinit.portable import floats
+from polyinit.portable.threefry import PARITY, ROTATIONS
+
+_F = np.float32
+
+
+def _f32s(values) -> tuple:
+    return tuple(_F(v) for v in values)
+
+
+# numba freezes these globals into the code with their types: float32 stays float32.
+A, B, C, D, E, F = (_f32s(c) for c in (floats._A, floats._B, floats._C, floats._D, floats._E, floats._F))
+ATANH = _f32s(floats._ATANH)
+TAIL, CENTRAL, SQRT2 = _F(floats._TAIL), _F(floats._CENTRAL), _F(floats._SQRT2)
+LN2_HI, LN2_LO = _F(floats._LN2_HI), _F(floats._LN2_LO)
+LARGEST_BELOW_ONE, SMALLEST_NORMAL = _F(floats._LARGEST_BELOW_ONE), _F(floats._SMALLEST_NORMAL)
+HALF, ONE, TWO, ZERO = _F(0.5), _F(1.0), _F(2.0), _F(0.0)
+EXPONENT_BIAS, NEAR, FAR = _F(127.0), _F(1.6), _F(5.0)
+TWO_M24, TWO_M32 = _F(2.0**-24), _F(2.0**-32)
+R0, R1, R2, R3, R4, R5, R6, R7 = (uint32(r) for r in ROTATIONS)
+BLOCK_PAIRS = 1024  # 8 KB of words: encrypted and converted while in L1
+
+
+@intrinsic
+def _bits(typingctx, x):
+    """float32 -> its uint32 bit pattern (a bitcast, as ``Ops.bits``)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _from_bits(typingctx, w):
+    """uint32 -> the float32 with that bit pattern (``Ops.from_bits``)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@njit(inline="always")
+def _rotl(x, r):
+    return uint32((x << r) | (x >> (uint32(32) - r)))
+
+
+@njit(inline="always")
+def _quad(x0, x1, ra, rb, rc, rd):
+    """Four Threefry rounds."""
+    x0 = uint32(x0 + x1)
+    x1 = uint32(_rotl(x1, ra) ^ x0)
+    x0 = uint32(x0 + x1)
+    x1 = uint32(_rotl(x1, rb) ^ x0)
+    x0 = uint32(x0 + x1)
+    x1 = uint32(_rotl(x1, rc) ^ x0)
+    x0 = uint32(x0 + x1)
+    x1 = uint32(_rotl(x1, rd) ^ x0)
+    return x0, x1
+
+
+@njit(inline="always")
+def _threefry(k0, k1, k2, c0, c1):
+    """threefry2x32-20 of counter (c0, c1) under key schedule (k0, k1, k2), unrolled."""
+    x0, x1 = uint32(c0 + k0), uint32(c1 + k1)
+    x0, x1 = _quad(x0, x1, R0, R1, R2, R3)
+    x0, x1 = uint32(x0 + k1), uint32(x1 + k2 + uint32(1))
+    x0, x1 = _quad(x0, x1, R4, R5, R6, R7)
+    x0, x1 = uint32(x0 + k2), uint32(x1 + k0 + uint32(2))
+    x0, x1 = _quad(x0, x1, R0, R1, R2, R3)
+    x0, x1 = uint32(x0 + k0), uint32(x1 + k1 + uint32(3))
+    x0, x1 = _quad(x0, x1, R4, R5, R6, R7)
+    x0, x1 = uint32(x0 + k1), uint32(x1 + k2 + uint32(4))
+    x0, x1 = _quad(x0, x1, R0, R1, R2, R3)
+    return uint32(x0 + k2), uint32(x1 + k0 + uint32(5))
+
+
+@njit(inline="always")
+def _horner(c, x):
+    acc = x * c[0] + c[1]
+    for i in range(2, len(c)):
+        acc = acc * x + c[i]
+    return acc
+
+
+@njit(inline="always")
+def _log(x):
+    bits = _bits(x)
+    exponent = _F(bits >> uint32(23)) - EXPONENT_BIAS
+    m = _from_bits((bits & uint32(0x007FFFFF)) | uint32(0x3F800000))
+    big = m > SQRT2
+    m = m * HALF if big else m
+    exponent = exponent + ONE if big else exponent
+    s = (m - ONE) / (m + ONE)
+    log_m = (s * TWO) * _horner(ATANH, s * s)
+    return exponent * LN2_HI + (exponent * LN2_LO + log_m)
+
+
+@njit(inline="always")
+def _sqrt(x):
+    y = _from_bits(uint32((_bits(x) >> uint32(1)) + uint32(0x1FBD1DF5)))
+    for _ in range(4):
+        y = (y + x / y) * HALF
+    return y
+
+
+@njit(inline="always")
+def _ndtri_lower(q):
+    """Both branches, then a select: branch-free, so LLVM vectorises the loop that calls it (the
+    tail is 15% of a normal's values; a branch per element made the draw 4x slower)."""
+    d = q - HALF
+    r = CENTRAL - d * d
+    central = (d * _horner(A, r)) / _horner(B, r)
+    t = _sqrt(-_log(q))
+    far = -(_horner(E, t - FAR) / _horner(F, t - FAR))
+    near = -(_horner(C, t - NEAR) / _horner(D, t - NEAR))
+    return central if q >= TAIL else (far if t > FAR else near)
+
+
+@njit(inline="always")
+def _affine(z, shift, scale, has_shift, has_scale):
+    if has_scale:
+        z = z * scale
+    if has_shift:
+        z = z + shift
+    return z
+
+
+@njit(inline="always")
+def _uniform(w, shift, scale, has_shift, has_scale):
+    return _affine(_F(w >> uint32(8)) * TWO_M24, shift, scale, has_shift, has_scale)
+
+
+@njit(inline="always")
+def _normal(w, shift, scale, has_shift, has_scale):
+    g = _ndtri_lower((_F(w & uint32(0x7FFFFFFF)) + HALF) * TWO_M32)
+    return _affine(-g if w >= uint32(0x80000000) else g, shift, scale, has_shift, has_scale)
+
+
+@njit(inline="always")
+def _truncated(w, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+    u = ((_F(w >> uint32(8)) + HALF) * TWO_M24) * p_span + p_low
+    u = min(max(u, SMALLEST_NORMAL), LARGEST_BELOW_ONE)
+    lower = u < HALF
+    g = _ndtri_lower(u if lower else ONE - u)
+    z = min(max(g if lower else -g, a), b)
+    return _affine(-z if mirror else z, shift, scale, has_shift, has_scale)
+
+
+@njit(inline="always")
+def _convert(words, out, offset, positive_zero, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+    """out[offset + j] = value of words[j]: one loop per kind, so each loop vectorises."""
+    if kind == 0:
+        for j in range(words.size):
+            out[offset + j] = _uniform(words[j], shift, scale, has_shift, has_scale)
+    elif kind == 1:
+        for j in range(words.size):
+            out[offset + j] = _normal(words[j], shift, scale, has_shift, has_scale)
+    else:
+        for j in range(words.size):
+            out[offset + j] = _truncated(words[j], shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+    if positive_zero:  # floats.positive_zero, which a draw applies to its result, not to leaves
+        for j in range(words.size):
+            out[offset + j] = out[offset + j] if out[offset + j] != ZERO else ZERO
+
+
+_JIT = dict(nogil=True, cache=True, error_model="numpy")  # numpy's error model: no zero-division checks
+
+
+@njit(**_JIT)
+def fill(out, k0, k1, leaf, start, positive_zero, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+    """out[j] = value of flat element start + j; element i is word i % 2 of threefry((i // 2, leaf))."""
+    k2 = uint32(k0 ^ k1 ^ uint32(PARITY))
+    words = np.empty(2 * BLOCK_PAIRS, np.uint32)
+    end = start + out.size
+    last_pair = ((end - 1) >> 1) + 1
+    for block in range(start >> 1, last_pair, BLOCK_PAIRS):
+        count = min(BLOCK_PAIRS, last_pair - block)
+        for p in range(count):  # the cipher, vectorised across pairs
+            words[2 * p], words[2 * p + 1] = _threefry(k0, k1, k2, uint32(block + p), leaf)
+        lo, hi = max(2 * block, start), min(2 * (block + count), end)
+        _convert(words[lo - 2 * block: hi - 2 * block], out, lo - start, positive_zero, kind, shift, scale, has_shift, has_scale,
+                 a, b, mirror, p_span, p_low)
+
+
+@njit(**_JIT)
+def map_words(words, out, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+    _convert(words, out, 0, False, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+
+
+__all__ = ["fill", "map_words", "numba"]
