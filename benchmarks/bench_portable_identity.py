@@ -1,9 +1,11 @@
 """Bit-identity of portable draws at scale: 10^8 values per distribution (default), drawn by
 numpy (also the MXNet backend's path), torch (also Keras on torch), JAX under jit (also Keras on
 JAX) and TensorFlow (Keras on TensorFlow), compared bit for bit; prints the number of differing
-values per framework (expected: 0) and the time each took.
+values per framework (expected: 0) and the time each took. numpy and torch draw through the
+fused kernels where numba is installed; numpy_ops and torch_ops through the frameworks' own ops.
 
-    python benchmarks/bench_portable_identity.py [--values 100000000] [--frameworks numpy,torch,jax,tensorflow]
+    python benchmarks/bench_portable_identity.py [--values 100000000]
+        [--frameworks numpy,torch,numpy_ops,torch_ops,jax,tensorflow]
 """
 
 from __future__ import annotations
@@ -46,6 +48,19 @@ def torch_draw(plan, key):
     return draw_portable(plan, 7, key).numpy()
 
 
+def numpy_ops_draw(plan, key):
+    """numpy's own ops throughout (the reference path), where numpy_draw uses the fused kernels."""
+    from polyinit.portable.xp_numpy import Ops
+
+    return evaluate.draw(Ops(use_fused=False), plan, 7, key)
+
+
+def torch_ops_draw(plan, key):
+    from polyinit.portable.xp_torch import Ops
+
+    return evaluate.draw(Ops(use_fused=False), plan, 7, key).numpy()
+
+
 def jax_draw(plan, key):
     import jax
 
@@ -67,12 +82,15 @@ def tensorflow_draw(plan, key):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--values", type=float, default=1e8)
-    parser.add_argument("--frameworks", default="numpy,torch,jax,tensorflow")
+    parser.add_argument("--frameworks", default="numpy,torch,numpy_ops,torch_ops,jax,tensorflow")
     parser.add_argument("--distributions", default=",".join(DISTRIBUTIONS))
     args = parser.parse_args()
     shape = _shape(int(args.values))
     frameworks = args.frameworks.split(",")
-    print(f"portable draws of {shape[0] * shape[1]:,} values {shape}; differing values vs numpy")
+    from polyinit.portable import fused
+
+    print(f"portable draws of {shape[0] * shape[1]:,} values {shape}; differing values vs numpy "
+          f"({'fused kernels' if fused.available() else 'numpy ops'})")
     total = 0
     for name in args.distributions.split(","):
         plan = pi.resolve(DISTRIBUTIONS[name], shape, pi.OUT_IN)
