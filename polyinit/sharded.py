@@ -18,6 +18,7 @@ import itertools
 import math
 from typing import Any
 
+from polyinit import nodes as n
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.plan import Plan
 
@@ -76,9 +77,14 @@ def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: "str | int") -> Any:
         return tensor
     ops, stream = Ops(local.device), stream_key(seed, key)
     flat = local.view(-1) if local.is_contiguous() else None
+    leaf = plan.root if isinstance(plan.root, n.RANDOM_LEAVES) else None
     pieces, at = [], 0
     with torch.no_grad():
         for run_start, run_stop in local_runs(plan.shape, tuple(shape), tuple(offset)):
+            if flat is not None and leaf is not None and ops.fill_leaf(
+                    flat[at:at + run_stop - run_start], leaf, stream, plan.leaf_index[id(leaf)], run_start):
+                at += run_stop - run_start  # one fused pass straight into the shard
+                continue
             for start in range(run_start, run_stop, CHUNK):  # bounded temporaries
                 stop = min(start + CHUNK, run_stop)
                 values = ops.cast(evaluate_span(ops, plan, stream, start, stop), plan.dtype)

@@ -44,11 +44,12 @@ class Ops:
         """Flat elements start..stop-1 of random leaf ``node`` from the fused kernel, or None."""
         return fused.values(node, key, leaf, start, stop) if self.fused else None
 
-    def fill_leaf(self, out: np.ndarray, node: Any, key: tuple[int, int], leaf: int) -> bool:
-        """Fill all of ``out`` with leaf ``node`` by the fused kernel; False where it cannot."""
+    def fill_leaf(self, out: np.ndarray, node: Any, key: tuple[int, int], leaf: int, start: int = 0) -> bool:
+        """Fill ``out`` with flat elements start.. of leaf ``node`` (-0 as +0, as a draw's result)
+        by the fused kernel; False where it cannot."""
         if not (self.fused and out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable):
             return False
-        fused.fill(node, key, leaf, 0, out)
+        fused.fill(node, key, leaf, start, out)
         return True
 
     # --- words ------------------------------------------------------------------------------

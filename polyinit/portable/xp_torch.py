@@ -38,13 +38,13 @@ class Ops:
     def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "torch.Tensor | None":
         return torch.from_numpy(fused.values(node, key, leaf, start, stop)) if self.fused else None
 
-    def fill_leaf(self, out: torch.Tensor, node: Any, key: tuple[int, int], leaf: int) -> bool:
+    def fill_leaf(self, out: torch.Tensor, node: Any, key: tuple[int, int], leaf: int, start: int = 0) -> bool:
         # Plain CPU tensors only: a subclass (DTensor, FakeTensor, a functional wrapper) may not
         # own the memory that .numpy() would show.
         if not (self.fused and type(out) in (torch.Tensor, torch.nn.Parameter) and out.device.type == "cpu"
                 and out.dtype == torch.float32 and out.is_contiguous()):
             return False
-        fused.fill(node, key, leaf, 0, out.detach().numpy())
+        fused.fill(node, key, leaf, start, out.detach().numpy())
         if not out.is_inference():  # a write through numpy is invisible to autograd's version counter
             torch.autograd.graph.increment_version(out)
         return True
