@@ -135,6 +135,10 @@ class NnxWalker:
                 children += [(f"{attribute}/{i}", v) for i, v in enumerate(value) if isinstance(v, nnx.Module)]
             elif isinstance(value, dict):
                 children += [(f"{attribute}/{k}", v) for k, v in value.items() if isinstance(v, nnx.Module)]
+        # Parameters before statistics, as torch (parameters, then buffers), Keras (trainable, then
+        # not) and linen (params, then batch_stats) list them: nnx.BatchNorm defines mean and var
+        # before scale and bias, and the same architecture must give the same record sequence.
+        own.sort(key=lambda item: isinstance(item[1], nnx.BatchStat))
         if own:
             rows, views = [], {}
             for leaf, variable in own:
