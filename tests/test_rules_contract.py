@@ -507,9 +507,14 @@ class ToyWalker:
         return self.arrays[param.path]
 
 
-def test_a_new_framework_is_one_record():
+def test_a_new_framework_is_one_record(monkeypatch):
+    import polyinit.frameworks as F
     from polyinit.frameworks import Framework, frameworks, register_framework
 
+    # The registry is global: give it back afterwards (test_framework_records checks every record
+    # names a real backend, and 'toy' has none).
+    frameworks()
+    monkeypatch.setattr(F, "_FRAMEWORKS", dict(F._FRAMEWORKS))
     register_framework(Framework(name="toy", display="Toy", detect=lambda m: isinstance(m, ToyModel),
                                  walker=ToyWalker, presets={"dense": ("in out", "in out")}))
     assert "toy" in [f.name for f in frameworks()] and pi.preset("toy", "dense").pattern == "in out"
