@@ -409,7 +409,7 @@ def _conv_axes(shape, ctx, owner: str) -> tuple[int, int, tuple[int, ...]]:
 def _blocks(spec: s.Blocks, shape, ctx) -> Resolved:
     if not shape:
         raise ShapeError("Blocks: needs a tensor of rank >= 1, received a scalar")
-    axis = _axis(spec.axis, shape, ctx, "Blocks")
+    axis = _packed_axis(spec.axis, shape, ctx, _axis(spec.axis, shape, ctx, "Blocks"))
     count = len(spec.parts)
     if shape[axis] % count:
         raise ShapeError(f"Blocks: axis {axis} of shape {shape} has {shape[axis]} entries, "
@@ -419,6 +419,22 @@ def _blocks(spec: s.Blocks, shape, ctx) -> Resolved:
     resolved = [_resolve(part, part_shape, _Context(ctx.layout, ctx.fans_seen, {})) for part in spec.parts]
     node = n.Concat(shape, axis, tuple(node for node, _ in resolved))
     return node, functools.partial(_mixture_stats, axis, [promise for _, promise in resolved])
+
+
+def _packed_axis(role, shape, ctx, axis: int) -> int:
+    """The axis Blocks split for the role ``"out"``: the ``batch`` axis where the layout has one.
+
+    A logical view splits a packed output axis into (blocks, size) with the blocks as a ``batch``
+    axis (an LSTM's (4H, in) weight seen as (4, H, in) "batch out in", packed q/k/v as (3, E, E),
+    conv groups; portable draws move it last: "out in batch"). Blocks along ``out`` then mean what
+    they mean on the stored tensor, whose packed axis runs block-major: whole entries of the batch
+    axis (one gate each for lstm_kernel's four), not slices of every block's ``out``. A count that
+    does not divide the batch axis is refused by the caller."""
+    if role == "out" and ctx.layout is not None and len(shape) > 1:
+        batch = ctx.layout.axes_with("batch", len(shape))
+        if len(batch) == 1:
+            return batch[0]
+    return axis
 
 
 def _mixture_stats(axis: int, promises) -> Stats:

@@ -1,12 +1,17 @@
 """Copy weights between frameworks through the portable records: ``transfer(source, target)``.
 
-Both models are walked into portable records (``polyinit.params.Param``) in declaration order;
-the i-th parameter of the source goes to the i-th of the target. Each value is moved through the
-logical order (out, in, spatial; an embedding as (num, dim); ``polyinit.logical``), so a torch
-(out, in) weight lands in a Keras (in, out) kernel transposed, and a torch (out, in, kh, kw) conv
-weight in a Flax (kh, kw, in, out) kernel. Every pair is checked first (count, role, kind where
-both are known, logical shape); any mismatch is an error naming both paths, and nothing is
-written. A failed write restores what was written.
+Both models are walked into portable records (``polyinit.params.Param``) in declaration order
+and collapsed into logical parameters (``polyinit.params.logical_params``); the i-th logical
+parameter of the source goes to the i-th of the target. Each value is moved through the logical
+order (out, in, spatial, batch; an embedding as (num, dim); ``polyinit.logical``), so a torch
+(out, in) weight lands in a Keras (in, out) kernel transposed, a torch (out, in, kh, kw) conv
+weight in a Flax (kh, kw, in, out) kernel, and a torch LSTM's (4H, in) ``weight_ih_l0`` in a Keras
+(in, 4H) kernel or in nnx's four per-gate (in, H) kernels (a stack's parts are its gates). A sum
+(torch's ``bias_ih + bias_hh``) is read as the sum; written into a sum, the whole value goes to the
+first part and zeros to the others: the effective bias is exact, the split between the two is not
+kept. Every pair is checked first (count, role, kind where both are known, logical shape); any
+mismatch is an error naming both paths, and nothing is written. A failed write restores what was
+written.
 
 Sources: a model of any framework polyinit walks (torch module, Keras model, flax nnx module or
 linen variables, Gluon block); a torch ``state_dict`` (torch's layout is assumed: the names give
@@ -26,7 +31,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from polyinit.logical import canonical_order, inverse
-from polyinit.params import Param, RuleError
+from polyinit.params import LogicalParam, Param, RuleError, logical_params
 from polyinit.layout import OUT_IN
 
 _SAME_ROLE = {"scale": "weight", "offset": "bias", "embedding": "weight", "recurrent": "weight"}
@@ -58,17 +63,31 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def _to_logical(param: Param, values: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    shape, layout = param.logical_shape, param.semantic_layout
-    perm = canonical_order(param, shape, layout)
-    logical = np.transpose(np.asarray(values).reshape(shape), perm)
-    return logical, tuple(logical.shape)
+def _to_logical(param: LogicalParam, read: Any) -> np.ndarray:
+    """The logical parameter's value in the canonical order: its parts read, each in its logical
+    shape (a C-order reshape), then stacked, summed or taken whole."""
+    parts = [np.asarray(read(p)).reshape(p.logical_shape) for p in param.parts]
+    value = np.stack(parts) if param.combine == "stack" else sum(parts[1:], parts[0])
+    return np.transpose(value, canonical_order(param, param.shape, param.layout))
 
 
-def _from_logical(param: Param, logical: np.ndarray) -> np.ndarray:
-    shape, layout = param.logical_shape, param.semantic_layout
-    perm = canonical_order(param, shape, layout)
-    return np.ascontiguousarray(np.transpose(logical, inverse(perm))).reshape(param.shape)
+def _from_logical(param: LogicalParam, logical: np.ndarray) -> list[tuple[Param, np.ndarray]]:
+    """(part, values in its real shape) for each part of ``param``: a stack's blocks, or a sum's
+    whole value in the first part and zeros in the others."""
+    value = np.transpose(logical, inverse(canonical_order(param, param.shape, param.layout)))
+    if param.combine == "stack":
+        pieces = list(value)
+    else:
+        pieces = [value] + [np.zeros_like(value)] * (len(param.parts) - 1)
+    return [(p, np.ascontiguousarray(piece).reshape(p.shape)) for p, piece in zip(param.parts, pieces)]
+
+
+def _canonical_shape(param: LogicalParam) -> tuple[int, ...]:
+    return tuple(param.shape[i] for i in canonical_order(param, param.shape, param.layout))
+
+
+def _stored_shape(param: LogicalParam) -> tuple[int, ...]:
+    return param.parts[0].shape if len(param.parts) == 1 else param.shape
 
 
 def _state_dict_records(state: Mapping[str, Any]) -> tuple[list[Param], dict[str, np.ndarray]]:
@@ -103,7 +122,7 @@ def _source(source: Any, source_model: Any) -> tuple[list[Param], Any]:
     return params, lambda param: np.asarray(walker.read(source, param))
 
 
-def _compatible(source: Param, target: Param) -> bool:
+def _compatible(source: LogicalParam, target: LogicalParam) -> bool:
     roles = {_SAME_ROLE.get(source.role, source.role), _SAME_ROLE.get(target.role, target.role)}
     if len(roles) > 1:
         return False
@@ -119,9 +138,9 @@ def transfer(source: Any, target: Any, *, source_model: Any = None) -> "Transfer
     """
     from polyinit.frameworks import walker_for
 
-    source_params, read = _source(source, source_model)
+    records, read = _source(source, source_model)
     walker = walker_for(target)
-    target_params = walker.walk(target)
+    source_params, target_params = logical_params(records), logical_params(walker.walk(target))
     if len(source_params) != len(target_params):
         extra = [p.path for p in source_params[len(target_params):]] or [p.path for p in target_params[len(source_params):]]
         side = "source" if len(source_params) > len(target_params) else "target"
@@ -129,13 +148,12 @@ def transfer(source: Any, target: Any, *, source_model: Any = None) -> "Transfer
                             f"{len(target_params)}; unpaired in the {side}: {', '.join(extra[:8])}")
     moves, report = [], TransferReport()
     for s, t in zip(source_params, target_params):
-        logical, shape = _to_logical(s, read(s))
-        t_logical = tuple(t.logical_shape[i] for i in canonical_order(t, t.logical_shape, t.semantic_layout))
+        shape, t_logical = _canonical_shape(s), _canonical_shape(t)
         if not _compatible(s, t) or shape != t_logical:
             raise TransferError(f"transfer: source {s.path!r} ({s.kind} {s.role}, logical shape {shape}) does not "
                                 f"match target {t.path!r} ({t.kind} {t.role}, logical shape {t_logical}); nothing "
                                 "was written")
-        moves.append((t, _from_logical(t, logical)))
-        report.rows.append(Moved(s.path, t.path, shape, s.shape, t.shape))
+        moves += _from_logical(t, _to_logical(s, read))
+        report.rows.append(Moved(s.path, t.path, shape, _stored_shape(s), _stored_shape(t)))
     result = walker.write(target, moves)
     return (result, report) if walker.returns_new else report

@@ -170,6 +170,22 @@ def test_lstm_bias_blocks_in_gate_order():
     assert plan.stats.mean == pytest.approx(0.25)
 
 
+def test_blocks_along_out_follow_the_packed_axis_of_a_gate_view():
+    """An LSTM's (4H, in) weight seen as (4, H, in) 'batch out in' (fans='semantic'), or in the
+    portable order (H, in, 4) 'out in batch': lstm_kernel's four blocks are the four gates, the
+    same elements as on the stored tensor, each with per-gate fans."""
+    kernel = pi.lstm_kernel(i=pi.zeros(), f=pi.ones(), g=pi.zeros(), o=pi.glorot_uniform())
+    for shape, layout, axis in [((4, 3, 5), "batch out in", 0), ((3, 5, 4), "out in batch", 2)]:
+        plan = pi.resolve(kernel, shape, pi.Layout(layout))
+        assert plan.root.axis == axis and plan.root.children[1].shape == shape[:axis] + (1,) + shape[axis + 1:]
+        bound = plan.root.children[3].high
+        assert bound == pytest.approx(math.sqrt(6 / (5 + 3)))  # fan_in 5, fan_out H = 3
+    with pytest.raises(pi.ShapeError, match="not divisible into 3 blocks"):
+        pi.resolve(pi.Blocks(axis="out", parts=(pi.zeros(),) * 3), (4, 3, 5), pi.Layout("batch out in"))
+    # 'in' is never packed with the blocks: unchanged.
+    assert pi.resolve(pi.Blocks(axis="in", parts=(pi.zeros(),) * 5), (4, 3, 5), pi.Layout("batch out in")).root.axis == 2
+
+
 def test_zero_size_resolves_to_empty_for_any_scheme():
     plan = pi.resolve(pi.glorot_uniform(), (0, 784), pi.OUT_IN)
     assert plan.size == 0 and plan.leaves == () and plan.describe() == "empty (no elements)"

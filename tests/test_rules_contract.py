@@ -1,7 +1,8 @@
 """The rules contract on small models: positions in declaration order, shadowed rules, stable
 seeds and the key hook, seeds refused or accepted, all-or-nothing writes, non-float state,
-strict groups/labels/trainable, the report, the module-type registry and one record sequence for
-one architecture in every framework."""
+strict groups/labels/trainable, the report, the module-type registry and one logical record
+sequence for one architecture (MLP, CNN with BatchNorm, transformer block, LSTM) in every
+framework, with per-gate semantic fans for the LSTM."""
 
 import gc
 import warnings
@@ -274,14 +275,29 @@ def test_unregistered_module_types_are_reported_then_registered():
 # --- one architecture, one record sequence ---------------------------------------------------
 
 
-def _records(model):
-    """(layer, kind, role, logical shape in (out, in, spatial) order) per parameter, sorted by layer and role."""
+def _records(model, grouped=True):
+    """(layer, kind, role, logical shape in (batch, out, in, spatial) order) per logical parameter
+    (``logical_params``: per-gate kernels stacked, b_ih + b_hh one bias), in declaration order;
+    ``grouped=False``: per tensor, as the walker gives them."""
+    from polyinit.params import logical_params
+
+    params = walker_for(model).walk(model)
+    views = logical_params(params) if grouped else [(p.layer, p.kind, p.role, p.logical_shape, p.semantic_layout)
+                                                    for p in params]
     out = []
-    for p in walker_for(model).walk(model):
-        roles = p.semantic_layout.roles(len(p.logical_shape))
-        dims = tuple(n for order in ("batch", "out", "in", "spatial") for n, r in zip(p.logical_shape, roles) if r == order)
-        out.append((p.layer, p.kind, p.role, dims))
-    return sorted(out)
+    for p in views:
+        layer, kind, role, shape, layout = (p.layer, p.kind, p.role, p.shape, p.layout) if grouped else p
+        roles = layout.roles(len(shape))
+        dims = tuple(n for order in ("batch", "out", "in", "spatial") for n, r in zip(shape, roles) if r == order)
+        out.append((layer, kind, role, dims))
+    return out
+
+
+# One LSTM layer (input 6, hidden 8) and a dense head (8 -> 3), read off the architecture: the
+# 4 gates (i, f, g, o) of the input weight (4, H, in), of the recurrent weight (4, H, H), of the
+# effective bias (4, H), then the head.
+LSTM_RECORDS = [(0, "recurrent", "weight", (4, 8, 6)), (0, "recurrent", "recurrent", (4, 8, 8)),
+                (0, "recurrent", "bias", (4, 8)), (1, "dense", "weight", (3, 8)), (1, "dense", "bias", (3,))]
 
 
 def _torch_models():
@@ -296,7 +312,12 @@ def _torch_models():
             self.norm = nn.LayerNorm(8)
             self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
 
-    return [mlp, cnn, Block()]
+    class LSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = nn.LSTM(6, 8, batch_first=True), nn.Linear(8, 3)
+
+    return [mlp, cnn, Block(), LSTM()]
 
 
 def _keras_models():
@@ -305,10 +326,11 @@ def _keras_models():
     cnn = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3), L.BatchNormalization(), L.Flatten(), L.Dense(5)])
     layers = [L.Dense(8) for _ in range(4)] + [L.LayerNormalization(), L.Dense(16), L.Dense(8)]
     block = keras.Sequential([keras.Input((8,))] + layers)  # the same layers in the same order
-    return [mlp, cnn, block]
+    lstm = keras.Sequential([keras.Input((5, 6)), L.LSTM(8), L.Dense(3)])
+    return [mlp, cnn, block, lstm]
 
 
-def _nnx_models():
+def _nnx_models(cell=nnx.LSTMCell):
     r = nnx.Rngs(0)
 
     class MLP(nnx.Module):
@@ -327,10 +349,14 @@ def _nnx_models():
             self.norm = nnx.LayerNorm(8, rngs=r)
             self.up, self.down = nnx.Linear(8, 16, rngs=r), nnx.Linear(16, 8, rngs=r)
 
-    return [MLP(), CNN(), Block()]
+    class LSTM(nnx.Module):
+        def __init__(self):
+            self.rnn, self.head = nnx.RNN(cell(6, 8, rngs=r)), nnx.Linear(8, 3, rngs=r)
+
+    return [MLP(), CNN(), Block(), LSTM()]
 
 
-def _linen_models():
+def _linen_models(cell=linen.LSTMCell):
     class MLP(linen.Module):
         @linen.compact
         def __call__(self, x):
@@ -349,14 +375,64 @@ def _linen_models():
                 x = linen.Dense(8)(x)
             return linen.Dense(8)(linen.Dense(16)(linen.LayerNorm()(x)))
 
+    class LSTM(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            return linen.Dense(3)(linen.RNN(cell(8))(x)[:, -1])
+
     key = jax.random.key(0)
-    return [MLP().init(key, jnp.ones((1, 6))), CNN().init(key, jnp.ones((1, 8, 8, 3))), Block().init(key, jnp.ones((1, 8)))]
+    return [MLP().init(key, jnp.ones((1, 6))), CNN().init(key, jnp.ones((1, 8, 8, 3))), Block().init(key, jnp.ones((1, 8))),
+            LSTM().init(key, jnp.ones((1, 5, 6)))]
 
 
 def test_one_architecture_gives_one_record_sequence_in_every_framework():
     torch_records = [_records(m) for m in _torch_models()]
-    for name, models in [("keras", _keras_models()), ("nnx", _nnx_models()), ("linen", _linen_models())]:
+    assert torch_records[-1] == LSTM_RECORDS
+    for name, models in [("keras", _keras_models()), ("nnx", _nnx_models()), ("linen", _linen_models()),
+                         ("nnx OptimizedLSTMCell", _nnx_models(nnx.OptimizedLSTMCell)),
+                         ("linen OptimizedLSTMCell", _linen_models(linen.OptimizedLSTMCell))]:
         assert [_records(m) for m in models] == torch_records, name
+
+
+def test_the_lstm_comparison_can_fail():
+    """Per tensor, nnx's LSTMCell is 12 records (a kernel per gate and source, a bias per gate)
+    and torch's LSTM 4 (two summed biases): only the logical records agree."""
+    (torch_lstm,), (nnx_lstm,) = _torch_models()[-1:], _nnx_models()[-1:]
+    per_tensor = _records(nnx_lstm, grouped=False)
+    assert per_tensor != _records(torch_lstm) and per_tensor != _records(torch_lstm, grouped=False)
+    assert len(per_tensor) == 12 + 2 and len(_records(torch_lstm, grouped=False)) == 4 + 2
+    assert {layer for layer, *_ in per_tensor} == {0, 1}  # one layer for the whole cell, not one per gate
+
+
+def test_cells_keep_their_declaration_order():
+    """linen.RNN's scan hands the cell's variables back sorted by name (hf before ii); the walker
+    lists them as linen.LSTMCell creates them, gate by gate, and nnx's in attribute order."""
+    tree = _linen_models()[-1]
+    assert list(tree["params"]["LSTMCell_0"])[:2] == ["hf", "hg"]  # what the walker has to undo
+    linen_paths = [p.path for p in walker_for(tree).walk(tree)]
+    assert linen_paths == [f"params/LSTMCell_0/{name}" for gate in "ifgo"
+                           for name in (f"i{gate}/kernel", f"h{gate}/kernel", f"h{gate}/bias")] + \
+        ["params/Dense_0/kernel", "params/Dense_0/bias"]
+    nnx_paths = [p.path for p in walker_for(_nnx_models()[-1]).walk(_nnx_models()[-1])]
+    assert nnx_paths[:4] == [f"rnn/cell/{g}/kernel" for g in ("ii", "if_", "ig", "io")]
+    assert nnx_paths[4:6] == ["rnn/cell/hi/kernel", "rnn/cell/hi/bias"]
+
+
+def test_logical_params_refuse_parts_that_disagree():
+    from polyinit.layout import Layout
+    from polyinit.params import Param, Part, logical_params
+
+    def part(index, shape=(6, 8), role="weight"):
+        return Param(f"cell/{index}/kernel", "recurrent", role, shape, Layout("in out"), 0, part=Part("cell/w", "stack", index))
+
+    with pytest.raises(R.RuleError, match="disagree"):
+        logical_params([part(0), part(1, (6, 9))])
+    with pytest.raises(R.RuleError, match="disagree"):
+        logical_params([part(0), part(1, role="recurrent")])
+    with pytest.raises(R.RuleError, match=r"part indexes \[0, 2\]"):
+        logical_params([part(0), part(2)])
+    with pytest.raises(R.RuleError, match="combine"):
+        Part("cell/w", "concat")
 
 
 @pytest.mark.parametrize("module", ["polyinit.rules", "polyinit.selectors", "polyinit.params", "polyinit.frameworks"])
@@ -428,6 +504,52 @@ def test_semantic_fans_agree_across_frameworks():
     mha = keras.layers.MultiHeadAttention(num_heads=4, key_dim=16)
     mha(keras.ops.zeros((1, 2, 64)), keras.ops.zeros((1, 2, 64)))
     assert _semantic_fans(mha, "query/kernel") == _semantic_fans(torch.nn.MultiheadAttention(64, 4), "in_proj_weight")
+
+
+def test_semantic_lstm_fans_are_per_gate_in_every_framework():
+    """glorot_uniform on an LSTM (input 6, hidden 8) under fans='semantic': each gate is a 6 -> 8
+    map (recurrent: 8 -> 8), whether the framework packs the 4 gates (torch (32, 6), Keras and
+    nnx's OptimizedLSTMCell (6, 32)) or keeps one kernel per gate (nnx's and linen's LSTMCell)."""
+    rules = R.Rules([(R.kind("recurrent") & R.role("weight", "recurrent"), pi.glorot_uniform()), (R.every(), R.KEEP)])
+    r = nnx.Rngs(0)
+
+    def fans(model, convention):
+        report = R.apply(model, rules, fans=convention)
+        report = report[1] if isinstance(report, tuple) else report  # linen: (new tree, report)
+        return {(row.role, row.fan_in, row.fan_out, row.drawn) for row in report.rows if row.rule_index == 0}
+
+    def uniform(fan_in, fan_out):
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        return f"uniform({-bound:.4g}, {bound:.4g})"
+
+    per_gate = {("weight", 6, 8, uniform(6, 8)), ("recurrent", 8, 8, uniform(8, 8))}
+    models = {"torch": torch.nn.LSTM(6, 8), "keras": keras.Sequential([keras.Input((5, 6)), keras.layers.LSTM(8)]),
+              "nnx": nnx.RNN(nnx.LSTMCell(6, 8, rngs=r)), "nnx fused": nnx.RNN(nnx.OptimizedLSTMCell(6, 8, rngs=r)),
+              "linen": _linen_models()[-1]}
+    for name, model in models.items():
+        assert fans(model, "semantic") == per_gate, name
+    # Native fans stay each framework's own: the packed gates count into fan_out.
+    assert fans(models["torch"], "native") == {("weight", 6, 32, uniform(6, 32)), ("recurrent", 8, 32, uniform(8, 32))}
+    assert fans(models["keras"], "native") == fans(models["torch"], "native")
+    assert fans(models["nnx"], "native") == per_gate
+
+
+def test_lstm_gate_blocks_mean_the_same_gates_under_either_fans():
+    """lstm_bias / lstm_kernel under fans='semantic' see the (4, H) gate view; their blocks are
+    still the four gates (the forget block at entries H..2H of the stored tensor)."""
+    rules = R.Rules([(R.role("bias"), pi.lstm_bias(1.0)),
+                     (R.role("weight"), pi.lstm_kernel(i=pi.zeros(), f=pi.ones(), g=pi.zeros(), o=pi.zeros())),
+                     (R.every(), R.KEEP)])
+    forget = np.repeat([0.0, 1.0, 0.0, 0.0], 8)
+    for convention in ("native", "semantic"):
+        model = torch.nn.LSTM(6, 8)
+        R.apply(model, rules, fans=convention)
+        assert np.array_equal(model.bias_ih_l0.detach().numpy(), forget), convention
+        assert np.array_equal(model.weight_ih_l0.detach().numpy(), np.repeat(forget[:, None], 6, axis=1)), convention
+        layer = keras.Sequential([keras.Input((5, 6)), keras.layers.LSTM(8)])
+        R.apply(layer, rules, fans=convention)
+        assert np.array_equal(layer.weights[2].numpy(), forget), convention
+        assert np.array_equal(layer.weights[0].numpy(), np.repeat(forget[None, :], 6, axis=0)), convention
 
 
 def test_the_same_weights_in_another_process():
@@ -507,9 +629,14 @@ class ToyWalker:
         return self.arrays[param.path]
 
 
-def test_a_new_framework_is_one_record():
+def test_a_new_framework_is_one_record(monkeypatch):
+    import polyinit.frameworks as F
     from polyinit.frameworks import Framework, frameworks, register_framework
 
+    # The registry is global: give it back afterwards (test_framework_records checks every record
+    # names a real backend, and 'toy' has none).
+    frameworks()
+    monkeypatch.setattr(F, "_FRAMEWORKS", dict(F._FRAMEWORKS))
     register_framework(Framework(name="toy", display="Toy", detect=lambda m: isinstance(m, ToyModel),
                                  walker=ToyWalker, presets={"dense": ("in out", "in out")}))
     assert "toy" in [f.name for f in frameworks()] and pi.preset("toy", "dense").pattern == "in out"

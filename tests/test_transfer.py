@@ -1,6 +1,7 @@
 """transfer (issue 12, point 4): weights copied between frameworks through the portable records,
-layouts converted; a torch CNN round-trips through Keras and nnx with identical outputs; every
-mismatch is an error that writes nothing."""
+layouts converted; a torch CNN round-trips through Keras and nnx with identical outputs, and so
+does an LSTM (through Keras, nnx's two cells and linen); every mismatch is an error that writes
+nothing."""
 
 from __future__ import annotations
 
@@ -63,3 +64,95 @@ def test_mismatches_are_errors_and_write_nothing():
     with pytest.raises(TransferError, match="unpaired in the source"):
         transfer(source, shorter)
     assert all(a.equal(b) for a, b in zip(before, other.parameters()))
+
+
+# --- an LSTM: packed gates, per-gate kernels and a summed bias ---------------------------------
+
+SEQ = np.random.default_rng(2).standard_normal((3, 5, 6)).astype(np.float32)  # (batch, time, input 6)
+
+
+def _torch_lstm():
+    torch = pytest.importorskip("torch")
+
+    class LSTM(torch.nn.Module):  # input 6, hidden 8, a dense head on the last step
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = torch.nn.LSTM(6, 8, batch_first=True), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1])
+
+    model = LSTM()
+    return model, lambda x: model(torch.as_tensor(x)).detach().numpy()
+
+
+def _keras_lstm():
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((5, 6)), keras.layers.LSTM(8), keras.layers.Dense(3)])
+    return model, lambda x: keras.ops.convert_to_numpy(model(x))
+
+
+def _nnx_lstm(cell_name):
+    nnx = pytest.importorskip("flax.nnx")
+
+    class LSTM(nnx.Module):
+        def __init__(self, rngs):
+            self.rnn = nnx.RNN(getattr(nnx, cell_name)(6, 8, rngs=rngs))
+            self.head = nnx.Linear(8, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.head(self.rnn(x)[:, -1])
+
+    model = LSTM(nnx.Rngs(0))
+    return model, lambda x: np.asarray(model(x))
+
+
+def test_an_lstm_moves_between_torch_keras_nnx_and_linen_with_identical_outputs():
+    """torch's packed (4H, in) weights and b_ih + b_hh, Keras's (in, 4H) kernels and one bias,
+    nnx's and linen's per-gate kernels (or OptimizedLSTMCell's fused ones): the same gates (i, f,
+    g, o) in every framework, so the same function after a transfer either way."""
+    torch = pytest.importorskip("torch")
+    source, run_source = _torch_lstm()
+    with torch.no_grad():  # away from the defaults, biases included, so a wrong gate would show
+        for p in source.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.5)
+    expected = run_source(SEQ)
+    middles = [_keras_lstm, lambda: _nnx_lstm("LSTMCell"), lambda: _nnx_lstm("OptimizedLSTMCell")]
+    for build in middles:
+        middle, run_middle = build()
+        report = transfer(source, middle)
+        assert [r.logical_shape for r in report.rows] == [(8, 6, 4), (8, 8, 4), (8, 4), (3, 8), (3,)]
+        back, run_back = _torch_lstm()
+        # Before middle runs: nnx.RNN's scan (like nnx.jit) leaves the cell's attributes sorted by
+        # name, and the nnx walker reads declaration order from attribute order (not fixed here).
+        transfer(middle, back)
+        np.testing.assert_allclose(run_middle(SEQ), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(run_back(SEQ), expected, rtol=1e-5, atol=1e-6)
+        # The effective bias comes back; its split between b_ih and b_hh does not (all in b_ih).
+        lstm, again = source.lstm, back.lstm
+        assert torch.equal(again.bias_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0) and not again.bias_hh_l0.any()
+        assert torch.equal(again.weight_ih_l0, lstm.weight_ih_l0) and torch.equal(again.weight_hh_l0, lstm.weight_hh_l0)
+
+    jax = pytest.importorskip("jax")
+    from flax import linen
+
+    class Linen(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            return linen.Dense(3)(linen.RNN(linen.LSTMCell(8))(x)[:, -1])
+
+    tree, _ = transfer(source, Linen().init(jax.random.key(0), SEQ[:1]))
+    np.testing.assert_allclose(np.asarray(Linen().apply(tree, SEQ)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_lstm_does_not_pair_with_a_gru_or_another_width():
+    torch = pytest.importorskip("torch")
+    source, _ = _torch_lstm()
+    gru = torch.nn.Sequential(torch.nn.GRU(6, 8), torch.nn.Linear(8, 3))  # b_ih, b_hh: no sum in a GRU
+    with pytest.raises(TransferError, match="source has 5 parameters and the target 6"):
+        transfer(source, gru)
+    wider = torch.nn.Sequential(torch.nn.LSTM(6, 16), torch.nn.Linear(16, 3))
+    before = [p.detach().clone() for p in wider.parameters()]
+    with pytest.raises(TransferError, match=r"logical shape \(8, 6, 4\)\) does not match target '0.weight_ih_l0'"):
+        transfer(source, wider)
+    assert all(a.equal(b) for a, b in zip(before, wider.parameters()))

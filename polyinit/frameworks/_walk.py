@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 from polyinit.frameworks import module_type_of
 from polyinit.layout import Layout
-from polyinit.params import ModelError, ModuleType, Param, ParamType, split_view
+from polyinit.params import ModelError, ModuleType, Param, ParamType, Part, split_view
 
 ROLE_BY_NAME = {"weight": "weight", "kernel": "weight", "bias": "bias", "gamma": "scale", "scale": "scale",
                 "beta": "offset", "offset": "offset", "embedding": "embedding", "embeddings": "embedding",
@@ -26,6 +26,29 @@ def role_by_name(kind: str, leaf: str) -> str:
     if kind == "embedding" and role == "weight":
         return "embedding"
     return role
+
+
+def fused_rnn_type(source: str, bias: bool, gates: int, bias_group: Optional[str]) -> ParamType:
+    """One tensor of a fused recurrent layer that packs its gates along the first axis, as torch
+    (``weight_ih_l0`` (gates*H, in), ``bias_hh_l0`` (gates*H,)) and Gluon (``l0_i2h_weight``) do.
+
+    ``source``: ``"input"`` (ih, i2h), ``"hidden"`` (hh, h2h) or ``"projection"`` (torch's hr,
+    Gluon's h2r: not packed). ``gates``: the blocks the packed axis splits into in the logical view
+    (4 for an LSTM, in the order i, f, g, o in torch, Keras, Flax and Gluon alike); 1 keeps it
+    whole. ``bias_group``: the logical bias that the input and hidden biases sum into (both are
+    added to every gate's pre-activation), or None where they do not (a GRU's b_hn is scaled by
+    the reset gate).
+
+    >>> fused_rnn_type("input", False, 4, "bias_l0").split
+    (0, 4)
+    >>> fused_rnn_type("hidden", True, 4, "bias_l0").part
+    Part(group='bias_l0', combine='sum', index=1)
+    """
+    split = (0, gates) if gates > 1 and source != "projection" else None
+    if not bias:
+        return ParamType("recurrent" if source == "hidden" else "weight", "out in", split=split)
+    part = None if bias_group is None else Part(bias_group, "sum", 0 if source == "input" else 1)
+    return ParamType("bias", "out", split=split, part=part)
 
 
 def is_float(dtype: str) -> bool:
@@ -51,6 +74,7 @@ class Builder:
         self._aliases: dict[int, list[str]] = {}
         self._kind_counts: dict[str, int] = {}
         self._layers = 0
+        self._units: dict[str, tuple[int, int]] = {}
         self.overrides: dict[str, ParamType] = {}
 
     def add_overrides(self, prefix: str, entry: Optional[ModuleType]) -> None:
@@ -63,10 +87,16 @@ class Builder:
                 self.overrides[f"{prefix}{self.sep}{leaf}" if prefix else leaf] = ptype
 
     def layer(self, layer_path: str, module: Any, own: list[tuple], *, key_prefix: str,
-              kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[dict] = None) -> None:
+              kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[dict] = None,
+              types: Optional[dict] = None, unit: Optional[str] = None) -> None:
         """Add one layer. ``own``: (leaf, handle, identity, shape, dtype, trainable, device[, type leaf]) tuples;
         ``kind`` forces the kind (a layer inside an attention block); ``fallback`` is the walker's
-        own guess for unregistered types; ``views[leaf] = (logical_shape, semantic Layout[, native pattern])``."""
+        own guess for unregistered types; ``views[leaf] = (logical_shape, semantic Layout[, native pattern])``;
+        ``types[type leaf]``: a ParamType the walker worked out itself (torch's ``weight_ih_l1``,
+        whose names carry layer numbers), before the registry's. ``unit``: layers given the same
+        unit are one layer (one position): a recurrent cell whose gates are child modules (nnx's
+        ``LSTMCell.ii``, ``.hi``, ...). A ParamType's ``part`` group is prefixed with the unit, or
+        the layer's ``key_prefix``, so that it names one logical parameter in the model."""
         entry, type_path = module_type_of(module) if module is not None else (None, "")
         fresh = []
         for row in own:
@@ -85,12 +115,10 @@ class Builder:
         if resolved_kind is None:
             resolved_kind = "other"
             self.unknown.setdefault(type_path, []).extend(p for _, p, *_ in fresh)
-        position = self._layers
-        self._layers += 1
-        kind_position = self._kind_counts.get(resolved_kind, 0)
-        self._kind_counts[resolved_kind] = kind_position + 1
+        position, kind_position = self._position(unit, resolved_kind)
         for leaf, path, handle, identity, shape, dtype, trainable, device in fresh:
-            ptype = self.overrides.get(path) or (entry.params.get(leaf) or entry.params.get("*") if entry else None)
+            ptype = ((types or {}).get(leaf) or self.overrides.get(path)
+                     or (entry.params.get(leaf) or entry.params.get("*") if entry else None))
             role = ptype.role if ptype else role_by_name(resolved_kind, leaf)
             pattern = ptype.layout if ptype else self.default_layout
             logical, semantic = split_view(shape, pattern, ptype.split if ptype else None,
@@ -103,9 +131,26 @@ class Builder:
             self._owner[identity] = len(self.params)
             self._aliases[len(self.params)] = []
             self.handles[path] = handle
+            part = None
+            if ptype is not None and ptype.part is not None:
+                base = key_prefix if unit is None else unit
+                group = f"{base}{self.sep}{ptype.part.group}" if base else ptype.part.group
+                part = dataclasses.replace(ptype.part, group=group)
             self.params.append(Param(path, resolved_kind, role, shape, Layout(pattern), position, dtype,
                                      layer_path, type_path, kind_position, f"{key_prefix}{self.sep}{leaf}",
-                                     (), bool(trainable), str(device), logical, semantic))
+                                     (), bool(trainable), str(device), logical, semantic, part))
+
+    def _position(self, unit: Optional[str], kind: str) -> tuple[int, int]:
+        """(position, kind position) of a new layer; a unit seen before keeps its first ones."""
+        if unit is not None and unit in self._units:
+            return self._units[unit]
+        position = self._layers
+        self._layers += 1
+        kind_position = self._kind_counts.get(kind, 0)
+        self._kind_counts[kind] = kind_position + 1
+        if unit is not None:
+            self._units[unit] = (position, kind_position)
+        return position, kind_position
 
     def finish(self) -> list[Param]:
         for index, aliases in self._aliases.items():

@@ -12,13 +12,42 @@ import numpy as np
 from polyinit.frameworks import Framework, module_type_of, register_module_type
 from polyinit.frameworks._walk import Builder, assign_item, dtype_name, role_by_name, write_or_restore
 from polyinit.layout import Layout
-from polyinit.params import ModuleType, Param, ParamType, grouped_view
+from polyinit.params import ModuleType, Param, ParamType, Part, grouped_view
 
 _NN = "flax.nnx.nn"
 _KERNEL = {"kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}
 _NORM = ModuleType("norm", {"scale": ParamType("scale", "out"), "bias": ParamType("offset", "out"),
                             "mean": ParamType("running_mean", "out"), "var": ParamType("running_var", "out")})
 _CELL = ModuleType("recurrent", {})
+
+
+def _lstm_gates(forget: str) -> ModuleType:
+    """An LSTM cell with one dense layer per gate and source (flax's ``LSTMCell``: ``ii``, ``hi``,
+    ``if``, ... with the bias on the hidden side only). The four input kernels stack into one
+    logical (4, in, H) weight, the four hidden kernels into the (4, H, H) recurrent one, the
+    biases into one (4, H) bias, in the gate order i, f, g, o. ``forget``: the forget gate's
+    input layer (nnx names it ``if_``: ``if`` is a Python keyword). Leaves are listed in the
+    order linen creates them (ii, hi, if, hf, ...; its call computes gate by gate)."""
+    params = {}
+    for index, gate in enumerate("ifgo"):
+        params[f"{forget if gate == 'f' else 'i' + gate}.kernel"] = ParamType("weight", "in out", part=Part("weight", "stack", index))
+        params[f"h{gate}.kernel"] = ParamType("recurrent", "in out", part=Part("recurrent", "stack", index))
+        params[f"h{gate}.bias"] = ParamType("bias", "out", part=Part("bias", "stack", index))
+    return ModuleType("recurrent", params)
+
+
+# The fused cells: one input and one hidden dense layer over all gates; OptimizedLSTMCell's
+# (in, 4H) kernels read as (in, 4, H), its (4H,) bias as (4, H) (gates i, f, g, o: jnp.split).
+_FUSED_LSTM = ModuleType("recurrent", {"dense_i.kernel": ParamType("weight", "in out", split=(1, 4)),
+                                       "dense_h.kernel": ParamType("recurrent", "in out", split=(1, 4)),
+                                       "dense_h.bias": ParamType("bias", "out", split=(0, 4))})
+_FUSED = ModuleType("recurrent", {"dense_h.kernel": ParamType("recurrent", "in out")})
+# linen's GRUCell, for the order it creates its layers in (ir, hr, iz, hz, in, hn; hn has a bias).
+_LINEN_GRU = ModuleType("recurrent", {
+    f"{side}{gate}.{leaf}": ParamType("recurrent" if side == "h" else "weight", "in out") if leaf == "kernel"
+    else ParamType("bias", "out")
+    for gate in "rzn" for side in "ih" for leaf in ("kernel", "bias")
+    if leaf == "kernel" or side == "i" or gate == "n"})
 for _path, _entry in {
     f"{_NN}.linear.Linear": ModuleType("dense", _KERNEL), f"{_NN}.linear.LinearGeneral": ModuleType("dense", _KERNEL),
     f"{_NN}.linear.Einsum": ModuleType("dense", _KERNEL), f"{_NN}.linear.Conv": ModuleType("conv", _KERNEL),
@@ -27,7 +56,13 @@ for _path, _entry in {
     f"{_NN}.normalization.BatchNorm": _NORM, f"{_NN}.normalization.LayerNorm": _NORM,
     f"{_NN}.normalization.RMSNorm": _NORM, f"{_NN}.normalization.GroupNorm": _NORM,
     f"{_NN}.attention.MultiHeadAttention": ModuleType("attention", {}),
-    f"{_NN}.recurrent.RNNCellBase": _CELL,
+    f"{_NN}.recurrent.RNNCellBase": _CELL, f"{_NN}.recurrent.LSTMCell": _lstm_gates("if_"),
+    f"{_NN}.recurrent.OptimizedLSTMCell": _FUSED_LSTM, f"{_NN}.recurrent.GRUCell": _FUSED,
+    f"{_NN}.recurrent.SimpleCell": _FUSED,
+    # linen's cells, for the linen walker (which finds them by name: LSTMCell_0). OptimizedLSTMCell
+    # creates the same per-gate parameters as LSTMCell, in the same order.
+    "flax.linen.recurrent.LSTMCell": _lstm_gates("if"), "flax.linen.recurrent.OptimizedLSTMCell": _lstm_gates("if"),
+    "flax.linen.recurrent.GRUCell": _LINEN_GRU,
 }.items():
     register_module_type(_path, _entry)
 
@@ -37,6 +72,10 @@ _LINEN_KINDS = (("MultiHeadDotProductAttention", "attention"), ("MultiHeadAttent
                 ("SelfAttention", "attention"), ("ConvTranspose", "conv_transpose"), ("Conv", "conv"),
                 ("Embed", "embedding"), ("Norm", "norm"), ("LSTM", "recurrent"), ("GRU", "recurrent"),
                 ("Cell", "recurrent"), ("Dense", "dense"), ("Linear", "dense"), ("Einsum", "dense"))
+# Linen cells whose parameters a registered entry describes, by the name linen gives the module.
+_LINEN_CELLS = (("OptimizedLSTMCell", "flax.linen.recurrent.OptimizedLSTMCell"),
+                ("ConvLSTMCell", None), ("LSTMCell", "flax.linen.recurrent.LSTMCell"),
+                ("GRUCell", "flax.linen.recurrent.GRUCell"))
 _COLLECTIONS = ("params", "batch_stats", "cache", "intermediates", "constants", "state")
 
 
@@ -67,18 +106,22 @@ class NnxWalker:
 
     def walk(self, model: Any) -> list[Param]:
         builder = Builder("* in out", sep="/")
-        self._visit(builder, model, (), None, set())
+        self._visit(builder, model, (), None, set(), None)
         self.variables = builder.handles
         self.unknown = builder.unknown
         return builder.finish()
 
-    def _visit(self, builder: Builder, module: Any, path: tuple, forced: Any, seen: set) -> None:
+    def _visit(self, builder: Builder, module: Any, path: tuple, forced: Any, seen: set, unit: Any) -> None:
         from flax import nnx
 
         if id(module) in seen:
             return
         seen.add(id(module))
         entry, _ = module_type_of(module)
+        prefix = "/".join(str(p) for p in path)
+        builder.add_overrides(prefix, entry)  # a cell's entry types its gates' kernels (ii.kernel)
+        if unit is None and entry is not None and entry.kind == "recurrent":
+            unit = prefix  # a cell and its gate layers are one layer
         own, children = [], []
         # Attribute definition order (vars() keeps insertion order): nnx.iter_modules sorts by name.
         for attribute, value in vars(module).items():
@@ -92,7 +135,10 @@ class NnxWalker:
                 children += [(f"{attribute}/{i}", v) for i, v in enumerate(value) if isinstance(v, nnx.Module)]
             elif isinstance(value, dict):
                 children += [(f"{attribute}/{k}", v) for k, v in value.items() if isinstance(v, nnx.Module)]
-        prefix = "/".join(str(p) for p in path)
+        # Parameters before statistics, as torch (parameters, then buffers), Keras (trainable, then
+        # not) and linen (params, then batch_stats) list them: nnx.BatchNorm defines mean and var
+        # before scale and bias, and the same architecture must give the same record sequence.
+        own.sort(key=lambda item: isinstance(item[1], nnx.BatchStat))
         if own:
             rows, views = [], {}
             for leaf, variable in own:
@@ -104,12 +150,12 @@ class NnxWalker:
                 groups = getattr(module, "feature_group_count", 1)
                 if leaf == "kernel" and isinstance(groups, int) and groups > 1:
                     views[leaf] = grouped_view(shape, Layout("* in out").roles(len(shape)), len(shape) - 1, groups, {})
-            builder.layer(prefix, module, rows, key_prefix=prefix, kind=forced, views=views)
+            builder.layer(prefix, module, rows, key_prefix=prefix, kind=forced, views=views, unit=unit)
             if forced == "recurrent" and path and str(path[-1]).startswith("h"):
                 _recurrent_roles(builder, prefix)
         inner = entry.kind if entry is not None and entry.kind in ("attention", "recurrent") else forced
         for name, child in children:
-            self._visit(builder, child, path + tuple(name.split("/")), inner, seen)
+            self._visit(builder, child, path + tuple(name.split("/")), inner, seen, unit)
 
     def draw(self, param: Param, plan: Any, seed: int) -> Any:
         return _jax_draw(param, plan, seed, like=self.variables[param.path][...])
@@ -139,6 +185,8 @@ class LinenWalker:
     name = "linen"
 
     def walk(self, tree: Any) -> list[Param]:
+        import dataclasses
+
         builder = Builder("* in out", sep="/")
         collections = _has_collections(tree)
         layers: dict[str, list] = {}
@@ -146,29 +194,23 @@ class LinenWalker:
             parts = path.split("/")
             module = "/".join(parts[1 if collections else 0:-1])  # batch_stats/BN_0 is the same layer as params/BN_0
             layers.setdefault(module, []).append((parts, path, leaf))
-        for module, leaves in layers.items():
-            names = module.split("/") if module else []
-            kind = next((k for n in reversed(names) for key, k in _LINEN_KINDS if key in n), None)
-            parent = names[-1] if names else ""
-            rows, views = [], {}
+        for module, leaves, (kind, unit, cell, child) in _creation_order(layers):
+            parent = module.split("/")[-1] if module else ""
+            rows, views, types = [], {}, {}
             for parts, path, leaf in leaves:
                 shape = tuple(leaf.shape)
                 name = "/".join(parts[:1] + [parts[-1]]) if collections else parts[-1]
                 rows.append((name, leaf, path, shape, dtype_name(leaf.dtype), parts[0] == "params" or not collections, ""))
                 if kind == "attention" and _attention_layout(parent, shape) is not None:
                     views[name] = (None, _attention_layout(parent, shape), _attention_layout(parent, shape).pattern)
+                types[name] = (cell.params.get(f"{child}.{parts[-1]}") if cell is not None else None) \
+                    or _linen_type(kind or "other", parent, parts[-1])
             before = len(builder.params)
             builder.layer(module, None, rows, key_prefix=module or "root",
-                          kind=kind or "other", views=views)
+                          kind=kind or "other", views=views, types=types, unit=unit)
             for i in range(before, len(builder.params)):
                 p = builder.params[i]
-                leaf_name = p.path.rsplit("/", 1)[-1]
-                role = role_by_name(p.kind, leaf_name)
-                if p.kind == "recurrent" and leaf_name == "kernel" and parent.startswith("h"):
-                    role = "recurrent"
-                import dataclasses
-
-                builder.params[i] = dataclasses.replace(p, role=role, path=_real_path(p, collections, module))
+                builder.params[i] = dataclasses.replace(p, path=_real_path(p, collections, module))
                 builder.handles[builder.params[i].path] = builder.handles.pop(p.path)
         self.leaves = builder.handles
         return builder.finish()
@@ -181,6 +223,50 @@ class LinenWalker:
 
     def read(self, tree: Any, param: Param) -> Any:
         return np.asarray(dict(flatten(tree))[param.path], dtype=np.float64)
+
+
+def _linen_type(kind: str, parent: str, leaf: str) -> ParamType:
+    """A linen leaf's type from its name: the hidden-side kernels of a cell (hi, hf, ...) are
+    recurrent; kernels are laid out (*k, in, out), everything else (biases, scales) (out,)."""
+    role = role_by_name(kind, leaf)
+    if kind == "recurrent" and leaf == "kernel" and parent.startswith("h"):
+        role = "recurrent"
+    return ParamType(role, "* in out" if role in ("weight", "recurrent", "embedding", "other") else "out")
+
+
+def _creation_order(layers: dict) -> list:
+    """(module, leaves, (kind, unit, cell entry, child name)) in linen's module order, except
+    inside a cell that a registered entry describes: linen.RNN's scan returns a cell's variables
+    sorted by name (hf before ii), so they are put back in the order the entry lists them, which
+    is the order the cell creates them. A cell's modules are one layer (``unit``)."""
+    from polyinit.frameworks import module_type
+
+    found, first_of = [], {}
+    for module, leaves in layers.items():
+        names = module.split("/") if module else []
+        at, kind = next(((i, k) for i in reversed(range(len(names))) for key, k in _LINEN_KINDS
+                         if key in names[i]), (None, None))
+        unit = cell = None
+        child = ""
+        if kind == "recurrent":
+            unit, child = "/".join(names[:at + 1]), ".".join(names[at + 1:])
+            path = next((p for key, p in _LINEN_CELLS if key in names[at]), None)
+            cell = module_type(path) if path else None
+        first_of.setdefault(unit or module, len(first_of))
+        found.append((module, leaves, (kind, unit, cell, child)))
+    if not any(info[2] is not None for _, _, info in found):
+        return found
+
+    def rank(info, leaf: str) -> int:
+        order = list(info[2].params) if info[2] is not None else []
+        name = f"{info[3]}.{leaf}"
+        return order.index(name) if name in order else len(order)
+
+    ordered = []
+    for module, leaves, info in found:
+        leaves = sorted(leaves, key=lambda item: rank(info, item[0][-1]))
+        ordered.append((module, leaves, info))
+    return sorted(ordered, key=lambda m: (first_of[m[2][1] or m[0]], min(rank(m[2], item[0][-1]) for item in m[1])))
 
 
 def _real_path(p: Param, collections: bool, module: str) -> str:

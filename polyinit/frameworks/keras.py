@@ -19,6 +19,11 @@ _NORM = ModuleType("norm", {"gamma": ParamType("scale", "out"), "beta": ParamTyp
                             "mean": ParamType("running_mean", "out"), "variance": ParamType("running_var", "out")})
 _RNN = ModuleType("recurrent", {"kernel": ParamType("weight", "in out"),
                                 "recurrent_kernel": ParamType("recurrent", "in out"), "bias": ParamType("bias", "out")})
+# An LSTM cell packs its 4 gates (i, f, c, o, as in keras.src.layers.rnn.lstm) along the output
+# axis: kernel (in, 4H) reads as (in, 4, H), bias (4H,) as (4, H), so fans are per gate.
+_LSTM = ModuleType("recurrent", {"kernel": ParamType("weight", "in out", split=(1, 4)),
+                                 "recurrent_kernel": ParamType("recurrent", "in out", split=(1, 4)),
+                                 "bias": ParamType("bias", "out", split=(0, 4))})
 for _path, _entry in {
     f"{_L}.core.dense.Dense": ModuleType("dense", _KERNEL),
     f"{_L}.core.einsum_dense.EinsumDense": ModuleType("dense", _KERNEL),
@@ -36,7 +41,7 @@ for _path, _entry in {
     f"{_L}.normalization.group_normalization.GroupNormalization": _NORM,
     f"{_L}.normalization.rms_normalization.RMSNormalization": _NORM,
     f"{_L}.preprocessing.normalization.Normalization": _NORM,
-    f"{_L}.rnn.lstm.LSTMCell": _RNN, f"{_L}.rnn.gru.GRUCell": _RNN, f"{_L}.rnn.simple_rnn.SimpleRNNCell": _RNN,
+    f"{_L}.rnn.lstm.LSTMCell": _LSTM, f"{_L}.rnn.gru.GRUCell": _RNN, f"{_L}.rnn.simple_rnn.SimpleRNNCell": _RNN,
     f"{_L}.attention.multi_head_attention.MultiHeadAttention": ModuleType("attention", {}),
 }.items():
     register_module_type(_path, _entry)

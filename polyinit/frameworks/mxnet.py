@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import ROLE_BY_NAME, Builder, assign_item, dtype_name, role_by_name, write_or_restore
+from polyinit.frameworks._walk import (ROLE_BY_NAME, Builder, assign_item, dtype_name, fused_rnn_type, role_by_name,
+                                       write_or_restore)
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
 
@@ -62,6 +63,37 @@ def _recurrent_role(leaf: str) -> str:
     return "bias" if leaf.endswith("bias") else "weight"
 
 
+# A Gluon RNN layer's attributes carry the direction and layer (l0_i2h_weight, r1_h2h_bias); a
+# cell's have none (i2h_weight). LSTMs pack their 4 gates (i, f, c, o: rnn_cell.LSTMCell's
+# slice_gates) along the first axis, as torch does.
+_RNN_ATTRIBUTE = re.compile(r"(.*?)(i2h|h2h|h2r)_(weight|bias)$")
+_SOURCES = {"i2h": "input", "h2h": "hidden", "h2r": "projection"}
+_LSTMS = (f"{_G}.rnn.rnn_layer.LSTM", f"{_G}.rnn.rnn_cell.LSTMCell")
+_GRUS = (f"{_G}.rnn.rnn_layer.GRU", f"{_G}.rnn.rnn_cell.GRUCell")
+
+
+def _block_rnn_types(block: Any, attributes: list[str]) -> dict:
+    from polyinit.frameworks import class_path
+
+    classes = {class_path(cls) for cls in type(block).__mro__}
+    return _rnn_types(attributes, lstm=bool(classes & set(_LSTMS)), gru=bool(classes & set(_GRUS)))
+
+
+def _rnn_types(attributes: list[str], *, lstm: bool, gru: bool) -> dict:
+    """Types of an RNN's attributes: an LSTM's gates split (4, H), and the two biases of one
+    layer and direction one logical bias (their sum), except a GRU's (its h2h bias of the
+    candidate gate is scaled by the reset gate)."""
+    gates, sums = (4 if lstm else 1), not gru
+    types = {}
+    for attribute in attributes:
+        match = _RNN_ATTRIBUTE.match(attribute)
+        if match:
+            prefix, source, tensor = match.groups()
+            types[attribute] = fused_rnn_type(_SOURCES[source], tensor == "bias", gates,
+                                              f"{prefix}bias" if sums else None)
+    return types
+
+
 class GluonWalker:
     returns_new = False
     name = "mxnet"
@@ -92,7 +124,8 @@ class GluonWalker:
                     views[attribute] = grouped_view(tuple(param.shape), Layout("out in *").roles(len(param.shape)),
                                                      0, groups, flow)
             before = len(builder.params)
-            builder.layer("", block, rows, key_prefix=key or "root", views=views)
+            types = _block_rnn_types(block, [a for a, _ in own]) if entry is not None and entry.kind == "recurrent" else None
+            builder.layer("", block, rows, key_prefix=key or "root", views=views, types=types)
             import dataclasses
 
             names = {param.name: attribute for attribute, param in own}
@@ -101,7 +134,7 @@ class GluonWalker:
                 leaf = names[p.path]
                 role = p.role
                 if p.kind == "recurrent":
-                    role = _recurrent_role(leaf)
+                    role = role if types and leaf in types else _recurrent_role(leaf)
                 elif entry is None or (leaf not in entry.params and "*" not in entry.params):
                     role = role_by_name(p.kind, next((n for n in _SUFFIXES if leaf.endswith(n)), leaf))
                 builder.params[i] = dataclasses.replace(p, role=role, key=f"{key or 'root'}/{leaf}")
@@ -166,7 +199,11 @@ class ArrayDictWalker:
             rows = [(leaf, array, id(array), tuple(array.shape), np.dtype(array.dtype).name, True, "")
                     for _, leaf, _, array in items]
             before = len(builder.params)
-            builder.layer(layer.rstrip("_"), None, rows, key_prefix=layer.rstrip("_"), kind=kind)
+            types = None
+            if kind == "recurrent":  # the layer's name says which RNN it is (lstm0_, gru1_)
+                name = items[0][2].lower()
+                types = _rnn_types([leaf for _, leaf, _, _ in items], lstm="lstm" in name, gru="gru" in name)
+            builder.layer(layer.rstrip("_"), None, rows, key_prefix=layer.rstrip("_"), kind=kind, types=types)
             import dataclasses
 
             for i in range(before, len(builder.params)):
@@ -174,6 +211,8 @@ class ArrayDictWalker:
                 leaf = p.path[len(layer):]
                 name = next((n for n in _SUFFIXES if leaf.endswith(n)), leaf)
                 role = "recurrent" if leaf.endswith("h2h_weight") else role_by_name(kind, name)
+                if types and leaf in types:
+                    role = types[leaf].role
                 builder.params[i] = dataclasses.replace(p, role=role, path=layer + leaf)
         self.arrays = dict(model)
         return builder.finish()

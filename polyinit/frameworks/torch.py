@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import Builder, dtype_name
+from polyinit.frameworks._walk import Builder, dtype_name, fused_rnn_type
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType
 
@@ -18,7 +19,7 @@ _EMBED = ModuleType("embedding", {"weight": ParamType("embedding", "out in", sem
 _NORM = ModuleType("norm", {"weight": ParamType("scale", "out"), "bias": ParamType("offset", "out"),
                             "running_mean": ParamType("running_mean", "out"),
                             "running_var": ParamType("running_var", "out")})
-_RNN = ModuleType("recurrent", {"*": ParamType("weight", "out in")})
+_RNN = ModuleType("recurrent", {"*": ParamType("weight", "out in")})  # leaves typed by _rnn_types
 _ATTENTION = ModuleType("attention", {
     "in_proj_weight": ParamType("weight", "out in", semantic="batch out in", split=(0, 3)),
     "in_proj_bias": ParamType("bias", "out", semantic="batch out", split=(0, 3)),
@@ -53,12 +54,27 @@ for _path, _entry in {
     register_module_type(_path, _entry)
 
 _STATE = ("running_mean", "running_var")
+# An RNN's leaves carry the layer and direction in their names: weight_ih_l1_reverse is
+# ("weight", "ih", "_l1_reverse"); an RNN cell's have no suffix (weight_ih).
+_RNN_LEAF = re.compile(r"(weight|bias)_(ih|hh|hr)(.*)$")
+_SOURCES = {"ih": "input", "hh": "hidden", "hr": "projection"}
 
 
-def _role(kind: str, leaf: str) -> str:
-    if leaf.startswith("weight_hh"):
-        return "recurrent"
-    return "weight" if "weight" in leaf else "bias" if "bias" in leaf else "other"
+def _rnn_types(module: Any, leaves: list[str]) -> dict:
+    """The types of an RNN module's leaves: LSTM weights and biases packed as 4 gates (i, f, g,
+    o); the two biases of one layer and direction one logical bias (their sum), except a GRU's."""
+    import torch
+
+    gates = 4 if isinstance(module, (torch.nn.LSTM, torch.nn.LSTMCell)) else 1
+    sums = not isinstance(module, (torch.nn.GRU, torch.nn.GRUCell))
+    types = {}
+    for leaf in leaves:
+        match = _RNN_LEAF.match(leaf)
+        if match:
+            tensor, source, suffix = match.groups()
+            types[leaf] = fused_rnn_type(_SOURCES[source], tensor == "bias", gates,
+                                         f"bias{suffix}" if sums else None)
+    return types
 
 
 def _conv_view(module: Any, shape: tuple, transposed: bool) -> dict:
@@ -91,12 +107,14 @@ class TorchWalker:
                 views = _conv_view(module, tuple(module.weight.shape), entry.kind == "conv_transpose")
             rows = [(leaf, t, id(t), tuple(t.shape), dtype_name(t.dtype),
                      isinstance(t, torch.nn.Parameter) and t.requires_grad, t.device) for leaf, t in own]
-            builder.layer(prefix, module, rows, key_prefix=prefix, views=views,
+            types = None
+            if isinstance(module, (torch.nn.RNNBase, torch.nn.RNNCellBase)):
+                types = _rnn_types(module, [leaf for leaf, _ in own])
+            builder.layer(prefix, module, rows, key_prefix=prefix, views=views, types=types,
                           fallback="recurrent" if isinstance(module, torch.nn.RNNBase) else None)
         self.tensors = builder.handles
         self.unknown = builder.unknown
-        params = builder.finish()
-        return _fix_roles(params)
+        return builder.finish()
 
     def check(self, planned: list) -> None:
         """Everything that can make a write fail, before the first write."""
@@ -192,19 +210,6 @@ def _infallible(target: Any, plan: Any) -> bool:
 
     return (target.dtype in (torch.float32, torch.float64) and isinstance(plan.root, (nodes.Uniform, nodes.Normal, nodes.Fill))
             and plan.size > 0)
-
-
-def _fix_roles(params: list[Param]) -> list[Param]:
-    """RNN leaves (weight_ih_l0, weight_hh_l0, bias_ih_l0) take their role from the name."""
-    import dataclasses
-
-    out = []
-    for p in params:
-        if p.kind == "recurrent" and p.role in ("weight", "other"):
-            leaf = p.path.rsplit(".", 1)[-1]
-            p = dataclasses.replace(p, role=_role(p.kind, leaf))
-        out.append(p)
-    return out
 
 
 def _detect(model: Any) -> bool:

@@ -1,5 +1,6 @@
 """Rules on real Gluon blocks, read from the block tree: model_zoo resnet18_v1 after a forward
-pass, name_scope blocks, deferred shapes refused, the same weights when built twice."""
+pass, name_scope blocks, deferred shapes refused, the same weights when built twice, and an LSTM's
+logical records and per-gate semantic fans, the same as in torch, Keras, nnx and linen."""
 
 import numpy as np
 import pytest
@@ -97,3 +98,55 @@ def test_semantic_fans_for_grouped_and_transposed_convs():
     semantic = R.apply(deconv, rules, fans="semantic").rows[0]
     # weight (in=4, out=6, 3, 3): native reads axis 1 as in (fan_in 54), the data flow gives 4 * 9.
     assert native.fan_in == 54 and semantic.fan_in == 36
+
+
+# One LSTM layer (input 6, hidden 8) and a dense head (8 -> 3), read off the architecture: the
+# 4 gates (i, f, c, o) of the input weight (4, H, in), of the recurrent weight (4, H, H) and of
+# the effective bias i2h_bias + h2h_bias (4, H), then the head; shapes in (batch, out, in) order.
+# The same list as LSTM_RECORDS in tests/test_rules_contract.py (torch, Keras, nnx, linen).
+LSTM_RECORDS = [(0, "recurrent", "weight", (4, 8, 6)), (0, "recurrent", "recurrent", (4, 8, 8)),
+                (0, "recurrent", "bias", (4, 8)), (1, "dense", "weight", (3, 8)), (1, "dense", "bias", (3,))]
+
+
+def _logical_records(model, grouped=True):
+    from polyinit.frameworks import walker_for
+    from polyinit.params import logical_params
+
+    params = walker_for(model).walk(model)
+    views = logical_params(params) if grouped else params
+    out = []
+    for p in views:
+        shape, layout = (p.shape, p.layout) if grouped else (p.logical_shape, p.semantic_layout)
+        roles = layout.roles(len(shape))
+        dims = tuple(n for order in ("batch", "out", "in", "spatial") for n, r in zip(shape, roles) if r == order)
+        out.append((p.layer, p.kind, p.role, dims))
+    return out
+
+
+def _gluon_lstm():
+    from mxnet.gluon import rnn
+
+    net = nn.HybridSequential()
+    net.add(rnn.LSTM(8, input_size=6, layout="NTC"), nn.Dense(3, in_units=8, flatten=False))
+    net.initialize()
+    return net
+
+
+def test_gluon_lstm_gives_the_logical_records_of_every_framework():
+    net = _gluon_lstm()
+    assert _logical_records(net) == LSTM_RECORDS
+    # Per tensor, the two biases are two records: the comparison can fail.
+    assert len(_logical_records(net, grouped=False)) == 6 and _logical_records(net, grouped=False) != LSTM_RECORDS
+    # The same from a name -> array dict of the same weights (kinds from the names).
+    arrays = {k: v.data().asnumpy() for k, v in net.collect_params().items()}
+    assert _logical_records(arrays)[:3] == LSTM_RECORDS[:3]
+
+
+def test_gluon_lstm_semantic_fans_are_per_gate():
+    net = _gluon_lstm()
+    rules = R.Rules([(R.kind("recurrent") & R.role("weight", "recurrent"), pi.glorot_uniform()), (R.every(), R.KEEP)])
+    semantic = {(r.role, r.fan_in, r.fan_out) for r in R.apply(net, rules, fans="semantic").rows if r.rule_index == 0}
+    native = {(r.role, r.fan_in, r.fan_out) for r in R.apply(net, rules).rows if r.rule_index == 0}
+    assert semantic == {("weight", 6, 8), ("recurrent", 8, 8)}
+    assert native == {("weight", 6, 32), ("recurrent", 8, 32)}
+    net(mx.nd.ones((2, 5, 6))).wait_to_read()  # still runs
