@@ -418,6 +418,29 @@ def test_cells_keep_their_declaration_order():
     assert nnx_paths[4:6] == ["rnn/cell/hi/kernel", "rnn/cell/hi/bias"]
 
 
+def test_nnx_declaration_order_survives_a_forward_pass_under_nnx_jit():
+    """nnx.jit writes the module back with its __dict__ sorted by name (flax 0.12.8): records,
+    positions and portable keys must not change because the model ran."""
+    r = nnx.Rngs(0)
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.zeta = nnx.Linear(4, 8, rngs=r)   # declared first, sorts last
+            self.alpha = nnx.Linear(8, 2, rngs=r)
+
+        def __call__(self, x):
+            return self.alpha(self.zeta(x))
+
+    model = Net()
+    before = [(p.path, p.layer) for p in walker_for(model).walk(model)]
+    nnx.jit(lambda m, x: m(x))(model, jnp.ones((1, 4)))
+    assert [k for k in vars(model) if not k.startswith("_")] == ["alpha", "zeta"]  # what the walker undoes
+    assert before == [("zeta/kernel", 0), ("zeta/bias", 0), ("alpha/kernel", 1), ("alpha/bias", 1)]
+    assert [(p.path, p.layer) for p in walker_for(model).walk(model)] == before
+    first = R.apply(model, R.Rules([(R.first() & R.role("weight"), pi.zeros()), (R.every(), R.KEEP)]))
+    assert [row.path for row in first.rows if row.rule_index == 0] == ["zeta/kernel"]
+
+
 def test_logical_params_refuse_parts_that_disagree():
     from polyinit.layout import Layout
     from polyinit.params import Param, Part, logical_params

@@ -123,8 +123,7 @@ class NnxWalker:
         if unit is None and entry is not None and entry.kind == "recurrent":
             unit = prefix  # a cell and its gate layers are one layer
         own, children = [], []
-        # Attribute definition order (vars() keeps insertion order): nnx.iter_modules sorts by name.
-        for attribute, value in vars(module).items():
+        for attribute, value in _declared_attributes(module):
             if attribute.startswith("_"):
                 continue
             if isinstance(value, (nnx.Param, nnx.BatchStat)):
@@ -167,6 +166,23 @@ class NnxWalker:
 
     def read(self, model: Any, param: Param) -> Any:
         return np.asarray(self.variables[param.path][...], dtype=np.float64)
+
+
+def _declared_attributes(module: Any) -> list[tuple[str, Any]]:
+    """A module's attributes in the order they were first assigned (declaration order).
+
+    ``vars()`` has that order until an nnx transform (``nnx.jit``, the scan inside ``nnx.RNN``)
+    writes the module back, which rebuilds its ``__dict__`` sorted by name (flax 0.12.8), so the
+    records, ``first()`` and the portable keys would change after a forward pass. nnx's own record
+    of a module's attributes, ``_pytree__nodes`` (a mapping filled on first assignment), keeps the
+    assignment order through that; attributes it does not list keep ``vars()``' order, after it.
+    (``nnx.iter_modules`` and ``nnx.state`` sort by name.)"""
+    attributes = vars(module)
+    recorded = getattr(module, "_pytree__nodes", None)
+    names = [name for name in (recorded if isinstance(recorded, Mapping) else ()) if name in attributes]
+    listed = set(names)
+    names += [name for name in attributes if name not in listed]
+    return [(name, attributes[name]) for name in names]
 
 
 def _recurrent_roles(builder: Builder, prefix: str) -> None:
