@@ -156,3 +156,24 @@ def test_an_lstm_does_not_pair_with_a_gru_or_another_width():
     with pytest.raises(TransferError, match=r"logical shape \(8, 6, 4\)\) does not match target '0.weight_ih_l0'"):
         transfer(source, wider)
     assert all(a.equal(b) for a, b in zip(before, wider.parameters()))
+
+
+def test_a_keras_gru_moves_to_a_keras_gru_and_is_refused_against_torch():
+    """Keras's GRUCell keeps its input and recurrent biases stacked, (2, 3H): a 'batch out'
+    tensor, not a rank-1 'out' (which made any Keras GRU transfer a ShapeError). torch orders a
+    GRU's gates r, z, n and Keras z, r, h, and torch keeps two bias vectors: no pairing is made
+    that would mix gates; it is refused."""
+    keras = pytest.importorskip("keras")
+    torch = pytest.importorskip("torch")
+
+    def gru():
+        return keras.Sequential([keras.Input((5, 6)), keras.layers.GRU(8), keras.layers.Dense(3)])
+
+    source, target = gru(), gru()
+    x = np.random.default_rng(2).standard_normal((2, 5, 6)).astype(np.float32)
+    transfer(source, target)
+    np.testing.assert_array_equal(np.asarray(target(x)), np.asarray(source(x)))
+    before = [np.array(w) for w in target.get_weights()]
+    with pytest.raises(TransferError, match="source has 6 parameters and the target 5"):
+        transfer(torch.nn.Sequential(torch.nn.GRU(6, 8), torch.nn.Linear(8, 3)), target)
+    assert all(np.array_equal(a, b) for a, b in zip(before, target.get_weights()))

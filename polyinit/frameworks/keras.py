@@ -102,6 +102,9 @@ class KerasWalker:
             if forced == "attention" and len(shape) == 3:
                 pattern = "in in out" if layer.name == "attention_output" else "in out out"
                 views[leaf] = (None, Layout(pattern), pattern)
+            elif entry is not None and entry.kind == "recurrent" and leaf == "bias" and len(shape) == 2:
+                # GRUCell(reset_after=True): (2, 3H), the input and the recurrent bias stacked
+                views[leaf] = (None, Layout("batch out"), "batch out")
             elif entry is not None and entry.kind == "conv" and leaf == "kernel" and getattr(layer, "groups", 1) > 1:
                 roles = Layout("* in out").roles(len(shape))
                 views[leaf] = grouped_view(shape, roles, len(shape) - 1, int(layer.groups), {})
