@@ -24,15 +24,16 @@ their names).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import numpy as np
 
 from polyinit.logical import canonical_order, inverse
-from polyinit.params import LogicalParam, Param, RuleError, logical_params
-from polyinit.layout import OUT_IN
+from polyinit.layout import OUT_IN, Layout
+from polyinit.params import LogicalParam, Param, RuleError, logical_params, split_view
 
 _SAME_ROLE = {"scale": "weight", "offset": "bias", "embedding": "weight", "recurrent": "weight"}
 
@@ -91,15 +92,32 @@ def _stored_shape(param: LogicalParam) -> tuple[int, ...]:
 
 
 def _state_dict_records(state: Mapping[str, Any]) -> tuple[list[Param], dict[str, np.ndarray]]:
-    """Records for a torch state_dict: floating tensors in order, roles from the leaf names."""
+    """Records for a torch state_dict: floating tensors in order, one layer per module prefix,
+    roles from the leaf names; an RNN module's leaves (``weight_ih_l0``...) typed as the torch
+    walker types them, with the gates read off the shapes (an LSTM's packed gates, its summed
+    biases), so a state_dict pairs as its model would."""
+    from polyinit.frameworks.torch import rnn_types_from_shapes
+
+    floating = [(name, tensor) for name, tensor in state.items()
+                if getattr(tensor, "is_floating_point", lambda: False)()]  # not num_batches_tracked
+    modules: dict[str, dict[str, tuple[int, ...]]] = {}
+    for name, tensor in floating:
+        prefix, _, leaf = name.rpartition(".")
+        modules.setdefault(prefix, {})[leaf] = tuple(tensor.shape)
+    types = {prefix: rnn_types_from_shapes(leaves) for prefix, leaves in modules.items()}
+    layer_of = {prefix: i for i, prefix in enumerate(modules)}
     params, values = [], {}
-    for index, (name, tensor) in enumerate(state.items()):
-        if not getattr(tensor, "is_floating_point", lambda: False)():
-            continue  # num_batches_tracked and other integer state
-        leaf = name.rsplit(".", 1)[-1]
-        role = leaf if leaf in ("running_mean", "running_var") else "bias" if "bias" in leaf else "weight"
-        shape = tuple(tensor.shape)
-        params.append(Param(name, "other", role, shape, OUT_IN, index, key=name))
+    for name, tensor in floating:
+        prefix, _, leaf = name.rpartition(".")
+        shape, ptype = tuple(tensor.shape), types[prefix].get(leaf)
+        if ptype is None:
+            role = leaf if leaf in ("running_mean", "running_var") else "bias" if "bias" in leaf else "weight"
+            params.append(Param(name, "other", role, shape, OUT_IN, layer_of[prefix], key=name))
+        else:
+            logical, semantic = split_view(shape, ptype.layout, ptype.split, ptype.semantic)
+            part = ptype.part and dataclasses.replace(ptype.part, group=f"{prefix}.{ptype.part.group}")
+            params.append(Param(name, "recurrent", ptype.role, shape, Layout(ptype.layout), layer_of[prefix],
+                                key=name, logical=logical, semantic=semantic, part=part))
         values[name] = tensor.detach().cpu().numpy()
     return params, values
 

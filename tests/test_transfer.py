@@ -123,10 +123,10 @@ def test_an_lstm_moves_between_torch_keras_nnx_and_linen_with_identical_outputs(
         report = transfer(source, middle)
         assert [r.logical_shape for r in report.rows] == [(8, 6, 4), (8, 8, 4), (8, 4), (3, 8), (3,)]
         back, run_back = _torch_lstm()
-        # Before middle runs: nnx.RNN's scan (like nnx.jit) leaves the cell's attributes sorted by
-        # name, and the nnx walker reads declaration order from attribute order (not fixed here).
-        transfer(middle, back)
+        # The middle runs first: nnx.RNN's scan (like nnx.jit) leaves the cell's attributes sorted
+        # by name, and the records must still come in declaration order.
         np.testing.assert_allclose(run_middle(SEQ), expected, rtol=1e-5, atol=1e-6)
+        transfer(middle, back)
         np.testing.assert_allclose(run_back(SEQ), expected, rtol=1e-5, atol=1e-6)
         # The effective bias comes back; its split between b_ih and b_hh does not (all in b_ih).
         lstm, again = source.lstm, back.lstm
@@ -177,3 +177,27 @@ def test_a_keras_gru_moves_to_a_keras_gru_and_is_refused_against_torch():
     with pytest.raises(TransferError, match="source has 6 parameters and the target 5"):
         transfer(torch.nn.Sequential(torch.nn.GRU(6, 8), torch.nn.Linear(8, 3)), target)
     assert all(np.array_equal(a, b) for a, b in zip(before, target.get_weights()))
+
+
+def test_an_lstm_state_dict_pairs_as_its_model():
+    """A state_dict has no module types: an RNN's leaves are typed from their names and shapes
+    (weight_hh (4H, H): 4 gates), so the packed gates and the summed biases pair as the model's."""
+    torch = pytest.importorskip("torch")
+    source, run_source = _torch_lstm()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.5)
+    expected = run_source(SEQ)
+    for build in (_keras_lstm, lambda: _nnx_lstm("LSTMCell")):
+        target, run_target = build()
+        report = transfer(source.state_dict(), target)
+        assert [r.logical_shape for r in report.rows] == [(8, 6, 4), (8, 8, 4), (8, 4), (3, 8), (3,)]
+        np.testing.assert_allclose(run_target(SEQ), expected, rtol=1e-5, atol=1e-6)
+    gru = torch.nn.GRU(6, 8)  # 3 gates: no gate view, biases kept apart (b_hn is scaled by r)
+    again = torch.nn.GRU(6, 8)
+    transfer(gru.state_dict(), again)
+    assert all(torch.equal(a, b) for a, b in zip(gru.parameters(), again.parameters()))
+    keras = pytest.importorskip("keras")
+    keras_gru = keras.Sequential([keras.Input((5, 6)), keras.layers.GRU(8)])
+    with pytest.raises(TransferError, match="source has 4 parameters and the target 3"):
+        transfer(gru.state_dict(), keras_gru)

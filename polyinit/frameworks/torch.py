@@ -67,6 +67,10 @@ def _rnn_types(module: Any, leaves: list[str]) -> dict:
 
     gates = 4 if isinstance(module, (torch.nn.LSTM, torch.nn.LSTMCell)) else 1
     sums = not isinstance(module, (torch.nn.GRU, torch.nn.GRUCell))
+    return _rnn_leaf_types(leaves, gates, sums)
+
+
+def _rnn_leaf_types(leaves: "list[str]", gates: int, sums: bool) -> dict:
     types = {}
     for leaf in leaves:
         match = _RNN_LEAF.match(leaf)
@@ -75,6 +79,27 @@ def _rnn_types(module: Any, leaves: list[str]) -> dict:
             types[leaf] = fused_rnn_type(_SOURCES[source], tensor == "bias", gates,
                                          f"bias{suffix}" if sums else None)
     return types
+
+
+def rnn_types_from_shapes(shapes: "dict[str, tuple[int, ...]]") -> dict:
+    """The same types for one module's leaves of a ``state_dict`` (no module to ask): the number
+    of gates G is read off the shapes, ``weight_hh_l0`` being (G*H, H), or (G*H, proj) beside a
+    ``weight_hr_l0`` of (proj, H): G = 4 is an LSTM, 3 a GRU (whose biases do not sum), 1 an RNN.
+
+    >>> types = rnn_types_from_shapes({"weight_ih_l0": (32, 6), "weight_hh_l0": (32, 8),
+    ...                                "bias_ih_l0": (32,), "bias_hh_l0": (32,)})
+    >>> types["weight_ih_l0"].split, types["bias_hh_l0"].part.combine
+    ((0, 4), 'sum')
+    """
+    hh = next((shape for leaf, shape in shapes.items() if leaf.startswith("weight_hh") and len(shape) == 2), None)
+    if hh is None:
+        return {}
+    hr = next((shape for leaf, shape in shapes.items() if leaf.startswith("weight_hr") and len(shape) == 2), None)
+    hidden = hr[1] if hr is not None else hh[1]
+    if hidden == 0 or hh[0] % hidden:
+        return {}
+    gates = hh[0] // hidden
+    return _rnn_leaf_types(list(shapes), 4 if gates == 4 else 1, gates != 3)
 
 
 def _conv_view(module: Any, shape: tuple, transposed: bool) -> dict:
