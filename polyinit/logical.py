@@ -79,53 +79,107 @@ def positional_key(param, ordinal: int) -> str:
 
 def portable_draws(walker, planned: list, rules) -> list:
     """(param, native values or None) for every planned parameter, drawn by the portable
-    generator in the canonical order and laid out as the framework stores the parameter."""
-    from polyinit.backends import get_backend
-    from polyinit.errors import PolyinitError
-    from polyinit.layout import Layout as _Layout
-    from polyinit.plan import resolve
-    from polyinit.portable import check_portable
+    generator in the canonical order and laid out as the framework stores the parameter.
 
+    A logical parameter stored as several tensors (``params.Part``) is drawn once, as a whole,
+    when every part has the same plan: a stack (nnx's per-gate kernels) as one tensor with a
+    leading ``batch`` axis, in the canonical order of that whole, so that it equals the packed
+    tensor of another framework (torch's ``weight_ih_l0``) drawn under ``fans="semantic"``; a sum
+    (torch's ``bias_ih + bias_hh``) as one value, written to the first part with zeros in the
+    others, so that the effective bias equals the single bias of another framework. Parts whose
+    rules give different plans are drawn one by one, as the rules say."""
+    from polyinit.backends import get_backend
     from polyinit.frameworks import get_framework
 
     backend = get_backend(get_framework(walker.name).backend)  # the record names its backend
+    wholes = _whole_groups(planned)
     counts: dict[tuple, int] = {}
+    group_draws: dict[str, _GroupDraw] = {}
     drawn = []
     for param, _, plan in planned:
+        group = param.part.group if param.part is not None and param.part.group in wholes else None
+        if group is not None and group in group_draws:  # a later part of a group drawn whole
+            drawn.append((param, _PartPending(group_draws[group], param.part.index, param.shape)))
+            continue
         ordinal = counts.setdefault((param.layer, param.role), 0)
         counts[(param.layer, param.role)] += 1
         if plan is None:
             drawn.append((param, None))
             continue
         key = rules.key(param) if rules.key else positional_key(param, ordinal)
-        try:  # refused before anything is written (orthogonal draws have no portable form)
-            check_portable(plan, backend.NAME)
-        except PolyinitError as error:
-            raise type(error)(f"parameter {param.path!r}: {error}") from None
-        perm = canonical_order(param, plan.shape, plan.layout)
-        if perm == tuple(range(len(perm))):
-            drawn.append((param, _PortablePending(backend, plan, rules.seed, key, param.shape)))
-            continue
-        roles = plan.layout.roles(len(plan.shape))
-        canonical = resolve(plan.spec, tuple(plan.shape[i] for i in perm),
-                            _Layout(" ".join(roles[i] for i in perm)), plan.dtype)
-        drawn.append((param, _PortablePending(backend, canonical, rules.seed, key, param.shape,
-                                              inverse(perm))))
+        _check(plan, backend, param)
+        if group is not None:
+            combine, count = param.part.combine, wholes[group]
+            whole = _canonical_pending(backend, param, plan, rules.seed, key, count if combine == "stack" else 0)
+            group_draws[group] = _GroupDraw(backend, whole, combine, count)
+            drawn.append((param, _PartPending(group_draws[group], param.part.index, param.shape)))
+        else:
+            drawn.append((param, _canonical_pending(backend, param, plan, rules.seed, key)))
     return drawn
+
+
+def _check(plan, backend, param) -> None:
+    from polyinit.errors import PolyinitError
+    from polyinit.portable import check_portable
+
+    try:  # refused before anything is written (orthogonal draws have no portable form)
+        check_portable(plan, backend.NAME)
+    except PolyinitError as error:
+        raise type(error)(f"parameter {param.path!r}: {error}") from None
+
+
+def _whole_groups(planned: list) -> dict[str, int]:
+    """{group: number of parts} of the Part groups drawn whole: every part planned, with one plan
+    (spec, shape, layout, dtype), and for a stack the part indexes 0..n-1."""
+    parts: dict[str, list] = {}
+    for param, _, plan in planned:
+        if param.part is not None:
+            parts.setdefault(param.part.group, []).append((param.part.index, plan))
+    wholes = {}
+    for group, members in parts.items():
+        plans = [plan for _, plan in members]
+        if any(plan is None for plan in plans) or len(members) < 2:
+            continue
+        first = plans[0]
+        same = all((p.spec, p.shape, p.layout.roles(len(p.shape)), p.dtype) ==
+                   (first.spec, first.shape, first.layout.roles(len(first.shape)), first.dtype) for p in plans)
+        if same and sorted(index for index, _ in members) == list(range(len(members))):
+            wholes[group] = len(members)
+    return wholes
+
+
+def _canonical_pending(backend, param, plan, seed: int, key: str, stack: int = 0) -> "_PortablePending":
+    """The pending portable draw of ``plan`` (``stack`` > 0: of ``stack`` such blocks along a new
+    leading batch axis) in the canonical order, to be laid out as the parameter is stored."""
+    from polyinit.plan import resolve
+
+    shape, roles = plan.shape, plan.layout.roles(len(plan.shape))
+    if stack:
+        shape, roles = (stack,) + tuple(shape), ("batch",) + tuple(roles)
+    perm = canonical_order(param, shape, Layout(" ".join(roles)))
+    if perm == tuple(range(len(perm))) and not stack:
+        return _PortablePending(backend, plan, seed, key, param.shape)
+    canonical = resolve(plan.spec, tuple(shape[i] for i in perm), Layout(" ".join(roles[i] for i in perm)), plan.dtype)
+    return _PortablePending(backend, canonical, seed, key, None if stack else param.shape, inverse(perm))
 
 
 class _PortablePending:
     """A portable draw not made yet: ``values()`` makes it in the backend's native type, in the
-    parameter's physical shape; ``into(dtensor)`` draws only a DTensor's local shard."""
+    parameter's physical shape (``shape`` None: in the drawn order's inverse, unreshaped);
+    ``into(dtensor)`` draws only a DTensor's local shard."""
 
-    def __init__(self, backend, plan, seed: int, key: str, shape: tuple[int, ...], perm=None):
+    def __init__(self, backend, plan, seed: int, key: str, shape: "tuple[int, ...] | None", perm=None):
         self.backend, self.plan, self.seed, self.key, self.shape, self.perm = backend, plan, seed, key, shape, perm
+
+    def fills_in_place(self, shape: tuple[int, ...]) -> bool:
+        """Whether the draw is in the order a tensor of ``shape`` stores it (drawn straight in)."""
+        return self.perm is None and self.plan.shape == tuple(shape)
 
     def values(self):
         values = self.backend.draw_portable(self.plan, self.seed, self.key)
         if self.perm is not None:
             values = _transpose(self.backend.NAME, values, self.perm)
-        return _reshape(self.backend.NAME, values, self.shape)
+        return values if self.shape is None else _reshape(self.backend.NAME, values, self.shape)
 
     def into_dtensor(self, tensor):
         from polyinit.errors import NotExpressibleError
@@ -135,6 +189,58 @@ class _PortablePending:
             raise NotExpressibleError(f"portable: key {self.key!r} is drawn in another order than torch stores "
                                       "it, which a shard-by-shard draw cannot follow; initialise it unsharded")
         return draw_dtensor(tensor, self.plan, self.seed, self.key)
+
+
+class _GroupDraw:
+    """One draw of a logical parameter stored as ``count`` tensors, made once, split on demand."""
+
+    def __init__(self, backend, whole: _PortablePending, combine: str, count: int):
+        self.backend, self.whole, self.combine, self.count, self._values = backend, whole, combine, count, None
+
+    def part(self, index: int):
+        if self._values is None:
+            self._values = self.whole.values()
+        if self.combine == "stack":
+            return self._values[index]
+        return self._values if index == 0 else _zeros_like(self.backend.NAME, self._values)
+
+
+class _PartPending:
+    """Part ``index`` of a group draw, laid out as the part is stored."""
+
+    def __init__(self, group: _GroupDraw, index: int, shape: tuple[int, ...]):
+        self.group, self.index, self.shape = group, index, shape
+        self.key = group.whole.key
+
+    def fills_in_place(self, shape: tuple[int, ...]) -> bool:
+        return False
+
+    def values(self):
+        return _reshape(self.group.backend.NAME, self.group.part(self.index), self.shape)
+
+    def into_dtensor(self, tensor):
+        from polyinit.errors import NotExpressibleError
+
+        raise NotExpressibleError(f"portable: key {self.key!r} is one part of a parameter drawn whole, which a "
+                                  "shard-by-shard draw cannot follow; initialise it unsharded")
+
+
+def _zeros_like(name: str, values):
+    if name == "torch":
+        import torch
+
+        return torch.zeros_like(values)
+    if name == "keras":
+        from keras import ops
+
+        return ops.zeros_like(values)
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.zeros_like(values)
+    import numpy as np
+
+    return np.zeros_like(values)
 
 
 def _transpose(name: str, values, perm):

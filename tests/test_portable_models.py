@@ -110,3 +110,67 @@ def test_the_portable_cnn_example_runs():
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "bit-identical (torch vs Keras): True" in out.stdout
+
+
+LSTM_RULES = Rules([(kind("recurrent") & role("weight"), pi.glorot_uniform()),
+                    (kind("recurrent") & role("recurrent"), pi.he_normal(truncated=True)),
+                    (kind("recurrent") & role("bias"), pi.Uniform(low=-0.2, high=0.2)),
+                    (kind("dense") & role("weight"), pi.glorot_uniform()), (kind("dense") & role("bias"), pi.zeros())],
+                   seed=7)
+
+
+def _logical_values(model) -> list[np.ndarray]:
+    """Every logical parameter (per-gate kernels stacked, b_ih + b_hh summed) in the canonical order."""
+    from polyinit.frameworks import walker_for
+    from polyinit.params import logical_params
+    from polyinit.transfer import _to_logical
+
+    walker = walker_for(model)
+    return [_to_logical(p, lambda part: walker.read(model, part)).astype(np.float32)
+            for p in logical_params(walker.walk(model))]
+
+
+def test_an_lstm_gets_the_same_weights_and_outputs_in_torch_keras_nnx_and_linen():
+    """nnx's and linen's four per-gate kernels are drawn as one stacked tensor, equal to torch's
+    and Keras's packed (4H, in) weights; torch's two biases as one value (the second zero), equal
+    to Keras's and nnx's single bias: bit for bit, and so the same outputs."""
+    from test_transfer import SEQ, _keras_lstm, _nnx_lstm, _torch_lstm
+
+    jax = pytest.importorskip("jax")
+    from flax import linen
+
+    class Linen(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            return linen.Dense(3)(linen.RNN(linen.LSTMCell(8))(x)[:, -1])
+
+    weights, outputs = {}, {}
+    for name, build in (("torch", _torch_lstm), ("keras", _keras_lstm), ("nnx", lambda: _nnx_lstm("LSTMCell")),
+                        ("nnx optimized", lambda: _nnx_lstm("OptimizedLSTMCell"))):
+        model, run = build()
+        apply(model, LSTM_RULES, portable=True)
+        weights[name], outputs[name] = _logical_values(model), run(SEQ)
+    tree, _ = apply(Linen().init(jax.random.key(0), SEQ[:1]), LSTM_RULES, portable=True)
+    weights["linen"], outputs["linen"] = _logical_values(tree), np.asarray(Linen().apply(tree, SEQ))
+    assert [w.shape for w in weights["torch"]] == [(8, 6, 4), (8, 8, 4), (8, 4), (3, 8), (3,)]
+    assert np.abs(weights["torch"][2]).max() > 0.1  # the bias was drawn, not left at zero
+    for name in ("keras", "nnx", "nnx optimized", "linen"):
+        for a, b in zip(weights["torch"], weights[name]):
+            assert a.shape == b.shape and a.tobytes() == b.tobytes(), name
+        np.testing.assert_allclose(outputs[name], outputs["torch"], rtol=1e-4, atol=1e-5)
+
+
+def test_parts_with_different_rules_are_drawn_one_by_one():
+    """A rule for torch's bias_hh alone (zeros) splits the summed bias: b_ih is drawn on its own,
+    b_hh is zero, as the rules say."""
+    from polyinit.rules import name
+    from test_transfer import _torch_lstm
+
+    model, _ = _torch_lstm()
+    rules = Rules([(name("lstm.bias_hh_l0"), pi.zeros())] + list(LSTM_RULES.rules), seed=7)
+    apply(model, rules, portable=True)
+    assert not model.lstm.bias_hh_l0.any() and model.lstm.bias_ih_l0.abs().max() > 0.1
+    whole, _ = _torch_lstm()
+    apply(whole, LSTM_RULES, portable=True)
+    assert not whole.lstm.bias_hh_l0.any()  # drawn whole: the value in b_ih, zeros in b_hh
+    assert whole.lstm.weight_ih_l0.equal(model.lstm.weight_ih_l0)

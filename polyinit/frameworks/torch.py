@@ -221,7 +221,7 @@ def _write_portable(target: Any, pending: Any) -> None:
     dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
     if dtensor is not None and isinstance(target, dtensor):
         pending.into_dtensor(target)
-    elif pending.perm is None and pending.plan.shape == tuple(target.shape) and target.is_contiguous():
+    elif pending.fills_in_place(tuple(target.shape)) and target.is_contiguous():
         draw_portable(pending.plan, pending.seed, pending.key, out=target)
     else:
         target.copy_(pending.values())
