@@ -4,7 +4,8 @@ import json
 import subprocess
 import sys
 
-FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet")
+# numba too: it is only the fused portable kernels' compiler, loaded on the first portable draw.
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet", "numba", "llvmlite")
 
 PROBE = """
 import json, sys, time
