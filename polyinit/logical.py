@@ -182,12 +182,14 @@ class _PortablePending:
         return values if self.shape is None else _reshape(self.backend.NAME, values, self.shape)
 
     def into_dtensor(self, tensor):
-        from polyinit.errors import NotExpressibleError
-        from polyinit.sharded import draw_dtensor
+        """Each rank draws its own shard; a draw in another axis order than torch stores it (a
+        packed q/k/v or gate view under fans="semantic"), or with structure across elements, is
+        drawn whole on each rank and its local block kept."""
+        from polyinit.portable.evaluate import is_elementwise
+        from polyinit.sharded import draw_dtensor, write_local_block
 
-        if self.perm is not None or self.plan.shape != tuple(tensor.shape):
-            raise NotExpressibleError(f"portable: key {self.key!r} is drawn in another order than torch stores "
-                                      "it, which a shard-by-shard draw cannot follow; initialise it unsharded")
+        if self.perm is not None or self.plan.shape != tuple(tensor.shape) or not is_elementwise(self.plan):
+            return write_local_block(tensor, self.values())
         return draw_dtensor(tensor, self.plan, self.seed, self.key)
 
 
@@ -219,10 +221,11 @@ class _PartPending:
         return _reshape(self.group.backend.NAME, self.group.part(self.index), self.shape)
 
     def into_dtensor(self, tensor):
-        from polyinit.errors import NotExpressibleError
+        """The part's values, drawn whole on each rank (a group draw spans several tensors), and
+        the local block kept."""
+        from polyinit.sharded import write_local_block
 
-        raise NotExpressibleError(f"portable: key {self.key!r} is one part of a parameter drawn whole, which a "
-                                  "shard-by-shard draw cannot follow; initialise it unsharded")
+        return write_local_block(tensor, self.values())
 
 
 def _zeros_like(name: str, values):

@@ -47,6 +47,24 @@ def local_runs(global_shape: tuple[int, ...], local_shape: tuple[int, ...],
     return runs
 
 
+def write_local_block(tensor: Any, full: Any) -> Any:
+    """Copy into ``tensor`` (a DTensor) its local block of ``full``, the whole tensor's values
+    (the same on every rank): for a draw that cannot be made shard by shard (one drawn in another
+    axis order than torch stores it, or one part of a parameter drawn whole), at the cost of one
+    whole tensor on each rank for the time of the copy. Collective-free. Returns ``tensor``."""
+    import torch
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset  # private: see draw_dtensor
+
+    local = tensor.to_local()
+    shape, offset = compute_local_shape_and_global_offset(tuple(tensor.shape), tensor.device_mesh, tensor.placements)
+    if tuple(full.shape) != tuple(tensor.shape) or tuple(local.shape) != tuple(shape):
+        raise PolyinitError(f"write_local_block: values {tuple(full.shape)} for DTensor {tuple(tensor.shape)} "
+                            f"with local shard {tuple(local.shape)}, expected {tuple(shape)}")
+    with torch.no_grad():
+        local.copy_(full[tuple(slice(o, o + n) for o, n in zip(offset, shape))])
+    return tensor
+
+
 def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: "str | int") -> Any:
     """Fill ``tensor`` (a ``torch.distributed.tensor.DTensor`` of the plan's global shape) with its
     local part of the portable draw of ``plan``; collective-free. Returns ``tensor``."""

@@ -54,6 +54,17 @@ WORKER = """
         spec = pi.he_normal() if p.dim() == 2 else pi.Uniform(low=-0.1, high=0.1)
         draw_dtensor(p, pi.resolve(spec, tuple(p.shape), pi.OUT_IN), seed=5, key=path)
         results[f"fsdp2 {path}"] = p.full_tensor().detach().numpy().tobytes().hex()
+    # Parameters whose portable draw is not in torch's storage order (packed q/k/v and LSTM gates
+    # under fans="semantic") or spans several tensors (b_ih + b_hh): drawn whole, local block kept.
+    from polyinit.rules import apply
+    sys.path.insert(0, os.environ["POLYINIT_TESTS"])
+    from test_sharded_torch import MIXED_RULES, mixed_model
+
+    sharded = mixed_model()
+    fully_shard(sharded, mesh=meshes["1d"])
+    apply(sharded, MIXED_RULES, portable=True)
+    for path, p in sharded.named_parameters():
+        results[f"mixed {path}"] = p.full_tensor().detach().numpy().tobytes().hex()
     if rank == 0:
         print(json.dumps(results))
     dist.destroy_process_group()
@@ -70,6 +81,7 @@ def run_ranks(world: int) -> dict:
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(world))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["POLYINIT_TESTS"] = os.path.join(root, "tests")
     procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WORKER)], env=dict(env, RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(world)]
     outputs = [p.communicate(timeout=300) for p in procs]
@@ -87,8 +99,11 @@ def test_dtensor_shards_gather_to_the_unsharded_draw(world):
     specs = {"he_normal": (pi.he_normal(), pi.OUT_IN), "glorot_uniform": (pi.glorot_uniform(), pi.OUT_IN),
              "trunc": (pi.TruncatedNormal(std=0.02, bounds="absolute"), None),
              "threshold": (pi.Uniform(low=-1.0, high=1.0) * (abs(pi.Uniform(low=-1.0, high=1.0)) >= 0.5), None)}
+    mixed = {tag.split()[1]: hexed for tag, hexed in results.items() if tag.startswith("mixed")}
+    results = {tag: hexed for tag, hexed in results.items() if not tag.startswith("mixed")}
     fsdp = {tag: hexed for tag, hexed in results.items() if tag.startswith("fsdp2")}
     assert len(fsdp) == 4 and len(results) - 4 == len(specs) * (2 if world == 2 else 3)
+    _check_mixed(mixed)
     shapes = {"0.weight": (37, 20), "0.bias": (37,), "1.weight": (11, 37), "1.bias": (11,)}
     for tag, hexed in fsdp.items():
         path = tag.split()[1]
@@ -120,3 +135,40 @@ def test_a_plain_tensor_is_refused():
 
     with pytest.raises(PolyinitError, match="expected a DTensor"):
         draw_dtensor(torch.empty(4, 4), pi.resolve(pi.he_normal(), (4, 4), pi.OUT_IN), 0, "w")
+
+
+class _Mixed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.lstm, self.attn = torch.nn.Linear(6, 6), torch.nn.LSTM(6, 8), torch.nn.MultiheadAttention(8, 2)
+
+    def forward(self, x):  # fully_shard wants a module with a forward
+        return self.attn(*(self.lstm(self.fc(x))[0],) * 3)[0]
+
+
+def mixed_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return _Mixed()
+
+
+def _mixed_rules():
+    import polyinit as pi
+    from polyinit.rules import Rules, every
+
+    return Rules([(every(), pi.Uniform(low=-0.3, high=0.3))], seed=3)
+
+
+MIXED_RULES = _mixed_rules()
+
+
+def _check_mixed(gathered: dict) -> None:
+    """The FSDP2 model of the worker, gathered, equals the same model initialised unsharded."""
+    from polyinit.rules import apply
+
+    model = mixed_model()
+    apply(model, MIXED_RULES, portable=True)
+    expected = {path: p.detach().numpy().tobytes().hex() for path, p in model.named_parameters()}
+    assert sorted(gathered) == sorted(expected) and len(expected) == 10
+    assert not model.lstm.bias_hh_l0.any()  # the summed bias drawn whole: b_hh zero
+    for path in expected:
+        assert gathered[path] == expected[path], path
