@@ -51,6 +51,20 @@ def fused_rnn_type(source: str, bias: bool, gates: int, bias_group: Optional[str
     return ParamType("bias", "out", split=split, part=part)
 
 
+def fused_rnn_types(leaves: list[str], parse: Callable[[str], Optional[tuple[str, bool, str]]], gates: int,
+                    sums: bool) -> dict:
+    """``fused_rnn_type`` for each leaf of a fused recurrent layer that ``parse`` recognises:
+    ``parse(leaf)`` gives (source, is a bias, the name of the logical bias it sums into) or None.
+    ``sums``: whether the input and hidden biases sum (not in a GRU)."""
+    types = {}
+    for leaf in leaves:
+        parsed = parse(leaf)
+        if parsed is not None:
+            source, bias, group = parsed
+            types[leaf] = fused_rnn_type(source, bias, gates, group if sums else None)
+    return types
+
+
 def is_float(dtype: str) -> bool:
     return any(name in dtype for name in ("float16", "bfloat16", "float32", "float64"))
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import (ROLE_BY_NAME, Builder, assign_item, dtype_name, fused_rnn_type, role_by_name,
+from polyinit.frameworks._walk import (ROLE_BY_NAME, Builder, assign_item, dtype_name, fused_rnn_types, role_by_name,
                                        write_or_restore)
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
@@ -83,15 +83,15 @@ def _rnn_types(attributes: list[str], *, lstm: bool, gru: bool) -> dict:
     """Types of an RNN's attributes: an LSTM's gates split (4, H), and the two biases of one
     layer and direction one logical bias (their sum), except a GRU's (its h2h bias of the
     candidate gate is scaled by the reset gate)."""
-    gates, sums = (4 if lstm else 1), not gru
-    types = {}
-    for attribute in attributes:
-        match = _RNN_ATTRIBUTE.match(attribute)
-        if match:
-            prefix, source, tensor = match.groups()
-            types[attribute] = fused_rnn_type(_SOURCES[source], tensor == "bias", gates,
-                                              f"{prefix}bias" if sums else None)
-    return types
+    return fused_rnn_types(attributes, _parse_rnn_attribute, 4 if lstm else 1, not gru)
+
+
+def _parse_rnn_attribute(attribute: str) -> "tuple[str, bool, str] | None":
+    match = _RNN_ATTRIBUTE.match(attribute)
+    if match is None:
+        return None
+    prefix, source, tensor = match.groups()
+    return _SOURCES[source], tensor == "bias", f"{prefix}bias"
 
 
 class GluonWalker:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import Builder, dtype_name, fused_rnn_type
+from polyinit.frameworks._walk import Builder, dtype_name, fused_rnn_types
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType
 
@@ -71,14 +71,15 @@ def _rnn_types(module: Any, leaves: list[str]) -> dict:
 
 
 def _rnn_leaf_types(leaves: "list[str]", gates: int, sums: bool) -> dict:
-    types = {}
-    for leaf in leaves:
-        match = _RNN_LEAF.match(leaf)
-        if match:
-            tensor, source, suffix = match.groups()
-            types[leaf] = fused_rnn_type(_SOURCES[source], tensor == "bias", gates,
-                                         f"bias{suffix}" if sums else None)
-    return types
+    return fused_rnn_types(leaves, _parse_rnn_leaf, gates, sums)
+
+
+def _parse_rnn_leaf(leaf: str) -> "tuple[str, bool, str] | None":
+    match = _RNN_LEAF.match(leaf)
+    if match is None:
+        return None
+    tensor, source, suffix = match.groups()
+    return _SOURCES[source], tensor == "bias", f"bias{suffix}"
 
 
 def rnn_types_from_shapes(shapes: "dict[str, tuple[int, ...]]") -> dict:
