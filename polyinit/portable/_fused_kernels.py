@@ -6,7 +6,6 @@ at a time; see ``fused`` for why the values agree bit for bit.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types, uint32
@@ -159,7 +158,8 @@ def _truncated(w, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_lo
 
 
 @njit(inline="always")
-def _convert(words, out, offset, positive_zero, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+def _convert(words, out, offset, positive_zero,
+             kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
     """out[offset + j] = value of words[j]: one loop per kind, so each loop vectorises."""
     if kind == 0:
         for j in range(words.size):
@@ -179,7 +179,8 @@ _JIT = dict(nogil=True, cache=True, error_model="numpy")  # numpy's error model:
 
 
 @njit(**_JIT)
-def fill(out, k0, k1, leaf, start, positive_zero, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+def fill(out, k0, k1, leaf, start, positive_zero,
+         kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
     """out[j] = value of flat element start + j; element i is word i % 2 of threefry((i // 2, leaf))."""
     k2 = uint32(k0 ^ k1 ^ uint32(PARITY))
     words = np.empty(2 * BLOCK_PAIRS, np.uint32)
@@ -190,8 +191,8 @@ def fill(out, k0, k1, leaf, start, positive_zero, kind, shift, scale, has_shift,
         for p in range(count):  # the cipher, vectorised across pairs
             words[2 * p], words[2 * p + 1] = _threefry(k0, k1, k2, uint32(block + p), leaf)
         lo, hi = max(2 * block, start), min(2 * (block + count), end)
-        _convert(words[lo - 2 * block: hi - 2 * block], out, lo - start, positive_zero, kind, shift, scale, has_shift, has_scale,
-                 a, b, mirror, p_span, p_low)
+        _convert(words[lo - 2 * block: hi - 2 * block], out, lo - start, positive_zero,
+                 kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
 
 
 @njit(**_JIT)
@@ -199,4 +200,4 @@ def map_words(words, out, kind, shift, scale, has_shift, has_scale, a, b, mirror
     _convert(words, out, 0, False, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
 
 
-__all__ = ["fill", "map_words", "numba"]
+__all__ = ["fill", "map_words"]
