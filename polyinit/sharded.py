@@ -18,7 +18,6 @@ import itertools
 import math
 from typing import Any
 
-from polyinit import nodes as n
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.plan import Plan
 
@@ -47,19 +46,30 @@ def local_runs(global_shape: tuple[int, ...], local_shape: tuple[int, ...],
     return runs
 
 
+def local_block(tensor: Any, caller: str) -> tuple[Any, tuple[int, ...], tuple[int, ...]]:
+    """(local tensor, its shape, its global offset) of a DTensor under its placements; a local
+    shard that does not match its placement is an error naming ``caller``."""
+    # Private API (torch 2.13): the local block's shape and global offset under the placements;
+    # torch exposes no public equivalent, and DTensor.__create_chunk_list__ is private too.
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    local = tensor.to_local()
+    shape, offset = compute_local_shape_and_global_offset(tuple(tensor.shape), tensor.device_mesh, tensor.placements)
+    if tuple(local.shape) != tuple(shape):
+        raise PolyinitError(f"{caller}: local shard {tuple(local.shape)} does not match its placement {tuple(shape)}")
+    return local, tuple(shape), tuple(offset)
+
+
 def write_local_block(tensor: Any, full: Any) -> Any:
     """Copy into ``tensor`` (a DTensor) its local block of ``full``, the whole tensor's values
     (the same on every rank): for a draw that cannot be made shard by shard (one drawn in another
     axis order than torch stores it, or one part of a parameter drawn whole), at the cost of one
     whole tensor on each rank for the time of the copy. Collective-free. Returns ``tensor``."""
     import torch
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset  # private: see draw_dtensor
 
-    local = tensor.to_local()
-    shape, offset = compute_local_shape_and_global_offset(tuple(tensor.shape), tensor.device_mesh, tensor.placements)
-    if tuple(full.shape) != tuple(tensor.shape) or tuple(local.shape) != tuple(shape):
-        raise PolyinitError(f"write_local_block: values {tuple(full.shape)} for DTensor {tuple(tensor.shape)} "
-                            f"with local shard {tuple(local.shape)}, expected {tuple(shape)}")
+    if tuple(full.shape) != tuple(tensor.shape):
+        raise PolyinitError(f"write_local_block: values {tuple(full.shape)} for DTensor {tuple(tensor.shape)}")
+    local, shape, offset = local_block(tensor, "write_local_block")
     with torch.no_grad():
         local.copy_(full[tuple(slice(o, o + n) for o, n in zip(offset, shape))])
     return tensor
@@ -71,12 +81,8 @@ def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: "str | int") -> Any:
     import torch
     from torch.distributed.tensor import DTensor
 
-    # Private API (torch 2.13): the local block's shape and global offset under the placements;
-    # torch exposes no public equivalent, and DTensor.__create_chunk_list__ is private too.
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
     from polyinit.portable import check_portable, stream_key
-    from polyinit.portable.evaluate import CHUNK, evaluate_span, is_elementwise
+    from polyinit.portable.evaluate import CHUNK, evaluate_span, fill_fused, is_elementwise
     from polyinit.portable.xp_torch import Ops
 
     if not isinstance(tensor, DTensor):
@@ -87,20 +93,15 @@ def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: "str | int") -> Any:
     if not is_elementwise(plan):
         raise NotExpressibleError(f"draw_dtensor: {plan.describe()} has structure across elements and "
                                   "cannot be drawn shard by shard; draw it whole and distribute it")
-    local = tensor.to_local()
-    shape, offset = compute_local_shape_and_global_offset(plan.shape, tensor.device_mesh, tensor.placements)
-    if tuple(local.shape) != tuple(shape):
-        raise PolyinitError(f"draw_dtensor: local shard {tuple(local.shape)} does not match its placement {shape}")
+    local, shape, offset = local_block(tensor, "draw_dtensor")
     if local.numel() == 0:
         return tensor
     ops, stream = Ops(local.device), stream_key(seed, key)
     flat = local.view(-1) if local.is_contiguous() else None
-    leaf = plan.root if isinstance(plan.root, n.RANDOM_LEAVES) else None
     pieces, at = [], 0
     with torch.no_grad():
-        for run_start, run_stop in local_runs(plan.shape, tuple(shape), tuple(offset)):
-            if flat is not None and leaf is not None and ops.fill_leaf(
-                    flat[at:at + run_stop - run_start], leaf, stream, plan.leaf_index[id(leaf)], run_start):
+        for run_start, run_stop in local_runs(plan.shape, shape, offset):
+            if flat is not None and fill_fused(ops, plan, stream, flat[at:at + run_stop - run_start], run_start):
                 at += run_stop - run_start  # one fused pass straight into the shard
                 continue
             for start in range(run_start, run_stop, CHUNK):  # bounded temporaries

@@ -149,6 +149,16 @@ def signature(plan: Plan) -> tuple:
     return tree, leaves, plan.dtype, tuple(f.values.tobytes() for f in fixed)
 
 
+def fill_fused(ops: Any, plan: Plan, key: tuple[int, int], out: Any, start: int = 0) -> bool:
+    """Fill ``out`` with flat elements start.. of a plan that is one random leaf, in one fused
+    pass (``Ops.fill_leaf``, see ``polyinit.portable.fused``); False where that cannot be done
+    (a plan that combines leaves, no fused kernels, an ``out`` they cannot write)."""
+    root, fill = plan.root, getattr(ops, "fill_leaf", None)
+    if not isinstance(root, n.RANDOM_LEAVES) or fill is None:
+        return False
+    return fill(out, root, key, plan.leaf_index[id(root)], start)
+
+
 def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, stream: Any = None) -> Any:
     """The portable draw of ``plan`` in ``ops``' framework and the plan's dtype: chunked into
     ``out`` (or a fresh array) when the backend writes in place and the plan is elementwise.
@@ -161,9 +171,7 @@ def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, str
         values = ops.cast(evaluate(ops, plan, stream), plan.dtype)
         return values if out is None else ops.copy_into(out, values)
     out = ops.empty(plan.shape, plan.dtype) if out is None else out
-    root = plan.root
-    if isinstance(root, n.RANDOM_LEAVES) and getattr(ops, "fill_leaf", None) is not None \
-            and ops.fill_leaf(out, root, stream, plan.leaf_index[id(root)]):
+    if fill_fused(ops, plan, stream, out):
         return out  # one fused pass straight into the output
     chunk = getattr(ops, "CHUNK", CHUNK)
     for start in range(0, plan.size, chunk):

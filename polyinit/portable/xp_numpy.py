@@ -37,7 +37,7 @@ class Ops:
     def __init__(self, use_fused: "bool | None" = None):
         # Random leaves come from polyinit.portable.fused's compiled kernels where numba is
         # installed (the same values, 5-10x faster); use_fused=False forces these ops throughout.
-        self.fused = fused.available() if use_fused is None else use_fused and fused.available()
+        self.fused = use_fused is not False and fused.available()
 
     # --- fused random leaves (optional part of the interface) --------------------------------
     def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "np.ndarray | None":
