@@ -13,6 +13,12 @@ PYTHON=${PYTHON:-python3}
 # build does not load beside this torch and breaks transformers' imports; mup itself needs only
 # torch and pyyaml, so it is installed without its declared dependencies.
 .venv/bin/pip install -q --no-deps mup==1.0.0
+# Reference codebases the structure, identity and modern-scheme tests build models from (from
+# configs, never downloaded). Several declare dependencies that would replace torch, numpy or
+# transformers' huggingface_hub (torchvision, tensorflow, fairscale's torch pin), so they are
+# installed pinned and without their declared dependencies, plus the few modules they import.
+.venv/bin/pip install -q -c constraints.txt -r tools/reference-codebases.txt
+.venv/bin/pip install -q --no-deps -r tools/reference-codebases-nodeps.txt
 
 [ -x .venv-mxnet/bin/python ] || "$PYTHON" -m venv .venv-mxnet
 .venv-mxnet/bin/pip install -q mxnet==1.9.1 numpy==1.23.5 'pytest>=8' 'hypothesis>=6' scipy
