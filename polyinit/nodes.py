@@ -247,7 +247,8 @@ def flat_copy(root: Node, size: int) -> "Node | None":
                 copies[id(node)] = type(node)((size,), *_fields(node))
             elif isinstance(node, Op) and node.name != "rank":
                 args = [copy(a) for a in node.args]
-                copies[id(node)] = None if None in args else Op((size,), node.name, tuple(args))
+                whole = [a for a in args if a is not None]
+                copies[id(node)] = Op((size,), node.name, tuple(whole)) if len(whole) == len(args) else None
             else:
                 copies[id(node)] = None
         return copies[id(node)]
@@ -312,7 +313,7 @@ def evaluate(root: Node, prims, leaf_index: dict[int, int]):
         elif isinstance(node, Op):
             value = prims.Op(node, [run(a) for a in node.args])
         else:  # Reshape, Transpose, Scatter
-            value = getattr(prims, type(node).__name__)(node, run(node.child))
+            value = getattr(prims, type(node).__name__)(node, run(getattr(node, "child")))
         cache[key] = value
         return value
 

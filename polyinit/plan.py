@@ -510,6 +510,8 @@ def _quadrature(leaf: n.Node) -> tuple[np.ndarray, np.ndarray]:
     u = (np.arange(_GRID) + 0.5) / _GRID
     if isinstance(leaf, n.Uniform):
         return leaf.low + u * (leaf.high - leaf.low), np.full(_GRID, 1.0 / _GRID)
+    if not isinstance(leaf, (n.Normal, n.TruncatedNormal)):  # pragma: no cover - callers pass random leaves
+        raise TypeError(f"_quadrature: {type(leaf).__name__} is not a random leaf")
     lo, hi = (-12.0, 12.0) if isinstance(leaf, n.Normal) else (max(leaf.a, -12.0), min(leaf.b, 12.0))
     z = lo + u * (hi - lo)
     density = np.exp(-0.5 * z * z)

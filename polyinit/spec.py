@@ -23,8 +23,15 @@ far from Python's recursion limit.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import Any, Callable, ClassVar, TypeVar, Union, cast
+
+if sys.version_info >= (3, 11):  # tells type checkers that _spec makes keyword-only frozen dataclasses
+    from typing import dataclass_transform
+else:  # pragma: no cover - Python 3.10: the decorator only informs type checkers
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda decorator: decorator
 
 from polyinit import _validate as check
 from polyinit.errors import SpecError
@@ -84,16 +91,20 @@ class Spec:
     def __abs__(self): return Unary(op="abs", operand=self)
 
 
-def _spec(kind: str, *, random: bool = False):
+_SpecClass = TypeVar("_SpecClass", bound=Any)
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, eq_default=True)
+def _spec(kind: str, *, random: bool = False) -> Callable[[_SpecClass], _SpecClass]:
     """Class decorator: a frozen keyword-only dataclass registered under ``kind``."""
 
-    def wrap(cls):
+    def wrap(cls: _SpecClass) -> _SpecClass:
         cls.kind = kind
         cls.random = random
-        cls = dataclass(frozen=True, kw_only=True, eq=True, repr=True)(cls)
+        made = dataclass(frozen=True, kw_only=True, eq=True, repr=True)(cls)
         # Comparison operators build expressions, so keep dataclass's structural == only.
-        SPEC_KINDS[kind] = cls
-        return cls
+        SPEC_KINDS[kind] = made
+        return cast(_SpecClass, made)
 
     return wrap
 
