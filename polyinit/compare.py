@@ -108,7 +108,7 @@ def preserved_global_rngs() -> Iterator[None]:
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
-        if torch_state is not None:
+        if torch is not None and torch_state is not None:
             torch.random.set_rng_state(torch_state)
 
 
@@ -202,7 +202,10 @@ def _measure_into(row: Row, layer: str, activation: str, sizes: dict, seed: int,
                                 sizes["heads"], activation)
         try:
             with preserved_global_rngs():
-                found = asdict(measuring.measure(framework, setup, seed))
+                measured = measuring.measure(framework, setup, seed)
+                if measured is None:
+                    raise PolyinitError(f"{framework} has no measurer for {layer}")
+                found = asdict(measured)
         except Exception as error:  # one framework's failure must not hide the others' rows
             row.source = f"closed form (measuring {framework} failed: {type(error).__name__}: {error})"[:200]
             progress(row.source)

@@ -31,9 +31,9 @@ def _samples(row: Row, layer: str, n_in: int, n_out: int) -> tuple[Optional[np.n
         return None, None, ""
     from polyinit.backends.numpy import draw
 
-    weight, bias = main_weight_and_bias(registry_params(row.framework, layer, n_in, n_out))
+    main, first_bias = main_weight_and_bias(registry_params(row.framework, layer, n_in, n_out))
     rng = np.random.default_rng(0)
-    drawn = [draw(p.plan(), rng).ravel()[:20000] if p is not None else None for p in (weight, bias)]
+    drawn = [draw(p.plan(), rng).ravel()[:20000] if p is not None else None for p in (main, first_bias)]
     return drawn[0], drawn[1], "closed form: drawn from the spec"
 
 

@@ -154,12 +154,17 @@ def of_param(param: Param) -> Measure:
         return _legendre(root.mean + root.a * root.std, root.mean + root.b * root.std,
                          lambda x: np.exp(-0.5 * ((x - root.mean) / root.std) ** 2))
     # Anything else: a symmetric two-point law with the promised mean and variance.
-    mean, std = plan.stats.mean, math.sqrt(plan.stats.var)
+    mean, var = (plan.stats.mean, plan.stats.var) if plan.stats is not None else (None, None)
+    if mean is None or var is None:
+        raise PolyinitError(f"compare: {plan.describe()} has no closed-form moments to propagate")
+    std = math.sqrt(var)
     return Measure(np.array([mean - std, mean + std]), np.array([0.5, 0.5]))
 
 
 def weight_var(param: Param) -> float:
     stats = param.plan().stats
+    if stats is None or stats.mean is None or stats.var is None:
+        raise PolyinitError(f"compare: {param.note or 'a weight'} has no closed-form moments")
     if abs(stats.mean) > 1e-12:
         raise PolyinitError(f"compare: {param.note or 'a weight'} has mean {stats.mean}; the recursion needs mean 0")
     return stats.var

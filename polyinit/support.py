@@ -127,6 +127,7 @@ def _op(node: n.Op, args: list[Interval], margin: float) -> Interval:
             return if_false
         return _hull(if_true, if_false)
     if name == "rank":
+        assert node.axis is not None  # a rank op always names its axis
         return Interval(0.0, float(node.shape[node.axis] - 1))
     raise NonFiniteError(f"support: unknown op {name!r}")  # pragma: no cover - nodes.Op names are fixed
 

@@ -117,6 +117,7 @@ class Primitives:
 
     def Op(self, node: n.Op, args):
         if node.name == "rank":
+            assert node.axis is not None  # a rank op always names its axis
             return common.rank(args[0], node.axis, np).astype(args[0].dtype)
         return OPS[node.name](*args)
 

@@ -120,23 +120,27 @@ def _check(draws, stats: Optional[Stats], plan: Plan, alpha: float) -> list[Chec
 def _blocks(draws, stats: Stats, plan: Plan, alpha: float) -> list[Check]:
     """Each block is checked against its own part's promise: the blocks are not exchangeable.
     Where a part has no closed form, the whole tensor is compared with the reference backend."""
+    assert stats.blocks is not None  # _check dispatched on it
     axis, parts = stats.blocks
     if any(part is None for part in parts):
         return _against_reference(draws, plan, alpha)
     results = []
     for i, part in enumerate(parts):
+        assert part is not None  # checked above
         pieces = [np.split(d, len(parts), axis=axis)[i] for d in draws]
         results += [replace(c, name=f"block {i}: {c.name}") for c in _check(pieces, part, plan, alpha)]
     return results
 
 
 def _delta_centre(sample: np.ndarray, stats: Stats) -> np.ndarray:
+    assert stats.delta is not None  # _check dispatched on it
     index, _ = stats.delta
     return sample[tuple(slice(None) if i is None else i for i in index)]
 
 
 def _delta(sample: np.ndarray, stats: Stats, dtype: str) -> list[Check]:
     """Delta-orthogonal: zero off the centre, an orthogonal matrix times gain at the centre."""
+    assert stats.delta is not None  # _check dispatched on it
     index, gain = stats.delta
     rest = sample.copy()
     rest[tuple(slice(None) if i is None else i for i in index)] = 0.0
@@ -146,6 +150,7 @@ def _delta(sample: np.ndarray, stats: Stats, dtype: str) -> list[Check]:
 
 
 def _orthogonal_matrix(sample: np.ndarray, stats: Stats) -> np.ndarray:
+    assert stats.orthogonal is not None  # _check dispatched on it
     axis, _ = stats.orthogonal
     return np.moveaxis(sample, axis, 0).reshape(sample.shape[axis], -1)
 
@@ -277,23 +282,28 @@ def _support(draws, stats: Stats, dtype: str) -> Check:
 
 
 def _mean(flat: np.ndarray, stats: Stats, dtype: str, alpha: float) -> Check:
-    tolerance = z_value(alpha) * stats.std / math.sqrt(flat.size) + _tolerance_of(stats.mean, dtype)
+    mean, std = stats.mean, stats.std
+    assert mean is not None and std is not None  # only plans with moments get here
+    tolerance = z_value(alpha) * std / math.sqrt(flat.size) + _tolerance_of(mean, dtype)
     observed = float(flat.mean())
-    return Check("mean", stats.mean, observed, tolerance, abs(observed - stats.mean) <= tolerance)
+    return Check("mean", mean, observed, tolerance, abs(observed - mean) <= tolerance)
 
 
 def _variance(flat: np.ndarray, stats: Stats, dtype: str, alpha: float) -> Check:
+    var = stats.var
+    assert var is not None  # only plans with moments get here
     kappa = stats.excess_kurtosis if stats.excess_kurtosis is not None else 0.0
-    tolerance = z_value(alpha) * stats.var * math.sqrt((kappa + 2) / flat.size)
-    tolerance += stats.var * 4 * _ROUNDING[dtype]
+    tolerance = z_value(alpha) * var * math.sqrt((kappa + 2) / flat.size)
+    tolerance += var * 4 * _ROUNDING[dtype]
     observed = float(flat.var())
-    return Check("variance", stats.var, observed, tolerance, abs(observed - stats.var) <= tolerance)
+    return Check("variance", var, observed, tolerance, abs(observed - var) <= tolerance)
 
 
 def _kurtosis(flat: np.ndarray, stats: Stats, alpha: float) -> Check:
     """t-test on per-batch excess kurtosis: each batch's statistic is nearly normal, and the
     batch spread estimates the standard error without needing the 8th moment."""
     expected = stats.excess_kurtosis
+    assert expected is not None  # only plans with a promised kurtosis get here
     size = flat.size // KURTOSIS_BATCHES
     batches = flat[: size * KURTOSIS_BATCHES].reshape(KURTOSIS_BATCHES, size)
     centred = batches - batches.mean(axis=1, keepdims=True)
@@ -321,6 +331,7 @@ def _t_quantile(alpha: float, dof: int) -> float:
 
 def _zeros_per_slice(draws, flat: np.ndarray, stats: Stats, dtype: str) -> Check:
     """Sparse: the count of zeros along the axis is exact in every slice."""
+    assert stats.zeros_per_slice is not None  # _check dispatched on it
     axis, want = stats.zeros_per_slice
     counts = np.concatenate([np.sum(d == 0, axis=axis).ravel() for d in draws])
     worst = float(counts.min() if counts.min() < want else counts.max())
@@ -336,6 +347,7 @@ def _zeros_per_slice(draws, flat: np.ndarray, stats: Stats, dtype: str) -> Check
 
 def _zero_fraction(flat: np.ndarray, stats: Stats, alpha: float) -> Check:
     expected = stats.zero_fraction
+    assert expected is not None  # _check dispatched on it
     observed = float(np.mean(flat == 0))
     tolerance = z_value(alpha) * math.sqrt(expected * (1 - expected) / flat.size)
     return Check("zero fraction", expected, observed, tolerance, abs(observed - expected) <= tolerance)

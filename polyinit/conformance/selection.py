@@ -111,7 +111,7 @@ def uninstalled_framework(error: BaseException) -> "str | None":
     it is not installed here, and POLYINIT_TEST_BACKENDS does not require its backend; else None."""
     import importlib.util
 
-    if not isinstance(error, ImportError) or not getattr(error, "name", None):
+    if not isinstance(error, ImportError) or not error.name:
         return None
     name = error.name.split(".")[0]
     if name not in FRAMEWORKS or importlib.util.find_spec(name) is not None:
