@@ -14,7 +14,7 @@ import json
 import os
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import polyinit
 
@@ -51,7 +51,7 @@ def _code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def key(framework: str, version: str, **arguments) -> str:
+def key(framework: str, version: str, **arguments: Any) -> str:
     text = json.dumps({"framework": framework, "version": version, "polyinit": polyinit.__version__,
                        "code": _code_digest(), **arguments}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

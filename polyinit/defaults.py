@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from polyinit import native, schemes
 from polyinit.errors import SpecError
 from polyinit.layout import OUT_IN, Layout
 from polyinit.plan import Plan, resolve
 from polyinit.spec import Spec, TruncatedNormal, Uniform
+
+if TYPE_CHECKING:  # rules imports the walkers' records, which import this module
+    from polyinit.rules import Rules
 
 LAYERS = ("dense", "conv", "conv_transpose", "embedding", "lstm", "gru", "batchnorm", "layernorm", "mha")
 
@@ -95,7 +99,7 @@ def _norm(c: int, *, stats: bool) -> dict[str, Param]:
 
 
 
-def layer_defaults(framework: str, layer: str, **dims) -> dict[str, Param]:
+def layer_defaults(framework: str, layer: str, **dims: Any) -> dict[str, Param]:
     """Every parameter of ``layer`` as ``framework`` initialises it by default.
 
     dims: dense ``n_in, n_out``; conv/conv_transpose ``n_in, n_out, kernel`` (tuple) and optional
@@ -130,7 +134,7 @@ def _weight_fan_in(param, layer_params) -> int:
     return compute_fans(weight.shape, weight.layout).fan_in
 
 
-def rules_for(framework: str, *, seed: int = 0):
+def rules_for(framework: str, *, seed: int = 0) -> Rules:
     """Rules that give any model ``framework``'s default initialisation of its dense, conv,
     transposed-conv and embedding weights and biases and its norm parameters, with fans read from
     the target model's own layouts. Other parameters (recurrent, attention) are kept and reported.

@@ -9,7 +9,7 @@ leaf and sequential ones (numpy, torch) draw in that order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -162,7 +162,7 @@ class Op(Node):
 RANDOM_LEAVES = (Uniform, Normal, TruncatedNormal, OrthogonalMatrix)
 
 
-def op_table(xp, cast) -> dict:
+def op_table(xp: Any, cast: Callable[[Any, Any], Any]) -> dict:
     """The elementwise ``Op`` names over an array namespace with numpy's names (numpy,
     ``jax.numpy``, ``torch`` and ``keras.ops`` all have them); ``cast(mask, like)`` turns a
     comparison's booleans into 1.0/0.0 of ``like``'s dtype."""
@@ -289,7 +289,7 @@ def structure(root: Node, leaf_index: dict[int, int]) -> tuple[tuple, list[Fixed
     return key(root), fixed
 
 
-def evaluate(root: Node, prims, leaf_index: dict[int, int]):
+def evaluate(root: Node, prims: Any, leaf_index: dict[int, int]) -> Any:
     """Evaluate a plan tree with a backend's primitives, each shared node once.
 
     ``prims`` has one method per node kind (see ``polyinit.backends.numpy.Primitives``); random

@@ -31,7 +31,7 @@ from polyinit import _validate as check
 from polyinit.backends import numpy as reference
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import OUT_IN, Layout
-from polyinit.plan import resolve
+from polyinit.plan import Plan, resolve
 from polyinit.serialize import from_dict, to_dict
 from polyinit.spec import Spec
 
@@ -161,7 +161,7 @@ def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT, seed: Optional[int]
 DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray for initialisers
 
 
-def sample_plan(plan, seed: int) -> Any:
+def sample_plan(plan: Plan, seed: int) -> Any:
     """One draw through ``Polyinit(spec, layout, seed)``, filling a fresh array as a weight, the MXNet way."""
     if plan.dtype not in DTYPES:
         raise PolyinitError(f"mxnet backend: cannot initialise dtype {plan.dtype}; floating dtypes only ({', '.join(DTYPES)})")
@@ -173,12 +173,12 @@ def sample_plan(plan, seed: int) -> Any:
     return arr
 
 
-def draw(plan, rng: np.random.Generator) -> np.ndarray:
+def draw(plan: Plan, rng: np.random.Generator) -> np.ndarray:
     """A host draw of ``plan``, as ``Polyinit`` makes before writing it (the numpy reference's)."""
     return reference.draw(plan, rng)
 
 
-def draw_plan(plan, seed: int) -> np.ndarray:
+def draw_plan(plan: Plan, seed: int) -> np.ndarray:
     """Exactly ``plan`` (no re-resolving) as ``Polyinit`` draws it, on the host, from ``seed``."""
     return reference.draw(plan, np.random.default_rng(seed))
 
@@ -199,7 +199,7 @@ def default_device() -> str:
     return str(_mx.current_context()) if _mx is not None else "cpu"
 
 
-def draw_portable(plan, seed: int, key: "str | int" = "") -> np.ndarray:
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> np.ndarray:
     """The portable draw of ``plan`` on the host, as ``Polyinit`` writes it into an NDArray: the
     same float32 values, bit for bit, as ``draw_portable`` of every other backend with the same
     (seed, key) (see ``polyinit.portable``)."""

@@ -14,7 +14,7 @@ True
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def _acklam(p: np.ndarray) -> np.ndarray:
     return np.where(q < 0.02425, np.where(p < 0.5, tail, -tail), mid)
 
 
-def orthogonal_from_normal(g: np.ndarray, rows: int, cols: int, xp=np) -> np.ndarray:
+def orthogonal_from_normal(g: np.ndarray, rows: int, cols: int, xp: Any = np) -> np.ndarray:
     """Haar-random (rows, cols) from a standard normal (max, min) matrix (``common.haar_orthogonal``)."""
     q, r = xp.linalg.qr(g)
     return common.haar_orthogonal(q, r, rows, cols, xp)
@@ -81,41 +81,41 @@ class Primitives:
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
 
-    def Fill(self, node: n.Fill):
+    def Fill(self, node: n.Fill) -> np.ndarray:
         return np.full(node.shape, node.value, dtype=np.float64)
 
-    def Fixed(self, node: n.Fixed):
+    def Fixed(self, node: n.Fixed) -> np.ndarray:
         return np.asarray(node.values, dtype=np.float64)
 
-    def Uniform(self, node: n.Uniform, index: int):
+    def Uniform(self, node: n.Uniform, index: int) -> np.ndarray:
         return self.rng.uniform(node.low, node.high, size=node.shape)
 
-    def Normal(self, node: n.Normal, index: int):
+    def Normal(self, node: n.Normal, index: int) -> np.ndarray:
         return self.rng.normal(node.mean, node.std, size=node.shape)
 
-    def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
+    def TruncatedNormal(self, node: n.TruncatedNormal, index: int) -> np.ndarray:
         return node.mean + node.std * _standard_truncated(self.rng, node.shape, node.a, node.b)
 
-    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
+    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int) -> np.ndarray:
         rows, cols = node.shape
         g = self.rng.standard_normal((max(rows, cols), min(rows, cols)))
         return node.gain * orthogonal_from_normal(g, rows, cols)
 
-    def Reshape(self, node: n.Reshape, x):
+    def Reshape(self, node: n.Reshape, x: np.ndarray) -> np.ndarray:
         return x.reshape(node.shape)
 
-    def Transpose(self, node: n.Transpose, x):
+    def Transpose(self, node: n.Transpose, x: np.ndarray) -> np.ndarray:
         return np.transpose(x, node.perm)
 
-    def Concat(self, node: n.Concat, parts):
+    def Concat(self, node: n.Concat, parts: Sequence[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts, axis=node.axis)
 
-    def Scatter(self, node: n.Scatter, x):
+    def Scatter(self, node: n.Scatter, x: np.ndarray) -> np.ndarray:
         out = np.zeros(node.shape)
         out[tuple(slice(None) if i is None else i for i in node.index)] = x
         return out
 
-    def Op(self, node: n.Op, args):
+    def Op(self, node: n.Op, args: Sequence[np.ndarray]) -> np.ndarray:
         if node.name == "rank":
             assert node.axis is not None  # a rank op always names its axis
             return common.rank(args[0], node.axis, np).astype(args[0].dtype)

@@ -34,7 +34,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -353,7 +353,7 @@ def _zero_fraction(flat: np.ndarray, stats: Stats, alpha: float) -> Check:
     return Check("zero fraction", expected, observed, tolerance, abs(observed - expected) <= tolerance)
 
 
-def continuous_cdf(stats: Stats):
+def continuous_cdf(stats: Stats) -> Optional[Callable[[np.ndarray], np.ndarray]]:
     """The analytic CDF of the promise's one continuous law (``Stats.distribution``), or None."""
     law = stats.distribution
     if law is None:

@@ -8,6 +8,7 @@ is used, and the ones missing are reported in the session header rather than ski
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from polyinit.backends import REGISTRY, get_backend
 from polyinit.errors import BackendUnavailableError, PolyinitError
@@ -79,7 +80,7 @@ def missing_imports(path: "str | os.PathLike") -> list[str]:
     return sorted(name for name in names if name in FRAMEWORKS and importlib.util.find_spec(name) is None)
 
 
-def write_not_tested(terminalreporter, root: "str | os.PathLike", missing_backends: "list[str]") -> None:
+def write_not_tested(terminalreporter: Any, root: "str | os.PathLike", missing_backends: "list[str]") -> None:
     """The ``pytest_terminal_summary`` section both suites print: what was not tested here."""
     lines = not_tested(root, missing_backends)
     if lines:
