@@ -138,7 +138,8 @@ class _Passes:
             if user.op == "add" and len(user.inputs) == 2:
                 other = [i for i in user.inputs if self.f.strip(i) != use.node and self.f.param_of[i]]
                 if other:
-                    self.place(self.f.param_of[other[0]], site, block, stack, "bias")
+                    bias_parts = tuple(Part(p.name, (0,), p.ranges) for p in parts)
+                    self.place(self.f.param_of[other[0]], site, block, stack, "bias", bias_parts)
 
     # -- passes ----------------------------------------------------------------------------
     def run(self) -> Structure:
@@ -414,8 +415,8 @@ class _Passes:
                 continue
             scores = [a for a in attentions if self.feeds_scores(node.id, a)]
             if scores:
-                add = next((a for c in chains for a in c if a.members >> scores[0].out & 1), None)
-                block = add.block if add is not None else None
+                at = [(a, stacks[c]) for c, chain in enumerate(chains) for a in chain if a.members >> scores[0].out & 1]
+                block, stack = (at[0][0].block, at[0][1]) if at else (None, stack)
                 self.place(path, "relative_bias", block, stack, "weight")
             else:
                 self.place(path, "position", None, stack, "weight")
