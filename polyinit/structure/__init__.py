@@ -19,7 +19,7 @@ from typing import Any, Optional
 from polyinit.structure.graph import Graph
 from polyinit.structure.passes import ParamStructure, Part, Structure, find_structure
 
-__all__ = ["Graph", "ParamStructure", "Part", "Structure", "TRACERS", "derive_input", "find_structure", "trace",
+__all__ = ["Graph", "ParamStructure", "Part", "Structure", "StructureUnavailable", "TRACERS", "derive_input", "find_structure", "trace",
            "tracer_for"]
 
 # framework name (``polyinit.frameworks.framework_for(model).name``) -> tracer module
@@ -28,7 +28,7 @@ TRACERS = {"torch": "polyinit.structure.trace_torch", "flax": "polyinit.structur
            "linen": "polyinit.structure.trace_jax", "keras": "polyinit.structure.trace_tf"}
 
 
-class StructureUnavailable(Exception):
+class StructureUnavailable(Exception):  # noqa: N818 (a signal, not an error users see)
     """No tracer for this framework (an internal signal: callers fall back to name hints)."""
 
 

@@ -277,6 +277,20 @@ class _Recorder(TorchFunctionMode):
             cut = self.g.add("slice", (source,), tuple(shape), axis=dim, start=i, stop=i + 1, step=1)
             self.bind(piece, self.g.add("reshape", (cut,), tuple(piece.shape)))
 
+    def repeat_interleave(self, args, kwargs, out) -> None:
+        """``x.repeat_interleave(r, dim)`` as unsqueeze, broadcast, reshape (GQA's shared k/v)."""
+        x, repeats = args[0], args[1] if len(args) > 1 else kwargs.get("repeats")
+        dim = args[2] if len(args) > 2 else kwargs.get("dim")
+        if not isinstance(repeats, int) or dim is None:
+            return self.other("repeat_interleave", args, kwargs, out)
+        axis = int(dim) % x.dim()
+        shape = list(x.shape)
+        shape.insert(axis + 1, 1)
+        grown = self.g.add("reshape", (self.node(x),), tuple(shape))
+        shape[axis + 1] = repeats
+        grown = self.g.add("broadcast", (grown,), tuple(shape))
+        self.bind(out, self.g.add("reshape", (grown,), tuple(out.shape)))
+
     def narrow(self, args, kwargs, out) -> None:
         x, dim, start, length = args[:4]
         axis = int(dim) % x.dim()
@@ -308,7 +322,7 @@ _HANDLERS = {
     "T": _Recorder.transpose, "mT": _Recorder.transpose, "permute": _Recorder.permute,
     "getitem": _Recorder.getitem, "split": _Recorder.split, "chunk": _Recorder.split,
     "tensor_split": _Recorder.split, "split_with_sizes": _Recorder.split, "unbind": _Recorder.unbind,
-    "narrow": _Recorder.narrow, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
+    "narrow": _Recorder.narrow, "repeat_interleave": _Recorder.repeat_interleave, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
     "stack": _Recorder.stack,
 }
 _KNOWN = set(_HANDLERS) | set(_BINARY) | set(_UNARY) | set(_CONVERT) | set(_NORMS) | set(_REDUCE) | {"silu", "gelu"}
