@@ -172,6 +172,7 @@ class ModelContext:
     sources: Mapping[str, str] = field(default_factory=dict)  # path -> "structure" | "name" | "user"
     structure: Any = None  # the polyinit.structure.Structure the sites were read from, if any
     note: str = ""  # why the trace is silent, when it is
+    kept: frozenset = frozenset()  # paths the user keeps at the framework's default (keep=)
 
     def site(self, path: str) -> Site:
         return self.sites[path]
@@ -259,7 +260,7 @@ class ModelContext:
 def context_from_params(params: Sequence, *, depth: "int | Mapping[str, int] | None" = None,
                         width: Optional[int] = None, sites: Optional[Mapping[str, Any]] = None,
                         config: Optional[Mapping[str, Any]] = None, structure: Any = None,
-                        note: str = "") -> ModelContext:
+                        note: str = "", keep: Any = None) -> ModelContext:
     """A ``ModelContext`` from parameter records and, where given, the ``structure`` a trace
     found (``polyinit.structure.find_structure``): each site comes from ``sites`` (a selector
     per site, ``"user"``), else from the structure, else from the names (``infer_site``);
@@ -308,7 +309,11 @@ def context_from_params(params: Sequence, *, depth: "int | Mapping[str, int] | N
     if depth is not None:
         depths = _given_depth(depth, depths)
     derived_width = width or _width(params, found)
-    return ModelContext(tuple(params), found, depths, derived_width, dict(config or {}), sources, structure, note)
+    if keep is not None and not hasattr(keep, "matches"):
+        raise ContextError(f"model_context: keep must be a selector such as name('...'), received {keep!r}")
+    kept = frozenset(p.path for p in params if keep is not None and keep.matches(p, rule_context))
+    return ModelContext(tuple(params), found, depths, derived_width, dict(config or {}), sources, structure, note,
+                        kept)
 
 
 def _close(value: str, choices: Sequence[str]) -> str:
@@ -374,7 +379,8 @@ CONFIG_KEYS = ("d_kv", "n_heads", "d_ff", "head_dim", "n_kv_heads", "vocab_size"
 
 
 def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None, width: Optional[int] = None,
-                  sites: Optional[Mapping[str, Any]] = None, example_input: Any = None, **config: Any) -> ModelContext:
+                  sites: Optional[Mapping[str, Any]] = None, example_input: Any = None, keep: Any = None,
+                  **config: Any) -> ModelContext:
     """The context of ``model`` (any framework the rules support); see the module docstring.
 
     The sites come from one traced forward pass on ``example_input`` (derived from the model when
@@ -382,6 +388,8 @@ def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None,
     ``input_size``); where no input can be derived or the framework has no tracer, from names.
     Numbers a transformers model's ``config`` holds (``d_kv``, ``num_heads``, ``d_ff``) are read
     from it; keyword arguments give or override any of them (``CONFIG_KEYS``).
+
+    ``keep`` (a selector) marks parameters every scheme leaves at the framework's default (KEEP).
 
     Raises ``ContextError`` naming the model, the input and what to pass when the forward pass
     fails on the input (the model is left as it was), and for arguments of the wrong type.
@@ -393,8 +401,8 @@ def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None,
 
     for key in config:
         if key not in CONFIG_KEYS:
-            raise ContextError(f"model_context: unknown keyword {key}=; expected depth, width, sites, example_input "
-                               f"or one of {', '.join(CONFIG_KEYS)}" + _close(key, ("depth", "width", "sites",
+            raise ContextError(f"model_context: unknown keyword {key}=; expected depth, width, sites, example_input, keep "
+                               f"or one of {', '.join(CONFIG_KEYS)}" + _close(key, ("depth", "width", "sites", "keep",
                                                                                      "example_input") + CONFIG_KEYS))
         config[key] = _validate.integer("model_context", key, config[key], minimum=1, error=ContextError)
     if width is not None:
@@ -408,7 +416,7 @@ def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None,
     from_config = _config_of(model)
     from_config.update(config)
     return context_from_params(params, depth=depth, width=width, sites=sites, config=from_config,
-                               structure=structure, note=note)
+                               structure=structure, note=note, keep=keep)
 
 
 def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any, str]:
