@@ -14,7 +14,7 @@ import pytest
 from polyinit import modern
 from polyinit.context import model_context
 from polyinit.plan import resolve
-from polyinit.rules import Context, name
+from polyinit.rules import KEEP, Context, name
 
 V, P, D, HEADS, L = 96, 16, 64, 4, 3
 
@@ -123,7 +123,7 @@ def promised(model, rules) -> dict:
     table: dict = {}
     for p in ctx.params:
         index = next((i for i, (sel, _) in enumerate(rules.rules) if sel.matches(p, rule_context)), None)
-        if index is None or p.role not in ("weight", "embedding"):
+        if index is None or rules.rules[index][1] is KEEP or p.role not in ("weight", "embedding"):
             continue
         stats = resolve(rules.rules[index][1], p.shape, p.layout).stats
         site = ctx.sites[p.path]
