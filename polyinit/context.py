@@ -36,6 +36,7 @@ counted in declaration order; encoder and decoder stacks are counted separately.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -411,8 +412,14 @@ def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None,
         _validate.integer("model_context", "depth", depth, minimum=1, error=ContextError)
     if sites is not None and not isinstance(sites, Mapping):
         raise ContextError(f"model_context: sites must be a mapping site -> selector, received {sites!r}")
-    params = select(model, every())
+    with warnings.catch_warnings(record=True) as caught:  # unregistered layer types: the trace may type them
+        warnings.simplefilter("always")
+        params = select(model, every())
     structure, note = _structure_of(model, params, example_input)
+    untyped = [p for p in params if p.kind == "other" and (structure is None or structure.get(p.path) is None)]
+    for warning in caught:
+        if untyped or not issubclass(warning.category, UserWarning):
+            warnings.warn(warning.message, warning.category, stacklevel=2)
     from_config = _config_of(model)
     from_config.update(config)
     return context_from_params(params, depth=depth, width=width, sites=sites, config=from_config,

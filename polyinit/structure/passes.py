@@ -405,14 +405,17 @@ class _Passes:
 
     def embeddings(self, chains: list, stacks: list, attentions: list) -> None:
         f = self.f
+        tokens: dict[str, set] = {}  # a table gathered by several stacks (T5's shared) is in none
         for node in self.g:
-            if node.op != "gather" or f.param_of[node.inputs[0]] is None:
+            if node.op == "gather" and f.param_of[node.inputs[0]] and f.live[node.inputs[1]]:
+                tokens.setdefault(f.param_of[node.inputs[0]], set()).add(self.stack_of(node.id, chains, stacks))
+        for path, where in tokens.items():
+            self.place(path, "embedding", None, where.pop() if len(where) == 1 else "", "weight")
+        for node in self.g:
+            if node.op != "gather" or f.param_of[node.inputs[0]] is None or f.live[node.inputs[1]]:
                 continue
             path = f.param_of[node.inputs[0]]
             stack = self.stack_of(node.id, chains, stacks)
-            if f.live[node.inputs[1]]:
-                self.place(path, "embedding", None, stack, "weight")
-                continue
             scores = [a for a in attentions if self.feeds_scores(node.id, a)]
             if scores:
                 at = [(a, stacks[c]) for c, chain in enumerate(chains) for a in chain if a.members >> scores[0].out & 1]
