@@ -174,6 +174,7 @@ class ModelContext:
     structure: Any = None  # the polyinit.structure.Structure the sites were read from, if any
     note: str = ""  # why the trace is silent, when it is
     kept: frozenset = frozenset()  # paths the user keeps at the framework's default (keep=)
+    origin: str = ""  # "the <model class> traced on <input>", for messages
 
     def site(self, path: str) -> Site:
         return self.sites[path]
@@ -231,8 +232,11 @@ class ModelContext:
         """Raise a ContextError naming ``scheme`` if none of ``sites`` was found."""
         if not self.of(*sites):
             found = sorted({s.site for s in self.sites.values()})
-            raise ContextError(f"{scheme}: found no parameter at site(s) {', '.join(sites)} in this model "
-                               f"(found: {', '.join(found)}); mark them with sites={{'{sites[0]}': "
+            residual = ""
+            if self.structure is not None and not any(self.structure.residual.values()):
+                residual = "; its traced forward pass has no residual stream (no add of a value and a branch computed from it)"
+            raise ContextError(f"{scheme}: found no parameter at site(s) {', '.join(sites)} in {self.origin or 'this model'} "
+                               f"(found: {', '.join(found)}){residual}; mark them with sites={{'{sites[0]}': "
                                "name('...')}} in model_context(...)")
 
     def need_depth(self, scheme: str, stack: str = "") -> int:
@@ -261,7 +265,7 @@ class ModelContext:
 def context_from_params(params: Sequence, *, depth: "int | Mapping[str, int] | None" = None,
                         width: Optional[int] = None, sites: Optional[Mapping[str, Any]] = None,
                         config: Optional[Mapping[str, Any]] = None, structure: Any = None,
-                        note: str = "", keep: Any = None) -> ModelContext:
+                        note: str = "", keep: Any = None, origin: str = "") -> ModelContext:
     """A ``ModelContext`` from parameter records and, where given, the ``structure`` a trace
     found (``polyinit.structure.find_structure``): each site comes from ``sites`` (a selector
     per site, ``"user"``), else from the structure, else from the names (``infer_site``);
@@ -314,7 +318,7 @@ def context_from_params(params: Sequence, *, depth: "int | Mapping[str, int] | N
         raise ContextError(f"model_context: keep must be a selector such as name('...'), received {keep!r}")
     kept = frozenset(p.path for p in params if keep is not None and keep.matches(p, rule_context))
     return ModelContext(tuple(params), found, depths, derived_width, dict(config or {}), sources, structure, note,
-                        kept)
+                        kept, origin)
 
 
 def _close(value: str, choices: Sequence[str]) -> str:
@@ -415,7 +419,7 @@ def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None,
     with warnings.catch_warnings(record=True) as caught:  # unregistered layer types: the trace may type them
         warnings.simplefilter("always")
         params = select(model, every())
-    structure, note = _structure_of(model, params, example_input)
+    structure, note, origin = _structure_of(model, params, example_input)
     untyped = [p for p in params if p.kind == "other" and (structure is None or structure.get(p.path) is None)]
     for warning in caught:
         if untyped or not issubclass(warning.category, UserWarning):
@@ -423,11 +427,12 @@ def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None,
     from_config = _config_of(model)
     from_config.update(config)
     return context_from_params(params, depth=depth, width=width, sites=sites, config=from_config,
-                               structure=structure, note=note, keep=keep)
+                               structure=structure, note=note, keep=keep, origin=origin)
 
 
-def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any, str]:
-    """(structure, "") from one traced forward pass, or (None, why the trace is silent)."""
+def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any, str, str]:
+    """(structure, "", origin) from one traced forward pass, or (None, why the trace is silent,
+    origin)."""
     from polyinit import structure as st
 
     try:
@@ -435,13 +440,13 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
     except st.StructureUnavailable as why:
         if example_input is not None:
             raise ContextError(f"model_context: example_input given, but {why}") from None
-        return None, str(why)
+        return None, str(why), f"the {_model_name(model)}"
     derived = example_input is None
     given = tracer.example_input(model) if derived else example_input
     what = _model_name(model)
     if given is None:
         return None, (f"no example input could be derived for the {what}; pass "
-                      "model_context(model, example_input=...) to read sites from its structure")
+                      "model_context(model, example_input=...) to read sites from its structure"), f"the {what}"
     try:
         graph = tracer.trace(model, given)
     except Exception as problem:  # the model's own forward pass failed: say what to pass
@@ -451,7 +456,7 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
             f"{type(problem).__name__}: {problem}. Pass model_context(model, example_input=...) with an input "
             "its forward accepts (a tensor, or a tuple/dict of them), or give the sites by hand "
             "(sites={...}, depth=...)") from problem
-    return st.find_structure(graph, params), ""
+    return st.find_structure(graph, params), "", f"the {what} traced on {_describe(given)}"
 
 
 def _model_name(model: Any) -> str:

@@ -309,3 +309,96 @@ def test_readout_named_like_an_output_layer_is_the_readout():
     cut = math.sqrt(1 - 6 * math.exp(-4.5) / math.sqrt(2 * math.pi) / math.erf(3 / math.sqrt(2)))
     assert stds["lm_head.w_out.weight"] == pytest.approx(cut / math.sqrt(D), rel=1e-9)
     assert stds["blocks.1.attention.w_out.weight"] == pytest.approx(cut * 0.02 / math.sqrt(2 * LAYERS), rel=1e-9)
+
+
+def _state(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(model, before: dict, training: bool) -> bool:
+    after = model.state_dict()
+    return (set(after) == set(before) and all(torch.equal(after[k], v) for k, v in before.items())
+            and all(m.training == training for m in model.modules()))
+
+
+def test_forward_failing_on_the_derived_input_is_a_context_error_naming_model_and_input():
+    class Tagger(torch.nn.Module):
+        vocab_size = 10  # so polyinit derives token ids, which this forward cannot take
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x)  # Long ids into a float Linear: the forward pass fails
+
+    model = Tagger().train()
+    before = _state(model)
+    with pytest.raises(ContextError, match=r"forward pass of the .*Tagger on the example input derived from the model "
+                                           r"\(Tensor of shape \(1, 8\)\) failed.*example_input="):
+        model_context(model)
+    assert _same(model, before, True)
+
+
+def test_example_input_of_the_wrong_type_is_a_context_error_and_the_model_is_untouched():
+    model = gpt2().train()
+    before = _state(model)
+    with pytest.raises(ContextError, match=r"GPT2LMHeadModel on example_input \(str 'hello'\) failed: TypeError: "
+                                           r"expected a torch.Tensor"):
+        model_context(model, example_input="hello")
+    assert _same(model, before, True)
+
+
+def test_no_residual_stream_given_to_a_transformer_scheme_says_so():
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    before = _state(mlp)
+    ctx = model_context(mlp, example_input=torch.zeros(2, 4))
+    assert all(ctx.source(p.path) == "structure" for p in ctx.params)
+    for scheme in (modern.gpt2, modern.megatron, modern.wang):
+        with pytest.raises(ContextError, match=r"Sequential traced on Tensor of shape \(2, 4\).*no residual stream.*sites="):
+            scheme(ctx)
+    assert _same(mlp, before, True)
+
+
+def test_model_context_validates_its_own_arguments():
+    model = gpt2()
+    with pytest.raises(ContextError, match=r"depth must be an integer, received depth=True"):
+        model_context(model, depth=True)
+    with pytest.raises(ContextError, match=r"width must be an integer, received width=64.0"):
+        model_context(model, width=64.0)
+    with pytest.raises(ContextError, match=r"depth names stack 'decoder', which this model does not have"):
+        model_context(model, depth={"decoder": 2})
+    with pytest.raises(ContextError, match=r"unknown keyword d_vk=.*did you mean 'd_kv'"):
+        model_context(model, d_vk=16)
+    with pytest.raises(ContextError, match=r"sites must be a mapping"):
+        model_context(model, sites=["q"])
+
+
+def test_summary_says_where_each_site_came_from():
+    from polyinit.rules import name
+
+    ctx = model_context(gpt2(), sites={"other": name("transformer.wpe.weight")})
+    text = ctx.summary()
+    assert text.splitlines()[0] == f"sites: {len(ctx.params) - 1} from structure, 0 from names, 1 from user (sites=)"
+    assert "transformer.h.1.attn.c_attn.weight: qkv block 1 [structure] q[(0, 64)] k[(64, 128)] v[(128, 192)]" in text
+    assert ctx.source("transformer.wpe.weight") == "user"
+    silent = model_context(torch.nn.Transformer(16, 2, 1, 1, 32, batch_first=True))
+    assert silent.source("encoder.layers.0.linear1.weight") == "name" and "no example input" in silent.summary()
+
+
+@pytest.mark.parametrize("build", [gpt2, llama], ids=["gpt2", "llama"])
+def test_mup_places_every_parameter_on_structure(build):
+    """muP's width axes come from a base model at half the width; every parameter gets a rule,
+    and the name-blind copy gets the same stds."""
+    global D
+    full = build()
+    D, saved = D // 2, D
+    try:
+        base = build()
+    finally:
+        D = saved
+    ctx, base_ctx = model_context(full), model_context(base)
+    stds = promised(ctx, modern.mup(ctx, base_ctx))
+    assert None not in stds
+    blind = model_context(name_blind(full))
+    assert promised(blind, modern.mup(blind, model_context(name_blind(base)))) == stds
