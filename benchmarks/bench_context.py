@@ -13,14 +13,13 @@ import argparse
 import statistics
 import time
 
+import bench_rules
 import torch
 
 from polyinit import modern
 from polyinit import rules as R
 from polyinit.context import model_context
 from polyinit.structure import find_structure, trace
-
-import bench_rules  # noqa: E402  (same folder: GPT-2 built the same way)
 
 
 def seconds(fn) -> float:

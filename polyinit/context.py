@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 from polyinit import _validate
 from polyinit.errors import PolyinitError
@@ -62,7 +63,7 @@ class Site:
     order, per stack) and its stack (``"encoder"``, ``"decoder"`` or ``""``)."""
 
     site: str
-    block: Optional[int] = None
+    block: int | None = None
     stack: str = ""
 
 
@@ -139,7 +140,7 @@ def infer_site(path: str, kind: str, role: str) -> str:
 _INDEX = re.compile(r"^(?:\d+|[a-z_]*?_(\d+))$")
 
 
-def _block_of(path: str) -> Optional[tuple[str, str]]:
+def _block_of(path: str) -> tuple[str, str] | None:
     """(container path, number) of the numbered container a parameter sits in, or None."""
     tokens = _tokens(path)
     for i, token in enumerate(tokens[:-1]):
@@ -168,7 +169,7 @@ class ModelContext:
     params: tuple
     sites: Mapping[str, Site]
     depths: Mapping[str, int]  # stack -> number of blocks
-    width: Optional[int]
+    width: int | None
     config: Mapping[str, Any] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)  # path -> "structure" | "name" | "user"
     structure: Any = None  # the polyinit.structure.Structure the sites were read from, if any
@@ -203,9 +204,10 @@ class ModelContext:
         sites: 0 from structure, 0 from names, 0 from user (sites=)
         """
         counts = {k: sum(1 for v in self.sources.values() if v == k) for k in ("structure", "name", "user")}
-        lines = [f"sites: {counts['structure']} from structure, {counts['name']} from names, "
-                 f"{counts['user']} from user (sites=)",
-                 "depth: " + (", ".join(f"{k or 'stack'} {v}" for k, v in self.depths.items()) or "none found")]
+        depths = ", ".join(f"{k or 'stack'} {v}" for k, v in self.depths.items()) or "none found"
+        head = (f"sites: {counts['structure']} from structure, {counts['name']} from names, "
+                f"{counts['user']} from user (sites=)")
+        lines = [head, f"depth: {depths}"]
         if self.note:
             lines.append(f"names used because {self.note}")
         for p in self.params:
@@ -262,9 +264,9 @@ class ModelContext:
         return self.config[key]
 
 
-def context_from_params(params: Sequence, *, depth: "int | Mapping[str, int] | None" = None,
-                        width: Optional[int] = None, sites: Optional[Mapping[str, Any]] = None,
-                        config: Optional[Mapping[str, Any]] = None, structure: Any = None,
+def context_from_params(params: Sequence, *, depth: int | Mapping[str, int] | None = None,
+                        width: int | None = None, sites: Mapping[str, Any] | None = None,
+                        config: Mapping[str, Any] | None = None, structure: Any = None,
                         note: str = "", keep: Any = None, origin: str = "") -> ModelContext:
     """A ``ModelContext`` from parameter records and, where given, the ``structure`` a trace
     found (``polyinit.structure.find_structure``): each site comes from ``sites`` (a selector
@@ -344,7 +346,7 @@ def _given_depth(depth: Any, derived: Mapping[str, int]) -> dict[str, int]:
     return {stack: value for stack in (derived or {"": 0})}
 
 
-def _width(params: Sequence, sites: Mapping[str, Site]) -> Optional[int]:
+def _width(params: Sequence, sites: Mapping[str, Site]) -> int | None:
     """d_model: the dimension of the token embedding, else the fan-in of a query projection."""
     for p in params:
         if sites[p.path].site == "embedding" and len(p.shape) == 2:
@@ -383,8 +385,8 @@ def _config_of(model: Any) -> dict[str, Any]:
 CONFIG_KEYS = ("d_kv", "n_heads", "d_ff", "head_dim", "n_kv_heads", "vocab_size")
 
 
-def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None, width: Optional[int] = None,
-                  sites: Optional[Mapping[str, Any]] = None, example_input: Any = None, keep: Any = None,
+def model_context(model: Any, *, depth: int | Mapping[str, int] | None = None, width: int | None = None,
+                  sites: Mapping[str, Any] | None = None, example_input: Any = None, keep: Any = None,
                   **config: Any) -> ModelContext:
     """The context of ``model`` (any framework the rules support); see the module docstring.
 
@@ -404,12 +406,12 @@ def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None,
     """
     from polyinit.rules import every, select
 
-    for key in config:
+    for key, value in config.items():
         if key not in CONFIG_KEYS:
             raise ContextError(f"model_context: unknown keyword {key}=; expected depth, width, sites, example_input, keep "
                                f"or one of {', '.join(CONFIG_KEYS)}" + _close(key, ("depth", "width", "sites", "keep",
                                                                                      "example_input") + CONFIG_KEYS))
-        config[key] = _validate.integer("model_context", key, config[key], minimum=1, error=ContextError)
+        config[key] = _validate.integer("model_context", key, value, minimum=1, error=ContextError)
     if width is not None:
         width = _validate.integer("model_context", "width", width, minimum=1, error=ContextError)
     if depth is not None and not isinstance(depth, Mapping):

@@ -20,10 +20,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from polyinit import modern  # noqa: E402
-from polyinit.context import ContextError, Site, model_context  # noqa: E402
-from polyinit.plan import resolve  # noqa: E402
-from polyinit.rules import KEEP, Context  # noqa: E402
+from polyinit import modern
+from polyinit.context import ContextError, Site, model_context
+from polyinit.plan import resolve
+from polyinit.rules import KEEP, Context
 
 D, HEADS, LAYERS, VOCAB = 64, 4, 2, 128
 
@@ -208,7 +208,7 @@ def pair(request):
 
 
 def test_sites_blocks_depth_from_structure_match_the_architecture(pair):
-    name, model, ctx, _, _ = pair
+    name, _, ctx, _, _ = pair
     wrong = {p.path: (ctx.sites[p.path], expected_site(name, p.path)) for p in ctx.params
              if p.trainable and ctx.sites[p.path] != expected_site(name, p.path)}
     assert not wrong, wrong

@@ -19,9 +19,8 @@ mode under ``no_grad`` and its training flags are restored: nothing in the model
 from __future__ import annotations
 
 import inspect
-import math
-import re
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -106,7 +105,7 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         try:
             self.record(_name(func), args, kwargs, out)
-        except Exception:  # an op this tracer reads wrongly must not break the forward pass
+        except Exception:  # noqa: BLE001 (an op this tracer misreads must not break the forward pass)
             self.other(_name(func), args, kwargs, out)
         return out
 
@@ -339,7 +338,7 @@ def _paths(model: Any) -> dict:
     return paths
 
 
-def example_input(model: Any) -> Optional[Any]:
+def example_input(model: Any) -> Any | None:
     """A short input derived from the model: token ids for a model with a vocabulary in its
     ``config`` (transformers, litgpt) or a ``vocab_size`` attribute (olmo-core), pixels for a
     transformers vision config, ``example_input_array`` (Lightning) or ``input_size``; else None.
