@@ -402,3 +402,58 @@ def test_mup_places_every_parameter_on_structure(build):
     assert None not in stds
     blind = model_context(name_blind(full))
     assert promised(blind, modern.mup(blind, model_context(name_blind(base)))) == stds
+
+
+Z = 5.33  # two-sided alpha = 1e-7 per parameter
+
+
+def _check_std(path: str, values, expected: float, mean: float) -> None:
+    """A constant is exact; a sample of n normal values with std sigma (mean 0):
+    s / sigma - 1 ~ N(0, 2 / (4 n))."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if expected == 0.0:
+        assert np.all(values == mean), f"{path}: expected the constant {mean}"
+        return
+    s = float(np.sqrt(np.mean(values**2)))
+    tolerance = Z * math.sqrt(2 / (4 * values.size))
+    assert abs(s / expected - 1) <= tolerance, f"{path}: std {s:.6g}, expected {expected:.6g} (+-{tolerance:.2%})"
+
+
+REFERENCES = {  # model -> the scheme its own init code implements
+    "gpt2": lambda c: modern.gpt2(c),  # GPT2PreTrainedModel._init_weights: 0.02, c_proj 0.02/sqrt(2L)
+    "t5": lambda c: modern.t5(c),  # T5PreTrainedModel._init_weights (factor 1)
+    # every Linear and Embedding N(0, 0.02), biases 0, norms 1 and 0: olmo's "normal" without a cutoff
+    "llama": lambda c: modern.olmo(c, init_fn="normal"), "qwen2": lambda c: modern.olmo(c, init_fn="normal"),
+    "neox": lambda c: modern.olmo(c, init_fn="normal"), "bert": lambda c: modern.olmo(c, init_fn="normal"),
+    "litgpt": lambda c: modern.olmo(c, init_fn="normal"),  # GPT._init_weights
+}
+
+
+@pytest.mark.parametrize("model_name", sorted(REFERENCES))
+def test_scheme_on_the_name_blind_copy_promises_what_the_codebase_draws(model_name):
+    """The codebase's own init code draws the original model; the scheme that code implements,
+    applied to the name-blind copy's context, promises every parameter's std: they agree."""
+    torch.manual_seed(1)
+    model = MODELS[model_name][0]()
+    if model_name == "litgpt":
+        model.apply(model._init_weights)
+    blind = model_context(name_blind(model))
+    rules, rule_context = REFERENCES[model_name](blind), Context(blind.params)
+    values = [t.detach().numpy() for t in dict(model.named_parameters()).values()]
+    assert len(values) == len(blind.params)
+    for p, value in zip(blind.params, values):
+        spec = next(s for sel, s in rules.rules if sel.matches(p, rule_context))
+        stats = resolve(spec, p.shape, p.layout).stats
+        _check_std(p.path, value, stats.std, stats.mean)
+
+
+def test_doctests_of_the_structure_modules():
+    import doctest
+    import importlib
+
+    for module in ("polyinit.structure", "polyinit.structure.graph", "polyinit.structure.passes",
+                   "polyinit.structure.trace_torch", "polyinit.context"):
+        result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module
