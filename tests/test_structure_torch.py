@@ -382,8 +382,24 @@ def test_summary_says_where_each_site_came_from():
     assert text.splitlines()[0] == f"sites: {len(ctx.params) - 1} from structure, 0 from names, 1 from user (sites=)"
     assert "transformer.h.1.attn.c_attn.weight: qkv block 1 [structure] q[(0, 64)] k[(64, 128)] v[(128, 192)]" in text
     assert ctx.source("transformer.wpe.weight") == "user"
-    silent = model_context(torch.nn.Transformer(16, 2, 1, 1, 32, batch_first=True))
-    assert silent.source("encoder.layers.0.linear1.weight") == "name" and "no example input" in silent.summary()
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    silent = model_context(torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False))
+    assert silent.source("layers.0.linear1.weight") == "name" and "no example input" in silent.summary()
+    assert silent.site("layers.1.linear1.weight") == Site("mlp_in", 1, "")
+
+
+def test_torch_multihead_attention_is_read_from_structure():
+    """nn.Transformer (post-norm, packed in_proj, cross-attention): encoder and decoder stacks from
+    the data flow, in_proj's q/k/v rows, the final norms outside the blocks."""
+    pair = torch.nn.Transformer(64, 4, num_encoder_layers=3, num_decoder_layers=2, dim_feedforward=128, batch_first=True)
+    ctx = model_context(pair)
+    assert dict(ctx.depths) == {"encoder": 3, "decoder": 2}
+    assert ctx.site("decoder.layers.1.multihead_attn.in_proj_weight") == Site("qkv", 1, "decoder")
+    assert ctx.site("encoder.layers.2.norm2.weight") == Site("norm", 2, "encoder")
+    assert ctx.site("encoder.norm.weight") == Site("norm", None, "encoder")
+    assert [(p.name, p.ranges) for p in ctx.parts("encoder.layers.0.self_attn.in_proj_weight")] == [
+        ("q", ((0, 64),)), ("k", ((64, 128),)), ("v", ((128, 192),))]
+    assert all(ctx.source(p.path) == "structure" for p in ctx.params)
 
 
 @pytest.mark.parametrize("build", [gpt2, llama], ids=["gpt2", "llama"])

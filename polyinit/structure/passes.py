@@ -272,23 +272,38 @@ class _Passes:
         return {u.node for uses in att.slots.values() for u in uses} | {u.node for u in att.outs}  # type: ignore[attr-defined]
 
     def place_attention(self, att: _Attention, add: _Add, stack: str, block: int) -> None:
-        slots: dict[int, list[str]] = {}
-        uses: dict[int, DenseUse] = {}
+        """q, k, v projections and the output; a parameter feeding several slots is packed: its
+        parts are the slices its weight is read through, else where its output features go."""
+        by_path: dict[str, list[tuple[str, DenseUse]]] = {}
         for slot, found in att.slots.items():  # type: ignore[attr-defined]
             for use in found:
-                slots.setdefault(use.node, []).append(slot)
-                uses[use.node] = use
-        for node, names in slots.items():
-            use = uses[node]
+                by_path.setdefault(use.path, []).append((slot, use))
+        for entries in by_path.values():
+            names = [slot for slot, _ in entries]
             if len(names) == 1:
-                self.place_dense(use, names[0], block, stack)
+                self.place_dense(entries[0][1], names[0], block, stack)
                 continue
-            seen = labels_at(self.f, use, [getattr(att, n) for n in names])
-            axes = free_axes(self.f, use)
-            parts = tuple(Part(n, axes, ranges(seen.get(getattr(att, n), set()))) for n in names)
-            self.place_dense(use, "qkv", block, stack, parts)
+            nodes = {use.node for _, use in entries}
+            if len(nodes) == 1:
+                use = entries[0][1]
+                seen = labels_at(self.f, use, [getattr(att, n) for n in names])
+                axes = free_axes(self.f, use)
+                parts = tuple(Part(n, axes, ranges(seen.get(getattr(att, n), set()))) for n in names)
+            else:
+                parts = tuple(self.sliced(slot, use) for slot, use in entries)
+            for _, use in entries:
+                self.place_dense(use, "qkv", block, stack, parts)
         for use in att.outs:  # type: ignore[attr-defined]
             self.place_dense(use, "attn_out", block, stack)
+
+    def sliced(self, name: str, use: DenseUse) -> Part:
+        """The part of a packed weight one dense use reads through a slice."""
+        node = self.g[use.weight]
+        while node.op in MOVEMENT and node.op != "slice" and node.inputs:
+            node = self.g[node.inputs[0]]
+        if node.op != "slice":
+            return Part(name, (), ())
+        return Part(name, (node.attrs["axis"],), ((node.attrs["start"], node.attrs["stop"]),))
 
     def producers(self, slot: int) -> list:
         """The dense uses nearest before ``slot`` (crossing rotary, norms, reshapes)."""
@@ -391,9 +406,13 @@ class _Passes:
             else:
                 on_stream.append((node, scale, offset, self.back_to_adds(node, set(adds))))
         post = any(hit and max(hit) not in last for *_, hit in on_stream)
+        first: dict[int, int] = {}  # add -> the nearest norm after it (post-norm: that block's)
+        for node, _, _, hit in sorted(on_stream):
+            if hit:
+                first.setdefault(max(hit), node)
         for node, scale, offset, hit in on_stream:
             add, stack = adds[max(hit)] if hit else (None, self.stack_of(node, chains, stacks))
-            block = add.block if add is not None and post else None
+            block = add.block if add is not None and post and first[max(hit)] == node else None
             self.place(scale, "norm", block, stack, "scale")
             self.place(offset, "norm", block, stack, "offset")
 
