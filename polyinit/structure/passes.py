@@ -424,14 +424,15 @@ class _Passes:
         f = self.f
         tokens: dict[str, set] = {}  # a table gathered by several stacks (T5's shared) is in none
         for node in self.g:
-            if node.op == "gather" and f.param_of[node.inputs[0]] and f.live[node.inputs[1]]:
-                tokens.setdefault(f.param_of[node.inputs[0]], set()).add(self.stack_of(node.id, chains, stacks))
-        for path, where in tokens.items():
-            self.place(path, "embedding", None, where.pop() if len(where) == 1 else "", "weight")
+            table = f.param_of[node.inputs[0]] if node.op == "gather" else None
+            if table is not None and f.live[node.inputs[1]]:
+                tokens.setdefault(table, set()).add(self.stack_of(node.id, chains, stacks))
+        for token_table, where in tokens.items():
+            self.place(token_table, "embedding", None, where.pop() if len(where) == 1 else "", "weight")
         for node in self.g:
-            if node.op != "gather" or f.param_of[node.inputs[0]] is None or f.live[node.inputs[1]]:
+            path = f.param_of[node.inputs[0]] if node.op == "gather" else None
+            if path is None or f.live[node.inputs[1]]:
                 continue
-            path = f.param_of[node.inputs[0]]
             stack = self.stack_of(node.id, chains, stacks)
             scores = [a for a in attentions if self.feeds_scores(node.id, a)]
             if scores:
@@ -444,9 +445,10 @@ class _Passes:
         for node in self.g:  # a learned position table added before the first block (ViT, nanoGPT)
             if node.id < first and node.op == "add" and len(node.inputs) == 2:
                 a, b = node.inputs
-                for table, x in ((a, b), (b, a)):
-                    if f.param_of[table] and f.live[x] and len(self.g[table].shape) >= 2 and self.f.strip(x) not in f.dense_at:
-                        self.place(f.param_of[table], "position", None, self.stack_of(node.id, chains, stacks), "weight")
+                for operand, x in ((a, b), (b, a)):
+                    learned = f.param_of[operand]
+                    if learned and f.live[x] and len(self.g[operand].shape) >= 2 and f.strip(x) not in f.dense_at:
+                        self.place(learned, "position", None, self.stack_of(node.id, chains, stacks), "weight")
 
     def feeds_scores(self, gather: int, att: _Attention) -> bool:
         """A gathered table that reaches the attention without a dense use (a score bias)."""
