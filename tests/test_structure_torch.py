@@ -1,5 +1,5 @@
 """Sites, blocks and depth from what torch models compute (issue 20), on transformer code written
-by others (transformers GPT-2, BERT, T5, Llama, Qwen2, GPT-NeoX; litgpt; olmo-core) and a toy
+by others (transformers GPT-2, BERT, T5, Llama, Qwen2, Phi-3, GPT-NeoX; litgpt; olmo-core) and a toy
 transformer with hand-written attention, each built from a tiny config (never downloaded).
 
 The expected site of every parameter is written here from each architecture (its modeling code:
@@ -62,6 +62,13 @@ def qwen2():
     return t.Qwen2ForCausalLM(t.Qwen2Config(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
                                             num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
                                             max_position_embeddings=32, bos_token_id=0, eos_token_id=0))
+
+
+def phi3():
+    t = _transformers()
+    return t.Phi3ForCausalLM(t.Phi3Config(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
+                                          num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
+                                          max_position_embeddings=32, pad_token_id=0, bos_token_id=0, eos_token_id=0))
 
 
 def neox():
@@ -170,6 +177,9 @@ MODELS = {
                   (r"mlp\.c_proj", "mlp_out")], r"(?:^|\.)h\.(\d+)\."),
 }
 MODELS["qwen2"] = (qwen2,) + MODELS["llama"][1:]
+MODELS["phi3"] = (phi3, [(r"embed_tokens", "embedding"), (r"norm", "norm"), (r"qkv_proj", "qkv"),
+                         (r"o_proj", "attn_out"), (r"gate_up_proj", "mlp_in"), (r"down_proj", "mlp_out"),
+                         (r"lm_head", "readout")], r"\.layers\.(\d+)\.")
 
 
 def expected_site(model: str, path: str) -> Site:
@@ -296,7 +306,8 @@ def test_modded_nanogpt_names_what_it_cannot_place():
 def test_packed_parts_follow_the_data_flow():
     """GPT-2's c_attn (Conv1D, in x out) is q|k|v along its output axis 1; GPT-NeoX's
     query_key_value interleaves [q_h, k_h, v_h] per head along axis 0 (its forward views the
-    output as (heads, 3 head_dim)); litgpt's qkv with 2 query groups is q (4 heads) | k | v."""
+    output as (heads, 3 head_dim)); litgpt's qkv with 2 query groups is q (4 heads) | k | v;
+    Phi-3's fused gate_up_proj is gate | up (chunked, the activation on the first half)."""
     ctx = model_context(gpt2())
     assert [(p.name, p.axes, p.ranges) for p in ctx.parts("transformer.h.0.attn.c_attn.weight")] == [
         ("q", (1,), ((0, D),)), ("k", (1,), ((D, 2 * D),)), ("v", (1,), ((2 * D, 3 * D),))]
@@ -305,9 +316,14 @@ def test_packed_parts_follow_the_data_flow():
     parts = {p.name: p.ranges for p in ctx.parts("gpt_neox.layers.1.attention.query_key_value.weight")}
     for i, part in enumerate("qkv"):
         assert parts[part] == tuple((3 * hd * h + i * hd, 3 * hd * h + (i + 1) * hd) for h in range(HEADS))
+    ctx = model_context(phi3())
+    kv = 2 * hd
+    assert {p.name: p.ranges for p in ctx.parts("model.layers.1.self_attn.qkv_proj.weight")} == {
+        "q": ((0, D),), "k": ((D, D + kv),), "v": ((D + kv, D + 2 * kv),)}
+    assert [(p.name, p.axes, p.ranges) for p in ctx.parts("model.layers.0.mlp.gate_up_proj.weight")] == [
+        ("gate", (0,), ((0, 96),)), ("up", (0,), ((96, 192),))]
     pytest.importorskip("litgpt")
     ctx = model_context(litgpt())
-    kv = 2 * hd
     assert {p.name: p.ranges for p in ctx.parts("transformer.h.0.attn.qkv.weight")} == {
         "q": ((0, D),), "k": ((D, D + kv),), "v": ((D + kv, D + 2 * kv),)}
 
@@ -463,6 +479,7 @@ REFERENCES = {  # model -> the scheme its own init code implements
     # every Linear and Embedding N(0, 0.02), biases 0, norms 1 and 0: olmo's "normal" without a cutoff
     "llama": lambda c: modern.olmo(c, init_fn="normal"), "qwen2": lambda c: modern.olmo(c, init_fn="normal"),
     "neox": lambda c: modern.olmo(c, init_fn="normal"), "bert": lambda c: modern.olmo(c, init_fn="normal"),
+    "phi3": lambda c: modern.olmo(c, init_fn="normal"),
     "litgpt": lambda c: modern.olmo(c, init_fn="normal"),  # GPT._init_weights
 }
 
