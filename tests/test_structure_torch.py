@@ -510,3 +510,13 @@ def test_doctests_of_the_structure_modules():
                    "polyinit.structure.trace_torch", "polyinit.context"):
         result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module
+
+
+def test_meta_device_model_uses_names_and_says_why():
+    """A model on the meta device has no values to run a forward pass on: its sites come from
+    names (the trace is silent, and the summary says why) rather than an error."""
+    with torch.device("meta"):
+        model = gpt2()
+    ctx = model_context(model)
+    assert {ctx.source(p.path) for p in ctx.params} == {"name"} and "meta device" in ctx.summary()
+    assert ctx.site("transformer.h.1.mlp.c_proj.weight") == Site("mlp_out", 1, "")

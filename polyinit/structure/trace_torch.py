@@ -397,6 +397,14 @@ def example_input(model: Any) -> Any | None:
     return None
 
 
+def silent(model: Any) -> Optional[str]:
+    """Why this model's forward pass cannot be traced as it is, or None: a model on the meta
+    device has no values, and real forward passes read some (masks, ``.item()``)."""
+    if any(p.device.type == "meta" for p in model.parameters()):
+        return "the model is on the meta device (its forward pass has no values to run on)"
+    return None
+
+
 def check_input(model: Any, example_input: Any) -> None:
     """Refuse an input the forward pass cannot take: a tensor, or a tuple/list/dict holding one."""
     if not any(True for _ in _tensors(example_input)):
