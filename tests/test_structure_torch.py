@@ -520,3 +520,19 @@ def test_meta_device_model_uses_names_and_says_why():
     ctx = model_context(model)
     assert {ctx.source(p.path) for p in ctx.params} == {"name"} and "meta device" in ctx.summary()
     assert ctx.site("transformer.h.1.mlp.c_proj.weight") == Site("mlp_out", 1, "")
+
+
+@pytest.mark.parametrize("build", [gpt2, llama], ids=["gpt2", "llama"])
+def test_written_out_attention_reads_like_the_fused_one(build):
+    """transformers' eager attention (matmul, mask, softmax, matmul) and its default fused
+    scaled_dot_product_attention give the same sites, blocks and parts."""
+    fused = build()
+    assert fused.config._attn_implementation == "sdpa"
+    fused_ctx = model_context(fused)
+    config = copy.deepcopy(fused.config)
+    config._attn_implementation = "eager"
+    eager = type(fused)(config)
+    eager_ctx = model_context(eager)
+    assert eager.config._attn_implementation == "eager"
+    assert eager_ctx.sites == fused_ctx.sites and dict(eager_ctx.depths) == dict(fused_ctx.depths)
+    assert [eager_ctx.parts(p.path) for p in eager_ctx.params] == [fused_ctx.parts(p.path) for p in fused_ctx.params]
