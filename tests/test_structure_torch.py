@@ -32,9 +32,9 @@ def _transformers():
     return pytest.importorskip("transformers")
 
 
-def gpt2():
+def gpt2(width: int = D):
     t = _transformers()
-    return t.GPT2LMHeadModel(t.GPT2Config(n_layer=LAYERS, n_embd=D, n_head=HEADS, vocab_size=VOCAB, n_positions=32,
+    return t.GPT2LMHeadModel(t.GPT2Config(n_layer=LAYERS, n_embd=width, n_head=HEADS, vocab_size=VOCAB, n_positions=32,
                                           bos_token_id=0, eos_token_id=0))
 
 
@@ -50,9 +50,9 @@ def t5():
                                                    num_heads=HEADS, vocab_size=VOCAB, decoder_start_token_id=0))
 
 
-def llama():
+def llama(width: int = D):
     t = _transformers()
-    return t.LlamaForCausalLM(t.LlamaConfig(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
+    return t.LlamaForCausalLM(t.LlamaConfig(num_hidden_layers=LAYERS, hidden_size=width, num_attention_heads=HEADS,
                                             num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
                                             max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0))
 
@@ -442,13 +442,7 @@ def test_torch_multihead_attention_is_read_from_structure():
 def test_mup_places_every_parameter_on_structure(build):
     """muP's width axes come from a base model at half the width; every parameter gets a rule,
     and the name-blind copy gets the same stds."""
-    global D
-    full = build()
-    D, saved = D // 2, D
-    try:
-        base = build()
-    finally:
-        D = saved
+    full, base = build(), build(D // 2)
     ctx, base_ctx = model_context(full), model_context(base)
     stds = promised(ctx, modern.mup(ctx, base_ctx))
     assert None not in stds

@@ -96,6 +96,8 @@ class _Attention:
     k: int
     v: int
     out: int
+    slots: dict = field(default_factory=dict)  # "q"/"k"/"v" -> the dense uses producing it
+    outs: list = field(default_factory=list)  # the dense uses after the attention in its branch
 
 
 @dataclass
@@ -265,17 +267,17 @@ class _Passes:
         return block + 1
 
     def attention(self, att: _Attention, add: _Add, stack: str) -> set:
-        att.slots = {slot: self.producers(getattr(att, slot)) for slot in ("q", "k", "v")}  # type: ignore[attr-defined]
-        att.outs = [u for u in self.f.dense if add.members >> u.node & 1 and self.f.is_ancestor(att.out, u.node)  # type: ignore[attr-defined]
+        att.slots = {slot: self.producers(getattr(att, slot)) for slot in ("q", "k", "v")}
+        att.outs = [u for u in self.f.dense if add.members >> u.node & 1 and self.f.is_ancestor(att.out, u.node)
                     and not any(self.f.is_ancestor(att.out, o.node) and self.f.is_ancestor(o.node, u.x)
                                 for o in self.f.dense if o.node != u.node and add.members >> o.node & 1)]
-        return {u.node for uses in att.slots.values() for u in uses} | {u.node for u in att.outs}  # type: ignore[attr-defined]
+        return {u.node for uses in att.slots.values() for u in uses} | {u.node for u in att.outs}
 
     def place_attention(self, att: _Attention, add: _Add, stack: str, block: int) -> None:
         """q, k, v projections and the output; a parameter feeding several slots is packed: its
         parts are the slices its weight is read through, else where its output features go."""
         by_path: dict[str, list[tuple[str, DenseUse]]] = {}
-        for slot, found in att.slots.items():  # type: ignore[attr-defined]
+        for slot, found in att.slots.items():
             for use in found:
                 by_path.setdefault(use.path, []).append((slot, use))
         for entries in by_path.values():
@@ -293,7 +295,7 @@ class _Passes:
                 parts = tuple(self.sliced(slot, use) for slot, use in entries)
             for _, use in entries:
                 self.place_dense(use, "qkv", block, stack, parts)
-        for use in att.outs:  # type: ignore[attr-defined]
+        for use in att.outs:
             self.place_dense(use, "attn_out", block, stack)
 
     def sliced(self, name: str, use: DenseUse) -> Part:

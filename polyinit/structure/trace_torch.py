@@ -397,7 +397,7 @@ def example_input(model: Any) -> Any | None:
     return None
 
 
-def silent(model: Any) -> Optional[str]:
+def silent(model: Any) -> str | None:
     """Why this model's forward pass cannot be traced as it is, or None: a model on the meta
     device has no values, and real forward passes read some (masks, ``.item()``)."""
     if any(p.device.type == "meta" for p in model.parameters()):
