@@ -1,4 +1,5 @@
-"""The numba kernels behind ``polyinit.portable.fused`` (importing this module imports numba).
+"""The numba kernel behind ``polyinit.portable.fused`` (importing this module imports numba and
+compiles it; ``polyinit.portable._native`` does that once per machine and keeps the object code).
 
 Each function mirrors its namesake in ``polyinit.portable.floats`` or ``threefry``, one element
 at a time; see ``fused`` for why the values agree bit for bit.
@@ -6,12 +7,15 @@ at a time; see ``fused`` for why the values agree bit for bit.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from llvmlite import ir
-from numba import njit, types, uint32
+from numba import carray, cfunc, njit, types, uint32
 from numba.extending import intrinsic
 
 from polyinit.portable import floats
+from polyinit.portable._native import BLOCK_PAIRS, ENTRY, HAS_SCALE, HAS_SHIFT, MAP_WORDS, MIRROR, POSITIVE_ZERO
 from polyinit.portable.threefry import PARITY, ROTATIONS
 
 _F = np.float32
@@ -31,7 +35,6 @@ HALF, ONE, TWO, ZERO = _F(0.5), _F(1.0), _F(2.0), _F(0.0)
 EXPONENT_BIAS, NEAR, FAR = _F(127.0), _F(1.6), _F(5.0)
 TWO_M24, TWO_M32 = _F(2.0**-24), _F(2.0**-32)
 R0, R1, R2, R3, R4, R5, R6, R7 = (uint32(r) for r in ROTATIONS)
-BLOCK_PAIRS = 1024  # 8 KB of words: encrypted and converted while in L1
 
 
 @intrinsic
@@ -175,15 +178,16 @@ def _convert(words, out, offset, positive_zero,
             out[offset + j] = out[offset + j] if out[offset + j] != ZERO else ZERO
 
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy")  # numpy's error model: no zero-division checks
+SIGNATURE = types.void(types.CPointer(types.float32), types.int64, types.int64, types.CPointer(types.uint32),
+                       types.uint32, types.uint32, types.uint32, types.int32, types.int32,
+                       types.float32, types.float32, types.float32, types.float32, types.float32, types.float32)
 
 
-@njit(**_JIT)
-def fill(out, k0, k1, leaf, start, positive_zero,
-         kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+@njit(inline="always")
+def _fill(out, words, k0, k1, leaf, start, positive_zero,
+          kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
     """out[j] = value of flat element start + j; element i is word i % 2 of threefry((i // 2, leaf))."""
     k2 = uint32(k0 ^ k1 ^ uint32(PARITY))
-    words = np.empty(2 * BLOCK_PAIRS, np.uint32)
     end = start + out.size
     last_pair = ((end - 1) >> 1) + 1
     for block in range(start >> 1, last_pair, BLOCK_PAIRS):
@@ -195,9 +199,44 @@ def fill(out, k0, k1, leaf, start, positive_zero,
                  kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
 
 
-@njit(**_JIT)
-def map_words(words, out, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
-    _convert(words, out, 0, False, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+@cfunc(SIGNATURE, error_model="numpy")  # numpy's error model: no zero-division checks, nothing raises
+def kernel(out_ptr, size, start, words_ptr, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low):
+    """The one C entry point. Fill ``out[0:size]`` with flat elements ``start ..`` of a leaf
+    (``words`` is scratch of ``2 * BLOCK_PAIRS`` words), or with flag ``MAP_WORDS`` map the
+    ``size`` given ``words`` to floats (tests reach any word this way)."""
+    out = carray(out_ptr, (size,))
+    has_shift, has_scale, mirror = (flags & HAS_SHIFT) != 0, (flags & HAS_SCALE) != 0, (flags & MIRROR) != 0
+    if flags & MAP_WORDS:
+        _convert(carray(words_ptr, (size,)), out, 0, False,
+                 kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+    else:
+        _fill(out, carray(words_ptr, (2 * BLOCK_PAIRS,)), k0, k1, leaf, start, (flags & POSITIVE_ZERO) != 0,
+              kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
 
 
-__all__ = ["fill", "map_words"]
+_DECLARE = re.compile(r"^declare (.*?)@([-\w.$]+)\((.*)\)(.*)$")
+_EXTERNAL = re.compile(r"^(@[-\w.$\"]+) = external (.*?)global (\S+)(.*)$")
+
+
+def native_ir() -> str:
+    """The kernel's optimised LLVM IR, made to stand alone: the C entry point renamed ``ENTRY``,
+    and every external the numba cfunc wrapper references (only on its path that reports a raised
+    exception through the interpreter: numba's GIL helpers, the C API, NRT's destructor) defined
+    as a trap. That path cannot be taken, since nothing in the kernel raises, and without those
+    references the object code loads with llvmlite alone: no numba, no Python C API symbols."""
+    text = kernel._library.get_llvm_str().replace(f"@{kernel.native_name}", f"@{ENTRY}")
+    lines = []
+    for line in text.splitlines():
+        declared, external = _DECLARE.match(line), _EXTERNAL.match(line)
+        if declared and not declared.group(2).startswith("llvm."):
+            lines += [f"define internal {declared.group(1)}@{declared.group(2)}({declared.group(3)})"
+                      f"{declared.group(4)} {{", "  unreachable", "}"]
+        elif external:
+            lines.append(f"{external.group(1)} = internal {external.group(2)}global {external.group(3)} "
+                         f"zeroinitializer{external.group(4)}")
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+__all__ = ["kernel", "native_ir"]
