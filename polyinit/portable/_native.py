@@ -29,12 +29,13 @@ from typing import Any, Callable
 
 ENTRY = "polyinit_fused_kernel"  # the C entry point's symbol; _fused_kernels renames it so
 BLOCK_PAIRS = 1024  # counter pairs per block: 8 KB of words, encrypted and converted while in L1
+SCRATCH_WORDS = 5 * 2 * BLOCK_PAIRS  # the kernel's per-thread scratch: words, q, g, tail q, tail index
 # Bits of the kernel's ``flags`` argument (booleans travel as one int through the C ABI).
 POSITIVE_ZERO, HAS_SHIFT, HAS_SCALE, MIRROR, MAP_WORDS = 1, 2, 4, 8, 16
 _SOURCES = ("_fused_kernels.py", "floats.py", "threefry.py", "_native.py")
 _F = ctypes.c_float
-# out, size, start, words, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low
-_PROTOTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+# out, size, start, words (MAP_WORDS), scratch, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low
+_PROTOTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int32,
                               _F, _F, _F, _F, _F, _F)
 

@@ -156,8 +156,8 @@ def fill(node: n.Node, key: tuple[int, int], leaf: int, start: int, out: np.ndar
     flags |= _native.POSITIVE_ZERO if positive_zero else 0
 
     def run(offset: int, length: int) -> None:
-        words = np.empty(2 * _native.BLOCK_PAIRS, np.uint32)  # the kernel's scratch: one per thread
-        kernel(flat.ctypes.data + 4 * offset, length, start + offset, words.ctypes.data,
+        scratch = np.empty(_native.SCRATCH_WORDS, np.uint32)  # one per thread
+        kernel(flat.ctypes.data + 4 * offset, length, start + offset, None, scratch.ctypes.data,
                key[0], key[1], leaf, flags, kind, *numbers)
 
     spans = _spans(start, flat.size, min(threads(max_threads), max(1, flat.size // THREAD_GRAIN)))
@@ -188,5 +188,7 @@ def map_words(node: n.Node, words: np.ndarray) -> np.ndarray:
     words = np.ascontiguousarray(words, np.uint32).reshape(-1)
     out = np.empty(words.size, np.float32)
     flags, kind, *numbers = _leaf_args(node)
-    kernel(out.ctypes.data, out.size, 0, words.ctypes.data, 0, 0, 0, flags | _native.MAP_WORDS, kind, *numbers)
+    scratch = np.empty(_native.SCRATCH_WORDS, np.uint32)
+    kernel(out.ctypes.data, out.size, 0, words.ctypes.data, scratch.ctypes.data, 0, 0, 0, flags | _native.MAP_WORDS,
+           kind, *numbers)
     return out
