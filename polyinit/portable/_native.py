@@ -46,7 +46,9 @@ _engine: Any = None  # the MCJIT engine owns the code: it lives as long as the p
 
 
 def cache_dir() -> Path:
-    """``$POLYINIT_CACHE``, else ``$XDG_CACHE_HOME/polyinit``, else ``~/.cache/polyinit``."""
+    """``$POLYINIT_CACHE``, else ``$XDG_CACHE_HOME/polyinit``, else ``~/.cache/polyinit``: the
+    folder ``polyinit.compare_cache.folder`` uses too (not imported from there: that module loads
+    json and importlib.metadata, which a draw does not need)."""
     if os.environ.get("POLYINIT_CACHE"):
         return Path(os.environ["POLYINIT_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
