@@ -4,7 +4,8 @@ leaves under ``fused.MIN_SIZE`` elements load nothing at all.
 
 Fresh processes run a read-only copy of the package (files 0444, folders 0555, no bytecode
 written) with ``POLYINIT_CACHE`` set to a temporary folder. What is observed is where files
-appear and ``polyinit.portable._native.LOADED`` ("compiled" or "cache"), never a time."""
+appear and ``polyinit.portable._native.LOADED`` ("compiled" or "cache"), never a time. A damaged cache
+file is compiled again, never handed to the linker (which would crash the process)."""
 
 import hashlib
 import json
@@ -61,11 +62,17 @@ def _run(root: Path, cache: Path, rows: int) -> dict:
 
 
 def test_a_read_only_install_compiles_once_into_the_user_cache(read_only_install, tmp_path):
+    """The cache starts with a damaged file under the kernel's name (the same sources, llvmlite
+    and CPU here as in the children): it is compiled again and replaced, not loaded."""
     cache, package = tmp_path / "cache", read_only_install / "polyinit"
+    cache.mkdir()
+    damaged = cache / _native._object_name(*_native._llvm())
+    damaged.write_bytes(b"not object code")
     before = _files(package)
     first = _run(read_only_install, cache, 512)
     assert first["package"].startswith(str(package))
-    assert first["loaded"] == "compiled" and len(list(cache.glob("fused-*.o"))) == 1
+    assert first["loaded"] == "compiled" and list(cache.glob("fused-*.o")) == [damaged]
+    assert damaged.read_bytes().startswith(_native._MAGIC)
     second = _run(read_only_install, cache, 512)
     assert second["loaded"] == "cache" and not second["numba"]  # loaded by llvmlite alone
     assert second["digest"] == first["digest"]

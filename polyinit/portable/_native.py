@@ -11,7 +11,8 @@ linker (MCJIT) and call it through ``ctypes``, without importing numba: about 0.
 The file name is a hash of everything the object code depends on: the kernel's sources, the
 llvmlite that loads it, the target triple, the CPU and its features. A file is written under a
 temporary name and renamed into place, so ranks or processes starting together never read half
-a file. Where the cache directory cannot be written, the kernel is compiled in memory instead.
+a file, and it carries the code's SHA-256, checked before loading (a damaged file is compiled
+again rather than handed to the linker). Where the cache directory cannot be written, the kernel is compiled in memory instead.
 
 ``LOADED`` says where this process's kernel came from: ``"cache"`` (no compilation) or
 ``"compiled"``; ``None`` before the first use. The tests read it; nothing else should.
@@ -85,13 +86,30 @@ def _compile(llvm: Any) -> bytes:
     return machine.emit_object(module)
 
 
+_MAGIC = b"polyinit fused kernel 1\n"  # then the SHA-256 of the object code, then the code
+
+
+def _read(path: Path) -> "bytes | None":
+    """The cached object code, or None where there is none or it is not intact: the linker would
+    crash the process on a damaged object, so a file whose checksum fails is compiled again."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    start = len(_MAGIC) + 32
+    code = data[start:]
+    if data[:len(_MAGIC)] != _MAGIC or hashlib.sha256(code).digest() != data[len(_MAGIC):start]:
+        return None
+    return code
+
+
 def _store(path: Path, code: bytes) -> None:
     """Write atomically; a cache that cannot be written is not an error (the code is in memory)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".o")
         with os.fdopen(handle, "wb") as file:
-            file.write(code)
+            file.write(_MAGIC + hashlib.sha256(code).digest() + code)
         os.replace(temporary, path)
     except OSError:
         pass
@@ -104,9 +122,8 @@ def kernel() -> Callable[..., None]:
         if _kernel is None:
             llvm, version = _llvm()
             path = cache_dir() / _object_name(llvm, version)
-            try:
-                code, source = path.read_bytes(), "cache"
-            except OSError:
+            code, source = _read(path), "cache"
+            if code is None:
                 code, source = _compile(llvm), "compiled"
                 _store(path, code)
             machine = llvm.Target.from_default_triple().create_target_machine(jit=True)
