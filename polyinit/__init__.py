@@ -8,6 +8,8 @@
 ``import polyinit`` imports numpy only; a framework is imported when its backend is asked for.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from polyinit.errors import (BackendError, BackendUnavailableError, NonFiniteError,
                              NotExpressibleError, PolyinitError, SerializationError, ShapeError,
                              SpecError)
@@ -18,14 +20,35 @@ from polyinit.plan import Plan, resolve
 from polyinit.schemes import (constant, glorot_normal, glorot_uniform, he_normal, he_uniform,
                               kaiming_normal, kaiming_uniform, lecun_normal, lecun_uniform,
                               lstm_bias, lstm_kernel, ones, xavier_normal, xavier_uniform, zeros)
-from polyinit.serialize import from_dict, from_json, to_dict, to_json
 from polyinit.spec import (BilinearUpsampling, Blocks, Constant, DeltaOrthogonal, Dirac, Identity,
                            Normal, Orthogonal, Sparse, Spec, TruncatedNormal, Uniform,
                            VarianceScaling, clip, where)
 from polyinit.backends import available_backends, backend_for, get_backend
-from polyinit.transfer import transfer
 
 __version__ = "0.1.0"
+
+# Loaded on first use (PEP 562), to keep ``import polyinit`` cheap: the rest of the library does
+# not need them, and they bring json and the model-record modules (benchmarks/bench_import.py).
+_LAZY = {"from_dict": "polyinit.serialize", "from_json": "polyinit.serialize", "to_dict": "polyinit.serialize",
+         "to_json": "polyinit.serialize", "transfer": "polyinit.transfer"}
+
+if TYPE_CHECKING:
+    from polyinit.serialize import from_dict, from_json, to_dict, to_json
+    from polyinit.transfer import transfer
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'polyinit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # the next lookup finds it without this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "BackendError", "BackendUnavailableError", "BilinearUpsampling", "Blocks", "Constant",

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import types
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -175,3 +177,15 @@ def transfer(source: Any, target: Any, *, source_model: Any = None) -> "Transfer
         report.rows.append(Moved(s.path, t.path, shape, _stored_shape(s), _stored_shape(t)))
     result = walker.write(target, moves)
     return (result, report) if walker.returns_new else report
+
+
+class _CallableModule(types.ModuleType):
+    """``polyinit.transfer`` names this module and its function: importing the module (which
+    binds it on the package, after ``import polyinit`` left the function to load lazily) must not
+    break ``polyinit.transfer(source, target)``, so the module calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return transfer(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -87,21 +87,25 @@ def test_whole_draws_match_the_reference_path_in_torch():
 
 
 def test_the_fused_path_is_the_one_taken():
-    """The speed claims rest on the fused kernels actually running: a draw through numpy and
-    torch ops must call them (and the reference ops must not)."""
+    """The speed claims rest on the fused kernels actually running: a draw of fused.MIN_SIZE
+    elements or more through numpy and torch ops must call them (and the reference ops must not,
+    nor a draw of a smaller leaf, which must not have to load them)."""
     import torch
 
     from polyinit.portable.xp_torch import Ops as TorchOps
 
     calls = []
     original = fused.fill
-    plan = pi.resolve(pi.Normal(std=1.0), (64, 64))
+    side = int(fused.MIN_SIZE ** 0.5)
+    plan, small = pi.resolve(pi.Normal(std=1.0), (side, side)), pi.resolve(pi.Normal(std=1.0), (side, side - 1))
     try:
         fused.fill = lambda *a, **k: calls.append(1) or original(*a, **k)
         evaluate.draw(NumpyOps(), plan, 0, "w")
-        evaluate.draw(TorchOps(), plan, 0, "w", torch.empty(64, 64))
+        evaluate.draw(TorchOps(), plan, 0, "w", torch.empty(side, side))
         assert len(calls) == 2
         evaluate.draw(NumpyOps(use_fused=False), plan, 0, "w")
+        evaluate.draw(NumpyOps(), small, 0, "w")
+        evaluate.draw(TorchOps(), small, 0, "w", torch.empty(side, side - 1))
         assert len(calls) == 2
     finally:
         fused.fill = original
@@ -112,9 +116,9 @@ def test_torch_fill_bumps_the_version_counter_and_keeps_autograd_honest():
 
     from polyinit.backends.torch import draw_portable
 
-    weight = torch.nn.Parameter(torch.zeros(32, 16))
+    weight = torch.nn.Parameter(torch.zeros(512, 128))  # fused.MIN_SIZE elements: the fused path
     before = weight._version
-    draw_portable(pi.resolve(pi.Normal(std=1.0), (32, 16)), 0, "w", out=weight)
+    draw_portable(pi.resolve(pi.Normal(std=1.0), (512, 128)), 0, "w", out=weight)
     assert weight._version > before and weight.abs().sum() > 0
 
 

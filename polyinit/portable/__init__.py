@@ -41,7 +41,9 @@ numpy and eager torch/TensorFlow run one kernel per op and never contract.
 **Speed.** Over numpy's or torch's ops the cipher is 110 whole-array passes (0.2 to 0.4 GB/s on
 CPU). Where numba is installed, numpy and CPU torch take random leaves from
 ``polyinit.portable.fused`` instead: the same float32 steps, compiled into one pass per block of
-counters (2.7 to 3.1 GB/s for a uniform here), checked bit for bit against these ops. XLA (JAX,
+counters (2.7 to 3.1 GB/s for a uniform here on one thread), on every core, checked bit for bit
+against these ops; numba compiles them once per machine into the user's cache directory
+(``polyinit.portable._native``), and leaves under ``fused.MIN_SIZE`` elements use these ops. XLA (JAX,
 TensorFlow under ``jit_compile``) fuses the ops itself.
 
 **Orthogonal** (QR) cannot be bit-identical across LAPACKs: a plan with an orthogonal leaf is

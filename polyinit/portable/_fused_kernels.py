@@ -1,4 +1,5 @@
-"""The numba kernels behind ``polyinit.portable.fused`` (importing this module imports numba).
+"""The numba kernel behind ``polyinit.portable.fused`` (importing this module imports numba and
+compiles it; ``polyinit.portable._native`` does that once per machine and keeps the object code).
 
 Each function mirrors its namesake in ``polyinit.portable.floats`` or ``threefry``, one element
 at a time; see ``fused`` for why the values agree bit for bit.
@@ -6,12 +7,15 @@ at a time; see ``fused`` for why the values agree bit for bit.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from llvmlite import ir
-from numba import njit, types, uint32
+from numba import carray, cfunc, njit, types, uint32
 from numba.extending import intrinsic
 
 from polyinit.portable import floats
+from polyinit.portable._native import BLOCK_PAIRS, ENTRY, HAS_SCALE, HAS_SHIFT, MAP_WORDS, MIRROR, POSITIVE_ZERO
 from polyinit.portable.threefry import PARITY, ROTATIONS
 
 _F = np.float32
@@ -31,7 +35,6 @@ HALF, ONE, TWO, ZERO = _F(0.5), _F(1.0), _F(2.0), _F(0.0)
 EXPONENT_BIAS, NEAR, FAR = _F(127.0), _F(1.6), _F(5.0)
 TWO_M24, TWO_M32 = _F(2.0**-24), _F(2.0**-32)
 R0, R1, R2, R3, R4, R5, R6, R7 = (uint32(r) for r in ROTATIONS)
-BLOCK_PAIRS = 1024  # 8 KB of words: encrypted and converted while in L1
 
 
 @intrinsic
@@ -115,16 +118,39 @@ def _sqrt(x):
 
 
 @njit(inline="always")
-def _ndtri_lower(q):
-    """Both branches, then a select: branch-free, so LLVM vectorises the loop that calls it (the
-    tail is 15% of a normal's values; a branch per element made the draw 4x slower)."""
+def _central(q):
+    """Acklam's central branch (q >= TAIL): ``floats``' ``ndtri_lower`` for those q."""
     d = q - HALF
     r = CENTRAL - d * d
-    central = (d * _horner(A, r)) / _horner(B, r)
+    return (d * _horner(A, r)) / _horner(B, r)
+
+
+@njit(inline="always")
+def _tail(q):
+    """Acklam's tail branches (q < TAIL): t = sqrt(-log q), the far one where t > 5."""
     t = _sqrt(-_log(q))
     far = -(_horner(E, t - FAR) / _horner(F, t - FAR))
     near = -(_horner(C, t - NEAR) / _horner(D, t - NEAR))
-    return central if q >= TAIL else (far if t > FAR else near)
+    return far if t > FAR else near
+
+
+@njit(inline="always")
+def _ndtri_lower(q, g, tail_q, tail_at):
+    """g[j] = ndtri_lower(q[j]). The central branch for every element, then the tail branches
+    for the tail elements only (about 15% of a normal's), gathered into ``tail_q`` and scattered
+    back: each loop is branch-free, so LLVM vectorises it (a branch per element made the draw 4x
+    slower), and the log, the square root and two rational functions run on the tail alone.
+    Each element gets the value of the branch ``floats`` selects for it, computed the same way."""
+    for j in range(q.size):
+        g[j] = _central(q[j])
+    m = 0
+    for j in range(q.size):  # compaction without a branch: write, then advance only for the tail
+        tail_q[m], tail_at[m] = q[j], j
+        m += 1 if q[j] < TAIL else 0
+    for k in range(m):
+        tail_q[k] = _tail(tail_q[k])
+    for k in range(m):
+        g[tail_at[k]] = tail_q[k]
 
 
 @njit(inline="always")
@@ -142,48 +168,75 @@ def _uniform(w, shift, scale, has_shift, has_scale):
 
 
 @njit(inline="always")
-def _normal(w, shift, scale, has_shift, has_scale):
-    g = _ndtri_lower((_F(w & uint32(0x7FFFFFFF)) + HALF) * TWO_M32)
+def _normal_q(w):
+    return (_F(w & uint32(0x7FFFFFFF)) + HALF) * TWO_M32
+
+
+@njit(inline="always")
+def _normal(w, g, shift, scale, has_shift, has_scale):
+    """The normal value of word ``w`` given g = ndtri_lower(_normal_q(w)): the top bit is the sign."""
     return _affine(-g if w >= uint32(0x80000000) else g, shift, scale, has_shift, has_scale)
 
 
 @njit(inline="always")
-def _truncated(w, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+def _truncated_u(w, p_span, p_low):
     u = ((_F(w >> uint32(8)) + HALF) * TWO_M24) * p_span + p_low
-    u = min(max(u, SMALLEST_NORMAL), LARGEST_BELOW_ONE)
-    lower = u < HALF
-    g = _ndtri_lower(u if lower else ONE - u)
-    z = min(max(g if lower else -g, a), b)
+    return min(max(u, SMALLEST_NORMAL), LARGEST_BELOW_ONE)
+
+
+@njit(inline="always")
+def _truncated_q(w, p_span, p_low):
+    u = _truncated_u(w, p_span, p_low)
+    return u if u < HALF else ONE - u
+
+
+@njit(inline="always")
+def _truncated(w, g, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+    """The truncated normal value of word ``w`` given g = ndtri_lower(_truncated_q(w))."""
+    z = min(max(g if _truncated_u(w, p_span, p_low) < HALF else -g, a), b)
     return _affine(-z if mirror else z, shift, scale, has_shift, has_scale)
 
 
 @njit(inline="always")
-def _convert(words, out, offset, positive_zero,
+def _convert(words, out, offset, positive_zero, scratch,
              kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
-    """out[offset + j] = value of words[j]: one loop per kind, so each loop vectorises."""
+    """out[offset + j] = value of words[j] (at most 2 BLOCK_PAIRS words): one loop per kind and
+    step, so each loop vectorises. ``scratch`` is (q, g, tail q, tail index), each a block long."""
+    size = words.size
     if kind == 0:
-        for j in range(words.size):
+        for j in range(size):
             out[offset + j] = _uniform(words[j], shift, scale, has_shift, has_scale)
-    elif kind == 1:
-        for j in range(words.size):
-            out[offset + j] = _normal(words[j], shift, scale, has_shift, has_scale)
     else:
-        for j in range(words.size):
-            out[offset + j] = _truncated(words[j], shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+        q, g, tail_q, tail_at = scratch
+        if kind == 1:
+            for j in range(size):
+                q[j] = _normal_q(words[j])
+        else:
+            for j in range(size):
+                q[j] = _truncated_q(words[j], p_span, p_low)
+        _ndtri_lower(q[:size], g, tail_q, tail_at)
+        if kind == 1:
+            for j in range(size):
+                out[offset + j] = _normal(words[j], g[j], shift, scale, has_shift, has_scale)
+        else:
+            for j in range(size):
+                out[offset + j] = _truncated(words[j], g[j], shift, scale, has_shift, has_scale, a, b, mirror,
+                                             p_span, p_low)
     if positive_zero:  # floats.positive_zero, which a draw applies to its result, not to leaves
-        for j in range(words.size):
+        for j in range(size):
             out[offset + j] = out[offset + j] if out[offset + j] != ZERO else ZERO
 
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy")  # numpy's error model: no zero-division checks
+SIGNATURE = types.void(types.CPointer(types.float32), types.int64, types.int64, types.CPointer(types.uint32),
+                       types.voidptr, types.uint32, types.uint32, types.uint32, types.int32, types.int32,
+                       types.float32, types.float32, types.float32, types.float32, types.float32, types.float32)
 
 
-@njit(**_JIT)
-def fill(out, k0, k1, leaf, start, positive_zero,
-         kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+@njit(inline="always")
+def _fill(out, words, scratch, k0, k1, leaf, start, positive_zero,
+          kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
     """out[j] = value of flat element start + j; element i is word i % 2 of threefry((i // 2, leaf))."""
     k2 = uint32(k0 ^ k1 ^ uint32(PARITY))
-    words = np.empty(2 * BLOCK_PAIRS, np.uint32)
     end = start + out.size
     last_pair = ((end - 1) >> 1) + 1
     for block in range(start >> 1, last_pair, BLOCK_PAIRS):
@@ -191,13 +244,54 @@ def fill(out, k0, k1, leaf, start, positive_zero,
         for p in range(count):  # the cipher, vectorised across pairs
             words[2 * p], words[2 * p + 1] = _threefry(k0, k1, k2, uint32(block + p), leaf)
         lo, hi = max(2 * block, start), min(2 * (block + count), end)
-        _convert(words[lo - 2 * block: hi - 2 * block], out, lo - start, positive_zero,
+        _convert(words[lo - 2 * block: hi - 2 * block], out, lo - start, positive_zero, scratch,
                  kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
 
 
-@njit(**_JIT)
-def map_words(words, out, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
-    _convert(words, out, 0, False, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+@cfunc(SIGNATURE, error_model="numpy")  # numpy's error model: no zero-division checks, nothing raises
+def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span,
+           p_low):
+    """The one C entry point. Fill ``out[0:size]`` with flat elements ``start ..`` of a leaf, or
+    with flag ``MAP_WORDS`` map the ``size`` words at ``words`` to floats (tests reach any word
+    this way). ``scratch``: 5 blocks of 4-byte words, the caller's (one per thread)."""
+    out, block = carray(out_ptr, (size,)), 2 * BLOCK_PAIRS
+    rows = carray(scratch_ptr, (5, block), np.float32)  # rows: words, q, g, tail q, tail index
+    scratch = (rows[1], rows[2], rows[3], carray(scratch_ptr, (5, block), np.int32)[4])
+    has_shift, has_scale, mirror = (flags & HAS_SHIFT) != 0, (flags & HAS_SCALE) != 0, (flags & MIRROR) != 0
+    if flags & MAP_WORDS:
+        given = carray(words_ptr, (size,))
+        for lo in range(0, size, block):
+            hi = min(lo + block, size)
+            _convert(given[lo:hi], out, lo, False, scratch,
+                     kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+    else:
+        _fill(out, carray(scratch_ptr, (block,), np.uint32), scratch, k0, k1, leaf, start, (flags & POSITIVE_ZERO) != 0,
+              kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
 
 
-__all__ = ["fill", "map_words"]
+_DECLARE = re.compile(r"^declare (.*?)@([-\w.$]+)\((.*)\)(.*)$")
+_EXTERNAL = re.compile(r"^(@[-\w.$\"]+) = external (.*?)global (\S+)(.*)$")
+
+
+def native_ir() -> str:
+    """The kernel's optimised LLVM IR, made to stand alone: the C entry point renamed ``ENTRY``,
+    and every external the numba cfunc wrapper references (only on its path that reports a raised
+    exception through the interpreter: numba's GIL helpers, the C API, NRT's destructor) defined
+    as a trap. That path cannot be taken, since nothing in the kernel raises, and without those
+    references the object code loads with llvmlite alone: no numba, no Python C API symbols."""
+    text = kernel._library.get_llvm_str().replace(f"@{kernel.native_name}", f"@{ENTRY}")
+    lines = []
+    for line in text.splitlines():
+        declared, external = _DECLARE.match(line), _EXTERNAL.match(line)
+        if declared and not declared.group(2).startswith("llvm."):
+            lines += [f"define internal {declared.group(1)}@{declared.group(2)}({declared.group(3)})"
+                      f"{declared.group(4)} {{", "  unreachable", "}"]
+        elif external:
+            lines.append(f"{external.group(1)} = internal {external.group(2)}global {external.group(3)} "
+                         f"zeroinitializer{external.group(4)}")
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+__all__ = ["kernel", "native_ir"]

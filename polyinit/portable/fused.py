@@ -1,5 +1,6 @@
 """Fused CPU kernels for portable draws: the same float32 values as ``floats`` over an ``Ops``, in
-one pass, compiled by numba (optional: ``pip install polyinit[fast]``).
+one pass, compiled by numba once per machine (optional: ``pip install polyinit[fast]``), on every
+core.
 
 The reference path (``evaluate`` over ``xp_numpy.Ops`` / ``xp_torch.Ops``) runs the cipher as 110
 whole-array passes and each float step as another pass: on CPU it is bound by memory traffic and
@@ -20,6 +21,17 @@ compare it against JAX and TensorFlow, whose draws XLA compiles from the same ``
 Only elementwise random leaves are fused (uniform, normal, truncated normal); whatever a plan
 combines them with still runs through ``Ops``.
 
+**Threads.** Element ``i`` depends only on the stream key, the leaf and ``i``, so a fill is cut
+into contiguous spans, one per thread, each computed exactly as a single-threaded fill computes
+it: the bits do not depend on the thread count (``tests/test_portable_threads.py`` compares 1, 2
+and 7 threads). The kernel runs without the GIL. ``threads()`` says how many a fill uses: every
+core this process may run on, or ``POLYINIT_NUM_THREADS``, or fewer where the caller's framework
+sets a limit (torch: ``torch.get_num_threads()``); spans are at least ``THREAD_GRAIN`` elements.
+
+**Cold start.** ``polyinit.portable._native`` keeps the compiled kernel in the user's cache
+directory and loads it without numba; the Ops classes use the reference ops for leaves under
+``MIN_SIZE`` elements, which therefore load nothing.
+
 >>> import numpy as np, polyinit
 >>> from polyinit.portable import fused, stream_key
 >>> if fused.available():
@@ -32,81 +44,151 @@ combines them with still runs through ``Ops``.
 from __future__ import annotations
 
 import os
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 
 from polyinit import nodes as n
+from polyinit.errors import BackendError
 from polyinit.moments import normal_cdf
+from polyinit.portable import _native
 
-_kernels: Any = None  # the compiled module-level kernels, built on first use
+MIN_SIZE = 1 << 16        # elements: a smaller leaf is drawn by the reference ops (a few ms at most)
+THREAD_GRAIN = 1 << 17    # elements: a thread's share is never smaller (starting it costs ~50 us)
 _unavailable: "str | None" = None
+_pool: "tuple[ThreadPoolExecutor, int, int] | None" = None  # (pool, its workers, the pid that made it)
+
+
+def enabled() -> bool:
+    """Whether fused kernels may be used: ``POLYINIT_PORTABLE_FUSED`` is not ``0`` and loading
+    them has not failed. Loads nothing (``available`` does)."""
+    return os.environ.get("POLYINIT_PORTABLE_FUSED", "1") != "0" and _unavailable is None
 
 
 def available() -> bool:
-    """Whether fused kernels can run here: numba imports and ``POLYINIT_PORTABLE_FUSED`` is not
-    ``0`` (set it to force the reference path, e.g. to compare the two)."""
-    if os.environ.get("POLYINIT_PORTABLE_FUSED", "1") == "0":
-        return False
-    return _build() is not None
+    """Whether fused kernels can run here: ``enabled()``, and the kernel loads (from the cache,
+    or compiled by numba where the cache has none). Set ``POLYINIT_PORTABLE_FUSED=0`` to force
+    the reference path, e.g. to compare the two."""
+    return enabled() and _build() is not None
 
 
-def _build() -> Any:
-    global _kernels, _unavailable
-    if _kernels is None and _unavailable is None:
+def _build() -> "Callable[..., None] | None":
+    global _unavailable
+    if _unavailable is None:
         try:
-            from polyinit.portable import _fused_kernels
-        except ImportError as error:  # numba absent, or too old/new for this numpy
-            _unavailable = str(error)
-        else:
-            _kernels = _fused_kernels
-    return _kernels
+            return _native.kernel()
+        except (ImportError, OSError, RuntimeError) as error:  # numba absent, too old/new for this numpy
+            _unavailable = f"{type(error).__name__}: {error}"
+    return None
+
+
+def threads(limit: "int | None" = None) -> int:
+    """Threads a fill uses: ``POLYINIT_NUM_THREADS`` if set, else the cores this process may run
+    on; at most ``limit`` (a framework's own setting) where given; at least 1."""
+    setting = os.environ.get("POLYINIT_NUM_THREADS", "").strip()
+    if setting:
+        if not setting.isdigit() or int(setting) < 1:
+            raise BackendError(f"POLYINIT_NUM_THREADS must be a whole number >= 1, got {setting!r}")
+        count = int(setting)
+    else:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(count, limit) if limit is not None else count)
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A pool of at least ``workers`` threads; a new one after a fork (the child has none of the
+    parent's threads, so the parent's pool would never run what it is given)."""
+    global _pool
+    if _pool is None or _pool[1] < workers or _pool[2] != os.getpid():
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="polyinit-fill"), workers, os.getpid()
+    return _pool[0]
 
 
 _F32 = np.float32
 
 
 def _leaf_args(node: n.Node) -> tuple:
-    """The kernel's arguments for a random leaf: (kind, shift, scale, has shift, has scale, a, b,
-    mirror, P(b) - P(a), P(a)), with the host-side constants that ``floats`` computes in Python
-    (the interval's CDF values, the mirror) computed here the same way. ``has shift/scale`` are
-    decided on the unrounded values, as ``floats._affine`` decides them."""
-    none = (_F32(0), _F32(0), False, _F32(0), _F32(0))
+    """The kernel's leaf arguments: (flags, kind, shift, scale, a, b, P(b) - P(a), P(a)), with
+    the host-side constants that ``floats`` computes in Python (the interval's CDF values, the
+    mirror) computed here the same way. The shift and scale flags are decided on the unrounded
+    values, as ``floats._affine`` decides them."""
+    def flags(shift: float, scale: float, mirror: bool = False) -> int:
+        return ((_native.HAS_SHIFT if shift != 0.0 else 0) | (_native.HAS_SCALE if scale != 1.0 else 0)
+                | (_native.MIRROR if mirror else 0))
     if isinstance(node, n.Uniform):
         scale = node.high - node.low
-        return (0, _F32(node.low), _F32(scale), node.low != 0.0, scale != 1.0) + none
+        return flags(node.low, scale), 0, _F32(node.low), _F32(scale), 0.0, 0.0, 0.0, 0.0
     if isinstance(node, n.Normal):
-        return (1, _F32(node.mean), _F32(node.std), node.mean != 0.0, node.std != 1.0) + none
+        return flags(node.mean, node.std), 1, _F32(node.mean), _F32(node.std), 0.0, 0.0, 0.0, 0.0
     if isinstance(node, n.TruncatedNormal):
         a, b, mirror = node.a, node.b, node.a + node.b > 0
         if mirror:
             a, b = -b, -a
         p_low, p_high = normal_cdf(a), normal_cdf(b)
-        return (2, _F32(node.mean), _F32(node.std), node.mean != 0.0, node.std != 1.0,
-                _F32(a), _F32(b), mirror, _F32(p_high - p_low), _F32(p_low))
+        return (flags(node.mean, node.std, mirror), 2, _F32(node.mean), _F32(node.std),
+                _F32(a), _F32(b), _F32(p_high - p_low), _F32(p_low))
     raise AssertionError(f"not a portable leaf: {node!r}")
 
 
+def _spans(start: int, size: int, count: int) -> list[tuple[int, int]]:
+    """``count`` contiguous (offset, length) spans covering ``size`` elements, cut at multiples
+    of a cipher block (so no block is encrypted by two threads)."""
+    step = 2 * _native.BLOCK_PAIRS
+    cuts = [0] + [min(size, -(-(start + size * t // count) // step) * step - start) for t in range(1, count)] + [size]
+    return [(lo, hi - lo) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+
+
 def fill(node: n.Node, key: tuple[int, int], leaf: int, start: int, out: np.ndarray,
-         positive_zero: bool = True) -> np.ndarray:
+         positive_zero: bool = True, max_threads: "int | None" = None) -> np.ndarray:
     """Write flat elements ``start .. start + out.size - 1`` of random leaf ``node`` (leaf number
     ``leaf`` of its plan, stream ``key``) into the float32 C-contiguous ``out``, as
     ``evaluate.evaluate_span`` of a plan made of that leaf alone gives them (-0 as +0); with
-    ``positive_zero=False``, as ``evaluate.leaf_values`` gives them (a -0 stays)."""
-    _build().fill(out.reshape(-1), np.uint32(key[0]), np.uint32(key[1]), np.uint32(leaf), start, positive_zero,
-                  *_leaf_args(node))
+    ``positive_zero=False``, as ``evaluate.leaf_values`` gives them (a -0 stays). Uses
+    ``threads(max_threads)`` threads where each gets ``THREAD_GRAIN`` elements or more."""
+    kernel = _build()
+    if kernel is None:
+        raise RuntimeError(f"fused kernels unavailable: {_unavailable}")
+    if out.dtype != np.float32 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("fused.fill writes a writeable C-contiguous float32 array")
+    flat = out.reshape(-1)  # a view, since out is C-contiguous
+    flags, kind, *numbers = _leaf_args(node)
+    flags |= _native.POSITIVE_ZERO if positive_zero else 0
+
+    def run(offset: int, length: int) -> None:
+        scratch = np.empty(_native.SCRATCH_WORDS, np.uint32)  # one per thread
+        kernel(flat.ctypes.data + 4 * offset, length, start + offset, None, scratch.ctypes.data,
+               key[0], key[1], leaf, flags, kind, *numbers)
+
+    spans = _spans(start, flat.size, min(threads(max_threads), max(1, flat.size // THREAD_GRAIN)))
+    if len(spans) > 1:
+        pool = _executor(len(spans) - 1)
+        pending = [pool.submit(run, *span) for span in spans[1:]]
+        run(*spans[0])  # this thread takes the first span
+        for future in pending:
+            future.result()
+    elif spans:
+        run(*spans[0])
     return out
 
 
-def values(node: n.Node, key: tuple[int, int], leaf: int, start: int, stop: int) -> np.ndarray:
+def values(node: n.Node, key: tuple[int, int], leaf: int, start: int, stop: int,
+           max_threads: "int | None" = None) -> np.ndarray:
     """Flat elements ``start .. stop - 1`` of random leaf ``node`` as a new float32 array, as
     ``evaluate.leaf_values`` gives them (a plan may combine them further)."""
-    return fill(node, key, leaf, start, np.empty(stop - start, np.float32), positive_zero=False)
+    return fill(node, key, leaf, start, np.empty(stop - start, np.float32), False, max_threads)
 
 
 def map_words(node: n.Node, words: np.ndarray) -> np.ndarray:
     """The leaf's float32 values for the given 32-bit ``words`` (for tests: any word can be
     reached directly, where a draw reaches only what the cipher gives)."""
+    kernel = _build()
+    if kernel is None:
+        raise RuntimeError(f"fused kernels unavailable: {_unavailable}")
+    words = np.ascontiguousarray(words, np.uint32).reshape(-1)
     out = np.empty(words.size, np.float32)
-    _build().map_words(np.ascontiguousarray(words, np.uint32).reshape(-1), out, *_leaf_args(node))
+    flags, kind, *numbers = _leaf_args(node)
+    scratch = np.empty(_native.SCRATCH_WORDS, np.uint32)
+    kernel(out.ctypes.data, out.size, 0, words.ctypes.data, scratch.ctypes.data, 0, 0, 0, flags | _native.MAP_WORDS,
+           kind, *numbers)
     return out

@@ -21,6 +21,7 @@ lines in its backend.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -35,19 +36,24 @@ class Ops:
     INDEXED = False  # words by flat ranges (a cipher call gives two words), not per element
 
     def __init__(self, use_fused: "bool | None" = None):
-        # Random leaves come from polyinit.portable.fused's compiled kernels where numba is
-        # installed (the same values, 5-10x faster); use_fused=False forces these ops throughout.
-        self.fused = use_fused is not False and fused.available()
+        # Random leaves of MIN_SIZE elements or more come from polyinit.portable.fused's compiled
+        # kernels where numba is installed (the same values, 5-10x faster, on every core), loaded
+        # on the first such leaf; use_fused=False forces these ops throughout.
+        self.fused = use_fused is not False and fused.enabled()
+
+    def _use_fused(self, node: Any) -> bool:
+        return self.fused and math.prod(node.shape) >= fused.MIN_SIZE and fused.available()
 
     # --- fused random leaves (optional part of the interface) --------------------------------
     def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "np.ndarray | None":
-        """Flat elements start..stop-1 of random leaf ``node`` from the fused kernel, or None."""
-        return fused.values(node, key, leaf, start, stop) if self.fused else None
+        """Flat elements start..stop-1 of random leaf ``node`` from the fused kernel, or None
+        (a leaf under ``fused.MIN_SIZE`` elements: the reference ops, nothing to load)."""
+        return fused.values(node, key, leaf, start, stop) if self._use_fused(node) else None
 
     def fill_leaf(self, out: np.ndarray, node: Any, key: tuple[int, int], leaf: int, start: int = 0) -> bool:
         """Fill ``out`` with flat elements start.. of leaf ``node`` (-0 as +0, as a draw's result)
         by the fused kernel; False where it cannot."""
-        if not (self.fused and out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable):
+        if not (out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable and self._use_fused(node)):
             return False
         fused.fill(node, key, leaf, start, out)
         return True

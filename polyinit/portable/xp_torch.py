@@ -8,6 +8,7 @@ products are never fused into a following add.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -30,21 +31,27 @@ class Ops:
 
     def __init__(self, device: "torch.device | str | None" = None, use_fused: "bool | None" = None):
         self.device = torch.device(device or "cpu")
-        # On CPU, random leaves come from polyinit.portable.fused's compiled kernels where numba
-        # is installed (the same values, 5-16x faster); use_fused=False forces torch ops throughout.
-        self.fused = self.device.type == "cpu" and (use_fused is not False) and fused.available()
+        # On CPU, random leaves of fused.MIN_SIZE elements or more come from polyinit.portable.fused's
+        # compiled kernels where numba is installed (the same values, 5-16x faster), on at most
+        # torch.get_num_threads() threads; use_fused=False forces torch ops throughout.
+        self.fused = self.device.type == "cpu" and (use_fused is not False) and fused.enabled()
+
+    def _use_fused(self, node: Any) -> bool:
+        return self.fused and math.prod(node.shape) >= fused.MIN_SIZE and fused.available()
 
     # --- fused random leaves (see xp_numpy) ---------------------------------------------------
     def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "torch.Tensor | None":
-        return torch.from_numpy(fused.values(node, key, leaf, start, stop)) if self.fused else None
+        if not self._use_fused(node):
+            return None
+        return torch.from_numpy(fused.values(node, key, leaf, start, stop, torch.get_num_threads()))
 
     def fill_leaf(self, out: torch.Tensor, node: Any, key: tuple[int, int], leaf: int, start: int = 0) -> bool:
         # Plain CPU tensors only: a subclass (DTensor, FakeTensor, a functional wrapper) may not
         # own the memory that .numpy() would show.
-        if not (self.fused and type(out) in (torch.Tensor, torch.nn.Parameter) and out.device.type == "cpu"
-                and out.dtype == torch.float32 and out.is_contiguous()):
+        if not (type(out) in (torch.Tensor, torch.nn.Parameter) and out.device.type == "cpu"
+                and out.dtype == torch.float32 and out.is_contiguous() and self._use_fused(node)):
             return False
-        fused.fill(node, key, leaf, start, out.detach().numpy())
+        fused.fill(node, key, leaf, start, out.detach().numpy(), max_threads=torch.get_num_threads())
         if not out.is_inference():  # a write through numpy is invisible to autograd's version counter
             torch.autograd.graph.increment_version(out)
         return True

@@ -1,0 +1,138 @@
+"""Load the fused kernel as native code, compiling it at most once per machine.
+
+numba's own cache does not serve here: it is written next to the package source (so a read-only
+install, a system site-packages or a container image, compiles again in every process), and even
+a cache hit costs about a second and a half, because numba imports itself, scipy and cffi and
+builds its typing and target contexts before it looks at the cache. So the kernel is compiled by
+numba once, its optimised LLVM IR turned into object code for this CPU, and the object code kept
+in the user's cache directory (``cache_dir``); later processes hand it to llvmlite's in-process
+linker (MCJIT) and call it through ``ctypes``, without importing numba: about 0.1 s.
+
+The file name is a hash of everything the object code depends on: the kernel's sources, the
+llvmlite that loads it, the target triple, the CPU and its features. A file is written under a
+temporary name and renamed into place, so ranks or processes starting together never read half
+a file, and it carries the code's SHA-256, checked before loading (a damaged file is compiled
+again rather than handed to the linker). Where the cache directory cannot be written, the kernel is compiled in memory instead.
+
+``LOADED`` says where this process's kernel came from: ``"cache"`` (no compilation) or
+``"compiled"``; ``None`` before the first use. The tests read it; nothing else should.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+ENTRY = "polyinit_fused_kernel"  # the C entry point's symbol; _fused_kernels renames it so
+BLOCK_PAIRS = 1024  # counter pairs per block: 8 KB of words, encrypted and converted while in L1
+SCRATCH_WORDS = 5 * 2 * BLOCK_PAIRS  # the kernel's per-thread scratch: words, q, g, tail q, tail index
+# Bits of the kernel's ``flags`` argument (booleans travel as one int through the C ABI).
+POSITIVE_ZERO, HAS_SHIFT, HAS_SCALE, MIRROR, MAP_WORDS = 1, 2, 4, 8, 16
+_SOURCES = ("_fused_kernels.py", "floats.py", "threefry.py", "_native.py")
+_F = ctypes.c_float
+# out, size, start, words (MAP_WORDS), scratch, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low
+_PROTOTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int32,
+                              _F, _F, _F, _F, _F, _F)
+
+LOADED: "str | None" = None
+_lock = threading.Lock()
+_kernel: "Callable[..., None] | None" = None
+_engine: Any = None  # the MCJIT engine owns the code: it lives as long as the process
+
+
+def cache_dir() -> Path:
+    """``$POLYINIT_CACHE``, else ``$XDG_CACHE_HOME/polyinit``, else ``~/.cache/polyinit``: the
+    folder ``polyinit.compare_cache.folder`` uses too (not imported from there: that module loads
+    json and importlib.metadata, which a draw does not need)."""
+    if os.environ.get("POLYINIT_CACHE"):
+        return Path(os.environ["POLYINIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "polyinit"
+
+
+def _llvm() -> Any:
+    import llvmlite
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return llvm, llvmlite.__version__
+
+
+def _object_name(llvm: Any, llvmlite_version: str) -> str:
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in _SOURCES:
+        digest.update((here / name).read_bytes())
+    for part in (llvmlite_version, llvm.get_default_triple(), llvm.get_host_cpu_name(),
+                 llvm.get_host_cpu_features().flatten()):
+        digest.update(b"\0" + part.encode())
+    return f"fused-{digest.hexdigest()[:24]}.o"
+
+
+def _compile(llvm: Any) -> bytes:
+    from polyinit.portable._fused_kernels import native_ir  # imports numba, compiles the cfunc
+
+    module = llvm.parse_assembly(native_ir())
+    module.verify()
+    machine = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, jit=True)
+    return machine.emit_object(module)
+
+
+_MAGIC = b"polyinit fused kernel 1\n"  # then the SHA-256 of the object code, then the code
+
+
+def _read(path: Path) -> "bytes | None":
+    """The cached object code, or None where there is none or it is not intact: the linker would
+    crash the process on a damaged object, so a file whose checksum fails is compiled again."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    start = len(_MAGIC) + 32
+    code = data[start:]
+    if data[:len(_MAGIC)] != _MAGIC or hashlib.sha256(code).digest() != data[len(_MAGIC):start]:
+        return None
+    return code
+
+
+def _store(path: Path, code: bytes) -> None:
+    """Write atomically; a cache that cannot be written is not an error (the code is in memory)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".o")
+        with os.fdopen(handle, "wb") as file:
+            file.write(_MAGIC + hashlib.sha256(code).digest() + code)
+        os.replace(temporary, path)
+    except OSError:
+        pass
+
+
+def kernel() -> Callable[..., None]:
+    """The fused kernel as a ctypes function (the GIL is released while it runs)."""
+    global _kernel, _engine, LOADED
+    with _lock:
+        if _kernel is None:
+            llvm, version = _llvm()
+            path = cache_dir() / _object_name(llvm, version)
+            code, source = _read(path), "cache"
+            if code is None:
+                code, source = _compile(llvm), "compiled"
+                _store(path, code)
+            machine = llvm.Target.from_default_triple().create_target_machine(jit=True)
+            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
+            engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+            engine.finalize_object()
+            address = engine.get_function_address(ENTRY)
+            if not address:
+                raise ImportError(f"{path} has no {ENTRY}: delete it to compile the kernel again")
+            _engine, LOADED = engine, source
+            _kernel = _PROTOTYPE(address)
+    return _kernel

@@ -1,0 +1,106 @@
+"""Multi-threaded fused draws (``polyinit.portable.fused``) give the same bits whatever the
+thread count: 1, 2 and 7 threads, on spans that start and stop on odd elements, for every
+distribution, and the same as the reference ops; the thread count follows ``POLYINIT_NUM_THREADS``
+and torch's own ``torch.get_num_threads()``."""
+
+import numpy as np
+import pytest
+
+import polyinit as pi
+from polyinit.portable import evaluate, fused, stream_key
+from polyinit.portable.xp_numpy import Ops as NumpyOps
+
+pytest.importorskip("numba", reason="the fused kernels need numba (pip install polyinit[fast])")
+if not fused.available():
+    pytest.skip(f"fused kernels unavailable: {fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'}",
+                allow_module_level=True)
+
+LEAVES = {
+    "uniform": pi.Uniform(low=-0.3, high=0.7),
+    "normal": pi.Normal(mean=0.1, std=2.0),
+    "truncated_mirrored": pi.TruncatedNormal(std=0.5, low=0.5, high=4.0, bounds="std"),
+}
+START, SIZE = 12_345, 7 * fused.THREAD_GRAIN + 4_097  # odd start and length: every span edge is odd somewhere
+
+
+@pytest.fixture
+def spans_used(monkeypatch):
+    """How many threads each fill used (the executor is asked for one fewer: the caller takes a span)."""
+    used = []
+    original = fused._executor
+
+    def recording(workers):
+        used.append(workers + 1)
+        return original(workers)
+
+    monkeypatch.setattr(fused, "_executor", recording)
+    return used
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint32)
+
+
+@pytest.mark.parametrize("name", LEAVES)
+def test_one_two_and_seven_threads_give_the_same_bits(name, monkeypatch, spans_used):
+    leaf = pi.resolve(LEAVES[name], (4,)).root
+    key = stream_key(5, "blocks.3.mlp.weight")
+    draws = {}
+    for count in (1, 2, 7):
+        monkeypatch.setenv("POLYINIT_NUM_THREADS", str(count))
+        draws[count] = fused.values(leaf, key, 2, START, START + SIZE)
+    assert spans_used == [2, 7]  # one thread needs no pool; 2 and 7 threads ran as 2 and 7 spans
+    assert np.array_equal(_bits(draws[1]), _bits(draws[2])) and np.array_equal(_bits(draws[1]), _bits(draws[7]))
+    ops = NumpyOps(use_fused=False)
+    reference = evaluate.leaf_values(ops, leaf, evaluate.words_range(ops, key, 2, START, START + SIZE))
+    assert np.array_equal(_bits(draws[7]), _bits(reference))
+
+
+def test_a_whole_draw_is_the_same_on_one_and_on_every_thread(monkeypatch):
+    plan = pi.resolve(pi.TruncatedNormal(std=0.02, low=-2.0, high=2.0, bounds="std"), (1000, 1003))
+    monkeypatch.setenv("POLYINIT_NUM_THREADS", "1")
+    one = evaluate.draw(NumpyOps(), plan, 0, "w")
+    monkeypatch.delenv("POLYINIT_NUM_THREADS")
+    assert np.array_equal(_bits(one), _bits(evaluate.draw(NumpyOps(), plan, 0, "w")))
+
+
+def test_spans_cover_the_fill_and_cut_at_cipher_blocks():
+    step = 2 * 1024
+    for start, size, count in [(0, 10**6, 2), (12_345, SIZE, 7), (1, 3 * step, 5), (7, 5, 3)]:
+        spans = fused._spans(start, size, count)
+        assert spans[0][0] == 0 and sum(length for _, length in spans) == size
+        assert all(a + la == b for (a, la), (b, _) in zip(spans, spans[1:]))
+        assert all((start + offset) % step == 0 for offset, _ in spans[1:])
+        assert len(spans) <= count
+
+
+def test_thread_count_follows_the_environment_and_the_framework(monkeypatch):
+    import os
+
+    monkeypatch.delenv("POLYINIT_NUM_THREADS", raising=False)
+    assert fused.threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("POLYINIT_NUM_THREADS", "3")
+    assert fused.threads() == 3 and fused.threads(limit=2) == 2
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("POLYINIT_NUM_THREADS", bad)
+        with pytest.raises(pi.BackendError, match="POLYINIT_NUM_THREADS"):
+            fused.threads()
+
+
+def test_torch_draws_use_at_most_torch_num_threads(monkeypatch, spans_used):
+    torch = pytest.importorskip("torch")
+
+    from polyinit.backends.torch import draw_portable
+
+    monkeypatch.setenv("POLYINIT_NUM_THREADS", "4")
+    plan = pi.resolve(pi.Normal(std=1.0), (1024, 1024))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = draw_portable(plan, 0, "w", out=torch.empty(1024, 1024))
+        torch.set_num_threads(3)
+        several = draw_portable(plan, 0, "w", out=torch.empty(1024, 1024))
+    finally:
+        torch.set_num_threads(before)
+    assert spans_used == [3]
+    assert torch.equal(single.view(torch.int32), several.view(torch.int32))
