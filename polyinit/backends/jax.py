@@ -29,6 +29,7 @@ import numpy as np
 from polyinit import _validate as check
 from polyinit import nodes as n
 from polyinit.backends import common
+from polyinit.backends._jax_sharding import run_sharded
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import IN_OUT, Layout
 from polyinit.plan import Plan, resolve
@@ -258,27 +259,23 @@ def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable
     return init
 
 
-@functools.lru_cache(maxsize=256)
-def _sharded_program(plan: Plan, sharding: Any) -> Callable[[Any], jax.Array]:
-    return jax.jit(functools.partial(draw, plan, shaped=True), out_shardings=sharding)
+def _draw_shaped(plan: Plan, key: Any) -> jax.Array:
+    return draw(plan, key, shaped=True)
 
 
 def draw_sharded(plan: Plan, key: Any, out_sharding: Any) -> jax.Array:
     """``draw(plan, key)`` laid out as ``out_sharding`` (a ``jax.sharding.Sharding``, or a
-    ``PartitionSpec`` under a mesh context), each device computing only its own shard.
+    ``PartitionSpec`` under ``jax.set_mesh``), each device computing only its own shard, eagerly
+    or inside ``jax.jit``, with Explicit or Auto mesh axes (see ``_jax_sharding``).
 
-    The draw runs under ``jax.jit`` with that output sharding; JAX's partitionable threefry
-    (the default since jax 0.5, ``jax_threefry_partitionable``) makes every random bit a function
-    of its global index, so the global array is the same for any number of devices and any
-    sharding, and equals the unsharded ``draw(plan, key)``.
+    JAX's partitionable threefry (the default since jax 0.5, ``jax_threefry_partitionable``)
+    makes every random bit a function of its global index, so the global array is the same for
+    any number of devices and any sharding, and equals the unsharded ``draw(plan, key)``.
     """
     if not jax.config.jax_threefry_partitionable:
         raise NotExpressibleError("jax backend: a sharded draw equals the unsharded one only with "
                                   "jax_threefry_partitionable=True (JAX's default); it is off here")
-    try:
-        return _sharded_program(plan, out_sharding)(key)
-    except TypeError:  # an unhashable sharding: no cache
-        return jax.jit(functools.partial(draw, plan, shaped=True), out_shardings=out_sharding)(key)
+    return run_sharded(_draw_shaped, plan, (key,), out_sharding, "jax backend")
 
 
 def to_numpy(array) -> np.ndarray:
@@ -313,11 +310,12 @@ def default_device() -> str:
     return device_of(jnp.zeros(()))
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> jax.Array:
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "", *, out_sharding: Any = None) -> jax.Array:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``). Each value is
-    computed from its own global index, so under ``jax.jit(..., out_shardings=...)`` each device
-    computes only its shard and the global array does not depend on the sharding.
+    computed from its own global index, so with ``out_sharding`` (as in ``initializer``), or under
+    ``jax.jit(..., out_shardings=...)``, each device computes only its shard and the global array
+    does not depend on the sharding.
 
     >>> import polyinit
     >>> draw_portable(polyinit.resolve(polyinit.Normal(std=1.0), (2, 2)), seed=0, key="w").shape
@@ -328,4 +326,4 @@ def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> jax.Array:
     if plan.dtype == "float64" and not jax.config.jax_enable_x64:
         raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
                                   f"give float32); refusing {plan.spec!r}")
-    return xp_jax.draw(plan, seed, key)
+    return xp_jax.draw(plan, seed, key, out_sharding=out_sharding)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from polyinit.backends._jax_sharding import run_sharded
 from polyinit.plan import Plan
 from polyinit.portable import evaluate
 from polyinit.portable.keys import check_portable, stream_key
@@ -192,8 +193,12 @@ def stream_words(seed: int, key: "str | int"):
     return jnp.asarray(np.array(stream_key(seed, key), dtype=np.uint32))
 
 
-def draw(plan: Plan, seed: int, key: "str | int" = ""):
+def draw(plan: Plan, seed: int, key: "str | int" = "", out_sharding: Any = None):
+    """The portable draw, laid out as ``out_sharding`` where one is given (each device computing
+    only its shard; see ``polyinit.backends._jax_sharding``)."""
     check_portable(plan, "jax")
     if plan.size == 0 or math.prod(plan.shape) == 0:
         return jnp.zeros(plan.shape, jnp.dtype(plan.dtype))
-    return _draw(_Static(plan), stream_words(seed, key))
+    if out_sharding is None:
+        return _draw(_Static(plan), stream_words(seed, key))
+    return run_sharded(_draw, _Static(plan), (stream_words(seed, key),), out_sharding, "jax backend, portable draw")
