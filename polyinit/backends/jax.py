@@ -278,6 +278,24 @@ def draw_sharded(plan: Plan, key: Any, out_sharding: Any) -> jax.Array:
     return run_sharded(_draw_shaped, plan, (key,), out_sharding, "jax backend")
 
 
+def transpose(array: jax.Array, perm: tuple[int, ...]) -> jax.Array:
+    """``jnp.transpose(array, perm)``; for a concrete array on one CPU device, of at most
+    ``xp_jax.SHARED_LIMIT`` elements, done by a host copy, which compiles nothing (an eager
+    ``jnp.transpose`` compiles one program per shape, about 0.1 s each on CPU: most of what
+    portable ``apply`` on a small nnx model would otherwise spend).
+
+    >>> import jax.numpy as jnp
+    >>> transpose(jnp.zeros((2, 3)), (1, 0)).shape
+    (3, 2)
+    """
+    from polyinit.portable.xp_jax import SHARED_LIMIT
+
+    devices = array.devices() if not isinstance(array, jax.core.Tracer) else ()
+    if len(devices) != 1 or next(iter(devices)).platform != "cpu" or array.size > SHARED_LIMIT:
+        return jnp.transpose(array, perm)
+    return jax.device_put(np.ascontiguousarray(np.asarray(array).transpose(perm)), array.sharding)
+
+
 def to_numpy(array) -> np.ndarray:
     # numpy converts JAX's bfloat16 (ml_dtypes) itself, with no JAX program to compile per shape.
     return np.asarray(array).astype(np.float64)
