@@ -6,7 +6,8 @@ kernels and biases of 20 distinct shapes) with portable rules, compilation inclu
 
 Both sides build the model the same way first (zeros, so nothing random is compiled) and time only
 the initialisation. Each side runs in its own fresh interpreter, ``--repeats`` times; the medians
-and their ratio are printed.
+and their ratio are printed, with the portable draw forced back to one program per (spec,
+shape) (``xp_jax.SHARED_LIMIT = 0``) for comparison.
 
     python benchmarks/bench_jax_portable.py [--repeats 3]
 """
@@ -45,6 +46,9 @@ if side == "native":
     jax.block_until_ready(nnx.state(model))
 else:
     import polyinit as pi
+    if side == "per_shape":  # no shared program: one compiled program per (spec, shape), as before
+        from polyinit.portable import xp_jax
+        xp_jax.SHARED_LIMIT = 0
     from polyinit.rules import Rules, apply, role
     from polyinit.selectors import regex
     rules = Rules([(role("weight") & regex(r"layers/[0369]/"), pi.lecun_normal(truncated=True)),
@@ -67,14 +71,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    native, ours = [], []
+    native, ours, per_shape = [], [], []
     for _ in range(args.repeats):
         native.append(run("native"))
         ours.append(run("portable"))
-    a, b = statistics.median(native), statistics.median(ours)
+        per_shape.append(run("per_shape"))
+    a, b, c = statistics.median(native), statistics.median(ours), statistics.median(per_shape)
     print(f"20 parameters, fresh process, compilation included (median of {args.repeats}):")
     print(f"  jax.nn.initializers (eager)      {a:6.2f} s")
     print(f"  polyinit apply(portable=True)    {b:6.2f} s   ({b / a:.2f}x jax.nn.initializers)")
+    print(f"  the same, a program per shape    {c:6.2f} s   ({c / a:.2f}x; SHARED_LIMIT=0, before issue 24.3)")
 
 
 if __name__ == "__main__":

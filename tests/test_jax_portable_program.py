@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
-import jax.numpy as jnp  # noqa: E402
+import jax.numpy as jnp
 
-import polyinit as pi  # noqa: E402
-from polyinit.backends.jax import draw_portable, transpose  # noqa: E402
-from polyinit.backends.numpy import draw_portable as numpy_portable  # noqa: E402
-from polyinit.portable import xp_jax  # noqa: E402
+import polyinit as pi
+from polyinit.backends.jax import draw_portable, transpose
+from polyinit.backends.numpy import draw_portable as numpy_portable
+from polyinit.portable import xp_jax
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 

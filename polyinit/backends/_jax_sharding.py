@@ -21,7 +21,8 @@ polyinit's portable generator), so the values do not depend on the sharding.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import jax
 from jax.sharding import PartitionSpec, Sharding

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from polyinit.backends._jax_sharding import run_sharded
 from polyinit import nodes as n
+from polyinit.backends._jax_sharding import run_sharded
 from polyinit.plan import Plan
 from polyinit.portable import evaluate, floats
 from polyinit.portable.keys import check_portable, stream_key
@@ -212,6 +212,7 @@ def _numbers(node: n.Node) -> tuple[str, np.ndarray]:
     truncated (1 or 0), and mirror (1 or 0), a, b, Phi(a), Phi(b) - Phi(a) (``floats.truncation``)."""
     if isinstance(node, n.Uniform):
         return "uniform", np.array([floats.f32(node.high - node.low), floats.f32(node.low)], np.float32)
+    assert isinstance(node, (n.Normal, n.TruncatedNormal))  # _shares_program admits random leaves only
     numbers: tuple = (node.std, node.mean, 0.0, 0.0, -math.inf, math.inf, 0.0, 1.0)
     if isinstance(node, n.TruncatedNormal):
         mirror, a, b, p_low, p_width = floats.truncation(node.a, node.b)
