@@ -43,20 +43,22 @@ def _checked(out_sharding: Any, where: str) -> Any:
 
 
 @functools.lru_cache(maxsize=256)
-def _program(fn: Callable, static: Hashable, sharding: Any) -> Callable:
-    return jax.jit(functools.partial(fn, static), out_shardings=sharding)
+def _program(fn: Callable, static: Hashable, sharding: Any, explicit_axes: tuple) -> Callable:
+    draw = functools.partial(fn, static)
+    if explicit_axes:
+        return jax.jit(jax.sharding.auto_axes(draw, out_sharding=sharding, axes=explicit_axes))
+    return jax.jit(draw, out_shardings=sharding)
 
 
 def run_sharded(fn: Callable, static: Hashable, args: tuple, out_sharding: Any, where: str) -> jax.Array:
     """``fn(static, *args)`` laid out as ``out_sharding`` (``static``: the hashable part that
-    selects a compiled program, e.g. a plan; ``args``: arrays, e.g. a key)."""
+    selects a compiled program, e.g. a plan; ``args``: arrays, e.g. a key). Programs are cached
+    per (fn, static, sharding, explicit axes); jit itself retraces for another context mesh."""
     sharding = _checked(out_sharding, where)
     mesh = jax.sharding.get_abstract_mesh()
-    if not mesh.empty and mesh.explicit_axes:
-        draw = functools.partial(fn, static)
-        return jax.sharding.auto_axes(draw, out_sharding=sharding, axes=mesh.explicit_axes)(*args)
+    explicit_axes = tuple(mesh.explicit_axes) if not mesh.empty else ()
     try:
-        program = _program(fn, static, sharding)
+        program = _program(fn, static, sharding, explicit_axes)
     except TypeError:  # an unhashable sharding: no cache
-        program = jax.jit(functools.partial(fn, static), out_shardings=sharding)
+        program = _program.__wrapped__(fn, static, sharding, explicit_axes)
     return program(*args)

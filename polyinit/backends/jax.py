@@ -242,7 +242,9 @@ def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable
     JAX's default float (float32, or float64 under ``JAX_ENABLE_X64``), as in ``jax.nn.initializers``.
 
     Flax linen ``DenseGeneral`` and nnx ``LinearGeneral`` call their initializers on a flattened
-    2-D (in, out) shape, which ``IN_OUT`` reads correctly.
+    2-D (in, out) shape, which ``IN_OUT`` reads correctly. ``out_sharding`` (a ``Sharding``, or a
+    ``PartitionSpec`` under ``jax.set_mesh``) is honoured as ``jax.nn.initializers`` honour it,
+    each device drawing only its shard (``draw_sharded``).
     """
     if not isinstance(spec, Spec):
         raise PolyinitError(f"jax backend: expected a polyinit spec, received {spec!r}")
