@@ -259,10 +259,11 @@ def _shared_draw(plan: Plan, stream: np.ndarray):
     in the traced program and each element is computed from its index in ``_draw`` instead."""
     node = plan.root
     leaf, (kind, numbers) = np.uint32(plan.leaf_index[id(node)]), _numbers(node)
-    chunks = [_chunk(kind, plan.dtype, stream, leaf, np.uint32(start), numbers)
-              for start in range(0, plan.size, SHARED_CHUNK)]
-    if isinstance(chunks[0], jax.core.Tracer):
+    first = _chunk(kind, plan.dtype, stream, leaf, np.uint32(0), numbers)
+    if isinstance(first, jax.core.Tracer):  # traced: nothing more is added to the user's program
         return None
+    chunks = [first] + [_chunk(kind, plan.dtype, stream, leaf, np.uint32(start), numbers)
+                        for start in range(SHARED_CHUNK, plan.size, SHARED_CHUNK)]
     host = np.concatenate([np.asarray(chunk) for chunk in chunks])[: plan.size].reshape(plan.shape)
     return jax.device_put(host, chunks[0].sharding)
 
