@@ -29,6 +29,7 @@ import numpy as np
 from polyinit import _validate as check
 from polyinit import nodes as n
 from polyinit.backends import common
+from polyinit.backends._jax_sharding import run_sharded
 from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.layout import IN_OUT, Layout
 from polyinit.plan import Plan, resolve
@@ -241,7 +242,9 @@ def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable
     JAX's default float (float32, or float64 under ``JAX_ENABLE_X64``), as in ``jax.nn.initializers``.
 
     Flax linen ``DenseGeneral`` and nnx ``LinearGeneral`` call their initializers on a flattened
-    2-D (in, out) shape, which ``IN_OUT`` reads correctly.
+    2-D (in, out) shape, which ``IN_OUT`` reads correctly. ``out_sharding`` (a ``Sharding``, or a
+    ``PartitionSpec`` under ``jax.set_mesh``) is honoured as ``jax.nn.initializers`` honour it,
+    each device drawing only its shard (``draw_sharded``).
     """
     if not isinstance(spec, Spec):
         raise PolyinitError(f"jax backend: expected a polyinit spec, received {spec!r}")
@@ -258,27 +261,41 @@ def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable
     return init
 
 
-@functools.lru_cache(maxsize=256)
-def _sharded_program(plan: Plan, sharding: Any) -> Callable[[Any], jax.Array]:
-    return jax.jit(functools.partial(draw, plan, shaped=True), out_shardings=sharding)
+def _draw_shaped(plan: Plan, key: Any) -> jax.Array:
+    return draw(plan, key, shaped=True)
 
 
 def draw_sharded(plan: Plan, key: Any, out_sharding: Any) -> jax.Array:
     """``draw(plan, key)`` laid out as ``out_sharding`` (a ``jax.sharding.Sharding``, or a
-    ``PartitionSpec`` under a mesh context), each device computing only its own shard.
+    ``PartitionSpec`` under ``jax.set_mesh``), each device computing only its own shard, eagerly
+    or inside ``jax.jit``, with Explicit or Auto mesh axes (see ``_jax_sharding``).
 
-    The draw runs under ``jax.jit`` with that output sharding; JAX's partitionable threefry
-    (the default since jax 0.5, ``jax_threefry_partitionable``) makes every random bit a function
-    of its global index, so the global array is the same for any number of devices and any
-    sharding, and equals the unsharded ``draw(plan, key)``.
+    JAX's partitionable threefry (the default since jax 0.5, ``jax_threefry_partitionable``)
+    makes every random bit a function of its global index, so the global array is the same for
+    any number of devices and any sharding, and equals the unsharded ``draw(plan, key)``.
     """
     if not jax.config.jax_threefry_partitionable:
         raise NotExpressibleError("jax backend: a sharded draw equals the unsharded one only with "
                                   "jax_threefry_partitionable=True (JAX's default); it is off here")
-    try:
-        return _sharded_program(plan, out_sharding)(key)
-    except TypeError:  # an unhashable sharding: no cache
-        return jax.jit(functools.partial(draw, plan, shaped=True), out_shardings=out_sharding)(key)
+    return run_sharded(_draw_shaped, plan, (key,), out_sharding, "jax backend")
+
+
+def transpose(array: jax.Array, perm: tuple[int, ...]) -> jax.Array:
+    """``jnp.transpose(array, perm)``; for a concrete array on one CPU device, of at most
+    ``xp_jax.SHARED_LIMIT`` elements, done by a host copy, which compiles nothing (an eager
+    ``jnp.transpose`` compiles one program per shape, about 0.1 s each on CPU: most of what
+    portable ``apply`` on a small nnx model would otherwise spend).
+
+    >>> import jax.numpy as jnp
+    >>> transpose(jnp.zeros((2, 3)), (1, 0)).shape
+    (3, 2)
+    """
+    from polyinit.portable.xp_jax import SHARED_LIMIT
+
+    devices = array.devices() if not isinstance(array, jax.core.Tracer) else ()
+    if len(devices) != 1 or next(iter(devices)).platform != "cpu" or array.size > SHARED_LIMIT:
+        return jnp.transpose(array, perm)
+    return jax.device_put(np.ascontiguousarray(np.asarray(array).transpose(perm)), array.sharding)
 
 
 def to_numpy(array) -> np.ndarray:
@@ -313,11 +330,12 @@ def default_device() -> str:
     return device_of(jnp.zeros(()))
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> jax.Array:
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "", *, out_sharding: Any = None) -> jax.Array:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``). Each value is
-    computed from its own global index, so under ``jax.jit(..., out_shardings=...)`` each device
-    computes only its shard and the global array does not depend on the sharding.
+    computed from its own global index, so with ``out_sharding`` (as in ``initializer``), or under
+    ``jax.jit(..., out_shardings=...)``, each device computes only its shard and the global array
+    does not depend on the sharding.
 
     >>> import polyinit
     >>> draw_portable(polyinit.resolve(polyinit.Normal(std=1.0), (2, 2)), seed=0, key="w").shape
@@ -328,4 +346,4 @@ def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> jax.Array:
     if plan.dtype == "float64" and not jax.config.jax_enable_x64:
         raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
                                   f"give float32); refusing {plan.spec!r}")
-    return xp_jax.draw(plan, seed, key)
+    return xp_jax.draw(plan, seed, key, out_sharding=out_sharding)

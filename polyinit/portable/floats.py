@@ -132,15 +132,30 @@ def normal(ops: Any, words: Any, mean: float, std: float) -> Any:
     return _affine(ops, ops.where(ops.top_bit(words), ops.neg(g), g), mean, std)
 
 
-def truncated_normal(ops: Any, words: Any, mean: float, std: float, a: float, b: float) -> Any:
+def truncation(a: float, b: float) -> tuple[bool, float, float, float, float]:
+    """``(mirror, a, b, Phi(a), Phi(b) - Phi(a))`` as float32 numbers, for a truncated normal on
+    [a, b] (standard units), mirrored to [-b, -a] when ``a + b > 0`` so that the interval leans to
+    the lower tail, where float32 is finest."""
     mirror = a + b > 0
     if mirror:
         a, b = -b, -a
     p_low, p_high = normal_cdf(a), normal_cdf(b)
+    return mirror, f32(a), f32(b), f32(p_low), f32(p_high - p_low)
+
+
+def truncated_standard(ops: Any, words: Any, a: Any, b: Any, p_low: Any, p_width: Any) -> Any:
+    """The standard truncated normal on [a, b] (already mirrored, see ``truncation``); the four
+    numbers are float32 scalars, Python floats or the backend's own (a compiled backend passes
+    them as arguments)."""
     unit = ops.fmul(ops.fadd(ops.to_float(ops.shr(words, 8)), 0.5), 2.0**-24)  # in (0, 1), exact
-    u = ops.fadd(ops.fmul(unit, f32(p_high - p_low)), f32(p_low))
+    u = ops.fadd(ops.fmul(unit, p_width), p_low)
     u = ops.minimum(ops.maximum(u, _SMALLEST_NORMAL), _LARGEST_BELOW_ONE)
     lower = ops.less(u, 0.5)
     g = ndtri_lower(ops, ops.where(lower, u, ops.fsub(1.0, u)))  # 1 - u exact for u >= 1/2
-    z = ops.minimum(ops.maximum(ops.where(lower, g, ops.neg(g)), f32(a)), f32(b))
+    return ops.minimum(ops.maximum(ops.where(lower, g, ops.neg(g)), a), b)
+
+
+def truncated_normal(ops: Any, words: Any, mean: float, std: float, a: float, b: float) -> Any:
+    mirror, a, b, p_low, p_width = truncation(a, b)
+    z = truncated_standard(ops, words, a, b, p_low, p_width)
     return _affine(ops, ops.neg(z) if mirror else z, mean, std)
