@@ -1,0 +1,353 @@
+"""The TensorFlow tracer: one forward pass of a Keras model on the TensorFlow backend, as a
+:class:`~polyinit.structure.graph.Graph` read off the ``tf.function`` concrete graph.
+
+A variable enters the graph as a captured resource handle; every ``ReadVariableOp`` (or
+``ResourceGather``) of that handle is a read of one ``param`` node, named by the polyinit walker's
+``Param.path`` of the Keras variable whose handle it is (tied weights: the walker's first path).
+
+TensorFlow lowers ``einsum`` (``EinsumDense``, Keras' attention) to ``Reshape`` + ``MatMul`` +
+``Reshape``: a (d, heads, head_dim) kernel is read as a (d, heads*head_dim) matrix. The tracer
+folds such merging reshapes back into the ``contract`` node, so a contract reads the kernel's own
+axes (input d contracted, heads and head_dim free), as in the JAX trace of the same layer; a
+``reshape`` node after it gives the merged shape the graph continued with.
+
+>>> g = trace(keras_model, example_input(keras_model))                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import string
+import sys
+import warnings
+from typing import Any, Optional
+
+from polyinit.structure.fuse_norms import fuse_norms
+from polyinit.structure.graph import Graph
+from polyinit.structure.jaxpr import prune
+
+BINARY = {"AddV2": "add", "Add": "add", "BiasAdd": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div", "Div": "div",
+          "DivNoNan": "div", "Maximum": "max", "Minimum": "min"}
+UNARY = {"Relu": "relu", "Relu6": "relu6", "Elu": "elu", "Selu": "selu", "Gelu": "gelu", "Tanh": "tanh",
+         "Sigmoid": "sigmoid", "Exp": "exp", "Log": "log", "Rsqrt": "rsqrt", "Sqrt": "sqrt", "Neg": "neg",
+         "Square": "square", "Erf": "erf", "Softplus": "softplus", "Abs": "abs", "Reciprocal": "reciprocal",
+         "Sin": "sin", "Cos": "cos", "Softsign": "softsign", "LeakyRelu": "leaky_relu"}
+MOVES = {"Reshape": "reshape", "ExpandDims": "reshape", "Squeeze": "reshape", "BroadcastTo": "broadcast",
+         "Cast": "convert", "Identity": "convert", "StopGradient": "convert", "EnsureShape": "convert",
+         "PreventGradient": "convert", "Snapshot": "convert"}
+REDUCE = {"Mean": "mean", "Sum": "sum", "Max": "max", "Min": "min", "Prod": "prod"}
+MATMUL = ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul")
+
+
+def is_keras_tf(model: Any) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.layers.Layer) and keras.backend.backend() == "tensorflow"
+
+
+def example_input(model: Any) -> Optional[Any]:
+    """The model's declared inputs as arrays (``polyinit.structure.keras_input``), or None."""
+    from polyinit.structure.keras_input import example_input as keras_example
+
+    return keras_example(model)
+
+
+def trace(model: Any, example_input: Any) -> Graph:
+    """The graph of the Keras ``model`` called on ``example_input`` (an array, a tuple of
+    positional inputs, or a dict of named inputs) with ``training=False``. ``input`` nodes are
+    numbered in ``tf.nest.flatten(example_input)`` order (a dict's keys sorted).
+
+    >>> g = trace(model, {"token_ids": ids, "padding_mask": mask})       # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    from polyinit.frameworks.keras import KerasWalker
+
+    walker = KerasWalker()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unregistered layer types: reported by model_context, not here
+        walker.walk(model)
+    by_handle = {id(v.value.handle): path for path, v in walker.variables.items()}
+    inputs = tf.nest.map_structure(tf.convert_to_tensor, example_input)
+    positional = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    concrete = tf.function(lambda *xs: model(*xs, training=False)).get_concrete_function(*positional)
+    handles = {internal.name: by_handle.get(id(external)) for external, internal in concrete.graph.captures}
+    flat = [t.name for t in concrete.inputs if t.name not in handles]
+    return fuse_norms(_Converter(handles, flat).run(concrete.graph, concrete.outputs))
+
+
+class _Converter:
+    def __init__(self, handles: dict, inputs: list):
+        self.g, self.handles, self.inputs = Graph(), handles, inputs
+        self.env: dict = {}        # tensor name -> node id
+        self.params: dict = {}     # parameter path -> node id (one node however often it is read)
+
+    def run(self, tf_graph: Any, outputs: list) -> Graph:
+        for op in tf_graph.get_operations():
+            self.operation(op)
+        self.g.outputs = tuple(self.env[t.name] for t in outputs if t.name in self.env)
+        return prune(self.g)
+
+    def node(self, tensor: Any) -> int:
+        if tensor.name not in self.env:
+            self.env[tensor.name] = self.g.add("const", (), _shape(tensor))
+        return self.env[tensor.name]
+
+    def param(self, handle: Any, shape: tuple) -> int:
+        path = self.handles.get(handle.name)
+        if path is None:
+            return self.g.add("const", (), shape)
+        if path not in self.params:
+            self.params[path] = self.g.add("param", (), shape, path=path)
+        return self.params[path]
+
+    def operation(self, op: Any) -> None:
+        kind, g = op.type, self.g
+        if not op.outputs:
+            return
+        out = op.outputs[0]
+        shape = _shape(out)
+        if kind == "Placeholder":
+            if out.name in self.inputs:
+                self.env[out.name] = g.add("input", (), shape, index=self.inputs.index(out.name))
+            return  # a captured handle: read through ReadVariableOp
+        if kind == "ReadVariableOp":
+            self.env[out.name] = self.param(op.inputs[0], shape)
+            return
+        if kind == "Const":
+            return  # made on first use (see node): unused constants never enter the graph
+        if kind == "ResourceGather":
+            table = self.param(op.inputs[0], _shape(op.inputs[0]) or ())
+            self.env[out.name] = g.add("gather", (table, self.node(op.inputs[1])), shape, axis=0)
+            return
+        made = self.known(op, kind, shape)
+        if made is None:
+            ins = tuple(self.node(t) for t in op.inputs if t.dtype.name != "resource")
+            for tensor in op.outputs:
+                self.env[tensor.name] = g.add("other", ins, _shape(tensor), name=kind)
+        elif isinstance(made, list):
+            for tensor, node in zip(op.outputs, made):
+                self.env[tensor.name] = node
+        else:
+            self.env[out.name] = made
+
+    def known(self, op: Any, kind: str, shape: tuple) -> Any:
+        g, x = self.g, op.inputs
+        if kind in BINARY:
+            return g.add(BINARY[kind], (self.node(x[0]), self.node(x[1])), shape)
+        if kind == "SquaredDifference":
+            diff = g.add("sub", (self.node(x[0]), self.node(x[1])), shape)
+            return g.add("unary", (diff,), shape, fn="square")
+        if kind in UNARY:
+            return g.add("unary", (self.node(x[0]),), shape, fn=UNARY[kind])
+        if kind == "Pow" and _static(x[1]) is not None and _static(x[1]).size == 1:
+            y = float(_static(x[1]).reshape(()))
+            fn = "square" if y == 2 else "sqrt" if y == 0.5 else f"pow{y:g}"
+            return g.add("unary", (self.node(x[0]),), shape, fn=fn)
+        if kind in MOVES:
+            return g.add(MOVES[kind], (self.node(x[0]),), shape)
+        if kind == "Transpose" and _static(x[1]) is not None:
+            return g.add("transpose", (self.node(x[0]),), shape, perm=tuple(int(p) for p in _static(x[1])))
+        if kind in REDUCE and _static(x[1]) is not None:
+            rank = len(_shape(x[0]))
+            axes = tuple(sorted({int(a) % rank for a in _static(x[1]).reshape(-1)}))
+            return g.add("reduce", (self.node(x[0]),), shape, fn=REDUCE[kind], axes=axes)
+        if kind == "Softmax":
+            return g.add("softmax", (self.node(x[0]),), shape, axis=len(shape) - 1)
+        if kind in MATMUL:
+            return self.matmul(op, shape)
+        if kind == "Einsum" and len(x) == 2:
+            return self.einsum(op.get_attr("equation").decode(), x, shape)
+        if kind == "GatherV2" and _static(x[2]) is not None:
+            axis = int(_static(x[2])) % len(_shape(x[0]))
+            return g.add("gather", (self.node(x[0]), self.node(x[1])), shape, axis=axis)
+        if kind in ("ConcatV2", "Concat"):
+            values, axis = (x[:-1], x[-1]) if kind == "ConcatV2" else (x[1:], x[0])
+            if _static(axis) is not None:
+                return g.add("concat", tuple(self.node(t) for t in values), shape,
+                             axis=int(_static(axis)) % len(shape))
+        if kind in ("Split", "SplitV"):
+            return self.split(op, kind)
+        if kind in ("Slice", "StridedSlice"):
+            return self.slice(op, kind)
+        if kind.startswith("FusedBatchNorm"):
+            return [g.add("norm", tuple(self.node(t) for t in x[:3]), _shape(op.outputs[0]), fn="batch",
+                          axes=(0, 1, 2))] + [g.add("other", (), _shape(t), name=kind) for t in op.outputs[1:]]
+        return None
+
+    def matmul(self, op: Any, shape: tuple) -> int:
+        a, b = op.inputs[0], op.inputs[1]
+        ra, rb = len(_shape(a)), len(_shape(b))
+        if op.type == "MatMul":
+            ta, tb = op.get_attr("transpose_a"), op.get_attr("transpose_b")
+        else:
+            ta, tb = op.get_attr("adj_x"), op.get_attr("adj_y")
+        ca = ra - 2 if ta else ra - 1
+        cb = rb - 1 if tb else rb - 2
+        # Equal ranks: the leading axes are batch axes; a rank-2 right operand broadcasts over a's
+        # leading axes, which stay free (TF's Dense and EinsumDense lowering).
+        batch = (tuple(range(ra - 2)), tuple(range(rb - 2))) if ra == rb else ((), ())
+        if ra != rb and rb != 2:
+            return None
+        if ta or tb:  # an adjoint puts the free axis first: not in dot_general's order; say so plainly
+            out = self.g.add("contract", (self.node(a), self.node(b)), _contract_shape(_shape(a), _shape(b), (ca,), (cb,), batch),
+                             contract=((ca,), (cb,)), batch=batch)
+            return out if self.g[out].shape == shape else self.g.add("reshape", (out,), shape)
+        return fold_contract(self.g, self.node(a), self.node(b), ((ca,), (cb,)), batch, shape)
+
+    def einsum(self, equation: str, x: Any, shape: tuple) -> Optional[int]:
+        parsed = parse_einsum(equation)
+        if parsed is None:
+            return None
+        contract, batch, perm = parsed
+        out = fold_contract(self.g, self.node(x[0]), self.node(x[1]), contract, batch, None)
+        return out if perm == tuple(range(len(perm))) else self.g.add("transpose", (out,), shape, perm=perm)
+
+    def split(self, op: Any, kind: str) -> Optional[list]:
+        x = op.inputs[1] if kind == "Split" else op.inputs[0]
+        axis_tensor = op.inputs[0] if kind == "Split" else op.inputs[2]
+        if _static(axis_tensor) is None:
+            return None
+        axis, start, outs = int(_static(axis_tensor)) % len(_shape(x)), 0, []
+        for tensor in op.outputs:
+            size = _shape(tensor)[axis]
+            outs.append(self.g.add("slice", (self.node(x),), _shape(tensor), axis=axis, start=start, stop=start + size, step=1))
+            start += size
+        return outs
+
+    def slice(self, op: Any, kind: str) -> Optional[int]:
+        x = op.inputs[0]
+        begin, second = _static(op.inputs[1]), _static(op.inputs[2])
+        if begin is None or second is None:
+            return None
+        full = _shape(x)
+        if kind == "Slice":
+            stops = [len_ if size == -1 else b + size for b, size, len_ in zip(begin, second, full)]
+            steps = [1] * len(full)
+        else:
+            masks = [op.get_attr(m) for m in ("ellipsis_mask", "new_axis_mask", "shrink_axis_mask")]
+            strides = _static(op.inputs[3])
+            if any(masks) or strides is None or len(begin) != len(full):
+                return None
+            b_mask, e_mask = op.get_attr("begin_mask"), op.get_attr("end_mask")
+            begin = [0 if b_mask >> i & 1 else int(v) for i, v in enumerate(begin)]
+            stops = [full[i] if e_mask >> i & 1 else int(v) for i, v in enumerate(second)]
+            steps = [int(s) for s in strides]
+        node, current = self.node(x), list(full)
+        for axis, (start, stop, step) in enumerate(zip(begin, stops, steps)):
+            start, stop = int(start) % (full[axis] or 1) if start < 0 else int(start), min(int(stop), full[axis])
+            if (start, stop, step) != (0, full[axis], 1):
+                current[axis] = len(range(start, stop, step))
+                node = self.g.add("slice", (node,), tuple(current), axis=axis, start=start, stop=stop, step=step)
+        return node
+
+
+def _shape(tensor: Any) -> tuple:
+    dims = tensor.shape.as_list() if tensor.shape.rank is not None else []
+    return tuple(-1 if d is None else int(d) for d in dims)
+
+
+def _static(tensor: Any) -> Any:
+    import numpy as np
+    import tensorflow as tf
+
+    value = tf.get_static_value(tensor)
+    return None if value is None else np.asarray(value)
+
+
+def parse_einsum(equation: str) -> Optional[tuple]:
+    """(contract, batch, perm) of a two-operand einsum as a ``contract`` node: axes summed away
+    are contracted, axes in both operands and the output are batch; ``perm`` takes the contract's
+    output (batch, a free, b free) to the equation's output order. None where an operand has an
+    ellipsis, a repeated letter or a letter summed within itself.
+
+    >>> parse_einsum("abc,cde->abde")
+    (((2,), (0,)), ((), ()), (0, 1, 2, 3))
+    >>> parse_einsum("aecd,abcd->acbe")
+    (((3,), (3,)), ((0, 2), (0, 2)), (0, 1, 3, 2))
+    """
+    if "..." in equation or "->" not in equation:
+        return None
+    lhs, out = equation.replace(" ", "").split("->")
+    if lhs.count(",") != 1:
+        return None
+    a, b = lhs.split(",")
+    if any(len(set(s)) != len(s) or not set(s) <= set(string.ascii_letters) for s in (a, b, out)):
+        return None
+    if (set(a) - set(b) - set(out)) or (set(b) - set(a) - set(out)):
+        return None
+    summed = [c for c in a if c in b and c not in out]
+    batch = [c for c in a if c in b and c in out]
+    order = batch + [c for c in a if c not in b] + [c for c in b if c not in a]
+    contract = (tuple(a.index(c) for c in summed), tuple(b.index(c) for c in summed))
+    return contract, (tuple(a.index(c) for c in batch), tuple(b.index(c) for c in batch)), \
+        tuple(order.index(c) for c in out)
+
+
+def _contract_shape(a: tuple, b: tuple, ca: tuple, cb: tuple, batch: tuple) -> tuple:
+    ba, bb = batch
+    return tuple(a[i] for i in ba) + tuple(d for i, d in enumerate(a) if i not in ca and i not in ba) + \
+        tuple(d for i, d in enumerate(b) if i not in cb and i not in bb)
+
+
+def merge_groups(source: tuple, target: tuple) -> Optional[list]:
+    """For a reshape that only merges adjacent axes: the source axes each target axis is made of.
+
+    >>> merge_groups((16, 2, 8), (16, 16))
+    [(0,), (1, 2)]
+    >>> merge_groups((4, 6), (6, 4)) is None
+    True
+    """
+    groups, i = [], 0
+    for size in target:
+        group, product = [], 1
+        while i < len(source) and (not group or product < size):
+            group.append(i)
+            product *= source[i]
+            i += 1
+        if product != size:
+            return None
+        groups.append(tuple(group))
+    if any(source[j] != 1 for j in range(i, len(source))) or not groups:
+        return None
+    groups[-1] += tuple(range(i, len(source)))  # trailing unit axes
+    return groups
+
+
+def fold_contract(g: Graph, a: int, b: int, contract: tuple, batch: tuple, shape: Optional[tuple]) -> int:
+    """A ``contract`` node of ``a`` and ``b``; where an operand is a ``reshape`` that only merges
+    axes (TF's einsum lowering), the contract reads the reshape's source along the source's own
+    axes instead, and a ``reshape`` node gives ``shape`` (the merged result) after it."""
+    for fold_a, fold_b in ((True, True), (False, True), (True, False)):
+        folded = _try_fold(g, a if not fold_a else None, b if not fold_b else None, a, b, contract, batch)
+        if folded is not None:
+            break
+    else:
+        folded = (a, b, contract, batch)
+    na, nb, (ca, cb), batch_axes = folded
+    own = _contract_shape(g[na].shape, g[nb].shape, ca, cb, batch_axes)
+    out = g.add("contract", (na, nb), own, contract=(ca, cb), batch=batch_axes)
+    return out if shape is None or own == tuple(shape) else g.add("reshape", (out,), shape)
+
+
+def _try_fold(g: Graph, keep_a: Optional[int], keep_b: Optional[int], a: int, b: int, contract: tuple,
+              batch: tuple) -> Optional[tuple]:
+    sides = []
+    for keep, node_id in ((keep_a, a), (keep_b, b)):
+        node = g[node_id]
+        if keep is None and node.op == "reshape":
+            groups = merge_groups(g[node.inputs[0]].shape, node.shape)
+            if groups is None:
+                return None
+            sides.append((node.inputs[0], groups))
+        elif keep is None:
+            return None
+        else:
+            sides.append((node_id, [(i,) for i in range(len(node.shape))]))
+    (na, ga), (nb, gb) = sides
+    src_a, src_b = g[na].shape, g[nb].shape
+    for axes_a, axes_b in (contract, batch):
+        for i, j in zip(axes_a, axes_b):
+            if [src_a[k] for k in ga[i]] != [src_b[k] for k in gb[j]]:
+                return None  # the merged axes pair up only if both sides merge the same sizes
+    expand = lambda groups, axes: tuple(k for i in axes for k in groups[i])  # noqa: E731
+    return (na, nb, (expand(ga, contract[0]), expand(gb, contract[1])),
+            (expand(ga, batch[0]), expand(gb, batch[1])))
