@@ -180,12 +180,19 @@ def _region(g: Graph, found: tuple, root: int, static: list) -> Optional[tuple]:
         else:
             members.add(node.id)
             params.update(operands)
-    # Keep what the normalised value is made of: the nodes computed from the rsqrt, and what they read
-    # (an ``x * 0.5`` elsewhere also reads only x, but feeds nothing of the norm).
-    scaled = {m for m in members if m == root or root in _ancestors(g, m) & (members | {root})}
-    region = set(scaled)
-    for m in scaled:
-        region |= _ancestors(g, m) & members
+    # The output: the last op reading both x itself (not only through a reduction) and the rsqrt,
+    # past a movement op (an output's Identity); the region is what that output is made of.
+    direct, scaled = {x}, {root}
+    for m in sorted(members):
+        ins = g[m].inputs
+        if g[m].op != "reduce" and any(i in direct for i in ins):
+            direct.add(m)
+        if any(i in scaled for i in ins):
+            scaled.add(m)
+    ends = [m for m in direct & scaled if g[m].op not in MOVEMENT]
+    if not ends:
+        return None
+    region = (_ancestors(g, max(ends)) & members) | {max(ends)}
     exits = [m for m in region if m in g.outputs or any(u.id not in region for u in g.users(m))]
     if len(exits) != 1 or g[exits[0]].shape != g[x].shape:
         return None
