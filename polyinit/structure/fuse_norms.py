@@ -39,6 +39,7 @@ from polyinit.structure.jaxpr import prune
 
 _ELEMENTWISE = MOVEMENT + ("add", "sub", "mul", "div", "max", "min", "unary")
 _SKIP = MOVEMENT + ("add", "max")  # from an rsqrt back to its statistic: + eps, max(0, .), dtype, layout
+_SELECTS = ("select_n", "SelectV2", "Select")  # a guard with one computed operand (jnp.var's ddof check)
 
 
 def fuse_norms(g: Graph) -> Graph:
@@ -71,8 +72,9 @@ def _static(g: Graph) -> list[bool]:
 
 
 def _strip(g: Graph, value: int, ops: tuple, static: list) -> int:
-    """Follow ``value`` back through ``ops``, taking the non-constant operand of binary ones."""
-    while g[value].op in ops:
+    """Follow ``value`` back through ``ops`` (and guards that select between it and constants),
+    taking the one non-constant operand of each."""
+    while g[value].op in ops or (g[value].op == "other" and g[value].attrs.get("name") in _SELECTS):
         live = [i for i in g[value].inputs if not static[i]]
         if len(live) != 1:
             break
@@ -85,13 +87,29 @@ def _mean_of(g: Graph, value: int, static: list) -> Optional[tuple[int, tuple]]:
     ``reduce(sum) / constant``."""
     node = g[value]
     if node.op == "div" and len(node.inputs) == 2 and static[node.inputs[1]]:
-        node = g[node.inputs[0]]
+        node = g[_strip(g, node.inputs[0], MOVEMENT, static)]
         if node.op == "reduce" and node.attrs.get("fn") == "sum":
             return node.inputs[0], tuple(node.attrs["axes"])
         return None
     if node.op == "reduce" and node.attrs.get("fn") == "mean":
         return node.inputs[0], tuple(node.attrs["axes"])
     return None
+
+
+def _mean_chain(g: Graph, value: int, x: int, static: list) -> set:
+    """The nodes of ``value`` = a mean of ``x`` (through movement ops), or an empty set."""
+    chain, node = set(), value
+    while g[node].op in MOVEMENT:
+        chain.add(node)
+        node = g[node].inputs[0]
+    mean = _mean_of(g, node, static)
+    if mean is None or mean[0] != x:
+        return set()
+    chain.add(node)
+    while g[node].op != "reduce":
+        node = g[node].inputs[0]
+        chain.add(node)
+    return chain
 
 
 def _squared(g: Graph, value: int) -> Optional[int]:
@@ -167,19 +185,25 @@ def _region(g: Graph, found: tuple, root: int, static: list) -> Optional[tuple]:
     members = (_descendants(g, x, root) & _ancestors(g, root)) - {x}
     params: dict[int, tuple] = {}  # region node id -> (param node, plus_one) for parameter operands
     for node in g.nodes[x + 1:]:
-        if node.id in members or node.op not in _ELEMENTWISE or not any(i in members or i == x for i in node.inputs):
+        if node.id in members or node.op not in _ELEMENTWISE:
             continue
-        operands = {}
+        operands, stats, linked = {}, set(), False
         for i in node.inputs:
-            if i in members or i == x or static[i]:
+            if i in members or i == x:
+                linked = True
+            elif static[i]:
                 continue
-            chain = _param_chain(g, i)
-            if chain is None:
+            elif _mean_chain(g, i, x, static):
+                stats |= _mean_chain(g, i, x, static)  # another mean of x (TF's -mean * rsqrt)
+                linked = True
+            elif _param_chain(g, i) is not None:
+                operands[node.id] = _param_chain(g, i)
+            else:
                 break
-            operands[node.id] = chain
         else:
-            members.add(node.id)
-            params.update(operands)
+            if linked:
+                members |= stats | {node.id}
+                params.update(operands)
     # The output: the last op reading both x itself (not only through a reduction) and the rsqrt,
     # past a movement op (an output's Identity); the region is what that output is made of.
     direct, scaled = {x}, {root}

@@ -97,6 +97,10 @@ class _Converter:
         if name == "integer_pow":
             fn = "square" if params["y"] == 2 else f"pow{params['y']}"
             return [g.add("unary", tuple(ins), shape, fn=fn)]
+        if name == "pow" and _literal(eqn.invars[1]) is not None:  # x ** 2.0 (Keras' ops.power)
+            y = float(_literal(eqn.invars[1]))
+            fn = "square" if y == 2 else "sqrt" if y == 0.5 else f"pow{y:g}"
+            return [g.add("unary", (ins[0],), shape, fn=fn)]
         if name in MOVES:
             if name == "transpose":
                 return [g.add("transpose", (ins[0],), shape, perm=tuple(int(p) for p in params["permutation"]))]
@@ -113,6 +117,8 @@ class _Converter:
             return [self.gather(eqn, ins, shape)]
         if name == "slice":
             return [self.slice(eqn, ins[0])]
+        if name == "dynamic_slice":
+            return [self.dynamic_slice(eqn, ins)]
         if name == "split":
             return self.split(eqn, ins[0])
         if name == "concatenate":
@@ -173,12 +179,35 @@ class _Converter:
                 node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=int(start), stop=int(stop), step=int(step))
         return node
 
+    def dynamic_slice(self, eqn: Any, ins: list) -> int:
+        """A slice at literal start indices (Keras' position table ``[:length]``); the whole array
+        is the array; anything else is ``other``."""
+        x, full, sizes = ins[0], self.g[ins[0]].shape, tuple(eqn.params["slice_sizes"])
+        starts = [getattr(v, "val", None) for v in eqn.invars[1:]]
+        if sizes == full:
+            return self.g.add("convert", (x,), full)
+        if any(s is None for s in starts):
+            return self.g.add("other", tuple(ins), _shape(eqn.outvars[0]), name="dynamic_slice")
+        node, shape = x, list(full)
+        for axis, (start, size) in enumerate(zip(starts, sizes)):
+            if size != full[axis]:
+                start = min(max(int(start), 0), full[axis] - size)  # lax clamps the start
+                shape[axis] = size
+                node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=start, stop=start + size, step=1)
+        return node
+
     def split(self, eqn: Any, x: int) -> list:
         axis, start, outs = int(eqn.params["axis"]), 0, []
         for size, var in zip(eqn.params["sizes"], eqn.outvars):
             outs.append(self.g.add("slice", (x,), _shape(var), axis=axis, start=start, stop=start + int(size), step=1))
             start += int(size)
         return outs
+
+
+def _literal(var: Any) -> Any:
+    """The value of a scalar literal operand, else None."""
+    value = getattr(var, "val", None) if type(var).__name__ == "Literal" else None
+    return value if value is not None and getattr(value, "size", 1) == 1 else None
 
 
 def _ints(axes: Any) -> tuple:

@@ -36,3 +36,12 @@ def example_input(model: Any) -> Optional[Any]:
     import keras
 
     return keras.tree.map_structure(array, declared)
+
+
+def array_leaves(example_input: Any) -> bool:
+    """True when ``example_input`` is an array or a (nested) tuple, list or dict whose leaves all are."""
+    if isinstance(example_input, dict):
+        return bool(example_input) and all(array_leaves(v) for v in example_input.values())
+    if isinstance(example_input, (tuple, list)):
+        return bool(example_input) and all(array_leaves(v) for v in example_input)
+    return hasattr(example_input, "shape") and hasattr(example_input, "dtype")

@@ -67,6 +67,11 @@ def trace(model: Any, example_input: Any) -> Graph:
 
     >>> g = trace(model, jnp.zeros((1, 8), jnp.int32))                    # doctest: +SKIP
     """
+    from polyinit.structure.keras_input import array_leaves
+
+    if not array_leaves(example_input):
+        raise TypeError("expected a jax or numpy array, or a tuple, list or dict of them, "
+                        f"received a {type(example_input).__name__}")
     if is_nnx(model):
         return _trace_nnx(model, example_input)
     pair = linen_pair(model)

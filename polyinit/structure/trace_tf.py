@@ -57,6 +57,17 @@ def trace(model: Any, example_input: Any) -> Graph:
 
     >>> g = trace(model, {"token_ids": ids, "padding_mask": mask})       # doctest: +SKIP
     """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":  # the dispatcher's table knows "keras"; its backend decides the tracer
+        from polyinit.structure import trace_jax
+
+        return trace_jax.trace(model, example_input)
+    if backend != "tensorflow":
+        raise TypeError(f"trace_tf: no structure tracer for Keras on the {backend} backend yet "
+                        "(tensorflow and jax are traced)")
+    check_input(example_input)
     import tensorflow as tf
 
     from polyinit.frameworks.keras import KerasWalker
@@ -72,6 +83,16 @@ def trace(model: Any, example_input: Any) -> Graph:
     handles = {internal.name: by_handle.get(id(external)) for external, internal in concrete.graph.captures}
     flat = [t.name for t in concrete.inputs if t.name not in handles]
     return fuse_norms(_Converter(handles, flat).run(concrete.graph, concrete.outputs))
+
+
+def check_input(example_input: Any) -> None:
+    """Refuse an input a forward pass cannot take: it must be an array (anything with ``shape``
+    and ``dtype``), or a tuple, list or dict of them."""
+    from polyinit.structure.keras_input import array_leaves
+
+    if not array_leaves(example_input):
+        raise TypeError("expected an array, or a tuple, list or dict of arrays, "
+                        f"received a {type(example_input).__name__}")
 
 
 class _Converter:
