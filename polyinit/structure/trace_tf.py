@@ -5,11 +5,11 @@ A variable enters the graph as a captured resource handle; every ``ReadVariableO
 ``ResourceGather``) of that handle is a read of one ``param`` node, named by the polyinit walker's
 ``Param.path`` of the Keras variable whose handle it is (tied weights: the walker's first path).
 
-TensorFlow lowers ``einsum`` (``EinsumDense``, Keras' attention) to ``Reshape`` + ``MatMul`` +
-``Reshape``: a (d, heads, head_dim) kernel is read as a (d, heads*head_dim) matrix. The tracer
-folds such merging reshapes back into the ``contract`` node, so a contract reads the kernel's own
-axes (input d contracted, heads and head_dim free), as in the JAX trace of the same layer; a
-``reshape`` node after it gives the merged shape the graph continued with.
+TensorFlow lowers ``einsum`` (``EinsumDense``, Keras' attention) to ``Transpose`` + ``Reshape`` +
+``MatMul``: a (d, heads, head_dim) kernel is read as a (d, heads*head_dim) matrix. The tracer
+folds those back into the ``contract`` node (``polyinit.structure.fold``), so a contract reads the
+kernel's own axes (input d contracted, heads and head_dim free), as in the JAX trace of the same
+layer.
 
 >>> g = trace(keras_model, example_input(keras_model))                # doctest: +SKIP
 """
@@ -21,6 +21,7 @@ import sys
 import warnings
 from typing import Any, Optional
 
+from polyinit.structure.fold import fold_contract
 from polyinit.structure.fuse_norms import fuse_norms
 from polyinit.structure.graph import Graph
 from polyinit.structure.jaxpr import prune
@@ -194,32 +195,29 @@ class _Converter:
                           axes=(0, 1, 2))] + [g.add("other", (), _shape(t), name=kind) for t in op.outputs[1:]]
         return None
 
-    def matmul(self, op: Any, shape: tuple) -> int:
+    def matmul(self, op: Any, shape: tuple) -> Optional[int]:
         a, b = op.inputs[0], op.inputs[1]
         ra, rb = len(_shape(a)), len(_shape(b))
         if op.type == "MatMul":
             ta, tb = op.get_attr("transpose_a"), op.get_attr("transpose_b")
         else:
             ta, tb = op.get_attr("adj_x"), op.get_attr("adj_y")
-        ca = ra - 2 if ta else ra - 1
-        cb = rb - 1 if tb else rb - 2
-        # Equal ranks: the leading axes are batch axes; a rank-2 right operand broadcasts over a's
-        # leading axes, which stay free (TF's Dense and EinsumDense lowering).
-        batch = (tuple(range(ra - 2)), tuple(range(rb - 2))) if ra == rb else ((), ())
         if ra != rb and rb != 2:
-            return None
-        if ta or tb:  # an adjoint puts the free axis first: not in dot_general's order; say so plainly
-            out = self.g.add("contract", (self.node(a), self.node(b)), _contract_shape(_shape(a), _shape(b), (ca,), (cb,), batch),
-                             contract=((ca,), (cb,)), batch=batch)
-            return out if self.g[out].shape == shape else self.g.add("reshape", (out,), shape)
-        return fold_contract(self.g, self.node(a), self.node(b), ((ca,), (cb,)), batch, shape)
+            return None  # a batch broadcast dot_general cannot say
+        # Equal ranks: the leading axes are batch axes; a rank-2 right operand broadcasts over a's
+        # leading axes, which stay free (TF's Dense and EinsumDense lowering). With one free axis
+        # per side, dot_general's output order is matmul's, adjoints included.
+        batch = (tuple(range(ra - 2)), tuple(range(rb - 2))) if ra == rb else ((), ())
+        contract = ((ra - 2 if ta else ra - 1,), (rb - 1 if tb else rb - 2,))
+        out = fold_contract(self.g, self.node(a), self.node(b), contract, batch)
+        return out if self.g[out].shape == shape else self.g.add("broadcast", (out,), shape)
 
     def einsum(self, equation: str, x: Any, shape: tuple) -> Optional[int]:
         parsed = parse_einsum(equation)
         if parsed is None:
             return None
         contract, batch, perm = parsed
-        out = fold_contract(self.g, self.node(x[0]), self.node(x[1]), contract, batch, None)
+        out = fold_contract(self.g, self.node(x[0]), self.node(x[1]), contract, batch)
         return out if perm == tuple(range(len(perm))) else self.g.add("transpose", (out,), shape, perm=perm)
 
     def split(self, op: Any, kind: str) -> Optional[list]:
@@ -301,74 +299,3 @@ def parse_einsum(equation: str) -> Optional[tuple]:
     contract = (tuple(a.index(c) for c in summed), tuple(b.index(c) for c in summed))
     return contract, (tuple(a.index(c) for c in batch), tuple(b.index(c) for c in batch)), \
         tuple(order.index(c) for c in out)
-
-
-def _contract_shape(a: tuple, b: tuple, ca: tuple, cb: tuple, batch: tuple) -> tuple:
-    ba, bb = batch
-    return tuple(a[i] for i in ba) + tuple(d for i, d in enumerate(a) if i not in ca and i not in ba) + \
-        tuple(d for i, d in enumerate(b) if i not in cb and i not in bb)
-
-
-def merge_groups(source: tuple, target: tuple) -> Optional[list]:
-    """For a reshape that only merges adjacent axes: the source axes each target axis is made of.
-
-    >>> merge_groups((16, 2, 8), (16, 16))
-    [(0,), (1, 2)]
-    >>> merge_groups((4, 6), (6, 4)) is None
-    True
-    """
-    groups, i = [], 0
-    for size in target:
-        group, product = [], 1
-        while i < len(source) and (not group or product < size):
-            group.append(i)
-            product *= source[i]
-            i += 1
-        if product != size:
-            return None
-        groups.append(tuple(group))
-    if any(source[j] != 1 for j in range(i, len(source))) or not groups:
-        return None
-    groups[-1] += tuple(range(i, len(source)))  # trailing unit axes
-    return groups
-
-
-def fold_contract(g: Graph, a: int, b: int, contract: tuple, batch: tuple, shape: Optional[tuple]) -> int:
-    """A ``contract`` node of ``a`` and ``b``; where an operand is a ``reshape`` that only merges
-    axes (TF's einsum lowering), the contract reads the reshape's source along the source's own
-    axes instead, and a ``reshape`` node gives ``shape`` (the merged result) after it."""
-    for fold_a, fold_b in ((True, True), (False, True), (True, False)):
-        folded = _try_fold(g, a if not fold_a else None, b if not fold_b else None, a, b, contract, batch)
-        if folded is not None:
-            break
-    else:
-        folded = (a, b, contract, batch)
-    na, nb, (ca, cb), batch_axes = folded
-    own = _contract_shape(g[na].shape, g[nb].shape, ca, cb, batch_axes)
-    out = g.add("contract", (na, nb), own, contract=(ca, cb), batch=batch_axes)
-    return out if shape is None or own == tuple(shape) else g.add("reshape", (out,), shape)
-
-
-def _try_fold(g: Graph, keep_a: Optional[int], keep_b: Optional[int], a: int, b: int, contract: tuple,
-              batch: tuple) -> Optional[tuple]:
-    sides = []
-    for keep, node_id in ((keep_a, a), (keep_b, b)):
-        node = g[node_id]
-        if keep is None and node.op == "reshape":
-            groups = merge_groups(g[node.inputs[0]].shape, node.shape)
-            if groups is None:
-                return None
-            sides.append((node.inputs[0], groups))
-        elif keep is None:
-            return None
-        else:
-            sides.append((node_id, [(i,) for i in range(len(node.shape))]))
-    (na, ga), (nb, gb) = sides
-    src_a, src_b = g[na].shape, g[nb].shape
-    for axes_a, axes_b in (contract, batch):
-        for i, j in zip(axes_a, axes_b):
-            if [src_a[k] for k in ga[i]] != [src_b[k] for k in gb[j]]:
-                return None  # the merged axes pair up only if both sides merge the same sizes
-    expand = lambda groups, axes: tuple(k for i in axes for k in groups[i])  # noqa: E731
-    return (na, nb, (expand(ga, contract[0]), expand(gb, contract[1])),
-            (expand(ga, batch[0]), expand(gb, batch[1])))
