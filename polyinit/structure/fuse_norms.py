@@ -204,8 +204,9 @@ def _region(g: Graph, found: tuple, root: int, static: list) -> Optional[tuple]:
             if linked:
                 members |= stats | {node.id}
                 params.update(operands)
-    # The output: the last op reading both x itself (not only through a reduction) and the rsqrt,
-    # past a movement op (an output's Identity); the region is what that output is made of.
+    # The output: the last op that combines two computed values (x and the rsqrt, or a parameter)
+    # and reads both x itself (not only through a reduction) and the rsqrt; an output's Identity or
+    # the next layer's ``x - 0`` / ``x ** 2`` after it take one value and are not the norm.
     direct, scaled = {x}, {root}
     for m in sorted(members):
         ins = g[m].inputs
@@ -213,7 +214,7 @@ def _region(g: Graph, found: tuple, root: int, static: list) -> Optional[tuple]:
             direct.add(m)
         if any(i in scaled for i in ins):
             scaled.add(m)
-    ends = [m for m in direct & scaled if g[m].op not in MOVEMENT]
+    ends = [m for m in direct & scaled if sum(not static[i] for i in g[m].inputs) >= 2]
     if not ends:
         return None
     region = (_ancestors(g, max(ends)) & members) | {max(ends)}

@@ -162,7 +162,7 @@ class _Passes:
             if node.op == "attention" and len(node.inputs) >= 3:
                 yield _Attention(*node.inputs[:3], out=node.id)
             elif node.op == "softmax" and f.live[node.id]:
-                score = self.search(node.inputs[0], _SCORE, backward=True,
+                score = self.search(node.id, _SCORE, backward=True,
                                     found=lambda n: n.op == "contract" and n.id not in f.dense_at
                                     and all(f.live[i] for i in n.inputs[:2]))
                 mix = self.search(node.id, _SCORE, backward=False,
