@@ -14,13 +14,23 @@ this package imports no framework (the tracers are imported on first use).
 from __future__ import annotations
 
 import importlib
-from typing import Any, Optional
+from typing import Any
 
 from polyinit.structure.graph import Graph
 from polyinit.structure.passes import ParamStructure, Part, Structure, find_structure
 
-__all__ = ["Graph", "ParamStructure", "Part", "Structure", "TRACERS", "derive_input", "find_structure", "trace",
-           "tracer_for"]
+__all__ = [
+    "TRACERS",
+    "Graph",
+    "ParamStructure",
+    "Part",
+    "Structure",
+    "StructureUnavailable",
+    "derive_input",
+    "find_structure",
+    "trace",
+    "tracer_for",
+]
 
 # framework name (``polyinit.frameworks.framework_for(model).name``) -> tracer module
 # (Keras dispatches on its backend inside its tracer; a Keras model on torch is a Keras model.)
@@ -46,12 +56,12 @@ def tracer_for(model: Any):
         raise StructureUnavailable(f"the {name} tracer cannot be imported: {problem}") from None
 
 
-def derive_input(model: Any) -> Optional[Any]:
+def derive_input(model: Any) -> Any | None:
     """An example input derived from ``model`` (its config, input shape...), or None."""
     return tracer_for(model).example_input(model)
 
 
-def trace(model: Any, example_input: Optional[Any] = None) -> Graph:
+def trace(model: Any, example_input: Any | None = None) -> Graph:
     """One forward pass of ``model`` on ``example_input`` (derived from the model when None),
     recorded as a :class:`Graph` whose parameter nodes carry the walker's ``Param.path``."""
     tracer = tracer_for(model)

@@ -4,8 +4,8 @@ model input), which values are a parameter seen through movement ops, the ancest
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 from polyinit.structure.graph import MOVEMENT, Graph, Node
 
@@ -30,7 +30,7 @@ class Facts:
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.param_of: list[Optional[str]] = []
+        self.param_of: list[str | None] = []
         self.live: list[bool] = []
         self.anc: list[int] = []
         for node in graph:
@@ -44,14 +44,14 @@ class Facts:
         self.dense_at = {use.node: use for use in self.dense}
         self.dense_bits = sum(1 << use.node for use in self.dense)
 
-    def _param_of(self, node: Node) -> Optional[str]:
+    def _param_of(self, node: Node) -> str | None:
         if node.op == "param":
             return node.attrs["path"]
         if node.op in CARRY and node.inputs:
             return self.param_of[node.inputs[0]]
         return None
 
-    def _dense_use(self, node: Node) -> Optional[DenseUse]:
+    def _dense_use(self, node: Node) -> DenseUse | None:
         if node.op not in ("contract", "conv") or len(node.inputs) < 2:
             return None
         a, b = node.inputs[:2]

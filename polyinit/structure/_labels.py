@@ -6,7 +6,7 @@ flow (GPT-NeoX's per-head interleaved qkv included), not assumed."""
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def labels_at(facts: Facts, use: DenseUse, targets: Iterable[int]) -> dict[int, 
     return {t: set(np.unique(labels[t]).tolist()) for t in targets if t in labels}
 
 
-def _carry(node: Node, inputs: list[Optional[np.ndarray]]) -> Optional[np.ndarray]:
+def _carry(node: Node, inputs: list[np.ndarray | None]) -> np.ndarray | None:
     first = inputs[0] if inputs else None
     try:
         if node.op == "reshape" and first is not None:

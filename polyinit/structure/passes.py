@@ -37,10 +37,11 @@ Every pass reads what the model computes, never a name:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any
 
-from polyinit.structure._facts import CARRY, DenseUse, Facts, bits
+from polyinit.structure._facts import DenseUse, Facts, bits
 from polyinit.structure._labels import free_axes, labels_at, ranges
 from polyinit.structure.graph import MOVEMENT, Graph
 
@@ -68,7 +69,7 @@ class ParamStructure:
     ``offset``), provenance (``"structure"``) and the parts of a packed tensor."""
 
     site: str
-    block: Optional[int] = None
+    block: int | None = None
     stack: str = ""
     role: str = "weight"
     source: str = "structure"
@@ -85,7 +86,7 @@ class Structure:
     residual: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     tied: Mapping[str, str] = field(default_factory=dict)
 
-    def get(self, path: str) -> Optional[ParamStructure]:
+    def get(self, path: str) -> ParamStructure | None:
         return self.params.get(path)
 
 
@@ -123,7 +124,7 @@ class _Passes:
         self.claimed: set[int] = set()  # dense-use nodes already placed
 
     # -- placing ---------------------------------------------------------------------------
-    def place(self, path: Optional[str], site: str, block: Optional[int], stack: str, role: str,
+    def place(self, path: str | None, site: str, block: int | None, stack: str, role: str,
               parts: tuple = ()) -> None:
         if path is None:
             return
@@ -131,7 +132,7 @@ class _Passes:
         if path not in self.found:
             self.found[path] = ParamStructure(site, block, stack, role, "structure", parts)
 
-    def place_dense(self, use: DenseUse, site: str, block: Optional[int], stack: str, parts: tuple = ()) -> None:
+    def place_dense(self, use: DenseUse, site: str, block: int | None, stack: str, parts: tuple = ()) -> None:
         self.claimed.add(use.node)
         self.place(use.path, site, block, stack, "weight", parts)
         for user in self.f.users_through(use.node, MOVEMENT):
@@ -193,7 +194,7 @@ class _Passes:
         a_free = len(g[a].shape) - batch - len(node.attrs.get("contract", ((), ()))[0])
         return (b, a) if batch <= axis < batch + a_free else (a, b)
 
-    def search(self, start: int, through: tuple, *, backward: bool, found) -> Optional[int]:
+    def search(self, start: int, through: tuple, *, backward: bool, found) -> int | None:
         """The nearest node satisfying ``found`` from ``start``, crossing only ``through`` ops."""
         todo, seen = [start], {start}
         while todo:
@@ -236,9 +237,6 @@ class _Passes:
                 continue
             if node.id != value and node.op not in _STREAM:
                 continue
-            if node.op not in _STREAM and node.id == value and node.op not in ("norm",):
-                if node.op in ("contract", "conv", "gather", "softmax", "attention"):
-                    continue
             for i in node.inputs:
                 if i not in seen and self.f.live[i]:
                     seen.add(i)
@@ -277,8 +275,8 @@ class _Passes:
             rest = [u for u in f.dense if add.members >> u.node & 1 and u.node not in attention_dense
                     and u.node not in self.claimed]
             kind = ("attention" if inside else "") + ("mlp" if rest else "")
-            if previous is None or not (kind == "mlp" and previous == "attention") and not (
-                    kind == "attention" and previous == "attention"):
+            # an MLP after an attention, or a second attention (cross after self), stays in the block
+            if previous is None or not (previous == "attention" and kind in ("mlp", "attention")):
                 block += 1
             previous, add.block = kind, block
             for att in inside:
@@ -373,7 +371,7 @@ class _Passes:
             elif node.op == "mul" and len(node.inputs) == 2:
                 for scale, x in (node.inputs, node.inputs[::-1]):
                     path = f.param_of[scale] or self.one_plus(scale)
-                    if path and f.live[x] and len(self.g[scale].shape) <= 1 + 0 * len(node.shape) and self.normalised(x):
+                    if path and f.live[x] and len(self.g[scale].shape) <= 1 and self.normalised(x):
                         offset = None
                         for user in self.g.users(node.id):
                             if user.op == "add":
@@ -381,14 +379,14 @@ class _Passes:
                         yield node.id, path, offset
                         break
 
-    def one_plus(self, value: int) -> Optional[str]:
+    def one_plus(self, value: int) -> str | None:
         node = self.g[value]
         if node.op == "add" and not self.f.live[value]:
             return next((self.f.param_of[i] for i in node.inputs if self.f.param_of[i]), None)
         return None
 
     def normalised(self, value: int) -> bool:
-        todo, depth = [(value, 0)], {}
+        todo = [(value, 0)]
         while todo:
             i, d = todo.pop()
             node = self.g[i]
@@ -425,14 +423,17 @@ class _Passes:
 
     def embeddings(self, chains: list, stacks: list, attentions: list) -> None:
         f = self.f
+        tokens: dict[str, set] = {}  # a table gathered by several stacks (T5's shared) is in none
         for node in self.g:
-            if node.op != "gather" or f.param_of[node.inputs[0]] is None:
+            if node.op == "gather" and f.param_of[node.inputs[0]] and f.live[node.inputs[1]]:
+                tokens.setdefault(f.param_of[node.inputs[0]], set()).add(self.stack_of(node.id, chains, stacks))
+        for path, where in tokens.items():
+            self.place(path, "embedding", None, where.pop() if len(where) == 1 else "", "weight")
+        for node in self.g:
+            if node.op != "gather" or f.param_of[node.inputs[0]] is None or f.live[node.inputs[1]]:
                 continue
             path = f.param_of[node.inputs[0]]
             stack = self.stack_of(node.id, chains, stacks)
-            if f.live[node.inputs[1]]:
-                self.place(path, "embedding", None, stack, "weight")
-                continue
             scores = [a for a in attentions if self.feeds_scores(node.id, a)]
             if scores:
                 at = [(a, stacks[c]) for c, chain in enumerate(chains) for a in chain if a.members >> scores[0].out & 1]

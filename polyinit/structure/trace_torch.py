@@ -19,9 +19,8 @@ mode under ``no_grad`` and its training flags are restored: nothing in the model
 from __future__ import annotations
 
 import inspect
-import math
-import re
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -106,7 +105,7 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         try:
             self.record(_name(func), args, kwargs, out)
-        except Exception:  # an op this tracer reads wrongly must not break the forward pass
+        except Exception:  # noqa: BLE001 (an op this tracer misreads must not break the forward pass)
             self.other(_name(func), args, kwargs, out)
         return out
 
@@ -277,6 +276,20 @@ class _Recorder(TorchFunctionMode):
             cut = self.g.add("slice", (source,), tuple(shape), axis=dim, start=i, stop=i + 1, step=1)
             self.bind(piece, self.g.add("reshape", (cut,), tuple(piece.shape)))
 
+    def repeat_interleave(self, args, kwargs, out) -> None:
+        """``x.repeat_interleave(r, dim)`` as unsqueeze, broadcast, reshape (GQA's shared k/v)."""
+        x, repeats = args[0], args[1] if len(args) > 1 else kwargs.get("repeats")
+        dim = args[2] if len(args) > 2 else kwargs.get("dim")
+        if not isinstance(repeats, int) or dim is None:
+            return self.other("repeat_interleave", args, kwargs, out)
+        axis = int(dim) % x.dim()
+        shape = list(x.shape)
+        shape.insert(axis + 1, 1)
+        grown = self.g.add("reshape", (self.node(x),), tuple(shape))
+        shape[axis + 1] = repeats
+        grown = self.g.add("broadcast", (grown,), tuple(shape))
+        self.bind(out, self.g.add("reshape", (grown,), tuple(out.shape)))
+
     def narrow(self, args, kwargs, out) -> None:
         x, dim, start, length = args[:4]
         axis = int(dim) % x.dim()
@@ -308,7 +321,7 @@ _HANDLERS = {
     "T": _Recorder.transpose, "mT": _Recorder.transpose, "permute": _Recorder.permute,
     "getitem": _Recorder.getitem, "split": _Recorder.split, "chunk": _Recorder.split,
     "tensor_split": _Recorder.split, "split_with_sizes": _Recorder.split, "unbind": _Recorder.unbind,
-    "narrow": _Recorder.narrow, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
+    "narrow": _Recorder.narrow, "repeat_interleave": _Recorder.repeat_interleave, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
     "stack": _Recorder.stack,
 }
 _KNOWN = set(_HANDLERS) | set(_BINARY) | set(_UNARY) | set(_CONVERT) | set(_NORMS) | set(_REDUCE) | {"silu", "gelu"}
@@ -325,7 +338,7 @@ def _paths(model: Any) -> dict:
     return paths
 
 
-def example_input(model: Any) -> Optional[Any]:
+def example_input(model: Any) -> Any | None:
     """A short input derived from the model: token ids for a model with a vocabulary in its
     ``config`` (transformers, litgpt) or a ``vocab_size`` attribute (olmo-core), pixels for a
     transformers vision config, ``example_input_array`` (Lightning) or ``input_size``; else None.
