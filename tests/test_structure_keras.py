@@ -2,8 +2,9 @@
 (which op reads which kernel along which axes, where q and k meet before the softmax), then the
 sites, blocks and depth the structure passes read off keras-hub's GPT-2, BERT, Llama and Gemma
 built from tiny configs, with expected values written from each architecture, and the same for a
-copy whose every layer has a meaningless name. The suite runs Keras on TensorFlow; one test runs
-keras-hub's GPT-2 on the JAX backend in a subprocess."""
+copy whose every layer has a meaningless name; then GPT-2 from transformers and from keras-hub
+promising the same std per parameter under every modern scheme. The suite runs Keras on
+TensorFlow; one test runs keras-hub's GPT-2 on the JAX backend in a subprocess."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ from tests.structure_checks import assert_attention, kernel_axes, readers, sites
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
+from polyinit import modern  # noqa: E402
+from polyinit.context import ContextError, model_context  # noqa: E402
 from polyinit.frameworks.keras import KerasWalker  # noqa: E402
+from polyinit.plan import resolve  # noqa: E402
+from polyinit.rules import KEEP, Context  # noqa: E402
 from polyinit.structure import find_structure, trace_tf  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
@@ -271,3 +276,69 @@ def test_keras_hub_gpt2_on_the_jax_backend():
     assert result["depths"] == {"": L}
     for path, found in result["sites"].items():
         assert found == list(gpt2_expected(path)), path
+
+
+# --- one architecture, two codebases: the same promise per parameter -------------------------------
+
+CROSS = {"gpt2": lambda c, base: modern.gpt2(c), "megatron": lambda c, base: modern.megatron(c),
+         "olmo_mitchell": lambda c, base: modern.olmo(c, init_fn="mitchell"),
+         "olmo_normal": lambda c, base: modern.olmo(c, init_fn="normal"),
+         "olmo_full_megatron": lambda c, base: modern.olmo(c, init_fn="full_megatron"),
+         "small_init": lambda c, base: modern.small_init(c), "wang": lambda c, base: modern.wang(c),
+         "mup": lambda c, base: modern.mup(c, base), "u_mup": lambda c, base: modern.u_mup(c)}
+
+
+def gpt2_pair_at(width: int) -> tuple:
+    """GPT-2 with a tied LM head, written by Hugging Face (torch) and by keras-hub (Keras on
+    TensorFlow), from one tiny config: their model contexts, with no sites= or depth= given."""
+    transformers = pytest.importorskip("transformers")
+    hub = pytest.importorskip("keras_hub")
+    vocab, positions, heads = 50, 8, 2
+    torch_model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=vocab, n_positions=positions, n_embd=width, n_layer=L, n_head=heads, bos_token_id=0, eos_token_id=0))
+    backbone = hub.models.GPT2Backbone(vocabulary_size=vocab, num_layers=L, num_heads=heads, hidden_dim=width,
+                                       intermediate_dim=4 * width, max_sequence_length=positions)
+    keras_model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    return model_context(torch_model), model_context(keras_model)
+
+
+@pytest.fixture(scope="module")
+def gpt2_pair():
+    """(torch context, Keras context) at width 16, and each one's muP base at width 8."""
+    return gpt2_pair_at(16), gpt2_pair_at(8)
+
+
+def promised_by_site(ctx, rules) -> dict:
+    """(site, block, role) -> the set of stds the rules promise there under fans="semantic" (q, k,
+    v and a packed qkv are one site: torch packs them in c_attn, Keras keeps three kernels)."""
+    rule_context, table = Context(ctx.params), {}
+    for p in ctx.params:
+        spec = next((s for selector, s in rules.rules if selector.matches(p, rule_context)), None)
+        site = ctx.sites[p.path]
+        key = ("qkv" if site.site in ("q", "k", "v", "qkv") else site.site, site.block, ctx.role(p))
+        std = None if spec is None else "KEEP" if spec is KEEP else round(resolve(spec, *p.target("semantic")).stats.std, 10)
+        table.setdefault(key, set()).add(std)
+    return table
+
+
+@pytest.mark.parametrize("scheme", sorted(CROSS))
+def test_gpt2_same_std_in_transformers_and_keras_hub(gpt2_pair, scheme):
+    """Issue 20: the same scheme on the same architecture in torch (transformers) and Keras
+    (keras-hub) promises the same std for every parameter (fans="semantic")."""
+    (torch_ctx, keras_ctx), (torch_base, keras_base) = gpt2_pair
+    assert torch_ctx.depth == keras_ctx.depth == L
+    assert dict(keras_ctx.structure.tied) == {"token_embedding/embeddings": "token_embedding/embeddings"}
+    torch_table = promised_by_site(torch_ctx, CROSS[scheme](torch_ctx, torch_base))
+    keras_table = promised_by_site(keras_ctx, CROSS[scheme](keras_ctx, keras_base))
+    assert keras_table == torch_table
+    assert not any(None in stds for stds in keras_table.values())  # every parameter has a rule
+    assert ("attn_out", L - 1, "weight") in keras_table
+
+
+def test_gpt2_in_both_codebases_names_what_modded_nanogpt_cannot_place(gpt2_pair):
+    """The speedrun has no rule for a learned position table: both say so, naming it."""
+    (torch_ctx, keras_ctx), _ = gpt2_pair
+    with pytest.raises(ContextError, match=r"transformer\.wpe\.weight.*site position from structure"):
+        modern.modded_nanogpt(torch_ctx)
+    with pytest.raises(ContextError, match=r"position_embedding/embeddings.*site position from structure"):
+        modern.modded_nanogpt(keras_ctx)
