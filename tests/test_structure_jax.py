@@ -17,8 +17,8 @@ jnp = jax.numpy
 nnx = pytest.importorskip("flax.nnx")
 linen = pytest.importorskip("flax.linen")
 
-from polyinit.frameworks.flax import LinenWalker, NnxWalker  # noqa: E402
-from polyinit.structure import find_structure, trace_jax  # noqa: E402
+from polyinit.frameworks.flax import LinenWalker, NnxWalker
+from polyinit.structure import find_structure, trace_jax
 
 V, P, D, HEADS, L = 96, 8, 32, 4, 3
 TOKENS = jnp.arange(P, dtype=jnp.int32)[None] % V

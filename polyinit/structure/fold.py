@@ -20,12 +20,10 @@ does; a ``transpose`` and a ``reshape`` after it give the value the graph contin
 
 from __future__ import annotations
 
-from typing import Optional
-
 from polyinit.structure.graph import Graph
 
 
-def merge_groups(source: tuple, target: tuple) -> Optional[list]:
+def merge_groups(source: tuple, target: tuple) -> list | None:
     """For a reshape that only merges adjacent axes: the source axes each target axis is made of.
 
     >>> merge_groups((16, 2, 8), (16, 16))
@@ -33,9 +31,11 @@ def merge_groups(source: tuple, target: tuple) -> Optional[list]:
     >>> merge_groups((4, 6), (6, 4)) is None
     True
     """
-    groups, i = [], 0
+    groups: list[tuple[int, ...]] = []
+    i = 0
     for size in target:
-        group, product = [], 1
+        group: list[int] = []
+        product = 1
         while i < len(source) and (not group or product < size):
             group.append(i)
             product *= source[i]
@@ -80,12 +80,12 @@ def fold_contract(g: Graph, a: int, b: int, contract: tuple, batch: tuple) -> in
     """A contract of ``a`` and ``b`` (dot_general's ``contract``/``batch`` axes of ``a`` and ``b``),
     recorded on what each operand views (see ``view``) wherever the paired axes agree; returns
     the node that holds the value of the contract of ``a`` and ``b`` themselves."""
-    identity = lambda n: (n, [(i,) for i in range(len(g[n].shape))])  # noqa: E731
+    identity = lambda n: (n, [(i,) for i in range(len(g[n].shape))])
     for fold_a, fold_b in ((True, True), (False, True), (True, False), (False, False)):
         (na, ga), (nb, gb) = (view(g, a) if fold_a else identity(a)), (view(g, b) if fold_b else identity(b))
         if _paired(g[na].shape, ga, g[nb].shape, gb, contract, batch):
             break
-    expand = lambda groups, axes: tuple(k for i in axes for k in groups[i])  # noqa: E731
+    expand = lambda groups, axes: tuple(k for i in axes for k in groups[i])
     folded_contract = (expand(ga, contract[0]), expand(gb, contract[1]))
     folded_batch = (expand(ga, batch[0]), expand(gb, batch[1]))
     own = contract_shape(g[na].shape, g[nb].shape, folded_contract, folded_batch)

@@ -32,8 +32,6 @@ that does not match exactly is left as it was.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from polyinit.structure.graph import MOVEMENT, Graph
 from polyinit.structure.jaxpr import prune
 
@@ -82,7 +80,7 @@ def _strip(g: Graph, value: int, ops: tuple, static: list) -> int:
     return value
 
 
-def _mean_of(g: Graph, value: int, static: list) -> Optional[tuple[int, tuple]]:
+def _mean_of(g: Graph, value: int, static: list) -> tuple[int, tuple] | None:
     """(v, axes) where ``value`` is the mean of ``v`` over ``axes``: ``reduce(mean)`` or
     ``reduce(sum) / constant``."""
     node = g[value]
@@ -112,7 +110,7 @@ def _mean_chain(g: Graph, value: int, x: int, static: list) -> set:
     return chain
 
 
-def _squared(g: Graph, value: int) -> Optional[int]:
+def _squared(g: Graph, value: int) -> int | None:
     node = g[value]
     if node.op == "unary" and node.attrs.get("fn") == "square":
         return node.inputs[0]
@@ -121,7 +119,7 @@ def _squared(g: Graph, value: int) -> Optional[int]:
     return None
 
 
-def _statistic(g: Graph, value: int, static: list) -> Optional[tuple]:
+def _statistic(g: Graph, value: int, static: list) -> tuple | None:
     """(fn, x, axes) of the variance (or mean square) under an rsqrt, or None."""
     value = _strip(g, value, _SKIP, static)
     node = g[value]
@@ -164,7 +162,7 @@ def _ancestors(g: Graph, end: int) -> set:
     return out
 
 
-def _param_chain(g: Graph, value: int) -> Optional[tuple[int, bool]]:
+def _param_chain(g: Graph, value: int) -> tuple[int, bool] | None:
     """(param node, plus_one) where ``value`` is a parameter through movement ops, or ``1 + w``."""
     plus_one = False
     node = g[value]
@@ -180,7 +178,7 @@ def _param_chain(g: Graph, value: int) -> Optional[tuple[int, bool]]:
             return None
 
 
-def _region(g: Graph, found: tuple, root: int, static: list) -> Optional[tuple]:
+def _region(g: Graph, found: tuple, root: int, static: list) -> tuple | None:
     fn, x, axes = found
     members = (_descendants(g, x, root) & _ancestors(g, root)) - {x}
     params: dict[int, tuple] = {}  # region node id -> (param node, plus_one) for parameter operands
@@ -196,10 +194,11 @@ def _region(g: Graph, found: tuple, root: int, static: list) -> Optional[tuple]:
             elif _mean_chain(g, i, x, static):
                 stats |= _mean_chain(g, i, x, static)  # another mean of x (TF's -mean * rsqrt)
                 linked = True
-            elif _param_chain(g, i) is not None:
-                operands[node.id] = _param_chain(g, i)
             else:
-                break
+                chain = _param_chain(g, i)
+                if chain is None:
+                    break
+                operands[node.id] = chain
         else:
             if linked:
                 members |= stats | {node.id}
@@ -238,7 +237,7 @@ def _region(g: Graph, found: tuple, root: int, static: list) -> Optional[tuple]:
 
 
 def _rebuild(g: Graph, fused: dict, inside: set) -> Graph:
-    out, remap = Graph(), {}
+    out, remap = Graph(), dict[int, int]()
     for node in g:
         if node.id in inside:
             continue

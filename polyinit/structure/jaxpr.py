@@ -21,7 +21,8 @@ Importing this module imports no framework; :func:`to_graph` reads a ``ClosedJax
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from polyinit.structure.graph import MOVEMENT, Graph
 
@@ -41,7 +42,7 @@ CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_v
          "checkpoint", "remat", "remat2", "custom_lin")
 
 
-def to_graph(closed: Any, roles: Sequence[tuple], graph: Optional[Graph] = None) -> Graph:
+def to_graph(closed: Any, roles: Sequence[tuple], graph: Graph | None = None) -> Graph:
     """Convert a ``ClosedJaxpr`` to a Graph. ``roles[i]`` says what invar ``i`` is:
     ``("param", path)``, ``("input", index)`` or ``("const",)``. Nodes unused by the outputs are
     dropped (index arithmetic, the max a softmax subtracts), parameters and inputs are kept."""
@@ -132,7 +133,7 @@ class _Converter:
                 return softmax
         return self.g.add(op, tuple(ins), shape)
 
-    def softmax(self, ins: list, shape: tuple) -> Optional[int]:
+    def softmax(self, ins: list, shape: tuple) -> int | None:
         """``e / sum(e, axis)`` with ``e = exp(x [- max])``: a softmax of ``x`` along ``axis``."""
         g = self.g
         e, total = g[ins[0]], g[_through_movement(g, ins[1])]
@@ -189,9 +190,9 @@ class _Converter:
         if any(s is None for s in starts):
             return self.g.add("other", tuple(ins), _shape(eqn.outvars[0]), name="dynamic_slice")
         node, shape = x, list(full)
-        for axis, (start, size) in enumerate(zip(starts, sizes)):
+        for axis, (given, size) in enumerate(zip(starts, sizes)):
             if size != full[axis]:
-                start = min(max(int(start), 0), full[axis] - size)  # lax clamps the start
+                start = min(max(int(given or 0), 0), full[axis] - size)  # lax clamps the start
                 shape[axis] = size
                 node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=start, stop=start + size, step=1)
         return node
@@ -226,7 +227,7 @@ def prune(g: Graph) -> Graph:
     for node in reversed(g.nodes):
         if node.id in live:
             live.update(node.inputs)
-    out, remap = Graph(), {}
+    out, remap = Graph(), dict[int, int]()
     for node in g.nodes:
         if node.id in live or node.op in ("input", "param"):
             remap[node.id] = out.add(node.op, tuple(remap[i] for i in node.inputs), node.shape, **dict(node.attrs))

@@ -11,12 +11,12 @@ tracers): a functional model's (or keras-hub backbone's) ``inputs``, with each u
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 LENGTH = 8
 
 
-def example_input(model: Any) -> Optional[Any]:
+def example_input(model: Any) -> Any | None:
     """Numpy arrays in the structure of the model's declared inputs, or None where it declares none."""
     import numpy as np
 

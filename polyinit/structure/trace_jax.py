@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from polyinit.structure.fuse_norms import fuse_norms
 from polyinit.structure.graph import Graph
@@ -33,7 +34,7 @@ def is_nnx(model: Any) -> bool:
     return nnx is not None and isinstance(model, nnx.Module)
 
 
-def linen_pair(model: Any) -> Optional[tuple]:
+def linen_pair(model: Any) -> tuple[Any, Any] | None:
     """(module, variables) for a bound linen module or a ``(module, variables)`` tuple, else None."""
     linen = sys.modules.get("flax.linen")
     if linen is None:
@@ -50,7 +51,7 @@ def is_keras_jax(model: Any) -> bool:
     return keras is not None and isinstance(model, keras.layers.Layer) and keras.backend.backend() == "jax"
 
 
-def example_input(model: Any) -> Optional[Any]:
+def example_input(model: Any) -> Any | None:
     """An input one forward pass can run on, where the model says what it takes: a Keras model's
     declared inputs (``polyinit.structure.keras_input``); nnx and linen modules declare none (None)."""
     if is_keras_jax(model):

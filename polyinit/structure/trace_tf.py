@@ -19,7 +19,7 @@ from __future__ import annotations
 import string
 import sys
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 from polyinit.structure.fold import fold_contract
 from polyinit.structure.fuse_norms import fuse_norms
@@ -44,7 +44,7 @@ def is_keras_tf(model: Any) -> bool:
     return keras is not None and isinstance(model, keras.layers.Layer) and keras.backend.backend() == "tensorflow"
 
 
-def example_input(model: Any) -> Optional[Any]:
+def example_input(model: Any) -> Any | None:
     """The model's declared inputs as arrays (``polyinit.structure.keras_input``), or None."""
     from polyinit.structure.keras_input import example_input as keras_example
 
@@ -195,7 +195,7 @@ class _Converter:
                           axes=(0, 1, 2))] + [g.add("other", (), _shape(t), name=kind) for t in op.outputs[1:]]
         return None
 
-    def matmul(self, op: Any, shape: tuple) -> Optional[int]:
+    def matmul(self, op: Any, shape: tuple) -> int | None:
         a, b = op.inputs[0], op.inputs[1]
         ra, rb = len(_shape(a)), len(_shape(b))
         if op.type == "MatMul":
@@ -212,7 +212,7 @@ class _Converter:
         out = fold_contract(self.g, self.node(a), self.node(b), contract, batch)
         return out if self.g[out].shape == shape else self.g.add("broadcast", (out,), shape)
 
-    def einsum(self, equation: str, x: Any, shape: tuple) -> Optional[int]:
+    def einsum(self, equation: str, x: Any, shape: tuple) -> int | None:
         parsed = parse_einsum(equation)
         if parsed is None:
             return None
@@ -220,7 +220,7 @@ class _Converter:
         out = fold_contract(self.g, self.node(x[0]), self.node(x[1]), contract, batch)
         return out if perm == tuple(range(len(perm))) else self.g.add("transpose", (out,), shape, perm=perm)
 
-    def split(self, op: Any, kind: str) -> Optional[list]:
+    def split(self, op: Any, kind: str) -> list | None:
         x = op.inputs[1] if kind == "Split" else op.inputs[0]
         axis_tensor = op.inputs[0] if kind == "Split" else op.inputs[2]
         if _static(axis_tensor) is None:
@@ -232,7 +232,7 @@ class _Converter:
             start += size
         return outs
 
-    def slice(self, op: Any, kind: str) -> Optional[int]:
+    def slice(self, op: Any, kind: str) -> int | None:
         x = op.inputs[0]
         begin, second = _static(op.inputs[1]), _static(op.inputs[2])
         if begin is None or second is None:
@@ -272,7 +272,7 @@ def _static(tensor: Any) -> Any:
     return None if value is None else np.asarray(value)
 
 
-def parse_einsum(equation: str) -> Optional[tuple]:
+def parse_einsum(equation: str) -> tuple | None:
     """(contract, batch, perm) of a two-operand einsum as a ``contract`` node: axes summed away
     are contracted, axes in both operands and the output are batch; ``perm`` takes the contract's
     output (batch, a free, b free) to the equation's output order. None where an operand has an
