@@ -7,6 +7,8 @@ names. Keras on the JAX backend: tests/test_structure_keras.py (a subprocess).""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,11 @@ jnp = jax.numpy
 nnx = pytest.importorskip("flax.nnx")
 linen = pytest.importorskip("flax.linen")
 
+from polyinit import modern
+from polyinit.context import ContextError, model_context
 from polyinit.frameworks.flax import LinenWalker, NnxWalker
+from polyinit.plan import resolve
+from polyinit.rules import Context
 from polyinit.structure import find_structure, trace_jax
 
 V, P, D, HEADS, L = 96, 8, 32, 4, 3
@@ -238,3 +244,47 @@ def test_example_input_is_none_for_nnx_and_linen():
     module, variables = linen_gpt(MEANINGFUL)
     assert trace_jax.example_input(nnx_gpt(MEANINGFUL)) is None
     assert trace_jax.example_input((module, variables)) is None
+
+
+SCHEMES = {"gpt2": modern.gpt2, "megatron": modern.megatron, "small_init": modern.small_init, "wang": modern.wang,
+           "u_mup": modern.u_mup, "modded_nanogpt": modern.modded_nanogpt,
+           **{f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn)) for fn in ("normal", "mitchell", "full_megatron")}}
+
+
+def promised(ctx, rules) -> list:
+    """Per parameter in declaration order: the promised std (fans="semantic"), or None."""
+    rule_context = Context(ctx.params)
+    out = []
+    for p in ctx.params:
+        spec = next((s for selector, s in rules.rules if selector.matches(p, rule_context)), None)
+        out.append(None if spec is None else round(resolve(spec, *p.target("semantic")).stats.std, 12))
+    return out
+
+
+def test_nnx_every_scheme_places_every_parameter_and_blind_copy_agrees():
+    """Through model_context(example_input=...): each scheme gives every parameter of the nnx GPT
+    a rule (the speedrun names the position table it has none for), and the name-blind copy gets
+    the same std for every parameter."""
+    named = model_context(nnx_gpt(MEANINGFUL), example_input=TOKENS)
+    blind = model_context(nnx_gpt(BLIND), example_input=TOKENS)
+    assert named.depth == blind.depth == L
+    assert all(named.source(p.path) == "structure" for p in named.params)
+    for scheme, make in SCHEMES.items():
+        if scheme == "modded_nanogpt":
+            with pytest.raises(ContextError, match=r"wpe/embedding .*site position from structure"):
+                make(named)
+            with pytest.raises(ContextError, match=r"m1/embedding .*site position from structure"):
+                make(blind)
+            continue
+        stds = promised(named, make(named))
+        assert None not in stds, scheme
+        assert promised(blind, make(blind)) == stds, scheme
+
+
+def test_nnx_without_an_example_input_says_what_to_pass():
+    """An nnx module declares no input: model_context falls back to names and says why, naming
+    the model and the argument to pass."""
+    ctx = model_context(nnx_gpt(BLIND))
+    assert re.search(r"no example input could be derived for the [\w.]*nnx_gpt\.<locals>\.GPT", ctx.summary())
+    assert "model_context(model, example_input=...)" in ctx.summary()
+    assert {ctx.source(p.path) for p in ctx.params} == {"name"}

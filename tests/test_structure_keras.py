@@ -342,3 +342,43 @@ def test_gpt2_in_both_codebases_names_what_modded_nanogpt_cannot_place(gpt2_pair
         modern.modded_nanogpt(torch_ctx)
     with pytest.raises(ContextError, match=r"position_embedding/embeddings.*site position from structure"):
         modern.modded_nanogpt(keras_ctx)
+
+
+# --- every modern scheme places every parameter, or names what it cannot --------------------------
+
+SCHEMES = {"gpt2": modern.gpt2, "megatron": modern.megatron, "small_init": modern.small_init, "wang": modern.wang,
+           "u_mup": modern.u_mup, "modded_nanogpt": modern.modded_nanogpt,
+           **{f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn)) for fn in ("normal", "mitchell", "full_megatron")}}
+# What a scheme may refuse, from the architecture: the speedrun has no rule for a learned position
+# table; a Llama backbone never computes its (untied) readout, so no trace can place that table.
+CANNOT = {("gpt2", "modded_nanogpt"): ["position_embedding/embeddings"],
+          ("bert", "modded_nanogpt"): ["position_embedding/embeddings"],
+          **{("llama", scheme): ["token_embedding/reverse_embeddings"] for scheme in SCHEMES}}
+
+
+def build_any(name: str):
+    if name == "llama_causal_lm":  # the backbone and its readout (reverse_embeddings)
+        return pytest.importorskip("keras_hub").models.LlamaCausalLM(backbone=build("llama"), preprocessor=None)
+    return build(name)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert", "llama", "llama_causal_lm", "gemma"])
+def test_every_scheme_places_every_parameter_or_names_it(name):
+    """Issue 20: with no sites= or depth=, each scheme gives every trainable parameter of a
+    keras-hub model a rule, or raises a ContextError naming exactly what it cannot place."""
+    ctx = model_context(build_any(name))
+    for scheme, make in SCHEMES.items():
+        cannot = CANNOT.get((name, scheme), [])
+        if cannot:
+            with pytest.raises(ContextError, match="cannot place") as raised:
+                make(ctx)
+            named = [p.path for p in ctx.params if p.path in str(raised.value)]
+            assert named == cannot, (scheme, str(raised.value))
+            continue
+        rules, rule_context = make(ctx), Context(ctx.params)
+        missing = [p.path for p in ctx.params if p.trainable
+                   and not any(selector.matches(p, rule_context) for selector, _ in rules.rules)]
+        assert not missing, (scheme, missing)
+    if name == "llama_causal_lm":
+        assert ctx.site("token_embedding/reverse_embeddings").site == "readout"
+        assert ctx.source("token_embedding/reverse_embeddings") == "structure"
