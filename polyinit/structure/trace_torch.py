@@ -4,9 +4,9 @@ Every torch function the model calls (``F.linear``, ``matmul``, ``einsum``,
 ``scaled_dot_product_attention``, ``embedding``, ``layer_norm``, ``rms_norm``, the elementwise,
 reduction and movement ops, ``Tensor.__getitem__``, ``split``...) becomes a node; a tensor is
 known by its identity, so a parameter read through ``.t()``, a view or a slice stays traceable to
-its path (the walker's ``Param.path``: the first ``module.name`` that holds it). Composite Python
-functions of ``torch.nn.functional`` that polyinit does not map (``multi_head_attention_forward``)
-are traced through, so their inner ``linear``/``softmax``/``bmm`` are seen. The model runs in eval
+its path (the walker's ``Param.path``: the first ``module.name`` that holds it).
+``F.multi_head_attention_forward`` (``nn.MultiheadAttention``) is spelled out as its projections
+(slices of the packed ``in_proj_weight``), attention and output projection. The model runs in eval
 mode under ``no_grad`` and its training flags are restored: nothing in the model changes.
 
 >>> import torch
@@ -19,7 +19,7 @@ mode under ``no_grad`` and its training flags are restored: nothing in the model
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -98,10 +98,6 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if (inspect.isfunction(func) and getattr(func, "__module__", "") == "torch.nn.functional"
-                and _name(func) not in _KNOWN):
-            with self:  # a composite: trace the ops it is made of
-                return func(*args, **kwargs)
         out = func(*args, **kwargs)
         try:
             self.record(_name(func), args, kwargs, out)
@@ -146,7 +142,8 @@ class _Recorder(TorchFunctionMode):
         else:
             self.other(name, args, kwargs, out)
 
-    def contract(self, a: Any, b: Any, out: torch.Tensor, ca: tuple, cb: tuple, ba=(), bb=()) -> int:
+    def contract(self, a: Any, b: Any, out: torch.Tensor, ca: Sequence[int], cb: Sequence[int],
+                 ba: Sequence[int] = (), bb: Sequence[int] = ()) -> int:
         return self.add("contract", [self.node(a), self.node(b)], out, contract=(tuple(ca), tuple(cb)),
                         batch=(tuple(ba), tuple(bb)))
 
@@ -251,7 +248,8 @@ class _Recorder(TorchFunctionMode):
         if len(cut) == 1 and isinstance(cut[0][1], slice) and Ellipsis not in index and None not in index:
             axis, s = cut[0]
             start, stop, step = s.indices(x.shape[axis])
-            return self.add("slice", [self.node(x)], out, axis=axis, start=start, stop=stop, step=step)
+            self.add("slice", [self.node(x)], out, axis=axis, start=start, stop=stop, step=step)
+            return
         self.other("getitem", (x,) + tuple(i for i in index if isinstance(i, torch.Tensor)), {}, out)
 
     def pieces(self, args, kwargs, out, dim_at: int) -> None:
@@ -290,6 +288,34 @@ class _Recorder(TorchFunctionMode):
         grown = self.g.add("broadcast", (grown,), tuple(shape))
         self.bind(out, self.g.add("reshape", (grown,), tuple(out.shape)))
 
+    def multi_head_attention(self, args, kwargs, out) -> None:
+        """``F.multi_head_attention_forward`` (``nn.MultiheadAttention``) spelled out: q, k, v
+        projections (rows [iE, (i+1)E) of a packed ``in_proj_weight``, or separate weights), the
+        attention, the output projection."""
+        bound = inspect.signature(torch.nn.functional.multi_head_attention_forward).bind(*args, **kwargs)
+        a = bound.arguments
+        result = out[0]
+        embed = int(a["embed_dim_to_check"])
+        slots = []
+        for i, (x, own) in enumerate(zip((a["query"], a["key"], a["value"]), ("q_proj_weight", "k_proj_weight", "v_proj_weight"))):
+            rows = {"axis": 0, "start": i * embed, "stop": (i + 1) * embed, "step": 1}
+            if a.get("use_separate_proj_weight") and a.get(own) is not None:
+                weight = self.node(a[own])
+            else:
+                weight = self.g.add("slice", (self.node(a["in_proj_weight"]),), (embed, x.shape[-1]), **rows)
+            shape = tuple(x.shape[:-1]) + (embed,)
+            node = self.g.add("contract", (self.node(x), weight), shape, contract=((x.dim() - 1,), (1,)), batch=((), ()))
+            if a.get("in_proj_bias") is not None:
+                bias = self.g.add("slice", (self.node(a["in_proj_bias"]),), (embed,), **rows)
+                node = self.g.add("add", (node, bias), shape)
+            slots.append(node)
+        mixed = self.g.add("attention", tuple(slots), tuple(result.shape[:-1]) + (embed,))
+        node = self.g.add("contract", (mixed, self.node(a["out_proj_weight"])), tuple(result.shape),
+                          contract=((result.dim() - 1,), (1,)), batch=((), ()))
+        if a.get("out_proj_bias") is not None:
+            node = self.g.add("add", (node, self.node(a["out_proj_bias"])), tuple(result.shape))
+        self.bind(result, node)
+
     def narrow(self, args, kwargs, out) -> None:
         x, dim, start, length = args[:4]
         axis = int(dim) % x.dim()
@@ -321,10 +347,9 @@ _HANDLERS = {
     "T": _Recorder.transpose, "mT": _Recorder.transpose, "permute": _Recorder.permute,
     "getitem": _Recorder.getitem, "split": _Recorder.split, "chunk": _Recorder.split,
     "tensor_split": _Recorder.split, "split_with_sizes": _Recorder.split, "unbind": _Recorder.unbind,
-    "narrow": _Recorder.narrow, "repeat_interleave": _Recorder.repeat_interleave, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
+    "narrow": _Recorder.narrow, "multi_head_attention_forward": _Recorder.multi_head_attention, "repeat_interleave": _Recorder.repeat_interleave, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
     "stack": _Recorder.stack,
 }
-_KNOWN = set(_HANDLERS) | set(_BINARY) | set(_UNARY) | set(_CONVERT) | set(_NORMS) | set(_REDUCE) | {"silu", "gelu"}
 
 
 def _paths(model: Any) -> dict:
@@ -341,7 +366,8 @@ def _paths(model: Any) -> dict:
 def example_input(model: Any) -> Any | None:
     """A short input derived from the model: token ids for a model with a vocabulary in its
     ``config`` (transformers, litgpt) or a ``vocab_size`` attribute (olmo-core), pixels for a
-    transformers vision config, ``example_input_array`` (Lightning) or ``input_size``; else None.
+    transformers vision config, (src, tgt) for ``nn.Transformer``, ``example_input_array``
+    (Lightning) or ``input_size``; else None.
 
     Token ids are ``arange(8) mod vocab`` (no random draw, no global RNG touched)."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -362,9 +388,20 @@ def example_input(model: Any) -> Any | None:
     size = getattr(config, "image_size", None)
     if isinstance(size, int) and hasattr(config, "to_dict"):
         return {"pixel_values": torch.zeros(1, getattr(config, "num_channels", 3), size, size, device=device)}
+    if isinstance(model, torch.nn.Transformer):  # (src, tgt) of width d_model
+        x = torch.zeros((1, _TOKENS, model.d_model) if model.batch_first else (_TOKENS, 1, model.d_model), device=device)
+        return (x, x)
     shape = getattr(model, "input_size", None)
     if isinstance(shape, (tuple, list)) and all(isinstance(d, int) for d in shape):
         return torch.zeros((1, *shape), device=device)
+    return None
+
+
+def silent(model: Any) -> str | None:
+    """Why this model's forward pass cannot be traced as it is, or None: a model on the meta
+    device has no values, and real forward passes read some (masks, ``.item()``)."""
+    if any(p.device.type == "meta" for p in model.parameters()):
+        return "the model is on the meta device (its forward pass has no values to run on)"
     return None
 
 
