@@ -80,7 +80,8 @@ def trace(model: Any, example_input: Any) -> Graph:
     by_handle = {id(v.value.handle): path for path, v in walker.variables.items()}
     inputs = tf.nest.map_structure(tf.convert_to_tensor, example_input)
     positional = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    concrete = tf.function(lambda *xs: model(*xs, training=False)).get_concrete_function(*positional)
+    # autograph off: Keras 3 layers are backend-neutral Python, nothing for it to convert, and it costs
+    concrete = tf.function(lambda *xs: model(*xs, training=False), autograph=False).get_concrete_function(*positional)
     handles = {internal.name: by_handle.get(id(external)) for external, internal in concrete.graph.captures}
     flat = [t.name for t in concrete.inputs if t.name not in handles]
     return fuse_norms(_Converter(handles, flat).run(concrete.graph, concrete.outputs))
