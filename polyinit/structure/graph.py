@@ -21,7 +21,7 @@ the operand's shape.
 | ``unary`` | x | ``fn`` (``relu``, ``gelu``, ``silu``, ``tanh``, ``exp``, ``rsqrt``, ``sqrt``, ``neg``, ``square``, ...) | elementwise unary |
 | ``reduce`` | x | ``fn`` (``sum``, ``mean``, ``max``), ``axes`` | a reduction |
 | ``softmax`` | x | ``axis`` | softmax |
-| ``norm`` | x, [scale], [offset] | ``fn`` (``layer``, ``rms``, ``batch``, ``group``), ``axes`` | a fused normalisation |
+| ``norm`` | x, [scale], [offset] | ``fn`` (``layer``, ``rms``, ``batch``, ``group``), ``axes``, [``scale_plus_one``] | a fused normalisation (an offset without a scale: a ``const`` in the scale's slot; ``scale_plus_one``: ``x * (1 + scale)``, Gemma) |
 | ``attention`` | q, k, v, [mask] | | a fused scaled dot-product attention |
 | ``reshape`` ``transpose`` ``broadcast`` ``convert`` | x | ``perm`` for transpose | movement / dtype ops: identity of the data |
 | ``slice`` | x | ``axis``, ``start``, ``stop``, ``step`` | a slice along one axis (split and chunk give one node per part) |

@@ -165,7 +165,7 @@ class _Passes:
             if node.op == "attention" and len(node.inputs) >= 3:
                 yield _Attention(*node.inputs[:3], out=node.id)
             elif node.op == "softmax" and f.live[node.id]:
-                score = self.search(node.inputs[0], _SCORE, backward=True,
+                score = self.search(node.id, _SCORE, backward=True,
                                     found=lambda n: n.op == "contract" and n.id not in f.dense_at
                                     and all(f.live[i] for i in n.inputs[:2]))
                 mix = self.search(node.id, _SCORE, backward=False,
@@ -173,8 +173,28 @@ class _Passes:
                 if score is not None and mix is not None:
                     a, b = self.g[mix].inputs[:2]
                     v = b if f.is_ancestor(node.id, a) else a
-                    q, k = self.g[score].inputs[:2]
+                    q, k = self.query_key(score, node.id)
                     yield _Attention(q, k, v, out=mix)
+
+    def query_key(self, score: int, softmax: int) -> tuple[int, int]:
+        """(q, k) of a score product: k is the operand whose free axis the softmax normalises over
+        (Keras computes ``einsum(key, query)``, torch ``q @ k.T``); operand order where the axis
+        cannot be followed back (a reshape on the way)."""
+        g, a, b = self.g, *self.g[score].inputs[:2]
+        axis, value = g[softmax].attrs.get("axis", -1) % max(len(g[softmax].shape), 1), g[softmax].inputs[0]
+        while value != score:
+            node = g[value]
+            if node.op == "transpose":
+                axis, value = node.attrs["perm"][axis], node.inputs[0]
+                continue
+            same = [i for i in node.inputs if g[i].shape == node.shape and self.f.is_ancestor(score, i)]
+            if node.op == "reshape" or not same:
+                return a, b
+            value = same[0]
+        node = g[score]
+        batch = len(node.attrs.get("batch", ((), ()))[0])
+        a_free = len(g[a].shape) - batch - len(node.attrs.get("contract", ((), ()))[0])
+        return (b, a) if batch <= axis < batch + a_free else (a, b)
 
     def search(self, start: int, through: tuple, *, backward: bool, found) -> int | None:
         """The nearest node satisfying ``found`` from ``start``, crossing only ``through`` ops."""
