@@ -323,32 +323,43 @@ def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: boo
     """
     from polyinit.frameworks import walker_for
 
-    if not isinstance(rules, Rules):
-        raise RuleError(f"apply: rules must be a Rules, received {type(rules).__name__}")
-    if not isinstance(portable, bool):
-        raise RuleError(f"apply: portable must be a bool, received portable={portable!r}")
-    fans = ("semantic" if portable else "native") if fans is None else fans
-    if fans not in FANS:
-        raise RuleError(f"apply: fans must be one of {FANS}, received fans={fans!r}")
+    from polyinit import writing
+
+    # The one write path (polyinit.writing): validate, plan, pre-write checks, write with rollback.
+    check_rules("apply", rules)
+    portable = writing.check_portable_flag("apply", portable)
+    fans = writing.check_fans("apply", fans, portable)
     walker = walker_for(model)
     params = walker.walk(model, **options)
     planned = plan_model(params, rules, fans)
     seeds = _seeds(planned, rules)
-    if hasattr(walker, "check"):
-        walker.check([(param, plan) for param, _, plan in planned if plan is not None])
+    writing.check_targets(walker, [param for param, _, plan in planned if plan is not None], "apply",
+                          portable=portable)
     # Draw everything first, then write: a failing draw leaves the model as it was.
+    drawn = draws(walker, planned, seeds, rules, portable)
+    result = writing.write_all(walker, model, drawn, "apply")
+    report = _report(planned, rules, fans, walker)
+    return (result, report) if walker.returns_new else report
+
+
+def check_rules(caller: str, rules: Any) -> "Rules":
+    if not isinstance(rules, Rules):
+        raise RuleError(f"{caller}: rules must be a Rules, received {type(rules).__name__}")
+    return rules
+
+
+def draws(walker: Any, planned: list, seeds: list, rules: Rules, portable: bool) -> list:
+    """(param, pending draw or None) for every planned parameter: the walker's native draw, or the
+    portable one (kept pending where the walker draws portable values in place)."""
     if portable:
         from polyinit.logical import portable_draws
 
         drawn = portable_draws(walker, planned, rules)
         if not getattr(walker, "draws_portable_in_place", False):
             drawn = [(param, None if pending is None else pending.values()) for param, pending in drawn]
-    else:
-        drawn = [(param, walker.draw(param, plan, seed) if plan is not None else None)
-                 for (param, _, plan), seed in zip(planned, seeds)]
-    result = walker.write(model, drawn)
-    report = _report(planned, rules, fans, walker)
-    return (result, report) if walker.returns_new else report
+        return drawn
+    return [(param, walker.draw(param, plan, seed) if plan is not None else None)
+            for (param, _, plan), seed in zip(planned, seeds)]
 
 
 def _report(planned, rules: Rules, fans: str, walker: Any) -> Report:

@@ -143,17 +143,11 @@ class TorchWalker:
         return builder.finish()
 
     def check(self, planned: list) -> None:
-        """Everything that can make a write fail, before the first write."""
-        import torch
+        """Everything that can make a write fail, before the first write (``polyinit.writing``)."""
+        from polyinit.writing import check_torch_tensor
 
-        for param, plan in planned:
-            tensor = self.tensors[param.path]
-            if tensor.device.type == "meta":
-                raise ModelError(f"torch: parameter {param.path!r} is on the meta device (no storage to write); "
-                                 "materialise the model first (model.to_empty(device=...))")
-            if tensor.is_inference() and not torch.is_inference_mode_enabled():
-                raise ModelError(f"torch: parameter {param.path!r} is an inference tensor (created under "
-                                 "torch.inference_mode()) and cannot be written outside it")
+        for param, _ in planned:
+            check_torch_tensor(self.tensors[param.path], param.path, "torch")
 
     def draw(self, param: Param, plan, seed: int):
         # Drawing is deferred to write and goes straight into the parameter (no temporary).
