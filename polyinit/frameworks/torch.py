@@ -234,7 +234,12 @@ def _infallible(target: Any, plan: Any) -> bool:
 
 def _detect(model: Any) -> bool:
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(model, torch.nn.Module)
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return False
+    # On Keras's torch backend every Keras layer is also an nn.Module; it is a Keras model (its
+    # variables, layouts and layer kinds are Keras's), whatever the order the records are asked in.
+    keras = sys.modules.get("keras")
+    return keras is None or not isinstance(model, keras.layers.Layer)
 
 
 
