@@ -114,7 +114,7 @@ def preserved_global_rngs() -> Iterator[None]:
 
 # A stack deeper than this is refused: the closed form and the measurement both walk it layer by
 # layer, and 10**9 layers would run for hours instead of failing (issue 22).
-MAX_DEPTH = 1000
+MAX_DEPTH = 10_000
 
 
 def _check(layer: str, activation: str, sizes: dict, frameworks: Sequence[str], seed: int = 0) -> None:
