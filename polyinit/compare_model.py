@@ -162,6 +162,9 @@ def compare_model(target: str, frameworks: Optional[Sequence[str]] = None, seed:
     """Each framework's defaults on the model ``target`` names, side by side (see the module
     docstring), and next to them each of ``schemes`` (``SCHEMES``: GPT-2's scaled residual, OLMo,
     DeepNet, ...) applied to the same model."""
+    from polyinit._validate import seed as valid_seed
+
+    valid_seed("compare --model", seed)
     unknown = [name for name in schemes if name not in SCHEMES]
     if unknown:
         raise PolyinitError(f"compare --scheme: unknown scheme(s) {unknown}; expected some of {', '.join(SCHEMES)}")

@@ -89,7 +89,7 @@ def _plan_steps(model: Any, walker: Any, drawn: dict) -> list[_Step]:
                              f"overwrite them while initialising {', '.join(where + n for n in undrawn)}; "
                              "build the whole module on meta, or add rules for its meta tensors")
         steps.append(_Step(prefix, module, [name for name, _ in meta],
-                           [p for _, t in meta if id(t) in by_tensor for p in [drawn[by_tensor[id(t)]][0]]],
+                           [drawn[by_tensor[id(t)]][0] for _, t in meta if id(t) in by_tensor],
                            bool(undrawn)))
     return steps
 

@@ -35,7 +35,11 @@ def test_a_huge_depth_is_refused_with_the_bound(capsys):
 @pytest.mark.parametrize("seed", ["-1", "-7"])
 def test_a_negative_seed_is_an_error(seed, capsys):
     assert main(["compare", "--seed", seed, "--depth", "2"]) == 2
-    assert f"seed must be >= 0, received seed={seed}" in capsys.readouterr().err
+    assert f"compare: seed must be >= 0, received seed={seed}" in capsys.readouterr().err
+    assert main(["compare", "--model", "any:thing", "--seed", seed]) == 2
+    assert f"compare --model: seed must be >= 0, received seed={seed}" in capsys.readouterr().err
+    assert main(["conformance", "any:thing", "--seed", seed]) == 2
+    assert f"conformance: seed must be >= 0, received seed={seed}" in capsys.readouterr().err
 
 
 def _entry(framework: str, depth: int):
