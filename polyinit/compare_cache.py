@@ -71,9 +71,13 @@ def load(digest: str, depth: Optional[int] = None) -> Optional[dict]:
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as error:  # RecursionError: a document nested 100,000 deep
-        return _invalid(path, f"not readable JSON ({type(error).__name__})")
+        _warn_invalid(path, f"not readable JSON ({type(error).__name__})")
+        return None
     problem = _problem(value, depth)
-    return value if problem is None else _invalid(path, problem)
+    if problem is not None:
+        _warn_invalid(path, problem)
+        return None
+    return value
 
 
 def _problem(value: object, depth: Optional[int]) -> Optional[str]:
@@ -93,10 +97,9 @@ def _problem(value: object, depth: Optional[int]) -> Optional[str]:
     return None
 
 
-def _invalid(path: Path, problem: str) -> None:
+def _warn_invalid(path: Path, problem: str) -> None:
     warnings.warn(f"polyinit compare: ignoring the cache entry {str(path)!r}: {problem}; measuring again",
                   stacklevel=3)
-    return None
 
 
 def store(digest: str, value: dict) -> None:

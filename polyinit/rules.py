@@ -314,7 +314,10 @@ def _seeds(planned: list, rules: Rules) -> list[Optional[int]]:
 
 
 def _user_key(rules: Rules, param: Param) -> Any:
-    """``Rules(key=fn)``'s ``fn(param)``, its exceptions wrapped like a raising selector's."""
+    """``Rules(key=fn)``'s ``fn(param)`` (``param.key`` without one), its exceptions wrapped like
+    a raising selector's."""
+    if rules.key is None:
+        return param.key
     try:
         return rules.key(param)
     except PolyinitError:

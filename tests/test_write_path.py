@@ -19,7 +19,6 @@ torch = pytest.importorskip("torch")
 import polyinit as pi  # noqa: E402
 from polyinit import writing  # noqa: E402
 from polyinit.deferred import materialize  # noqa: E402
-from polyinit.errors import PolyinitError  # noqa: E402
 from polyinit.params import ModelError, RuleError  # noqa: E402
 from polyinit.rules import KEEP, Rules, SpecFactory, apply, kind, role  # noqa: E402
 
