@@ -104,7 +104,10 @@ def _print_table(rows, shape) -> None:
 
 
 def _conformance(args: argparse.Namespace) -> int:
+    from polyinit._validate import seed
     from polyinit.conformance.cli import main
+
+    seed("conformance", args.seed)
 
     return main(args.target, backends=args.backends, json_path=args.json, seed=args.seed)
 

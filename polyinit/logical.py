@@ -90,6 +90,7 @@ def portable_draws(walker, planned: list, rules) -> list:
     rules give different plans are drawn one by one, as the rules say."""
     from polyinit.backends import get_backend
     from polyinit.frameworks import get_framework
+    from polyinit.rules import _user_key
 
     backend = get_backend(get_framework(walker.name).backend)  # the record names its backend
     wholes = _whole_groups(planned)
@@ -106,7 +107,7 @@ def portable_draws(walker, planned: list, rules) -> list:
         if plan is None:
             drawn.append((param, None))
             continue
-        key = rules.key(param) if rules.key else positional_key(param, ordinal)
+        key = _user_key(rules, param) if rules.key else positional_key(param, ordinal)
         _check(plan, backend, param)
         if group is not None:
             combine, count = param.part.combine, wholes[group]
