@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -39,8 +38,8 @@ class Law:
 
     kind: str
     std: float = 0.0
-    cut: Optional[float] = None
-    bound: Optional[float] = None
+    cut: float | None = None
+    bound: float | None = None
 
     def final(self) -> tuple[float, float, float]:
         """(final std, excess kurtosis, largest |value| allowed)."""
@@ -53,7 +52,7 @@ class Law:
         return self.std * factor, kurtosis, c * self.std
 
 
-def normal(std: float, cut: Optional[float] = None, bound: Optional[float] = None) -> Law:
+def normal(std: float, cut: float | None = None, bound: float | None = None) -> Law:
     return Law("normal", std, cut, bound)
 
 

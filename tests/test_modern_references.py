@@ -43,7 +43,7 @@ def _apply(model, rules) -> dict:
 
 # --- olmo-core 3.0.0: olmo_core/nn/transformer/init.py InitMethod, Transformer.init_weights ---
 
-OLMO_CORE = dict(d_model=256, vocab_size=1024, n_layers=4, n_heads=4)
+OLMO_CORE = {"d_model": 256, "vocab_size": 1024, "n_layers": 4, "n_heads": 4}
 OLMO_CORE_SITES = {"q": name("*.w_q.weight"), "k": name("*.w_k.weight"), "v": name("*.w_v.weight"),
                    "attn_out": name("*.attention.w_out.weight"), "readout": name("lm_head.w_out.weight")}
 
@@ -179,10 +179,10 @@ def test_llama_depth_torchtitan():
 
 # --- litgpt 0.5.13: pretrain.initialize_weights (SmallInit + 1/(L sqrt d) on proj) ---
 
-LITGPT = dict(n_layer=4, n_embd=256, n_head=4, vocab_size=1024, padded_vocab_size=1024, block_size=64)
-LITGPT_MLPS = {"neox": dict(mlp_class_name="GptNeoxMLP", bias=True),
-               "llama": dict(mlp_class_name="LLaMAMLP", intermediate_size=688, bias=False,
-                             norm_class_name="RMSNorm", parallel_residual=False)}
+LITGPT = {"n_layer": 4, "n_embd": 256, "n_head": 4, "vocab_size": 1024, "padded_vocab_size": 1024, "block_size": 64}
+LITGPT_MLPS = {"neox": {"mlp_class_name": "GptNeoxMLP", "bias": True},
+               "llama": {"mlp_class_name": "LLaMAMLP", "intermediate_size": 688, "bias": False,
+                             "norm_class_name": "RMSNorm", "parallel_residual": False}}
 
 
 def _litgpt_model(mlp: str, reference: bool):
@@ -271,7 +271,7 @@ def megatron_parallel(tmp_path_factory):
     dist.destroy_process_group()
 
 
-MEGATRON = dict(num_layers=4, hidden_size=128, num_attention_heads=4)
+MEGATRON = {"num_layers": 4, "hidden_size": 128, "num_attention_heads": 4}
 MEGATRON_SITES = {"qkv": name("*.linear_qkv.weight"), "attn_out": name("*.linear_proj.weight"),
                   "mlp_in": name("*.linear_fc1.weight"), "mlp_out": name("*.linear_fc2.weight"),
                   "readout": name("output_layer.weight"), "embedding": name("*.word_embeddings.weight"),
@@ -417,7 +417,7 @@ def torchscale_table(model, config, unreset: bool) -> dict:
     beta = {"encoder": 1.15 * (n**4 * m) ** (-1 / 16), "decoder": (12 * m) ** -0.25}
     shapes = dict(model.named_parameters())
     table = {}
-    for path, p in shapes.items():
+    for path in shapes:
         tokens = path.split(".")
         if "layer_norm" in path or "layernorm" in path:
             table[path] = ONE if path.endswith("weight") else ZERO
