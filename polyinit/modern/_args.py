@@ -73,11 +73,14 @@ def stacks_exist(scheme: str, requested: Any, found: Iterable[str]) -> None:
                                f"(stacks: {', '.join(map(repr, present))})")
 
 
-def std(scheme: str, name: str, value: Any, *, optional: bool = False) -> float | None:
-    """A standard deviation (or any scale): a finite real > 0; None only where ``optional``."""
-    if value is None and optional:
-        return None
+def std(scheme: str, name: str, value: Any) -> float:
+    """A standard deviation (or any scale): a finite real > 0."""
     return check.positive(scheme, name, value)
+
+
+def optional_std(scheme: str, name: str, value: Any) -> float | None:
+    """None, or a finite real > 0."""
+    return None if value is None else check.positive(scheme, name, value)
 
 
 def flag(scheme: str, name: str, value: Any) -> bool:

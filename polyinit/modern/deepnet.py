@@ -142,8 +142,8 @@ def _torchscale_stack(out: _RuleSet, stack: str, beta: float, unreset: bool, wha
     from polyinit.spec import Blocks
 
     out.add(out.at("qkv", stack=stack), Blocks(axis="out", parts=(q, k, v)), f"{what} qkv")
-    for site, spec in (("q", q), ("k", k), ("v", v), ("attn_out", attn_out)):
-        out.add(out.at(site, stack=stack), spec, f"{what} {site}")
+    for name, spec in (("q", q), ("k", k), ("v", v), ("attn_out", attn_out)):
+        out.add(out.at(name, stack=stack), spec, f"{what} {name}")
     out.add(out.at("mlp_in", "mlp_out", stack=stack), _linear_default(beta), f"{what} fc1, fc2")
     ctx = out.context
     for p in ctx.params:

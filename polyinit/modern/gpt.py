@@ -48,7 +48,7 @@ def megatron(model: Any, *, init_method_std: float = 0.02, multiplier: float = 2
     """
     sigma = _args.std("megatron", "init_method_std", init_method_std)
     multiplier = _args.std("megatron", "multiplier", multiplier)
-    emb = _args.std("megatron", "embedding_init_method_std", embedding_init_method_std, optional=True)
+    emb = _args.optional_std("megatron", "embedding_init_method_std", embedding_init_method_std)
     seed = _args.seed("megatron", seed)
     ctx = _context("megatron", model, context, ("init_method_std", "multiplier", "embedding_init_method_std"))
     ctx.require("megatron", "attn_out", "mlp_out")

@@ -61,9 +61,9 @@ def olmo(model: Any, *, init_fn: str = "mitchell", generation: str | None = None
     init_fn = _args.one_of("olmo", "init_fn", init_fn, INIT_FNS)
     generation = _generation(init_fn, generation)
     sigma = _args.std("olmo", "init_std", init_std)
-    cut = _args.std("olmo", "init_cutoff_factor", init_cutoff_factor, optional=True)
-    emb = _args.std("olmo", "emb_init_std", emb_init_std, optional=True)
-    embed_scale = _args.std("olmo", "embed_scale", embed_scale, optional=True)
+    cut = _args.optional_std("olmo", "init_cutoff_factor", init_cutoff_factor)
+    emb = _args.optional_std("olmo", "emb_init_std", emb_init_std)
+    embed_scale = _args.optional_std("olmo", "embed_scale", embed_scale)
     scale_emb_init, seed = _args.flag("olmo", "scale_emb_init", scale_emb_init), _args.seed("olmo", seed)
     ctx = _context("olmo", model, context, _OWN)
     if generation == "olmo1":
@@ -156,7 +156,8 @@ def _llama_outputs(out: _RuleSet, ctx: ModelContext, scheme: str, sigma: float, 
             continue
         if per_block and site.block is None:
             continue
-        std = sigma / math.sqrt(2 * (site.block + 1 if per_block else depth))
+        blocks = site.block + 1 if per_block and site.block is not None else depth
+        std = sigma / math.sqrt(2 * (blocks or 1))
         spec = (TruncatedNormal(std=std, low=-absolute, high=absolute, bounds="absolute")
                 if absolute is not None else _normal(std, cut))
         out.add([p.path], spec, f"{site.site if p.path not in up else 'mlp up (w3)'} block {site.block}")
