@@ -17,7 +17,7 @@ from polyinit.context import ContextError
 from polyinit.errors import SpecError
 
 # What a scheme passes on to ``model_context``: its own options and the config numbers it reads.
-CONTEXT_OPTIONS = ("depth", "width", "sites", "example_input")
+CONTEXT_OPTIONS = ("depth", "width", "sites", "example_input", "keep")
 CONFIG_NUMBERS = ("d_kv", "n_heads", "d_ff")
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from polyinit import schemes
-from polyinit.context import ContextError, ModelContext, model_context
+from polyinit.context import SITES, ContextError, ModelContext, model_context
 from polyinit.modern import _args
-from polyinit.rules import Rules, predicate
+from polyinit.rules import KEEP, Rules, predicate
 from polyinit.spec import Normal, Spec, TruncatedNormal
 
 _WEIGHTS = ("weight", "embedding", "recurrent")
@@ -38,16 +38,29 @@ def _normal(std: float, cutoff: float | None = None) -> Spec:
 
 class _RuleSet:
     """Collects (selector, spec) pairs over a context; selectors match record paths, so a rule
-    means the same parameters whichever framework the model is written in."""
+    means the same parameters whichever framework the model is written in.
+
+    Coverage (nothing left at the framework's default unless the user said ``KEEP``): a scheme
+    that calls ``rest`` speaks for the whole model, so ``rules`` raises a ``ContextError`` naming
+    every trainable parameter no rule took, and how to place it. ``rest(None)`` keeps the
+    weights at site ``other`` (the reference code leaves them too), as explicit ``KEEP`` rules.
+    Parameters marked ``model_context(..., keep=selector)`` are kept before any rule."""
 
     def __init__(self, context: ModelContext, scheme: str):
         self.context, self.scheme, self.pairs = context, scheme, []
         self.taken: set[str] = set()
+        self.whole = self.keeps_other = False
+        kept = tuple(p.path for p in context.params if p.path in getattr(context, "kept", ()))
+        if kept:
+            self.add(kept, KEEP, "kept (keep=)")
+
+    def role(self, param: Any) -> str:
+        return self.context.role(param) if hasattr(self.context, "role") else param.role
 
     def at(self, *sites: str, block: int | None = None, stack: str | None = None,
            roles: Sequence[str] = _WEIGHTS) -> list[str]:
         return [p.path for p in self.context.params
-                if self.context.sites[p.path].site in sites and p.role in roles
+                if self.context.sites[p.path].site in sites and self.role(p) in roles
                 and (block is None or self.context.sites[p.path].block == block)
                 and (stack is None or self.context.sites[p.path].stack == stack)]
 
@@ -61,22 +74,46 @@ class _RuleSet:
         self.pairs.append((predicate(lambda p, wanted=wanted: p.path in wanted, f"{self.scheme}:{what}"), spec))
 
     def rest(self, weight: Spec | None, *, norms: bool = True) -> None:
-        """Weights not yet taken get ``weight`` (None: kept), biases 0, norm scales 1 and offsets 0."""
+        """Weights not yet taken get ``weight`` (None: those at site ``other`` are kept), biases 0,
+        norm scales 1 and offsets 0."""
         params, sites = self.context.params, self.context.sites
+        self.whole, self.keeps_other = True, weight is None
         if weight is not None:
-            self.add([p.path for p in params if p.role in _WEIGHTS
-                      and sites[p.path].site not in ("other", "norm")], weight, "other weights")
-        self.add([p.path for p in params if p.role == "bias" and sites[p.path].site != "norm"],
+            self.add([p.path for p in params if self.role(p) in _WEIGHTS and sites[p.path].site != "norm"],
+                     weight, "other weights")
+        self.add([p.path for p in params if self.role(p) == "bias" and sites[p.path].site != "norm"],
                  schemes.zeros(), "biases")
         if norms:
             self.add(self.norms("scale", "weight"), schemes.ones(), "norm scales")
             self.add(self.norms("offset", "bias"), schemes.zeros(), "norm offsets")
 
     def norms(self, *roles: str) -> list[str]:
-        return [p.path for p in self.context.params if self.context.sites[p.path].site == "norm" and p.role in roles]
+        return [p.path for p in self.context.params if self.context.sites[p.path].site == "norm" and self.role(p) in roles]
 
     def rules(self, seed: int) -> Rules:
+        if self.whole:
+            self.cover()
         return Rules(self.pairs, seed=seed)
+
+    def cover(self) -> None:
+        """Every trainable parameter has a rule, or a ContextError names the ones without."""
+        sites = self.context.sites
+        left = [p for p in self.context.params if p.trainable and p.path not in self.taken
+                and p.role not in ("running_mean", "running_var")]
+        if self.keeps_other:
+            self.add([p.path for p in left if sites[p.path].site == "other" and self.role(p) in _WEIGHTS],
+                     KEEP, "kept as the reference leaves them")
+            left = [p for p in left if p.path not in self.taken]
+        if not left:
+            return
+        source = getattr(self.context, "source", lambda path: "name")
+        listed = "; ".join(f"{p.path} ({p.kind} {self.role(p)}, shape {p.shape}, site {sites[p.path].site} "
+                           f"from {source(p.path)})" for p in left[:12])
+        more = f" and {len(left) - 12} more" if len(left) > 12 else ""
+        raise ContextError(
+            f"{self.scheme}: cannot place {len(left)} parameter(s) of this model: {listed}{more}. Place them with "
+            "model_context(model, sites={'<site>': name('<path glob>')}) (sites: " + ", ".join(SITES) + "), "
+            "or keep them at the framework's default with keep=name('<path glob>') (KEEP)")
 
 
 def _xavier(gain: float, *, normal: bool = False) -> Spec:
@@ -107,7 +144,7 @@ def gated_up(ctx: ModelContext, scheme: str) -> list[str]:
     by_block: dict[tuple, list] = {}
     for p in ctx.params:
         site = ctx.sites[p.path]
-        if site.site in ("mlp_in", "mlp_gate") and p.role in _WEIGHTS and site.block is not None:
+        if site.site in ("mlp_in", "mlp_gate") and ctx.role(p) in _WEIGHTS and site.block is not None:
             by_block.setdefault((site.stack, site.block), []).append(p)
     ups = []
     for members in by_block.values():
@@ -140,6 +177,6 @@ def sibling_weight(ctx: ModelContext, bias_path: str):
 
     stem = re.split(r"[./][^./]+$", bias_path)[0]
     for p in ctx.params:
-        if p.role in _WEIGHTS and re.split(r"[./][^./]+$", p.path)[0] == stem:
+        if ctx.role(p) in _WEIGHTS and re.split(r"[./][^./]+$", p.path)[0] == stem:
             return p
     return None

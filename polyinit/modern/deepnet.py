@@ -148,7 +148,7 @@ def _torchscale_stack(out: _RuleSet, stack: str, beta: float, unreset: bool, wha
     ctx = out.context
     for p in ctx.params:
         site = ctx.sites[p.path]
-        if p.role != "bias" or site.stack != stack or site.site not in ("q", "k", "v", "attn_out", "mlp_in", "mlp_out"):
+        if ctx.role(p) != "bias" or site.stack != stack or site.site not in ("q", "k", "v", "attn_out", "mlp_in", "mlp_out"):
             continue
         if site.site == "attn_out" and not unreset:
             out.add([p.path], schemes.zeros(), f"{what} attention output bias")

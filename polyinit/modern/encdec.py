@@ -55,7 +55,7 @@ def t5(model: Any, *, factor: float = 1.0, seed: int = 0, **context: Any) -> Rul
     out.add(out.at("q"), Normal(std=factor / math.sqrt(d * d_kv)), "q")
     out.add(out.at("k", "v"), Normal(std=factor / math.sqrt(d)), "k, v")
     for p in ctx.of("attn_out", "mlp_out"):
-        if p.role in _WEIGHTS:
+        if ctx.role(p) in _WEIGHTS:
             out.add([p.path], Normal(std=factor / math.sqrt(ctx.fan_in(p))), ctx.sites[p.path].site)
     out.add(out.at("mlp_in", "relative_bias"), Normal(std=factor / math.sqrt(d)), "wi, relative bias")
     out.add(out.norms("scale", "weight"), schemes.constant(factor), "norm scale")

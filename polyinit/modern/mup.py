@@ -60,7 +60,7 @@ def mup(model: Any, base: Any, *, std: float = 0.02, init: Mapping[str, Spec] | 
     default = Normal(std=std)
     for p, b in zip(ctx.params, base_ctx.params):
         site = ctx.sites[p.path].site
-        if p.role not in _WEIGHTS or site == "norm":
+        if ctx.role(p) not in _WEIGHTS or site == "norm":
             continue
         kind = _width_class(p.shape, b.shape, ctx, p)
         spec = init.get(site, init.get(kind, default))
@@ -95,8 +95,8 @@ def _same_architecture(ctx: ModelContext, base_ctx: ModelContext) -> None:
         raise ContextError(f"mup: the base model has {len(base_ctx.params)} parameters, the model "
                            f"{len(ctx.params)}; they must be the same architecture")
     for p, b in zip(ctx.params, base_ctx.params):
-        mine = (p.kind, p.role, len(p.shape), ctx.sites[p.path].site)
-        theirs = (b.kind, b.role, len(b.shape), base_ctx.sites[b.path].site)
+        mine = (p.kind, ctx.role(p), len(p.shape), ctx.sites[p.path].site)
+        theirs = (b.kind, base_ctx.role(b), len(b.shape), base_ctx.sites[b.path].site)
         if mine != theirs:
             raise ContextError(f"mup: the base model is another architecture: {p.path} is (kind, role, rank, site) "
                                f"{mine}, its base counterpart {b.path} is {theirs}")

@@ -103,7 +103,7 @@ def _olmo1(ctx: ModelContext, init_fn: str, sigma: float, cut: float | None, emb
     if init_fn == "mitchell":
         for p in ctx.of("attn_out", "mlp_out"):
             site = ctx.sites[p.path]
-            if p.role not in _WEIGHTS or site.block is None:
+            if ctx.role(p) not in _WEIGHTS or site.block is None:
                 continue
             fan = d if site.site == "attn_out" else ctx.fan_in(p)
             out.add([p.path], _normal(1 / math.sqrt(2 * fan * (site.block + 1)), cutoff), f"{site.site} block {site.block}")
@@ -131,7 +131,7 @@ def _olmo_core(ctx: ModelContext, init_fn: str, sigma: float, cut: float, emb: f
     if init_fn == "fan_in":
         for p in ctx.params:
             site = ctx.sites[p.path]
-            if p.role in _WEIGHTS and site.site not in ("embedding", "position", "norm", "other"):
+            if ctx.role(p) in _WEIGHTS and site.site not in ("embedding", "position", "norm", "other"):
                 out.add([p.path], _normal(1 / math.sqrt(ctx.fan_in(p)), cut), f"{site.site} 1/sqrt(fan_in)")
         out.add(out.at("embedding"), Normal(std=1.0 / (embed_scale or 1.0)), "embedding")
         out.rest(None)
@@ -152,7 +152,7 @@ def _llama_outputs(out: _RuleSet, ctx: ModelContext, scheme: str, sigma: float, 
     up = set(gated_up(ctx, scheme))
     for p in ctx.params:
         site = ctx.sites[p.path]
-        if p.role not in _WEIGHTS or not (site.site in ("attn_out", "mlp_out") or p.path in up):
+        if ctx.role(p) not in _WEIGHTS or not (site.site in ("attn_out", "mlp_out") or p.path in up):
             continue
         if per_block and site.block is None:
             continue
