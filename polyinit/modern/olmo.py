@@ -49,7 +49,8 @@ def olmo(model: Any, *, init_fn: str = "mitchell", generation: str | None = None
     output w_out, MLP w3 **and** w2 sigma / sqrt(2 L); embeddings N(0, 1) uncut; LM head
     1/sqrt(d). ``llama_depth``: the same with sigma / sqrt(2 (i+1)) per block. ``fan_in``: every
     linear including the LM head 1/sqrt(fan_in); embeddings N(0, 1/``embed_scale``^2) uncut.
-    ``normalized`` (nGPT) L2-normalises every matrix after drawing it, which is a projection, not a
+    A learned position embedding (olmo-core's models have none: RoPE) is drawn as the token
+    embedding. ``normalized`` (nGPT) L2-normalises every matrix after drawing it, which is a projection, not a
     distribution polyinit draws: refused with NotExpressibleError.
 
     ``generation`` defaults to the one that has ``init_fn``; ``normal`` exists in both, so it must
@@ -123,8 +124,9 @@ def _olmo_core(ctx: ModelContext, init_fn: str, sigma: float, cut: float, emb: f
                embed_scale: float | None, seed: int) -> Rules:
     scheme = f"olmo_core_{init_fn}"
     out = _RuleSet(ctx, scheme)
+    # olmo-core models have no learned position embedding (RoPE); one is drawn as the token embedding.
     if init_fn == "normal":
-        out.add(out.at("embedding"), _normal(emb or sigma, cut), "embedding")
+        out.add(out.at("embedding", "position"), _normal(emb or sigma, cut), "embeddings")
         out.rest(_normal(sigma, cut))
         return out.rules(seed)
     d = ctx.need_width(scheme)
@@ -133,11 +135,11 @@ def _olmo_core(ctx: ModelContext, init_fn: str, sigma: float, cut: float, emb: f
             site = ctx.sites[p.path]
             if ctx.role(p) in _WEIGHTS and site.site not in ("embedding", "position", "norm", "other"):
                 out.add([p.path], _normal(1 / math.sqrt(ctx.fan_in(p)), cut), f"{site.site} 1/sqrt(fan_in)")
-        out.add(out.at("embedding"), Normal(std=1.0 / (embed_scale or 1.0)), "embedding")
+        out.add(out.at("embedding", "position"), Normal(std=1.0 / (embed_scale or 1.0)), "embeddings")
         out.rest(None)
         return out.rules(seed)
     _llama_outputs(out, ctx, scheme, sigma, cut, per_block=init_fn == "llama_depth")
-    out.add(out.at("embedding"), Normal(std=1.0), "embedding N(0, 1)")
+    out.add(out.at("embedding", "position"), Normal(std=1.0), "embeddings N(0, 1)")
     out.add(out.at("readout"), _normal(d**-0.5, cut), "LM head d^-1/2")
     out.rest(_normal(sigma, cut))
     return out.rules(seed)
@@ -189,7 +191,7 @@ def llama_depth(model: Any, *, reference: str = "torchtitan", std: float = 0.02,
     d = ctx.need_width("llama_depth")
     out = _RuleSet(ctx, "llama_depth_torchtitan")
     _llama_outputs(out, ctx, "llama_depth", sigma, None, per_block=True, absolute=2.0)
-    out.add(out.at("embedding"), Normal(std=1.0), "embedding N(0, 1)")
+    out.add(out.at("embedding", "position"), Normal(std=1.0), "embeddings N(0, 1) (a learned position one too)")
     out.add(out.at("readout"), _normal(d**-0.5, 3.0), "LM head d^-1/2, cut at 3 sigma")
     out.rest(TruncatedNormal(std=sigma, low=-2.0, high=2.0, bounds="absolute"))
     return out.rules(seed)
