@@ -129,7 +129,34 @@ def _attempt(model, scheme: str, kwargs: dict, base) -> str:
     return "applied"
 
 
-@pytest.mark.parametrize("build", [torch_gpt, keras_gpt, nnx_gpt], ids=["torch", "keras", "nnx"])
+def torch_cnn_lstm():
+    """A small residual CNN with an LSTM head: no transformer sites, so most schemes refuse it."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Branch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv2(torch.relu(self.conv1(x)))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.layer1 = nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(Branch(), Branch())
+            self.lstm, self.fc = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 10)
+
+        def forward(self, x):
+            h = self.layer1(self.stem(x)).mean(dim=(2, 3))[:, None, :]
+            return self.fc(self.lstm(h)[0][:, -1])
+
+    return Net()
+
+
+@pytest.mark.parametrize("build", [torch_gpt, keras_gpt, nnx_gpt, torch_cnn_lstm],
+                         ids=["torch", "keras", "nnx", "torch_cnn_lstm"])
 def test_fuzz_every_scheme_argument(build):
     """derandomized and bounded: 60 calls per framework, every scheme, up to 3 hostile arguments."""
     model, base = build(), build()
