@@ -27,7 +27,7 @@ from polyinit import modern
 from polyinit.context import ContextError
 from polyinit.selectors import name
 
-# polyinit's torch registry does not describe olmo-core's and litgpt's RMSNorm or megatron-core's
+# polyinit's torch registry does not describe olmo-core's, litgpt's and Phi-3's RMSNorm or megatron-core's
 # parallel layers, and warns so
 # (pytest makes warnings errors); the warning is about the registry, not about these schemes.
 UNREGISTERED = pytest.mark.filterwarnings("ignore:polyinit. module types with parameters that no registry entry")
@@ -500,3 +500,41 @@ def test_deepnet_coefficients_per_reference():
     assert math.isclose(paper["encoder"][1], 0.87 * (n**4 * m) ** (-1 / 16))
     assert math.isclose(torchscale["encoder"][1], 1.15 * (n**4 * m) ** (-1 / 16))
     assert paper["decoder"] == torchscale["decoder"] == ((3 * m) ** 0.25, (12 * m) ** -0.25)
+
+
+# --- a packed gate/up weight (transformers' Phi-3 gate_up_proj): the trace's parts split it ---
+
+
+@UNREGISTERED
+def test_llama_depth_splits_a_packed_gate_up_weight():
+    """Phi-3 packs the MLP's gate and up projections in one gate_up_proj (gate rows first, then
+    up, read off its forward's chunk): llama_depth scales only the up half, with w2 and w3 of
+    torchtitan's formula; the gate half stays at 0.02. Sites, blocks and parts come from the trace."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    config = transformers.Phi3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                     num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                                     pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    torch.manual_seed(0)
+    model = transformers.Phi3ForCausalLM(config)
+    values = _apply(model, modern.llama_depth(model, seed=7))
+    table = {}
+    for path, p in model.named_parameters():
+        tokens = path.split(".")
+        depth_std = 0.02 / math.sqrt(2 * (int(tokens[2]) + 1)) if tokens[1] == "layers" else None
+        if "norm" in path:
+            table[path] = ONE
+        elif path == "model.embed_tokens.weight":
+            table[path] = normal(1.0)
+        elif path == "lm_head.weight":
+            table[path] = normal(64**-0.5, cut=3)
+        elif tokens[-2] in ("o_proj", "down_proj"):
+            table[path] = normal(depth_std, bound=2.0)
+        elif tokens[-2] == "gate_up_proj":
+            half = p.shape[0] // 2
+            values[path + "[gate]"], values[path + "[up]"] = values[path][:half], values.pop(path)[half:]
+            table[path + "[gate]"], table[path + "[up]"] = normal(0.02, bound=2.0), normal(depth_std, bound=2.0)
+        else:
+            table[path] = normal(0.02, bound=2.0)
+    check_model(values, table)

@@ -13,6 +13,7 @@ Two generations share the name ``olmo`` and differ where both have an init funct
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from polyinit.context import ModelContext
@@ -20,7 +21,7 @@ from polyinit.errors import NotExpressibleError
 from polyinit.modern import _args
 from polyinit.modern._base import _WEIGHTS, _context, _normal, _RuleSet, gated_up
 from polyinit.rules import Rules
-from polyinit.spec import Normal, TruncatedNormal
+from polyinit.spec import Blocks, Normal, Spec, TruncatedNormal
 
 GENERATIONS = {"olmo1": ("normal", "mitchell", "full_megatron"),
                "olmo_core": ("normal", "llama", "llama_depth", "fan_in", "normalized")}
@@ -138,31 +139,50 @@ def _olmo_core(ctx: ModelContext, init_fn: str, sigma: float, cut: float, emb: f
         out.add(out.at("embedding", "position"), Normal(std=1.0 / (embed_scale or 1.0)), "embeddings")
         out.rest(None)
         return out.rules(seed)
-    _llama_outputs(out, ctx, scheme, sigma, cut, per_block=init_fn == "llama_depth")
+    _llama_outputs(out, ctx, scheme, _normal(sigma, cut), lambda std: _normal(std, cut), sigma,
+                   per_block=init_fn == "llama_depth")
     out.add(out.at("embedding", "position"), Normal(std=1.0), "embeddings N(0, 1)")
     out.add(out.at("readout"), _normal(d**-0.5, cut), "LM head d^-1/2")
     out.rest(_normal(sigma, cut))
     return out.rules(seed)
 
 
-def _llama_outputs(out: _RuleSet, ctx: ModelContext, scheme: str, sigma: float, cut: float | None,
-                   per_block: bool, absolute: float | None = None) -> None:
+def _llama_outputs(out: _RuleSet, ctx: ModelContext, scheme: str, base: Spec, scaled: Callable[[float], Spec],
+                   sigma: float, per_block: bool) -> None:
     """The attention output, MLP output (w2) and gated MLP up projection (w3) of every block at
-    sigma / sqrt(2 L), or sigma / sqrt(2 (i+1)) ``per_block``."""
+    ``scaled``(sigma / sqrt(2 L)), or sigma / sqrt(2 (i+1)) ``per_block``; a fused gate/up input
+    (the trace's parts) as two blocks, the gate at ``base``, the up half scaled."""
     ctx.require(scheme, "attn_out", "mlp_out")
     depth = None if per_block else ctx.need_depth(scheme)
     up = set(gated_up(ctx, scheme))
     for p in ctx.params:
         site = ctx.sites[p.path]
-        if ctx.role(p) not in _WEIGHTS or not (site.site in ("attn_out", "mlp_out") or p.path in up):
-            continue
-        if per_block and site.block is None:
+        if ctx.role(p) not in _WEIGHTS or (per_block and site.block is None):
             continue
         blocks = site.block + 1 if per_block and site.block is not None else depth
-        std = sigma / math.sqrt(2 * (blocks or 1))
-        spec = (TruncatedNormal(std=std, low=-absolute, high=absolute, bounds="absolute")
-                if absolute is not None else _normal(std, cut))
-        out.add([p.path], spec, f"{site.site if p.path not in up else 'mlp up (w3)'} block {site.block}")
+        spec = scaled(sigma / math.sqrt(2 * (blocks or 1)))
+        if site.site in ("attn_out", "mlp_out") or p.path in up:
+            out.add([p.path], spec, f"{site.site if p.path not in up else 'mlp up (w3)'} block {site.block}")
+        elif site.site == "mlp_in" and _fused_gate_up(ctx, p):
+            out.add([p.path], _fused_gate_up(ctx, p, base, spec), f"fused gate/up block {site.block}")
+
+
+def _fused_gate_up(ctx: ModelContext, p: Any, gate: Spec | None = None, up: Spec | None = None) -> Any:
+    """Blocks(gate, up) along the axis the trace found them on, for a packed gate/up weight (Phi-3's
+    gate_up_proj); None when ``p`` is not one. Parts that are not two equal halves are refused."""
+    parts = ctx.parts(p.path) if hasattr(ctx, "parts") else ()
+    if sorted(part.name for part in parts) != ["gate", "up"]:
+        return None
+    ordered = sorted(parts, key=lambda part: part.ranges[0][0] if part.ranges else 0)
+    axis = ordered[0].axes[0] if len(ordered[0].axes) == 1 else None
+    size = p.shape[axis] if axis is not None else 0
+    if (axis is None or any(part.axes != (axis,) for part in ordered)
+            or [part.ranges for part in ordered] != [((0, size // 2),), ((size // 2, size),)]):
+        raise NotExpressibleError(f"{p.path}: a packed gate/up weight whose parts {ordered} are not two equal "
+                                  "halves of one axis; its up half cannot be scaled as one block")
+    if gate is None or up is None:
+        return True
+    return Blocks(axis=axis, parts=tuple(gate if part.name == "gate" else up for part in ordered))
 
 
 LLAMA_REFERENCES = ("torchtitan", "olmo_core")
@@ -181,6 +201,10 @@ def llama_depth(model: Any, *, reference: str = "torchtitan", std: float = 0.02,
     ``reference="olmo_core"``: olmo-core 3.0.0 ``InitMethod.llama_depth``, every linear cut at
     +-3 sigma (the same as ``olmo(model, init_fn="llama_depth")``).
 
+    w3 is told from the gate w1 by the trace's parts where they are packed in one weight (Phi-3's
+    ``gate_up_proj``: two blocks, the up half scaled) and by name hints where they are separate
+    (``w1``/``w3``, ``gate_proj``/``up_proj``, litgpt's ``fc_1``/``fc_2``).
+
     >>> # report = apply(model, llama_depth(model))
     """
     reference = _args.one_of("llama_depth", "reference", reference, LLAMA_REFERENCES)
@@ -190,8 +214,9 @@ def llama_depth(model: Any, *, reference: str = "torchtitan", std: float = 0.02,
     ctx = _context("llama_depth", model, context, ("reference", "std"))
     d = ctx.need_width("llama_depth")
     out = _RuleSet(ctx, "llama_depth_torchtitan")
-    _llama_outputs(out, ctx, "llama_depth", sigma, None, per_block=True, absolute=2.0)
+    torch_trunc = lambda std: TruncatedNormal(std=std, low=-2.0, high=2.0, bounds="absolute")
+    _llama_outputs(out, ctx, "llama_depth", torch_trunc(sigma), torch_trunc, sigma, per_block=True)
     out.add(out.at("embedding", "position"), Normal(std=1.0), "embeddings N(0, 1) (a learned position one too)")
     out.add(out.at("readout"), _normal(d**-0.5, 3.0), "LM head d^-1/2, cut at 3 sigma")
-    out.rest(TruncatedNormal(std=sigma, low=-2.0, high=2.0, bounds="absolute"))
+    out.rest(torch_trunc(sigma))
     return out.rules(seed)
