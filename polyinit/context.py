@@ -444,6 +444,9 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
             raise ContextError(f"model_context: example_input given, but {why}") from None
         return None, str(why), f"the {_model_name(model)}"
     derived = example_input is None
+    why_not = getattr(tracer, "silent", lambda model: None)(model)
+    if why_not and derived:  # e.g. a meta-device model: names until it is materialised
+        return None, why_not, f"the {_model_name(model)}"
     given = tracer.example_input(model) if derived else example_input
     what = _model_name(model)
     if given is None:

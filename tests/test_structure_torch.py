@@ -1,5 +1,5 @@
 """Sites, blocks and depth from what torch models compute (issue 20), on transformer code written
-by others (transformers GPT-2, BERT, T5, Llama, Qwen2, GPT-NeoX; litgpt; olmo-core) and a toy
+by others (transformers GPT-2, BERT, T5, Llama, Qwen2, Phi-3, GPT-NeoX; litgpt; olmo-core) and a toy
 transformer with hand-written attention, each built from a tiny config (never downloaded).
 
 The expected site of every parameter is written here from each architecture (its modeling code:
@@ -32,9 +32,9 @@ def _transformers():
     return pytest.importorskip("transformers")
 
 
-def gpt2():
+def gpt2(width: int = D):
     t = _transformers()
-    return t.GPT2LMHeadModel(t.GPT2Config(n_layer=LAYERS, n_embd=D, n_head=HEADS, vocab_size=VOCAB, n_positions=32,
+    return t.GPT2LMHeadModel(t.GPT2Config(n_layer=LAYERS, n_embd=width, n_head=HEADS, vocab_size=VOCAB, n_positions=32,
                                           bos_token_id=0, eos_token_id=0))
 
 
@@ -50,9 +50,9 @@ def t5():
                                                    num_heads=HEADS, vocab_size=VOCAB, decoder_start_token_id=0))
 
 
-def llama():
+def llama(width: int = D):
     t = _transformers()
-    return t.LlamaForCausalLM(t.LlamaConfig(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
+    return t.LlamaForCausalLM(t.LlamaConfig(num_hidden_layers=LAYERS, hidden_size=width, num_attention_heads=HEADS,
                                             num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
                                             max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0))
 
@@ -62,6 +62,13 @@ def qwen2():
     return t.Qwen2ForCausalLM(t.Qwen2Config(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
                                             num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
                                             max_position_embeddings=32, bos_token_id=0, eos_token_id=0))
+
+
+def phi3():
+    t = _transformers()
+    return t.Phi3ForCausalLM(t.Phi3Config(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
+                                          num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
+                                          max_position_embeddings=32, pad_token_id=0, bos_token_id=0, eos_token_id=0))
 
 
 def neox():
@@ -170,6 +177,9 @@ MODELS = {
                   (r"mlp\.c_proj", "mlp_out")], r"(?:^|\.)h\.(\d+)\."),
 }
 MODELS["qwen2"] = (qwen2,) + MODELS["llama"][1:]
+MODELS["phi3"] = (phi3, [(r"embed_tokens", "embedding"), (r"norm", "norm"), (r"qkv_proj", "qkv"),
+                         (r"o_proj", "attn_out"), (r"gate_up_proj", "mlp_in"), (r"down_proj", "mlp_out"),
+                         (r"lm_head", "readout")], r"\.layers\.(\d+)\.")
 
 
 def expected_site(model: str, path: str) -> Site:
@@ -182,18 +192,38 @@ def expected_site(model: str, path: str) -> Site:
     return Site(site, block, _STACK(path) if model == "t5" and site != "embedding" else "")
 
 
+class _Renamed(dict):
+    """A module's children under meaningless names; the forward pass's own lookups by the old
+    key (``ModuleList[i]`` asks for ``"i"``, a ``ModuleDict`` for its key) still find them."""
+
+    def __init__(self, items, old_keys):
+        super().__init__(items)
+        self.old = dict(zip(old_keys, self.keys()))
+
+    def __getitem__(self, key):
+        return super().__getitem__(self.old.get(key, key))
+
+    def __contains__(self, key):
+        return super().__contains__(self.old.get(key, key))
+
+    def get(self, key, default=None):
+        return super().get(self.old.get(key, key), default)
+
+
 def name_blind(model):
-    """A copy with every submodule renamed m0, m1, ... (containers indexed by position keep their
-    keys, since ModuleList[i] looks them up): same classes, same forward pass."""
+    """A copy with every submodule renamed m0, m1, ... (ModuleList's numbers too): same classes,
+    same structure, same forward pass; only the names differ. A ModuleDict keeps its keys, which
+    a forward pass may read as data (olmo-core's blocks turn theirs into the layer index)."""
     blind = copy.deepcopy(model)
     counter = itertools.count()
     for module in list(blind.modules()):
-        if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+        if isinstance(module, torch.nn.ModuleDict):
             continue
-        renamed = {}
-        for key, child in module._modules.items():
-            renamed[f"m{next(counter)}"] = child
-            object.__setattr__(module, key, child)  # the forward pass still finds self.<key>
+        old = list(module._modules)
+        renamed = _Renamed({f"m{next(counter)}": child for child in module._modules.values()}, old)
+        for key, child in zip(old, module._modules.values()):
+            if not key.isdigit():
+                object.__setattr__(module, key, child)  # the forward pass still finds self.<key>
         object.__setattr__(module, "_modules", renamed)
     return blind
 
@@ -203,7 +233,7 @@ def pair(request):
     torch.manual_seed(0)
     model = MODELS[request.param][0]()
     blind = name_blind(model)
-    assert not set(dict(model.named_parameters())) & set(dict(blind.named_parameters())) or request.param in ()
+    assert not set(dict(model.named_parameters())) & set(dict(blind.named_parameters()))  # no path in common
     return request.param, model, model_context(model), blind, model_context(blind)
 
 
@@ -276,7 +306,8 @@ def test_modded_nanogpt_names_what_it_cannot_place():
 def test_packed_parts_follow_the_data_flow():
     """GPT-2's c_attn (Conv1D, in x out) is q|k|v along its output axis 1; GPT-NeoX's
     query_key_value interleaves [q_h, k_h, v_h] per head along axis 0 (its forward views the
-    output as (heads, 3 head_dim)); litgpt's qkv with 2 query groups is q (4 heads) | k | v."""
+    output as (heads, 3 head_dim)); litgpt's qkv with 2 query groups is q (4 heads) | k | v;
+    Phi-3's fused gate_up_proj is gate | up (chunked, the activation on the first half)."""
     ctx = model_context(gpt2())
     assert [(p.name, p.axes, p.ranges) for p in ctx.parts("transformer.h.0.attn.c_attn.weight")] == [
         ("q", (1,), ((0, D),)), ("k", (1,), ((D, 2 * D),)), ("v", (1,), ((2 * D, 3 * D),))]
@@ -285,9 +316,14 @@ def test_packed_parts_follow_the_data_flow():
     parts = {p.name: p.ranges for p in ctx.parts("gpt_neox.layers.1.attention.query_key_value.weight")}
     for i, part in enumerate("qkv"):
         assert parts[part] == tuple((3 * hd * h + i * hd, 3 * hd * h + (i + 1) * hd) for h in range(HEADS))
+    ctx = model_context(phi3())
+    kv = 2 * hd
+    assert {p.name: p.ranges for p in ctx.parts("model.layers.1.self_attn.qkv_proj.weight")} == {
+        "q": ((0, D),), "k": ((D, D + kv),), "v": ((D + kv, D + 2 * kv),)}
+    assert [(p.name, p.axes, p.ranges) for p in ctx.parts("model.layers.0.mlp.gate_up_proj.weight")] == [
+        ("gate", (0,), ((0, 96),)), ("up", (0,), ((96, 192),))]
     pytest.importorskip("litgpt")
     ctx = model_context(litgpt())
-    kv = 2 * hd
     assert {p.name: p.ranges for p in ctx.parts("transformer.h.0.attn.qkv.weight")} == {
         "q": ((0, D),), "k": ((D, D + kv),), "v": ((D + kv, D + 2 * kv),)}
 
@@ -406,13 +442,7 @@ def test_torch_multihead_attention_is_read_from_structure():
 def test_mup_places_every_parameter_on_structure(build):
     """muP's width axes come from a base model at half the width; every parameter gets a rule,
     and the name-blind copy gets the same stds."""
-    global D
-    full = build()
-    D, saved = D // 2, D
-    try:
-        base = build()
-    finally:
-        D = saved
+    full, base = build(), build(D // 2)
     ctx, base_ctx = model_context(full), model_context(base)
     stds = promised(ctx, modern.mup(ctx, base_ctx))
     assert None not in stds
@@ -443,6 +473,7 @@ REFERENCES = {  # model -> the scheme its own init code implements
     # every Linear and Embedding N(0, 0.02), biases 0, norms 1 and 0: olmo's "normal" without a cutoff
     "llama": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"), "qwen2": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
     "neox": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"), "bert": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "phi3": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
     "litgpt": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),  # GPT._init_weights
 }
 
@@ -473,3 +504,29 @@ def test_doctests_of_the_structure_modules():
                    "polyinit.structure.trace_torch", "polyinit.context"):
         result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module
+
+
+def test_meta_device_model_uses_names_and_says_why():
+    """A model on the meta device has no values to run a forward pass on: its sites come from
+    names (the trace is silent, and the summary says why) rather than an error."""
+    with torch.device("meta"):
+        model = gpt2()
+    ctx = model_context(model)
+    assert {ctx.source(p.path) for p in ctx.params} == {"name"} and "meta device" in ctx.summary()
+    assert ctx.site("transformer.h.1.mlp.c_proj.weight") == Site("mlp_out", 1, "")
+
+
+@pytest.mark.parametrize("build", [gpt2, llama], ids=["gpt2", "llama"])
+def test_written_out_attention_reads_like_the_fused_one(build):
+    """transformers' eager attention (matmul, mask, softmax, matmul) and its default fused
+    scaled_dot_product_attention give the same sites, blocks and parts."""
+    fused = build()
+    assert fused.config._attn_implementation == "sdpa"
+    fused_ctx = model_context(fused)
+    config = copy.deepcopy(fused.config)
+    config._attn_implementation = "eager"
+    eager = type(fused)(config)
+    eager_ctx = model_context(eager)
+    assert eager.config._attn_implementation == "eager"
+    assert eager_ctx.sites == fused_ctx.sites and dict(eager_ctx.depths) == dict(fused_ctx.depths)
+    assert [eager_ctx.parts(p.path) for p in eager_ctx.params] == [fused_ctx.parts(p.path) for p in fused_ctx.params]

@@ -4,7 +4,9 @@ blocks, stacks and logical parameters off it (see ``polyinit.structure.graph``).
 ``trace(model, example_input=None)`` runs one forward pass of ``model`` through its framework's
 tracer and returns a :class:`Graph`; ``find_structure(graph, params)`` reads sites off it.
 A tracer module exposes ``example_input(model) -> Optional[Any]`` (an input derived from the
-model itself, None when it cannot be) and ``trace(model, example_input) -> Graph``; importing
+model itself, None when it cannot be) and ``trace(model, example_input) -> Graph``, and may expose
+``silent(model) -> Optional[str]`` (why the model cannot be traced as it is: torch's meta device,
+so names are used instead of an error); importing
 this package imports no framework (the tracers are imported on first use).
 
 >>> sorted(TRACERS)

@@ -56,8 +56,9 @@ class Facts:
             return None
         a, b = node.inputs[:2]
         for x, w in ((a, b), (b, a)):
-            if self.live[x] and self.param_of[w] is not None and not self.live[w]:
-                return DenseUse(node.id, x, w, self.param_of[w])
+            path = self.param_of[w]
+            if self.live[x] and path is not None and not self.live[w]:
+                return DenseUse(node.id, x, w, path)
         return None
 
     def is_ancestor(self, a: int, b: int) -> bool:

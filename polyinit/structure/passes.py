@@ -96,6 +96,8 @@ class _Attention:
     k: int
     v: int
     out: int
+    slots: dict = field(default_factory=dict)  # "q"/"k"/"v" -> the dense uses producing it
+    outs: list = field(default_factory=list)  # the dense uses after the attention in its branch
 
 
 @dataclass
@@ -265,17 +267,17 @@ class _Passes:
         return block + 1
 
     def attention(self, att: _Attention, add: _Add, stack: str) -> set:
-        att.slots = {slot: self.producers(getattr(att, slot)) for slot in ("q", "k", "v")}  # type: ignore[attr-defined]
-        att.outs = [u for u in self.f.dense if add.members >> u.node & 1 and self.f.is_ancestor(att.out, u.node)  # type: ignore[attr-defined]
+        att.slots = {slot: self.producers(getattr(att, slot)) for slot in ("q", "k", "v")}
+        att.outs = [u for u in self.f.dense if add.members >> u.node & 1 and self.f.is_ancestor(att.out, u.node)
                     and not any(self.f.is_ancestor(att.out, o.node) and self.f.is_ancestor(o.node, u.x)
                                 for o in self.f.dense if o.node != u.node and add.members >> o.node & 1)]
-        return {u.node for uses in att.slots.values() for u in uses} | {u.node for u in att.outs}  # type: ignore[attr-defined]
+        return {u.node for uses in att.slots.values() for u in uses} | {u.node for u in att.outs}
 
     def place_attention(self, att: _Attention, add: _Add, stack: str, block: int) -> None:
         """q, k, v projections and the output; a parameter feeding several slots is packed: its
         parts are the slices its weight is read through, else where its output features go."""
         by_path: dict[str, list[tuple[str, DenseUse]]] = {}
-        for slot, found in att.slots.items():  # type: ignore[attr-defined]
+        for slot, found in att.slots.items():
             for use in found:
                 by_path.setdefault(use.path, []).append((slot, use))
         for entries in by_path.values():
@@ -293,7 +295,7 @@ class _Passes:
                 parts = tuple(self.sliced(slot, use) for slot, use in entries)
             for _, use in entries:
                 self.place_dense(use, "qkv", block, stack, parts)
-        for use in att.outs:  # type: ignore[attr-defined]
+        for use in att.outs:
             self.place_dense(use, "attn_out", block, stack)
 
     def sliced(self, name: str, use: DenseUse) -> Part:
@@ -424,14 +426,15 @@ class _Passes:
         f = self.f
         tokens: dict[str, set] = {}  # a table gathered by several stacks (T5's shared) is in none
         for node in self.g:
-            if node.op == "gather" and f.param_of[node.inputs[0]] and f.live[node.inputs[1]]:
-                tokens.setdefault(f.param_of[node.inputs[0]], set()).add(self.stack_of(node.id, chains, stacks))
-        for path, where in tokens.items():
-            self.place(path, "embedding", None, where.pop() if len(where) == 1 else "", "weight")
+            table = f.param_of[node.inputs[0]] if node.op == "gather" else None
+            if table is not None and f.live[node.inputs[1]]:
+                tokens.setdefault(table, set()).add(self.stack_of(node.id, chains, stacks))
+        for token_table, where in tokens.items():
+            self.place(token_table, "embedding", None, where.pop() if len(where) == 1 else "", "weight")
         for node in self.g:
-            if node.op != "gather" or f.param_of[node.inputs[0]] is None or f.live[node.inputs[1]]:
+            path = f.param_of[node.inputs[0]] if node.op == "gather" else None
+            if path is None or f.live[node.inputs[1]]:
                 continue
-            path = f.param_of[node.inputs[0]]
             stack = self.stack_of(node.id, chains, stacks)
             scores = [a for a in attentions if self.feeds_scores(node.id, a)]
             if scores:
@@ -444,9 +447,10 @@ class _Passes:
         for node in self.g:  # a learned position table added before the first block (ViT, nanoGPT)
             if node.id < first and node.op == "add" and len(node.inputs) == 2:
                 a, b = node.inputs
-                for table, x in ((a, b), (b, a)):
-                    if f.param_of[table] and f.live[x] and len(self.g[table].shape) >= 2 and self.f.strip(x) not in f.dense_at:
-                        self.place(f.param_of[table], "position", None, self.stack_of(node.id, chains, stacks), "weight")
+                for operand, x in ((a, b), (b, a)):
+                    learned = f.param_of[operand]
+                    if learned and f.live[x] and len(self.g[operand].shape) >= 2 and f.strip(x) not in f.dense_at:
+                        self.place(learned, "position", None, self.stack_of(node.id, chains, stacks), "weight")
 
     def feeds_scores(self, gather: int, att: _Attention) -> bool:
         """A gathered table that reaches the attention without a dense use (a score bias)."""

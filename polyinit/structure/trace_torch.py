@@ -19,7 +19,7 @@ mode under ``no_grad`` and its training flags are restored: nothing in the model
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -142,7 +142,8 @@ class _Recorder(TorchFunctionMode):
         else:
             self.other(name, args, kwargs, out)
 
-    def contract(self, a: Any, b: Any, out: torch.Tensor, ca: tuple, cb: tuple, ba=(), bb=()) -> int:
+    def contract(self, a: Any, b: Any, out: torch.Tensor, ca: Sequence[int], cb: Sequence[int],
+                 ba: Sequence[int] = (), bb: Sequence[int] = ()) -> int:
         return self.add("contract", [self.node(a), self.node(b)], out, contract=(tuple(ca), tuple(cb)),
                         batch=(tuple(ba), tuple(bb)))
 
@@ -247,7 +248,8 @@ class _Recorder(TorchFunctionMode):
         if len(cut) == 1 and isinstance(cut[0][1], slice) and Ellipsis not in index and None not in index:
             axis, s = cut[0]
             start, stop, step = s.indices(x.shape[axis])
-            return self.add("slice", [self.node(x)], out, axis=axis, start=start, stop=stop, step=step)
+            self.add("slice", [self.node(x)], out, axis=axis, start=start, stop=stop, step=step)
+            return
         self.other("getitem", (x,) + tuple(i for i in index if isinstance(i, torch.Tensor)), {}, out)
 
     def pieces(self, args, kwargs, out, dim_at: int) -> None:
@@ -392,6 +394,14 @@ def example_input(model: Any) -> Any | None:
     shape = getattr(model, "input_size", None)
     if isinstance(shape, (tuple, list)) and all(isinstance(d, int) for d in shape):
         return torch.zeros((1, *shape), device=device)
+    return None
+
+
+def silent(model: Any) -> str | None:
+    """Why this model's forward pass cannot be traced as it is, or None: a model on the meta
+    device has no values, and real forward passes read some (masks, ``.item()``)."""
+    if any(p.device.type == "meta" for p in model.parameters()):
+        return "the model is on the meta device (its forward pass has no values to run on)"
     return None
 
 
