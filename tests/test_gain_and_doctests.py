@@ -23,7 +23,8 @@ MODULES = ["polyinit", "polyinit.spec", "polyinit.schemes", "polyinit.layout", "
            "polyinit.plan", "polyinit.serialize", "polyinit.backends", "polyinit.backends.numpy",
            "polyinit.conformance", "polyinit.conformance.checks", "polyinit.conformance.runner",
            "polyinit.frameworks.torch", "polyinit.frameworks._walk", "polyinit.portable", "polyinit.logical",
-           "polyinit.writing", "polyinit._validate"]
+           "polyinit.writing", "polyinit._validate",
+           "polyinit.modern._args", "polyinit.modern.deepnet"]
 
 
 @pytest.mark.parametrize("name", MODULES)

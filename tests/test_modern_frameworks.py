@@ -134,8 +134,12 @@ def promised(model, rules) -> dict:
 @pytest.mark.parametrize("scheme", [
     lambda m: modern.gpt2(m), lambda m: modern.olmo(m, init_fn="mitchell"),
     lambda m: modern.olmo(m, init_fn="full_megatron"), lambda m: modern.wang(m),
-    lambda m: modern.modded_nanogpt(m, keep=name("*wpe*")), lambda m: modern.deepnet(m)],
-    ids=["gpt2", "olmo_mitchell", "olmo_full_megatron", "wang", "modded_nanogpt", "deepnet"])
+    lambda m: modern.modded_nanogpt(m, keep=name("*wpe*")), lambda m: modern.deepnet(m),
+    lambda m: modern.olmo(m, init_fn="llama", generation="olmo_core"),
+    lambda m: modern.olmo(m, init_fn="fan_in", generation="olmo_core"), lambda m: modern.llama_depth(m),
+    lambda m: modern.wang(m, variant="litgpt"), lambda m: modern.deepnet(m, reference="torchscale")],
+    ids=["gpt2", "olmo_mitchell", "olmo_full_megatron", "wang", "modded_nanogpt", "deepnet", "olmo_core_llama",
+         "olmo_core_fan_in", "llama_depth", "wang_litgpt", "deepnet_torchscale"])
 def test_same_statistics_in_torch_keras_and_nnx(scheme):
     tables = {}
     for name, build in (("torch", torch_gpt), ("keras", keras_gpt), ("nnx", nnx_gpt)):

@@ -259,7 +259,7 @@ SCHEMES = {
     "gpt2": lambda c: modern.gpt2(c), "megatron": lambda c: modern.megatron(c),
     "olmo_mitchell": lambda c: modern.olmo(c, init_fn="mitchell"),
     "olmo_full_megatron": lambda c: modern.olmo(c, init_fn="full_megatron"),
-    "olmo_normal": lambda c: modern.olmo(c, init_fn="normal"), "u_mup": lambda c: modern.u_mup(c),
+    "olmo_normal": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"), "u_mup": lambda c: modern.u_mup(c),
     "small_init": lambda c: modern.small_init(c), "wang": lambda c: modern.wang(c),
     "modded_nanogpt": lambda c: modern.modded_nanogpt(c), "t5": lambda c: modern.t5(c),
 }
@@ -471,10 +471,10 @@ REFERENCES = {  # model -> the scheme its own init code implements
     "gpt2": lambda c: modern.gpt2(c),  # GPT2PreTrainedModel._init_weights: 0.02, c_proj 0.02/sqrt(2L)
     "t5": lambda c: modern.t5(c),  # T5PreTrainedModel._init_weights (factor 1)
     # every Linear and Embedding N(0, 0.02), biases 0, norms 1 and 0: olmo's "normal" without a cutoff
-    "llama": lambda c: modern.olmo(c, init_fn="normal"), "qwen2": lambda c: modern.olmo(c, init_fn="normal"),
-    "neox": lambda c: modern.olmo(c, init_fn="normal"), "bert": lambda c: modern.olmo(c, init_fn="normal"),
-    "phi3": lambda c: modern.olmo(c, init_fn="normal"),
-    "litgpt": lambda c: modern.olmo(c, init_fn="normal"),  # GPT._init_weights
+    "llama": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"), "qwen2": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "neox": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"), "bert": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "phi3": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "litgpt": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),  # GPT._init_weights
 }
 
 
