@@ -241,3 +241,53 @@ def test_a_failing_write_is_an_error_and_the_module_is_unchanged(monkeypatch):
     with pytest.raises(R.ModelError, match="nothing was written"):
         R.apply(model, R.Rules([(R.every(), pi.ones())]))
     assert all(np.array_equal(a, b) for a, b in zip(before, _leaves(model)))
+
+
+# --- Equinox's layer defaults against the installed equinox ---------------------------------------
+
+from test_defaults import DIMS, find  # noqa: E402
+
+
+def equinox_layer(layer, seed):
+    """Every array of a freshly built real Equinox layer (dims as test_defaults' DIMS), by path."""
+    key = jax.random.key(seed)
+    make = {
+        "dense": lambda: eqx.nn.Linear(96, 64, key=key),
+        "conv": lambda: eqx.nn.Conv2d(16, 32, 3, groups=2, key=key),
+        "conv_transpose": lambda: eqx.nn.ConvTranspose2d(16, 32, 3, key=key),
+        "embedding": lambda: eqx.nn.Embedding(500, 32, key=key),
+        "lstm": lambda: eqx.nn.LSTMCell(24, 32, key=key), "gru": lambda: eqx.nn.GRUCell(24, 32, key=key),
+        "batchnorm": lambda: eqx.nn.BatchNorm(48, "batch", mode="batch"), "layernorm": lambda: eqx.nn.LayerNorm(48),
+        "mha": lambda: eqx.nn.MultiheadAttention(4, 64, key=key),
+    }[layer]
+    module = make()
+    walker = walker_for(module)
+    return {p.path: walker.read(module, p) for p in walker.walk(module)}
+
+
+@pytest.mark.parametrize("layer", list(DIMS))
+def test_registry_matches_real_equinox_layers(layer):
+    from polyinit.conformance import check, failures, samples_needed
+    from polyinit.defaults import layer_defaults
+
+    params = layer_defaults("equinox", layer, **DIMS[layer])
+    first = equinox_layer(layer, 0)
+    assert len(first) == len(params), f"real layer has {sorted(first)}, registry has {sorted(params)}"
+    count = max(samples_needed(p.plan(), minimum=1 << 15) for p in params.values())
+    builds = [first] + [equinox_layer(layer, seed) for seed in range(1, min(count, 40))]
+    for name, param in params.items():
+        draws = [find(b, name) for b in builds]
+        assert draws[0].shape == param.shape, f"{name}: real {draws[0].shape} != registry {param.shape}"
+        bad = failures(check(draws, param.plan()))
+        assert not bad, f"equinox {layer} {name}: " + "; ".join(map(str, bad))
+
+
+def test_the_registry_check_can_fail():
+    """A wrong bound (torch's LSTM weights use the same U(+-1/sqrt(H)); a dense layer's is
+    1/sqrt(in), not 1/sqrt(out)) is caught by the same statistics."""
+    from polyinit.conformance import check, failures
+    from polyinit.defaults import Param as Default
+
+    wrong = Default(pi.Uniform(low=-1 / 8.0, high=1 / 8.0), pi.OUT_IN, (64, 96))  # 1/sqrt(64): out, not in
+    draws = [equinox_layer("dense", seed)["weight"] for seed in range(4)]
+    assert failures(check(draws, wrong.plan()))

@@ -160,6 +160,128 @@ def _detect(model: Any) -> bool:
     return eqx is not None and isinstance(model, eqx.Module)
 
 
+# --- layer defaults and compare's measurer (equinox 0.13.8, ``equinox/nn``) ----------------------
+# Every weight and bias is U(-lim, lim) (``_misc.default_init``), lim = 1/sqrt(fan_in): a Linear's
+# in_features, a Conv's (and ConvTranspose's) in/groups * prod(kernel), an RNN cell's hidden size
+# (``math.sqrt(1 / hidden_size)``) for its kernels and biases alike; Embedding is N(0, 1); norms
+# ones and zeros; MultiheadAttention is four Linears, without biases by default.
+
+def _uniform(fan_in: int) -> Any:
+    from polyinit.defaults import _torch_uniform
+
+    return _torch_uniform(fan_in)  # U(+-1/sqrt(fan_in)), as torch's bias
+
+
+def _layer_defaults(layer: str, d: dict) -> dict:
+    import math
+
+    from polyinit.defaults import _ONE, _ZERO, Param as Default
+    from polyinit.layout import OUT_IN
+    from polyinit.spec import Normal
+
+    if layer == "dense":
+        u = _uniform(d["n_in"])
+        return {"weight": Default(u, OUT_IN, (d["n_out"], d["n_in"])), "bias": Default(u, OUT_IN, (d["n_out"],))}
+    if layer in ("conv", "conv_transpose"):
+        k, g = d["kernel"], d.get("groups", 1)
+        u = _uniform(d["n_in"] // g * math.prod(k))
+        return {"weight": Default(u, OUT_IN, (d["n_out"], d["n_in"] // g) + k),
+                "bias": Default(u, OUT_IN, (d["n_out"],) + (1,) * len(k), "shape (out, 1, ..., 1)")}
+    if layer == "embedding":
+        return {"weight": Default(Normal(std=1.0), OUT_IN, (d["num"], d["dim"]))}
+    if layer in ("lstm", "gru"):
+        h, n_in, gates = d["hidden"], d["n_in"], 4 if layer == "lstm" else 3
+        u = _uniform(h)
+        out = {"weight_ih": Default(u, OUT_IN, (gates * h, n_in), "U(+-1/sqrt(hidden))"),
+               "weight_hh": Default(u, OUT_IN, (gates * h, h)), "bias": Default(u, OUT_IN, (gates * h,))}
+        if layer == "gru":
+            out["bias_n"] = Default(u, OUT_IN, (h,))
+        return out
+    if layer in ("batchnorm", "layernorm"):  # BatchNorm's running statistics live in eqx.nn.State
+        return {"weight": Default(_ONE, OUT_IN, (d["c"],)), "bias": Default(_ZERO, OUT_IN, (d["c"],))}
+    if layer == "mha":
+        u = _uniform(d["d_model"])
+        return {f"{name}.weight": Default(u, OUT_IN, (d["d_model"], d["d_model"]), "no biases by default")
+                for name in ("query_proj", "key_proj", "value_proj", "output_proj")}
+    raise KeyError(layer)
+
+
+def _measure(setup: Any, seed: int, x: np.ndarray):
+    """compare's measurement on real Equinox layers: one example per call, mapped over the batch
+    with ``jax.vmap``; convs channels first (the input arrives channels last)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from polyinit.measure import _stack, _widths
+
+    acts = {"linear": lambda t: t, "relu": jax.nn.relu, "tanh": jnp.tanh,
+            "gelu": lambda t: jax.nn.gelu(t, approximate=False), "silu": jax.nn.silu, "sigmoid": jax.nn.sigmoid}
+    k, rank = setup.kernel, setup.rank
+    keys = jax.random.split(jax.random.key(seed), setup.depth)
+
+    def make(index: int) -> tuple[Any, Any]:
+        i, o = _widths(setup, index)
+        kind = "dense" if setup.kind == "embedding" and index else setup.kind
+        key = keys[index]
+        if kind == "dense":
+            return eqx.nn.Linear(i, o, key=key), None
+        if kind == "conv_transpose":
+            return eqx.nn.ConvTranspose2d(i, o, k, key=key), None
+        if kind.startswith("conv"):
+            return eqx.nn.Conv(rank, i, o, k, key=key), None
+        if kind == "embedding":
+            return eqx.nn.Embedding(i, o, key=key), None
+        if kind in ("lstm", "gru"):
+            return (eqx.nn.LSTMCell if kind == "lstm" else eqx.nn.GRUCell)(i, o, key=key), None
+        if kind == "batchnorm":
+            return eqx.nn.make_with_state(eqx.nn.BatchNorm)(i, "batch", mode="batch")
+        if kind == "layernorm":
+            return eqx.nn.LayerNorm(i), None
+        return eqx.nn.MultiheadAttention(setup.heads, i, key=key), None
+
+    built = [make(index) for index in range(setup.depth)]
+    calls = [lambda t, m=m, s=s: _equinox_apply()(m, s, setup.kind, k, t) for m, s in built]
+    data = jnp.asarray(np.moveaxis(x, -1, 1) if rank else x)
+    linear = _stack(calls, data, acts["linear"], np.asarray)
+    activated = _stack(calls, data, acts[setup.activation], np.asarray)
+    arrays = [np.asarray(a) for a in jax.tree_util.tree_leaves(eqx.filter(built[0][0], eqx.is_inexact_array))]
+    # A conv's bias is (out, 1, ..., 1): flat, for the picture's bias histogram.
+    return linear, activated, [a.reshape(-1) if a.ndim > 1 and a.shape[1:] == (1,) * (a.ndim - 1) else a for a in arrays]
+
+
+_APPLY: list = []
+
+
+def _equinox_apply():
+    """One compiled call per layer structure and shape (``eqx.filter_jit``: arrays traced, the
+    rest static), as compare's Flax measurer does: eager cells compile every small op."""
+    if not _APPLY:
+        import equinox as eqx
+        import jax
+
+        from polyinit.measure import _crop
+
+        def apply(module, state, kind, k, t):
+            if kind in ("lstm", "gru") and not isinstance(module, eqx.nn.Linear):
+                hidden = module.hidden_size
+                zero = jax.numpy.zeros(hidden)
+                carry = (zero, zero) if kind == "lstm" else zero
+                out = jax.vmap(lambda x: module(x, carry))(t[:, 0])
+                return (out[0] if kind == "lstm" else out)[:, None]
+            if kind == "batchnorm":
+                return jax.vmap(module, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(t, state)[0]
+            if kind == "mha" and isinstance(module, eqx.nn.MultiheadAttention):
+                return jax.vmap(lambda x: module(x, x, x))(t)
+            y = jax.vmap(module)(t)
+            if kind == "conv_transpose":
+                return y[(slice(None), slice(None)) + _crop(k, 2)[1:-1]]
+            return y
+
+        _APPLY.append(eqx.filter_jit(apply))
+    return _APPLY[0]
+
+
 def _forward(model: Any, x: Any) -> Any:
     """An Equinox model's output for a numpy batch (compare --model): Equinox layers take one
     example, so the batch is mapped with ``jax.vmap``."""
@@ -171,5 +293,8 @@ def _forward(model: Any, x: Any) -> Any:
 
 FRAMEWORK = Framework(name="equinox", display="Equinox", detect=_detect, walker=EquinoxWalker, priority=97,
                       backend="jax", forward=_forward, distribution="equinox", version="0.13.8", module="equinox",
+                      defaults=_layer_defaults, measurer=_measure, norm_epsilon=(1e-5, 1e-5),
+                      recurrent_names={"lstm": ("weight_ih", ("bias",), None), "gru": ("weight_ih", ("bias",), "bias_n")},
+                      colour="#2a9d8f", style="-.",
                       presets={"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
                                "conv_transpose": ("out in *", "out in *"), "embedding": ("out in", "in out")})
