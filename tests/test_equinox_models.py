@@ -291,3 +291,35 @@ def test_the_registry_check_can_fail():
     wrong = Default(pi.Uniform(low=-1 / 8.0, high=1 / 8.0), pi.OUT_IN, (64, 96))  # 1/sqrt(64): out, not in
     draws = [equinox_layer("dense", seed)["weight"] for seed in range(4)]
     assert failures(check(draws, wrong.plan()))
+
+
+# --- compare --model -----------------------------------------------------------------------------
+
+MODELS = '''
+def equinox_mlp():
+    import equinox as eqx, jax
+    a, b = jax.random.split(jax.random.key(0))
+    return eqx.nn.Sequential([eqx.nn.Linear(512, 512, use_bias=False, key=a),
+                              eqx.nn.Linear(512, 512, use_bias=False, key=b)]), (512, 512)
+'''
+
+
+def test_compare_model_on_an_equinox_model(tmp_path, monkeypatch):
+    """Two bias-free 512 -> 512 layers on N(0, 1) input: Var(out) = (512 var(w))^2, so (1/3)^2
+    for Equinox's own U(+-1/sqrt(512)) and torch's, 1 for Keras's Glorot and Flax's LeCun (one
+    network: about 9% spread, 25% allowed, as tests/test_compare_model.py)."""
+    import sys
+
+    from polyinit.compare_model import compare_model
+
+    (tmp_path / "eqx_models.py").write_text(MODELS)
+    monkeypatch.chdir(tmp_path)
+    try:
+        result = compare_model("eqx_models:equinox_mlp", frameworks=["equinox", "torch", "keras", "flax"])
+    finally:
+        sys.modules.pop("eqx_models", None)
+    assert result.model_framework == "equinox" and [p["path"] for p in result.params] == ["layers.0.weight",
+                                                                                        "layers.1.weight"]
+    expected = {"native": 1 / 9, "equinox": 1 / 9, "torch": 1 / 9, "keras": 1.0, "flax": 1.0}
+    for name, value in expected.items():
+        assert result.output_var[name] == pytest.approx(value, rel=0.25), name

@@ -269,3 +269,22 @@ def test_a_failing_write_is_an_error_and_the_tree_is_unchanged(monkeypatch):
     with pytest.raises(R.ModelError, match="nothing was written"):
         R.apply(tree, R.Rules([(R.every(), pi.ones())]))
     assert all(np.array_equal(np.asarray(tree[m][k]), snapshot[m][k]) for m in tree for k in tree[m])
+
+
+def test_compare_model_lists_a_haiku_tree_without_a_signal(tmp_path, monkeypatch):
+    import sys
+
+    from polyinit.compare_model import compare_model
+
+    (tmp_path / "hk_models.py").write_text(
+        "def mlp():\n    import haiku as hk, jax, jax.numpy as jnp\n"
+        "    return hk.transform(lambda x: hk.nets.MLP([16, 4])(x)).init(jax.random.key(0), jnp.ones((1, 8)))\n")
+    monkeypatch.chdir(tmp_path)
+    try:
+        result = compare_model("hk_models:mlp", frameworks=["torch", "flax"])
+    finally:
+        sys.modules.pop("hk_models", None)
+    assert result.model_framework == "haiku" and result.output_var == {}
+    assert [p["path"] for p in result.params] == ["mlp/~/linear_0/w", "mlp/~/linear_0/b", "mlp/~/linear_1/w",
+                                                  "mlp/~/linear_1/b"]
+    assert "fan_in" in result.specs["torch"][0] and any("no function" in note for note in result.notes)

@@ -206,6 +206,14 @@ def _layer_defaults(layer: str, d: dict) -> dict:
     raise KeyError(layer)
 
 
+def _cross_rules(weights: Any, biases: Any) -> list:
+    """Equinox's defaults as rules for any model: weights and biases U(+-1/sqrt(fan_in of the
+    weight)), embeddings N(0, 1): the very rules of torch's defaults (``polyinit.defaults.rules_for``)."""
+    from polyinit.frameworks.torch import _cross_rules as torch_rules
+
+    return torch_rules(weights, biases)
+
+
 def _measure(setup: Any, seed: int, x: np.ndarray):
     """compare's measurement on real Equinox layers: one example per call, mapped over the batch
     with ``jax.vmap``; convs channels first (the input arrives channels last)."""
@@ -293,7 +301,7 @@ def _forward(model: Any, x: Any) -> Any:
 
 FRAMEWORK = Framework(name="equinox", display="Equinox", detect=_detect, walker=EquinoxWalker, priority=97,
                       backend="jax", forward=_forward, distribution="equinox", version="0.13.8", module="equinox",
-                      defaults=_layer_defaults, measurer=_measure, norm_epsilon=(1e-5, 1e-5),
+                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, norm_epsilon=(1e-5, 1e-5),
                       recurrent_names={"lstm": ("weight_ih", ("bias",), None), "gru": ("weight_ih", ("bias",), "bias_n")},
                       colour="#2a9d8f", style="-.",
                       presets={"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
