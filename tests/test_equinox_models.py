@@ -11,17 +11,25 @@ import pytest
 eqx = pytest.importorskip("equinox")
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
-import jax.numpy as jnp  # noqa: E402
+import jax.numpy as jnp
+from test_haiku_models import HEADS, D, torch_attention
+from test_portable_models import (
+    C1,
+    C2,
+    C_IN,
+    CLASSES,
+    LSTM_RULES,
+    RULES,
+    _logical_values,
+    torch_cnn,
+)
+from test_rules_contract import LSTM_RECORDS, _records, _torch_models
+from test_transfer import SEQ, X, _torch_lstm
 
-import polyinit as pi  # noqa: E402
-from polyinit import rules as R  # noqa: E402
-from polyinit.frameworks import framework_for, walker_for  # noqa: E402
-from polyinit.transfer import TransferError, transfer  # noqa: E402
-
-from test_haiku_models import D, HEADS, torch_attention  # noqa: E402
-from test_portable_models import C1, C2, C_IN, CLASSES, LSTM_RULES, RULES, _logical_values, torch_cnn  # noqa: E402
-from test_rules_contract import LSTM_RECORDS, _records, _torch_models  # noqa: E402
-from test_transfer import SEQ, X, _torch_lstm  # noqa: E402
+import polyinit as pi
+from polyinit import rules as R
+from polyinit.frameworks import framework_for, walker_for
+from polyinit.transfer import TransferError, transfer
 
 KEYS = list(jax.random.split(jax.random.key(0), 8))
 
@@ -245,7 +253,7 @@ def test_a_failing_write_is_an_error_and_the_module_is_unchanged(monkeypatch):
 
 # --- Equinox's layer defaults against the installed equinox ---------------------------------------
 
-from test_defaults import DIMS, find  # noqa: E402
+from test_defaults import DIMS, find
 
 
 def equinox_layer(layer, seed):

@@ -11,16 +11,25 @@ import pytest
 hk = pytest.importorskip("haiku")
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
-import jax.numpy as jnp  # noqa: E402
+import jax.numpy as jnp
+from test_portable_models import (
+    C1,
+    C2,
+    C_IN,
+    CLASSES,
+    LSTM_RULES,
+    RULES,
+    SIDE,
+    _logical_values,
+    torch_cnn,
+)
+from test_rules_contract import LSTM_RECORDS, _records, _torch_models
+from test_transfer import SEQ, X, _torch_lstm
 
-import polyinit as pi  # noqa: E402
-from polyinit import rules as R  # noqa: E402
-from polyinit.frameworks import framework_for, walker_for  # noqa: E402
-from polyinit.transfer import TransferError, transfer  # noqa: E402
-
-from test_portable_models import C1, C2, C_IN, CLASSES, RULES, LSTM_RULES, SIDE, _logical_values, torch_cnn  # noqa: E402
-from test_rules_contract import LSTM_RECORDS, _records, _torch_models  # noqa: E402
-from test_transfer import SEQ, X, _torch_lstm  # noqa: E402
+import polyinit as pi
+from polyinit import rules as R
+from polyinit.frameworks import framework_for, walker_for
+from polyinit.transfer import TransferError, transfer
 
 KEY = jax.random.key(0)
 

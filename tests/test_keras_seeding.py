@@ -51,7 +51,7 @@ def test_set_random_seed_makes_unseeded_initializers_reproducible(keras_backend)
 
     pytest.importorskip({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[keras_backend])
     out = subprocess.run([sys.executable, "-c", PROBE.format(backend=keras_backend)], env=_env(keras_backend),
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["same"] == [True, True, True], found  # the same program after the same seed
@@ -62,12 +62,10 @@ def test_set_random_seed_makes_unseeded_initializers_reproducible(keras_backend)
 def test_unseeded_advances_only_keras_own_generator():
     import random
 
-
     from test_global_rng import _seed_everything, snapshot
 
-    from polyinit.backends.keras import PolyinitInitializer
-
     import polyinit as pi
+    from polyinit.backends.keras import PolyinitInitializer
 
     _seed_everything()
     PolyinitInitializer(pi.zeros())  # Keras's global generator exists from here on
@@ -95,7 +93,7 @@ def test_load_model_right_after_import_polyinit(tmp_path):
 
     path, weights = _saved(tmp_path)
     out = subprocess.run([sys.executable, "-c", LOAD_AFTER_IMPORT, path, weights], env=_env("tensorflow"),
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "PolyinitInitializer"
 

@@ -54,7 +54,7 @@ _QKV = ("query_proj", "key_proj", "value_proj")
 def _attention_types(module: Any) -> dict[str, ParamType]:
     """Overrides for an attention module's projections (``query_proj.weight`` ...): stacked
     where the three have one shape, else left whole."""
-    shapes = {tuple(getattr(getattr(module, name), "weight").shape) for name in _QKV}
+    shapes = {tuple(getattr(module, name).weight.shape) for name in _QKV}
     if len(shapes) != 1:
         return {}
     types = {}
@@ -175,7 +175,8 @@ def _uniform(fan_in: int) -> Any:
 def _layer_defaults(layer: str, d: dict) -> dict:
     import math
 
-    from polyinit.defaults import _ONE, _ZERO, Param as Default
+    from polyinit.defaults import _ONE, _ZERO
+    from polyinit.defaults import Param as Default
     from polyinit.layout import OUT_IN
     from polyinit.spec import Normal
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +58,8 @@ class _Slice:
 
     module: str
     leaf: str
-    rows: Optional[tuple[int, int]] = None
-    cols: Optional[tuple[int, int]] = None
+    rows: tuple[int, int] | None = None
+    cols: tuple[int, int] | None = None
     offset: float = 0.0  # what the layer adds at call time: the value a record means is stored + offset
 
     def take(self, array: Any) -> Any:
@@ -229,7 +229,7 @@ class HaikuWalker:
         return np.asarray(where.take(np.asarray(tree[where.module][where.leaf])), dtype=np.float64) + where.offset
 
 
-def _ema_owner(module: str) -> Optional[tuple[str, str]]:
+def _ema_owner(module: str) -> tuple[str, str] | None:
     """(norm module, role) of a batch norm's EMA state module (``batch_norm/~/mean_ema``)."""
     head, _, last = module.rpartition("/~/")
     if head and last in ("mean_ema", "var_ema"):
