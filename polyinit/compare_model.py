@@ -91,10 +91,12 @@ def framework_of(model: Any) -> str:
 
 
 def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]]:
+    from polyinit import native_logs
     from polyinit.compare import preserved_global_rngs
     from polyinit.measure import python_random
 
-    with preserved_global_rngs(), python_random(seed):
+    # The factory imports its framework: TensorFlow's C++ start-up lines are hidden as compare's are.
+    with preserved_global_rngs(), python_random(seed), native_logs.hidden():
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.manual_seed(seed)  # the model's own layers draw from torch's global generator

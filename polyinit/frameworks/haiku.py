@@ -107,10 +107,10 @@ class HaikuWalker:
     def walk(self, tree: Any) -> list[Param]:
         builder = Builder("* in out", sep="/")
         norms: dict[str, str] = {}  # a norm module -> the unit its EMA state joins
-        states = [m for m in tree if _ema_owner(m) is not None]
-        stats = set(states)
+        owners = {m: owner for m in tree if (owner := _ema_owner(m)) is not None}
+        states = list(owners)
         for module, leaves in tree.items():
-            if module in stats:
+            if module in owners:
                 continue
             kind = _kind(module, leaves)
             if kind == "recurrent":
@@ -118,11 +118,11 @@ class HaikuWalker:
             else:
                 self._layer(builder, tree, module, leaves, kind, norms)
             # A norm's running statistics right after its scale and offset, as torch lists them.
-            for state in [m for m in states if _ema_owner(m)[0] == module]:
+            for state in [m for m in states if owners[m][0] == module]:
                 states.remove(state)
-                self._norm_state(builder, tree, state, tree[state], _ema_owner(state), norms)
+                self._norm_state(builder, tree, state, tree[state], owners[state], norms)
         for state in states:  # statistics whose norm has no parameters here
-            self._norm_state(builder, tree, state, tree[state], _ema_owner(state), norms)
+            self._norm_state(builder, tree, state, tree[state], owners[state], norms)
         self.handles = builder.handles
         self.unknown = builder.unknown
         return builder.finish()
@@ -172,6 +172,7 @@ class HaikuWalker:
     def _recurrent(self, builder: Builder, module: str, leaves: Mapping) -> None:
         """hk.LSTM's packed ``w``/``b`` or hk.GRU's ``w_i``/``w_h``/``b``, one record per gate."""
         rows, types = [], {}
+        pieces: list[tuple[str, str, tuple[int, int] | None]]
         if "w_i" in leaves:  # GRU
             hidden = leaves["w_h"].shape[0]
             pieces = [("w_i", "weight", None), ("w_h", "recurrent", None), ("b", "bias", None)]
@@ -249,7 +250,7 @@ def _detect(model: Any) -> bool:
     jax = sys.modules.get("jax")
     if jax is None or "haiku" not in sys.modules or not isinstance(model, Mapping) or not model:
         return False
-    names = set()
+    names: set[str] = set()
     for leaves in model.values():
         if not isinstance(leaves, Mapping) or not all(isinstance(v, jax.Array) for v in leaves.values()):
             return False
