@@ -331,3 +331,26 @@ def test_compare_model_on_an_equinox_model(tmp_path, monkeypatch):
     expected = {"native": 1 / 9, "equinox": 1 / 9, "torch": 1 / 9, "keras": 1.0, "flax": 1.0}
     for name, value in expected.items():
         assert result.output_var[name] == pytest.approx(value, rel=0.25), name
+
+
+class Bank(eqx.Module):
+    """A user's own layer that keeps its weights in a tuple."""
+
+    ws: tuple
+
+    def __init__(self):
+        self.ws = (jnp.zeros((3, 2)), jnp.zeros((4, 3)))
+
+
+def test_arrays_in_a_tuple_are_parameters_of_a_registered_user_layer():
+    from polyinit.frameworks import class_path, register_module_type
+    from polyinit.params import ModuleType, ParamType
+
+    with pytest.warns(UserWarning, match="no registry entry describes"):  # unregistered: reported, not guessed
+        assert [p.kind for p in walker_for(Bank()).walk(Bank())] == ["other", "other"]
+    register_module_type(class_path(Bank), ModuleType("dense", {"*": ParamType("weight", "out in")}))
+    model = Bank()
+    params = walker_for(model).walk(model)
+    assert [(p.path, p.kind, p.fans().fan_in) for p in params] == [("ws.0", "dense", 2), ("ws.1", "dense", 3)]
+    new, _ = R.apply(model, R.Rules([(R.every(), pi.ones())]))
+    assert all(np.all(np.asarray(w) == 1) for w in new.ws) and not np.asarray(model.ws[0]).any()

@@ -82,6 +82,8 @@ class EquinoxWalker:
         import equinox as eqx
         import jax
 
+        if isinstance(module, eqx.nn.StateIndex):
+            return  # where a stateful layer (BatchNorm) keeps its initial state: eqx.nn.State's, not a parameter
         prefix = ".".join(str(step[1]) for step in path)
         entry, _ = module_type_of(module)
         own, children = [], []
@@ -91,10 +93,13 @@ class EquinoxWalker:
                 children.append((here, value))
             elif isinstance(value, jax.Array):
                 own.append((name, value, here))
-            elif isinstance(value, (list, tuple)):
-                children += [(here + (("index", i),), v) for i, v in enumerate(value) if isinstance(v, eqx.Module)]
-            elif isinstance(value, dict):
-                children += [(here + (("key", k),), v) for k, v in value.items() if isinstance(v, eqx.Module)]
+            elif isinstance(value, (list, tuple, dict)):  # modules, or arrays the module owns (w.0, w.1)
+                how = "key" if isinstance(value, dict) else "index"
+                for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
+                    if isinstance(v, eqx.Module):
+                        children.append((here + ((how, k),), v))
+                    elif isinstance(v, jax.Array):
+                        own.append((f"{name}.{k}", v, here + ((how, k),)))
         if own:
             rows, views = [], {}
             for leaf, value, handle in own:
