@@ -354,3 +354,18 @@ def test_arrays_in_a_tuple_are_parameters_of_a_registered_user_layer():
     assert [(p.path, p.kind, p.fans().fan_in) for p in params] == [("ws.0", "dense", 2), ("ws.1", "dense", 3)]
     new, _ = R.apply(model, R.Rules([(R.every(), pi.ones())]))
     assert all(np.all(np.asarray(w) == 1) for w in new.ws) and not np.asarray(model.ws[0]).any()
+
+
+def test_portable_attention_block_is_bit_identical_to_torch():
+    """q, k and v drawn as one stack, equal to torch's packed in_proj_weight, bit for bit."""
+    from test_haiku_models import ATTENTION_RULES
+
+    data = np.random.default_rng(4).standard_normal((2, 5, D)).astype(np.float32)
+    model, run_torch = torch_attention()
+    R.apply(model, ATTENTION_RULES, portable=True)
+    new, _ = R.apply(Block(), ATTENTION_RULES, portable=True)
+    expected, found = _logical_values(model), _logical_values(new)
+    assert len(found) == len(expected) == 10
+    for a, b in zip(expected, found):
+        assert a.shape == b.shape and a.tobytes() == b.tobytes()
+    np.testing.assert_allclose(run(new, data), run_torch(data), rtol=1e-4, atol=1e-5)

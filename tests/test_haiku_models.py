@@ -297,3 +297,29 @@ def test_compare_model_lists_a_haiku_tree_without_a_signal(tmp_path, monkeypatch
     assert [p["path"] for p in result.params] == ["mlp/~/linear_0/w", "mlp/~/linear_0/b", "mlp/~/linear_1/w",
                                                   "mlp/~/linear_1/b"]
     assert "fan_in" in result.specs["torch"][0] and any("no function" in note for note in result.notes)
+
+
+ATTENTION_RULES = R.Rules([(R.role("weight", "scale"), pi.Normal(std=0.2)), (R.role("bias", "offset"), pi.Uniform(low=-0.1, high=0.1))],
+                          seed=11)
+
+
+def test_portable_attention_block_is_bit_identical_to_torch():
+    """q, k and v drawn as one stack, equal to torch's packed in_proj_weight, bit for bit."""
+    data = np.random.default_rng(4).standard_normal((2, 5, D)).astype(np.float32)
+    model, run_torch = torch_attention()
+    R.apply(model, ATTENTION_RULES, portable=True)
+    tree, run = hk_attention()
+    new, _ = R.apply(tree, ATTENTION_RULES, portable=True)
+    expected, found = _logical_values(model), _logical_values(new)
+    assert [w.shape for w in found][:2] == [(D, D, 3), (D, 3)] and len(found) == len(expected) == 10
+    for a, b in zip(expected, found):
+        assert a.shape == b.shape and a.tobytes() == b.tobytes()
+    np.testing.assert_allclose(run(new, data), run_torch(data), rtol=1e-4, atol=1e-5)
+
+
+def test_every_record_has_its_own_seed_key():
+    for build in (hk_mlp, hk_cnn_bn, hk_lstm, hk_attention, hk_linear_block):
+        keys = [p.key for p in walker_for(build()[0]).walk(build()[0])]
+        assert len(set(keys)) == len(keys), keys
+    new, _ = R.apply(hk_cnn_bn()[0], R.Rules([(R.every(), pi.Uniform(low=0.5, high=1.0))]))
+    assert not np.array_equal(new["batch_norm/~/mean_ema"]["average"], new["batch_norm/~/var_ema"]["average"])

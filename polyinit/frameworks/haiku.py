@@ -154,7 +154,7 @@ class HaikuWalker:
         if kind == "norm":
             norms[module] = module
             unit = module
-        builder.layer(module, None, rows, key_prefix=unit or module, kind=kind, types=types, views=views, unit=unit)
+        builder.layer(module, None, rows, key_prefix=module, kind=kind, types=types, views=views, unit=unit)
 
     def _norm_state(self, builder: Builder, tree: Any, module: str, leaves: Mapping, owner: tuple, norms: dict) -> None:
         """``batch_norm/~/mean_ema``'s ``average`` is the norm's running mean (``hidden`` is the
@@ -166,7 +166,7 @@ class HaikuWalker:
         shape = tuple(value.shape)
         row = ("average", _Slice(module, "average"), (module, "average"), shape, dtype_name(value.dtype), False, "")
         views = {"average": ((shape[-1],), Layout("out"))} if len(shape) > 1 else {}
-        builder.layer(module, None, [row], key_prefix=norm, kind="norm", unit=norms.get(norm, norm),
+        builder.layer(module, None, [row], key_prefix=module, kind="norm", unit=norms.get(norm, norm),
                       types={"average": ParamType(role, "* out" if len(shape) > 1 else "out")}, views=views)
 
     def _recurrent(self, builder: Builder, module: str, leaves: Mapping) -> None:
