@@ -60,3 +60,20 @@ __all__ = [
     "kaiming_uniform", "lecun_normal", "lecun_uniform", "lstm_bias", "lstm_kernel", "ones",
     "preset", "resolve", "to_dict", "to_json", "transfer", "where", "xavier_normal", "xavier_uniform", "zeros",
 ]
+
+
+def _register_with_a_loaded_keras() -> None:
+    """Where Keras is imported already, register ``PolyinitInitializer`` now, so that
+    ``keras.models.load_model`` right after ``import polyinit`` finds it. Where it is not, import
+    nothing: the light import stays light, and ``import polyinit.backends.keras`` registers it
+    whenever Keras comes later."""
+    import sys
+
+    if "keras" in sys.modules:
+        try:
+            import polyinit.backends.keras  # noqa: F401  (registration is the import's side effect)
+        except (ImportError, AttributeError, PolyinitError):  # a Keras 2, or one half imported
+            pass
+
+
+_register_with_a_loaded_keras()

@@ -109,11 +109,14 @@ def _conformance(args: argparse.Namespace) -> int:
 
     seed("conformance", args.seed)
 
-    return main(args.target, backends=args.backends, json_path=args.json, seed=args.seed)
+    return main(args.target, backends=args.backends, json_path=args.json, seed=args.seed, progress=_progress(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from polyinit import __version__
+
     parser = argparse.ArgumentParser(prog="polyinit", description="One init spec, every framework.")
+    parser.add_argument("--version", action="version", version=f"polyinit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     from polyinit.defaults import FRAMEWORKS
     from polyinit.propagation import ACTIVATIONS, KINDS
@@ -152,9 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", action="store_true", help="same as --format json")
     cmp.add_argument("--seed", type=int, default=0)
     cmp.set_defaults(run=_compare)
-    conf = sub.add_parser("conformance", help="check your own specs in every installed backend")
-    conf.add_argument("target", help="MODULE:ATTR naming a spec, a list of specs, or a dict name -> spec")
-    conf.add_argument("--backends", type=_frameworks, default=None)
+    from polyinit.backends import REGISTRY
+
+    conf = sub.add_parser("conformance", help="check your own specs in every installed backend",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          description="Check specs against every installed backend's draws (closed-form statistics).",
+                          epilog="Your own initializer: in a dict, give (spec, fn) or (spec, fn, layout), where\n"
+                                 "fn(shape, seed) -> array; it is checked as one more backend, 'yours', against\n"
+                                 "what the spec promises (layout defaults to polyinit.OUT_IN). Example:\n"
+                                 "    SPECS = {'mine': (polyinit.glorot_uniform(), my_glorot)}\n"
+                                 "    polyinit conformance my_module:SPECS")
+    conf.add_argument("target", help="MODULE:ATTR naming a spec, a list of specs, or a dict name -> spec "
+                                     "or -> (spec, fn[, layout]) for your own fn(shape, seed)")
+    conf.add_argument("--backends", type=_frameworks, default=None, metavar="NAMES",
+                      help=f"comma-separated, some of: {', '.join(REGISTRY)} (default: every installed one)")
+    conf.add_argument("--progress", action="store_true",
+                      help="report each backend and spec on stderr even when it is not a terminal")
     conf.add_argument("--json", metavar="FILE", help="write the results as JSON")
     conf.add_argument("--seed", type=int, default=0)
     conf.set_defaults(run=_conformance)
@@ -162,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from polyinit import native_logs
+
+    native_logs.hide_unless_user_set()  # compare's first lines are polyinit's, not TensorFlow's
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -197,11 +197,13 @@ def _measure_into(row: Row, layer: str, activation: str, sizes: dict, seed: int,
     found = compare_cache.load(key, sizes["depth"]) if cache else None
     if found is None:
         from polyinit import measure as measuring
+        from polyinit import native_logs
 
         started = time.perf_counter()
         progress(f"{framework} {version}: importing")
         try:
-            __import__(measuring.MODULES[framework])
+            with native_logs.hidden():  # TensorFlow's C++ start-up lines, where the CLI hides them
+                __import__(measuring.MODULES[framework])
         except ImportError as error:
             row.source = f"closed form ({framework} does not import: {error})"
             return

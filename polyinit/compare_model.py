@@ -1,7 +1,8 @@
 """``polyinit compare --model module:factory``: each framework's defaults applied to your own model.
 
-``factory()`` returns a torch ``nn.Module``, a Keras model, a Flax nnx module or a Gluon block, or
-``(model, input_shape)``. For every framework with cross-application rules
+``factory()`` returns a torch ``nn.Module``, a Keras model, a Flax nnx module, an Equinox module or
+a Gluon block, or ``(model, input_shape)``; a Haiku params tree (or linen variables) is compared
+too, but carries no function, so the signal through it is not measured. For every framework with cross-application rules
 (``polyinit.defaults.rules_for``: torch, keras, flax, mxnet) a fresh model is built, that
 framework's defaults are applied through ``polyinit.rules.apply``, and a standard-normal batch of
 ``input_shape`` is pushed through it; the model as its own framework built it is the first column.
@@ -86,17 +87,19 @@ def framework_of(model: Any) -> str:
     from polyinit.frameworks import frameworks
 
     for record in frameworks():
-        if record.forward is not None and record.detect(model):
+        if record.detect(model):
             return record.name
     raise PolyinitError(f"compare --model: {type(model).__module__}.{type(model).__name__} is not a torch, "
-                        "Keras, Flax nnx or Gluon model")
+                        "Keras, Flax nnx, Equinox or Gluon model, nor a Haiku or linen params tree")
 
 
 def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]]:
+    from polyinit import native_logs
     from polyinit.compare import preserved_global_rngs
     from polyinit.measure import python_random
 
-    with preserved_global_rngs(), python_random(seed):
+    # The factory imports its framework: TensorFlow's C++ start-up lines are hidden as compare's are.
+    with preserved_global_rngs(), python_random(seed), native_logs.hidden():
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.manual_seed(seed)  # the model's own layers draw from torch's global generator
@@ -118,23 +121,29 @@ SCHEMES = ("gpt2", "megatron", "olmo", "u_mup", "fixup", "t_fixup", "deepnet", "
            "small_init_emb", "modded_nanogpt")
 
 
-def apply_defaults(model: Any, framework: str, seed: int, scheme: Optional[str] = None) -> list[dict]:
-    """``framework``'s defaults (or the modern ``scheme``, ``polyinit.modern``) on ``model`` in place,
-    through the rules machinery; one dict per parameter (path, kind, role, shape, spec: for a scheme
-    the resolved draw, e.g. ``normal(mean=0, std=0.008165)``, so its per-layer std reads directly).
+def apply_defaults(model: Any, framework: str, seed: int, scheme: Optional[str] = None) -> tuple[list[dict], Any]:
+    """``framework``'s defaults (or the modern ``scheme``, ``polyinit.modern``) on ``model``, through
+    the rules machinery: one dict per parameter (path, kind, role, shape, spec: for a scheme the
+    resolved draw, e.g. ``normal(mean=0, std=0.008165)``, so its per-layer std reads directly), and
+    the model (the same one, written in place, or the new one of a Haiku, linen or Equinox model).
     The only place this module touches ``polyinit.rules``."""
     from polyinit.rules import apply
 
     if scheme is not None:
         from polyinit import modern
 
-        report = apply(model, getattr(modern, scheme)(model, seed=seed))
+        model, report = _applied(model, apply(model, getattr(modern, scheme)(model, seed=seed)))
         return [dict(path=r.path, kind=r.kind, role=r.role, shape=list(r.shape), spec=r.drawn or None)
-                for r in report.rows]
+                for r in report.rows], model
     from polyinit.defaults import rules_for
 
-    report = apply(model, rules_for(framework, seed=seed))
-    return [dict(path=r.path, kind=r.kind, role=r.role, shape=list(r.shape), spec=r.spec) for r in report.rows]
+    model, report = _applied(model, apply(model, rules_for(framework, seed=seed)))
+    return [dict(path=r.path, kind=r.kind, role=r.role, shape=list(r.shape), spec=r.spec) for r in report.rows], model
+
+
+def _applied(model: Any, result: Any) -> tuple[Any, Any]:
+    """(model, report) from ``apply``'s result: a report, or (new model, report) for immutable models."""
+    return result if isinstance(result, tuple) else (model, result)
 
 
 def _input_shape(model: Any, framework: str) -> Optional[tuple[int, ...]]:
@@ -152,6 +161,8 @@ def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) ->
     the framework record's ``forward``."""
     from polyinit.frameworks import get_framework
 
+    if get_framework(framework).forward is None:
+        raise PolyinitError(f"compare --model: a {framework} model carries no function to measure")
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     y = get_framework(framework).forward(model, x)
     return float(np.var(np.asarray(y, dtype=np.float64)))
@@ -168,13 +179,18 @@ def compare_model(target: str, frameworks: Optional[Sequence[str]] = None, seed:
     unknown = [name for name in schemes if name not in SCHEMES]
     if unknown:
         raise PolyinitError(f"compare --scheme: unknown scheme(s) {unknown}; expected some of {', '.join(SCHEMES)}")
+    from polyinit.frameworks import get_framework
+
     say = progress or (lambda text: None)
     factory = load_factory(target)
     model, shape = _build(factory, seed)
     native = framework_of(model)
     shape = shape or _input_shape(model, native)
     result = ModelComparison(target, native, shape, seed)
-    if shape is None:
+    if get_framework(native).forward is None:  # a params tree: names and shapes, no function
+        shape = None
+        result.notes.append(f"a {native} params tree carries no function: the signal is not measured")
+    elif shape is None:
         result.notes.append("no input shape: return (model, input_shape) from the factory to measure the signal")
     if measure and shape is not None:
         say(f"{native}: the model as built")
@@ -186,7 +202,7 @@ def compare_model(target: str, frameworks: Optional[Sequence[str]] = None, seed:
             continue
         say(f"{framework}'s defaults on the {native} model")
         fresh, _ = _build(factory, seed)
-        rows = apply_defaults(fresh, framework, seed)
+        rows, fresh = apply_defaults(fresh, framework, seed)
         if not result.params:
             result.params = [{k: r[k] for k in ("path", "kind", "role", "shape")} for r in rows]
         result.specs[framework] = [r["spec"] or "kept" for r in rows]
@@ -195,7 +211,7 @@ def compare_model(target: str, frameworks: Optional[Sequence[str]] = None, seed:
     for scheme in schemes:
         say(f"the {scheme} scheme on the {native} model")
         fresh, _ = _build(factory, seed)
-        rows = apply_defaults(fresh, native, seed, scheme=scheme)
+        rows, fresh = apply_defaults(fresh, native, seed, scheme=scheme)
         if not result.params:
             result.params = [{k: r[k] for k in ("path", "kind", "role", "shape")} for r in rows]
         result.specs[f"{scheme} scheme"] = [r["spec"] or "kept" for r in rows]

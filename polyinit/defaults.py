@@ -8,7 +8,7 @@ cannot drift from the installed versions. Versions described (read from their so
 * torch 2.13 (``reset_parameters`` in ``torch/nn/modules``), keras 3.15.1 (``keras/src/layers``),
   flax 0.12.8 linen and nnx (``flax/linen``, ``flax/nnx/nn``), MXNet Gluon 1.9.1 (in
   ``tests/real_mxnet``), dm-haiku 0.0.17 (``haiku/_src``; no mha: ``hk.MultiHeadAttention`` has no
-  default ``w_init``).
+  default ``w_init``), equinox 0.13.8 (``equinox/nn``; checked in ``tests/test_equinox_models.py``).
 
 >>> params = layer_defaults("torch", "dense", n_in=784, n_out=256)
 >>> params["weight"].shape, params["weight"].plan().describe()

@@ -262,7 +262,8 @@ def _mha_vars(framework: str, params: dict[str, Param]) -> tuple[float, float, f
     if "in_proj_weight" in params:  # torch: q, k and v packed in one (3E, E) weight
         packed = weight_var(params["in_proj_weight"])
         return packed, packed, packed, weight_var(params["out_proj.weight"])
-    query, key, value, out = (weight_var(params[k]) for k in params if k.endswith("kernel"))
+    # Keras's and Flax's query/key/value/out kernels; Equinox's query_proj/.../output_proj weights.
+    query, key, value, out = (weight_var(params[k]) for k in params if k.endswith(("kernel", "_proj.weight")))
     return query, key, value, out
 
 

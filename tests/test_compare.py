@@ -174,9 +174,9 @@ def test_cli_json_carries_every_input(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["inputs"] == {"layer": "conv2d", "activation": "tanh", "n_in": 32, "n_out": 32, "depth": 3,
                               "kernel": 5, "heads": 4, "tokens": 16, "seed": 7,
-                              "frameworks": ["torch", "keras", "flax", "mxnet", "haiku"], "measure": False, "repeats": 4}
-    assert set(data["installed"]) == {"torch", "keras", "flax", "mxnet", "haiku"} and data["polyinit"]
-    assert [r["framework"] for r in data["rows"]] == ["torch", "keras", "flax", "mxnet", "haiku"]
+                              "frameworks": ["torch", "keras", "flax", "mxnet", "equinox", "haiku"], "measure": False, "repeats": 4}
+    assert set(data["installed"]) == {"torch", "keras", "flax", "mxnet", "equinox", "haiku"} and data["polyinit"]
+    assert [r["framework"] for r in data["rows"]] == ["torch", "keras", "flax", "mxnet", "equinox", "haiku"]
     assert data["rows"][0]["params"]["weight"]["shape"] == [32, 32, 5, 5]
 
 

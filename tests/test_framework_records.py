@@ -52,7 +52,7 @@ def test_a_framework_added_as_one_record_is_in_every_table(toy):
 
 def test_the_shipped_records_carry_what_compare_needs():
     described = [f for f in F.frameworks() if f.defaults is not None]
-    assert [f.name for f in described] == ["torch", "keras", "flax", "mxnet", "haiku"]
+    assert [f.name for f in described] == ["torch", "keras", "flax", "mxnet", "equinox", "haiku"]
     for record in described:
         assert record.version and record.distribution and record.measurer and record.module, record.name
         assert record.recurrent_names, record.name

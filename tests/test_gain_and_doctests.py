@@ -24,7 +24,8 @@ MODULES = ["polyinit", "polyinit.spec", "polyinit.schemes", "polyinit.layout", "
            "polyinit.conformance", "polyinit.conformance.checks", "polyinit.conformance.runner",
            "polyinit.frameworks.torch", "polyinit.frameworks._walk", "polyinit.portable", "polyinit.logical",
            "polyinit.writing", "polyinit._validate",
-           "polyinit.modern._args", "polyinit.modern.deepnet"]
+           "polyinit.modern._args", "polyinit.modern.deepnet",
+           "polyinit.native_logs"]
 
 
 @pytest.mark.parametrize("name", MODULES)

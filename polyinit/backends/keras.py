@@ -2,8 +2,9 @@
 
 Works under ``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch`` (it uses ``keras.ops`` and
 ``keras.random`` only). Seeds behave like Keras's own: an int seed gives the same values on every
-call, a ``keras.random.SeedGenerator`` advances, ``None`` picks a random int at construction (and a
-clone or a reloaded model picks a new one). ``get_config`` holds the spec as polyinit's JSON dict,
+call, a ``keras.random.SeedGenerator`` advances, ``None`` draws an int at construction from Keras's
+global seed generator (and a clone or a reloaded model draws a new one), so that after
+``keras.utils.set_random_seed(s)`` the same program builds the same weights on every Keras backend. ``get_config`` holds the spec as polyinit's JSON dict,
 so a ``.keras`` file that uses it reloads in a fresh process without ``custom_objects`` once
 polyinit's Keras backend is imported: ``import polyinit.backends.keras`` before
 ``keras.models.load_model`` (it registers ``polyinit>PolyinitInitializer``, and the old name
@@ -130,7 +131,21 @@ def draw(plan: Plan, seed: Any):
     return values
 
 
-_SEEDS = random.SystemRandom()
+def _global_seed() -> int:
+    """The int seed of an unseeded initializer, drawn from Keras's global ``SeedGenerator`` (the
+    one ``keras.random.normal(seed=None)`` advances and ``keras.utils.set_random_seed`` resets),
+    so that after ``set_random_seed(s)`` a program builds the same initializers on the TensorFlow,
+    JAX and torch backends alike, and without it each process picks its own.
+
+    Keras creates that generator on first use from Python's ``random`` (seeded by
+    ``set_random_seed``); Python's state is put back afterwards, so polyinit never advances it
+    (Keras's own unseeded initializers draw their seeds from it directly)."""
+    state = random.getstate()
+    try:
+        value = keras.random.randint((), 1, 10**9, dtype="int32")
+    finally:
+        random.setstate(state)
+    return int(ops.convert_to_numpy(value))
 
 
 @keras.saving.register_keras_serializable(package="polyinit", name="PolyinitInitializer")
@@ -148,9 +163,9 @@ class PolyinitInitializer(keras.initializers.Initializer):
         if seed is not None and not isinstance(seed, keras.random.SeedGenerator):
             seed = check.seed("keras backend", seed)
         self._init_seed = seed
-        # A private generator: seed=None must not advance Python's global ``random`` (Keras's own
-        # initializers do; polyinit changes no global RNG state).
-        self.seed = _SEEDS.randint(1, int(1e9)) if seed is None else seed
+        # seed=None follows Keras's global seed state (``keras.utils.set_random_seed``), through
+        # Keras's own generator, never Python's ``random``: see _global_seed.
+        self.seed = _global_seed() if seed is None else seed
 
     def __call__(self, shape, dtype=None):
         with check.framework_errors("keras", f"reading dtype {dtype!r}"):

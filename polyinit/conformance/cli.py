@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from typing import Callable, Optional, Sequence
 
@@ -146,17 +147,35 @@ def user_results(name: str, spec: Spec, fn: Callable, layout: Layout = OUT_IN, s
 
 
 def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optional[str] = None,
-         seed: int = 0) -> int:
-    from polyinit.backends import available_backends
+         seed: int = 0, progress: Optional[Callable[[str], None]] = None) -> int:
+    """Run the checks and print the table; ``progress(text)`` hears of each backend and spec as
+    it starts and ends (the command line passes it where stderr is a terminal)."""
+    from polyinit.backends import REGISTRY, available_backends
     from polyinit.conformance.runner import run
 
+    say = progress or (lambda text: None)
     loaded = load_specs(target)
     specs = {name: v[0] if _is_pair(v) else v for name, v in loaded.items()}
+    unknown = [name for name in backends or () if name not in REGISTRY]
+    if unknown:
+        raise PolyinitError(f"conformance: --backends {','.join(unknown)}: unknown; valid: {', '.join(REGISTRY)}")
+    if not backends:
+        say("finding the installed backends (importing each framework)")
     names = list(backends) if backends else available_backends()
-    results = run(specs, names, seed=seed)
+    results = []
+    for backend in names:
+        for name, spec in specs.items():
+            say(f"{backend}: {name}: checking")
+            started = time.perf_counter()
+            found = run({name: spec}, [backend], seed=seed)
+            say(f"{backend}: {name}: {_tally(found)} in {time.perf_counter() - started:.1f} s")
+            results += found
     for name, value in loaded.items():
         if _is_pair(value):
-            results += user_results(name, value[0], value[1], value[2] if len(value) == 3 else OUT_IN, seed)
+            say(f"yours: {name}: checking")
+            found = user_results(name, value[0], value[1], value[2] if len(value) == 3 else OUT_IN, seed)
+            say(f"yours: {name}: {_tally(found)}")
+            results += found
     if not results:
         raise PolyinitError(f"conformance: no spec in {target} applies to any standard shape")
     _print(results)
@@ -166,6 +185,11 @@ def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optio
                         "dtype": r.dtype, "passed": r.passed, "checks": [asdict(c) for c in r.checks]}
                        for r in results], out, indent=2)
     return 0 if all(r.passed for r in results) else 1
+
+
+def _tally(results) -> str:
+    failed = sum(not r.passed for r in results)
+    return f"{len(results) - failed} cases passed, {failed} failed"
 
 
 def _print(results) -> None:

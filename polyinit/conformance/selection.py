@@ -44,7 +44,7 @@ def backends_for_run() -> tuple[list[str], list[str]]:
 
 # Third-party packages a test module may need at import; a module that imports one that is not
 # installed is left out of collection and named in the run's summary.
-FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet", "haiku", "transformers", "mup")
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet", "haiku", "equinox", "transformers", "mup")
 
 
 def missing_imports(path: "str | os.PathLike") -> list[str]:
@@ -104,7 +104,7 @@ def not_tested(root: "str | os.PathLike", missing_backends: "list[str]") -> list
 
 # The backend each framework package serves (a required backend's framework is never excused).
 _BACKEND_OF = {"torch": "torch", "tensorflow": "keras", "keras": "keras", "jax": "jax", "flax": "jax",
-               "haiku": "jax", "mxnet": "mxnet"}
+               "haiku": "jax", "equinox": "jax", "mxnet": "mxnet"}
 
 
 def uninstalled_framework(error: BaseException) -> "str | None":

@@ -115,7 +115,7 @@ def framework_for(model: Any) -> Framework:
         hint = "a torch state_dict holds copies' names only; pass the nn.Module (model.load_state_dict after)"
     else:
         hint = ("expected a torch nn.Module, a Keras model, a flax nnx Module or linen variables tree, "
-                "or an MXNet Gluon block or name -> array dict")
+                "a Haiku params tree, an Equinox module, or an MXNet Gluon block or name -> array dict")
     raise ModelError(f"rules: no walker for a {type(model).__module__}.{type(model).__name__}: {hint}")
 
 

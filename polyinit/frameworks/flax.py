@@ -330,6 +330,11 @@ def _detect_linen(model: Any) -> bool:
     if jax is None or not isinstance(model, Mapping):
         return False
     leaves = [leaf for _, leaf in flatten(model)]
+    if "haiku" in sys.modules:  # a Haiku params tree is a mapping of arrays too, named w, b, ...
+        from polyinit.frameworks.haiku import _detect as is_haiku
+
+        if is_haiku(model):
+            return False
     return bool(leaves) and all(isinstance(v, jax.Array) for v in leaves)
 
 
@@ -605,7 +610,8 @@ LINEN = Framework(name="linen", display="Flax (linen)", detect=_detect_linen, wa
                   presets=_PRESETS)
 
 
-# Haiku has no walker (its params are linen-like trees); its kernels follow Keras' layouts.
+# Haiku's defaults and measurer (they share Flax's helpers); its record, walker included, is
+# polyinit/frameworks/haiku.py, which registers it. Its kernels follow Keras' layouts.
 HAIKU = Framework(name="haiku", display="Haiku", detect=lambda model: False, walker=LinenWalker, priority=99,
                   defaults=_haiku_layer_defaults, measurer=_haiku_measure, backend="jax", distribution="dm-haiku",
                   recurrent_names={"lstm": ("linear/w", (), None), "gru": ("w_i", (), None)},
@@ -620,7 +626,6 @@ def _register_linen() -> None:
     from polyinit.frameworks import register_framework
 
     register_framework(LINEN)
-    register_framework(HAIKU)
 
 
 _register_linen()
