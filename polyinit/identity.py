@@ -44,7 +44,7 @@ _GATE = re.compile(r"(^|[^a-z])(gate|w1|wi_0)([^a-z]|$)")
 def with_identities(logical: list, context: Any) -> list:
     """``logical`` (LogicalParam records in declaration order) with ``identity`` filled in from
     ``context`` (a ``ModelContext`` of the same model); see the module docstring."""
-    sites = [context.sites[lp.parts[0].path] for lp in logical]
+    sites = _real_blocks([context.sites[lp.parts[0].path] for lp in logical])
     both_stacks = len({s.stack for s in sites if s.block is not None}) > 1
     gated = _gated_mlp_layers(logical, sites)
     counters: dict[tuple, list] = {}
@@ -74,6 +74,18 @@ def identities_of(model: Any, **options: Any) -> dict[str, str]:
 
     records = walker_for(model).walk(model, **options)
     return {lp.path: lp.identity for lp in with_identities(logical_params(records), context_from_params(records))}
+
+
+def _real_blocks(sites: list) -> list:
+    """The sites with their blocks renumbered 0.. per stack, counting only containers that hold
+    an attention or MLP parameter (a ``Sequential``'s numbered layers are not blocks)."""
+    from polyinit.context import BLOCK_SITES, Site
+
+    real = sorted({(s.stack, s.block) for s in sites if s.block is not None and s.site in BLOCK_SITES})
+    rank: dict[tuple, int] = {}
+    for stack, block in real:
+        rank[(stack, block)] = sum(1 for key in rank if key[0] == stack)
+    return [Site(s.site, rank.get((s.stack, s.block)), s.stack) for s in sites]
 
 
 def _unit(lp: Any, site: str, scope: tuple, counters: dict, gated: dict) -> str:

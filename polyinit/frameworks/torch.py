@@ -217,7 +217,15 @@ class TorchWalker:
         return model
 
     def read(self, model: Any, param: Param):
-        return self.tensors[param.path].detach().float().cpu().numpy().copy()
+        """The values as numpy, exactly: float64 stays float64 (half precision widens to float32)."""
+        import torch
+
+        tensor = self.tensors[param.path].detach()
+        if tensor.device.type == "meta":
+            raise ModelError(f"torch: parameter {param.path!r} is on the meta device (no values to read)")
+        if tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.float()
+        return tensor.cpu().numpy().copy()
 
 
 def _write_portable(target: Any, pending: Any) -> None:
