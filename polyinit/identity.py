@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Optional
+from typing import Any
 
 _ATTENTION = {"q": "q", "k": "k", "v": "v", "qkv": "q", "attn_out": "o"}
 _NUMBERED = ("norm", "embedding", "position", "readout", "relative_bias")
@@ -139,7 +139,7 @@ def _role(lp: Any, site: str) -> str:
     return "weight" if lp.role == "embedding" else lp.role
 
 
-def describe(lp: Optional[Any]) -> str:
+def describe(lp: Any | None) -> str:
     """``identity (path, logical shape)`` of a LogicalParam, for error messages."""
     if lp is None:
         return "nothing"

@@ -32,14 +32,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
 from polyinit.layout import OUT_IN, Layout
 from polyinit.params import Param, RuleError, logical_params, split_view
-from polyinit.transfer_values import TargetValues, canonical_shape, check_values, read_logical
+from polyinit.transfer_values import (
+    TargetValues,
+    canonical_shape,
+    check_values,
+    read_logical,
+)
 
 
 class TransferError(RuleError):
@@ -66,7 +72,7 @@ class TransferReport:
 
     def __str__(self) -> str:
         lines = [f"{'identity':24} {'source':40} {'target':40} {'logical shape':18} source -> target shape"]
-        lines += [f"{r.identity:24} {r.source:40} {r.target:40} {str(r.logical_shape):18} {r.source_shape} -> "
+        lines += [f"{r.identity:24} {r.source:40} {r.target:40} {r.logical_shape!s:18} {r.source_shape} -> "
                   f"{r.target_shape}" for r in self.rows]
         return "\n".join(lines)
 
@@ -120,7 +126,7 @@ def _state_dict_records(state: Mapping[str, Any]) -> tuple[list[Param], dict[str
     return params, values
 
 
-def _typed_as_target(state: Mapping[str, Any], target_records: list[Param]) -> Optional[dict[str, str]]:
+def _typed_as_target(state: Mapping[str, Any], target_records: list[Param]) -> dict[str, str] | None:
     """{target path: state_dict key} where the state_dict's floating tensors are exactly the
     target's parameters by name (in any order, all under one common prefix such as ``module.``;
     tied copies allowed), else None."""
@@ -167,8 +173,8 @@ def _identified(records: list[Param]) -> list:
     return with_identities(logical_params(records), context_from_params(records))
 
 
-def transfer(source: Any, target: Any, *, source_model: Any = None, mapping: Optional[Mapping[str, str]] = None,
-             allow_nonfinite: bool = False) -> "TransferReport | tuple[Any, TransferReport]":
+def transfer(source: Any, target: Any, *, source_model: Any = None, mapping: Mapping[str, str] | None = None,
+             allow_nonfinite: bool = False) -> TransferReport | tuple[Any, TransferReport]:
     """Copy every logical parameter of ``source`` into ``target`` (any frameworks, any authors);
     see the module docstring. ``mapping``: ``{source identity or path: target identity or path}``
     for what identities and names cannot pair. Returns the report, or ``(new_tree, report)`` for a

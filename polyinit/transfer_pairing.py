@@ -14,7 +14,8 @@ and logical shape on each side.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from polyinit.identity import describe
 from polyinit.transfer_values import flat_shape
@@ -22,7 +23,7 @@ from polyinit.transfer_values import flat_shape
 _SAME_ROLE = {"scale": "weight", "offset": "bias", "embedding": "weight", "recurrent": "weight"}
 
 
-def pair(source: list, target: list, mapping: Optional[Mapping[str, str]], error: type) -> list[tuple[Any, Any]]:
+def pair(source: list, target: list, mapping: Mapping[str, str] | None, error: type) -> list[tuple[Any, Any]]:
     """(source, target) LogicalParam pairs in the target's declaration order; raises ``error``
     (a TransferError) at the first divergence."""
     pairs: dict[int, int] = {}  # target index -> source index
@@ -36,10 +37,10 @@ def pair(source: list, target: list, mapping: Optional[Mapping[str, str]], error
     for key in ("identity", "path"):  # identity first; names where both sides have the same ones
         free = {getattr(p, key): i for i, p in enumerate(source) if i not in taken and getattr(p, key)}
         for t_index, t in enumerate(target):
-            s_index = free.get(getattr(t, key))
-            if t_index not in pairs and s_index is not None and s_index not in taken:
-                pairs[t_index] = s_index
-                taken.add(s_index)
+            found = free.get(getattr(t, key))
+            if t_index not in pairs and found is not None and found not in taken:
+                pairs[t_index] = found
+                taken.add(found)
     _refuse_leftovers(source, target, pairs, taken, error)
     out = []
     for t_index, t in enumerate(target):

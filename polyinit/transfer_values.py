@@ -17,7 +17,8 @@ converters reshape HF weights). :func:`flat_shape` gives that comparable shape.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -121,7 +122,7 @@ def check_values(moves: list, sources: dict, allow_nonfinite: bool, error: type)
                         "would be written as inf; nothing was written (allow_nonfinite=True writes it)")
 
 
-def _limit(dtype: str) -> "float | None":
+def _limit(dtype: str) -> float | None:
     for name in ("bfloat16", "float16", "float32", "float64"):  # bfloat16 first: it contains "float16"
         if name in dtype:
             return _MAX[name]

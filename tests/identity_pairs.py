@@ -20,8 +20,8 @@ IDS = np.array([[3, 7, 1, 9, 4, 2], [5, 5, 8, 0, 1, 6]])
 def _transformers():
     """transformers with its optional torchvision integration off (as tests/test_rules_real_models
     does): PyPI's torchvision does not load beside this CPU torch and aborts the process."""
-    import transformers.utils as utils
-    import transformers.utils.import_utils as import_utils
+    from transformers import utils
+    from transformers.utils import import_utils
 
     for module in (utils, import_utils):
         module.is_torchvision_available = lambda: False

@@ -10,14 +10,13 @@ import random
 
 import numpy as np
 import pytest
+from identity_pairs import logical_values
 
 import polyinit as pi
 from polyinit.identity import identities_of
 from polyinit.rules import Rules, apply
 from polyinit.selectors import every, kind, role
 from polyinit.transfer import TransferError, transfer
-
-from identity_pairs import logical_values
 
 X = np.random.default_rng(5).standard_normal((2, 8, 8, 3)).astype(np.float32)
 RULES = Rules([(kind("dense", "attention", "conv") & role("weight"), pi.glorot_uniform()),
