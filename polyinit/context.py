@@ -72,7 +72,7 @@ _BY_NAME = {
     "mlp_in": ("c_fc", "fc1", "wi", "wi_0", "wi_1", "w1", "w3", "up_proj", "gate_proj", "ff_proj",
                "fc_in", "dense_h_to_4h", "linear1", "lin1", "intermediate",
                # keras-hub's transformer layers
-               "feedforward_intermediate_dense", "feedforward_gate_dense"),
+               "feedforward_intermediate_dense", "feedforward_gate_dense", "gate_up_proj"),
     "mlp_out": ("fc2", "w2", "down_proj", "ff_out", "fc_out", "dense_4h_to_h", "linear2", "lin2",
                 "feedforward_output_dense"),
     "readout": ("lm_head", "readout", "unembed", "output_projection"),

@@ -117,7 +117,7 @@ def _gated_mlp_layers(logical: list, sites: list) -> dict[int, str]:
     and the other the up projection; where no name says so they are numbered in declaration order."""
     by_block: dict[tuple, list] = {}
     for lp, site in zip(logical, sites):
-        if site.site == "mlp_in" and not lp.packed and site.block is not None:
+        if site.site == "mlp_in" and not lp.packed:
             layers = by_block.setdefault((site.stack, site.block), [])
             if all(layer != lp.parts[0].layer for layer, _ in layers):
                 layers.append((lp.parts[0].layer, lp.parts[0].layer_path or lp.path))

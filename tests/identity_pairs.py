@@ -145,6 +145,43 @@ def check_identities(name: str) -> dict:
     return {"hf": hf, "keras_hub": kh}
 
 
+def check_fused_mlp() -> dict:
+    """Phi-3's fused MLP (``gate_up_proj``, the gate first) against Llama's separate gate and up
+    projections, built from one config: identities, transfer both ways, portable draws."""
+    import torch
+
+    from polyinit import transfer
+    from polyinit.identity import identities_of
+    from polyinit.rules import apply
+
+    T = _transformers()
+    from transformers.models.llama.modeling_llama import LlamaMLP
+    from transformers.models.phi3.modeling_phi3 import Phi3MLP
+
+    sizes = {"hidden_size": 8, "intermediate_size": 12, "hidden_act": "silu", "num_attention_heads": 2,
+             "num_key_value_heads": 2}
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    fused, split = Phi3MLP(T.Phi3Config(**sizes)), LlamaMLP(T.LlamaConfig(**sizes))
+
+    def gap(a, b) -> float:
+        with torch.no_grad():
+            return float((a(x) - b(x)).abs().max())
+
+    result = {"fused": identities_of(fused), "split": identities_of(split)}
+    transfer(fused, split)
+    result["transfer_forward"] = gap(fused, split)
+    torch.nn.init.normal_(fused.gate_up_proj.weight)
+    transfer(split, fused)
+    result["transfer_back"] = gap(fused, split)
+    apply(fused, portable_rules(), portable=True)
+    apply(split, portable_rules(), portable=True)
+    va, vb = logical_values(fused), logical_values(split)
+    result["portable_differ"] = sorted(k for k in set(va) | set(vb)
+                                       if k not in va or k not in vb or va[k].tobytes() != vb[k].tobytes())
+    result["portable_output"] = gap(fused, split)
+    return result
+
+
 def main() -> None:
     """One JSON line: for every pair, the identities of both sides, the transfer and the portable
     results. torch and transformers are imported before Keras: triton (which transformers loads)
@@ -157,6 +194,7 @@ def main() -> None:
         differ, output = check_portable(name)
         results[name] = {"identities": check_identities(name), "transfer": check_transfer(name),
                          "portable_differ": differ, "portable_output": output}
+    results["fused_mlp"] = check_fused_mlp()
     print("RESULTS " + json.dumps(results))
 
 

@@ -64,3 +64,15 @@ def test_transfer_both_directions_gives_the_same_outputs(results, name):
 def test_portable_apply_gives_bit_identical_logical_parameters_and_outputs(results, name):
     assert results[name]["portable_differ"] == []
     assert results[name]["portable_output"] < TOLERANCE
+
+
+def test_a_fused_gate_up_projection_pairs_with_separate_gate_and_up(results):
+    """Phi-3's gate_up_proj (2 * d_ff, d) is two logical parameters, gate then up, as Llama's
+    gate_proj and up_proj are: same identities, transfer both ways, the same portable values."""
+    fused, split = results["fused_mlp"]["fused"], results["fused_mlp"]["split"]
+    assert fused == {"gate_up_proj.weight#gate": "mlp.gate.weight", "gate_up_proj.weight#up": "mlp.up.weight",
+                     "down_proj.weight": "mlp.out.weight"}
+    assert sorted(split.values()) == sorted(fused.values())
+    for check in ("transfer_forward", "transfer_back", "portable_output"):
+        assert results["fused_mlp"][check] < TOLERANCE, check
+    assert results["fused_mlp"]["portable_differ"] == []
