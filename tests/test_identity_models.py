@@ -227,3 +227,21 @@ def test_values_are_checked_before_any_write():
         frozen = _linears(2)
     _refused(_linears(2), frozen, r"'0\.weight' is an inference tensor")
     _refused(source, _linears(2), "allow_nonfinite must be a bool", allow_nonfinite="yes")
+
+
+def test_positional_keys_remain_available():
+    """Rules(key=positional) keys portable draws by declaration position, as before identities:
+    the CNN twins (one declaration order) still agree, and the keys differ from the identities'."""
+    from test_portable_models import keras_cnn, torch_cnn
+
+    from polyinit.logical import positional
+
+    by_position = Rules(RULES.rules, seed=3, strict=False, key=positional)
+    torch_model, keras_model, identity_keyed = torch_cnn()[0], keras_cnn()[0], torch_cnn()[0]
+    apply(torch_model, by_position, portable=True)
+    apply(keras_model, by_position, portable=True)
+    apply(identity_keyed, RULES, portable=True)
+    positional_values = logical_values(torch_model)
+    assert _same(positional_values, logical_values(keras_model)) == []
+    assert all(positional_values[k].tobytes() != v.tobytes() for k, v in logical_values(identity_keyed).items()
+               if v.size > 1)
