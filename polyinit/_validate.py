@@ -147,9 +147,20 @@ def layout(owner: str, value: Any):
                     f"'out in *', received layout={value!r}")
 
 
+SEED_LIMIT = 2**64  # the portable generator's key and torch's manual_seed take 64-bit seeds
+
+
 def seed(owner: str, value: Any) -> int:
-    """An integer seed >= 0 (``np.int64`` fine), never a bool, a float or a string."""
-    return integer(owner, "seed", value, minimum=0, error=PolyinitError)
+    """An integer seed in [0, 2**64) (``np.int64`` fine), never a bool, a float or a string: the
+    one range every draw accepts (native, portable, sharded), so a seed good for one is good for all.
+
+    >>> seed("Rules", 2**64 - 1) == 2**64 - 1
+    True
+    """
+    result = integer(owner, "seed", value, minimum=0, error=PolyinitError)
+    if result >= SEED_LIMIT:
+        raise PolyinitError(f"{owner}: seed must be < 2**64, received seed={value!r}")
+    return result
 
 
 @contextlib.contextmanager

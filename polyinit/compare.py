@@ -112,7 +112,15 @@ def preserved_global_rngs() -> Iterator[None]:
             torch.random.set_rng_state(torch_state)
 
 
-def _check(layer: str, activation: str, sizes: dict, frameworks: Sequence[str]) -> None:
+# A stack deeper than this is refused: the closed form and the measurement both walk it layer by
+# layer, and 10**9 layers would run for hours instead of failing (issue 22).
+MAX_DEPTH = 10_000
+
+
+def _check(layer: str, activation: str, sizes: dict, frameworks: Sequence[str], seed: int = 0) -> None:
+    from polyinit._validate import seed as valid_seed
+
+    valid_seed("compare", seed)  # -1 would fail inside every measurer, silently falling back to closed form
     if layer not in propagation.KINDS:
         raise PolyinitError(f"compare: unknown layer {layer!r}; expected one of {', '.join(propagation.KINDS)}")
     if activation not in propagation.ACTIVATIONS:
@@ -121,6 +129,8 @@ def _check(layer: str, activation: str, sizes: dict, frameworks: Sequence[str]) 
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise PolyinitError(f"compare: {name} must be a positive integer, received {name}={value!r}")
+    if sizes["depth"] > MAX_DEPTH:
+        raise PolyinitError(f"compare: depth must be at most {MAX_DEPTH} layers, received depth={sizes['depth']}")
     if layer == "mha" and sizes["n_in"] % sizes["heads"]:
         raise PolyinitError(f"compare: mha needs n_in divisible by heads, received n_in={sizes['n_in']}, "
                             f"heads={sizes['heads']}")
@@ -145,7 +155,7 @@ def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[in
     default_in, default_out = DEFAULT_SIZES.get(layer, (784, 256))
     n_in = default_in if n_in is None else n_in
     n_out = default_out if n_out is None else n_out
-    _check(layer, activation, dict(n_in=n_in, n_out=n_out, depth=depth, kernel=kernel, heads=heads), frameworks)
+    _check(layer, activation, dict(n_in=n_in, n_out=n_out, depth=depth, kernel=kernel, heads=heads), frameworks, seed)
     rows = []
     for framework in frameworks:
         if layer not in propagation.kinds_of(framework):
@@ -184,7 +194,7 @@ def _measure_into(row: Row, layer: str, activation: str, sizes: dict, seed: int,
         row.source = f"closed form ({framework} not installed)"
         return
     key = compare_cache.key(framework, version, layer=layer, activation=activation, seed=seed, **sizes)
-    found = compare_cache.load(key) if cache else None
+    found = compare_cache.load(key, sizes["depth"]) if cache else None
     if found is None:
         from polyinit import measure as measuring
 

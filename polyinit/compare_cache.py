@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
@@ -57,11 +58,45 @@ def key(framework: str, version: str, **arguments) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load(digest: str) -> Optional[dict]:
+def load(digest: str, depth: Optional[int] = None) -> Optional[dict]:
+    """The cached measurement, or None (a miss: measure again). An entry that is not a valid
+    measurement (not JSON, nested too deep to parse, ``{}``, missing keys, a curve whose length is
+    not ``depth``, values that are not numbers) is a miss with a warning naming the file: a cache
+    must never crash a compare, nor be printed as a measurement."""
+    path = folder() / f"compare-{digest}.json"
     try:
-        return json.loads((folder() / f"compare-{digest}.json").read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except OSError:
         return None  # absent or unreadable: measure again
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: a document nested 100,000 deep
+        return _invalid(path, f"not readable JSON ({type(error).__name__})")
+    problem = _problem(value, depth)
+    return value if problem is None else _invalid(path, problem)
+
+
+def _problem(value: object, depth: Optional[int]) -> Optional[str]:
+    """What is wrong with a cache entry, or None: a dict with ``linear``/``activated`` (``depth``
+    numbers each, None for NaN) and ``weight``/``bias`` (lists of numbers)."""
+    if not isinstance(value, dict):
+        return f"a {type(value).__name__}, not a measurement"
+    for name in ("linear", "activated", "weight", "bias"):
+        series = value.get(name)
+        if not isinstance(series, list):
+            return f"no list {name!r}"
+        if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in series):
+            return f"{name!r} holds values that are not numbers"
+    for name in ("linear", "activated"):
+        if depth is not None and len(value[name]) != depth:
+            return f"{name!r} has {len(value[name])} values for depth {depth}"
+    return None
+
+
+def _invalid(path: Path, problem: str) -> None:
+    warnings.warn(f"polyinit compare: ignoring the cache entry {str(path)!r}: {problem}; measuring again",
+                  stacklevel=3)
+    return None
 
 
 def store(digest: str, value: dict) -> None:

@@ -69,6 +69,9 @@ def load_factory(target: str) -> Callable[[], Any]:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise PolyinitError(f"compare --model {target!r}: cannot import {module_name!r} ({error})") from None
+    except Exception as error:  # the user's module raised while being imported
+        raise PolyinitError(f"compare --model {target!r}: importing {module_name!r} raised "
+                            f"{type(error).__name__}: {error}") from error
     finally:
         if added:
             sys.path.remove(os.getcwd())
@@ -97,7 +100,13 @@ def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.manual_seed(seed)  # the model's own layers draw from torch's global generator
-        built = factory()
+        try:
+            built = factory()
+        except PolyinitError:
+            raise
+        except Exception as error:  # the user's factory: name it, keep its traceback as the cause
+            name = getattr(factory, "__qualname__", repr(factory))
+            raise PolyinitError(f"compare --model: the factory {name}() raised {type(error).__name__}: {error}") from error
     if isinstance(built, tuple) and len(built) == 2:
         return built[0], tuple(int(d) for d in built[1])
     return built, None

@@ -124,6 +124,7 @@ def portable_draws(walker, planned: list, rules) -> list:
     another framework. Parts whose rules give different plans are drawn one by one."""
     from polyinit.backends import get_backend
     from polyinit.frameworks import get_framework
+    from polyinit.rules import _user_key
 
     backend = get_backend(get_framework(walker.name).backend)  # the record names its backend
     wholes = _whole_groups(planned)
@@ -145,7 +146,7 @@ def portable_draws(walker, planned: list, rules) -> list:
         if by_position:
             key = positional_key(param, ordinal)
         elif rules.key is not None:
-            key = rules.key(param)
+            key = _user_key(rules, param)
         else:
             key = identities.get(group or (param.part.group if param.part else param.path), param.key)
         _check(plan, backend, param)

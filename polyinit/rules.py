@@ -33,12 +33,11 @@ error naming the rule) and returns a report of what was drawn.
 from __future__ import annotations
 
 import hashlib
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from polyinit.errors import PolyinitError
-from polyinit.params import FANS, KINDS, ROLES, ModelError, Param, RuleError
+from polyinit.params import KINDS, ROLES, ModelError, Param, RuleError
 from polyinit.plan import Plan, resolve
 from polyinit.selectors import Context, Selector, every, first, kind, last, name, nth, predicate, regex, role
 from polyinit.spec import Spec
@@ -77,13 +76,14 @@ def _seed(value: Any) -> int:
     if value is None:
         raise RuleError("Rules: seed=None is refused (it would mean the same weights every run, silently); "
                         "pass an integer, e.g. secrets.randbits(31) for fresh weights each run")
-    if isinstance(value, bool):
-        raise RuleError(f"Rules: seed must be an integer, received seed={value!r}")
+    from polyinit import _validate
+
+    # The one validation path (polyinit._validate.seed): the range the portable and sharded
+    # draws accept, [0, 2**64), so a seed apply(native) takes is one apply(portable=True) takes.
     try:
-        return operator.index(value)  # int, numpy and JAX integer scalars
-    except TypeError:
-        raise RuleError(f"Rules: seed must be an integer, received seed={value!r} "
-                        f"({type(value).__name__})") from None
+        return _validate.seed("Rules", value)
+    except PolyinitError as error:
+        raise RuleError(f"{error} ({type(value).__name__})") from None
 
 
 @dataclass
@@ -265,9 +265,9 @@ def plan_model(params: Sequence[Param], rules: Rules, fans: str = "native") -> l
             planned.append((param, index, None))
             continue
         shape, layout = param.target(fans)
+        if isinstance(action, SpecFactory):
+            action = _factory_spec(rules, index, action, param, by_layer[param.layer])
         try:
-            if isinstance(action, SpecFactory):
-                action = action.spec_for(param, by_layer[param.layer])
             plan = resolve(action, shape, layout, param.dtype)
         except PolyinitError as error:
             raise RuleError(f"{rules.label(index)} cannot initialise {param.path!r} "
@@ -280,6 +280,21 @@ def plan_model(params: Sequence[Param], rules: Rules, fans: str = "native") -> l
     return planned
 
 
+def _factory_spec(rules: Rules, index: int, factory: SpecFactory, param: Param, layer_params: list) -> Spec:
+    """A SpecFactory's spec for ``param``: its exceptions wrapped like a raising selector's, and a
+    result that is not a Spec refused (it would fail later, far from its cause)."""
+    try:
+        spec = factory.spec_for(param, layer_params)
+    except PolyinitError:
+        raise
+    except Exception as error:
+        raise RuleError(f"{rules.label(index)} raised {type(error).__name__}: {error} on parameter "
+                        f"{param.path!r}") from error
+    if not isinstance(spec, Spec):
+        raise RuleError(f"{rules.label(index)} returned {spec!r} for {param.path!r}; expected a polyinit Spec")
+    return spec
+
+
 def _seeds(planned: list, rules: Rules) -> list[Optional[int]]:
     keys: dict[str, str] = {}
     seeds = []
@@ -287,7 +302,7 @@ def _seeds(planned: list, rules: Rules) -> list[Optional[int]]:
         if plan is None:
             seeds.append(None)
             continue
-        key = rules.key(param) if rules.key else param.key
+        key = _user_key(rules, param) if rules.key else param.key
         if not isinstance(key, str):
             raise RuleError(f"Rules.key returned {key!r} for {param.path!r}; expected a string")
         if key in keys:
@@ -296,6 +311,17 @@ def _seeds(planned: list, rules: Rules) -> list[Optional[int]]:
         keys[key] = param.path
         seeds.append(param_seed(rules.seed, key))
     return seeds
+
+
+def _user_key(rules: Rules, param: Param) -> Any:
+    """``Rules(key=fn)``'s ``fn(param)``, its exceptions wrapped like a raising selector's."""
+    try:
+        return rules.key(param)
+    except PolyinitError:
+        raise
+    except Exception as error:
+        raise RuleError(f"Rules.key {rules.key!r} raised {type(error).__name__}: {error} on parameter "
+                        f"{param.path!r}") from error
 
 
 def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: bool = False, **options: Any) -> Any:
@@ -323,32 +349,43 @@ def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: boo
     """
     from polyinit.frameworks import walker_for
 
-    if not isinstance(rules, Rules):
-        raise RuleError(f"apply: rules must be a Rules, received {type(rules).__name__}")
-    if not isinstance(portable, bool):
-        raise RuleError(f"apply: portable must be a bool, received portable={portable!r}")
-    fans = ("semantic" if portable else "native") if fans is None else fans
-    if fans not in FANS:
-        raise RuleError(f"apply: fans must be one of {FANS}, received fans={fans!r}")
+    from polyinit import writing
+
+    # The one write path (polyinit.writing): validate, plan, pre-write checks, write with rollback.
+    check_rules("apply", rules)
+    portable = writing.check_portable_flag("apply", portable)
+    fans = writing.check_fans("apply", fans, portable)
     walker = walker_for(model)
     params = walker.walk(model, **options)
     planned = plan_model(params, rules, fans)
     seeds = _seeds(planned, rules)
-    if hasattr(walker, "check"):
-        walker.check([(param, plan) for param, _, plan in planned if plan is not None])
+    writing.check_targets(walker, [param for param, _, plan in planned if plan is not None], "apply",
+                          portable=portable)
     # Draw everything first, then write: a failing draw leaves the model as it was.
+    drawn = draws(walker, planned, seeds, rules, portable)
+    result = writing.write_all(walker, model, drawn, "apply")
+    report = _report(planned, rules, fans, walker)
+    return (result, report) if walker.returns_new else report
+
+
+def check_rules(caller: str, rules: Any) -> "Rules":
+    if not isinstance(rules, Rules):
+        raise RuleError(f"{caller}: rules must be a Rules, received {type(rules).__name__}")
+    return rules
+
+
+def draws(walker: Any, planned: list, seeds: list, rules: Rules, portable: bool) -> list:
+    """(param, pending draw or None) for every planned parameter: the walker's native draw, or the
+    portable one (kept pending where the walker draws portable values in place)."""
     if portable:
         from polyinit.logical import portable_draws
 
         drawn = portable_draws(walker, planned, rules)
         if not getattr(walker, "draws_portable_in_place", False):
             drawn = [(param, None if pending is None else pending.values()) for param, pending in drawn]
-    else:
-        drawn = [(param, walker.draw(param, plan, seed) if plan is not None else None)
-                 for (param, _, plan), seed in zip(planned, seeds)]
-    result = walker.write(model, drawn)
-    report = _report(planned, rules, fans, walker)
-    return (result, report) if walker.returns_new else report
+        return drawn
+    return [(param, walker.draw(param, plan, seed) if plan is not None else None)
+            for (param, _, plan), seed in zip(planned, seeds)]
 
 
 def _report(planned, rules: Rules, fans: str, walker: Any) -> Report:

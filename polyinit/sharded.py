@@ -67,8 +67,11 @@ def write_local_block(tensor: Any, full: Any) -> Any:
     whole tensor on each rank for the time of the copy. Collective-free. Returns ``tensor``."""
     import torch
 
+    from polyinit.writing import check_dtensor
+
     if tuple(full.shape) != tuple(tensor.shape):
         raise PolyinitError(f"write_local_block: values {tuple(full.shape)} for DTensor {tuple(tensor.shape)}")
+    check_dtensor(tensor, f"DTensor {tuple(tensor.shape)}", "write_local_block")
     local, shape, offset = local_block(tensor, "write_local_block")
     with torch.no_grad():
         local.copy_(full[tuple(slice(o, o + n) for o, n in zip(offset, shape))])
@@ -85,8 +88,11 @@ def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: "str | int") -> Any:
     from polyinit.portable.evaluate import CHUNK, evaluate_span, fill_fused, is_elementwise
     from polyinit.portable.xp_torch import Ops
 
+    from polyinit.writing import check_torch_tensor
+
     if not isinstance(tensor, DTensor):
         raise PolyinitError(f"draw_dtensor: expected a DTensor, received {type(tensor).__name__}")
+    check_torch_tensor(tensor, f"DTensor {tuple(tensor.shape)}", "draw_dtensor")  # Partial placements refused
     if tuple(tensor.shape) != plan.shape:
         raise PolyinitError(f"draw_dtensor: DTensor shape {tuple(tensor.shape)} != plan shape {plan.shape}")
     check_portable(plan, "torch")

@@ -40,12 +40,8 @@ import numpy as np
 
 from polyinit.layout import OUT_IN, Layout
 from polyinit.params import Param, RuleError, logical_params, split_view
-from polyinit.transfer_values import (
-    TargetValues,
-    canonical_shape,
-    check_values,
-    read_logical,
-)
+from polyinit import writing
+from polyinit.transfer_values import TargetValues, canonical_shape, read_logical
 
 
 class TransferError(RuleError):
@@ -198,11 +194,26 @@ def transfer(source: Any, target: Any, *, source_model: Any = None, mapping: Map
         values.put(t, read_logical(s, read).reshape(canonical_shape(t)), s.path)
         report.rows.append(Moved(s.path, t.path, canonical_shape(s), _stored_shape(s), _stored_shape(t), t.identity))
     moves = values.moves()
-    check_values(moves, values.sources, allow_nonfinite, TransferError)
-    if hasattr(walker, "check"):
-        try:
-            walker.check([(record, None) for record, _ in moves])
-        except RuleError as error:
-            raise TransferError(f"transfer: {error}; nothing was written") from None
-    result = walker.write(target, moves)
+    _check_writable(walker, moves, values.sources, allow_nonfinite)
+    result = writing.write_all(walker, target, moves, "transfer")
     return (result, report) if walker.returns_new else report
+
+
+def _check_writable(walker: Any, moves: list, sources: dict, allow_nonfinite: bool) -> None:
+    """The one write path's checks (``polyinit.writing``), before the first write: every target
+    tensor writable (meta device, inference tensors, ...), and every value finite and inside the
+    target dtype's range unless ``allow_nonfinite``; each refusal a TransferError naming the
+    target parameter and the source it came from."""
+    try:
+        writing.check_targets(walker, [record for record, _ in moves], "transfer")
+        for record, array in moves:
+            if not allow_nonfinite:
+                try:
+                    writing.check_values(array, record.dtype, record.path, "transfer")
+                except writing.ValueCheckError as error:
+                    raise TransferError(f"{error} (from the source's {sources[record.path]!r}; "
+                                        "allow_nonfinite=True writes it)") from None
+    except TransferError:
+        raise
+    except RuleError as error:
+        raise TransferError(f"transfer: {error}; nothing was written") from None

@@ -24,10 +24,6 @@ import numpy as np
 
 from polyinit.logical import canonical_order, inverse
 
-# The largest finite value of each float dtype a target may store (numpy has no bfloat16).
-_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": float(np.finfo(np.float32).max),
-        "float64": float(np.finfo(np.float64).max)}
-
 
 def canonical_shape(param: Any) -> tuple[int, ...]:
     return tuple(param.shape[i] for i in canonical_order(param, param.shape, param.layout))
@@ -100,30 +96,3 @@ class TargetValues:
     def moves(self) -> list[tuple[Any, np.ndarray]]:
         """(record, values in the record's real shape) for every tensor, in the order put."""
         return [(record, np.ascontiguousarray(values).reshape(record.shape)) for record, values in self.tensors.values()]
-
-
-def check_values(moves: list, sources: dict, allow_nonfinite: bool, error: type) -> None:
-    """Refuse non-finite values and values beyond the target dtype's largest finite value (1e30
-    into float16 would become inf), naming the target parameter and its source, unless
-    ``allow_nonfinite``."""
-    if allow_nonfinite:
-        return
-    for record, values in moves:
-        finite = np.isfinite(values)
-        if not finite.all():
-            bad = values[~finite].flat[0]
-            raise error(f"transfer: the value for {record.path!r} (from {sources[record.path]!r}) holds "
-                        f"{int((~finite).sum())} non-finite values (first: {bad}); nothing was written "
-                        "(allow_nonfinite=True writes them)")
-        limit = _limit(record.dtype)
-        if limit is not None and values.size and float(np.max(np.abs(values))) > limit:
-            raise error(f"transfer: the value for {record.path!r} (from {sources[record.path]!r}) reaches "
-                        f"{float(np.max(np.abs(values))):.3g}, beyond the largest {record.dtype} ({limit:.5g}): it "
-                        "would be written as inf; nothing was written (allow_nonfinite=True writes it)")
-
-
-def _limit(dtype: str) -> float | None:
-    for name in ("bfloat16", "float16", "float32", "float64"):  # bfloat16 first: it contains "float16"
-        if name in dtype:
-            return _MAX[name]
-    return None

@@ -139,19 +139,27 @@ KERAS_DISTRIBUTED = """
         model = keras.Sequential(name="m", layers=[keras.Input((64,)),
                                   keras.layers.Dense(128, kernel_initializer=Initializer(pi.he_normal(), seed=3), name="d1"),
                                   keras.layers.Dense(32, kernel_initializer=Initializer(pi.glorot_uniform(), seed=4), name="d2")])
-        return {w.path.split("/", 1)[1]: keras.ops.convert_to_numpy(w) for w in model.weights}
+        values = {w.path.split("/", 1)[1]: keras.ops.convert_to_numpy(w) for w in model.weights}
+        # The shape of each device's block (jax backend): proof that a variable is sharded at all.
+        blocks = {w.path.split("/", 1)[1]: sorted({tuple(s.data.shape) for s in w.value.addressable_shards})
+                  for w in model.weights}
+        return values, blocks
 
-    plain = build()
+    plain, _ = build()
     devices = keras.distribution.list_devices()
     out = {}
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-    out["data_parallel"] = all(np.array_equal(v, plain[k]) for k, v in build().items())
+    out["data_parallel"] = all(np.array_equal(v, plain[k]) for k, v in build()[0].items())
     mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"), devices)
     layout_map = keras.distribution.LayoutMap(mesh)
-    layout_map["d1/kernel"] = (None, "model")
-    layout_map["d2/kernel"] = ("model", None)
+    # Keras 3.15 matches a LayoutMap key against the whole variable path ("m/d1/kernel", re.fullmatch):
+    # "d1/kernel" alone matches nothing and would leave every variable replicated.
+    layout_map["m/d1/kernel"] = (None, "model")
+    layout_map["m/d2/kernel"] = ("model", None)
     keras.distribution.set_distribution(keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
-    out["model_parallel"] = all(np.array_equal(v, plain[k]) for k, v in build().items())
+    values, blocks = build()
+    out["model_parallel"] = all(np.array_equal(v, plain[k]) for k, v in values.items())
+    out["blocks"] = {k: [list(b) for b in v] for k, v in blocks.items() if k.endswith("kernel")}
     print(json.dumps(out))
 """
 
@@ -160,4 +168,6 @@ def test_keras_distribution_gives_the_same_values_as_without():
     pytest.importorskip("keras")
     pytest.importorskip("jax")
     result = run_with_devices(KERAS_DISTRIBUTED, env={"KERAS_BACKEND": "jax"})
-    assert result == {"data_parallel": True, "model_parallel": True}
+    # Each of the 4 "model" devices holds a quarter of each kernel (the test checks a real sharding).
+    assert result["blocks"] == {"d1/kernel": [[64, 32]], "d2/kernel": [[32, 32]]}, result["blocks"]
+    assert result["data_parallel"] and result["model_parallel"]

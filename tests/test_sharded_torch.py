@@ -54,6 +54,7 @@ WORKER = """
         spec = pi.he_normal() if p.dim() == 2 else pi.Uniform(low=-0.1, high=0.1)
         draw_dtensor(p, pi.resolve(spec, tuple(p.shape), pi.OUT_IN), seed=5, key=path)
         results[f"fsdp2 {path}"] = p.full_tensor().detach().numpy().tobytes().hex()
+        results[f"local {path}"] = f"{p.to_local().shape[0]} of {p.shape[0]}"  # proof that it is sharded
     # Parameters whose portable draw is not in torch's storage order (packed q/k/v and LSTM gates
     # under fans="semantic") or spans several tensors (b_ih + b_hh): drawn whole, local block kept.
     from polyinit.rules import apply
@@ -100,7 +101,11 @@ def test_dtensor_shards_gather_to_the_unsharded_draw(world):
              "trunc": (pi.TruncatedNormal(std=0.02, bounds="absolute"), None),
              "threshold": (pi.Uniform(low=-1.0, high=1.0) * (abs(pi.Uniform(low=-1.0, high=1.0)) >= 0.5), None)}
     mixed = {tag.split()[1]: hexed for tag, hexed in results.items() if tag.startswith("mixed")}
-    results = {tag: hexed for tag, hexed in results.items() if not tag.startswith("mixed")}
+    local = {tag.split()[1]: text for tag, text in results.items() if tag.startswith("local")}
+    results = {tag: hexed for tag, hexed in results.items() if not tag.startswith(("mixed", "local"))}
+    # fully_shard really sharded every parameter: rank 0 holds ceil(rows / world) of the rows.
+    assert local == {path: f"{-(-rows // world)} of {rows}"
+                     for path, rows in {"0.weight": 37, "0.bias": 37, "1.weight": 11, "1.bias": 11}.items()}, local
     fsdp = {tag: hexed for tag, hexed in results.items() if tag.startswith("fsdp2")}
     assert len(fsdp) == 4 and len(results) - 4 == len(specs) * (2 if world == 2 else 3)
     _check_mixed(mixed)

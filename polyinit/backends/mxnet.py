@@ -200,7 +200,9 @@ def default_device() -> str:
 
 
 def draw_portable(plan, seed: int, key: "str | int" = "") -> np.ndarray:
-    """The portable draw of ``plan`` on the host, as ``Polyinit`` writes it into an NDArray: the
-    same float32 values, bit for bit, as ``draw_portable`` of every other backend with the same
-    (seed, key) (see ``polyinit.portable``)."""
+    """The portable draw of ``plan`` on the host (the numpy reference backend's): the same float32
+    values, bit for bit, as ``draw_portable`` of every other backend with the same (seed, key) (see
+    ``polyinit.portable``). ``Polyinit``, the MXNet initializer, does not write these: it draws
+    from its own seeded numpy generator; portable values reach a Gluon block through
+    ``apply(block, rules, portable=True)``, which writes the result of this function."""
     return reference.draw_portable(plan, seed, key)

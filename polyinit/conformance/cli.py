@@ -35,7 +35,11 @@ def load_specs(target: str) -> dict[str, Spec]:
         if spec is None or spec.loader is None:
             raise PolyinitError(f"conformance: cannot load {module_name!r}")
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # the user's file raised while being run
+            raise PolyinitError(f"conformance {target!r}: running {module_name!r} raised "
+                                f"{type(error).__name__}: {error}") from error
     else:
         module = _import_from_cwd(module_name)
     try:
@@ -67,6 +71,8 @@ def _import_from_cwd(module_name: str):
         return importlib.import_module(module_name)
     except ImportError as error:
         raise PolyinitError(f"conformance: cannot import {module_name!r}: {error}") from None
+    except Exception as error:  # the user's module raised while being imported
+        raise PolyinitError(f"conformance: importing {module_name!r} raised {type(error).__name__}: {error}") from error
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)

@@ -177,6 +177,12 @@ class GluonWalker:
         return self.arrays[param.path].data().asnumpy().astype(np.float64)
 
 
+# A Gluon parameter name: the block prefixes (each a name and a global counter: hybridsequential0_conv0_)
+# and the parameter's own name, one of the known leaves (an RNN's l0_i2h_weight, running_mean, weight).
+_DICT_NAME = re.compile(r"^(.*?)((?:[lr]\d+_)?(?:i2h|h2h|h2r)_(?:weight|bias)|(?:running|moving)_(?:mean|var)"
+                        r"|[A-Za-z]+)$")
+
+
 class ArrayDictWalker:
     """A name -> array dict in MXNet's naming (dense0_weight, ...): no block tree, so the kind and
     the layer come from the names. Values are written in place."""
@@ -191,11 +197,19 @@ class ArrayDictWalker:
         self.unknown = {}
         groups: dict[str, list] = {}
         for path, array in model.items():
-            match = re.match(r"(.*?[a-z]+)\d*_(.*)$", path)
-            prefix, leaf = (match.group(1), match.group(2)) if match else ("", path)
-            groups.setdefault(path[: len(path) - len(leaf)], []).append((path, leaf, prefix, array))
+            match = _DICT_NAME.match(path)
+            layer, leaf = (match.group(1), match.group(2)) if match else ("", path)
+            # The kind comes from the layer's own (last) name component: conv in hybridsequential0_conv0_.
+            own = re.search(r"([A-Za-z]+)\d*_$", layer)
+            groups.setdefault(layer, []).append((path, leaf, own.group(1) if own else "", array))
+        seen: dict[str, int] = {}
         for layer, items in groups.items():
             kind = next((k for key, k in self._KINDS if key in items[0][2].lower()), "other")
+            # The seed key without Gluon's global counters (hybridsequential1_conv3_ in a second
+            # identical net): the layer's name with its digits removed, and its rank among the
+            # layers of that name, so identical nets get identical keys and siblings distinct ones.
+            base = re.sub(r"\d+_", "_", layer).rstrip("_") or "root"
+            rank = seen[base] = seen.get(base, -1) + 1
             rows = [(leaf, array, id(array), tuple(array.shape), np.dtype(array.dtype).name, True, "")
                     for _, leaf, _, array in items]
             before = len(builder.params)
@@ -203,7 +217,7 @@ class ArrayDictWalker:
             if kind == "recurrent":  # the layer's name says which RNN it is (lstm0_, gru1_)
                 name = items[0][2].lower()
                 types = _rnn_types([leaf for _, leaf, _, _ in items], lstm="lstm" in name, gru="gru" in name)
-            builder.layer(layer.rstrip("_"), None, rows, key_prefix=layer.rstrip("_"), kind=kind, types=types)
+            builder.layer(layer.rstrip("_"), None, rows, key_prefix=f"{base}#{rank}", kind=kind, types=types)
             import dataclasses
 
             for i in range(before, len(builder.params)):

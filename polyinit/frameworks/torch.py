@@ -150,17 +150,11 @@ class TorchWalker:
         return builder.finish()
 
     def check(self, planned: list) -> None:
-        """Everything that can make a write fail, before the first write."""
-        import torch
+        """Everything that can make a write fail, before the first write (``polyinit.writing``)."""
+        from polyinit.writing import check_torch_tensor
 
-        for param, plan in planned:
-            tensor = self.tensors[param.path]
-            if tensor.device.type == "meta":
-                raise ModelError(f"torch: parameter {param.path!r} is on the meta device (no storage to write); "
-                                 "materialise the model first (model.to_empty(device=...))")
-            if tensor.is_inference() and not torch.is_inference_mode_enabled():
-                raise ModelError(f"torch: parameter {param.path!r} is an inference tensor (created under "
-                                 "torch.inference_mode()) and cannot be written outside it")
+        for param, _ in planned:
+            check_torch_tensor(self.tensors[param.path], param.path, "torch")
 
     def draw(self, param: Param, plan, seed: int):
         # Drawing is deferred to write and goes straight into the parameter (no temporary).
@@ -255,7 +249,12 @@ def _infallible(target: Any, plan: Any) -> bool:
 
 def _detect(model: Any) -> bool:
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(model, torch.nn.Module)
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return False
+    # On Keras's torch backend every Keras layer is also an nn.Module; it is a Keras model (its
+    # variables, layouts and layer kinds are Keras's), whatever the order the records are asked in.
+    keras = sys.modules.get("keras")
+    return keras is None or not isinstance(model, keras.layers.Layer)
 
 
 

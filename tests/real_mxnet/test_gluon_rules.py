@@ -150,3 +150,33 @@ def test_gluon_lstm_semantic_fans_are_per_gate():
     assert semantic == {("weight", 6, 8), ("recurrent", 8, 8)}
     assert native == {("weight", 6, 32), ("recurrent", 8, 32)}
     net(mx.nd.ones((2, 5, 6))).wait_to_read()  # still runs
+
+
+def _hybrid_sequential_arrays(scoped: bool) -> dict:
+    def layers():
+        return nn.Conv2D(4, 3, in_channels=2), nn.Conv2D(4, 3, in_channels=4), nn.Dense(3, in_units=5)
+
+    net = nn.HybridSequential()
+    if scoped:
+        with net.name_scope():
+            net.add(*layers())
+    else:
+        net.add(*layers())
+    net.initialize()
+    return {k: v.data().asnumpy() for k, v in net.collect_params().items()}
+
+
+@pytest.mark.parametrize("scoped", [True, False])
+def test_name_array_dict_seeds_ignore_gluon_counters(scoped):
+    """The same HybridSequential built twice in one process: its collect_params() names differ
+    (hybridsequential0_conv0_ then hybridsequential1_conv0_, or conv0_ then conv2_ without a
+    name_scope), and its name -> array dict still draws the same values; the two convs of one net
+    stay distinct, and each layer's kind comes from its own name, not its parent's."""
+    first, second = _hybrid_sequential_arrays(scoped), _hybrid_sequential_arrays(scoped)
+    assert list(first) != list(second)
+    rules = R.Rules([(R.kind("conv") & R.role("weight"), pi.he_normal()), (R.kind("dense") & R.role("weight"),
+                     pi.glorot_uniform()), (R.role("bias"), pi.Normal(std=0.1))], seed=4)
+    R.apply(first, rules), R.apply(second, rules)
+    a, b = list(first.values()), list(second.values())
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0].ravel()[:36], a[2].ravel()[:36])  # conv0 and conv1: different seeds
