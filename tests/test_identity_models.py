@@ -221,7 +221,7 @@ def test_values_are_checked_before_any_write():
     assert torch.isnan(target[1].weight[2, 3])
     with torch.no_grad():
         source[1].weight[2, 3] = 1e30
-    _refused(source, _linears(2).half(), r"1 value of '1\.weight' is outside the float16 range \(\|x\| <= 65504\): 1e\+30")
+    _refused(source, _linears(2).half(), r"1 value of '1\.weight' is outside the float16 range \(\|x\| <= 65504\): 1\.00+\d*e\+30")
     _refused(source, _linears(2).to("meta"), r"'0\.weight' is on the meta device")
     with torch.inference_mode():
         frozen = _linears(2)
