@@ -11,7 +11,13 @@ linen model of one architecture), and the user can give or correct any of it:
     ctx = model_context(model, depth=12, width=768)  # given
     ctx = model_context(model, sites={"mlp_out": name("*.proj.weight")})  # marked by selector
 
-A site is found from the names of the owning modules, the way every transformer implementation
+Sites come from what the model computes (``polyinit.structure``): one forward pass on an example
+input (derived from the model, or ``example_input=``) is traced, and the residual stream,
+attention (q.k -> softmax -> .v), MLP in/out, embedding, readout, norms, blocks and stacks are
+read off the trace, whatever the modules are called. ``ctx.source(path)`` says where each site
+came from (``"structure"``, ``"name"`` or ``"user"``) and ``ctx.summary()`` reports it. Where the
+trace is silent (no tracer for the framework, no input could be derived, a parameter the forward
+pass never read), a site is found from the names of the owning modules, the way every transformer implementation
 names them (``c_attn``/``qkv``/``in_proj`` fused, ``q``/``query``/``q_proj``, ``c_proj`` under
 ``attn`` or ``mlp``, BERT's ``attention.output.dense``, T5's ``wi``/``wo``, Keras and nnx
 ``MultiHeadAttention``'s ``query``/``key``/``value``/``attention_output``/``out``). The block of
@@ -30,9 +36,12 @@ counted in declaration order; encoder and decoder stacks are counted separately.
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
+from polyinit import _validate
 from polyinit.errors import PolyinitError
 from polyinit.layout import compute_fans
 
@@ -54,7 +63,7 @@ class Site:
     order, per stack) and its stack (``"encoder"``, ``"decoder"`` or ``""``)."""
 
     site: str
-    block: Optional[int] = None
+    block: int | None = None
     stack: str = ""
 
 
@@ -134,7 +143,7 @@ def infer_site(path: str, kind: str, role: str) -> str:
 _INDEX = re.compile(r"^(?:\d+|[a-z_]*?_(\d+))$")
 
 
-def _block_of(path: str) -> Optional[tuple[str, str]]:
+def _block_of(path: str) -> tuple[str, str] | None:
     """(container path, number) of the numbered container a parameter sits in, or None."""
     tokens = _tokens(path)
     for i, token in enumerate(tokens[:-1]):
@@ -163,11 +172,54 @@ class ModelContext:
     params: tuple
     sites: Mapping[str, Site]
     depths: Mapping[str, int]  # stack -> number of blocks
-    width: Optional[int]
+    width: int | None
     config: Mapping[str, Any] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)  # path -> "structure" | "name" | "user"
+    structure: Any = None  # the polyinit.structure.Structure the sites were read from, if any
+    note: str = ""  # why the trace is silent, when it is
+    kept: frozenset = frozenset()  # paths the user keeps at the framework's default (keep=)
+    origin: str = ""  # "the <model class> traced on <input>", for messages
 
     def site(self, path: str) -> Site:
         return self.sites[path]
+
+    def source(self, path: str) -> str:
+        """Where the site of ``path`` came from: ``"structure"`` (the traced forward pass),
+        ``"name"`` (a hint from its module names, where the trace is silent) or ``"user"``
+        (``sites=``)."""
+        return self.sources.get(path, "name")
+
+    def role(self, param) -> str:
+        """The parameter's role by use where the trace saw it (a 1-D scale of an RMSNorm class
+        no registry knows is a ``scale``), else the walker's role."""
+        placed = self.structure.get(param.path) if self.structure is not None else None
+        return placed.role if placed is not None and param.role in ("other", "weight") else param.role
+
+    def parts(self, path: str) -> tuple:
+        """The logical parts of a packed tensor (q/k/v of a fused qkv, gate/up), from the trace."""
+        placed = self.structure.get(path) if self.structure is not None else None
+        return placed.parts if placed is not None else ()
+
+    def summary(self) -> str:
+        """Where every site came from, by source, and the depth per stack.
+
+        >>> print(context_from_params([]).summary().splitlines()[0])
+        sites: 0 from structure, 0 from names, 0 from user (sites=)
+        """
+        counts = {k: sum(1 for v in self.sources.values() if v == k) for k in ("structure", "name", "user")}
+        depths = ", ".join(f"{k or 'stack'} {v}" for k, v in self.depths.items()) or "none found"
+        head = (f"sites: {counts['structure']} from structure, {counts['name']} from names, "
+                f"{counts['user']} from user (sites=)")
+        lines = [head, f"depth: {depths}"]
+        if self.note:
+            lines.append(f"names used because {self.note}")
+        for p in self.params:
+            site = self.sites[p.path]
+            where = "" if site.block is None else f" block {site.block}"
+            where += f" ({site.stack})" if site.stack else ""
+            parts = "".join(f" {part.name}{list(part.ranges)}" for part in self.parts(p.path))
+            lines.append(f"  {p.path}: {site.site}{where} [{self.source(p.path)}]{parts}")
+        return "\n".join(lines)
 
     def of(self, *sites: str) -> list:
         """The records at these sites."""
@@ -185,8 +237,11 @@ class ModelContext:
         """Raise a ContextError naming ``scheme`` if none of ``sites`` was found."""
         if not self.of(*sites):
             found = sorted({s.site for s in self.sites.values()})
-            raise ContextError(f"{scheme}: found no parameter at site(s) {', '.join(sites)} in this model "
-                               f"(found: {', '.join(found)}); mark them with sites={{'{sites[0]}': "
+            residual = ""
+            if self.structure is not None and not any(self.structure.residual.values()):
+                residual = "; its traced forward pass has no residual stream (no add of a value and a branch computed from it)"
+            raise ContextError(f"{scheme}: found no parameter at site(s) {', '.join(sites)} in {self.origin or 'this model'} "
+                               f"(found: {', '.join(found)}){residual}; mark them with sites={{'{sites[0]}': "
                                "name('...')}} in model_context(...)")
 
     def need_depth(self, scheme: str, stack: str = "") -> int:
@@ -212,43 +267,89 @@ class ModelContext:
         return self.config[key]
 
 
-def context_from_params(params: Sequence, *, depth: "int | Mapping[str, int] | None" = None,
-                        width: Optional[int] = None, sites: Optional[Mapping[str, Any]] = None,
-                        config: Optional[Mapping[str, Any]] = None) -> ModelContext:
-    """A ``ModelContext`` from parameter records; ``sites`` maps a site to a selector marking
-    its parameters (it wins over the names), ``depth``/``width`` override what is derived."""
+def context_from_params(params: Sequence, *, depth: int | Mapping[str, int] | None = None,
+                        width: int | None = None, sites: Mapping[str, Any] | None = None,
+                        config: Mapping[str, Any] | None = None, structure: Any = None,
+                        note: str = "", keep: Any = None, origin: str = "") -> ModelContext:
+    """A ``ModelContext`` from parameter records and, where given, the ``structure`` a trace
+    found (``polyinit.structure.find_structure``): each site comes from ``sites`` (a selector
+    per site, ``"user"``), else from the structure, else from the names (``infer_site``);
+    ``depth``/``width`` override what is derived."""
     from polyinit.rules import Context as RuleContext
 
     marked: dict[str, str] = {}
     rule_context = RuleContext(params)
     for site_name, selector in (sites or {}).items():
         if site_name not in SITES:
-            raise ContextError(f"model_context: unknown site {site_name!r}; expected one of {', '.join(SITES)}")
+            raise ContextError(f"model_context: unknown site {site_name!r}; expected one of {', '.join(SITES)}"
+                               + _close(site_name, SITES))
+        if not hasattr(selector, "matches"):
+            raise ContextError(f"model_context: sites[{site_name!r}] must be a selector such as name('...'), "
+                               f"received {selector!r}")
         hits = [p.path for p in params if selector.matches(p, rule_context)]
         if not hits:
             raise ContextError(f"model_context: sites[{site_name!r}] = {selector!r} matched no parameter")
         marked.update({path: site_name for path in hits})
     blocks: dict[str, dict[tuple, int]] = {}
     found: dict[str, Site] = {}
+    sources: dict[str, str] = {}
     for p in params:
-        site = marked.get(p.path) or infer_site(p.path, p.kind, p.role)
-        block, stack = None, _stack(p.path)
-        where = _block_of(p.path)
-        if where is not None and site not in ("embedding", "position", "readout"):
-            numbering = blocks.setdefault(stack, {})
-            block = numbering.setdefault(where, len(numbering))
-        found[p.path] = Site(site, block, stack)
-    # Stacks count only containers that hold attention or MLP parameters.
-    depths = {stack: len({s.block for s in found.values() if s.stack == stack and s.block is not None
-                          and s.site in BLOCK_SITES}) for stack in blocks}
+        placed = structure.get(p.path) if structure is not None else None
+        if placed is not None:
+            found[p.path] = Site(placed.site, placed.block, placed.stack)
+            sources[p.path] = "structure"
+        else:
+            site, block, stack = infer_site(p.path, p.kind, p.role), None, _stack(p.path)
+            where = _block_of(p.path)
+            if where is not None and site not in ("embedding", "position", "readout"):
+                numbering = blocks.setdefault(stack, {})
+                block = numbering.setdefault(where, len(numbering))
+            found[p.path] = Site(site, block, stack)
+            sources[p.path] = "name"
+        if p.path in marked:
+            found[p.path] = Site(marked[p.path], found[p.path].block, found[p.path].stack)
+            sources[p.path] = "user"
+    if structure is not None and structure.depths:
+        depths = dict(structure.depths)
+    else:
+        # Stacks count only containers that hold attention or MLP parameters.
+        depths = {stack: len({s.block for s in found.values() if s.stack == stack and s.block is not None
+                              and s.site in BLOCK_SITES}) for stack in blocks}
+    depths = {k: v for k, v in depths.items() if v}
     if depth is not None:
-        depths = dict(depth) if isinstance(depth, Mapping) else {stack: depth for stack in (depths or {"": 0})}
+        depths = _given_depth(depth, depths)
     derived_width = width or _width(params, found)
-    return ModelContext(tuple(params), found, {k: v for k, v in depths.items() if v}, derived_width,
-                        dict(config or {}))
+    if keep is not None and not hasattr(keep, "matches"):
+        raise ContextError(f"model_context: keep must be a selector such as name('...'), received {keep!r}")
+    kept = frozenset(p.path for p in params if keep is not None and keep.matches(p, rule_context))
+    return ModelContext(tuple(params), found, depths, derived_width, dict(config or {}), sources, structure, note,
+                        kept, origin)
 
 
-def _width(params: Sequence, sites: Mapping[str, Site]) -> Optional[int]:
+def _close(value: str, choices: Sequence[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _given_depth(depth: Any, derived: Mapping[str, int]) -> dict[str, int]:
+    """``depth=L`` for every stack found (or the one unnamed stack), or a stack -> L mapping that
+    names stacks the model has."""
+    if isinstance(depth, Mapping):
+        known = tuple(derived) or ("", "encoder", "decoder")
+        out = {}
+        for stack, value in depth.items():
+            if stack not in known:
+                raise ContextError(f"model_context: depth names stack {stack!r}, which this model does not have; "
+                                   f"its stacks: {', '.join(map(repr, known))}" + _close(stack, known))
+            out[stack] = _validate.integer("model_context", f"depth[{stack!r}]", value, minimum=1, error=ContextError)
+        return out
+    value = _validate.integer("model_context", "depth", depth, minimum=1, error=ContextError)
+    return {stack: value for stack in (derived or {"": 0})}
+
+
+def _width(params: Sequence, sites: Mapping[str, Site]) -> int | None:
     """d_model: the dimension of the token embedding, else the fan-in of a query projection."""
     for p in params:
         if sites[p.path].site == "embedding" and len(p.shape) == 2:
@@ -283,21 +384,100 @@ def _config_of(model: Any) -> dict[str, Any]:
     return found
 
 
-def model_context(model: Any, *, depth: "int | Mapping[str, int] | None" = None, width: Optional[int] = None,
-                  sites: Optional[Mapping[str, Any]] = None, **config: Any) -> ModelContext:
+# Numbers a scheme may ask the context for (``ctx.need_config``), given as keywords.
+CONFIG_KEYS = ("d_kv", "n_heads", "d_ff", "head_dim", "n_kv_heads", "vocab_size")
+
+
+def model_context(model: Any, *, depth: int | Mapping[str, int] | None = None, width: int | None = None,
+                  sites: Mapping[str, Any] | None = None, example_input: Any = None, keep: Any = None,
+                  **config: Any) -> ModelContext:
     """The context of ``model`` (any framework the rules support); see the module docstring.
 
+    The sites come from one traced forward pass on ``example_input`` (derived from the model when
+    None: token ids from a transformers/litgpt config or a ``vocab_size``, a Keras input shape,
+    ``input_size``); where no input can be derived or the framework has no tracer, from names.
     Numbers a transformers model's ``config`` holds (``d_kv``, ``num_heads``, ``d_ff``) are read
-    from it; keyword arguments give or override any of them.
+    from it; keyword arguments give or override any of them (``CONFIG_KEYS``).
+
+    ``keep`` (a selector) marks parameters every scheme leaves at the framework's default (KEEP).
+
+    Raises ``ContextError`` naming the model, the input and what to pass when the forward pass
+    fails on the input (the model is left as it was), and for arguments of the wrong type.
 
     >>> # ctx = model_context(GPT2LMHeadModel(GPT2Config())); ctx.depth, ctx.width -> (12, 768)
+    >>> # print(ctx.summary())  # "sites: 148 from structure, 0 from names, ..."
     """
     from polyinit.rules import every, select
 
-    params = select(model, every())
+    for key, value in config.items():
+        if key not in CONFIG_KEYS:
+            raise ContextError(f"model_context: unknown keyword {key}=; expected depth, width, sites, example_input, keep "
+                               f"or one of {', '.join(CONFIG_KEYS)}" + _close(key, ("depth", "width", "sites", "keep",
+                                                                                     "example_input") + CONFIG_KEYS))
+        config[key] = _validate.integer("model_context", key, value, minimum=1, error=ContextError)
+    if width is not None:
+        width = _validate.integer("model_context", "width", width, minimum=1, error=ContextError)
+    if depth is not None and not isinstance(depth, Mapping):
+        _validate.integer("model_context", "depth", depth, minimum=1, error=ContextError)
+    if sites is not None and not isinstance(sites, Mapping):
+        raise ContextError(f"model_context: sites must be a mapping site -> selector, received {sites!r}")
+    with warnings.catch_warnings(record=True) as caught:  # unregistered layer types: the trace may type them
+        warnings.simplefilter("always")
+        params = select(model, every())
+    structure, note, origin = _structure_of(model, params, example_input)
+    untyped = [p for p in params if p.kind == "other" and (structure is None or structure.get(p.path) is None)]
+    for warning in caught:
+        if untyped or not issubclass(warning.category, UserWarning):
+            warnings.warn(warning.message, warning.category, stacklevel=2)
     from_config = _config_of(model)
     from_config.update(config)
-    return context_from_params(params, depth=depth, width=width, sites=sites, config=from_config)
+    return context_from_params(params, depth=depth, width=width, sites=sites, config=from_config,
+                               structure=structure, note=note, keep=keep, origin=origin)
+
+
+def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any, str, str]:
+    """(structure, "", origin) from one traced forward pass, or (None, why the trace is silent,
+    origin)."""
+    from polyinit import structure as st
+
+    try:
+        tracer = st.tracer_for(model)
+    except st.StructureUnavailable as why:
+        if example_input is not None:
+            raise ContextError(f"model_context: example_input given, but {why}") from None
+        return None, str(why), f"the {_model_name(model)}"
+    derived = example_input is None
+    given = tracer.example_input(model) if derived else example_input
+    what = _model_name(model)
+    if given is None:
+        return None, (f"no example input could be derived for the {what}; pass "
+                      "model_context(model, example_input=...) to read sites from its structure"), f"the {what}"
+    try:
+        graph = tracer.trace(model, given)
+    except Exception as problem:  # the model's own forward pass failed: say what to pass
+        origin = "the example input derived from the model" if derived else "example_input"
+        raise ContextError(
+            f"model_context: the forward pass of the {what} on {origin} ({_describe(given)}) failed: "
+            f"{type(problem).__name__}: {problem}. Pass model_context(model, example_input=...) with an input "
+            "its forward accepts (a tensor, or a tuple/dict of them), or give the sites by hand "
+            "(sites={...}, depth=...)") from problem
+    return st.find_structure(graph, params), "", f"the {what} traced on {_describe(given)}"
+
+
+def _model_name(model: Any) -> str:
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def _describe(value: Any) -> str:
+    """A short description of an input: shapes of arrays, keys of dicts, type otherwise."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__} of shape {tuple(shape)}"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}(" + ", ".join(_describe(v) for v in value) + ")"
+    return f"{type(value).__name__} {value!r}"[:80]
 
 
 def iter_sites(context: ModelContext, sites: Iterable[str]) -> list[str]:

@@ -37,8 +37,8 @@ import math
 from typing import Any, Optional, Sequence
 
 from polyinit import schemes
-from polyinit.context import ContextError, ModelContext, model_context
-from polyinit.rules import Rules, predicate
+from polyinit.context import SITES, ContextError, ModelContext, model_context
+from polyinit.rules import KEEP, Rules, predicate
 from polyinit.spec import Normal, Spec, TruncatedNormal, Uniform, VarianceScaling
 
 __all__ = ["deepnet", "fixup", "gpt2", "megatron", "modded_nanogpt", "mup", "olmo", "small_init",
@@ -65,16 +65,29 @@ def _normal(std: float, cutoff: Optional[float] = None) -> Spec:
 
 class _RuleSet:
     """Collects (selector, spec) pairs over a context; selectors match record paths, so a rule
-    means the same parameters whichever framework the model is written in."""
+    means the same parameters whichever framework the model is written in.
+
+    Coverage (nothing left at the framework's default unless the user said ``KEEP``): a scheme
+    that calls ``rest`` speaks for the whole model, so ``rules`` raises a ``ContextError`` naming
+    every trainable parameter no rule took, and how to place it. ``rest(None)`` keeps the
+    weights at site ``other`` (the reference code leaves them too), as explicit ``KEEP`` rules.
+    Parameters marked ``model_context(..., keep=selector)`` are kept before any rule."""
 
     def __init__(self, context: ModelContext, scheme: str):
         self.context, self.scheme, self.pairs = context, scheme, []
         self.taken: set[str] = set()
+        self.whole = self.keeps_other = False
+        kept = tuple(p.path for p in context.params if p.path in getattr(context, "kept", ()))
+        if kept:
+            self.add(kept, KEEP, "kept (keep=)")
+
+    def role(self, param: Any) -> str:
+        return self.context.role(param) if hasattr(self.context, "role") else param.role
 
     def at(self, *sites: str, block: Optional[int] = None, stack: Optional[str] = None,
            roles: Sequence[str] = _WEIGHTS) -> list[str]:
         return [p.path for p in self.context.params
-                if self.context.sites[p.path].site in sites and p.role in roles
+                if self.context.sites[p.path].site in sites and self.role(p) in roles
                 and (block is None or self.context.sites[p.path].block == block)
                 and (stack is None or self.context.sites[p.path].stack == stack)]
 
@@ -88,22 +101,46 @@ class _RuleSet:
         self.pairs.append((predicate(lambda p, wanted=wanted: p.path in wanted, f"{self.scheme}:{what}"), spec))
 
     def rest(self, weight: Optional[Spec], *, norms: bool = True) -> None:
-        """Weights not yet taken get ``weight`` (None: kept), biases 0, norm scales 1 and offsets 0."""
+        """Weights not yet taken get ``weight`` (None: those at site ``other`` are kept), biases 0,
+        norm scales 1 and offsets 0."""
         params, sites = self.context.params, self.context.sites
+        self.whole, self.keeps_other = True, weight is None
         if weight is not None:
-            self.add([p.path for p in params if p.role in _WEIGHTS
-                      and sites[p.path].site not in ("other", "norm")], weight, "other weights")
-        self.add([p.path for p in params if p.role == "bias" and sites[p.path].site != "norm"],
+            self.add([p.path for p in params if self.role(p) in _WEIGHTS and sites[p.path].site != "norm"],
+                     weight, "other weights")
+        self.add([p.path for p in params if self.role(p) == "bias" and sites[p.path].site != "norm"],
                  schemes.zeros(), "biases")
         if norms:
             self.add(self.norms("scale", "weight"), schemes.ones(), "norm scales")
             self.add(self.norms("offset", "bias"), schemes.zeros(), "norm offsets")
 
     def norms(self, *roles: str) -> list[str]:
-        return [p.path for p in self.context.params if self.context.sites[p.path].site == "norm" and p.role in roles]
+        return [p.path for p in self.context.params if self.context.sites[p.path].site == "norm" and self.role(p) in roles]
 
     def rules(self, seed: int) -> Rules:
+        if self.whole:
+            self.cover()
         return Rules(self.pairs, seed=seed)
+
+    def cover(self) -> None:
+        """Every trainable parameter has a rule, or a ContextError names the ones without."""
+        sites = self.context.sites
+        left = [p for p in self.context.params if p.trainable and p.path not in self.taken
+                and p.role not in ("running_mean", "running_var")]
+        if self.keeps_other:
+            self.add([p.path for p in left if sites[p.path].site == "other" and self.role(p) in _WEIGHTS],
+                     KEEP, "kept as the reference leaves them")
+            left = [p for p in left if p.path not in self.taken]
+        if not left:
+            return
+        source = getattr(self.context, "source", lambda path: "name")
+        listed = "; ".join(f"{p.path} ({p.kind} {self.role(p)}, shape {p.shape}, site {sites[p.path].site} "
+                           f"from {source(p.path)})" for p in left[:12])
+        more = f" and {len(left) - 12} more" if len(left) > 12 else ""
+        raise ContextError(
+            f"{self.scheme}: cannot place {len(left)} parameter(s) of this model: {listed}{more}. Place them with "
+            "model_context(model, sites={'<site>': name('<path glob>')}) (sites: " + ", ".join(SITES) + "), "
+            "or keep them at the framework's default with keep=name('<path glob>') (KEEP)")
 
 
 def gpt2(model: Any, *, std: float = 0.02, seed: int = 0, **context: Any) -> Rules:

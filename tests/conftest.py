@@ -2,6 +2,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# TensorFlow and triton (torch's compiler, which transformers' models import) each carry LLVM; when
+# triton loads after TensorFlow it registers LLVM's options a second time and the process aborts
+# ("Option 'bitcode-mdindex-threshold' registered more than once"). Loaded first, both work, so a
+# session that traces a Keras model and then a transformers model runs (0.7 s, no torch import).
+import importlib.util  # noqa: E402
+
+if importlib.util.find_spec("triton") is not None and importlib.util.find_spec("tensorflow") is not None:
+    import triton  # noqa: E402,F401
+
 import pytest  # noqa: E402
 
 from polyinit.conformance.selection import (backends_for_run, missing_imports, write_not_tested,  # noqa: E402

@@ -117,8 +117,12 @@ def test_gpt2_schemes_follow_their_formulas(gpt2_config, scheme):
     elif scheme == "u_mup":
         rules_for = lambda m: modern.u_mup(m)
         std_of = lambda kind, i: 1.0
-    elif scheme == "modded_nanogpt":
-        rules_for = lambda m: modern.modded_nanogpt(m)
+    elif scheme == "modded_nanogpt":  # the speedrun has no learned positions: wpe is kept, by saying so
+        from polyinit.rules import name
+
+        with pytest.raises(ContextError, match=r"transformer\.wpe\.weight .*keep="):
+            modern.modded_nanogpt(_gpt2(gpt2_config, 2))
+        rules_for = lambda m: modern.modded_nanogpt(m, keep=name("transformer.wpe.weight"))
         std_of = lambda kind, i: 0.0 if kind == "mlp_out" else 0.005 if kind == "wte" else 0.5 / math.sqrt(d)
     else:  # small_init_emb: only the token embedding, U(+-1e-4)
         model = _gpt2(gpt2_config, 2)

@@ -1,0 +1,401 @@
+"""The torch tracer: one forward pass under a ``TorchFunctionMode`` recorded as a :class:`Graph`.
+
+Every torch function the model calls (``F.linear``, ``matmul``, ``einsum``,
+``scaled_dot_product_attention``, ``embedding``, ``layer_norm``, ``rms_norm``, the elementwise,
+reduction and movement ops, ``Tensor.__getitem__``, ``split``...) becomes a node; a tensor is
+known by its identity, so a parameter read through ``.t()``, a view or a slice stays traceable to
+its path (the walker's ``Param.path``: the first ``module.name`` that holds it). Composite Python
+functions of ``torch.nn.functional`` that polyinit does not map (``multi_head_attention_forward``)
+are traced through, so their inner ``linear``/``softmax``/``bmm`` are seen. The model runs in eval
+mode under ``no_grad`` and its training flags are restored: nothing in the model changes.
+
+>>> import torch
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+>>> graph = trace(model, torch.zeros(2, 4))
+>>> [n.op for n in graph][:4]
+['input', 'param', 'contract', 'param']
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from polyinit.structure.graph import Graph
+
+_TOKENS = 8  # a short input: structure does not depend on the sequence length
+
+_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "truediv": "div", "true_divide": "div",
+           "maximum": "max", "minimum": "min", "floordiv": "div"}
+_REVERSED = {"radd": "add", "rsub": "sub", "rmul": "mul", "rtruediv": "div", "rdiv": "div"}
+_UNARY = ("relu", "gelu", "silu", "tanh", "exp", "rsqrt", "sqrt", "neg", "sigmoid", "square", "pow", "log",
+          "abs", "erf", "softplus", "mish", "relu6", "leaky_relu", "elu", "hardswish", "hardtanh", "sin", "cos",
+          "reciprocal", "clamp", "clip", "gelu_new", "quick_gelu", "logsigmoid", "glu", "selu")
+_CONVERT = ("to", "float", "half", "double", "bfloat16", "type", "type_as", "clone", "detach", "contiguous",
+            "dropout", "dropout1d", "dropout2d", "alpha_dropout", "feature_alpha_dropout", "cpu", "cuda")
+_RESHAPE = ("view", "reshape", "flatten", "unflatten", "unsqueeze", "squeeze", "view_as", "reshape_as")
+_BROADCAST = ("expand", "expand_as", "broadcast_to")
+_REDUCE = {"mean": "mean", "sum": "sum", "amax": "max", "max": "max", "var": "var", "std": "std", "norm": "norm"}
+_NORMS = {"layer_norm": "layer", "rms_norm": "rms", "group_norm": "group", "batch_norm": "batch",
+          "instance_norm": "instance"}
+
+
+def _name(func: Any) -> str:
+    name = getattr(func, "__name__", "") or ""
+    if name == "__get__":  # a property: Tensor.T, Tensor.mT
+        owner = getattr(func, "__self__", None)
+        name = getattr(owner, "__name__", "") or ""
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        if name.startswith("i") and name[1:] in _BINARY:
+            name = name[1:]
+    elif name.endswith("_") and not name.startswith("_"):
+        name = name[:-1]  # in place: add_ is add
+    return name
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif hasattr(value, "to_tuple"):  # transformers' ModelOutput
+        yield from _tensors(value.to_tuple())
+
+
+class _Recorder(TorchFunctionMode):
+    """Records every torch function call into ``graph``; tensors are known by identity."""
+
+    def __init__(self, graph: Graph, paths: dict):
+        super().__init__()
+        self.g, self.paths = graph, paths
+        self.nodes: dict[int, tuple[torch.Tensor, int]] = {}
+
+    def node(self, value: Any) -> int:
+        """The node of a tensor (a parameter node for a model tensor, a const for a new one) or
+        of a Python number (a const)."""
+        if isinstance(value, torch.Tensor):
+            known = self.nodes.get(id(value))
+            if known is not None and known[0] is value:
+                return known[1]
+            path = self.paths.get(id(value))
+            if path is not None:
+                return self.bind(value, self.g.add("param", (), tuple(value.shape), path=path))
+            return self.bind(value, self.g.add("const", (), tuple(value.shape)))
+        return self.g.add("const", (), ())
+
+    def bind(self, tensor: torch.Tensor, node: int) -> int:
+        self.nodes[id(tensor)] = (tensor, node)
+        return node
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (inspect.isfunction(func) and getattr(func, "__module__", "") == "torch.nn.functional"
+                and _name(func) not in _KNOWN):
+            with self:  # a composite: trace the ops it is made of
+                return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        try:
+            self.record(_name(func), args, kwargs, out)
+        except Exception:  # noqa: BLE001 (an op this tracer misreads must not break the forward pass)
+            self.other(_name(func), args, kwargs, out)
+        return out
+
+    # -- recording -------------------------------------------------------------------------
+    def add(self, op: str, inputs: list, out: torch.Tensor, **attrs: Any) -> int:
+        return self.bind(out, self.g.add(op, tuple(inputs), tuple(out.shape), **attrs))
+
+    def other(self, name: str, args, kwargs, out) -> None:
+        inputs = [self.node(t) for t in _tensors((args, kwargs))]
+        for t in _tensors(out):
+            self.add("other", inputs, t, name=name)
+
+    def record(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+        if not any(True for _ in _tensors(out)):
+            return
+        handler = _HANDLERS.get(name)
+        if handler is not None:
+            handler(self, args, kwargs, out)
+        elif name in _BINARY or name in _REVERSED:
+            a, b = args[0], args[1] if len(args) > 1 else kwargs.get("other")
+            if name in _REVERSED:
+                a, b = b, a
+            self.add(_BINARY.get(name) or _REVERSED[name], [self.node(a), self.node(b)], out)
+        elif name in _UNARY:
+            self.add("unary", [self.node(args[0])], out, fn=name)
+        elif name in _CONVERT:
+            self.add("convert", [self.node(args[0])], out, name=name)
+        elif name in _RESHAPE:
+            self.add("reshape", [self.node(args[0])], out)
+        elif name in _BROADCAST:
+            self.add("broadcast", [self.node(args[0])], out)
+        elif name in _REDUCE and isinstance(out, torch.Tensor):
+            dims = args[1] if len(args) > 1 else kwargs.get("dim", ())
+            dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+            self.add("reduce", [self.node(args[0])], out, fn=_REDUCE[name], axes=dims)
+        elif name in _NORMS:
+            self.norm(name, args, kwargs, out)
+        else:
+            self.other(name, args, kwargs, out)
+
+    def contract(self, a: Any, b: Any, out: torch.Tensor, ca: tuple, cb: tuple, ba=(), bb=()) -> int:
+        return self.add("contract", [self.node(a), self.node(b)], out, contract=(tuple(ca), tuple(cb)),
+                        batch=(tuple(ba), tuple(bb)))
+
+    def biased(self, node: int, bias: Any, out: torch.Tensor) -> None:
+        """``node`` then ``+ bias``: the op's output value is the add."""
+        if bias is None:
+            return
+        self.bind(out, self.g.add("add", (node, self.node(bias)), tuple(out.shape)))
+
+    def linear(self, args, kwargs, out) -> None:
+        x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        node = self.contract(x, w, out, (x.dim() - 1,), (1,))
+        self.biased(node, bias, out)
+
+    def matmul(self, args, kwargs, out) -> None:
+        a, b = args[0], args[1]
+        if a.dim() < 2 or b.dim() < 2:
+            return self.other("matmul", args, kwargs, out)
+        batch = tuple(range(a.dim() - 2)) if a.dim() == b.dim() else ()
+        self.contract(a, b, out, (a.dim() - 1,), (b.dim() - 2,), batch, batch)
+
+    def rmatmul(self, args, kwargs, out) -> None:
+        self.matmul((args[1], args[0]), kwargs, out)
+
+    def addmm(self, args, kwargs, out) -> None:
+        bias, a, b = args[:3]
+        batch = (0,) if a.dim() == 3 else ()
+        node = self.contract(a, b, out, (a.dim() - 1,), (b.dim() - 2,), batch, batch)
+        self.biased(node, bias, out)
+
+    def einsum(self, args, kwargs, out) -> None:
+        equation, operands = args[0], args[1:]
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+            operands = tuple(operands[0])
+        spec = equation.replace(" ", "")
+        if len(operands) != 2 or "..." in spec or "->" not in spec:
+            return self.other("einsum", args, kwargs, out)
+        inputs, result = spec.split("->")
+        a, b = inputs.split(",")
+        both = [c for c in a if c in b]
+        contracted = [c for c in both if c not in result]
+        batch = [c for c in both if c in result]
+        self.contract(operands[0], operands[1], out, [a.index(c) for c in contracted],
+                      [b.index(c) for c in contracted], [a.index(c) for c in batch], [b.index(c) for c in batch])
+
+    def attention(self, args, kwargs, out) -> None:
+        q, k, v = (args[i] if len(args) > i else kwargs[n] for i, n in enumerate(("query", "key", "value")))
+        mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
+        inputs = [self.node(q), self.node(k), self.node(v)] + ([self.node(mask)] if mask is not None else [])
+        self.add("attention", inputs, out if isinstance(out, torch.Tensor) else out[0])
+
+    def embedding(self, args, kwargs, out) -> None:
+        indices, table = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+        self.add("gather", [self.node(table), self.node(indices)], out, axis=0)
+
+    def norm(self, name: str, args, kwargs, out) -> None:
+        x = args[0]
+        if name == "batch_norm":
+            scale, offset = (args[3] if len(args) > 3 else kwargs.get("weight")), (args[4] if len(args) > 4 else kwargs.get("bias"))
+        elif name == "rms_norm":
+            scale, offset = (args[2] if len(args) > 2 else kwargs.get("weight")), None
+        else:
+            scale, offset = (args[2] if len(args) > 2 else kwargs.get("weight")), (args[3] if len(args) > 3 else kwargs.get("bias"))
+        inputs = [self.node(x)] + [self.node(t) if t is not None else self.node(0.0) for t in (scale, offset)]
+        self.add("norm", inputs, out, fn=_NORMS[name], axes=(x.dim() - 1,))
+
+    def conv(self, args, kwargs, out) -> None:
+        x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        node = self.add("conv", [self.node(x), self.node(w)], out, in_axis=1, out_axis=0)
+        self.biased(node, bias, out)
+
+    def softmax(self, args, kwargs, out) -> None:
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", -1)
+        self.add("softmax", [self.node(args[0])], out, axis=int(dim) % max(out.dim(), 1))
+
+    def transpose(self, args, kwargs, out) -> None:
+        x, n = args[0], args[0].dim()
+        perm = list(range(n))
+        if n >= 2:
+            if len(args) >= 3:
+                i, j = int(args[1]) % n, int(args[2]) % n
+            else:  # t(), T, mT: the last two axes
+                i, j = n - 2, n - 1
+            perm[i], perm[j] = perm[j], perm[i]
+        self.add("transpose", [self.node(x)], out, perm=tuple(perm))
+
+    def permute(self, args, kwargs, out) -> None:
+        dims = args[1:] if len(args) > 2 or not isinstance(args[1], (list, tuple)) else args[1]
+        n = args[0].dim()
+        self.add("transpose", [self.node(args[0])], out, perm=tuple(int(d) % n for d in dims))
+
+    def getitem(self, args, kwargs, out) -> None:
+        x, index = args[0], args[1]
+        index = index if isinstance(index, tuple) else (index,)
+        if index.count(Ellipsis) == 1:  # x[..., :n]: the ellipsis stands for the full axes
+            at = index.index(Ellipsis)
+            fill = x.dim() - (len(index) - 1 - sum(i is None for i in index))
+            index = index[:at] + (slice(None),) * fill + index[at + 1:]
+        cut = [(axis, i) for axis, i in enumerate(index) if not (isinstance(i, slice) and i == slice(None))]
+        if len(cut) == 1 and isinstance(cut[0][1], slice) and Ellipsis not in index and None not in index:
+            axis, s = cut[0]
+            start, stop, step = s.indices(x.shape[axis])
+            return self.add("slice", [self.node(x)], out, axis=axis, start=start, stop=stop, step=step)
+        self.other("getitem", (x,) + tuple(i for i in index if isinstance(i, torch.Tensor)), {}, out)
+
+    def pieces(self, args, kwargs, out, dim_at: int) -> None:
+        x = args[0]
+        dim = args[dim_at] if len(args) > dim_at else kwargs.get("dim", 0)
+        axis, start, source = int(dim) % x.dim(), 0, self.node(x)
+        for piece in out:
+            stop = start + piece.shape[axis]
+            self.add("slice", [source], piece, axis=axis, start=start, stop=stop, step=1)
+            start = stop
+
+    def split(self, args, kwargs, out) -> None:
+        self.pieces(args, kwargs, out, 2)
+
+    def unbind(self, args, kwargs, out) -> None:
+        x = args[0]
+        dim = int(args[1] if len(args) > 1 else kwargs.get("dim", 0)) % x.dim()
+        source = self.node(x)
+        for i, piece in enumerate(out):
+            shape = list(x.shape)
+            shape[dim] = 1
+            cut = self.g.add("slice", (source,), tuple(shape), axis=dim, start=i, stop=i + 1, step=1)
+            self.bind(piece, self.g.add("reshape", (cut,), tuple(piece.shape)))
+
+    def repeat_interleave(self, args, kwargs, out) -> None:
+        """``x.repeat_interleave(r, dim)`` as unsqueeze, broadcast, reshape (GQA's shared k/v)."""
+        x, repeats = args[0], args[1] if len(args) > 1 else kwargs.get("repeats")
+        dim = args[2] if len(args) > 2 else kwargs.get("dim")
+        if not isinstance(repeats, int) or dim is None:
+            return self.other("repeat_interleave", args, kwargs, out)
+        axis = int(dim) % x.dim()
+        shape = list(x.shape)
+        shape.insert(axis + 1, 1)
+        grown = self.g.add("reshape", (self.node(x),), tuple(shape))
+        shape[axis + 1] = repeats
+        grown = self.g.add("broadcast", (grown,), tuple(shape))
+        self.bind(out, self.g.add("reshape", (grown,), tuple(out.shape)))
+
+    def narrow(self, args, kwargs, out) -> None:
+        x, dim, start, length = args[:4]
+        axis = int(dim) % x.dim()
+        self.add("slice", [self.node(x)], out, axis=axis, start=int(start), stop=int(start) + int(length), step=1)
+
+    def cat(self, args, kwargs, out) -> None:
+        tensors = list(args[0])
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        self.add("concat", [self.node(t) for t in tensors], out, axis=int(dim) % out.dim())
+
+    def stack(self, args, kwargs, out) -> None:
+        tensors = list(args[0])
+        axis = int(args[1] if len(args) > 1 else kwargs.get("dim", 0)) % out.dim()
+        parts = []
+        for t in tensors:
+            shape = list(t.shape)
+            shape.insert(axis, 1)
+            parts.append(self.g.add("reshape", (self.node(t),), tuple(shape)))
+        self.bind(out, self.g.add("concat", tuple(parts), tuple(out.shape), axis=axis))
+
+
+_HANDLERS = {
+    "linear": _Recorder.linear, "matmul": _Recorder.matmul, "mm": _Recorder.matmul, "bmm": _Recorder.matmul,
+    "rmatmul": _Recorder.rmatmul, "addmm": _Recorder.addmm, "baddbmm": _Recorder.addmm, "einsum": _Recorder.einsum,
+    "scaled_dot_product_attention": _Recorder.attention, "embedding": _Recorder.embedding,
+    "conv1d": _Recorder.conv, "conv2d": _Recorder.conv, "conv3d": _Recorder.conv,
+    "softmax": _Recorder.softmax, "log_softmax": _Recorder.softmax,
+    "transpose": _Recorder.transpose, "swapaxes": _Recorder.transpose, "t": _Recorder.transpose,
+    "T": _Recorder.transpose, "mT": _Recorder.transpose, "permute": _Recorder.permute,
+    "getitem": _Recorder.getitem, "split": _Recorder.split, "chunk": _Recorder.split,
+    "tensor_split": _Recorder.split, "split_with_sizes": _Recorder.split, "unbind": _Recorder.unbind,
+    "narrow": _Recorder.narrow, "repeat_interleave": _Recorder.repeat_interleave, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
+    "stack": _Recorder.stack,
+}
+_KNOWN = set(_HANDLERS) | set(_BINARY) | set(_UNARY) | set(_CONVERT) | set(_NORMS) | set(_REDUCE) | {"silu", "gelu"}
+
+
+def _paths(model: Any) -> dict:
+    """id(tensor) -> the walker's path (the first ``prefix.name`` that holds it)."""
+    paths: dict = {}
+    for prefix, module in model.named_modules():
+        own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+        for leaf, tensor in own:
+            if tensor is not None and id(tensor) not in paths:
+                paths[id(tensor)] = f"{prefix}.{leaf}" if prefix else leaf
+    return paths
+
+
+def example_input(model: Any) -> Any | None:
+    """A short input derived from the model: token ids for a model with a vocabulary in its
+    ``config`` (transformers, litgpt) or a ``vocab_size`` attribute (olmo-core), pixels for a
+    transformers vision config, ``example_input_array`` (Lightning) or ``input_size``; else None.
+
+    Token ids are ``arange(8) mod vocab`` (no random draw, no global RNG touched)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    given = getattr(model, "example_input_array", None)
+    if given is not None:
+        return given
+    config = getattr(model, "config", None)
+    vocab = next((v for v in (getattr(config, "padded_vocab_size", None), getattr(config, "vocab_size", None),
+                              getattr(model, "vocab_size", None)) if isinstance(v, int) and not isinstance(v, bool)), None)
+    if vocab:
+        ids = (torch.arange(_TOKENS, device=device) % vocab).unsqueeze(0)
+        if hasattr(config, "to_dict"):  # transformers: keyword inputs, no KV cache
+            inputs = {"input_ids": ids, "use_cache": False}
+            if getattr(config, "is_encoder_decoder", False):
+                inputs["decoder_input_ids"] = ids
+            return inputs
+        return ids
+    size = getattr(config, "image_size", None)
+    if isinstance(size, int) and hasattr(config, "to_dict"):
+        return {"pixel_values": torch.zeros(1, getattr(config, "num_channels", 3), size, size, device=device)}
+    shape = getattr(model, "input_size", None)
+    if isinstance(shape, (tuple, list)) and all(isinstance(d, int) for d in shape):
+        return torch.zeros((1, *shape), device=device)
+    return None
+
+
+def check_input(model: Any, example_input: Any) -> None:
+    """Refuse an input the forward pass cannot take: a tensor, or a tuple/list/dict holding one."""
+    if not any(True for _ in _tensors(example_input)):
+        raise TypeError(f"expected a torch.Tensor, or a tuple, list or dict of them (keyword inputs), "
+                        f"received a {type(example_input).__name__}")
+
+
+def trace(model: Any, example_input: Any) -> Graph:
+    """Run ``model`` once on ``example_input`` (a tensor: ``model(x)``; a tuple/list:
+    ``model(*x)``; a dict: ``model(**x)``) and return the recorded graph. Raises what the
+    forward pass raises (``polyinit.context`` turns it into a ``ContextError``)."""
+    check_input(model, example_input)
+    graph = Graph()
+    recorder = _Recorder(graph, _paths(model))
+    for i, tensor in enumerate(_tensors(example_input)):
+        recorder.bind(tensor, graph.add("input", (), tuple(tensor.shape), index=i))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad(), recorder:
+            if isinstance(example_input, dict):
+                out = model(**example_input)
+            elif isinstance(example_input, (tuple, list)):
+                out = model(*example_input)
+            else:
+                out = model(example_input)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    graph.outputs = tuple(recorder.node(t) for t in _tensors(out) if id(t) in recorder.nodes)
+    return graph

@@ -1,0 +1,344 @@
+"""The Keras tracer (issue 20): the graph of a Keras model on its backend, checked op by op
+(which op reads which kernel along which axes, where q and k meet before the softmax), then the
+sites, blocks and depth the structure passes read off keras-hub's GPT-2, BERT, Llama and Gemma
+built from tiny configs, with expected values written from each architecture, and the same for a
+copy whose every layer has a meaningless name; then GPT-2 from transformers and from keras-hub
+promising the same std per parameter under every modern scheme. The suite runs Keras on
+TensorFlow; one test runs keras-hub's GPT-2 on the JAX backend in a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from tests.structure_checks import assert_attention, kernel_axes, readers, sites
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+
+from polyinit import modern  # noqa: E402
+from polyinit.context import ContextError, model_context  # noqa: E402
+from polyinit.frameworks.keras import KerasWalker  # noqa: E402
+from polyinit.plan import resolve  # noqa: E402
+from polyinit.rules import KEEP, Context  # noqa: E402
+from polyinit.structure import find_structure, trace_tf  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    pytest.skip("these tests trace Keras on the TensorFlow backend (the suite's default)", allow_module_level=True)
+
+L = 2  # blocks in every tiny keras-hub model
+
+
+def walk(model) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [p.path for p in KerasWalker().walk(model)]
+
+
+def traced(model, example=None):
+    return trace_tf.trace(model, trace_tf.example_input(model) if example is None else example)
+
+
+# --- op level ----------------------------------------------------------------------------------
+
+def test_dense_kernel_is_contracted_along_its_input_axis():
+    x = keras.Input((16,))
+    model = keras.Model(x, keras.layers.Dense(8, name="fc")(x))
+    g = traced(model)
+    assert set(g.params()) == set(walk(model)) == {"fc/kernel", "fc/bias"}
+    assert kernel_axes(g, "fc/kernel") == ((0,), (), (1,))  # kernel (in, out): in is contracted
+    (add, _), = readers(g, "fc/bias", "add")
+    assert add.shape == (1, 8)
+
+
+@pytest.mark.parametrize("equation, input_shape, output_shape, kernel_shape, axes", [
+    ("ab,bc->ac", (16,), (8,), (16, 8), ((0,), (), (1,))),
+    ("abc,cde->abde", (8, 16), (None, 2, 4), (16, 2, 4), ((0,), (), (1, 2))),    # per-head q/k/v
+    ("abcd,cde->abe", (8, 2, 4), (None, 16), (2, 4, 16), ((0, 1), (), (2,))),    # per-head output
+    ("btd,ndh->btnh", (8, 16), (None, 2, 4), (2, 16, 4), ((1,), (), (0, 2))),    # Gemma: heads first
+    ("abc,cd->abd", (8, 16), (None, 8), (16, 8), ((0,), (), (1,))),
+], ids=["matrix", "heads_out", "heads_in", "heads_first", "sequence"])
+def test_einsum_dense_reads_the_kernel_along_the_equation(equation, input_shape, output_shape, kernel_shape, axes):
+    """TensorFlow lowers einsum to reshape + matmul; the contract still names the kernel's own
+    axes: the letters the equation sums over are contracted, the others free (heads, head_dim)."""
+    x = keras.Input(input_shape)
+    layer = keras.layers.EinsumDense(equation, output_shape, name="proj")
+    model = keras.Model(x, layer(x))
+    g = traced(model)
+    assert g[g.params()["proj/kernel"]].shape == kernel_shape
+    assert kernel_axes(g, "proj/kernel") == axes
+    assert g[g.outputs[0]].shape == (1,) + tuple(8 if d is None else d for d in model.output.shape[1:])
+
+
+def test_multi_head_attention_q_and_k_meet_before_the_softmax():
+    x = keras.Input((8, 16))
+    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    model = keras.Model(x, mha(x, x))
+    g = traced(model)
+    q, k, v, o = (f"mha/{n}/kernel" for n in ("query", "key", "value", "attention_output"))
+    for path in (q, k, v):
+        assert kernel_axes(g, path) == ((0,), (), (1, 2))  # (d, heads, head_dim): d contracted
+    assert kernel_axes(g, o) == ((0, 1), (), (2,))
+    assert_attention(g, q, k, v)
+
+
+def test_tied_handle_is_one_parameter_node():
+    """A layer used twice reads one variable: one param node, two readers."""
+    x = keras.Input((4,))
+    shared = keras.layers.Dense(4, name="shared")
+    model = keras.Model(x, shared(shared(x)))
+    g = traced(model)
+    assert list(g.params()) == ["shared/kernel", "shared/bias"]
+    assert len(readers(g, "shared/kernel", "contract")) == 2
+
+
+def test_example_input_from_declared_inputs():
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    model = keras.Model(ids, keras.layers.Embedding(10, 4, name="emb")(ids))
+    example = trace_tf.example_input(model)
+    assert example.shape == (1, 8) and example.dtype == np.int32
+    g = traced(model)
+    (gather, side), = readers(g, "emb/embeddings", "gather")
+    assert side == 0 and gather.attrs["axis"] == 0 and g[gather.inputs[1]].op in ("input", "convert", "other")
+
+
+def test_wrong_input_type_is_refused_before_any_tracing():
+    x = keras.Input((4,))
+    model = keras.Model(x, keras.layers.Dense(2)(x))
+    before = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(TypeError, match="expected an array"):
+        trace_tf.trace(model, "not an array")
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.weights))
+
+
+# --- keras-hub backbones: sites, blocks, depth from the architecture ------------------------------
+
+def gpt2_expected(path: str):
+    """GPT-2 (Radford et al. 2019): token + position embeddings, L pre-norm blocks
+    (ln_1 -> attention -> add, ln_2 -> MLP -> add), final norm."""
+    fixed = {"token_embedding/embeddings": ("embedding", None, "weight"),
+             "position_embedding/embeddings": ("position", None, "weight"),
+             "layer_norm/gamma": ("norm", None, "scale"), "layer_norm/beta": ("norm", None, "offset")}
+    return fixed.get(path) or _block_site(path, {
+        "self_attention/query": "q", "self_attention/key": "k", "self_attention/value": "v",
+        "self_attention/attention_output": "attn_out", "feedforward_intermediate_dense": "mlp_in",
+        "feedforward_output_dense": "mlp_out", "self_attention_layer_norm": "norm", "feedforward_layer_norm": "norm"})
+
+
+def bert_expected(path: str):
+    """BERT (Devlin et al. 2019): token, position and segment embeddings, an embedding norm,
+    L post-norm blocks (attention -> add -> norm, MLP -> add -> norm), a pooler on [CLS]."""
+    fixed = {"token_embedding/embeddings": ("embedding", None, "weight"),
+             "position_embedding/embeddings": ("position", None, "weight"),
+             "segment_embedding/embeddings": ("embedding", None, "weight"),  # gathered by a model input
+             "embeddings_layer_norm/gamma": ("norm", None, "scale"),
+             "embeddings_layer_norm/beta": ("norm", None, "offset"),
+             "pooled_dense/kernel": ("other", None, "weight"), "pooled_dense/bias": ("other", None, "bias")}
+    return fixed.get(path) or _block_site(path, {
+        "self_attention_layer/query": "q", "self_attention_layer/key": "k", "self_attention_layer/value": "v",
+        "self_attention_layer/attention_output": "attn_out", "feedforward_intermediate_dense": "mlp_in",
+        "feedforward_output_dense": "mlp_out", "self_attention_layer_norm": "norm", "feedforward_layer_norm": "norm"})
+
+
+def llama_expected(path: str):
+    """Llama (Touvron et al. 2023): token embedding, L pre-RMSNorm blocks (GQA attention without
+    biases; SwiGLU MLP: gate and up read the norm, down is added back), final RMSNorm. The
+    backbone computes no readout: ``reverse_embeddings`` is not in its forward pass."""
+    fixed = {"token_embedding/embeddings": ("embedding", None, "weight"),
+             "token_embedding/reverse_embeddings": None,
+             "sequence_output_layernorm/scale": ("norm", None, "scale")}
+    return fixed[path] if path in fixed else _block_site(path, {
+        "self_attention/query": "q", "self_attention/key": "k", "self_attention/value": "v",
+        "self_attention/attention_output": "attn_out", "feedforward_intermediate_dense": "mlp_in",
+        "feedforward_gate_dense": "mlp_in", "feedforward_output_dense": "mlp_out",
+        "self_attention_layernorm": "norm", "feedforward_layernorm": "norm"})
+
+
+def gemma_expected(path: str):
+    """Gemma (2024): token embedding (its readout is tied and outside the backbone), L pre-RMSNorm
+    blocks (MQA attention, GeGLU MLP), final RMSNorm."""
+    fixed = {"token_embedding/embeddings": ("embedding", None, "weight"),
+             "final_normalization/scale": ("norm", None, "scale")}
+    return fixed.get(path) or _block_site(path, {
+        "attention/query": "q", "attention/key": "k", "attention/value": "v", "attention/attention_output": "attn_out",
+        "ffw_gating": "mlp_in", "ffw_gating_2": "mlp_in", "ffw_linear": "mlp_out",
+        "pre_attention_norm": "norm", "pre_ffw_norm": "norm"}, prefix="decoder_block_")
+
+
+def _block_site(path: str, layers: dict, prefix: str = "transformer_layer_"):
+    head, _, rest = path.partition("/")
+    block = int(head[len(prefix):])
+    layer, _, leaf = rest.rpartition("/")
+    role = {"kernel": "weight", "bias": "bias", "gamma": "scale", "beta": "offset", "scale": "scale"}[leaf]
+    return layers[layer], block, role
+
+
+def build(name: str):
+    hub = pytest.importorskip("keras_hub")
+    m = hub.models
+    if name == "gpt2":
+        return m.GPT2Backbone(vocabulary_size=50, num_layers=L, num_heads=2, hidden_dim=16, intermediate_dim=32,
+                              max_sequence_length=8)
+    if name == "bert":
+        return m.BertBackbone(vocabulary_size=50, num_layers=L, num_heads=2, hidden_dim=16, intermediate_dim=32,
+                              max_sequence_length=8)
+    if name == "llama":
+        return m.LlamaBackbone(vocabulary_size=50, num_layers=L, num_query_heads=4, num_key_value_heads=2,
+                               hidden_dim=16, intermediate_dim=32)
+    return m.GemmaBackbone(vocabulary_size=50, num_layers=L, num_query_heads=2, num_key_value_heads=1,
+                           hidden_dim=16, intermediate_dim=32, head_dim=8)
+
+
+EXPECTED = {"gpt2": gpt2_expected, "bert": bert_expected, "llama": llama_expected, "gemma": gemma_expected}
+
+
+@contextlib.contextmanager
+def meaningless_layer_names():
+    """Every layer built inside gets the name n0, n1, ... whatever name its code asks for (same
+    classes, same structure): variable paths then carry no meaning at all."""
+    original = keras.layers.Layer.__init__
+    counter = itertools.count()
+
+    def renamed(self, *args, **kwargs):
+        kwargs["name"] = f"n{next(counter)}"
+        original(self, *args, **kwargs)
+
+    keras.layers.Layer.__init__ = renamed
+    try:
+        yield
+    finally:
+        keras.layers.Layer.__init__ = original
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_keras_hub_sites_blocks_and_depth(name):
+    model = build(name)
+    paths = walk(model)
+    structure = find_structure(traced(model))
+    expected = [EXPECTED[name](p) for p in paths]
+    found = [None if s is None else (s[0], s[1], s[3]) for s in sites(structure, paths)]
+    assert found == expected, [(p, f, e) for p, f, e in zip(paths, found, expected) if f != e]
+    assert dict(structure.depths) == {"": L}
+    with meaningless_layer_names():
+        blind = build(name)
+    blind_paths = walk(blind)
+    assert not any("attention" in p or "dense" in p or "norm" in p for p in blind_paths)
+    blind_structure = find_structure(traced(blind))
+    assert sites(blind_structure, blind_paths) == sites(structure, paths)
+    assert dict(blind_structure.depths) == {"": L}
+
+
+def test_llama_kernels_read_per_head():
+    """keras-hub's Llama attention is EinsumDense: the q kernel (d, heads, head_dim) is contracted
+    along d only, the output kernel (heads, head_dim, d) along heads and head_dim (issue 20's
+    fans 64/64, not 256/1024)."""
+    g = traced(build("llama"))
+    assert kernel_axes(g, "transformer_layer_0/self_attention/query/kernel") == ((0,), (), (1, 2))
+    assert kernel_axes(g, "transformer_layer_0/self_attention/key/kernel") == ((0,), (), (1, 2))
+    assert kernel_axes(g, "transformer_layer_0/self_attention/attention_output/kernel") == ((0, 1), (), (2,))
+    assert_attention(g, *(f"transformer_layer_0/self_attention/{n}/kernel" for n in ("query", "key", "value")))
+
+
+_JAX_SCRIPT = """
+import json, warnings
+import keras_hub
+from polyinit.frameworks.keras import KerasWalker
+from polyinit.structure import find_structure, trace
+model = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+                                      intermediate_dim=32, max_sequence_length=8)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    paths = [p.path for p in KerasWalker().walk(model)]
+s = find_structure(trace(model))
+print(json.dumps({"depths": dict(s.depths),
+                  "sites": {p: None if s.get(p) is None else [s.get(p).site, s.get(p).block, s.get(p).role]
+                            for p in paths}}))
+"""
+
+
+def test_keras_hub_gpt2_on_the_jax_backend():
+    """The same backbone on Keras' JAX backend is traced from its jaxpr (``stateless_call``) and
+    gives the same sites: a subprocess, since a process has one Keras backend."""
+    pytest.importorskip("jax")
+    pytest.importorskip("keras_hub")
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["depths"] == {"": L}
+    for path, found in result["sites"].items():
+        assert found == list(gpt2_expected(path)), path
+
+
+# --- one architecture, two codebases: the same promise per parameter -------------------------------
+
+CROSS = {"gpt2": lambda c, base: modern.gpt2(c), "megatron": lambda c, base: modern.megatron(c),
+         "olmo_mitchell": lambda c, base: modern.olmo(c, init_fn="mitchell"),
+         "olmo_normal": lambda c, base: modern.olmo(c, init_fn="normal"),
+         "olmo_full_megatron": lambda c, base: modern.olmo(c, init_fn="full_megatron"),
+         "small_init": lambda c, base: modern.small_init(c), "wang": lambda c, base: modern.wang(c),
+         "mup": lambda c, base: modern.mup(c, base), "u_mup": lambda c, base: modern.u_mup(c)}
+
+
+def gpt2_pair_at(width: int) -> tuple:
+    """GPT-2 with a tied LM head, written by Hugging Face (torch) and by keras-hub (Keras on
+    TensorFlow), from one tiny config: their model contexts, with no sites= or depth= given."""
+    transformers = pytest.importorskip("transformers")
+    hub = pytest.importorskip("keras_hub")
+    vocab, positions, heads = 50, 8, 2
+    torch_model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=vocab, n_positions=positions, n_embd=width, n_layer=L, n_head=heads, bos_token_id=0, eos_token_id=0))
+    backbone = hub.models.GPT2Backbone(vocabulary_size=vocab, num_layers=L, num_heads=heads, hidden_dim=width,
+                                       intermediate_dim=4 * width, max_sequence_length=positions)
+    keras_model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    return model_context(torch_model), model_context(keras_model)
+
+
+@pytest.fixture(scope="module")
+def gpt2_pair():
+    """(torch context, Keras context) at width 16, and each one's muP base at width 8."""
+    return gpt2_pair_at(16), gpt2_pair_at(8)
+
+
+def promised_by_site(ctx, rules) -> dict:
+    """(site, block, role) -> the set of stds the rules promise there under fans="semantic" (q, k,
+    v and a packed qkv are one site: torch packs them in c_attn, Keras keeps three kernels)."""
+    rule_context, table = Context(ctx.params), {}
+    for p in ctx.params:
+        spec = next((s for selector, s in rules.rules if selector.matches(p, rule_context)), None)
+        site = ctx.sites[p.path]
+        key = ("qkv" if site.site in ("q", "k", "v", "qkv") else site.site, site.block, ctx.role(p))
+        std = None if spec is None else "KEEP" if spec is KEEP else round(resolve(spec, *p.target("semantic")).stats.std, 10)
+        table.setdefault(key, set()).add(std)
+    return table
+
+
+@pytest.mark.parametrize("scheme", sorted(CROSS))
+def test_gpt2_same_std_in_transformers_and_keras_hub(gpt2_pair, scheme):
+    """Issue 20: the same scheme on the same architecture in torch (transformers) and Keras
+    (keras-hub) promises the same std for every parameter (fans="semantic")."""
+    (torch_ctx, keras_ctx), (torch_base, keras_base) = gpt2_pair
+    assert torch_ctx.depth == keras_ctx.depth == L
+    assert dict(keras_ctx.structure.tied) == {"token_embedding/embeddings": "token_embedding/embeddings"}
+    torch_table = promised_by_site(torch_ctx, CROSS[scheme](torch_ctx, torch_base))
+    keras_table = promised_by_site(keras_ctx, CROSS[scheme](keras_ctx, keras_base))
+    assert keras_table == torch_table
+    assert not any(None in stds for stds in keras_table.values())  # every parameter has a rule
+    assert ("attn_out", L - 1, "weight") in keras_table
+
+
+def test_gpt2_in_both_codebases_names_what_modded_nanogpt_cannot_place(gpt2_pair):
+    """The speedrun has no rule for a learned position table: both say so, naming it."""
+    (torch_ctx, keras_ctx), _ = gpt2_pair
+    with pytest.raises(ContextError, match=r"transformer\.wpe\.weight.*site position from structure"):
+        modern.modded_nanogpt(torch_ctx)
+    with pytest.raises(ContextError, match=r"position_embedding/embeddings.*site position from structure"):
+        modern.modded_nanogpt(keras_ctx)
