@@ -11,8 +11,8 @@ its block, its unit in the block, the part of that unit, and its role::
 Units: ``attn`` (parts ``q``, ``k``, ``v``, ``o``; a second attention in one block is ``attn1``),
 ``mlp`` (parts ``in``, or ``gate`` and ``up`` for a gated MLP, and ``out``), and, numbered in
 declaration order within their block (or among the parameters outside any block), ``norm.N``,
-``embedding.N``, ``position.N``, ``readout.N``, ``relative_bias.N`` and ``layer.N`` (anything
-else). The stack (``encoder``/``decoder``) is named only in a model that has both. Roles: a norm's
+``embedding.N`` (token, position and segment tables, numbered together), ``readout.N``,
+``relative_bias.N`` and ``layer.N`` (anything else). The stack (``encoder``/``decoder``) is named only in a model that has both. Roles: a norm's
 ``scale``/``offset`` (torch's ``weight``/``bias``), an embedding table's ``weight``.
 
 Two implementations of one architecture get the same identities whatever their declaration order
@@ -37,7 +37,7 @@ import re
 from typing import Any
 
 _ATTENTION = {"q": "q", "k": "k", "v": "v", "qkv": "q", "attn_out": "o"}
-_NUMBERED = ("norm", "embedding", "position", "readout", "relative_bias")
+_NUMBERED = ("norm", "embedding", "readout", "relative_bias")
 _GATE = re.compile(r"(^|[^a-z])(gate|w1|wi_0)([^a-z]|$)")
 
 
@@ -68,12 +68,90 @@ def identities_of(model: Any, **options: Any) -> dict[str, str]:
 
     >>> # identities_of(GPT2Model(config))["h.0.attn.c_attn.weight#q"] -> '0.attn.q.weight'
     """
-    from polyinit.context import context_from_params
     from polyinit.frameworks import walker_for
     from polyinit.params import logical_params
 
     records = walker_for(model).walk(model, **options)
-    return {lp.path: lp.identity for lp in with_identities(logical_params(records), context_from_params(records))}
+    return {lp.path: lp.identity for lp in identified(records, model)}
+
+
+def identified(records: list, model: Any = None) -> list:
+    """The logical parameters of ``records`` (a walk of ``model``; ``model`` None for a
+    state_dict) with their identities, packed tensors unpacked as the registry or the trace
+    says."""
+    from polyinit.params import logical_params
+
+    context = context_of(model, records)
+    return with_identities(logical_params(with_trace_parts(records, context)), context)
+
+
+def with_trace_parts(records: list, context: Any) -> list:
+    """``records`` with the packed parts the trace found (``ModelContext.parts``: q/k/v of a fused
+    projection, gate/up of a fused MLP input) where no registry entry declared them: a tensor whose
+    parts are equal consecutive blocks of one axis gets that axis split into (parts, size/parts),
+    the blocks a ``batch`` axis, as a registry ``ParamType(split=..., packs=...)`` would give it."""
+    import dataclasses
+
+    from polyinit.params import split_view
+
+    parts_of = getattr(context, "parts", None)
+    if parts_of is None:
+        return records
+    out = []
+    for record in records:
+        parts = () if record.packs else parts_of(record.path)
+        axis = _equal_blocks(parts, record.shape)
+        if axis is not None:
+            logical, semantic = split_view(record.shape, record.layout.pattern, (axis, len(parts)), None)
+            if logical is not None:
+                record = dataclasses.replace(record, logical=logical, semantic=semantic,
+                                             packs=tuple(part.name for part in parts))
+        out.append(record)
+    return out
+
+
+def _equal_blocks(parts: tuple, shape: tuple) -> "int | None":
+    """The axis ``parts`` split into equal consecutive blocks, in order, or None."""
+    if len(parts) < 2 or any(len(part.axes) != 1 or len(part.ranges) != 1 for part in parts):
+        return None
+    axis = parts[0].axes[0]
+    if any(part.axes != (axis,) for part in parts) or axis >= len(shape) or shape[axis] % len(parts):
+        return None
+    size = shape[axis] // len(parts)
+    expected = [(i * size, (i + 1) * size) for i in range(len(parts))]
+    return axis if [tuple(part.ranges[0]) for part in parts] == expected else None
+
+
+def context_of(model: Any, records: list) -> Any:
+    """The sites identities are read from: ``model_context(model)``'s (a traced forward pass,
+    ``polyinit.structure``), except where the trace calls a parameter ``other`` and its names give
+    it a site (a lone attention outside any block, which the structure passes leave as other);
+    the names' alone for a state_dict (``model`` None) or a model the trace does not place."""
+    import warnings
+
+    from polyinit.context import context_from_params, model_context
+
+    named = context_from_params(records)
+    if model is None:
+        return named
+    try:
+        with warnings.catch_warnings():  # the walk itself warns about unregistered layer types
+            warnings.simplefilter("ignore")
+            traced = model_context(model)
+    except Exception:  # noqa: BLE001 -- no trace (a forward pass that fails on a derived input): names
+        return named
+    if any(record.path not in traced.sites for record in records):
+        return named
+    sites = {record.path: traced.sites[record.path] if traced.sites[record.path].site != "other"
+             else named.sites[record.path] for record in records}
+    return _Sites(sites, traced.parts)
+
+
+class _Sites:
+    """The two things identities read from a context: ``sites[path]`` and ``parts(path)``."""
+
+    def __init__(self, sites: dict, parts: Any):
+        self.sites, self.parts = sites, parts
 
 
 def _real_blocks(sites: list) -> list:
@@ -104,7 +182,9 @@ def _unit(lp: Any, site: str, scope: tuple, counters: dict, gated: dict) -> str:
         return f"mlp.{gated.get(layer, 'in')}"
     if site == "mlp_out":
         return "mlp.out"
-    name = site if site in _NUMBERED else "layer"
+    # Token, position and segment tables are numbered together: whether an added table is a
+    # "position" one is read differently by different tracers (BERT's token types).
+    name = "embedding" if site == "position" else site if site in _NUMBERED else "layer"
     layers = counters.setdefault((scope, name), [])
     if layer not in layers:
         layers.append(layer)

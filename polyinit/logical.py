@@ -85,15 +85,14 @@ def positional(param) -> str:
     return param.key
 
 
-def identity_keys(params: list) -> dict[str, "str | tuple[str, ...]"]:
+def identity_keys(params: list, model=None) -> dict[str, "str | tuple[str, ...]"]:
     """{tensor path or Part group: seed key}: the semantic identity of the logical parameter
-    (``polyinit.identity``); a packed tensor maps to its blocks' identities, in block order."""
-    from polyinit.context import context_from_params
-    from polyinit.identity import with_identities
-    from polyinit.params import logical_params
+    (``polyinit.identity``, read from ``model``'s context where given); a packed tensor maps to its
+    blocks' identities, in block order."""
+    from polyinit.identity import identified
 
     keys: dict = {}
-    for lp in with_identities(logical_params(params), context_from_params(params)):
+    for lp in identified(params, model):
         if lp.packed is not None:
             keys[lp.parts[0].path] = keys.get(lp.parts[0].path, ()) + (lp.identity,)
         elif lp.combine:
@@ -103,7 +102,7 @@ def identity_keys(params: list) -> dict[str, "str | tuple[str, ...]"]:
     return keys
 
 
-def portable_draws(walker, planned: list, rules) -> list:
+def portable_draws(walker, planned: list, rules, model=None) -> list:
     """(param, native values or None) for every planned parameter, drawn by the portable
     generator in the canonical order and laid out as the framework stores the parameter.
 
@@ -129,7 +128,7 @@ def portable_draws(walker, planned: list, rules) -> list:
     backend = get_backend(get_framework(walker.name).backend)  # the record names its backend
     wholes = _whole_groups(planned)
     by_position = rules.key is positional
-    identities = identity_keys([param for param, _, _ in planned]) if rules.key is None else {}
+    identities = identity_keys([param for param, _, _ in planned], model) if rules.key is None else {}
     counts: dict[tuple, int] = {}
     group_draws: dict[str, _GroupDraw] = {}
     drawn = []

@@ -39,9 +39,12 @@ from typing import Any
 import numpy as np
 
 from polyinit.layout import OUT_IN, Layout
-from polyinit.params import Param, RuleError, logical_params, split_view
+from polyinit.params import Param, RuleError, split_view
 from polyinit import writing
 from polyinit.transfer_values import TargetValues, canonical_shape, read_logical
+
+
+_AS_TARGET = object()  # _source's mark for a state_dict typed as the target (same records, same identities)
 
 
 class TransferError(RuleError):
@@ -141,8 +144,8 @@ def _typed_as_target(state: Mapping[str, Any], target_records: list[Param]) -> d
     return None
 
 
-def _source(source: Any, source_model: Any, target_records: list[Param]) -> tuple[list[Param], Any]:
-    """(records, read(param) -> numpy array) of the source."""
+def _source(source: Any, source_model: Any, target_records: list[Param]) -> tuple[list[Param], Any, Any]:
+    """(records, read(param) -> numpy array, the source model or None) of the source."""
     from polyinit.frameworks import walker_for
 
     if isinstance(source, (str, os.PathLike)):
@@ -154,19 +157,18 @@ def _source(source: Any, source_model: Any, target_records: list[Param]) -> tupl
     if isinstance(source, Mapping) and source and all(hasattr(v, "is_floating_point") for v in source.values()):
         by_name = _typed_as_target(source, target_records)
         if by_name is not None:  # the target's own names: typed as the target, whatever the order
-            return list(target_records), lambda param: _numpy(source[by_name[param.path]])
+            return list(target_records), lambda param: _numpy(source[by_name[param.path]]), _AS_TARGET
         params, values = _state_dict_records(source)
-        return params, lambda param: values[param.path]
+        return params, lambda param: values[param.path], None
     walker = walker_for(source)
     params = walker.walk(source)
-    return params, lambda param: np.asarray(walker.read(source, param))
+    return params, lambda param: np.asarray(walker.read(source, param)), source
 
 
-def _identified(records: list[Param]) -> list:
-    from polyinit.context import context_from_params
-    from polyinit.identity import with_identities
+def _identified(records: list[Param], model: Any = None) -> list:
+    from polyinit.identity import identified
 
-    return with_identities(logical_params(records), context_from_params(records))
+    return identified(records, model)
 
 
 def transfer(source: Any, target: Any, *, source_model: Any = None, mapping: Mapping[str, str] | None = None,
@@ -185,10 +187,12 @@ def transfer(source: Any, target: Any, *, source_model: Any = None, mapping: Map
         raise TransferError(f"transfer: allow_nonfinite must be a bool, received {allow_nonfinite!r}")
     walker = walker_for(target)
     target_records = walker.walk(target)
-    records, read = _source(source, source_model, target_records)
+    records, read, source_walked = _source(source, source_model, target_records)
     from polyinit.transfer_pairing import pair
 
-    pairs = pair(_identified(records), _identified(target_records), mapping, TransferError)
+    target_params = _identified(target_records, target)
+    source_params = target_params if source_walked is _AS_TARGET else _identified(records, source_walked)
+    pairs = pair(source_params, target_params, mapping, TransferError)
     values, report = TargetValues(), TransferReport()
     for s, t in pairs:
         values.put(t, read_logical(s, read).reshape(canonical_shape(t)), s.path)
