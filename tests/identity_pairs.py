@@ -139,10 +139,15 @@ def check_portable(name: str) -> tuple[list[str], float]:
 
 
 def check_identities(name: str) -> dict:
+    """The identities of both sides, and of a name-blind copy of the transformers model (every
+    submodule renamed m0, m1, ...: tests/test_structure_torch.py's copy)."""
+    from test_structure_torch import name_blind
+
     from polyinit.identity import identities_of
 
-    hf, kh = identities_of(hf_model(name)), identities_of(keras_hub_model(name))
-    return {"hf": hf, "keras_hub": kh}
+    model = hf_model(name)
+    return {"hf": identities_of(model), "keras_hub": identities_of(keras_hub_model(name)),
+            "hf_name_blind": identities_of(name_blind(model))}
 
 
 def check_fused_mlp() -> dict:

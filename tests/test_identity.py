@@ -43,6 +43,8 @@ def test_identities_are_equal_between_transformers_and_keras_hub(results, name):
     hf, kh = results[name]["identities"]["hf"], results[name]["identities"]["keras_hub"]
     assert sorted(hf.values()) == sorted(kh.values())
     assert len(set(hf.values())) == len(hf)
+    # a name-blind copy (every module renamed m0, m1, ...): the same identities, from the structure
+    assert sorted(results[name]["identities"]["hf_name_blind"].values()) == sorted(hf.values())
     if name == "gpt2":  # packed c_attn against per-head query/key/value: the same three identities
         assert [hf[f"h.1.attn.c_attn.weight#{p}"] for p in "qkv"] == ["1.attn.q.weight", "1.attn.k.weight",
                                                                       "1.attn.v.weight"]
