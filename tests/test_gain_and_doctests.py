@@ -22,7 +22,9 @@ def test_calculate_gain(name, param, expected):
 MODULES = ["polyinit", "polyinit.spec", "polyinit.schemes", "polyinit.layout", "polyinit.gain",
            "polyinit.plan", "polyinit.serialize", "polyinit.backends", "polyinit.backends.numpy",
            "polyinit.conformance", "polyinit.conformance.checks", "polyinit.conformance.runner",
-           "polyinit.frameworks.torch", "polyinit.frameworks._walk", "polyinit.portable", "polyinit.logical"]
+           "polyinit.frameworks.torch", "polyinit.frameworks._walk", "polyinit.portable", "polyinit.logical",
+           "polyinit.params", "polyinit.identity", "polyinit.transfer_pairing", "polyinit.transfer_values",
+           "polyinit.frameworks.keras"]
 
 
 @pytest.mark.parametrize("name", MODULES)
