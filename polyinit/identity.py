@@ -69,7 +69,6 @@ def identities_of(model: Any, **options: Any) -> dict[str, str]:
     >>> # identities_of(GPT2Model(config))["h.0.attn.c_attn.weight#q"] -> '0.attn.q.weight'
     """
     from polyinit.frameworks import walker_for
-    from polyinit.params import logical_params
 
     records = walker_for(model).walk(model, **options)
     return {lp.path: lp.identity for lp in identified(records, model)}
@@ -90,8 +89,6 @@ def with_trace_parts(records: list, context: Any) -> list:
     projection, gate/up of a fused MLP input) where no registry entry declared them: a tensor whose
     parts are equal consecutive blocks of one axis gets that axis split into (parts, size/parts),
     the blocks a ``batch`` axis, as a registry ``ParamType(split=..., packs=...)`` would give it."""
-    import dataclasses
-
     from polyinit.params import split_view
 
     parts_of = getattr(context, "parts", None)
@@ -110,7 +107,7 @@ def with_trace_parts(records: list, context: Any) -> list:
     return out
 
 
-def _equal_blocks(parts: tuple, shape: tuple) -> "int | None":
+def _equal_blocks(parts: tuple, shape: tuple) -> int | None:
     """The axis ``parts`` split into equal consecutive blocks, in order, or None."""
     if len(parts) < 2 or any(len(part.axes) != 1 or len(part.ranges) != 1 for part in parts):
         return None

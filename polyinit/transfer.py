@@ -38,11 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from polyinit import writing
 from polyinit.layout import OUT_IN, Layout
 from polyinit.params import Param, RuleError, split_view
-from polyinit import writing
 from polyinit.transfer_values import TargetValues, canonical_shape, read_logical
-
 
 _AS_TARGET = object()  # _source's mark for a state_dict typed as the target (same records, same identities)
 
