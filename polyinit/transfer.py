@@ -143,16 +143,29 @@ def _typed_as_target(state: Mapping[str, Any], target_records: list[Param]) -> d
     return None
 
 
+_TORCH_FILES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def _load_weights_file(path: str, source_model: Any) -> Any:
+    """A Keras ``.weights.h5`` file loaded into ``source_model`` (the file keeps neither the
+    layers' order nor their names); a torch checkpoint is refused with what to do instead."""
+    if path.endswith(_TORCH_FILES):
+        raise TransferError(f"transfer: {path!r} is a torch checkpoint; load it and pass its state_dict: "
+                            "transfer(torch.load(path), target) or transfer(safetensors.torch.load_file(path), target)")
+    if source_model is None or not callable(getattr(source_model, "load_weights", None)):
+        raise TransferError(f"transfer: a Keras weights file ({path!r}) keeps neither the layers' order nor their "
+                            "names; pass source_model=, a Keras model of its architecture to load it into"
+                            + ("" if source_model is None else f" (received {type(source_model).__name__})"))
+    source_model.load_weights(path)
+    return source_model
+
+
 def _source(source: Any, source_model: Any, target_records: list[Param]) -> tuple[list[Param], Any, Any]:
     """(records, read(param) -> numpy array, the source model or None) of the source."""
     from polyinit.frameworks import walker_for
 
     if isinstance(source, (str, os.PathLike)):
-        if source_model is None:
-            raise TransferError(f"transfer: a weights file ({os.fspath(source)!r}) keeps neither the layers' order "
-                                "nor their names; pass source_model=, a model of its architecture to load it into")
-        source_model.load_weights(os.fspath(source))
-        source = source_model
+        source = _load_weights_file(os.fspath(source), source_model)
     if isinstance(source, Mapping) and source and all(hasattr(v, "is_floating_point") for v in source.values()):
         by_name = _typed_as_target(source, target_records)
         if by_name is not None:  # the target's own names: typed as the target, whatever the order
@@ -185,7 +198,11 @@ def transfer(source: Any, target: Any, *, source_model: Any = None, mapping: Map
     if not isinstance(allow_nonfinite, bool):
         raise TransferError(f"transfer: allow_nonfinite must be a bool, received {allow_nonfinite!r}")
     walker = walker_for(target)
-    target_records = walker.walk(target)
+    try:
+        target_records = walker.walk(target)
+    except RuleError as error:  # an unbuilt Keras model: transfer takes no input_shape=
+        raise TransferError(f"transfer: the target cannot be walked ({error}); build it first (call it once on an "
+                            "input, or model.build(shape))".replace("; pass input_shape= to build it", "")) from None
     records, read, source_walked = _source(source, source_model, target_records)
     from polyinit.transfer_pairing import pair
 

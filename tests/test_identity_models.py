@@ -245,3 +245,16 @@ def test_positional_keys_remain_available():
     assert _same(positional_values, logical_values(keras_model)) == []
     assert all(positional_values[k].tobytes() != v.tobytes() for k, v in logical_values(identity_keyed).items()
                if v.size > 1)
+
+
+def test_advice_that_can_be_followed(tmp_path):
+    """A torch checkpoint path is refused with how to load it (not 'pass source_model=', which is
+    for Keras files); an unbuilt Keras target is refused with how to build it (transfer takes no
+    input_shape=)."""
+    keras = pytest.importorskip("keras")
+    with pytest.raises(TransferError, match=r"torch checkpoint; load it and pass its state_dict"):
+        transfer(str(tmp_path / "model.pt"), _linears(2))
+    unbuilt = keras.Sequential([keras.layers.Dense(4)])
+    with pytest.raises(TransferError, match=r"build it first") as caught:
+        transfer(_linears(1), unbuilt)
+    assert "input_shape" not in str(caught.value)
