@@ -79,8 +79,11 @@ _BY_NAME = {
     "v": ("v", "value", "v_proj", "wv", "v_lin"),
     "attn_out": ("o", "o_proj", "out_proj", "attn_out", "attention_output", "wo_attn", "out_lin"),
     "mlp_in": ("c_fc", "fc1", "wi", "wi_0", "wi_1", "w1", "w3", "up_proj", "gate_proj", "ff_proj",
-               "fc_in", "dense_h_to_4h", "linear1", "lin1", "intermediate"),
-    "mlp_out": ("fc2", "w2", "down_proj", "ff_out", "fc_out", "dense_4h_to_h", "linear2", "lin2"),
+               "fc_in", "dense_h_to_4h", "linear1", "lin1", "intermediate",
+               # keras-hub's transformer layers
+               "feedforward_intermediate_dense", "feedforward_gate_dense", "gate_up_proj"),
+    "mlp_out": ("fc2", "w2", "down_proj", "ff_out", "fc_out", "dense_4h_to_h", "linear2", "lin2",
+                "feedforward_output_dense"),
     "readout": ("lm_head", "readout", "unembed", "output_projection"),
     "position": ("wpe", "position_embeddings", "pos_emb", "pos_embedding", "embed_positions",
                  "position_embedding", "positional_embedding"),
@@ -147,7 +150,7 @@ def _block_of(path: str) -> tuple[str, str] | None:
         if token.isdigit():
             return "/".join(tokens[:i]), token
         # Keras/linen style: h_3, layers_3, block_3 (not an auto-name like dense_2 at the end)
-        match = re.fullmatch(r"(h|layers?|blocks?|block|encoder_layer|decoder_layer)_(\d+)", token)
+        match = re.fullmatch(r"(h|layers?|blocks?|block|encoder_layer|decoder_layer|transformer_layer)_(\d+)", token)
         if match:
             return "/".join(tokens[:i] + [match.group(1)]), match.group(2)
     return None

@@ -128,7 +128,7 @@ def materialize(model: Any, rules: Rules, *, device: Any = "cpu", fans: Optional
             writing.check_torch_tensor(walker.tensors[param.path], param.path, "materialize",
                                        portable=portable, meta_ok=True)
     drawn = {param.path: (param, pending)
-             for param, pending in draws(walker, planned, seeds, rules, portable) if pending is not None}
+             for param, pending in draws(walker, planned, seeds, rules, portable, model) if pending is not None}
     steps = _plan_steps(model, walker, drawn)
     originals = [(step.module, name, getattr(step.module, name)) for step in steps for name in step.names]
     try:

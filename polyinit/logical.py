@@ -21,6 +21,7 @@ every framework, and ``polyinit.transfer`` copies weights through it.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Optional
 
 from polyinit.layout import Layout
@@ -71,29 +72,63 @@ def canonical_order(param, shape: tuple[int, ...], layout: Optional[Layout]) -> 
 
 
 def positional_key(param, ordinal: int) -> str:
-    """A key that is the same for the same architecture in every framework: the owning layer's
-    position in declaration order, the role, and the parameter's rank among that layer's
-    parameters of that role (``"3.weight.0"``)."""
+    """A key from the owning layer's position in declaration order, the role, and the
+    parameter's rank among that layer's parameters of that role (``"3.weight.0"``): the keys of
+    ``Rules(key=positional)``."""
     return f"{param.layer}.{param.role}.{ordinal}"
 
 
-def portable_draws(walker, planned: list, rules) -> list:
+def positional(param) -> str:
+    """``Rules(key=positional)`` keys portable draws by declaration position (``"3.weight.0"``),
+    as before identities: for two models whose declaration orders agree but whose sites the
+    context cannot read. Outside portable draws it is the record's own key."""
+    return param.key
+
+
+def identity_keys(params: list, model=None) -> dict[str, "str | tuple[str, ...]"]:
+    """{tensor path or Part group: seed key}: the semantic identity of the logical parameter
+    (``polyinit.identity``, read from ``model``'s context where given); a packed tensor maps to its
+    blocks' identities, in block order."""
+    from polyinit.identity import identified
+
+    keys: dict = {}
+    for lp in identified(params, model):
+        if lp.packed is not None:
+            keys[lp.parts[0].path] = keys.get(lp.parts[0].path, ()) + (lp.identity,)
+        elif lp.combine:
+            keys[lp.path] = lp.identity
+        else:
+            keys[lp.parts[0].path] = lp.identity
+    return keys
+
+
+def portable_draws(walker, planned: list, rules, model=None) -> list:
     """(param, native values or None) for every planned parameter, drawn by the portable
     generator in the canonical order and laid out as the framework stores the parameter.
 
-    A logical parameter stored as several tensors (``params.Part``) is drawn once, as a whole,
-    when every part has the same plan: a stack (nnx's per-gate kernels) as one tensor with a
-    leading ``batch`` axis, in the canonical order of that whole, so that it equals the packed
-    tensor of another framework (torch's ``weight_ih_l0``) drawn under ``fans="semantic"``; a sum
-    (torch's ``bias_ih + bias_hh``) as one value, written to the first part with zeros in the
-    others, so that the effective bias equals the single bias of another framework. Parts whose
-    rules give different plans are drawn one by one, as the rules say."""
+    Each logical parameter's key is its semantic identity (``"3.attn.q.weight"``,
+    ``polyinit.identity``), so two implementations of one architecture get the same values
+    whatever their declaration order or names; ``Rules(key=fn)`` gives the keys instead
+    (``Rules(key=positional)``: declaration positions).
+
+    A tensor that packs several logical parameters (torch's ``in_proj_weight``, GPT-2's
+    ``c_attn``) is drawn block by block, each block under its own identity, and packed, when its
+    plan is resolved on the logical view (``fans="semantic"``, the portable default): it then
+    equals three separate q, k, v projections. A logical parameter stored as several tensors
+    (``params.Part``) is drawn once, as a whole, when every part has the same plan: a stack (nnx's
+    per-gate kernels) as one tensor with a leading ``batch`` axis, in the canonical order of that
+    whole, so that it equals the packed tensor of another framework (torch's ``weight_ih_l0``)
+    drawn under ``fans="semantic"``; a sum (torch's ``bias_ih + bias_hh``) as one value, written to
+    the first part with zeros in the others, so that the effective bias equals the single bias of
+    another framework. Parts whose rules give different plans are drawn one by one."""
     from polyinit.backends import get_backend
     from polyinit.frameworks import get_framework
     from polyinit.rules import _user_key
 
     backend = get_backend(get_framework(walker.name).backend)  # the record names its backend
     wholes = _whole_groups(planned)
+    by_position = rules.key is positional
+    identities = identity_keys([param for param, _, _ in planned], model) if rules.key is None else {}
     counts: dict[tuple, int] = {}
     group_draws: dict[str, _GroupDraw] = {}
     drawn = []
@@ -107,8 +142,18 @@ def portable_draws(walker, planned: list, rules) -> list:
         if plan is None:
             drawn.append((param, None))
             continue
-        key = _user_key(rules, param) if rules.key else positional_key(param, ordinal)
+        if by_position:
+            key = positional_key(param, ordinal)
+        elif rules.key is not None:
+            key = _user_key(rules, param)
+        else:
+            key = identities.get(group or (param.part.group if param.part else param.path), param.key)
         _check(plan, backend, param)
+        if isinstance(key, tuple):  # a packed tensor
+            if plan.shape == param.logical_shape and param.logical is not None:
+                drawn.append((param, _packed_pending(backend, param, plan, rules.seed, key)))
+                continue
+            key = "+".join(key)  # drawn whole under the tensor's own fans
         if group is not None:
             combine, count = param.part.combine, wholes[group]
             whole = _canonical_pending(backend, param, plan, rules.seed, key, count if combine == "stack" else 0)
@@ -117,6 +162,21 @@ def portable_draws(walker, planned: list, rules) -> list:
         else:
             drawn.append((param, _canonical_pending(backend, param, plan, rules.seed, key)))
     return drawn
+
+
+def _packed_pending(backend, param, plan, seed: int, keys: tuple) -> "_PackedPending":
+    """Block by block draws of a packed tensor: each block's plan is the tensor's spec resolved on
+    the block's shape and layout (the logical view without its packing ``batch`` axis)."""
+    from polyinit.plan import resolve
+
+    roles = plan.layout.roles(len(plan.shape))
+    axis = next(i for i, (size, role) in enumerate(zip(plan.shape, roles)) if role == "batch" and size == len(keys))
+    shape, block_roles = plan.shape[:axis] + plan.shape[axis + 1:], roles[:axis] + roles[axis + 1:]
+    layout = Layout(" ".join(block_roles) or "out")
+    block = resolve(plan.spec, shape, layout, plan.dtype)
+    as_block = SimpleNamespace(kind=param.kind, shape=shape)  # a block as a parameter of its own
+    blocks = [_canonical_pending(backend, as_block, block, seed, key) for key in keys]
+    return _PackedPending(backend, blocks, axis, param.shape)
 
 
 def _check(plan, backend, param) -> None:
@@ -192,6 +252,27 @@ class _PortablePending:
         if self.perm is not None or self.plan.shape != tuple(tensor.shape) or not is_elementwise(self.plan):
             return write_local_block(tensor, self.values())
         return draw_dtensor(tensor, self.plan, self.seed, self.key)
+
+
+class _PackedPending:
+    """The blocks of a packed tensor, drawn each under its own key, stacked on their ``batch``
+    axis of the logical view and laid out as the tensor is stored."""
+
+    def __init__(self, backend, blocks: list, axis: int, shape: tuple[int, ...]):
+        self.backend, self.blocks, self.axis, self.shape = backend, blocks, axis, shape
+        self.key = "+".join(block.key for block in blocks)
+
+    def fills_in_place(self, shape: tuple[int, ...]) -> bool:
+        return False
+
+    def values(self):
+        name = self.backend.NAME
+        return _reshape(name, _stack(name, [block.values() for block in self.blocks], self.axis), self.shape)
+
+    def into_dtensor(self, tensor):
+        from polyinit.sharded import write_local_block
+
+        return write_local_block(tensor, self.values())
 
 
 class _GroupDraw:
@@ -273,3 +354,21 @@ def _reshape(name: str, values, shape):
 
         return ops.reshape(values, shape)
     return values.reshape(shape)
+
+
+def _stack(name: str, values: list, axis: int):
+    if name == "torch":
+        import torch
+
+        return torch.stack(values, axis)
+    if name == "keras":
+        from keras import ops
+
+        return ops.stack(values, axis)
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.stack(values, axis)
+    import numpy as np
+
+    return np.stack(values, axis)

@@ -83,7 +83,9 @@ class Param:
     path. ``key``: the stable seed key (no framework auto-numbering). ``aliases``: other paths of
     the same (tied) tensor. ``trainable``, ``dtype``, ``device`` as the framework reports them.
     ``part``: the :class:`Part` of a logical parameter this tensor is, or None where the tensor is
-    a whole parameter (rules still match and draw each tensor on its own).
+    a whole parameter (rules still match and draw each tensor on its own). ``packs``: the logical
+    parameters packed in the tensor, one per block of its logical view's leading ``batch`` axis
+    (``("q", "k", "v")`` for torch's ``in_proj_weight``, GPT-2's ``c_attn``).
 
     >>> p = Param("0.weight", "dense", "weight", (8, 4), Layout("out in"), 0)
     >>> p.fans("native").fan_in, p.logical_shape
@@ -107,6 +109,7 @@ class Param:
     logical: Optional[tuple[int, ...]] = field(default=None, repr=False)
     semantic: Optional[Layout] = field(default=None, repr=False)
     part: Optional[Part] = None
+    packs: tuple[str, ...] = ()
 
     @property
     def logical_shape(self) -> tuple[int, ...]:
@@ -136,7 +139,10 @@ class ParamType:
     axis ``axis`` into ``parts`` blocks as a new leading ``batch`` axis (packed q/k/v: ``(0, 3)``
     for torch's (3E, E) ``in_proj_weight``; ``(1, 3)`` for GPT-2's (E, 3E) ``c_attn``; the four
     gates of torch's (4H, in) ``weight_ih_l0``: ``(0, 4)``). ``part``: the :class:`Part` of a
-    logical parameter the tensor is, its ``group`` relative to the layer.
+    logical parameter the tensor is, its ``group`` relative to the layer. ``packs``: the names of
+    the logical parameters the ``split`` blocks are, in order (``("q", "k", "v")`` for a packed
+    q/k/v, ``("gate", "up")`` for a fused MLP input): each block is then a logical parameter of
+    its own (``logical_params``), not a gate of one.
     """
 
     role: str
@@ -144,6 +150,7 @@ class ParamType:
     semantic: Optional[str] = None
     split: Optional[tuple[int, int]] = None
     part: Optional[Part] = None
+    packs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,11 @@ class LogicalParam:
 
     ``path``: the tensor's path, or the group's name. ``shape`` / ``layout``: the logical shape and
     its semantic layout (a stack adds a leading ``batch`` axis to its parts'). ``combine``:
-    ``""`` (one tensor), ``"stack"`` or ``"sum"``. ``parts``: the records, in part order."""
+    ``""`` (one tensor), ``"stack"`` or ``"sum"``. ``parts``: the records, in part order.
+    ``packed``: ``(axis, index, name)`` where the parameter is block ``index`` of the ``batch``
+    axis ``axis`` of one tensor's logical view (q of a packed q/k/v: ``(0, 0, "q")``); its path is
+    then ``"<tensor path>#q"``. ``identity``: its semantic identity (``polyinit.identity``), filled
+    in by whoever computes it."""
 
     path: str
     kind: str
@@ -205,6 +216,8 @@ class LogicalParam:
     layout: Layout
     combine: str = ""
     parts: tuple[Param, ...] = ()
+    packed: Optional[tuple[int, int, str]] = None
+    identity: str = ""
 
     def fans(self):
         from polyinit.layout import compute_fans
@@ -241,7 +254,9 @@ def logical_params(params: list[Param]) -> list[LogicalParam]:
         groups[param.part.group].append(param)
     out = []
     for item in order:
-        if isinstance(item, Param):
+        if isinstance(item, Param) and item.packs:
+            out += _unpack(item)
+        elif isinstance(item, Param):
             out.append(LogicalParam(item.path, item.kind, item.role, item.layer, item.logical_shape,
                                     item.semantic_layout, "", (item,)))
         else:
@@ -269,3 +284,18 @@ def _combine(group: str, parts: list[Param]) -> LogicalParam:
     else:
         shape, layout = first.logical_shape, Layout(" ".join(roles) or "out")
     return LogicalParam(group, first.kind, first.role, first.layer, shape, layout, combine, tuple(parts))
+
+
+def _unpack(param: Param) -> list[LogicalParam]:
+    """One LogicalParam per block of a packed tensor: the logical view's ``batch`` axis that holds
+    ``len(param.packs)`` blocks is dropped from each block's shape and layout."""
+    shape, roles = param.logical_shape, param.semantic_layout.roles(len(param.logical_shape))
+    axes = [i for i, (size, role) in enumerate(zip(shape, roles)) if role == "batch" and size == len(param.packs)]
+    if not axes:
+        raise RuleError(f"logical_params: {param.path!r} packs {param.packs} but its logical view {shape} "
+                        f"({' '.join(roles)}) has no batch axis of {len(param.packs)} blocks")
+    axis = axes[0]
+    inner = shape[:axis] + shape[axis + 1:]
+    layout = Layout(" ".join(roles[:axis] + roles[axis + 1:]) or "out")
+    return [LogicalParam(f"{param.path}#{name}", param.kind, param.role, param.layer, inner, layout, "", (param,),
+                         (axis, index, name)) for index, name in enumerate(param.packs)]

@@ -365,7 +365,7 @@ def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: boo
     writing.check_targets(walker, [param for param, _, plan in planned if plan is not None], "apply",
                           portable=portable)
     # Draw everything first, then write: a failing draw leaves the model as it was.
-    drawn = draws(walker, planned, seeds, rules, portable)
+    drawn = draws(walker, planned, seeds, rules, portable, model)
     result = writing.write_all(walker, model, drawn, "apply")
     report = _report(planned, rules, fans, walker)
     return (result, report) if walker.returns_new else report
@@ -377,13 +377,14 @@ def check_rules(caller: str, rules: Any) -> "Rules":
     return rules
 
 
-def draws(walker: Any, planned: list, seeds: list, rules: Rules, portable: bool) -> list:
+def draws(walker: Any, planned: list, seeds: list, rules: Rules, portable: bool, model: Any = None) -> list:
     """(param, pending draw or None) for every planned parameter: the walker's native draw, or the
-    portable one (kept pending where the walker draws portable values in place)."""
+    portable one (kept pending where the walker draws portable values in place; keyed by the
+    identities of ``model``'s context)."""
     if portable:
         from polyinit.logical import portable_draws
 
-        drawn = portable_draws(walker, planned, rules)
+        drawn = portable_draws(walker, planned, rules, model)
         if not getattr(walker, "draws_portable_in_place", False):
             drawn = [(param, None if pending is None else pending.values()) for param, pending in drawn]
         return drawn

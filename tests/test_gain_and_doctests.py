@@ -25,7 +25,9 @@ MODULES = ["polyinit", "polyinit.spec", "polyinit.schemes", "polyinit.layout", "
            "polyinit.frameworks.torch", "polyinit.frameworks._walk", "polyinit.portable", "polyinit.logical",
            "polyinit.writing", "polyinit._validate",
            "polyinit.modern._args", "polyinit.modern.deepnet",
-           "polyinit.native_logs"]
+           "polyinit.native_logs",
+           "polyinit.params", "polyinit.identity", "polyinit.transfer_pairing", "polyinit.transfer_values",
+           "polyinit.frameworks.keras"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -123,10 +123,10 @@ def _logical_values(model) -> list[np.ndarray]:
     """Every logical parameter (per-gate kernels stacked, b_ih + b_hh summed) in the canonical order."""
     from polyinit.frameworks import walker_for
     from polyinit.params import logical_params
-    from polyinit.transfer import _to_logical
+    from polyinit.transfer_values import read_logical
 
     walker = walker_for(model)
-    return [_to_logical(p, lambda part: walker.read(model, part)).astype(np.float32)
+    return [read_logical(p, lambda part: walker.read(model, part)).astype(np.float32)
             for p in logical_params(walker.walk(model))]
 
 

@@ -152,7 +152,8 @@ class Builder:
                 part = dataclasses.replace(ptype.part, group=group)
             self.params.append(Param(path, resolved_kind, role, shape, Layout(pattern), position, dtype,
                                      layer_path, type_path, kind_position, f"{key_prefix}{self.sep}{leaf}",
-                                     (), bool(trainable), str(device), logical, semantic, part))
+                                     (), bool(trainable), str(device), logical, semantic, part,
+                                     ptype.packs if ptype is not None and logical is not None else ()))
 
     def _position(self, unit: Optional[str], kind: str) -> tuple[int, int]:
         """(position, kind position) of a new layer; a unit seen before keeps its first ones."""

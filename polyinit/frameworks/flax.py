@@ -85,6 +85,19 @@ def _attention_layout(module_name: str, shape: tuple) -> Any:
     return Layout("in in out") if module_name in ("out", "attention_output") else Layout("in out out")
 
 
+def _general_layout(module: Any, leaf: str, shape: tuple) -> Any:
+    """A ``LinearGeneral``'s kernel (batch..., in_features..., out_features...) and bias (batch...,
+    out_features...) layouts, from the module's own feature tuples: nnx's MultiHeadAttention's
+    query kernel (d_model, heads, head_dim) is ``in out out`` and its (heads, head_dim) bias
+    ``out out``."""
+    ins, outs = getattr(module, "in_features", None), getattr(module, "out_features", None)
+    if not (isinstance(ins, tuple) and isinstance(outs, tuple)) or leaf not in ("kernel", "bias"):
+        return None
+    roles = (["in"] * len(ins) if leaf == "kernel" else []) + ["out"] * len(outs)
+    roles = ["batch"] * (len(shape) - len(roles)) + roles
+    return Layout(" ".join(roles)) if len(roles) == len(shape) and len(shape) > 1 else None
+
+
 def _jax_draw(param: Param, plan: Any, seed: int, like: Any = None) -> Any:
     """The draw for ``param``; laid out like ``like`` (the current value) when that is sharded over
     several devices, each device drawing only its shard (the same values as unsharded)."""
@@ -144,7 +157,10 @@ class NnxWalker:
                 value = variable[...]
                 shape = tuple(value.shape)
                 rows.append((leaf, variable, id(variable), shape, dtype_name(value.dtype), isinstance(variable, nnx.Param), ""))
-                if forced == "attention" and _attention_layout(str(path[-1]), shape) is not None:
+                general = _general_layout(module, leaf, shape)
+                if general is not None:
+                    views[leaf] = (None, general, general.pattern)
+                elif forced == "attention" and _attention_layout(str(path[-1]), shape) is not None:
                     views[leaf] = (None, _attention_layout(str(path[-1]), shape), _attention_layout(str(path[-1]), shape).pattern)
                 groups = getattr(module, "feature_group_count", 1)
                 if leaf == "kernel" and isinstance(groups, int) and groups > 1:

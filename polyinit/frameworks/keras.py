@@ -43,6 +43,11 @@ for _path, _entry in {
     f"{_L}.preprocessing.normalization.Normalization": _NORM,
     f"{_L}.rnn.lstm.LSTMCell": _LSTM, f"{_L}.rnn.gru.GRUCell": _RNN, f"{_L}.rnn.simple_rnn.SimpleRNNCell": _RNN,
     f"{_L}.attention.multi_head_attention.MultiHeadAttention": ModuleType("attention", {}),
+    # keras-hub: a learned position embedding is an embedding table (sequence length, dim); the
+    # Llama family's RMS norm keeps a scale only.
+    "keras_hub.src.layers.modeling.position_embedding.PositionEmbedding": ModuleType("embedding", {
+        "embeddings": ParamType("embedding", "in out"), "position_embeddings": ParamType("embedding", "in out")}),
+    "keras_hub.src.models.llama.llama_layernorm.LlamaLayerNorm": _NORM,
 }.items():
     register_module_type(_path, _entry)
 
@@ -97,9 +102,12 @@ class KerasWalker:
     @staticmethod
     def _views(layer: Any, entry: Any, forced: Any, own: list) -> dict:
         views = {}
+        einsum = einsum_layouts(getattr(layer, "equation", None), getattr(layer, "bias_axes", None))
         for v in own:
             leaf, shape = v.path.rsplit("/", 1)[-1], tuple(v.shape)
-            if forced == "attention" and len(shape) == 3:
+            if leaf in einsum and len(einsum[leaf].split()) == len(shape):
+                views[leaf] = (None, Layout(einsum[leaf]), einsum[leaf])
+            elif forced == "attention" and len(shape) == 3:
                 pattern = "in in out" if layer.name == "attention_output" else "in out out"
                 views[leaf] = (None, Layout(pattern), pattern)
             elif entry is not None and entry.kind == "recurrent" and leaf == "bias" and len(shape) == 2:
@@ -137,6 +145,29 @@ class KerasWalker:
         import numpy as np
 
         return keras.ops.convert_to_numpy(self.variables[param.path]).astype(np.float64)
+
+
+def einsum_layouts(equation: Any, bias_axes: Any) -> dict:
+    """The kernel's and the bias's layouts read off an ``EinsumDense`` equation: a kernel axis
+    that the input has and the output lacks is an ``in`` axis, one only the output has an ``out``
+    axis, one both have a ``batch`` axis; every bias axis is an output axis. So MultiHeadAttention's
+    query kernel ``"abc,cde->abde"`` (d_model, heads, head_dim) is ``in out out`` and its (heads,
+    head_dim) bias ``out out``, and keras-hub's own attention layers are read the same way.
+
+    >>> einsum_layouts("abc,cde->abde", "de")
+    {'kernel': 'in out out', 'bias': 'out out'}
+    >>> einsum_layouts("abcd,cde->abe", "e")["kernel"]
+    'in in out'
+    """
+    if not isinstance(equation, str) or "->" not in equation or equation.count(",") != 1:
+        return {}
+    inputs, output = equation.replace(" ", "").split("->")
+    source, kernel = inputs.split(",")
+    roles = ["batch" if c in source and c in output else "in" if c in source else "out" for c in kernel]
+    layouts = {"kernel": " ".join(roles)}
+    if isinstance(bias_axes, str) and bias_axes:
+        layouts["bias"] = " ".join("out" for _ in bias_axes)
+    return layouts
 
 
 def _detect(model: Any) -> bool:

@@ -19,10 +19,11 @@ _EMBED = ModuleType("embedding", {"weight": ParamType("embedding", "out in", sem
 _NORM = ModuleType("norm", {"weight": ParamType("scale", "out"), "bias": ParamType("offset", "out"),
                             "running_mean": ParamType("running_mean", "out"),
                             "running_var": ParamType("running_var", "out")})
-_RNN = ModuleType("recurrent", {"*": ParamType("weight", "out in")})  # leaves typed by _rnn_types
+_RNN = ModuleType("recurrent", {"*": ParamType("weight", "out in")})
+_QKV = ("q", "k", "v")  # a packed attention input projection's blocks, in the order it computes them  # leaves typed by _rnn_types
 _ATTENTION = ModuleType("attention", {
-    "in_proj_weight": ParamType("weight", "out in", semantic="batch out in", split=(0, 3)),
-    "in_proj_bias": ParamType("bias", "out", semantic="batch out", split=(0, 3)),
+    "in_proj_weight": ParamType("weight", "out in", semantic="batch out in", split=(0, 3), packs=_QKV),
+    "in_proj_bias": ParamType("bias", "out", semantic="batch out", split=(0, 3), packs=_QKV),
     "q_proj_weight": ParamType("weight", "out in"), "k_proj_weight": ParamType("weight", "out in"),
     "v_proj_weight": ParamType("weight", "out in"), "bias_k": ParamType("bias", "out in *"),
     "bias_v": ParamType("bias", "out in *")})
@@ -48,8 +49,14 @@ for _path, _entry in {
     "transformers.models.t5.modeling_t5.T5LayerNorm": _NORM,
     # GPT-2's c_attn packs q, k and v along its output axis: three (E, E) blocks.
     "transformers.models.gpt2.modeling_gpt2.GPT2Attention": ModuleType("attention", {
-        "c_attn.weight": ParamType("weight", "in out", semantic="in batch out", split=(1, 3)),
-        "c_attn.bias": ParamType("bias", "out", semantic="batch out", split=(0, 3))}),
+        "c_attn.weight": ParamType("weight", "in out", semantic="in batch out", split=(1, 3), packs=_QKV),
+        "c_attn.bias": ParamType("bias", "out", semantic="batch out", split=(0, 3), packs=_QKV)}),
+    # Llama-family RMS norms hold a scale only.
+    "transformers.models.llama.modeling_llama.LlamaRMSNorm": _NORM,
+    # Phi-3 fuses its MLP input: gate_up_proj (2 * d_ff, d_model), the gate first (chunk(2, dim=-1)).
+    "transformers.models.phi3.modeling_phi3.Phi3MLP": ModuleType("dense", {
+        "gate_up_proj.weight": ParamType("weight", "out in", semantic="batch out in", split=(0, 2),
+                                         packs=("gate", "up"))}),
 }.items():
     register_module_type(_path, _entry)
 
@@ -204,7 +211,15 @@ class TorchWalker:
         return model
 
     def read(self, model: Any, param: Param):
-        return self.tensors[param.path].detach().float().cpu().numpy().copy()
+        """The values as numpy, exactly: float64 stays float64 (half precision widens to float32)."""
+        import torch
+
+        tensor = self.tensors[param.path].detach()
+        if tensor.device.type == "meta":
+            raise ModelError(f"torch: parameter {param.path!r} is on the meta device (no values to read)")
+        if tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.float()
+        return tensor.cpu().numpy().copy()
 
 
 def _write_portable(target: Any, pending: Any) -> None:
