@@ -5,8 +5,8 @@ Two kinds of check, neither of which calls polyinit's own derivation to get its 
 * golden values: ``tests/data/portable_golden.json`` holds, per distribution, the first values'
   bits and a SHA-256 of a whole tensor for a fixed (spec, shape, dtype, seed, key), written once by
   ``tools/make_portable_golden.py``. Every backend here must give exactly those bits.
-* known answers: the stream is rebuilt from the README's description ("Bit stability" under
-  "Portable draws and transfer") with ``hashlib``'s BLAKE2b, JAX's own Threefry-2x32
+* known answers: the stream is rebuilt from the documented description ("Bit stability and golden
+  values" in docs/portable.md) with ``hashlib``'s BLAKE2b, JAX's own Threefry-2x32
   (``jax.extend.random.threefry_2x32``) and float64 math from ``statistics.NormalDist``, and
   compared with polyinit's draw: bit for bit where the documented float steps are exact (uniform),
   within 1e-5 standard units where polyinit's float32 inverse CDF approximates the exact quantile

@@ -1,5 +1,5 @@
-"""The README's MXNet block, run here where the real MXNet is installed (the main venv reports it as
-skipped, naming this file's reason)."""
+"""The MXNet blocks of the README and the documentation pages, run here where the real MXNet is
+installed (the main venv reports them as skipped, naming this file's reason)."""
 
 import sys
 from pathlib import Path
@@ -9,12 +9,13 @@ import pytest
 pytest.importorskip("mxnet")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from readme_blocks import blocks, run_python  # noqa: E402
+from readme_blocks import ROOT, blocks, run_python  # noqa: E402
 
-MXNET = [code for language, code in blocks() if language == "python" and "import mxnet" in code]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+MXNET = [code for page in PAGES for language, code in blocks(page) if language == "python" and "import mxnet" in code]
 
 
-def test_the_readme_has_an_mxnet_block():
+def test_the_documentation_has_an_mxnet_block():
     assert MXNET
 
 
