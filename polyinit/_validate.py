@@ -13,9 +13,12 @@ import contextlib
 import math
 import numbers
 import operator
-from typing import Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 from polyinit.errors import BackendError, PolyinitError, ShapeError, SpecError
+
+if TYPE_CHECKING:  # polyinit.layout is imported where a layout is checked, not with this module
+    from polyinit.layout import Layout
 
 
 def _is_bool(value: Any) -> bool:
@@ -135,7 +138,7 @@ def shape(owner: str, value: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-def layout(owner: str, value: Any):
+def layout(owner: str, value: Any) -> "Layout | None":
     """None, a ``Layout``, or a pattern string such as ``"out in *"`` (accepted everywhere)."""
     from polyinit.layout import Layout
 

@@ -112,7 +112,7 @@ def backend_for(tensor: object) -> ModuleType:
         module = sys.modules.get(module_name)
         if module is None:
             continue
-        cls = module
+        cls: object = module  # the module, then each attribute along type_path (None where one is missing)
         for part in type_path.split(".")[1:]:
             cls = getattr(cls, part, None)
         if isinstance(cls, type) and isinstance(tensor, cls):

@@ -33,7 +33,7 @@ ANY_LAYOUT = True
 OPS = n.op_table(np, lambda mask, like: mask.astype(np.result_type(like)))
 
 
-def _standard_truncated(rng: np.random.Generator, shape, a: float, b: float) -> np.ndarray:
+def _standard_truncated(rng: np.random.Generator, shape: tuple[int, ...], a: float, b: float) -> np.ndarray:
     """Inverse CDF of N(0, 1) on [a, b] with the shared edge rule (``common.truncation_interval``);
     ndtri(p) = sqrt(2) erfinv(2p - 1), and (u + 1) / 2 is exact in float64 for u near -1."""
     low, high, clamp_low, clamp_high = common.truncation_interval(a, b, float(np.finfo(np.float64).eps))
