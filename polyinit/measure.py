@@ -109,7 +109,7 @@ def _measured() -> dict:
     return {f.name: f for f in frameworks() if f.measurer is not None}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # MEASURERS and MODULES (the module a measurer imports) are derived from the framework records.
     if name == "MEASURERS":
         return {key: f.measurer for key, f in _measured().items()}

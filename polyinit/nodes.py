@@ -297,7 +297,7 @@ def evaluate(root: Node, prims: Any, leaf_index: dict[int, int]) -> Any:
     """
     cache: dict[int, object] = {}
 
-    def run(node: Node):
+    def run(node: Node) -> object:
         key = id(node)
         if key in cache:
             return cache[key]

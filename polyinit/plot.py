@@ -6,7 +6,7 @@ says "closed form"."""
 from __future__ import annotations
 
 import textwrap
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def _samples(row: Row, layer: str, n_in: int, n_out: int) -> tuple[Optional[np.n
     return drawn[0], drawn[1], "closed form: drawn from the spec"
 
 
-def _histogram(ax, values: Optional[np.ndarray], colour: str, label: str) -> None:
+def _histogram(ax: Any, values: Optional[np.ndarray], colour: str, label: str) -> None:
     if values is None or values.size == 0:
         ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes, fontsize=9)
     elif np.ptp(values) == 0:

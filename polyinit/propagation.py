@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ KINDS = ("dense", "conv1d", "conv2d", "conv3d", "conv_transpose", "embedding", "
          "batchnorm", "layernorm", "mha")
 
 
-def _record(framework: str):
+def _record(framework: str) -> Any:
     """The framework's record (``polyinit/frameworks``): epsilons, recurrent names, missing layers."""
     from polyinit.frameworks import get_framework
 
@@ -353,7 +353,7 @@ class _Resolution:
         self.saved = HERMITE, LEGENDRE, GROUPS
         HERMITE, LEGENDRE, GROUPS = self.values
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         global HERMITE, LEGENDRE, GROUPS
         HERMITE, LEGENDRE, GROUPS = self.saved
 

@@ -249,7 +249,7 @@ def _names(params: Sequence[Param]) -> str:
 def plan_model(params: Sequence[Param], rules: Rules, fans: str = "native") -> list[tuple[Param, Optional[int], Optional[Plan]]]:
     """Match every parameter and resolve every plan, raising before anything is written."""
     chosen = match(params, [sel for sel, _ in rules.rules])
-    planned = []
+    planned: list[tuple[Param, Optional[int], Optional[Plan]]] = []
     by_layer: dict[int, list] = {}
     for param in params:
         by_layer.setdefault(param.layer, []).append(param)
@@ -297,7 +297,7 @@ def _factory_spec(rules: Rules, index: int, factory: SpecFactory, param: Param, 
 
 def _seeds(planned: list, rules: Rules) -> list[Optional[int]]:
     keys: dict[str, str] = {}
-    seeds = []
+    seeds: list[Optional[int]] = []
     for param, _, plan in planned:
         if plan is None:
             seeds.append(None)
@@ -391,7 +391,7 @@ def draws(walker: Any, planned: list, seeds: list, rules: Rules, portable: bool)
             for (param, _, plan), seed in zip(planned, seeds)]
 
 
-def _report(planned, rules: Rules, fans: str, walker: Any) -> Report:
+def _report(planned: list, rules: Rules, fans: str, walker: Any) -> Report:
     report = Report(fans=fans, unknown_types=dict(getattr(walker, "unknown", {}) or {}))
     for param, index, plan in planned:
         layout = param.target(fans)[1].pattern

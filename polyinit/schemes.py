@@ -31,7 +31,7 @@ def _gain_squared(owner: str, gain: float) -> float:
     return scale
 
 
-def _he_scale(owner: str, a, nonlinearity: str) -> float:
+def _he_scale(owner: str, a: Optional[float], nonlinearity: str) -> float:
     """calculate_gain(nonlinearity, a)^2, with errors naming ``a``."""
     if a is not None:
         a = check.real(owner, "a", a)

@@ -112,7 +112,7 @@ def _spec(kind: str, *, random: bool = False) -> Callable[[_SpecClass], _SpecCla
 SPEC_KINDS: dict[str, type] = {}
 
 
-def _set(obj: Spec, **values) -> None:
+def _set(obj: Spec, **values: Any) -> None:
     for name, value in values.items():
         object.__setattr__(obj, name, value)
 
@@ -135,7 +135,7 @@ class _Expression:
                         "comparisons of specs build masks such as w * (abs(w) >= 5)")
 
 
-def _stream(owner: str, value) -> int:
+def _stream(owner: str, value: Any) -> int:
     return check.integer(owner, "stream", value, minimum=0)
 
 

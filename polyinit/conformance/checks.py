@@ -81,7 +81,7 @@ def check(samples: "np.ndarray | Sequence[np.ndarray]", plan: Plan, alpha: float
     return _check(draws, plan.stats, plan, alpha)
 
 
-def _check(draws, stats: Optional[Stats], plan: Plan, alpha: float) -> list[Check]:
+def _check(draws: list[np.ndarray], stats: Optional[Stats], plan: Plan, alpha: float) -> list[Check]:
     """The checks of ``stats`` (the plan's promise or one block's); ``plan`` gives the dtype, and
     the plan itself is drawn by the reference backend only where there is no closed form."""
     dtype = plan.dtype
@@ -117,7 +117,7 @@ def _check(draws, stats: Optional[Stats], plan: Plan, alpha: float) -> list[Chec
     return results
 
 
-def _blocks(draws, stats: Stats, plan: Plan, alpha: float) -> list[Check]:
+def _blocks(draws: list[np.ndarray], stats: Stats, plan: Plan, alpha: float) -> list[Check]:
     """Each block is checked against its own part's promise: the blocks are not exchangeable.
     Where a part has no closed form, the whole tensor is compared with the reference backend."""
     assert stats.blocks is not None  # _check dispatched on it
@@ -197,7 +197,7 @@ def _gram(matrix: np.ndarray, gain: float, dtype: str, name: str) -> Check:
 REFERENCE_SEED = 20261129
 
 
-def _against_reference(draws, plan: Plan, alpha: float) -> list[Check]:
+def _against_reference(draws: list[np.ndarray], plan: Plan, alpha: float) -> list[Check]:
     """Expressions of several random leaves have no closed form: compare with a sample of
     ``REFERENCE_SIZE`` (4x ``FALLBACK_SAMPLES``) from the numpy reference backend (two-sample
     z-tests on mean and variance, two-sample KS)."""
@@ -269,7 +269,7 @@ def _tolerance_of(value: float, dtype: str) -> float:
     return abs(value) * 2 * _ROUNDING[dtype] + 1e-300
 
 
-def _support(draws, stats: Stats, dtype: str) -> Check:
+def _support(draws: list[np.ndarray], stats: Stats, dtype: str) -> Check:
     low, high = stats.low, stats.high
     lo = min(float(d.min()) for d in draws)
     hi = max(float(d.max()) for d in draws)
@@ -329,7 +329,7 @@ def _t_quantile(alpha: float, dof: int) -> float:
     return float(t.ppf(1 - alpha / 2, dof))
 
 
-def _zeros_per_slice(draws, flat: np.ndarray, stats: Stats, dtype: str) -> Check:
+def _zeros_per_slice(draws: list[np.ndarray], flat: np.ndarray, stats: Stats, dtype: str) -> Check:
     """Sparse: the count of zeros along the axis is exact in every slice."""
     assert stats.zeros_per_slice is not None  # _check dispatched on it
     axis, want = stats.zeros_per_slice
@@ -387,7 +387,7 @@ def kolmogorov_pvalue(d: float, size: int) -> float:
     return min(max(total, 0.0), 1.0)
 
 
-def _ks(flat: np.ndarray, cdf, dtype: str, alpha: float) -> Check:
+def _ks(flat: np.ndarray, cdf: Callable[[np.ndarray], np.ndarray], dtype: str, alpha: float) -> Check:
     # Values of the narrower dtypes are exact in float32, whose sort is about twice as fast.
     x = np.sort(flat) if dtype == "float64" else np.sort(flat.astype(np.float32)).astype(np.float64)
     half_step = np.abs(x) * _ROUNDING[dtype] * 2 + np.finfo(np.float64).tiny

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -127,7 +127,7 @@ def _batched(plan: Plan, rest: int) -> Optional[Plan]:
     return batched if n.elementwise_key(batched.root) == key else None
 
 
-def _native(backend: Backend, array, plan: Plan, what: str) -> list[Check]:
+def _native(backend: Backend, array: Any, plan: Plan, what: str) -> list[Check]:
     """The draw is the array that was asked for: its dtype and its device."""
     dtype, device, want = backend.dtype_of(array), backend.device_of(array), backend.default_device()
     return [Check("dtype", 1.0, float(dtype == plan.dtype), 0.0, dtype == plan.dtype,

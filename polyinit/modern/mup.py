@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Sequence
 
 from polyinit import schemes
 from polyinit.context import SITES, ContextError, ModelContext, model_context
 from polyinit.errors import SpecError
 from polyinit.modern import _args
 from polyinit.modern._base import _WEIGHTS, _context, _RuleSet
+from polyinit.params import Param
 from polyinit.plan import resolve
 from polyinit.rules import Rules
 from polyinit.spec import Normal, Spec
@@ -102,7 +103,7 @@ def _same_architecture(ctx: ModelContext, base_ctx: ModelContext) -> None:
                                f"{mine}, its base counterpart {b.path} is {theirs}")
 
 
-def _width_class(shape, base_shape, ctx: ModelContext, p) -> str:
+def _width_class(shape: Sequence[int], base_shape: Sequence[int], ctx: ModelContext, p: Param) -> str:
     """'hidden', 'input', 'output', or 'fixed' where no axis is a width axis (as in the base)."""
     wide = [i for i, (n, m) in enumerate(zip(shape, base_shape)) if n != m]
     if len(wide) >= 2:
@@ -113,13 +114,13 @@ def _width_class(shape, base_shape, ctx: ModelContext, p) -> str:
     return "output" if fan_in_changes else "input"
 
 
-def _fan_in(shape, p) -> int:
+def _fan_in(shape: Sequence[int], p: Param) -> int:
     from polyinit.layout import compute_fans
 
     return compute_fans(tuple(shape), p.layout).fan_in
 
 
-def _rescaled(spec: Spec, p, b, mult: float) -> Spec:
+def _rescaled(spec: Spec, p: Param, b: Param, mult: float) -> Spec:
     """``spec`` scaled so that its std on ``p``'s shape is its std on the base shape / sqrt(mult)."""
     on_base, on_model = resolve(spec, b.shape, b.layout).stats, resolve(spec, p.shape, p.layout).stats
     if on_base is None or on_model is None or on_base.std is None or on_model.std is None:
