@@ -18,13 +18,13 @@ import importlib
 import io
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from polyinit.errors import PolyinitError
-
 
 
 def cross_frameworks() -> tuple[str, ...]:

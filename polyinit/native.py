@@ -26,7 +26,6 @@ from polyinit import schemes
 from polyinit.errors import SpecError
 from polyinit.spec import Normal, Orthogonal, TruncatedNormal, Uniform, VarianceScaling
 
-
 # Each factory checks its arguments under the framework's own names (``minval``, ``stddev``,
 # ``magnitude``), so an error names what the user wrote, not the spec field it maps to.
 

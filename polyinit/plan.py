@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Plan:
     layout: Optional[Layout]
     dtype: str
     root: n.Node
-    promise: "Optional[Stats] | Callable[[], Optional[Stats]]"
+    promise: Optional[Stats] | Callable[[], Optional[Stats]]
     fans: Optional[Fans]
     leaves: tuple[n.Node, ...]
 
@@ -62,7 +63,7 @@ class Plan:
     def leaf_index(self) -> dict[int, int]:
         return {id(leaf): i for i, leaf in enumerate(self.leaves)}
 
-    def flat(self, size: int) -> "Optional[Plan]":
+    def flat(self, size: int) -> Optional[Plan]:
         """``size`` more values as a flat plan, where the plan's elements are iid (the conformance
         runner tops small tensors up this way, in one call of one shape); else None."""
         root = n.flat_copy(self.root, size) if self.size else None
@@ -150,7 +151,7 @@ def _fans(shape: tuple[int, ...], ctx: _Context) -> Fans:
     return fans
 
 
-def _axis(axis: "int | str", shape: tuple[int, ...], ctx: _Context, owner: str) -> int:
+def _axis(axis: int | str, shape: tuple[int, ...], ctx: _Context, owner: str) -> int:
     """A role ('out'/'in') or an integer axis, as a physical index."""
     rank = len(shape)
     if isinstance(axis, int):
@@ -425,7 +426,7 @@ def _blocks(spec: s.Blocks, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     return node, functools.partial(_mixture_stats, axis, [promise for _, promise in resolved])
 
 
-def _packed_axis(role: "int | str", shape: tuple[int, ...], ctx: _Context, axis: int) -> int:
+def _packed_axis(role: int | str, shape: tuple[int, ...], ctx: _Context, axis: int) -> int:
     """The axis Blocks split for the role ``"out"``: the ``batch`` axis where the layout has one.
 
     A logical view splits a packed output axis into (blocks, size) with the blocks as a ``batch``
@@ -441,7 +442,7 @@ def _packed_axis(role: "int | str", shape: tuple[int, ...], ctx: _Context, axis:
     return axis
 
 
-def _mixture_stats(axis: int, promises: list["Optional[Stats] | Callable[[], Optional[Stats]]"]) -> Stats:
+def _mixture_stats(axis: int, promises: list[Optional[Stats] | Callable[[], Optional[Stats]]]) -> Stats:
     """The blocks' mixture where every part has closed-form moments (else unknown moments and
     support), and each part's own promise: the blocks are not exchangeable."""
     stats = [_force(p) for p in promises]
@@ -453,7 +454,7 @@ def _mixture_stats(axis: int, promises: list["Optional[Stats] | Callable[[], Opt
     return Stats(mixed, min(st.low for st in known), max(st.high for st in known), blocks=parts)
 
 
-def _force(promise: "Optional[Stats] | Callable[[], Optional[Stats]]") -> Optional[Stats]:
+def _force(promise: Optional[Stats] | Callable[[], Optional[Stats]]) -> Optional[Stats]:
     return promise() if callable(promise) else promise
 
 

@@ -6,12 +6,14 @@ says "closed form"."""
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from polyinit.compare import Row, main_weight_and_bias
 from polyinit.propagation import registry_params
+
 
 # Keras and Flax coincide on square layers (Glorot = LeCun when fan_in = fan_out): dashes keep both visible.
 def _look(framework: str) -> tuple[str, str]:

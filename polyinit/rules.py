@@ -33,8 +33,9 @@ error naming the rule) and returns a report of what was drawn.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from polyinit.errors import PolyinitError
 from polyinit.params import KINDS, ROLES, ModelError, Param, RuleError
@@ -350,9 +351,8 @@ def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: boo
 
     >>> # report = apply(torch_model, Rules([role("weight") >> pi.he_normal()]), fans="semantic")
     """
-    from polyinit.frameworks import walker_for
-
     from polyinit import writing
+    from polyinit.frameworks import walker_for
 
     # The one write path (polyinit.writing): validate, plan, pre-write checks, write with rollback.
     check_rules("apply", rules)
@@ -371,7 +371,7 @@ def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: boo
     return (result, report) if walker.returns_new else report
 
 
-def check_rules(caller: str, rules: Any) -> "Rules":
+def check_rules(caller: str, rules: Any) -> Rules:
     if not isinstance(rules, Rules):
         raise RuleError(f"{caller}: rules must be a Rules, received {type(rules).__name__}")
     return rules

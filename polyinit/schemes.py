@@ -6,9 +6,8 @@ The ``*_normal`` schemes are untruncated by default (Glorot's, He's and torch's 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import math
+from typing import Optional
 
 from polyinit import _validate as check
 from polyinit.errors import SpecError

@@ -16,8 +16,16 @@ from types import ModuleType
 from polyinit.backends.contract import Backend, missing_members
 from polyinit.errors import BackendUnavailableError, PolyinitError
 
-__all__ = ["Backend", "REGISTRY", "available_backends", "backend_for", "get_backend", "missing_members",
-           "register", "unregister"]
+__all__ = [
+    "REGISTRY",
+    "Backend",
+    "available_backends",
+    "backend_for",
+    "get_backend",
+    "missing_members",
+    "register",
+    "unregister",
+]
 
 # name -> (module path, the framework module it needs, the pip extra that installs it)
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -53,7 +61,7 @@ def get_backend(name: str) -> ModuleType:
     return _LOADED[name]
 
 
-def register(name: str, backend: "str | object", *, framework: str = "numpy", extra: str = "") -> None:
+def register(name: str, backend: str | object, *, framework: str = "numpy", extra: str = "") -> None:
     """Add a backend: a module path (imported on first use, once ``framework`` imports) or an
     object that meets ``Backend`` already. Refuses an object that does not, naming what it lacks.
 

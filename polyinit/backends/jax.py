@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 try:
     import jax
@@ -210,7 +211,7 @@ def _check_key(key: Any) -> None:
     dtype = getattr(key, "dtype", None)
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
     raw = dtype == jnp.uint32 and getattr(key, "shape", None) == (2,)
-    if not isinstance(key, jax.Array) or not (typed and key.shape == () or raw):
+    if not isinstance(key, jax.Array) or not ((typed and key.shape == ()) or raw):
         raise PolyinitError(f"jax backend: key must be one JAX random key, jax.random.key(seed) or "
                             f"jax.random.PRNGKey(seed), received {key!r}")
 
@@ -245,7 +246,7 @@ def draw(plan: Plan, key: Any, *, shaped: bool = False) -> jax.Array:
     return _combine(structure, leaves, fixed, compute.name, dtype.name)
 
 
-def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable[..., jax.Array]:
+def initializer(spec: Spec, layout: Layout | str = DEFAULT_LAYOUT) -> Callable[..., jax.Array]:
     """``init(key, shape, dtype=None) -> Array`` for ``spec``, laid out as ``layout``; no dtype means
     JAX's default float (float32, or float64 under ``JAX_ENABLE_X64``), as in ``jax.nn.initializers``.
 
@@ -338,7 +339,7 @@ def default_device() -> str:
     return device_of(jnp.zeros(()))
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "", *, out_sharding: Any = None) -> jax.Array:
+def draw_portable(plan: Plan, seed: int, key: str | int = "", *, out_sharding: Any = None) -> jax.Array:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``). Each value is
     computed from its own global index, so with ``out_sharding`` (as in ``initializer``), or under

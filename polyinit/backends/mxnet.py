@@ -74,7 +74,7 @@ def _dtype_name(arr: Any) -> str:
 class Polyinit(_Base):
     """An MXNet initializer for ``spec`` (the weights) with MXNet's suffix defaults elsewhere."""
 
-    def __init__(self, spec: "Spec | dict", layout: "Layout | str" = DEFAULT_LAYOUT, seed: Optional[int] = None):
+    def __init__(self, spec: Spec | dict, layout: Layout | str = DEFAULT_LAYOUT, seed: Optional[int] = None):
         self.spec = from_dict(spec) if isinstance(spec, dict) else spec
         if not isinstance(self.spec, Spec):
             raise PolyinitError(f"mxnet backend: expected a polyinit spec, received {spec!r}")
@@ -199,7 +199,7 @@ def default_device() -> str:
     return str(_mx.current_context()) if _mx is not None else "cpu"
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> np.ndarray:
+def draw_portable(plan: Plan, seed: int, key: str | int = "") -> np.ndarray:
     """The portable draw of ``plan`` on the host (the numpy reference backend's): the same float32
     values, bit for bit, as ``draw_portable`` of every other backend with the same (seed, key) (see
     ``polyinit.portable``). ``Polyinit``, the MXNet initializer, does not write these: it draws

@@ -14,7 +14,8 @@ True
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -200,7 +201,7 @@ def default_device() -> str:
     return "cpu"
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "", out: Optional[np.ndarray] = None) -> np.ndarray:
+def draw_portable(plan: Plan, seed: int, key: str | int = "", out: Optional[np.ndarray] = None) -> np.ndarray:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``), written into
     ``out`` (C-contiguous, the plan's shape and dtype) or a fresh array, in chunks.

@@ -15,7 +15,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import numpy as np
 
@@ -148,13 +149,13 @@ def _draw_into(tensor: torch.Tensor, plan: Plan, generator: Optional[torch.Gener
         return tensor.copy_(n.evaluate(root, prims, plan.leaf_index))
 
 
-def plan_for(tensor: torch.Tensor, spec: Spec, layout: "Layout | str | None" = DEFAULT_LAYOUT) -> Plan:
+def plan_for(tensor: torch.Tensor, spec: Spec, layout: Layout | str | None = DEFAULT_LAYOUT) -> Plan:
     """The plan of ``spec`` for ``tensor``'s shape and dtype under ``layout``."""
     _check_tensor(tensor)
     return resolve(spec, tuple(tensor.shape), check.layout("torch backend", layout), _DTYPES[tensor.dtype])
 
 
-def init_(tensor: torch.Tensor, spec: Spec, layout: "Layout | str | None" = DEFAULT_LAYOUT,
+def init_(tensor: torch.Tensor, spec: Spec, layout: Layout | str | None = DEFAULT_LAYOUT,
           generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Fill ``tensor`` in place with ``spec`` and return it (the ``torch.nn.init`` idiom).
 
@@ -165,7 +166,7 @@ def init_(tensor: torch.Tensor, spec: Spec, layout: "Layout | str | None" = DEFA
     return draw_into(tensor, plan_for(tensor, spec, layout), generator)
 
 
-def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable[..., torch.Tensor]:
+def initializer(spec: Spec, layout: Layout | str = DEFAULT_LAYOUT) -> Callable[..., torch.Tensor]:
     """A ``torch.nn.init``-style function ``fn(tensor, generator=None) -> tensor`` for ``spec``.
 
     With ``generator=None`` it draws from torch's global generator, exactly as ``torch.nn.init``
@@ -220,8 +221,8 @@ def default_device() -> str:
     return str(torch.empty(0).device)
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "", out: Optional[torch.Tensor] = None,
-                  device: "torch.device | str | None" = None) -> torch.Tensor:
+def draw_portable(plan: Plan, seed: int, key: str | int = "", out: Optional[torch.Tensor] = None,
+                  device: torch.device | str | None = None) -> torch.Tensor:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``), with torch's
     own integer ops on ``out``'s device (or ``device``), written into ``out`` in chunks.

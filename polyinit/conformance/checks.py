@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def z_value(alpha: float) -> float:
     return NormalDist().inv_cdf(1 - alpha / 2)
 
 
-def check(samples: "np.ndarray | Sequence[np.ndarray]", plan: Plan, alpha: float = ALPHA) -> list[Check]:
+def check(samples: np.ndarray | Sequence[np.ndarray], plan: Plan, alpha: float = ALPHA) -> list[Check]:
     """Every check that applies to ``plan``'s promise (``plan.stats``), on one sample or several
     independent draws of it."""
     draws = [np.asarray(samples, dtype=np.float64)] if isinstance(samples, np.ndarray) else [
@@ -219,7 +220,7 @@ def _against_reference(draws: list[np.ndarray], plan: Plan, alpha: float) -> lis
 
 # Reference samples of the last few plans: every backend's case of one expression compares with
 # the same sample, and an elementwise expression shares it across shapes.
-_REFERENCES: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_REFERENCES: OrderedDict[tuple, np.ndarray] = OrderedDict()
 REFERENCE_SIZE = 1 << 20
 
 
@@ -449,7 +450,7 @@ def _required(stats: Optional[Stats], dtype: str, alpha: float, error: float, po
     if stats is not None and (stats.exact is not None or stats.low == stats.high):
         return 0  # a deterministic block: one draw says everything
     if stats is not None and stats.blocks is not None:  # each block is checked on its own share
-        axis, parts = stats.blocks
+        _axis, parts = stats.blocks
         if any(part is None for part in parts):
             return FALLBACK_SAMPLES
         return len(parts) * max(_required(part, dtype, alpha, error, power) for part in parts)

@@ -8,7 +8,7 @@ at a time; see ``fused`` for why the values agree bit for bit.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from llvmlite import ir

@@ -25,8 +25,9 @@ import hashlib
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ENTRY = "polyinit_fused_kernel"  # the C entry point's symbol; _fused_kernels renames it so
 BLOCK_PAIRS = 1024  # counter pairs per block: 8 KB of words, encrypted and converted while in L1
@@ -40,9 +41,9 @@ _PROTOTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_in
                               ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int32,
                               _F, _F, _F, _F, _F, _F)
 
-LOADED: "str | None" = None
+LOADED: str | None = None
 _lock = threading.Lock()
-_kernel: "Callable[..., None] | None" = None
+_kernel: Callable[..., None] | None = None
 _engine: Any = None  # the MCJIT engine owns the code: it lives as long as the process
 
 
@@ -89,7 +90,7 @@ def _compile(llvm: Any) -> bytes:
 _MAGIC = b"polyinit fused kernel 1\n"  # then the SHA-256 of the object code, then the code
 
 
-def _read(path: Path) -> "bytes | None":
+def _read(path: Path) -> bytes | None:
     """The cached object code, or None where there is none or it is not intact: the linker would
     crash the process on a damaged object, so a file whose checksum fails is compiled again."""
     try:

@@ -163,7 +163,7 @@ def fill_fused(ops: Any, plan: Plan, key: tuple[int, int], out: Any, start: int 
     return fill(out, root, key, plan.leaf_index[id(root)], start)
 
 
-def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, stream: Any = None) -> Any:
+def draw(ops: Any, plan: Plan, seed: int, key: str | int, out: Any = None, stream: Any = None) -> Any:
     """The portable draw of ``plan`` in ``ops``' framework and the plan's dtype: chunked into
     ``out`` (or a fresh array) when the backend writes in place and the plan is elementwise.
     ``stream`` (two scalar words) replaces ``stream_key(seed, key)`` inside compiled programs."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Sequence, TypeAlias, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, Union
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ Word: TypeAlias = Union[jax.Array, int]     # uint32 words, or one word as a Pyt
 Float: TypeAlias = Union[jax.Array, float]  # a float32 array, or one float32 number
 
 
-def _word(value: "int | Any") -> Any:
+def _word(value: int | Any) -> Any:
     return jnp.uint32(value) if isinstance(value, int) else value
 
 
@@ -140,7 +141,7 @@ class Ops:
     def where(self, cond: Array, x: Float, y: Float, like: Any = None) -> Array:
         return jnp.where(cond, x, y).astype(jnp.float32) if isinstance(x, float) else jnp.where(cond, x, y)
 
-    def replace_where(self, mask: Array, base: Array, x: Array, fn: Callable[['Ops', Array], Array]) -> Array:
+    def replace_where(self, mask: Array, base: Array, x: Array, fn: Callable[[Ops, Array], Array]) -> Array:
         return self.where(mask, fn(self, x), base)  # static shapes: every element, then a select
 
     # --- arrays -----------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def _draw(static: _Static, stream: Array) -> Array:
     return evaluate.draw(Ops(), plan, 0, "", stream=(stream[0], stream[1]))
 
 
-def stream_words(seed: int, key: "str | int") -> Array:
+def stream_words(seed: int, key: str | int) -> Array:
     """``stream_key(seed, key)`` as a uint32[2] array (an argument of the compiled draw)."""
     return jnp.asarray(np.array(stream_key(seed, key), dtype=np.uint32))
 
@@ -257,7 +258,7 @@ def _chunk(kind: str, dtype: str, stream: Array, leaf: Word, start: Word, number
     return floats.positive_zero(ops, values).astype(jnp.dtype(dtype))
 
 
-def _shared_draw(plan: Plan, stream: np.ndarray) -> "Array | None":
+def _shared_draw(plan: Plan, stream: np.ndarray) -> Array | None:
     """The draw through ``_chunk``; None inside a trace (a user's jit), where the values must stay
     in the traced program and each element is computed from its index in ``_draw`` instead."""
     node = plan.root
@@ -275,7 +276,7 @@ def _shares_program(plan: Plan) -> bool:
     return isinstance(plan.root, n.RANDOM_LEAVES) and plan.size <= SHARED_LIMIT
 
 
-def draw(plan: Plan, seed: int, key: "str | int" = "", out_sharding: Any = None) -> Array:
+def draw(plan: Plan, seed: int, key: str | int = "", out_sharding: Any = None) -> Array:
     """The portable draw, laid out as ``out_sharding`` where one is given (each device computing
     only its shard; see ``polyinit.backends._jax_sharding``)."""
     check_portable(plan, "jax")

@@ -22,7 +22,8 @@ lines in its backend.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence, TypeAlias, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, Union
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Ops:
     CHUNKED = True   # writes chunks in place, so a draw holds little more than its output
     INDEXED = False  # words by flat ranges (a cipher call gives two words), not per element
 
-    def __init__(self, use_fused: "bool | None" = None):
+    def __init__(self, use_fused: bool | None = None):
         # Random leaves of MIN_SIZE elements or more come from polyinit.portable.fused's compiled
         # kernels where numba is installed (the same values, 5-10x faster, on every core), loaded
         # on the first such leaf; use_fused=False forces these ops throughout.
@@ -49,7 +50,7 @@ class Ops:
         return self.fused and math.prod(node.shape) >= fused.MIN_SIZE and fused.available()
 
     # --- fused random leaves (optional part of the interface) --------------------------------
-    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "np.ndarray | None":
+    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> np.ndarray | None:
         """Flat elements start..stop-1 of random leaf ``node`` from the fused kernel, or None
         (a leaf under ``fused.MIN_SIZE`` elements: the reference ops, nothing to load)."""
         return fused.values(node, key, leaf, start, stop) if self._use_fused(node) else None
@@ -74,7 +75,7 @@ class Ops:
 
     # add, xor and rotl may overwrite their first argument (threefry never reuses it): in place,
     # the cipher's 100 passes run in cache instead of allocating.
-    def add(self, a: np.ndarray, b: "np.ndarray | int") -> np.ndarray:
+    def add(self, a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
         return np.add(a, np.uint32(b) if isinstance(b, int) else b, out=a)  # wraps modulo 2^32
 
     def xor(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -162,7 +163,7 @@ class Ops:
             return np.where(cond, np.float32(x), np.float32(y))
         return np.where(cond, x, y)
 
-    def replace_where(self, mask: Array, base: Array, x: Array, fn: Callable[['Ops', Array], Array]) -> Array:
+    def replace_where(self, mask: Array, base: Array, x: Array, fn: Callable[[Ops, Array], Array]) -> Array:
         """``base`` with fn(x) where ``mask``: fn runs on the masked elements only (the normal's
         tails are 15% of values)."""
         base[mask] = fn(self, x[mask])

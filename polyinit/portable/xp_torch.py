@@ -9,7 +9,8 @@ products are never fused into a following add.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence, TypeAlias, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, Union
 
 import torch
 
@@ -33,7 +34,7 @@ class Ops:
     # OpenMP threads; on this 2-core machine under load, larger chunks that do were 8x slower.
     CHUNK = 1 << 15
 
-    def __init__(self, device: "torch.device | str | None" = None, use_fused: "bool | None" = None):
+    def __init__(self, device: torch.device | str | None = None, use_fused: bool | None = None):
         self.device = torch.device(device or "cpu")
         # On CPU, random leaves of fused.MIN_SIZE elements or more come from polyinit.portable.fused's
         # compiled kernels where numba is installed (the same values, 5-16x faster), on at most
@@ -44,7 +45,7 @@ class Ops:
         return self.fused and math.prod(node.shape) >= fused.MIN_SIZE and fused.available()
 
     # --- fused random leaves (see xp_numpy) ---------------------------------------------------
-    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "torch.Tensor | None":
+    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> torch.Tensor | None:
         if not self._use_fused(node):
             return None
         return torch.from_numpy(fused.values(node, key, leaf, start, stop, torch.get_num_threads()))
@@ -74,7 +75,7 @@ class Ops:
         return self.iota(0, int(torch.Size(shape).numel())).reshape(shape)
 
     # add, xor and rotl may overwrite their first argument (see xp_numpy).
-    def add(self, a: torch.Tensor, b: "torch.Tensor | int") -> torch.Tensor:
+    def add(self, a: torch.Tensor, b: torch.Tensor | int) -> torch.Tensor:
         return a.add_(_signed(b) if isinstance(b, int) else b)
 
     def xor(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -169,7 +170,7 @@ class Ops:
                     for v in (x, y))
         return torch.where(cond, x, y)
 
-    def replace_where(self, mask: Tensor, base: Tensor, x: Tensor, fn: Callable[['Ops', Tensor], Tensor]) -> Tensor:
+    def replace_where(self, mask: Tensor, base: Tensor, x: Tensor, fn: Callable[[Ops, Tensor], Tensor]) -> Tensor:
         # index_select/index_copy_: boolean-mask indexing is 30x slower here (torch 2.13 CPU).
         index = torch.nonzero(mask.reshape(-1)).squeeze(1)
         flat = base.reshape(-1)

@@ -43,8 +43,9 @@ the operand's shape.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Optional
 
 OPS = ("input", "param", "const", "contract", "conv", "gather", "add", "sub", "mul", "div", "max", "min",
        "unary", "reduce", "softmax", "norm", "attention", "reshape", "transpose", "broadcast", "convert",

@@ -49,7 +49,7 @@ def to_graph(closed: Any, roles: Sequence[tuple], graph: Graph | None = None) ->
     g = Graph() if graph is None else graph
     jaxpr = closed.jaxpr
     env: dict = {}
-    for var, value in zip(jaxpr.constvars, closed.consts):
+    for var, _value in zip(jaxpr.constvars, closed.consts):
         env[var] = g.add("const", (), _shape(var))
     for var, role in zip(jaxpr.invars, roles):
         if role[0] == "param":

@@ -37,9 +37,9 @@ Every pass reads what the model computes, never a name:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from polyinit.structure._facts import DenseUse, Facts, bits
 from polyinit.structure._labels import free_axes, labels_at, ranges
