@@ -313,7 +313,8 @@ def evaluate(root: Node, prims: Any, leaf_index: dict[int, int]) -> Any:
             value = prims.Concat(node, [run(c) for c in node.children])
         elif isinstance(node, Op):
             value = prims.Op(node, [run(a) for a in node.args])
-        else:  # Reshape, Transpose, Scatter
+        else:
+            assert isinstance(node, (Reshape, Transpose, Scatter))  # the only nodes with one child
             value = getattr(prims, type(node).__name__)(node, run(node.child))
         cache[key] = value
         return value
