@@ -106,7 +106,8 @@ def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]
             raise
         except Exception as error:  # the user's factory: name it, keep its traceback as the cause
             name = getattr(factory, "__qualname__", repr(factory))
-            raise PolyinitError(f"compare --model: the factory {name}() raised {type(error).__name__}: {error}") from error
+            raise PolyinitError(f"compare --model: the factory {name}() raised "
+                                f"{type(error).__name__}: {error}") from error
     if isinstance(built, tuple) and len(built) == 2:
         return built[0], tuple(int(d) for d in built[1])
     return built, None
@@ -225,8 +226,8 @@ def render(result: ModelComparison, fmt: str = "table") -> str:
     if fmt == "markdown":
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-        return "\n".join([f"**polyinit compare --model {result.target}** ({result.model_framework} model)", ""] + lines +
-                         [""] + footer)
+        title = f"**polyinit compare --model {result.target}** ({result.model_framework} model)"
+        return "\n".join([title, ""] + lines + [""] + footer)
     widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head] + body]
     return "\n".join([f"polyinit compare --model {result.target} ({result.model_framework} model)"] + lines + footer)

@@ -228,7 +228,8 @@ def match(params: Sequence[Param], selectors: Sequence[Selector], what: str = "r
     return chosen
 
 
-def _unused(params: Sequence[Param], selectors: Sequence[Selector], chosen: list, label: Callable[[int], str]) -> list[str]:
+def _unused(params: Sequence[Param], selectors: Sequence[Selector], chosen: list,
+            label: Callable[[int], str]) -> list[str]:
     """Why each selector took no parameter: it matched none, or only ones earlier selectors took."""
     context = Context(params)
     out = []
@@ -247,7 +248,8 @@ def _names(params: Sequence[Param]) -> str:
     return f"parameters: {shown}{' ...' if len(params) > 12 else ''}"
 
 
-def plan_model(params: Sequence[Param], rules: Rules, fans: str = "native") -> list[tuple[Param, Optional[int], Optional[Plan]]]:
+def plan_model(params: Sequence[Param], rules: Rules,
+               fans: str = "native") -> list[tuple[Param, Optional[int], Optional[Plan]]]:
     """Match every parameter and resolve every plan, raising before anything is written."""
     chosen = match(params, [sel for sel, _ in rules.rules])
     planned: list[tuple[Param, Optional[int], Optional[Plan]]] = []
@@ -423,7 +425,8 @@ def _strict_groups(params: list[Param], selectors: list[Selector], what: str) ->
     return chosen
 
 
-def torch_param_groups(model: Any, groups: Sequence[tuple[Selector, dict]], default: Optional[dict] = None) -> list[dict]:
+def torch_param_groups(model: Any, groups: Sequence[tuple[Selector, dict]],
+                       default: Optional[dict] = None) -> list[dict]:
     """torch optimizer param groups: the first matching selector decides each parameter's options.
     Strict: a group whose selector takes no parameter is an error. Buffers are left out.
 

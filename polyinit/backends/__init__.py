@@ -70,7 +70,7 @@ def register(name: str, backend: str | object, *, framework: str = "numpy", extr
     Traceback (most recent call last):
     ...
     polyinit.errors.PolyinitError: register: backend 'toy' lacks DTYPES, DEFAULT_LAYOUT, ANY_LAYOUT, draw, initializer, sample_plan, draw_plan, to_numpy, dtype_of, device_of, default_device of the backend contract (polyinit.backends.contract)
-    """
+    """  # noqa: E501  # a doctest's expected error is one line
     if not isinstance(name, str) or not name:
         raise PolyinitError(f"register: name must be a non-empty string, received {name!r}")
     if isinstance(backend, str):

@@ -120,7 +120,8 @@ class _Leaves:
     def TruncatedNormal(self, node: n.TruncatedNormal, index: int) -> jax.Array:
         # Inverse CDF with u kept off +-1: jax.random.truncated_normal clips to the *bounds*, so
         # with wide bounds (torch's absolute +-2 at std 0.02) a u of exactly -1 lands at -100 sigma.
-        low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, float(jnp.finfo(self.compute).eps))
+        eps = float(jnp.finfo(self.compute).eps)
+        low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, eps)
         u = self._uniform_bits(index, node.shape, low, high)
         return _truncated(u, node.mean, node.std, node.a, node.b, clamp_low, clamp_high, node.shape, self.out)
 

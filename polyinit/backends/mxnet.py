@@ -164,7 +164,8 @@ DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray 
 def sample_plan(plan: Plan, seed: int) -> Any:
     """One draw through ``Polyinit(spec, layout, seed)``, filling a fresh array as a weight, the MXNet way."""
     if plan.dtype not in DTYPES:
-        raise PolyinitError(f"mxnet backend: cannot initialise dtype {plan.dtype}; floating dtypes only ({', '.join(DTYPES)})")
+        raise PolyinitError(f"mxnet backend: cannot initialise dtype {plan.dtype}; "
+                            f"floating dtypes only ({', '.join(DTYPES)})")
     if _mx is not None and (plan.shape == () or plan.size == 0):
         raise NotExpressibleError("mxnet backend: MXNet 1.x NDArrays have no 0-d or zero-size "
                                   f"shape; refusing {plan.spec!r} at shape {plan.shape}")

@@ -133,7 +133,8 @@ def _native(backend: Backend, array: Any, plan: Plan, what: str) -> list[Check]:
     dtype, device, want = backend.dtype_of(array), backend.device_of(array), backend.default_device()
     return [Check("dtype", 1.0, float(dtype == plan.dtype), 0.0, dtype == plan.dtype,
                   f"{what}: asked for {plan.dtype}, received {dtype}"),
-            Check("device", 1.0, float(device == want), 0.0, device == want, f"{what}: expected on {want}, found on {device}")]
+            Check("device", 1.0, float(device == want), 0.0, device == want,
+                  f"{what}: expected on {want}, found on {device}")]
 
 
 def _merge_native(results: list[Check]) -> list[Check]:

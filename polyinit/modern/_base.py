@@ -89,7 +89,8 @@ class _RuleSet:
             self.add(self.norms("offset", "bias"), schemes.zeros(), "norm offsets")
 
     def norms(self, *roles: str) -> list[str]:
-        return [p.path for p in self.context.params if self.context.sites[p.path].site == "norm" and self.role(p) in roles]
+        return [p.path for p in self.context.params
+                if self.context.sites[p.path].site == "norm" and self.role(p) in roles]
 
     def rules(self, seed: int) -> Rules:
         if self.whole:

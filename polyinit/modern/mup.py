@@ -48,7 +48,8 @@ def mup(model: Any, base: Any, *, std: float = 0.02, init: Mapping[str, Spec] | 
     >>> # report = apply(model, mup(model, base_model, init={"hidden": he_normal()}))
     """
     std, seed = _args.std("mup", "std", std), _args.seed("mup", seed)
-    readout_zero, query_zero = _args.flag("mup", "readout_zero", readout_zero), _args.flag("mup", "query_zero", query_zero)
+    readout_zero = _args.flag("mup", "readout_zero", readout_zero)
+    query_zero = _args.flag("mup", "query_zero", query_zero)
     init = _init_table(init)
     ctx = _context("mup", model, context, ("base", "std", "init", "readout_zero", "query_zero"))
     base_ctx = base if isinstance(base, ModelContext) else _base_context(base)
@@ -79,7 +80,8 @@ def _init_table(init: Any) -> dict:
     for key, spec in init.items():
         _args.one_of("mup", "init key", key, _INIT_KEYS)
         if not isinstance(spec, Spec):
-            raise SpecError(f"mup: init[{key!r}] must be a polyinit spec (e.g. polyinit.he_normal()), received {spec!r}")
+            raise SpecError(f"mup: init[{key!r}] must be a polyinit spec (e.g. polyinit.he_normal()), "
+                            f"received {spec!r}")
     return dict(init)
 
 

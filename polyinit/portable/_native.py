@@ -12,7 +12,8 @@ The file name is a hash of everything the object code depends on: the kernel's s
 llvmlite that loads it, the target triple, the CPU and its features. A file is written under a
 temporary name and renamed into place, so ranks or processes starting together never read half
 a file, and it carries the code's SHA-256, checked before loading (a damaged file is compiled
-again rather than handed to the linker). Where the cache directory cannot be written, the kernel is compiled in memory instead.
+again rather than handed to the linker). Where the cache directory cannot be written, the kernel
+is compiled in memory instead.
 
 ``LOADED`` says where this process's kernel came from: ``"cache"`` (no compilation) or
 ``"compiled"``; ``None`` before the first use. The tests read it; nothing else should.

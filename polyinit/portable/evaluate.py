@@ -2,10 +2,11 @@
 the interface, with numpy's names).
 
 Elementwise plans (one or more iid leaves combined by elementwise ops) are evaluated in flat
-chunks of ``CHUNK`` elements (or the backend's own ``Ops.CHUNK``) written straight into the output, so a draw holds the output plus a
-few cache-sized temporaries; plans with structure across elements (blocks, masks by rank, fixed
-arrays) are evaluated whole. JAX and TensorFlow evaluate whole; JAX computes every element from
-its own global index, so a sharded draw computes only its shard.
+chunks of ``CHUNK`` elements (or the backend's own ``Ops.CHUNK``) written straight into the
+output, so a draw holds the output plus a few cache-sized temporaries; plans with structure
+across elements (blocks, masks by rank, fixed arrays) are evaluated whole. JAX and TensorFlow
+evaluate whole; JAX computes every element from its own global index, so a sharded draw computes
+only its shard.
 """
 
 from __future__ import annotations

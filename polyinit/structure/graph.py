@@ -39,7 +39,7 @@ the operand's shape.
 >>> g.outputs = (y,)
 >>> [n.op for n in g.users(w)]
 ['contract']
-"""
+"""  # noqa: E501  # the op table's Markdown rows cannot wrap
 
 from __future__ import annotations
 

@@ -177,7 +177,8 @@ class _Converter:
             if (start, stop, step) != (0, full[axis], 1):
                 shape = list(self.g[node].shape)
                 shape[axis] = len(range(int(start), int(stop), int(step)))
-                node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=int(start), stop=int(stop), step=int(step))
+                node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=int(start), stop=int(stop),
+                                  step=int(step))
         return node
 
     def dynamic_slice(self, eqn: Any, ins: list) -> int:

@@ -203,11 +203,13 @@ class _Recorder(TorchFunctionMode):
     def norm(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         x = args[0]
         if name == "batch_norm":
-            scale, offset = (args[3] if len(args) > 3 else kwargs.get("weight")), (args[4] if len(args) > 4 else kwargs.get("bias"))
+            scale = args[3] if len(args) > 3 else kwargs.get("weight")
+            offset = args[4] if len(args) > 4 else kwargs.get("bias")
         elif name == "rms_norm":
             scale, offset = (args[2] if len(args) > 2 else kwargs.get("weight")), None
         else:
-            scale, offset = (args[2] if len(args) > 2 else kwargs.get("weight")), (args[3] if len(args) > 3 else kwargs.get("bias"))
+            scale = args[2] if len(args) > 2 else kwargs.get("weight")
+            offset = args[3] if len(args) > 3 else kwargs.get("bias")
         inputs = [self.node(x)] + [self.node(t) if t is not None else self.node(0.0) for t in (scale, offset)]
         self.add("norm", inputs, out, fn=_NORMS[name], axes=(x.dim() - 1,))
 
@@ -297,14 +299,16 @@ class _Recorder(TorchFunctionMode):
         result = out[0]
         embed = int(a["embed_dim_to_check"])
         slots = []
-        for i, (x, own) in enumerate(zip((a["query"], a["key"], a["value"]), ("q_proj_weight", "k_proj_weight", "v_proj_weight"))):
+        owns = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+        for i, (x, own) in enumerate(zip((a["query"], a["key"], a["value"]), owns)):
             rows = {"axis": 0, "start": i * embed, "stop": (i + 1) * embed, "step": 1}
             if a.get("use_separate_proj_weight") and a.get(own) is not None:
                 weight = self.node(a[own])
             else:
                 weight = self.g.add("slice", (self.node(a["in_proj_weight"]),), (embed, x.shape[-1]), **rows)
             shape = tuple(x.shape[:-1]) + (embed,)
-            node = self.g.add("contract", (self.node(x), weight), shape, contract=((x.dim() - 1,), (1,)), batch=((), ()))
+            node = self.g.add("contract", (self.node(x), weight), shape, contract=((x.dim() - 1,), (1,)),
+                              batch=((), ()))
             if a.get("in_proj_bias") is not None:
                 bias = self.g.add("slice", (self.node(a["in_proj_bias"]),), (embed,), **rows)
                 node = self.g.add("add", (node, bias), shape)
@@ -347,7 +351,9 @@ _HANDLERS = {
     "T": _Recorder.transpose, "mT": _Recorder.transpose, "permute": _Recorder.permute,
     "getitem": _Recorder.getitem, "split": _Recorder.split, "chunk": _Recorder.split,
     "tensor_split": _Recorder.split, "split_with_sizes": _Recorder.split, "unbind": _Recorder.unbind,
-    "narrow": _Recorder.narrow, "multi_head_attention_forward": _Recorder.multi_head_attention, "repeat_interleave": _Recorder.repeat_interleave, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
+    "narrow": _Recorder.narrow, "multi_head_attention_forward": _Recorder.multi_head_attention,
+    "repeat_interleave": _Recorder.repeat_interleave,
+    "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
     "stack": _Recorder.stack,
 }
 
@@ -375,8 +381,9 @@ def example_input(model: Any) -> Any | None:
     if given is not None:
         return given
     config = getattr(model, "config", None)
-    vocab = next((v for v in (getattr(config, "padded_vocab_size", None), getattr(config, "vocab_size", None),
-                              getattr(model, "vocab_size", None)) if isinstance(v, int) and not isinstance(v, bool)), None)
+    sizes = (getattr(config, "padded_vocab_size", None), getattr(config, "vocab_size", None),
+             getattr(model, "vocab_size", None))
+    vocab = next((v for v in sizes if isinstance(v, int) and not isinstance(v, bool)), None)
     if vocab:
         ids = (torch.arange(_TOKENS, device=device) % vocab).unsqueeze(0)
         if hasattr(config, "to_dict"):  # transformers: keyword inputs, no KV cache
@@ -389,7 +396,8 @@ def example_input(model: Any) -> Any | None:
     if isinstance(size, int) and hasattr(config, "to_dict"):
         return {"pixel_values": torch.zeros(1, getattr(config, "num_channels", 3), size, size, device=device)}
     if isinstance(model, torch.nn.Transformer):  # (src, tgt) of width d_model
-        x = torch.zeros((1, _TOKENS, model.d_model) if model.batch_first else (_TOKENS, 1, model.d_model), device=device)
+        dims = (1, _TOKENS, model.d_model) if model.batch_first else (_TOKENS, 1, model.d_model)
+        x = torch.zeros(dims, device=device)
         return (x, x)
     shape = getattr(model, "input_size", None)
     if isinstance(shape, (tuple, list)) and all(isinstance(d, int) for d in shape):
