@@ -13,9 +13,13 @@ import contextlib
 import math
 import numbers
 import operator
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Optional
 
 from polyinit.errors import BackendError, PolyinitError, ShapeError, SpecError
+
+if TYPE_CHECKING:  # polyinit.layout is imported where a layout is checked, not with this module
+    from polyinit.layout import Layout
 
 
 def _is_bool(value: Any) -> bool:
@@ -99,7 +103,7 @@ def boolean(owner: str, name: str, value: Any) -> bool:
     return value
 
 
-def axis(owner: str, value: Any) -> "str | int":
+def axis(owner: str, value: Any) -> str | int:
     """An axis is a role ('out', 'in') or a physical integer index."""
     if isinstance(value, str):
         return choice(owner, "axis", value, ("out", "in"))
@@ -135,7 +139,7 @@ def shape(owner: str, value: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-def layout(owner: str, value: Any):
+def layout(owner: str, value: Any) -> Layout | None:
     """None, a ``Layout``, or a pattern string such as ``"out in *"`` (accepted everywhere)."""
     from polyinit.layout import Layout
 

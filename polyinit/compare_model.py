@@ -19,13 +19,13 @@ import importlib
 import io
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from polyinit.errors import PolyinitError
-
 
 
 def cross_frameworks() -> tuple[str, ...]:
@@ -109,7 +109,8 @@ def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]
             raise
         except Exception as error:  # the user's factory: name it, keep its traceback as the cause
             name = getattr(factory, "__qualname__", repr(factory))
-            raise PolyinitError(f"compare --model: the factory {name}() raised {type(error).__name__}: {error}") from error
+            raise PolyinitError(f"compare --model: the factory {name}() raised "
+                                f"{type(error).__name__}: {error}") from error
     if isinstance(built, tuple) and len(built) == 2:
         return built[0], tuple(int(d) for d in built[1])
     return built, None
@@ -164,7 +165,10 @@ def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) ->
     if get_framework(framework).forward is None:
         raise PolyinitError(f"compare --model: a {framework} model carries no function to measure")
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    y = get_framework(framework).forward(model, x)
+    forward = get_framework(framework).forward
+    if forward is None:  # the records that read an input size all have one; say so if one does not
+        raise PolyinitError(f"compare --model: the {framework} record has no forward to measure the output with")
+    y = forward(model, x)
     return float(np.var(np.asarray(y, dtype=np.float64)))
 
 
@@ -238,8 +242,8 @@ def render(result: ModelComparison, fmt: str = "table") -> str:
     if fmt == "markdown":
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-        return "\n".join([f"**polyinit compare --model {result.target}** ({result.model_framework} model)", ""] + lines +
-                         [""] + footer)
+        title = f"**polyinit compare --model {result.target}** ({result.model_framework} model)"
+        return "\n".join([title, ""] + lines + [""] + footer)
     widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head] + body]
     return "\n".join([f"polyinit compare --model {result.target} ({result.model_framework} model)"] + lines + footer)

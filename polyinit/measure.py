@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def _measured() -> dict:
     return {f.name: f for f in frameworks() if f.measurer is not None}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # MEASURERS and MODULES (the module a measurer imports) are derived from the framework records.
     if name == "MEASURERS":
         return {key: f.measurer for key, f in _measured().items()}

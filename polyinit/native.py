@@ -19,17 +19,18 @@ Uniform(low=0.0, high=0.01, stream=0)
 
 from __future__ import annotations
 
+from typing import Any
+
 from polyinit import _validate as check
 from polyinit import schemes
 from polyinit.errors import SpecError
 from polyinit.spec import Normal, Orthogonal, TruncatedNormal, Uniform, VarianceScaling
 
-
 # Each factory checks its arguments under the framework's own names (``minval``, ``stddev``,
 # ``magnitude``), so an error names what the user wrote, not the spec field it maps to.
 
 
-def _interval(owner: str, low_name: str, low, high_name: str, high) -> tuple[float, float]:
+def _interval(owner: str, low_name: str, low: Any, high_name: str, high: Any) -> tuple[float, float]:
     lo, hi = check.real(owner, low_name, low), check.real(owner, high_name, high)
     if not lo < hi:
         raise SpecError(f"{owner}: {low_name} must be < {high_name}, received "
@@ -37,7 +38,7 @@ def _interval(owner: str, low_name: str, low, high_name: str, high) -> tuple[flo
     return lo, hi
 
 
-def _bound(owner: str, low_name: str, low, high_name: str, high) -> tuple[float, float]:
+def _bound(owner: str, low_name: str, low: Any, high_name: str, high: Any) -> tuple[float, float]:
     """Truncation bounds: may be infinite, never NaN; low < high."""
     lo = check.real(owner, low_name, low, finite=False)
     hi = check.real(owner, high_name, high, finite=False)

@@ -8,8 +8,9 @@ leaf and sequential ones (numpy, torch) draw in that order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -236,12 +237,12 @@ def _fields(node: Node) -> tuple:
                  if f not in ("shape", "child", "children", "args", "recipe"))
 
 
-def flat_copy(root: Node, size: int) -> "Node | None":
+def flat_copy(root: Node, size: int) -> Node | None:
     """The same elementwise-iid tree drawing ``size`` values as a flat vector, or None when the
     plan has structure across elements (orthogonal, blocks, rank masks, fixed arrays)."""
-    copies: dict[int, "Node | None"] = {}
+    copies: dict[int, Node | None] = {}
 
-    def copy(node: Node) -> "Node | None":
+    def copy(node: Node) -> Node | None:
         if id(node) not in copies:
             if isinstance(node, _ELEMENTWISE):
                 copies[id(node)] = type(node)((size,), *_fields(node))
@@ -256,7 +257,7 @@ def flat_copy(root: Node, size: int) -> "Node | None":
     return copy(root)
 
 
-def elementwise_key(root: Node) -> "tuple | None":
+def elementwise_key(root: Node) -> tuple | None:
     """A hashable description of an elementwise-iid tree that leaves out its shape (so draws of
     one expression at any shape share it), or None when the tree has structure across elements.
     A random leaf used twice keeps one number: it is one random variable, not two."""
@@ -297,7 +298,7 @@ def evaluate(root: Node, prims: Any, leaf_index: dict[int, int]) -> Any:
     """
     cache: dict[int, object] = {}
 
-    def run(node: Node):
+    def run(node: Node) -> object:
         key = id(node)
         if key in cache:
             return cache[key]
@@ -312,8 +313,9 @@ def evaluate(root: Node, prims: Any, leaf_index: dict[int, int]) -> Any:
             value = prims.Concat(node, [run(c) for c in node.children])
         elif isinstance(node, Op):
             value = prims.Op(node, [run(a) for a in node.args])
-        else:  # Reshape, Transpose, Scatter
-            value = getattr(prims, type(node).__name__)(node, run(getattr(node, "child")))
+        else:
+            assert isinstance(node, (Reshape, Transpose, Scatter))  # the only nodes with one child
+            value = getattr(prims, type(node).__name__)(node, run(node.child))
         cache[key] = value
         return value
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Plan:
     layout: Optional[Layout]
     dtype: str
     root: n.Node
-    promise: "Optional[Stats] | Callable[[], Optional[Stats]]"
+    promise: Optional[Stats] | Callable[[], Optional[Stats]]
     fans: Optional[Fans]
     leaves: tuple[n.Node, ...]
 
@@ -62,7 +63,7 @@ class Plan:
     def leaf_index(self) -> dict[int, int]:
         return {id(leaf): i for i, leaf in enumerate(self.leaves)}
 
-    def flat(self, size: int) -> "Optional[Plan]":
+    def flat(self, size: int) -> Optional[Plan]:
         """``size`` more values as a flat plan, where the plan's elements are iid (the conformance
         runner tops small tensors up this way, in one call of one shape); else None."""
         root = n.flat_copy(self.root, size) if self.size else None
@@ -129,8 +130,8 @@ Resolved = tuple[n.Node, "Optional[Stats] | Callable[[], Optional[Stats]]"]
 _RESOLVERS: dict[type, Callable[..., Resolved]] = {}
 
 
-def _resolver(kind: type):
-    def register(fn):
+def _resolver(kind: type) -> Callable[[Callable[..., Resolved]], Callable[..., Resolved]]:
+    def register(fn: Callable[..., Resolved]) -> Callable[..., Resolved]:
         _RESOLVERS[kind] = fn
         return fn
     return register
@@ -144,13 +145,13 @@ def _resolve(spec: s.Spec, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     return ctx.memo[key]
 
 
-def _fans(shape, ctx: _Context) -> Fans:
+def _fans(shape: tuple[int, ...], ctx: _Context) -> Fans:
     fans = compute_fans(shape, ctx.layout)
     ctx.fans_seen.append(fans)
     return fans
 
 
-def _axis(axis, shape, ctx: _Context, owner: str) -> int:
+def _axis(axis: int | str, shape: tuple[int, ...], ctx: _Context, owner: str) -> int:
     """A role ('out'/'in') or an integer axis, as a physical index."""
     rank = len(shape)
     if isinstance(axis, int):
@@ -171,7 +172,7 @@ def _axis(axis, shape, ctx: _Context, owner: str) -> int:
 # --- leaves -------------------------------------------------------------------------------
 
 
-def _finite(moments_of: Callable[..., Moments], *args) -> Optional[Moments]:
+def _finite(moments_of: Callable[..., Moments], *args: Any) -> Optional[Moments]:
     """Raw moments, or None when they overflow a float (a float64 plan of huge values): a plan
     that cannot promise finite moments says so instead of promising an inf or a wrong number."""
     try:
@@ -181,39 +182,39 @@ def _finite(moments_of: Callable[..., Moments], *args) -> Optional[Moments]:
     return moments if all(math.isfinite(m) for m in moments) else None
 
 
-def _uniform(shape, low: float, high: float) -> Resolved:
+def _uniform(shape: tuple[int, ...], low: float, high: float) -> Resolved:
     return n.Uniform(shape, low, high), Stats(_finite(mom.uniform, low, high), low, high,
                                               distribution=("uniform", low, high))
 
 
-def _normal(shape, mean: float, std: float) -> Resolved:
+def _normal(shape: tuple[int, ...], mean: float, std: float) -> Resolved:
     return n.Normal(shape, mean, std), Stats(_finite(mom.normal, mean, std), -math.inf, math.inf,
                                              distribution=("normal", mean, std))
 
 
-def _truncated(shape, mean: float, std0: float, a: float, b: float) -> Resolved:
+def _truncated(shape: tuple[int, ...], mean: float, std0: float, a: float, b: float) -> Resolved:
     moments = _finite(lambda: mom.affine(mom.standard_truncated(a, b), std0, mean))
     return n.TruncatedNormal(shape, mean, std0, a, b), Stats(moments, mean + a * std0, mean + b * std0,
                                                              distribution=("truncated_normal", mean, std0, a, b))
 
 
 @_resolver(s.Constant)
-def _constant(spec: s.Constant, shape, ctx) -> Resolved:
+def _constant(spec: s.Constant, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     return n.Fill(shape, spec.value), Stats(_finite(mom.constant, spec.value), spec.value, spec.value)
 
 
 @_resolver(s.Uniform)
-def _uniform_spec(spec: s.Uniform, shape, ctx) -> Resolved:
+def _uniform_spec(spec: s.Uniform, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     return _uniform(shape, spec.low, spec.high)
 
 
 @_resolver(s.Normal)
-def _normal_spec(spec: s.Normal, shape, ctx) -> Resolved:
+def _normal_spec(spec: s.Normal, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     return _normal(shape, spec.mean, spec.std)
 
 
 @_resolver(s.TruncatedNormal)
-def _truncated_spec(spec: s.TruncatedNormal, shape, ctx) -> Resolved:
+def _truncated_spec(spec: s.TruncatedNormal, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     if spec.bounds == "absolute":
         a, b = (spec.low - spec.mean) / spec.std, (spec.high - spec.mean) / spec.std
         return _truncated(shape, spec.mean, spec.std, a, b)
@@ -222,7 +223,7 @@ def _truncated_spec(spec: s.TruncatedNormal, shape, ctx) -> Resolved:
 
 
 @_resolver(s.VarianceScaling)
-def _variance_scaling(spec: s.VarianceScaling, shape, ctx) -> Resolved:
+def _variance_scaling(spec: s.VarianceScaling, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     """Var = scale / n; n from the mode; normal, uniform U(+-sqrt(3 var)), or truncated at +-2
     sigma0 with sigma0 = sqrt(var) / std(N(0,1) | [-2, 2]) so the final variance is exact."""
     fans = _fans(shape, ctx)
@@ -242,7 +243,7 @@ def _variance_scaling(spec: s.VarianceScaling, shape, ctx) -> Resolved:
 
 
 @_resolver(s.Orthogonal)
-def _orthogonal(spec: s.Orthogonal, shape, ctx) -> Resolved:
+def _orthogonal(spec: s.Orthogonal, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     """Keep ``axis`` as the matrix rows, flatten the rest into columns; entries have E[x^2] =
     gain^2 / max(rows, cols) and excess kurtosis -6 / (max + 2) (coordinates of a random unit vector)."""
     if len(shape) < 2:
@@ -262,19 +263,20 @@ def _orthogonal(spec: s.Orthogonal, shape, ctx) -> Resolved:
 
 
 @_resolver(s.Identity)
-def _identity(spec: s.Identity, shape, ctx) -> Resolved:
+def _identity(spec: s.Identity, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     if len(shape) != 2:
         raise ShapeError(f"Identity: needs a 2-D tensor, received shape {shape}")
     ones = min(shape)  # gain on the diagonal, 0 elsewhere
     return _fixed(shape, functools.partial(_eye, shape, spec.gain), "identity", spec.gain, ones)
 
 
-def _eye(shape, gain: float) -> np.ndarray:
-    return gain * np.eye(*shape)
+def _eye(shape: tuple[int, ...], gain: float) -> np.ndarray:
+    rows, cols = shape  # _identity admits 2-D shapes only
+    return gain * np.eye(rows, cols)
 
 
 @_resolver(s.Dirac)
-def _dirac(spec: s.Dirac, shape, ctx) -> Resolved:
+def _dirac(spec: s.Dirac, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     """torch ``dirac_``: ``w[g*opg + d, d, k//2...] = gain`` for d < min(out/groups, in)."""
     out_axis, in_axis, spatial = _conv_axes(shape, ctx, "Dirac")
     if shape[out_axis] % spec.groups:
@@ -284,7 +286,8 @@ def _dirac(spec: s.Dirac, shape, ctx) -> Resolved:
     return _fixed(shape, recipe, "dirac", spec.gain, spec.groups * min(per_group, shape[in_axis]))
 
 
-def _dirac_values(shape, gain: float, groups: int, out_axis: int, in_axis: int, spatial) -> np.ndarray:
+def _dirac_values(shape: tuple[int, ...], gain: float, groups: int, out_axis: int, in_axis: int,
+                  spatial: tuple[int, ...]) -> np.ndarray:
     per_group = shape[out_axis] // groups
     values = np.zeros(shape)
     for g in range(groups):
@@ -298,7 +301,7 @@ def _dirac_values(shape, gain: float, groups: int, out_axis: int, in_axis: int, 
 
 
 @_resolver(s.DeltaOrthogonal)
-def _delta_orthogonal(spec: s.DeltaOrthogonal, shape, ctx) -> Resolved:
+def _delta_orthogonal(spec: s.DeltaOrthogonal, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     """JAX ``delta_orthogonal``: zeros, and an orthogonal (in, out) matrix at (k-1)//2."""
     out_axis, in_axis, spatial = _conv_axes(shape, ctx, "DeltaOrthogonal")
     n_in, n_out = shape[in_axis], shape[out_axis]
@@ -319,7 +322,7 @@ def _delta_orthogonal(spec: s.DeltaOrthogonal, shape, ctx) -> Resolved:
 
 
 @_resolver(s.Sparse)
-def _sparse(spec: s.Sparse, shape, ctx) -> Resolved:
+def _sparse(spec: s.Sparse, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     """N(0, std^2) times a mask with exactly ceil(sparsity * n_out) zeros per input index.
     Nonzero fraction p = 1 - zeros/n_out: Var = p std^2, E[x^4] = 3 p std^4."""
     if len(shape) != 2:
@@ -337,7 +340,7 @@ def _sparse(spec: s.Sparse, shape, ctx) -> Resolved:
 
 
 @_resolver(s.BilinearUpsampling)
-def _bilinear(spec: s.BilinearUpsampling, shape, ctx) -> Resolved:
+def _bilinear(spec: s.BilinearUpsampling, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     """MXNet ``Bilinear``: f = ceil(kw/2), c = (2f - 1 - f%2) / (2f), w = (1-|x/f-c|)(1-|y/f-c|)."""
     if ctx.layout is None:
         raise ShapeError(f"BilinearUpsampling: needs a layout to find the spatial axes of shape {shape}")
@@ -351,7 +354,9 @@ def _bilinear(spec: s.BilinearUpsampling, shape, ctx) -> Resolved:
     moments = tuple(float(np.mean(flat**k)) for k in range(1, 5))
     recipe = functools.partial(_bilinear_values, shape, spatial)
     node = n.Fixed(shape, recipe, float(flat.min()), float(flat.max()), "bilinear")
-    return node, Stats(moments, node.low, node.high, exact=OnDemand(recipe, shape))  # type: ignore[arg-type]
+    stats = Stats(moments, node.low, node.high,  # type: ignore[arg-type]  # 4 moments, a tuple[float, ...]
+                  exact=OnDemand(recipe, shape))
+    return node, stats
 
 
 def _bilinear_kernel(kh: int, kw: int) -> np.ndarray:
@@ -362,7 +367,7 @@ def _bilinear_kernel(kh: int, kw: int) -> np.ndarray:
     return (1 - np.abs(y[:, None] / f - c)) * (1 - np.abs(x[None, :] / f - c))
 
 
-def _bilinear_values(shape, spatial) -> np.ndarray:
+def _bilinear_values(shape: tuple[int, ...], spatial: tuple[int, ...]) -> np.ndarray:
     kernel = _bilinear_kernel(shape[spatial[0]], shape[spatial[1]])
     view = [1] * len(shape)
     view[spatial[0]], view[spatial[1]] = kernel.shape
@@ -377,7 +382,7 @@ class OnDemand:
     def __init__(self, recipe: Callable[[], np.ndarray], shape: tuple[int, ...]):
         self.recipe, self.shape = recipe, shape
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
         values = self.recipe()
         return values if dtype is None else values.astype(dtype)
 
@@ -385,17 +390,17 @@ class OnDemand:
         return f"OnDemand(shape={self.shape})"
 
 
-def _fixed(shape, recipe: Callable[[], np.ndarray], name: str, value: float, count: int) -> Resolved:
+def _fixed(shape: tuple[int, ...], recipe: Callable[[], np.ndarray], name: str, value: float, count: int) -> Resolved:
     """A tensor that holds ``value`` at ``count`` places and 0 elsewhere, from ``recipe``; its
     moments in closed form: E[x^k] = (count / size) value^k."""
     fraction = count / math.prod(shape)
     moments = _finite(lambda: mom.mixture([(fraction, mom.constant(value)), (1 - fraction, mom.constant(0.0))]))
     present = [value] * (count > 0) + [0.0] * (fraction < 1)
     node = n.Fixed(shape, recipe, min(present), max(present), name)
-    return node, Stats(moments, node.low, node.high, exact=OnDemand(recipe, shape))  # type: ignore[arg-type]
+    return node, Stats(moments, node.low, node.high, exact=OnDemand(recipe, shape))
 
 
-def _conv_axes(shape, ctx, owner: str) -> tuple[int, int, tuple[int, ...]]:
+def _conv_axes(shape: tuple[int, ...], ctx: _Context, owner: str) -> tuple[int, int, tuple[int, ...]]:
     if not 3 <= len(shape) <= 5:
         raise ShapeError(f"{owner}: needs a 3-, 4- or 5-D conv kernel, received shape {shape}")
     spatial = ctx.layout.axes_with("spatial", len(shape)) if ctx.layout else ()
@@ -406,7 +411,7 @@ def _conv_axes(shape, ctx, owner: str) -> tuple[int, int, tuple[int, ...]]:
 
 
 @_resolver(s.Blocks)
-def _blocks(spec: s.Blocks, shape, ctx) -> Resolved:
+def _blocks(spec: s.Blocks, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     if not shape:
         raise ShapeError("Blocks: needs a tensor of rank >= 1, received a scalar")
     axis = _packed_axis(spec.axis, shape, ctx, _axis(spec.axis, shape, ctx, "Blocks"))
@@ -421,7 +426,7 @@ def _blocks(spec: s.Blocks, shape, ctx) -> Resolved:
     return node, functools.partial(_mixture_stats, axis, [promise for _, promise in resolved])
 
 
-def _packed_axis(role, shape, ctx, axis: int) -> int:
+def _packed_axis(role: int | str, shape: tuple[int, ...], ctx: _Context, axis: int) -> int:
     """The axis Blocks split for the role ``"out"``: the ``batch`` axis where the layout has one.
 
     A logical view splits a packed output axis into (blocks, size) with the blocks as a ``batch``
@@ -437,35 +442,35 @@ def _packed_axis(role, shape, ctx, axis: int) -> int:
     return axis
 
 
-def _mixture_stats(axis: int, promises) -> Stats:
+def _mixture_stats(axis: int, promises: list[Optional[Stats] | Callable[[], Optional[Stats]]]) -> Stats:
     """The blocks' mixture where every part has closed-form moments (else unknown moments and
     support), and each part's own promise: the blocks are not exchangeable."""
     stats = [_force(p) for p in promises]
     parts = (axis, tuple(stats))
     if any(st is None or st.moments is None for st in stats):
         return Stats(None, -math.inf, math.inf, blocks=parts)
-    mixed = _finite(mom.mixture, [(1.0 / len(stats), st.moments) for st in stats])  # type: ignore[union-attr]
-    return Stats(mixed, min(st.low for st in stats), max(st.high for st in stats),  # type: ignore[union-attr]
-                 blocks=parts)
+    known = [st for st in stats if st is not None]  # all of them: any() above returned on a None
+    mixed = _finite(mom.mixture, [(1.0 / len(known), st.moments) for st in known])
+    return Stats(mixed, min(st.low for st in known), max(st.high for st in known), blocks=parts)
 
 
-def _force(promise):
+def _force(promise: Optional[Stats] | Callable[[], Optional[Stats]]) -> Optional[Stats]:
     return promise() if callable(promise) else promise
 
 
 @_resolver(s.Binary)
-def _binary(spec: s.Binary, shape, ctx) -> Resolved:
+def _binary(spec: s.Binary, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     args = (_resolve(spec.left, shape, ctx)[0], _resolve(spec.right, shape, ctx)[0])
     return _expression(n.Op(shape, spec.op, args))
 
 
 @_resolver(s.Unary)
-def _unary(spec: s.Unary, shape, ctx) -> Resolved:
+def _unary(spec: s.Unary, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     return _expression(n.Op(shape, spec.op, (_resolve(spec.operand, shape, ctx)[0],)))
 
 
 @_resolver(s.Where)
-def _where(spec: s.Where, shape, ctx) -> Resolved:
+def _where(spec: s.Where, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     args = tuple(_resolve(x, shape, ctx)[0] for x in (spec.condition, spec.if_true, spec.if_false))
     return _expression(n.Op(shape, "where", args))
 
@@ -502,7 +507,7 @@ def _expression_stats(node: n.Op) -> Optional[Stats]:
         high = float(max(values.max(), np.max(ends)))
     zero_fraction = float(np.sum(weights[values == 0]))
     finite = all(math.isfinite(m) for m in moments)
-    return Stats(moments if finite else None, low, high,  # type: ignore[arg-type]
+    return Stats(moments if finite else None, low, high,  # type: ignore[arg-type]  # k=1..4: 4 moments
                  zero_fraction=zero_fraction or None, method=method)
 
 

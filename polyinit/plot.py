@@ -6,12 +6,14 @@ says "closed form"."""
 from __future__ import annotations
 
 import textwrap
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from polyinit.compare import Row, main_weight_and_bias
 from polyinit.propagation import registry_params
+
 
 # Keras and Flax coincide on square layers (Glorot = LeCun when fan_in = fan_out): dashes keep both visible.
 def _look(framework: str) -> tuple[str, str]:
@@ -37,7 +39,7 @@ def _samples(row: Row, layer: str, n_in: int, n_out: int) -> tuple[Optional[np.n
     return drawn[0], drawn[1], "closed form: drawn from the spec"
 
 
-def _histogram(ax, values: Optional[np.ndarray], colour: str, label: str) -> None:
+def _histogram(ax: Any, values: Optional[np.ndarray], colour: str, label: str) -> None:
     if values is None or values.size == 0:
         ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes, fontsize=9)
     elif np.ptp(values) == 0:

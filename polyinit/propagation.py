@@ -37,8 +37,9 @@ these symmetric node sets. GELU is the exact erf form, x Phi(x).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ KINDS = ("dense", "conv1d", "conv2d", "conv3d", "conv_transpose", "embedding", "
          "batchnorm", "layernorm", "mha")
 
 
-def _record(framework: str):
+def _record(framework: str) -> Any:
     """The framework's record (``polyinit/frameworks``): epsilons, recurrent names, missing layers."""
     from polyinit.frameworks import get_framework
 
@@ -96,17 +97,17 @@ class Measure:
         mean = self.expect()
         return max(self.expect(np.square) - mean * mean, 0.0)
 
-    def map(self, f: Callable[[np.ndarray], np.ndarray]) -> "Measure":
+    def map(self, f: Callable[[np.ndarray], np.ndarray]) -> Measure:
         return Measure(f(self.x), self.p)
 
-    def plus(self, other: "Measure") -> "Measure":
+    def plus(self, other: Measure) -> Measure:
         """The law of X + Y for independent X, Y."""
         return Measure((self.x[:, None] + other.x[None, :]).ravel(), np.outer(self.p, other.p).ravel()).regroup()
 
-    def times(self, other: "Measure") -> "Measure":
+    def times(self, other: Measure) -> Measure:
         return Measure((self.x[:, None] * other.x[None, :]).ravel(), np.outer(self.p, other.p).ravel()).regroup()
 
-    def regroup(self, groups: int = 0) -> "Measure":
+    def regroup(self, groups: int = 0) -> Measure:
         """At most 2 * groups nodes: sorted nodes in groups of equal mass, each group replaced by two
         nodes at mean +- std with half its mass, so every group's mean and variance are kept."""
         groups = groups or GROUPS
@@ -340,7 +341,7 @@ def first_gain(framework: str, kind: str, *, n_in: int, n_out: int, kernel: int 
     return n_in * receptive * weight_var(weight)
 
 
-def quadrature(hermite: int, legendre: int, groups: int) -> "_Resolution":
+def quadrature(hermite: int, legendre: int, groups: int) -> _Resolution:
     """A context that changes the quadrature resolution (for the error check in the tests)."""
     return _Resolution(hermite, legendre, groups)
 
@@ -354,7 +355,7 @@ class _Resolution:
         self.saved = HERMITE, LEGENDRE, GROUPS
         HERMITE, LEGENDRE, GROUPS = self.values
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         global HERMITE, LEGENDRE, GROUPS
         HERMITE, LEGENDRE, GROUPS = self.saved
 

@@ -33,8 +33,9 @@ error naming the rule) and returns a report of what was drawn.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from polyinit.errors import PolyinitError
 from polyinit.params import KINDS, ROLES, ModelError, Param, RuleError
@@ -227,7 +228,8 @@ def match(params: Sequence[Param], selectors: Sequence[Selector], what: str = "r
     return chosen
 
 
-def _unused(params: Sequence[Param], selectors: Sequence[Selector], chosen: list, label: Callable[[int], str]) -> list[str]:
+def _unused(params: Sequence[Param], selectors: Sequence[Selector], chosen: list,
+            label: Callable[[int], str]) -> list[str]:
     """Why each selector took no parameter: it matched none, or only ones earlier selectors took."""
     context = Context(params)
     out = []
@@ -246,10 +248,11 @@ def _names(params: Sequence[Param]) -> str:
     return f"parameters: {shown}{' ...' if len(params) > 12 else ''}"
 
 
-def plan_model(params: Sequence[Param], rules: Rules, fans: str = "native") -> list[tuple[Param, Optional[int], Optional[Plan]]]:
+def plan_model(params: Sequence[Param], rules: Rules,
+               fans: str = "native") -> list[tuple[Param, Optional[int], Optional[Plan]]]:
     """Match every parameter and resolve every plan, raising before anything is written."""
     chosen = match(params, [sel for sel, _ in rules.rules])
-    planned = []
+    planned: list[tuple[Param, Optional[int], Optional[Plan]]] = []
     by_layer: dict[int, list] = {}
     for param in params:
         by_layer.setdefault(param.layer, []).append(param)
@@ -297,7 +300,7 @@ def _factory_spec(rules: Rules, index: int, factory: SpecFactory, param: Param, 
 
 def _seeds(planned: list, rules: Rules) -> list[Optional[int]]:
     keys: dict[str, str] = {}
-    seeds = []
+    seeds: list[Optional[int]] = []
     for param, _, plan in planned:
         if plan is None:
             seeds.append(None)
@@ -350,9 +353,8 @@ def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: boo
 
     >>> # report = apply(torch_model, Rules([role("weight") >> pi.he_normal()]), fans="semantic")
     """
-    from polyinit.frameworks import walker_for
-
     from polyinit import writing
+    from polyinit.frameworks import walker_for
 
     # The one write path (polyinit.writing): validate, plan, pre-write checks, write with rollback.
     check_rules("apply", rules)
@@ -371,7 +373,7 @@ def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: boo
     return (result, report) if walker.returns_new else report
 
 
-def check_rules(caller: str, rules: Any) -> "Rules":
+def check_rules(caller: str, rules: Any) -> Rules:
     if not isinstance(rules, Rules):
         raise RuleError(f"{caller}: rules must be a Rules, received {type(rules).__name__}")
     return rules
@@ -392,7 +394,7 @@ def draws(walker: Any, planned: list, seeds: list, rules: Rules, portable: bool,
             for (param, _, plan), seed in zip(planned, seeds)]
 
 
-def _report(planned, rules: Rules, fans: str, walker: Any) -> Report:
+def _report(planned: list, rules: Rules, fans: str, walker: Any) -> Report:
     report = Report(fans=fans, unknown_types=dict(getattr(walker, "unknown", {}) or {}))
     for param, index, plan in planned:
         layout = param.target(fans)[1].pattern
@@ -424,7 +426,8 @@ def _strict_groups(params: list[Param], selectors: list[Selector], what: str) ->
     return chosen
 
 
-def torch_param_groups(model: Any, groups: Sequence[tuple[Selector, dict]], default: Optional[dict] = None) -> list[dict]:
+def torch_param_groups(model: Any, groups: Sequence[tuple[Selector, dict]],
+                       default: Optional[dict] = None) -> list[dict]:
     """torch optimizer param groups: the first matching selector decides each parameter's options.
     Strict: a group whose selector takes no parameter is an error. Buffers are left out.
 

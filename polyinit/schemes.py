@@ -6,9 +6,8 @@ The ``*_normal`` schemes are untruncated by default (Glorot's, He's and torch's 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import math
+from typing import Optional
 
 from polyinit import _validate as check
 from polyinit.errors import SpecError
@@ -31,7 +30,7 @@ def _gain_squared(owner: str, gain: float) -> float:
     return scale
 
 
-def _he_scale(owner: str, a, nonlinearity: str) -> float:
+def _he_scale(owner: str, a: Optional[float], nonlinearity: str) -> float:
     """calculate_gain(nonlinearity, a)^2, with errors naming ``a``."""
     if a is not None:
         a = check.real(owner, "a", a)

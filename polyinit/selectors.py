@@ -25,7 +25,8 @@ from __future__ import annotations
 import fnmatch
 import operator
 import re
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from polyinit.params import KINDS, ROLES, Param, RuleError
 
@@ -49,7 +50,7 @@ class Selector:
     def matches(self, param: Param, context: Context) -> bool:
         return bool(self.test(param, context))
 
-    def __and__(self, other: "Selector") -> "Selector":
+    def __and__(self, other: Selector) -> Selector:
         _selector("&", other)
         if self.position is not None and other.position is None:
             return _position_within(other, self.position, f"({self.text} & {other.text})")
@@ -57,11 +58,11 @@ class Selector:
             return _position_within(self, other.position, f"({self.text} & {other.text})")
         return Selector(lambda p, c: self.matches(p, c) and other.matches(p, c), f"({self.text} & {other.text})")
 
-    def __or__(self, other: "Selector") -> "Selector":
+    def __or__(self, other: Selector) -> Selector:
         _selector("|", other)
         return Selector(lambda p, c: self.matches(p, c) or other.matches(p, c), f"({self.text} | {other.text})")
 
-    def __invert__(self) -> "Selector":
+    def __invert__(self) -> Selector:
         return Selector(lambda p, c: not self.matches(p, c), f"~{self.text}")
 
     def __rshift__(self, action: Any) -> tuple:

@@ -78,7 +78,7 @@ def write_local_block(tensor: Any, full: Any) -> Any:
     return tensor
 
 
-def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: "str | int") -> Any:
+def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: str | int) -> Any:
     """Fill ``tensor`` (a ``torch.distributed.tensor.DTensor`` of the plan's global shape) with its
     local part of the portable draw of ``plan``; collective-free. Returns ``tensor``."""
     import torch
@@ -87,7 +87,6 @@ def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: "str | int") -> Any:
     from polyinit.portable import check_portable, stream_key
     from polyinit.portable.evaluate import CHUNK, evaluate_span, fill_fused, is_elementwise
     from polyinit.portable.xp_torch import Ops
-
     from polyinit.writing import check_torch_tensor
 
     if not isinstance(tensor, DTensor):

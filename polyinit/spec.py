@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, TypeVar, Union, cast
+from typing import Any, ClassVar, TypeVar, Union, cast
 
 if sys.version_info >= (3, 11):  # tells type checkers that _spec makes keyword-only frozen dataclasses
     from typing import dataclass_transform
@@ -48,7 +49,7 @@ COMPARISONS = ("ge", "gt", "le", "lt")
 MAX_DEPTH = 100
 
 
-def _operand(value: "Spec | Number", op: str) -> "Spec":
+def _operand(value: Spec | Number, op: str) -> Spec:
     """Numbers inside expressions become constants; anything else is a user error."""
     if isinstance(value, Spec):
         return value
@@ -68,7 +69,7 @@ class Spec:
     # an object array.
     __array_ufunc__ = None
 
-    def _binary(self, op: str, other: "Spec | Number", *, swap: bool = False) -> "Binary":
+    def _binary(self, op: str, other: Spec | Number, *, swap: bool = False) -> Binary:
         left, right = self, _operand(other, op)
         if swap:
             left, right = right, left
@@ -112,7 +113,7 @@ def _spec(kind: str, *, random: bool = False) -> Callable[[_SpecClass], _SpecCla
 SPEC_KINDS: dict[str, type] = {}
 
 
-def _set(obj: Spec, **values) -> None:
+def _set(obj: Spec, **values: Any) -> None:
     for name, value in values.items():
         object.__setattr__(obj, name, value)
 
@@ -135,7 +136,7 @@ class _Expression:
                         "comparisons of specs build masks such as w * (abs(w) >= 5)")
 
 
-def _stream(owner: str, value) -> int:
+def _stream(owner: str, value: Any) -> int:
     return check.integer(owner, "stream", value, minimum=0)
 
 
@@ -418,7 +419,7 @@ class Where(_Expression, Spec):
         _nest(self, (self.condition, self.if_true, self.if_false))
 
 
-def where(condition: Spec, if_true: "Spec | Number", if_false: "Spec | Number") -> Where:
+def where(condition: Spec, if_true: Spec | Number, if_false: Spec | Number) -> Where:
     """Elementwise select: ``if_true`` where ``condition`` != 0, else ``if_false``.
 
     >>> w = Normal(std=1.0)

@@ -29,7 +29,8 @@ transfer: 1 value of 'layer.weight' is outside the float16 range (|x| <= 65504):
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
 
 import numpy as np
 

@@ -16,8 +16,16 @@ from types import ModuleType
 from polyinit.backends.contract import Backend, missing_members
 from polyinit.errors import BackendUnavailableError, PolyinitError
 
-__all__ = ["Backend", "REGISTRY", "available_backends", "backend_for", "get_backend", "missing_members",
-           "register", "unregister"]
+__all__ = [
+    "REGISTRY",
+    "Backend",
+    "available_backends",
+    "backend_for",
+    "get_backend",
+    "missing_members",
+    "register",
+    "unregister",
+]
 
 # name -> (module path, the framework module it needs, the pip extra that installs it)
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -53,7 +61,7 @@ def get_backend(name: str) -> ModuleType:
     return _LOADED[name]
 
 
-def register(name: str, backend: "str | object", *, framework: str = "numpy", extra: str = "") -> None:
+def register(name: str, backend: str | object, *, framework: str = "numpy", extra: str = "") -> None:
     """Add a backend: a module path (imported on first use, once ``framework`` imports) or an
     object that meets ``Backend`` already. Refuses an object that does not, naming what it lacks.
 
@@ -62,7 +70,7 @@ def register(name: str, backend: "str | object", *, framework: str = "numpy", ex
     Traceback (most recent call last):
     ...
     polyinit.errors.PolyinitError: register: backend 'toy' lacks DTYPES, DEFAULT_LAYOUT, ANY_LAYOUT, draw, initializer, sample_plan, draw_plan, to_numpy, dtype_of, device_of, default_device of the backend contract (polyinit.backends.contract)
-    """
+    """  # noqa: E501  # a doctest's expected error is one line
     if not isinstance(name, str) or not name:
         raise PolyinitError(f"register: name must be a non-empty string, received {name!r}")
     if isinstance(backend, str):
@@ -112,7 +120,7 @@ def backend_for(tensor: object) -> ModuleType:
         module = sys.modules.get(module_name)
         if module is None:
             continue
-        cls = module
+        cls: object = module  # the module, then each attribute along type_path (None where one is missing)
         for part in type_path.split(".")[1:]:
             cls = getattr(cls, part, None)
         if isinstance(cls, type) and isinstance(tensor, cls):

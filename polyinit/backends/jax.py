@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 try:
     import jax
@@ -50,6 +51,12 @@ _OPS = n.op_table(jnp, lambda mask, like: mask.astype(like.dtype))
 # * whatever a plan does with its leaves (reshapes, ops, blocks) is one jitted program per plan
 #   structure.
 SHARED_SIZE = 1 << 16
+
+
+def _flag(name: str) -> bool:
+    """A JAX config flag's current value (``jax.config`` sets its flags as attributes at run time,
+    which JAX's type stubs do not declare)."""
+    return bool(getattr(jax.config, name))
 
 
 def _bits_size(size: int) -> int:
@@ -91,33 +98,34 @@ class _Leaves:
     draw by their linear index, whatever its shape or length.
     """
 
-    def __init__(self, keys: Any, compute, out, shaped: bool = False):
+    def __init__(self, keys: Any, compute: np.dtype, out: np.dtype, shaped: bool = False):
         self.keys, self.compute, self.out, self.shaped = keys, compute, out, shaped
 
-    def _shape(self, shape) -> tuple:
+    def _shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(shape) if self.shaped else (_bits_size(math.prod(shape)),)
 
-    def _uniform_bits(self, index: int, shape, low: float, high: float):
+    def _uniform_bits(self, index: int, shape: Sequence[int], low: float, high: float) -> jax.Array:
         return jax.random.uniform(self.keys[index], self._shape(shape), self.compute, low, high)
 
-    def _normal_bits(self, index: int, shape):
+    def _normal_bits(self, index: int, shape: Sequence[int]) -> jax.Array:
         return jax.random.normal(self.keys[index], self._shape(shape), self.compute)
 
-    def Uniform(self, node: n.Uniform, index: int):
+    def Uniform(self, node: n.Uniform, index: int) -> jax.Array:
         bits = self._uniform_bits(index, node.shape, node.low, node.high)
         return _scaled(bits, 0.0, 1.0, node.shape, self.out)
 
-    def Normal(self, node: n.Normal, index: int):
+    def Normal(self, node: n.Normal, index: int) -> jax.Array:
         return _scaled(self._normal_bits(index, node.shape), node.mean, node.std, node.shape, self.out)
 
-    def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
+    def TruncatedNormal(self, node: n.TruncatedNormal, index: int) -> jax.Array:
         # Inverse CDF with u kept off +-1: jax.random.truncated_normal clips to the *bounds*, so
         # with wide bounds (torch's absolute +-2 at std 0.02) a u of exactly -1 lands at -100 sigma.
-        low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, float(jnp.finfo(self.compute).eps))
+        eps = float(jnp.finfo(self.compute).eps)
+        low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, eps)
         u = self._uniform_bits(index, node.shape, low, high)
         return _truncated(u, node.mean, node.std, node.a, node.b, clamp_low, clamp_high, node.shape, self.out)
 
-    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
+    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int) -> jax.Array:
         rows, cols = node.shape
         return _orthogonal(self._normal_bits(index, (rows * cols,)), node.gain, rows, cols, self.out)
 
@@ -146,47 +154,49 @@ class _Combine:
     """Everything but the random draws, traced inside ``_combine``: leaves and Fixed arrays are
     its inputs."""
 
-    def __init__(self, leaves, fixed: dict[int, Any], dtype):
+    def __init__(self, leaves: Sequence[jax.Array], fixed: dict[int, Any], dtype: Any):
         self.leaves, self.fixed, self.dtype = leaves, fixed, dtype
 
-    def _leaf(self, node: n.Node, index: int):
+    def _leaf(self, node: n.Node, index: int) -> jax.Array:
         return self.leaves[index]
 
     Uniform = Normal = TruncatedNormal = OrthogonalMatrix = _leaf
 
-    def Fill(self, node: n.Fill):
+    def Fill(self, node: n.Fill) -> jax.Array:
         return jnp.full(node.shape, node.value, self.dtype)
 
-    def Fixed(self, node: n.Fixed):
+    def Fixed(self, node: n.Fixed) -> jax.Array:
         return self.fixed[id(node)]
 
-    def Reshape(self, node: n.Reshape, x):
+    def Reshape(self, node: n.Reshape, x: jax.Array) -> jax.Array:
         return jnp.reshape(x, node.shape)
 
-    def Transpose(self, node: n.Transpose, x):
+    def Transpose(self, node: n.Transpose, x: jax.Array) -> jax.Array:
         return jnp.transpose(x, node.perm)
 
-    def Concat(self, node: n.Concat, parts):
+    def Concat(self, node: n.Concat, parts: list[jax.Array]) -> jax.Array:
         return jnp.concatenate(parts, axis=node.axis)
 
-    def Scatter(self, node: n.Scatter, x):
+    def Scatter(self, node: n.Scatter, x: jax.Array) -> jax.Array:
         index = tuple(slice(None) if i is None else i for i in node.index)
         return jnp.zeros(node.shape, self.dtype).at[index].set(x)
 
-    def Op(self, node: n.Op, args):
+    def Op(self, node: n.Op, args: list[jax.Array]) -> jax.Array:
         if node.name == "rank":
+            assert node.axis is not None  # every rank op is built with its axis (plan.py)
             return common.rank(args[0], node.axis, jnp).astype(self.dtype)
         return _OPS[node.name](*args)
 
 
 @functools.partial(jax.jit, static_argnames=("structure", "compute", "dtype"))
-def _combine(structure: _Structure, leaves, fixed, compute, dtype):
+def _combine(structure: _Structure, leaves: tuple[jax.Array, ...], fixed: tuple[jax.Array, ...], compute: str,
+             dtype: str) -> jax.Array:
     arrays = {id(node): value for node, value in zip(structure.fixed, fixed)}
     prims = _Combine(leaves, arrays, compute)
     return n.evaluate(structure.root, prims, structure.leaf_index).astype(dtype)
 
 
-def _dtype_name(dtype) -> str:
+def _dtype_name(dtype: Any) -> str:
     # No dtype: JAX's default float, float64 under JAX_ENABLE_X64, as jax.nn.initializers give.
     try:
         name = jnp.dtype(dtype).name if dtype is not None else jax.dtypes.canonicalize_dtype(float).name
@@ -202,7 +212,7 @@ def _check_key(key: Any) -> None:
     dtype = getattr(key, "dtype", None)
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
     raw = dtype == jnp.uint32 and getattr(key, "shape", None) == (2,)
-    if not isinstance(key, jax.Array) or not (typed and key.shape == () or raw):
+    if not isinstance(key, jax.Array) or not ((typed and key.shape == ()) or raw):
         raise PolyinitError(f"jax backend: key must be one JAX random key, jax.random.key(seed) or "
                             f"jax.random.PRNGKey(seed), received {key!r}")
 
@@ -212,7 +222,7 @@ def draw(plan: Plan, key: Any, *, shaped: bool = False) -> jax.Array:
     if not isinstance(plan, Plan):
         raise PolyinitError(f"jax backend: expected a polyinit Plan, received {plan!r}")
     _check_key(key)
-    if plan.dtype == "float64" and not jax.config.jax_enable_x64:
+    if plan.dtype == "float64" and not _flag("jax_enable_x64"):
         raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
                                   f"give float32); refusing {plan.spec!r}")
     dtype = jnp.dtype(plan.dtype)
@@ -227,7 +237,7 @@ def draw(plan: Plan, key: Any, *, shaped: bool = False) -> jax.Array:
     single = isinstance(root, n.RANDOM_LEAVES)
     # Traced (inside a user's jit, which may shard the output): bits in each leaf's shape, so the
     # sharding reaches the random draw. Equal values either way under partitionable threefry.
-    shaped = shaped or (jax.config.jax_threefry_partitionable and isinstance(key, jax.core.Tracer))
+    shaped = shaped or (_flag("jax_threefry_partitionable") and isinstance(key, jax.core.Tracer))
     drawer = _Leaves(keys, compute, dtype if single else compute, shaped)
     leaves = tuple(getattr(drawer, type(leaf).__name__)(leaf, i) for i, leaf in enumerate(plan.leaves))
     if single:
@@ -237,7 +247,7 @@ def draw(plan: Plan, key: Any, *, shaped: bool = False) -> jax.Array:
     return _combine(structure, leaves, fixed, compute.name, dtype.name)
 
 
-def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable[..., jax.Array]:
+def initializer(spec: Spec, layout: Layout | str = DEFAULT_LAYOUT) -> Callable[..., jax.Array]:
     """``init(key, shape, dtype=None) -> Array`` for ``spec``, laid out as ``layout``; no dtype means
     JAX's default float (float32, or float64 under ``JAX_ENABLE_X64``), as in ``jax.nn.initializers``.
 
@@ -248,16 +258,16 @@ def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable
     """
     if not isinstance(spec, Spec):
         raise PolyinitError(f"jax backend: expected a polyinit spec, received {spec!r}")
-    layout = check.layout("jax backend", layout)
+    checked = check.layout("jax backend", layout)  # a Layout or None, as resolve takes it
 
-    def init(key: Any, shape, dtype: Optional[Any] = None, out_sharding: Any = None) -> jax.Array:
+    def init(key: Any, shape: Any, dtype: Optional[Any] = None, out_sharding: Any = None) -> jax.Array:
         _check_key(key)
-        plan = resolve(spec, check.shape("jax backend", shape), layout, _dtype_name(dtype))
+        plan = resolve(spec, check.shape("jax backend", shape), checked, _dtype_name(dtype))
         with check.framework_errors("jax", f"drawing {plan.describe()[:120]} of shape {plan.shape}"):
             return draw(plan, key) if out_sharding is None else draw_sharded(plan, key, out_sharding)
 
     init.__name__ = f"polyinit_{spec.kind}"
-    init.__doc__ = f"Initializer for {spec!r} (layout {str(layout)!r})."
+    init.__doc__ = f"Initializer for {spec!r} (layout {str(checked)!r})."
     return init
 
 
@@ -274,7 +284,7 @@ def draw_sharded(plan: Plan, key: Any, out_sharding: Any) -> jax.Array:
     makes every random bit a function of its global index, so the global array is the same for
     any number of devices and any sharding, and equals the unsharded ``draw(plan, key)``.
     """
-    if not jax.config.jax_threefry_partitionable:
+    if not _flag("jax_threefry_partitionable"):
         raise NotExpressibleError("jax backend: a sharded draw equals the unsharded one only with "
                                   "jax_threefry_partitionable=True (JAX's default); it is off here")
     return run_sharded(_draw_shaped, plan, (key,), out_sharding, "jax backend")
@@ -298,13 +308,13 @@ def transpose(array: jax.Array, perm: tuple[int, ...]) -> jax.Array:
     return jax.device_put(np.ascontiguousarray(np.asarray(array).transpose(perm)), array.sharding)
 
 
-def to_numpy(array) -> np.ndarray:
+def to_numpy(array: jax.Array) -> np.ndarray:
     # numpy converts JAX's bfloat16 (ml_dtypes) itself, with no JAX program to compile per shape.
     return np.asarray(array).astype(np.float64)
 
 
 # float64 only with jax_enable_x64 (checked again at each draw).
-DTYPES = ("float16", "bfloat16", "float32") + (("float64",) if jax.config.jax_enable_x64 else ())
+DTYPES = ("float16", "bfloat16", "float32") + (("float64",) if _flag("jax_enable_x64") else ())
 
 
 def sample_plan(plan: Plan, seed: int) -> jax.Array:
@@ -330,7 +340,7 @@ def default_device() -> str:
     return device_of(jnp.zeros(()))
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "", *, out_sharding: Any = None) -> jax.Array:
+def draw_portable(plan: Plan, seed: int, key: str | int = "", *, out_sharding: Any = None) -> jax.Array:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``). Each value is
     computed from its own global index, so with ``out_sharding`` (as in ``initializer``), or under
@@ -343,7 +353,7 @@ def draw_portable(plan: Plan, seed: int, key: "str | int" = "", *, out_sharding:
     """
     from polyinit.portable import xp_jax
 
-    if plan.dtype == "float64" and not jax.config.jax_enable_x64:
+    if plan.dtype == "float64" and not _flag("jax_enable_x64"):
         raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
                                   f"give float32); refusing {plan.spec!r}")
     return xp_jax.draw(plan, seed, key, out_sharding=out_sharding)

@@ -74,7 +74,7 @@ def _dtype_name(arr: Any) -> str:
 class Polyinit(_Base):
     """An MXNet initializer for ``spec`` (the weights) with MXNet's suffix defaults elsewhere."""
 
-    def __init__(self, spec: "Spec | dict", layout: "Layout | str" = DEFAULT_LAYOUT, seed: Optional[int] = None):
+    def __init__(self, spec: Spec | dict, layout: Layout | str = DEFAULT_LAYOUT, seed: Optional[int] = None):
         self.spec = from_dict(spec) if isinstance(spec, dict) else spec
         if not isinstance(self.spec, Spec):
             raise PolyinitError(f"mxnet backend: expected a polyinit spec, received {spec!r}")
@@ -164,7 +164,8 @@ DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray 
 def sample_plan(plan: Plan, seed: int) -> Any:
     """One draw through ``Polyinit(spec, layout, seed)``, filling a fresh array as a weight, the MXNet way."""
     if plan.dtype not in DTYPES:
-        raise PolyinitError(f"mxnet backend: cannot initialise dtype {plan.dtype}; floating dtypes only ({', '.join(DTYPES)})")
+        raise PolyinitError(f"mxnet backend: cannot initialise dtype {plan.dtype}; "
+                            f"floating dtypes only ({', '.join(DTYPES)})")
     if _mx is not None and (plan.shape == () or plan.size == 0):
         raise NotExpressibleError("mxnet backend: MXNet 1.x NDArrays have no 0-d or zero-size "
                                   f"shape; refusing {plan.spec!r} at shape {plan.shape}")
@@ -199,7 +200,7 @@ def default_device() -> str:
     return str(_mx.current_context()) if _mx is not None else "cpu"
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> np.ndarray:
+def draw_portable(plan: Plan, seed: int, key: str | int = "") -> np.ndarray:
     """The portable draw of ``plan`` on the host (the numpy reference backend's): the same float32
     values, bit for bit, as ``draw_portable`` of every other backend with the same (seed, key) (see
     ``polyinit.portable``). ``Polyinit``, the MXNet initializer, does not write these: it draws

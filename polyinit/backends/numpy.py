@@ -14,7 +14,8 @@ True
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -33,7 +34,7 @@ ANY_LAYOUT = True
 OPS = n.op_table(np, lambda mask, like: mask.astype(np.result_type(like)))
 
 
-def _standard_truncated(rng: np.random.Generator, shape, a: float, b: float) -> np.ndarray:
+def _standard_truncated(rng: np.random.Generator, shape: tuple[int, ...], a: float, b: float) -> np.ndarray:
     """Inverse CDF of N(0, 1) on [a, b] with the shared edge rule (``common.truncation_interval``);
     ndtri(p) = sqrt(2) erfinv(2p - 1), and (u + 1) / 2 is exact in float64 for u near -1."""
     low, high, clamp_low, clamp_high = common.truncation_interval(a, b, float(np.finfo(np.float64).eps))
@@ -200,7 +201,7 @@ def default_device() -> str:
     return "cpu"
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "", out: Optional[np.ndarray] = None) -> np.ndarray:
+def draw_portable(plan: Plan, seed: int, key: str | int = "", out: Optional[np.ndarray] = None) -> np.ndarray:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``), written into
     ``out`` (C-contiguous, the plan's shape and dtype) or a fresh array, in chunks.

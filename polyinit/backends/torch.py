@@ -15,7 +15,10 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
+
+import numpy as np
 
 try:
     import torch
@@ -41,7 +44,7 @@ _DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: 
 _OPS = n.op_table(torch, lambda mask, like: mask.to(like.dtype))
 
 
-def _truncated_(out: torch.Tensor, node: n.TruncatedNormal, generator) -> torch.Tensor:
+def _truncated_(out: torch.Tensor, node: n.TruncatedNormal, generator: Optional[torch.Generator]) -> torch.Tensor:
     """In place, by inverse CDF with the shared edge rule (``common.truncation_interval``); keeping
     u off +-1 avoids torch trunc_normal_'s rare values clamped to the bounds."""
     low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, torch.finfo(out.dtype).eps)
@@ -54,46 +57,47 @@ class Primitives:
     def __init__(self, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype):
         self.generator, self.device, self.dtype = generator, device, dtype
 
-    def _empty(self, shape) -> torch.Tensor:
+    def _empty(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.empty(shape, device=self.device, dtype=self.dtype)
 
-    def Fill(self, node: n.Fill):
+    def Fill(self, node: n.Fill) -> torch.Tensor:
         return torch.full(node.shape, node.value, device=self.device, dtype=self.dtype)
 
-    def Fixed(self, node: n.Fixed):
+    def Fixed(self, node: n.Fixed) -> torch.Tensor:
         return torch.as_tensor(node.values, device=self.device).to(self.dtype)
 
-    def Uniform(self, node: n.Uniform, index: int):
+    def Uniform(self, node: n.Uniform, index: int) -> torch.Tensor:
         return self._empty(node.shape).uniform_(node.low, node.high, generator=self.generator)
 
-    def Normal(self, node: n.Normal, index: int):
+    def Normal(self, node: n.Normal, index: int) -> torch.Tensor:
         return self._empty(node.shape).normal_(node.mean, node.std, generator=self.generator)
 
-    def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
+    def TruncatedNormal(self, node: n.TruncatedNormal, index: int) -> torch.Tensor:
         return _truncated_(self._empty(node.shape), node, self.generator)
 
-    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
+    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int) -> torch.Tensor:
         rows, cols = node.shape
         g = self._empty((max(rows, cols), min(rows, cols))).normal_(generator=self.generator)
         q, r = torch.linalg.qr(g)
         return node.gain * common.haar_orthogonal(q, r, rows, cols, torch)
 
-    def Reshape(self, node: n.Reshape, x):
+    def Reshape(self, node: n.Reshape, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(node.shape)
 
-    def Transpose(self, node: n.Transpose, x):
+    def Transpose(self, node: n.Transpose, x: torch.Tensor) -> torch.Tensor:
         return x.permute(node.perm)
 
-    def Concat(self, node: n.Concat, parts):
+    def Concat(self, node: n.Concat, parts: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(parts, dim=node.axis)
 
-    def Scatter(self, node: n.Scatter, x):
+    def Scatter(self, node: n.Scatter, x: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(node.shape, device=self.device, dtype=self.dtype)
         out[tuple(slice(None) if i is None else i for i in node.index)] = x
         return out
 
-    def Op(self, node: n.Op, args):
+    def Op(self, node: n.Op, args: list[torch.Tensor]) -> torch.Tensor:
         if node.name == "rank":
+            assert node.axis is not None  # every rank op is built with its axis (plan.py)
             return common.rank(args[0], node.axis, torch).to(self.dtype)
         return _OPS[node.name](*args)
 
@@ -145,13 +149,13 @@ def _draw_into(tensor: torch.Tensor, plan: Plan, generator: Optional[torch.Gener
         return tensor.copy_(n.evaluate(root, prims, plan.leaf_index))
 
 
-def plan_for(tensor: torch.Tensor, spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Plan:
+def plan_for(tensor: torch.Tensor, spec: Spec, layout: Layout | str | None = DEFAULT_LAYOUT) -> Plan:
     """The plan of ``spec`` for ``tensor``'s shape and dtype under ``layout``."""
     _check_tensor(tensor)
     return resolve(spec, tuple(tensor.shape), check.layout("torch backend", layout), _DTYPES[tensor.dtype])
 
 
-def init_(tensor: torch.Tensor, spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT,
+def init_(tensor: torch.Tensor, spec: Spec, layout: Layout | str | None = DEFAULT_LAYOUT,
           generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Fill ``tensor`` in place with ``spec`` and return it (the ``torch.nn.init`` idiom).
 
@@ -162,7 +166,7 @@ def init_(tensor: torch.Tensor, spec: Spec, layout: "Layout | str" = DEFAULT_LAY
     return draw_into(tensor, plan_for(tensor, spec, layout), generator)
 
 
-def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable[..., torch.Tensor]:
+def initializer(spec: Spec, layout: Layout | str = DEFAULT_LAYOUT) -> Callable[..., torch.Tensor]:
     """A ``torch.nn.init``-style function ``fn(tensor, generator=None) -> tensor`` for ``spec``.
 
     With ``generator=None`` it draws from torch's global generator, exactly as ``torch.nn.init``
@@ -170,17 +174,17 @@ def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT) -> Callable
     """
     if not isinstance(spec, Spec):
         raise PolyinitError(f"torch backend: expected a polyinit spec, received {spec!r}")
-    layout = check.layout("torch backend", layout)
+    checked = check.layout("torch backend", layout)  # a Layout or None, as resolve takes it
 
     def fn(tensor: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return init_(tensor, spec, layout, generator)
+        return init_(tensor, spec, checked, generator)
 
     fn.__name__ = f"polyinit_{spec.kind}_"
-    fn.__doc__ = f"Fill a tensor in place with {spec!r} (layout {str(layout)!r})."
+    fn.__doc__ = f"Fill a tensor in place with {spec!r} (layout {str(checked)!r})."
     return fn
 
 
-def to_numpy(tensor: torch.Tensor):
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to(torch.float64).cpu().numpy()
 
 
@@ -217,8 +221,8 @@ def default_device() -> str:
     return str(torch.empty(0).device)
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "", out: Optional[torch.Tensor] = None,
-                  device: "torch.device | str | None" = None) -> torch.Tensor:
+def draw_portable(plan: Plan, seed: int, key: str | int = "", out: Optional[torch.Tensor] = None,
+                  device: torch.device | str | None = None) -> torch.Tensor:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``), with torch's
     own integer ops on ``out``'s device (or ``device``), written into ``out`` in chunks.

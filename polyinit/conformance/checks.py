@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def z_value(alpha: float) -> float:
     return NormalDist().inv_cdf(1 - alpha / 2)
 
 
-def check(samples: "np.ndarray | Sequence[np.ndarray]", plan: Plan, alpha: float = ALPHA) -> list[Check]:
+def check(samples: np.ndarray | Sequence[np.ndarray], plan: Plan, alpha: float = ALPHA) -> list[Check]:
     """Every check that applies to ``plan``'s promise (``plan.stats``), on one sample or several
     independent draws of it."""
     draws = [np.asarray(samples, dtype=np.float64)] if isinstance(samples, np.ndarray) else [
@@ -81,7 +82,7 @@ def check(samples: "np.ndarray | Sequence[np.ndarray]", plan: Plan, alpha: float
     return _check(draws, plan.stats, plan, alpha)
 
 
-def _check(draws, stats: Optional[Stats], plan: Plan, alpha: float) -> list[Check]:
+def _check(draws: list[np.ndarray], stats: Optional[Stats], plan: Plan, alpha: float) -> list[Check]:
     """The checks of ``stats`` (the plan's promise or one block's); ``plan`` gives the dtype, and
     the plan itself is drawn by the reference backend only where there is no closed form."""
     dtype = plan.dtype
@@ -117,7 +118,7 @@ def _check(draws, stats: Optional[Stats], plan: Plan, alpha: float) -> list[Chec
     return results
 
 
-def _blocks(draws, stats: Stats, plan: Plan, alpha: float) -> list[Check]:
+def _blocks(draws: list[np.ndarray], stats: Stats, plan: Plan, alpha: float) -> list[Check]:
     """Each block is checked against its own part's promise: the blocks are not exchangeable.
     Where a part has no closed form, the whole tensor is compared with the reference backend."""
     assert stats.blocks is not None  # _check dispatched on it
@@ -197,7 +198,7 @@ def _gram(matrix: np.ndarray, gain: float, dtype: str, name: str) -> Check:
 REFERENCE_SEED = 20261129
 
 
-def _against_reference(draws, plan: Plan, alpha: float) -> list[Check]:
+def _against_reference(draws: list[np.ndarray], plan: Plan, alpha: float) -> list[Check]:
     """Expressions of several random leaves have no closed form: compare with a sample of
     ``REFERENCE_SIZE`` (4x ``FALLBACK_SAMPLES``) from the numpy reference backend (two-sample
     z-tests on mean and variance, two-sample KS)."""
@@ -219,7 +220,7 @@ def _against_reference(draws, plan: Plan, alpha: float) -> list[Check]:
 
 # Reference samples of the last few plans: every backend's case of one expression compares with
 # the same sample, and an elementwise expression shares it across shapes.
-_REFERENCES: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_REFERENCES: OrderedDict[tuple, np.ndarray] = OrderedDict()
 REFERENCE_SIZE = 1 << 20
 
 
@@ -269,7 +270,7 @@ def _tolerance_of(value: float, dtype: str) -> float:
     return abs(value) * 2 * _ROUNDING[dtype] + 1e-300
 
 
-def _support(draws, stats: Stats, dtype: str) -> Check:
+def _support(draws: list[np.ndarray], stats: Stats, dtype: str) -> Check:
     low, high = stats.low, stats.high
     lo = min(float(d.min()) for d in draws)
     hi = max(float(d.max()) for d in draws)
@@ -329,7 +330,7 @@ def _t_quantile(alpha: float, dof: int) -> float:
     return float(t.ppf(1 - alpha / 2, dof))
 
 
-def _zeros_per_slice(draws, flat: np.ndarray, stats: Stats, dtype: str) -> Check:
+def _zeros_per_slice(draws: list[np.ndarray], flat: np.ndarray, stats: Stats, dtype: str) -> Check:
     """Sparse: the count of zeros along the axis is exact in every slice."""
     assert stats.zeros_per_slice is not None  # _check dispatched on it
     axis, want = stats.zeros_per_slice
@@ -387,7 +388,7 @@ def kolmogorov_pvalue(d: float, size: int) -> float:
     return min(max(total, 0.0), 1.0)
 
 
-def _ks(flat: np.ndarray, cdf, dtype: str, alpha: float) -> Check:
+def _ks(flat: np.ndarray, cdf: Callable[[np.ndarray], np.ndarray], dtype: str, alpha: float) -> Check:
     # Values of the narrower dtypes are exact in float32, whose sort is about twice as fast.
     x = np.sort(flat) if dtype == "float64" else np.sort(flat.astype(np.float32)).astype(np.float64)
     half_step = np.abs(x) * _ROUNDING[dtype] * 2 + np.finfo(np.float64).tiny
@@ -449,7 +450,7 @@ def _required(stats: Optional[Stats], dtype: str, alpha: float, error: float, po
     if stats is not None and (stats.exact is not None or stats.low == stats.high):
         return 0  # a deterministic block: one draw says everything
     if stats is not None and stats.blocks is not None:  # each block is checked on its own share
-        axis, parts = stats.blocks
+        _axis, parts = stats.blocks
         if any(part is None for part in parts):
             return FALLBACK_SAMPLES
         return len(parts) * max(_required(part, dtype, alpha, error, power) for part in parts)

@@ -16,8 +16,9 @@ Frameworks are imported only when asked for. ``preset_checks("torch")`` returns 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from polyinit.conformance.checks import Check, check, samples_needed
 from polyinit.layout import compute_fans, preset
@@ -37,7 +38,7 @@ class Layer(NamedTuple):
 
     shape: tuple[int, ...]
     fan_in: int
-    fan_out: "int | None"
+    fan_out: int | None
 
 
 def _twins(framework: str) -> tuple[dict[str, Layer], Callable]:
@@ -52,7 +53,7 @@ def _twins(framework: str) -> tuple[dict[str, Layer], Callable]:
     return twins()
 
 
-def preset_checks(framework: str, kinds: "tuple[str, ...] | None" = None) -> list[Check]:
+def preset_checks(framework: str, kinds: tuple[str, ...] | None = None) -> list[Check]:
     """Every native and semantic preset of ``framework`` (or only ``kinds``) against its own
     layers (see the module docstring); each check's name says framework, kind and what was compared."""
     layers, own = _twins(framework)

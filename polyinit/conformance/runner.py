@@ -14,8 +14,9 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -127,12 +128,13 @@ def _batched(plan: Plan, rest: int) -> Optional[Plan]:
     return batched if n.elementwise_key(batched.root) == key else None
 
 
-def _native(backend: Backend, array, plan: Plan, what: str) -> list[Check]:
+def _native(backend: Backend, array: Any, plan: Plan, what: str) -> list[Check]:
     """The draw is the array that was asked for: its dtype and its device."""
     dtype, device, want = backend.dtype_of(array), backend.device_of(array), backend.default_device()
     return [Check("dtype", 1.0, float(dtype == plan.dtype), 0.0, dtype == plan.dtype,
                   f"{what}: asked for {plan.dtype}, received {dtype}"),
-            Check("device", 1.0, float(device == want), 0.0, device == want, f"{what}: expected on {want}, found on {device}")]
+            Check("device", 1.0, float(device == want), 0.0, device == want,
+                  f"{what}: expected on {want}, found on {device}")]
 
 
 def _merge_native(results: list[Check]) -> list[Check]:

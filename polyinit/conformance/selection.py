@@ -14,7 +14,7 @@ from polyinit.backends import REGISTRY, get_backend
 from polyinit.errors import BackendUnavailableError, PolyinitError
 
 
-def required_backends() -> "list[str] | None":
+def required_backends() -> list[str] | None:
     raw = os.environ.get("POLYINIT_TEST_BACKENDS", "").strip()
     if not raw:
         return None
@@ -47,7 +47,7 @@ def backends_for_run() -> tuple[list[str], list[str]]:
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet", "haiku", "equinox", "transformers", "mup")
 
 
-def missing_imports(path: "str | os.PathLike") -> list[str]:
+def missing_imports(path: str | os.PathLike) -> list[str]:
     """The frameworks ``path`` imports at module level (``import x``, ``from x import``,
     ``x = __import__("x")``) that are not installed here; found statically, importing nothing.
 
@@ -80,7 +80,7 @@ def missing_imports(path: "str | os.PathLike") -> list[str]:
     return sorted(name for name in names if name in FRAMEWORKS and importlib.util.find_spec(name) is None)
 
 
-def write_not_tested(terminalreporter: Any, root: "str | os.PathLike", missing_backends: "list[str]") -> None:
+def write_not_tested(terminalreporter: Any, root: str | os.PathLike, missing_backends: list[str]) -> None:
     """The ``pytest_terminal_summary`` section both suites print: what was not tested here."""
     lines = not_tested(root, missing_backends)
     if lines:
@@ -89,7 +89,7 @@ def write_not_tested(terminalreporter: Any, root: "str | os.PathLike", missing_b
             terminalreporter.write_line(line)
 
 
-def not_tested(root: "str | os.PathLike", missing_backends: "list[str]") -> list[str]:
+def not_tested(root: str | os.PathLike, missing_backends: list[str]) -> list[str]:
     """Lines for a test run's summary: the backends not installed, and each test module under
     ``root`` left out because a framework it imports is not installed."""
     import pathlib
@@ -107,7 +107,7 @@ _BACKEND_OF = {"torch": "torch", "tensorflow": "keras", "keras": "keras", "jax":
                "haiku": "jax", "equinox": "jax", "mxnet": "mxnet"}
 
 
-def uninstalled_framework(error: BaseException) -> "str | None":
+def uninstalled_framework(error: BaseException) -> str | None:
     """The framework ``error`` (an ImportError) failed to import, when it is one polyinit knows,
     it is not installed here, and POLYINIT_TEST_BACKENDS does not require its backend; else None."""
     import importlib.util

@@ -31,7 +31,7 @@ float or bool depth, a depth mapping naming a stack the model lacks is a ``Polyi
 | ``small_init`` / ``wang`` | sqrt(2 / (5 d)); outputs 2 / (L sqrt(d)) (``neox``), 1 / (L sqrt(d)) (``litgpt``) | gpt-neox ``init_functions.py``; litgpt ``pretrain.initialize_weights`` |
 | ``small_init_emb`` | embedding U(+-1e-4) | BlinkDL/SmallInitEmb |
 | ``modded_nanogpt`` | hidden U(+-sqrt(3) 0.5/sqrt(d)); MLP out 0; readout 0.005 | KellerJordan/modded-nanogpt |
-"""
+"""  # noqa: E501  # the reference table's Markdown rows cannot wrap
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 from polyinit import schemes
 from polyinit.context import SITES, ContextError, ModelContext, model_context
 from polyinit.modern import _args
-from polyinit.rules import KEEP, Rules, predicate
+from polyinit.rules import KEEP, Rules, Selector, predicate
 from polyinit.spec import Normal, Spec, TruncatedNormal
 
 _WEIGHTS = ("weight", "embedding", "recurrent")
@@ -47,7 +47,8 @@ class _RuleSet:
     Parameters marked ``model_context(..., keep=selector)`` are kept before any rule."""
 
     def __init__(self, context: ModelContext, scheme: str):
-        self.context, self.scheme, self.pairs = context, scheme, []
+        self.context, self.scheme = context, scheme
+        self.pairs: list[tuple[Selector, Any]] = []
         self.taken: set[str] = set()
         self.whole = self.keeps_other = False
         kept = tuple(p.path for p in context.params if p.path in getattr(context, "kept", ()))
@@ -71,7 +72,7 @@ class _RuleSet:
             return
         self.taken.update(fresh)
         wanted = frozenset(fresh)
-        self.pairs.append((predicate(lambda p, wanted=wanted: p.path in wanted, f"{self.scheme}:{what}"), spec))
+        self.pairs.append((predicate(lambda p: p.path in wanted, f"{self.scheme}:{what}"), spec))
 
     def rest(self, weight: Spec | None, *, norms: bool = True) -> None:
         """Weights not yet taken get ``weight`` (None: those at site ``other`` are kept), biases 0,
@@ -88,7 +89,8 @@ class _RuleSet:
             self.add(self.norms("offset", "bias"), schemes.zeros(), "norm offsets")
 
     def norms(self, *roles: str) -> list[str]:
-        return [p.path for p in self.context.params if self.context.sites[p.path].site == "norm" and self.role(p) in roles]
+        return [p.path for p in self.context.params
+                if self.context.sites[p.path].site == "norm" and self.role(p) in roles]
 
     def rules(self, seed: int) -> Rules:
         if self.whole:
@@ -171,7 +173,7 @@ def _module(path: str) -> str:
     return tokens[-2].lower() if len(tokens) >= 2 else ""
 
 
-def sibling_weight(ctx: ModelContext, bias_path: str):
+def sibling_weight(ctx: ModelContext, bias_path: str) -> Any:
     """The weight record of the layer a bias belongs to (same path up to the last name), or None."""
     import re
 

@@ -84,7 +84,8 @@ def deepnet(model: Any, *, architecture: str | None = None, reference: str = "pa
     if architecture is not None:
         architecture = _args.one_of("deepnet", "architecture", architecture, DEEPNET_ARCHITECTURES)
     if unreset and reference != "torchscale":
-        _args.refuse("deepnet", "torchscale_unreset_attention=True reproduces torchscale; it needs reference='torchscale'")
+        _args.refuse("deepnet", "torchscale_unreset_attention=True reproduces torchscale; "
+                                "it needs reference='torchscale'")
     ctx = _context("deepnet", model, context, ("architecture", "reference", "torchscale_unreset_attention"))
     ctx.require("deepnet", "attn_out", "mlp_out")
     coefficients = deepnet_coefficients(*_architecture(ctx, architecture), reference=reference)
@@ -124,7 +125,8 @@ def _architecture(ctx: ModelContext, architecture: str | None) -> tuple[str, int
 
 
 def _stacks(ctx: ModelContext) -> str:
-    return ", ".join(f"{stack or 'one unnamed stack'} ({depth} blocks)" for stack, depth in ctx.depths.items()) or "no stack"
+    stacks = (f"{stack or 'one unnamed stack'} ({depth} blocks)" for stack, depth in ctx.depths.items())
+    return ", ".join(stacks) or "no stack"
 
 
 def _linear_default(gain: float) -> Spec:
@@ -148,7 +150,8 @@ def _torchscale_stack(out: _RuleSet, stack: str, beta: float, unreset: bool, wha
     ctx = out.context
     for p in ctx.params:
         site = ctx.sites[p.path]
-        if ctx.role(p) != "bias" or site.stack != stack or site.site not in ("q", "k", "v", "attn_out", "mlp_in", "mlp_out"):
+        if ctx.role(p) != "bias" or site.stack != stack or site.site not in (
+                "q", "k", "v", "attn_out", "mlp_in", "mlp_out"):
             continue
         if site.site == "attn_out" and not unreset:
             out.add([p.path], schemes.zeros(), f"{what} attention output bias")

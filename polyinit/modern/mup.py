@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from polyinit import schemes
@@ -11,6 +11,7 @@ from polyinit.context import SITES, ContextError, ModelContext, model_context
 from polyinit.errors import SpecError
 from polyinit.modern import _args
 from polyinit.modern._base import _WEIGHTS, _context, _RuleSet
+from polyinit.params import Param
 from polyinit.plan import resolve
 from polyinit.rules import Rules
 from polyinit.spec import Normal, Spec
@@ -47,7 +48,8 @@ def mup(model: Any, base: Any, *, std: float = 0.02, init: Mapping[str, Spec] | 
     >>> # report = apply(model, mup(model, base_model, init={"hidden": he_normal()}))
     """
     std, seed = _args.std("mup", "std", std), _args.seed("mup", seed)
-    readout_zero, query_zero = _args.flag("mup", "readout_zero", readout_zero), _args.flag("mup", "query_zero", query_zero)
+    readout_zero = _args.flag("mup", "readout_zero", readout_zero)
+    query_zero = _args.flag("mup", "query_zero", query_zero)
     init = _init_table(init)
     ctx = _context("mup", model, context, ("base", "std", "init", "readout_zero", "query_zero"))
     base_ctx = base if isinstance(base, ModelContext) else _base_context(base)
@@ -78,7 +80,8 @@ def _init_table(init: Any) -> dict:
     for key, spec in init.items():
         _args.one_of("mup", "init key", key, _INIT_KEYS)
         if not isinstance(spec, Spec):
-            raise SpecError(f"mup: init[{key!r}] must be a polyinit spec (e.g. polyinit.he_normal()), received {spec!r}")
+            raise SpecError(f"mup: init[{key!r}] must be a polyinit spec (e.g. polyinit.he_normal()), "
+                            f"received {spec!r}")
     return dict(init)
 
 
@@ -102,7 +105,7 @@ def _same_architecture(ctx: ModelContext, base_ctx: ModelContext) -> None:
                                f"{mine}, its base counterpart {b.path} is {theirs}")
 
 
-def _width_class(shape, base_shape, ctx: ModelContext, p) -> str:
+def _width_class(shape: Sequence[int], base_shape: Sequence[int], ctx: ModelContext, p: Param) -> str:
     """'hidden', 'input', 'output', or 'fixed' where no axis is a width axis (as in the base)."""
     wide = [i for i, (n, m) in enumerate(zip(shape, base_shape)) if n != m]
     if len(wide) >= 2:
@@ -113,13 +116,13 @@ def _width_class(shape, base_shape, ctx: ModelContext, p) -> str:
     return "output" if fan_in_changes else "input"
 
 
-def _fan_in(shape, p) -> int:
+def _fan_in(shape: Sequence[int], p: Param) -> int:
     from polyinit.layout import compute_fans
 
     return compute_fans(tuple(shape), p.layout).fan_in
 
 
-def _rescaled(spec: Spec, p, b, mult: float) -> Spec:
+def _rescaled(spec: Spec, p: Param, b: Param, mult: float) -> Spec:
     """``spec`` scaled so that its std on ``p``'s shape is its std on the base shape / sqrt(mult)."""
     on_base, on_model = resolve(spec, b.shape, b.layout).stats, resolve(spec, p.shape, p.layout).stats
     if on_base is None or on_model is None or on_base.std is None or on_model.std is None:

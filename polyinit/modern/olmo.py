@@ -108,7 +108,8 @@ def _olmo1(ctx: ModelContext, init_fn: str, sigma: float, cut: float | None, emb
             if ctx.role(p) not in _WEIGHTS or site.block is None:
                 continue
             fan = d if site.site == "attn_out" else ctx.fan_in(p)
-            out.add([p.path], _normal(1 / math.sqrt(2 * fan * (site.block + 1)), cutoff), f"{site.site} block {site.block}")
+            out.add([p.path], _normal(1 / math.sqrt(2 * fan * (site.block + 1)), cutoff),
+                    f"{site.site} block {site.block}")
         out.add(out.at("embedding"), _normal(emb or 1 / math.sqrt(d), cutoff), "embedding")
         out.rest(_normal(1 / math.sqrt(d), cutoff))
         return out.rules(seed)

@@ -8,6 +8,7 @@ at a time; see ``fused`` for why the values agree bit for bit.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import numpy as np
 from llvmlite import ir
@@ -21,7 +22,7 @@ from polyinit.portable.threefry import PARITY, ROTATIONS
 _F = np.float32
 
 
-def _f32s(values) -> tuple:
+def _f32s(values: Iterable[float]) -> tuple[np.float32, ...]:
     return tuple(_F(v) for v in values)
 
 
@@ -279,7 +280,8 @@ def native_ir() -> str:
     exception through the interpreter: numba's GIL helpers, the C API, NRT's destructor) defined
     as a trap. That path cannot be taken, since nothing in the kernel raises, and without those
     references the object code loads with llvmlite alone: no numba, no Python C API symbols."""
-    text = kernel._library.get_llvm_str().replace(f"@{kernel.native_name}", f"@{ENTRY}")
+    library = kernel._library  # type: ignore[attr-defined]  # numba keeps the compiled code there; its stubs omit it
+    text = library.get_llvm_str().replace(f"@{kernel.native_name}", f"@{ENTRY}")
     lines = []
     for line in text.splitlines():
         declared, external = _DECLARE.match(line), _EXTERNAL.match(line)

@@ -12,7 +12,8 @@ The file name is a hash of everything the object code depends on: the kernel's s
 llvmlite that loads it, the target triple, the CPU and its features. A file is written under a
 temporary name and renamed into place, so ranks or processes starting together never read half
 a file, and it carries the code's SHA-256, checked before loading (a damaged file is compiled
-again rather than handed to the linker). Where the cache directory cannot be written, the kernel is compiled in memory instead.
+again rather than handed to the linker). Where the cache directory cannot be written, the kernel
+is compiled in memory instead.
 
 ``LOADED`` says where this process's kernel came from: ``"cache"`` (no compilation) or
 ``"compiled"``; ``None`` before the first use. The tests read it; nothing else should.
@@ -25,8 +26,9 @@ import hashlib
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ENTRY = "polyinit_fused_kernel"  # the C entry point's symbol; _fused_kernels renames it so
 BLOCK_PAIRS = 1024  # counter pairs per block: 8 KB of words, encrypted and converted while in L1
@@ -40,9 +42,9 @@ _PROTOTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_in
                               ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int32,
                               _F, _F, _F, _F, _F, _F)
 
-LOADED: "str | None" = None
+LOADED: str | None = None
 _lock = threading.Lock()
-_kernel: "Callable[..., None] | None" = None
+_kernel: Callable[..., None] | None = None
 _engine: Any = None  # the MCJIT engine owns the code: it lives as long as the process
 
 
@@ -89,7 +91,7 @@ def _compile(llvm: Any) -> bytes:
 _MAGIC = b"polyinit fused kernel 1\n"  # then the SHA-256 of the object code, then the code
 
 
-def _read(path: Path) -> "bytes | None":
+def _read(path: Path) -> bytes | None:
     """The cached object code, or None where there is none or it is not intact: the linker would
     crash the process on a damaged object, so a file whose checksum fails is compiled again."""
     try:

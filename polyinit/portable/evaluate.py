@@ -2,16 +2,17 @@
 the interface, with numpy's names).
 
 Elementwise plans (one or more iid leaves combined by elementwise ops) are evaluated in flat
-chunks of ``CHUNK`` elements (or the backend's own ``Ops.CHUNK``) written straight into the output, so a draw holds the output plus a
-few cache-sized temporaries; plans with structure across elements (blocks, masks by rank, fixed
-arrays) are evaluated whole. JAX and TensorFlow evaluate whole; JAX computes every element from
-its own global index, so a sharded draw computes only its shard.
+chunks of ``CHUNK`` elements (or the backend's own ``Ops.CHUNK``) written straight into the
+output, so a draw holds the output plus a few cache-sized temporaries; plans with structure
+across elements (blocks, masks by rank, fixed arrays) are evaluated whole. JAX and TensorFlow
+evaluate whole; JAX computes every element from its own global index, so a sharded draw computes
+only its shard.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, TypeAlias
 
 from polyinit import nodes as n
 from polyinit.plan import Plan
@@ -48,6 +49,9 @@ def leaf_values(ops: Any, node: n.Node, words: Any) -> Any:
     raise AssertionError(f"not a portable leaf: {node!r}")  # check_portable refused it
 
 
+# An array of whichever framework the ops draw with (numpy, torch, JAX, TensorFlow or MXNet).
+Values: TypeAlias = Any
+
 _COMPARE = {"ge": "greater_equal", "gt": "greater", "le": "less_equal", "lt": "less"}
 
 
@@ -61,7 +65,7 @@ class _Prims:
     def _shape(self, node: n.Node) -> tuple[int, ...]:
         return node.shape if self.span is None else (self.span[1] - self.span[0],)
 
-    def _leaf(self, node: n.Node, index: int):
+    def _leaf(self, node: n.Node, index: int) -> Values:
         fused = getattr(self.ops, "fused_leaf", None)
         if fused is not None and not self.ops.INDEXED:
             start, stop = self.span or (0, math.prod(node.shape))
@@ -78,25 +82,25 @@ class _Prims:
 
     Uniform = Normal = TruncatedNormal = _leaf
 
-    def Fill(self, node: n.Fill):
+    def Fill(self, node: n.Fill) -> Values:
         return self.ops.full(self._shape(node), floats.f32(node.value))
 
-    def Fixed(self, node: n.Fixed):
+    def Fixed(self, node: n.Fixed) -> Values:
         return self.ops.fixed(node.values)
 
-    def Reshape(self, node: n.Reshape, x):
+    def Reshape(self, node: n.Reshape, x: Values) -> Values:
         return self.ops.reshape(x, node.shape)
 
-    def Transpose(self, node: n.Transpose, x):
+    def Transpose(self, node: n.Transpose, x: Values) -> Values:
         return self.ops.transpose(x, node.perm)
 
-    def Concat(self, node: n.Concat, parts):
+    def Concat(self, node: n.Concat, parts: list[Values]) -> Values:
         return self.ops.concat(parts, node.axis)
 
-    def Scatter(self, node: n.Scatter, x):
+    def Scatter(self, node: n.Scatter, x: Values) -> Values:
         return self.ops.scatter(node.shape, node.index, x)
 
-    def Op(self, node: n.Op, args):
+    def Op(self, node: n.Op, args: list[Values]) -> Values:
         ops, name = self.ops, node.name
         if name == "rank":
             return ops.rank(args[0], node.axis)
@@ -121,7 +125,8 @@ def _run(node: n.Node, prims: _Prims, leaf_index: dict[int, int], cache: dict[in
         value = prims.Concat(node, [_run(c, prims, leaf_index, cache) for c in node.children])
     elif isinstance(node, n.Op):
         value = prims.Op(node, [_run(a, prims, leaf_index, cache) for a in node.args])
-    else:  # Reshape, Transpose, Scatter
+    else:
+        assert isinstance(node, (n.Reshape, n.Transpose, n.Scatter))  # the only nodes with one child
         value = getattr(prims, type(node).__name__)(node, _run(node.child, prims, leaf_index, cache))
     cache[id(node)] = value
     return value
@@ -159,7 +164,7 @@ def fill_fused(ops: Any, plan: Plan, key: tuple[int, int], out: Any, start: int 
     return fill(out, root, key, plan.leaf_index[id(root)], start)
 
 
-def draw(ops: Any, plan: Plan, seed: int, key: "str | int", out: Any = None, stream: Any = None) -> Any:
+def draw(ops: Any, plan: Plan, seed: int, key: str | int, out: Any = None, stream: Any = None) -> Any:
     """The portable draw of ``plan`` in ``ops``' framework and the plan's dtype: chunked into
     ``out`` (or a fresh array) when the backend writes in place and the plan is elementwise.
     ``stream`` (two scalar words) replaces ``stream_key(seed, key)`` inside compiled programs."""

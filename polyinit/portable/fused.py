@@ -43,9 +43,10 @@ directory and loads it without numba; the Ops classes use the reference ops for 
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
@@ -56,8 +57,8 @@ from polyinit.portable import _native
 
 MIN_SIZE = 1 << 16        # elements: a smaller leaf is drawn by the reference ops (a few ms at most)
 THREAD_GRAIN = 1 << 17    # elements: a thread's share is never smaller (starting it costs ~50 us)
-_unavailable: "str | None" = None
-_pool: "tuple[ThreadPoolExecutor, int, int] | None" = None  # (pool, its workers, the pid that made it)
+_unavailable: str | None = None
+_pool: tuple[ThreadPoolExecutor, int, int] | None = None  # (pool, its workers, the pid that made it)
 
 
 def enabled() -> bool:
@@ -73,7 +74,7 @@ def available() -> bool:
     return enabled() and _build() is not None
 
 
-def _build() -> "Callable[..., None] | None":
+def _build() -> Callable[..., None] | None:
     global _unavailable
     if _unavailable is None:
         try:
@@ -83,7 +84,7 @@ def _build() -> "Callable[..., None] | None":
     return None
 
 
-def threads(limit: "int | None" = None) -> int:
+def threads(limit: int | None = None) -> int:
     """Threads a fill uses: ``POLYINIT_NUM_THREADS`` if set, else the cores this process may run
     on; at most ``limit`` (a framework's own setting) where given; at least 1."""
     setting = os.environ.get("POLYINIT_NUM_THREADS", "").strip()
@@ -136,11 +137,11 @@ def _spans(start: int, size: int, count: int) -> list[tuple[int, int]]:
     of a cipher block (so no block is encrypted by two threads)."""
     step = 2 * _native.BLOCK_PAIRS
     cuts = [0] + [min(size, -(-(start + size * t // count) // step) * step - start) for t in range(1, count)] + [size]
-    return [(lo, hi - lo) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    return [(lo, hi - lo) for lo, hi in itertools.pairwise(cuts) if hi > lo]
 
 
 def fill(node: n.Node, key: tuple[int, int], leaf: int, start: int, out: np.ndarray,
-         positive_zero: bool = True, max_threads: "int | None" = None) -> np.ndarray:
+         positive_zero: bool = True, max_threads: int | None = None) -> np.ndarray:
     """Write flat elements ``start .. start + out.size - 1`` of random leaf ``node`` (leaf number
     ``leaf`` of its plan, stream ``key``) into the float32 C-contiguous ``out``, as
     ``evaluate.evaluate_span`` of a plan made of that leaf alone gives them (-0 as +0); with
@@ -173,7 +174,7 @@ def fill(node: n.Node, key: tuple[int, int], leaf: int, start: int, out: np.ndar
 
 
 def values(node: n.Node, key: tuple[int, int], leaf: int, start: int, stop: int,
-           max_threads: "int | None" = None) -> np.ndarray:
+           max_threads: int | None = None) -> np.ndarray:
     """Flat elements ``start .. stop - 1`` of random leaf ``node`` as a new float32 array, as
     ``evaluate.leaf_values`` gives them (a plan may combine them further)."""
     return fill(node, key, leaf, start, np.empty(stop - start, np.float32), False, max_threads)

@@ -15,7 +15,7 @@ from polyinit.portable.threefry import MASK, threefry2x32_scalar
 MAX_LEAF_SIZE = 1 << 32
 
 
-def _key_hash(key: "str | int") -> int:
+def _key_hash(key: str | int) -> int:
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise PolyinitError(f"portable draw: key must be a str (a parameter path) or an int, "
                             f"received key={key!r}")
@@ -23,7 +23,7 @@ def _key_hash(key: "str | int") -> int:
     return int.from_bytes(hashlib.blake2b(tag.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def stream_key(seed: int, key: "str | int" = "") -> tuple[int, int]:
+def stream_key(seed: int, key: str | int = "") -> tuple[int, int]:
     """The Threefry key of parameter ``key`` under ``seed``:
     ``threefry2x32(key=(seed lo, seed hi), counter=(h lo, h hi))``, h = BLAKE2b-64 of the key.
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, Union
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +30,12 @@ from polyinit.portable.keys import check_portable, stream_key
 from polyinit.portable.threefry import threefry2x32
 
 _LOWEST = float(np.finfo(np.float32).min)
+Array: TypeAlias = jax.Array
+Word: TypeAlias = Union[jax.Array, int]     # uint32 words, or one word as a Python int
+Float: TypeAlias = Union[jax.Array, float]  # a float32 array, or one float32 number
 
 
-def _word(value: "int | Any") -> Any:
+def _word(value: int | Any) -> Any:
     return jnp.uint32(value) if isinstance(value, int) else value
 
 
@@ -41,13 +45,13 @@ class Ops:
     INDEXED = True
 
     # --- words ------------------------------------------------------------------------------
-    def iota(self, start: int, count: int):
+    def iota(self, start: int, count: int) -> Array:
         return lax.iota(jnp.uint32, count) + jnp.uint32(start)
 
-    def full_words(self, value: int, like):
+    def full_words(self, value: int, like: Array) -> Array:
         return jnp.full(like.shape, value, dtype=jnp.uint32)
 
-    def flat_index(self, shape: tuple[int, ...]):
+    def flat_index(self, shape: tuple[int, ...]) -> Array:
         index = jnp.zeros(shape, jnp.uint32)
         stride = 1
         for axis in reversed(range(len(shape))):
@@ -55,118 +59,118 @@ class Ops:
             stride *= shape[axis]
         return index
 
-    def add(self, a, b):
+    def add(self, a: Array, b: Word) -> Array:
         return a + _word(b)
 
-    def xor(self, a, b):
+    def xor(self, a: Array, b: Word) -> Array:
         return a ^ _word(b)
 
-    def rotl(self, a, r: int):
+    def rotl(self, a: Array, r: int) -> Array:
         return (a << jnp.uint32(r)) | (a >> jnp.uint32(32 - r))
 
-    def shr(self, a, r: int):
+    def shr(self, a: Array, r: int) -> Array:
         return a >> jnp.uint32(r)
 
-    def band(self, a, mask: int):
+    def band(self, a: Array, mask: int) -> Array:
         return a & jnp.uint32(mask)
 
-    def bor(self, a, mask: int):
+    def bor(self, a: Array, mask: int) -> Array:
         return a | jnp.uint32(mask)
 
-    def band_is_set(self, a, mask: int):
+    def band_is_set(self, a: Array, mask: int) -> Array:
         return (a & jnp.uint32(mask)) != 0
 
-    def top_bit(self, a):
+    def top_bit(self, a: Array) -> Array:
         return a >= jnp.uint32(1 << 31)
 
-    def interleave(self, a, b):
+    def interleave(self, a: Array, b: Array) -> Array:
         return jnp.stack((a, b), axis=-1).reshape(-1)
 
-    def to_float(self, a):
+    def to_float(self, a: Array) -> Array:
         return a.astype(jnp.int32).astype(jnp.float32)  # a < 2^31
 
-    def bits(self, x):
+    def bits(self, x: Array) -> Array:
         return lax.bitcast_convert_type(x, jnp.uint32)
 
-    def from_bits(self, a):
+    def from_bits(self, a: Array) -> Array:
         return lax.bitcast_convert_type(a, jnp.float32)
 
     # --- float32 ----------------------------------------------------------------------------
-    def fadd(self, a, b):
+    def fadd(self, a: Float, b: Float) -> Array:
         return jnp.add(a, b)
 
-    def fsub(self, a, b):
+    def fsub(self, a: Float, b: Float) -> Array:
         return jnp.subtract(a, b)
 
-    def fmul(self, a, b):
+    def fmul(self, a: Float, b: Float) -> Array:
         return jnp.maximum(jnp.multiply(a, b), _LOWEST)
 
-    def fdiv(self, a, b):
+    def fdiv(self, a: Float, b: Float) -> Array:
         return jnp.divide(a, b)
 
-    def sqrt(self, a):
+    def sqrt(self, a: Array) -> Array:
         return jnp.sqrt(a)
 
-    def neg(self, a):
+    def neg(self, a: Array) -> Array:
         return jnp.negative(a)
 
-    def abs(self, a):
+    def abs(self, a: Array) -> Array:
         return jnp.abs(a)
 
-    def minimum(self, a, b):
+    def minimum(self, a: Float, b: Float) -> Array:
         return jnp.minimum(a, b)
 
-    def maximum(self, a, b):
+    def maximum(self, a: Float, b: Float) -> Array:
         return jnp.maximum(a, b)
 
-    def less(self, a, b):
+    def less(self, a: Array, b: Float) -> Array:
         return jnp.less(a, b)
 
-    def less_equal(self, a, b):
+    def less_equal(self, a: Array, b: Float) -> Array:
         return jnp.less_equal(a, b)
 
-    def greater(self, a, b):
+    def greater(self, a: Array, b: Float) -> Array:
         return jnp.greater(a, b)
 
-    def greater_equal(self, a, b):
+    def greater_equal(self, a: Array, b: Float) -> Array:
         return jnp.greater_equal(a, b)
 
-    def not_equal(self, a, b):
+    def not_equal(self, a: Array, b: Float) -> Array:
         return jnp.not_equal(a, b)
 
-    def where(self, cond, x, y, like: Any = None):
+    def where(self, cond: Array, x: Float, y: Float, like: Any = None) -> Array:
         return jnp.where(cond, x, y).astype(jnp.float32) if isinstance(x, float) else jnp.where(cond, x, y)
 
-    def replace_where(self, mask, base, x, fn):
+    def replace_where(self, mask: Array, base: Array, x: Array, fn: Callable[[Ops, Array], Array]) -> Array:
         return self.where(mask, fn(self, x), base)  # static shapes: every element, then a select
 
     # --- arrays -----------------------------------------------------------------------------
-    def full(self, shape, value: float):
+    def full(self, shape: Sequence[int], value: float) -> Array:
         return jnp.full(shape, value, dtype=jnp.float32)
 
-    def fixed(self, values):
+    def fixed(self, values: Any) -> Array:
         return jnp.asarray(np.asarray(values, dtype=np.float32))
 
-    def reshape(self, x, shape):
+    def reshape(self, x: Array, shape: Sequence[int]) -> Array:
         return jnp.reshape(x, shape)
 
-    def transpose(self, x, perm):
+    def transpose(self, x: Array, perm: Sequence[int]) -> Array:
         return jnp.transpose(x, perm)
 
-    def concat(self, parts, axis: int):
+    def concat(self, parts: Sequence[Array], axis: int) -> Array:
         return jnp.concatenate(parts, axis=axis)
 
-    def scatter(self, shape, index, x):
+    def scatter(self, shape: Sequence[int], index: Any, x: Array) -> Array:
         return jnp.zeros(shape, jnp.float32).at[tuple(slice(None) if i is None else i for i in index)].set(x)
 
-    def rank(self, x, axis: int):
+    def rank(self, x: Array, axis: int) -> Array:
         order = jnp.argsort(x, axis=axis, stable=True)
         return jnp.argsort(order, axis=axis, stable=True).astype(jnp.float32)
 
-    def cast(self, x, dtype: str):
+    def cast(self, x: Array, dtype: str) -> Array:
         return x.astype(jnp.dtype(dtype))
 
-    def zeros(self, shape, dtype: str):
+    def zeros(self, shape: Sequence[int], dtype: str) -> Array:
         return jnp.zeros(shape, jnp.dtype(dtype))
 
 
@@ -185,12 +189,12 @@ class _Static:
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
-def _draw(static: _Static, stream):
+def _draw(static: _Static, stream: Array) -> Array:
     plan = static.plan
     return evaluate.draw(Ops(), plan, 0, "", stream=(stream[0], stream[1]))
 
 
-def stream_words(seed: int, key: "str | int"):
+def stream_words(seed: int, key: str | int) -> Array:
     """``stream_key(seed, key)`` as a uint32[2] array (an argument of the compiled draw)."""
     return jnp.asarray(np.array(stream_key(seed, key), dtype=np.uint32))
 
@@ -220,7 +224,7 @@ def _numbers(node: n.Node) -> tuple[str, np.ndarray]:
     return "normal", np.array([floats.f32(x) for x in numbers], dtype=np.float32)
 
 
-def _standard_normal(ops: Ops, words, numbers):
+def _standard_normal(ops: Ops, words: Array, numbers: Array) -> Array:
     """``floats.normal``'s or ``floats.truncated_standard``'s standard value, mirrored, chosen per
     call by ``numbers[2]`` with the same float32 steps: both are +-ndtri_lower(q) of a q in
     (0, 1/2], so one program (one inverse CDF) serves both. The normal's clip to [-inf, inf] and
@@ -240,7 +244,7 @@ def _standard_normal(ops: Ops, words, numbers):
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "dtype"))
-def _chunk(kind: str, dtype: str, stream, leaf, start, numbers):
+def _chunk(kind: str, dtype: str, stream: Array, leaf: Word, start: Word, numbers: Array) -> Array:
     """Values start..start+SHARED_CHUNK-1 of leaf ``leaf`` of a ``kind`` distribution: the same
     float32 steps as ``evaluate.leaf_values``, with the numbers as arguments. The affine step is
     always taken: ``x * 1`` and ``x + 0`` are exact on the finite values drawn, and the zero's sign
@@ -254,7 +258,7 @@ def _chunk(kind: str, dtype: str, stream, leaf, start, numbers):
     return floats.positive_zero(ops, values).astype(jnp.dtype(dtype))
 
 
-def _shared_draw(plan: Plan, stream: np.ndarray):
+def _shared_draw(plan: Plan, stream: np.ndarray) -> Array | None:
     """The draw through ``_chunk``; None inside a trace (a user's jit), where the values must stay
     in the traced program and each element is computed from its index in ``_draw`` instead."""
     node = plan.root
@@ -272,7 +276,7 @@ def _shares_program(plan: Plan) -> bool:
     return isinstance(plan.root, n.RANDOM_LEAVES) and plan.size <= SHARED_LIMIT
 
 
-def draw(plan: Plan, seed: int, key: "str | int" = "", out_sharding: Any = None):
+def draw(plan: Plan, seed: int, key: str | int = "", out_sharding: Any = None) -> Array:
     """The portable draw, laid out as ``out_sharding`` where one is given (each device computing
     only its shard; see ``polyinit.backends._jax_sharding``)."""
     check_portable(plan, "jax")

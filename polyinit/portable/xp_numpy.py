@@ -22,12 +22,17 @@ lines in its backend.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, Union
 
 import numpy as np
 
 from polyinit.backends.numpy import numpy_dtype
 from polyinit.portable import fused
+
+Array: TypeAlias = np.ndarray
+Word: TypeAlias = Union[np.ndarray, int]     # uint32 words, or one word as a Python int
+Float: TypeAlias = Union[np.ndarray, float]  # a float32 array, or one float32 number
 
 
 class Ops:
@@ -35,7 +40,7 @@ class Ops:
     CHUNKED = True   # writes chunks in place, so a draw holds little more than its output
     INDEXED = False  # words by flat ranges (a cipher call gives two words), not per element
 
-    def __init__(self, use_fused: "bool | None" = None):
+    def __init__(self, use_fused: bool | None = None):
         # Random leaves of MIN_SIZE elements or more come from polyinit.portable.fused's compiled
         # kernels where numba is installed (the same values, 5-10x faster, on every core), loaded
         # on the first such leaf; use_fused=False forces these ops throughout.
@@ -45,7 +50,7 @@ class Ops:
         return self.fused and math.prod(node.shape) >= fused.MIN_SIZE and fused.available()
 
     # --- fused random leaves (optional part of the interface) --------------------------------
-    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "np.ndarray | None":
+    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> np.ndarray | None:
         """Flat elements start..stop-1 of random leaf ``node`` from the fused kernel, or None
         (a leaf under ``fused.MIN_SIZE`` elements: the reference ops, nothing to load)."""
         return fused.values(node, key, leaf, start, stop) if self._use_fused(node) else None
@@ -70,7 +75,7 @@ class Ops:
 
     # add, xor and rotl may overwrite their first argument (threefry never reuses it): in place,
     # the cipher's 100 passes run in cache instead of allocating.
-    def add(self, a: np.ndarray, b: "np.ndarray | int") -> np.ndarray:
+    def add(self, a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
         return np.add(a, np.uint32(b) if isinstance(b, int) else b, out=a)  # wraps modulo 2^32
 
     def xor(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -111,92 +116,92 @@ class Ops:
         return a.view(np.float32)
 
     # --- float32 ----------------------------------------------------------------------------
-    def fadd(self, a, b):
+    def fadd(self, a: Float, b: Float) -> Array:
         return np.add(a, b, dtype=np.float32)
 
-    def fsub(self, a, b):
+    def fsub(self, a: Float, b: Float) -> Array:
         return np.subtract(a, b, dtype=np.float32)
 
-    def fmul(self, a, b):
+    def fmul(self, a: Float, b: Float) -> Array:
         return np.multiply(a, b, dtype=np.float32)
 
-    def fdiv(self, a, b):
+    def fdiv(self, a: Float, b: Float) -> Array:
         return np.divide(a, b, dtype=np.float32)
 
-    def sqrt(self, a):
+    def sqrt(self, a: Array) -> Array:
         return np.sqrt(a, dtype=np.float32)
 
-    def neg(self, a):
+    def neg(self, a: Array) -> Array:
         return np.negative(a)
 
-    def abs(self, a):
+    def abs(self, a: Array) -> Array:
         return np.abs(a)
 
-    def minimum(self, a, b):
+    def minimum(self, a: Float, b: Float) -> Array:
         return np.minimum(a, b, dtype=np.float32)
 
-    def maximum(self, a, b):
+    def maximum(self, a: Float, b: Float) -> Array:
         return np.maximum(a, b, dtype=np.float32)
 
-    def less(self, a, b):
+    def less(self, a: Array, b: Float) -> Array:
         return np.less(a, b)
 
-    def less_equal(self, a, b):
+    def less_equal(self, a: Array, b: Float) -> Array:
         return np.less_equal(a, b)
 
-    def greater(self, a, b):
+    def greater(self, a: Array, b: Float) -> Array:
         return np.greater(a, b)
 
-    def greater_equal(self, a, b):
+    def greater_equal(self, a: Array, b: Float) -> Array:
         return np.greater_equal(a, b)
 
-    def not_equal(self, a, b):
+    def not_equal(self, a: Array, b: Float) -> Array:
         return np.not_equal(a, b)
 
-    def where(self, cond, x, y, like: Any = None):
+    def where(self, cond: Array, x: Float, y: Float, like: Any = None) -> Array:
         if isinstance(x, float) or isinstance(y, float):
             return np.where(cond, np.float32(x), np.float32(y))
         return np.where(cond, x, y)
 
-    def replace_where(self, mask, base, x, fn):
+    def replace_where(self, mask: Array, base: Array, x: Array, fn: Callable[[Ops, Array], Array]) -> Array:
         """``base`` with fn(x) where ``mask``: fn runs on the masked elements only (the normal's
         tails are 15% of values)."""
         base[mask] = fn(self, x[mask])
         return base
 
     # --- arrays -----------------------------------------------------------------------------
-    def full(self, shape, value: float) -> np.ndarray:
+    def full(self, shape: Sequence[int], value: float) -> np.ndarray:
         return np.full(shape, value, dtype=np.float32)
 
     def fixed(self, values: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=np.float32)
 
-    def reshape(self, x, shape):
+    def reshape(self, x: Array, shape: Sequence[int]) -> Array:
         return x.reshape(shape)
 
-    def transpose(self, x, perm):
+    def transpose(self, x: Array, perm: Sequence[int]) -> Array:
         return np.transpose(x, perm)
 
-    def concat(self, parts, axis: int):
+    def concat(self, parts: Sequence[Array], axis: int) -> Array:
         return np.concatenate(parts, axis=axis)
 
-    def scatter(self, shape, index, x):
+    def scatter(self, shape: Sequence[int], index: Any, x: Array) -> Array:
         out = np.zeros(shape, dtype=np.float32)
         out[tuple(slice(None) if i is None else i for i in index)] = x
         return out
 
-    def rank(self, x, axis: int):
+    def rank(self, x: Array, axis: int) -> Array:
         """0-based rank along ``axis``, ties broken by position (stable sorts in every backend)."""
         order = np.argsort(x, axis=axis, kind="stable")
         return np.argsort(order, axis=axis, kind="stable").astype(np.float32)
 
-    def cast(self, x, dtype: str):
+    def cast(self, x: Array, dtype: str) -> Array:
         return np.asarray(x).astype(numpy_dtype(dtype))
 
-    def zeros(self, shape, dtype: str):
+    def zeros(self, shape: Sequence[int], dtype: str) -> Array:
         return np.zeros(shape, dtype=numpy_dtype(dtype))
 
-    def empty(self, shape, dtype: str):
+    def empty(self, shape: Sequence[int], dtype: str) -> Array:
         return np.empty(shape, dtype=numpy_dtype(dtype))
 
     def write_flat(self, out: np.ndarray, start: int, values: np.ndarray) -> None:

@@ -9,7 +9,8 @@ same ``maximum(a * b, -FLT_MAX)`` guard as JAX, because under ``jit_compile=True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeAlias, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, Union
 
 import numpy as np
 import tensorflow as tf
@@ -133,7 +134,7 @@ class Ops:
         return tf.where(cond, x, y)
 
     def replace_where(self, mask: Tensor, base: Tensor, x: Tensor,
-                      fn: Callable[["Ops", Tensor], Tensor]) -> Tensor:
+                      fn: Callable[[Ops, Tensor], Tensor]) -> Tensor:
         return self.where(mask, fn(self, x), base)  # static shapes: every element, then a select
 
     # --- arrays -----------------------------------------------------------------------------

@@ -9,11 +9,16 @@ products are never fused into a following add.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, Union
 
 import torch
 
 from polyinit.portable import fused
+
+Tensor: TypeAlias = torch.Tensor
+Word: TypeAlias = Union[torch.Tensor, int]     # int32 bit patterns, or one word as a Python int
+Float: TypeAlias = Union[torch.Tensor, float]  # a float32 tensor, or one float32 number
 
 
 def _signed(value: int) -> int:
@@ -29,7 +34,7 @@ class Ops:
     # OpenMP threads; on this 2-core machine under load, larger chunks that do were 8x slower.
     CHUNK = 1 << 15
 
-    def __init__(self, device: "torch.device | str | None" = None, use_fused: "bool | None" = None):
+    def __init__(self, device: torch.device | str | None = None, use_fused: bool | None = None):
         self.device = torch.device(device or "cpu")
         # On CPU, random leaves of fused.MIN_SIZE elements or more come from polyinit.portable.fused's
         # compiled kernels where numba is installed (the same values, 5-16x faster), on at most
@@ -40,7 +45,7 @@ class Ops:
         return self.fused and math.prod(node.shape) >= fused.MIN_SIZE and fused.available()
 
     # --- fused random leaves (see xp_numpy) ---------------------------------------------------
-    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> "torch.Tensor | None":
+    def fused_leaf(self, node: Any, key: tuple[int, int], leaf: int, start: int, stop: int) -> torch.Tensor | None:
         if not self._use_fused(node):
             return None
         return torch.from_numpy(fused.values(node, key, leaf, start, stop, torch.get_num_threads()))
@@ -70,7 +75,7 @@ class Ops:
         return self.iota(0, int(torch.Size(shape).numel())).reshape(shape)
 
     # add, xor and rotl may overwrite their first argument (see xp_numpy).
-    def add(self, a: torch.Tensor, b: "torch.Tensor | int") -> torch.Tensor:
+    def add(self, a: torch.Tensor, b: torch.Tensor | int) -> torch.Tensor:
         return a.add_(_signed(b) if isinstance(b, int) else b)
 
     def xor(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -108,55 +113,64 @@ class Ops:
         return a.view(torch.float32)
 
     # --- float32 ----------------------------------------------------------------------------
-    def fadd(self, a, b):
-        return torch.add(a, b) if torch.is_tensor(a) else torch.add(b, a)
+    def fadd(self, a: Float, b: Float) -> Tensor:
+        if isinstance(a, torch.Tensor):
+            return torch.add(a, b)
+        assert isinstance(b, torch.Tensor)  # one operand of every float op is a tensor
+        return torch.add(b, a)
 
-    def fsub(self, a, b):
-        return torch.sub(a, b) if torch.is_tensor(a) else torch.rsub(b, a)
+    def fsub(self, a: Float, b: Float) -> Tensor:
+        if isinstance(a, torch.Tensor):
+            return torch.sub(a, b)
+        assert isinstance(b, torch.Tensor)  # one operand of every float op is a tensor
+        return torch.rsub(b, a)
 
-    def fmul(self, a, b):
-        return torch.mul(a, b) if torch.is_tensor(a) else torch.mul(b, a)
+    def fmul(self, a: Float, b: Float) -> Tensor:
+        if isinstance(a, torch.Tensor):
+            return torch.mul(a, b)
+        assert isinstance(b, torch.Tensor)  # one operand of every float op is a tensor
+        return torch.mul(b, a)
 
-    def fdiv(self, a, b):
+    def fdiv(self, a: Float, b: Float) -> Tensor:
         return torch.div(a, b)
 
-    def sqrt(self, a):
+    def sqrt(self, a: Tensor) -> Tensor:
         return torch.sqrt(a)
 
-    def neg(self, a):
+    def neg(self, a: Tensor) -> Tensor:
         return torch.neg(a)
 
-    def abs(self, a):
+    def abs(self, a: Tensor) -> Tensor:
         return torch.abs(a)
 
-    def minimum(self, a, b):
+    def minimum(self, a: Tensor, b: Float) -> Tensor:
         return torch.clamp(a, max=b) if isinstance(b, float) else torch.minimum(a, b)
 
-    def maximum(self, a, b):
+    def maximum(self, a: Tensor, b: Float) -> Tensor:
         return torch.clamp(a, min=b) if isinstance(b, float) else torch.maximum(a, b)
 
-    def less(self, a, b):
+    def less(self, a: Tensor, b: Float) -> Tensor:
         return torch.lt(a, b)
 
-    def less_equal(self, a, b):
+    def less_equal(self, a: Tensor, b: Float) -> Tensor:
         return torch.le(a, b)
 
-    def greater(self, a, b):
+    def greater(self, a: Tensor, b: Float) -> Tensor:
         return torch.gt(a, b)
 
-    def greater_equal(self, a, b):
+    def greater_equal(self, a: Tensor, b: Float) -> Tensor:
         return torch.ge(a, b)
 
-    def not_equal(self, a, b):
+    def not_equal(self, a: Tensor, b: Float) -> Tensor:
         return torch.ne(a, b)
 
-    def where(self, cond, x, y, like: Any = None):
+    def where(self, cond: Tensor, x: Float, y: Float, like: Any = None) -> Tensor:
         if isinstance(x, float) or isinstance(y, float):
             x, y = (torch.tensor(v, dtype=torch.float32, device=cond.device) if isinstance(v, float) else v
                     for v in (x, y))
         return torch.where(cond, x, y)
 
-    def replace_where(self, mask, base, x, fn):
+    def replace_where(self, mask: Tensor, base: Tensor, x: Tensor, fn: Callable[[Ops, Tensor], Tensor]) -> Tensor:
         # index_select/index_copy_: boolean-mask indexing is 30x slower here (torch 2.13 CPU).
         index = torch.nonzero(mask.reshape(-1)).squeeze(1)
         flat = base.reshape(-1)
@@ -164,37 +178,37 @@ class Ops:
         return flat.reshape(base.shape)
 
     # --- arrays -----------------------------------------------------------------------------
-    def full(self, shape, value: float) -> torch.Tensor:
+    def full(self, shape: Sequence[int], value: float) -> torch.Tensor:
         return torch.full(shape, value, dtype=torch.float32, device=self.device)
 
-    def fixed(self, values) -> torch.Tensor:
+    def fixed(self, values: Any) -> torch.Tensor:
         return torch.as_tensor(values.astype("float32"), device=self.device)
 
-    def reshape(self, x, shape):
+    def reshape(self, x: Tensor, shape: Sequence[int]) -> Tensor:
         return x.reshape(shape)
 
-    def transpose(self, x, perm):
-        return x.permute(perm)
+    def transpose(self, x: Tensor, perm: Sequence[int]) -> Tensor:
+        return x.permute(tuple(perm))
 
-    def concat(self, parts, axis: int):
-        return torch.cat(parts, dim=axis)
+    def concat(self, parts: Sequence[Tensor], axis: int) -> Tensor:
+        return torch.cat(tuple(parts), dim=axis)
 
-    def scatter(self, shape, index, x):
+    def scatter(self, shape: Sequence[int], index: Any, x: Tensor) -> Tensor:
         out = torch.zeros(shape, dtype=torch.float32, device=self.device)
         out[tuple(slice(None) if i is None else i for i in index)] = x
         return out
 
-    def rank(self, x, axis: int):
+    def rank(self, x: Tensor, axis: int) -> Tensor:
         order = torch.argsort(x, dim=axis, stable=True)
         return torch.argsort(order, dim=axis, stable=True).to(torch.float32)
 
-    def cast(self, x, dtype: str):
+    def cast(self, x: Tensor, dtype: str) -> Tensor:
         return x.to(getattr(torch, dtype))
 
-    def zeros(self, shape, dtype: str):
+    def zeros(self, shape: Sequence[int], dtype: str) -> Tensor:
         return torch.zeros(shape, dtype=getattr(torch, dtype), device=self.device)
 
-    def empty(self, shape, dtype: str):
+    def empty(self, shape: Sequence[int], dtype: str) -> Tensor:
         return torch.empty(shape, dtype=getattr(torch, dtype), device=self.device)
 
     def write_flat(self, out: torch.Tensor, start: int, values: torch.Tensor) -> None:

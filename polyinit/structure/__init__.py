@@ -16,6 +16,7 @@ this package imports no framework (the tracers are imported on first use).
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 from polyinit.structure.graph import Graph
@@ -44,7 +45,7 @@ class StructureUnavailable(Exception):
     """No tracer for this framework (an internal signal: callers fall back to name hints)."""
 
 
-def tracer_for(model: Any):
+def tracer_for(model: Any) -> ModuleType:
     """The tracer module of ``model``'s framework; raises ``StructureUnavailable`` when none."""
     from polyinit.frameworks import framework_for
 

@@ -39,12 +39,13 @@ the operand's shape.
 >>> g.outputs = (y,)
 >>> [n.op for n in g.users(w)]
 ['contract']
-"""
+"""  # noqa: E501  # the op table's Markdown rows cannot wrap
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Optional
 
 OPS = ("input", "param", "const", "contract", "conv", "gather", "add", "sub", "mul", "div", "max", "min",
        "unary", "reduce", "softmax", "norm", "attention", "reshape", "transpose", "broadcast", "convert",

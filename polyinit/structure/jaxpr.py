@@ -49,7 +49,7 @@ def to_graph(closed: Any, roles: Sequence[tuple], graph: Graph | None = None) ->
     g = Graph() if graph is None else graph
     jaxpr = closed.jaxpr
     env: dict = {}
-    for var, value in zip(jaxpr.constvars, closed.consts):
+    for var, _value in zip(jaxpr.constvars, closed.consts):
         env[var] = g.add("const", (), _shape(var))
     for var, role in zip(jaxpr.invars, roles):
         if role[0] == "param":
@@ -177,7 +177,8 @@ class _Converter:
             if (start, stop, step) != (0, full[axis], 1):
                 shape = list(self.g[node].shape)
                 shape[axis] = len(range(int(start), int(stop), int(step)))
-                node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=int(start), stop=int(stop), step=int(step))
+                node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=int(start), stop=int(stop),
+                                  step=int(step))
         return node
 
     def dynamic_slice(self, eqn: Any, ins: list) -> int:

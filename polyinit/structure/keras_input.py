@@ -1,7 +1,8 @@
 """An example input for a Keras model, from what the model declares (shared by the TF and JAX
 tracers): a functional model's (or keras-hub backbone's) ``inputs``, with each unknown axis set to
-1 for the batch and ``LENGTH`` (at most a keras-hub backbone's ``max_sequence_length``) for every other one, filled with ones
-(a valid token id and an all-true padding mask). A subclassed model declares no inputs: None.
+1 for the batch and ``LENGTH`` (at most a keras-hub backbone's ``max_sequence_length``) for every
+other one, filled with ones (a valid token id and an all-true padding mask). A subclassed model
+declares no inputs: None.
 
 >>> import keras                                                        # doctest: +SKIP
 >>> x = keras.Input((None,), dtype="int32", name="tokens")              # doctest: +SKIP

@@ -37,13 +37,13 @@ Every pass reads what the model computes, never a name:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from polyinit.structure._facts import DenseUse, Facts, bits
 from polyinit.structure._labels import free_axes, labels_at, ranges
-from polyinit.structure.graph import MOVEMENT, Graph
+from polyinit.structure.graph import MOVEMENT, Graph, Node
 
 __all__ = ["ParamStructure", "Part", "Structure", "find_structure"]
 
@@ -196,7 +196,7 @@ class _Passes:
         a_free = len(g[a].shape) - batch - len(node.attrs.get("contract", ((), ()))[0])
         return (b, a) if batch <= axis < batch + a_free else (a, b)
 
-    def search(self, start: int, through: tuple, *, backward: bool, found) -> int | None:
+    def search(self, start: int, through: tuple, *, backward: bool, found: Callable[[Node], bool]) -> int | None:
         """The nearest node satisfying ``found`` from ``start``, crossing only ``through`` ops."""
         todo, seen = [start], {start}
         while todo:

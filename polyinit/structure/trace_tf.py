@@ -229,7 +229,8 @@ class _Converter:
         axis, start, outs = int(_static(axis_tensor)) % len(_shape(x)), 0, []
         for tensor in op.outputs:
             size = _shape(tensor)[axis]
-            outs.append(self.g.add("slice", (self.node(x),), _shape(tensor), axis=axis, start=start, stop=start + size, step=1))
+            outs.append(self.g.add("slice", (self.node(x),), _shape(tensor), axis=axis, start=start,
+                                   stop=start + size, step=1))
             start += size
         return outs
 

@@ -101,7 +101,7 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         try:
             self.record(_name(func), args, kwargs, out)
-        except Exception:  # noqa: BLE001 (an op this tracer misreads must not break the forward pass)
+        except Exception:
             self.other(_name(func), args, kwargs, out)
         return out
 
@@ -109,7 +109,7 @@ class _Recorder(TorchFunctionMode):
     def add(self, op: str, inputs: list, out: torch.Tensor, **attrs: Any) -> int:
         return self.bind(out, self.g.add(op, tuple(inputs), tuple(out.shape), **attrs))
 
-    def other(self, name: str, args, kwargs, out) -> None:
+    def other(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         inputs = [self.node(t) for t in _tensors((args, kwargs))]
         for t in _tensors(out):
             self.add("other", inputs, t, name=name)
@@ -153,29 +153,29 @@ class _Recorder(TorchFunctionMode):
             return
         self.bind(out, self.g.add("add", (node, self.node(bias)), tuple(out.shape)))
 
-    def linear(self, args, kwargs, out) -> None:
+    def linear(self, args: tuple, kwargs: dict, out: Any) -> None:
         x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
         bias = args[2] if len(args) > 2 else kwargs.get("bias")
         node = self.contract(x, w, out, (x.dim() - 1,), (1,))
         self.biased(node, bias, out)
 
-    def matmul(self, args, kwargs, out) -> None:
+    def matmul(self, args: tuple, kwargs: dict, out: Any) -> None:
         a, b = args[0], args[1]
         if a.dim() < 2 or b.dim() < 2:
             return self.other("matmul", args, kwargs, out)
         batch = tuple(range(a.dim() - 2)) if a.dim() == b.dim() else ()
         self.contract(a, b, out, (a.dim() - 1,), (b.dim() - 2,), batch, batch)
 
-    def rmatmul(self, args, kwargs, out) -> None:
+    def rmatmul(self, args: tuple, kwargs: dict, out: Any) -> None:
         self.matmul((args[1], args[0]), kwargs, out)
 
-    def addmm(self, args, kwargs, out) -> None:
+    def addmm(self, args: tuple, kwargs: dict, out: Any) -> None:
         bias, a, b = args[:3]
         batch = (0,) if a.dim() == 3 else ()
         node = self.contract(a, b, out, (a.dim() - 1,), (b.dim() - 2,), batch, batch)
         self.biased(node, bias, out)
 
-    def einsum(self, args, kwargs, out) -> None:
+    def einsum(self, args: tuple, kwargs: dict, out: Any) -> None:
         equation, operands = args[0], args[1:]
         if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
             operands = tuple(operands[0])
@@ -190,38 +190,40 @@ class _Recorder(TorchFunctionMode):
         self.contract(operands[0], operands[1], out, [a.index(c) for c in contracted],
                       [b.index(c) for c in contracted], [a.index(c) for c in batch], [b.index(c) for c in batch])
 
-    def attention(self, args, kwargs, out) -> None:
+    def attention(self, args: tuple, kwargs: dict, out: Any) -> None:
         q, k, v = (args[i] if len(args) > i else kwargs[n] for i, n in enumerate(("query", "key", "value")))
         mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
         inputs = [self.node(q), self.node(k), self.node(v)] + ([self.node(mask)] if mask is not None else [])
         self.add("attention", inputs, out if isinstance(out, torch.Tensor) else out[0])
 
-    def embedding(self, args, kwargs, out) -> None:
+    def embedding(self, args: tuple, kwargs: dict, out: Any) -> None:
         indices, table = args[0], args[1] if len(args) > 1 else kwargs["weight"]
         self.add("gather", [self.node(table), self.node(indices)], out, axis=0)
 
-    def norm(self, name: str, args, kwargs, out) -> None:
+    def norm(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         x = args[0]
         if name == "batch_norm":
-            scale, offset = (args[3] if len(args) > 3 else kwargs.get("weight")), (args[4] if len(args) > 4 else kwargs.get("bias"))
+            scale = args[3] if len(args) > 3 else kwargs.get("weight")
+            offset = args[4] if len(args) > 4 else kwargs.get("bias")
         elif name == "rms_norm":
             scale, offset = (args[2] if len(args) > 2 else kwargs.get("weight")), None
         else:
-            scale, offset = (args[2] if len(args) > 2 else kwargs.get("weight")), (args[3] if len(args) > 3 else kwargs.get("bias"))
+            scale = args[2] if len(args) > 2 else kwargs.get("weight")
+            offset = args[3] if len(args) > 3 else kwargs.get("bias")
         inputs = [self.node(x)] + [self.node(t) if t is not None else self.node(0.0) for t in (scale, offset)]
         self.add("norm", inputs, out, fn=_NORMS[name], axes=(x.dim() - 1,))
 
-    def conv(self, args, kwargs, out) -> None:
+    def conv(self, args: tuple, kwargs: dict, out: Any) -> None:
         x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
         bias = args[2] if len(args) > 2 else kwargs.get("bias")
         node = self.add("conv", [self.node(x), self.node(w)], out, in_axis=1, out_axis=0)
         self.biased(node, bias, out)
 
-    def softmax(self, args, kwargs, out) -> None:
+    def softmax(self, args: tuple, kwargs: dict, out: Any) -> None:
         dim = args[1] if len(args) > 1 else kwargs.get("dim", -1)
         self.add("softmax", [self.node(args[0])], out, axis=int(dim) % max(out.dim(), 1))
 
-    def transpose(self, args, kwargs, out) -> None:
+    def transpose(self, args: tuple, kwargs: dict, out: Any) -> None:
         x, n = args[0], args[0].dim()
         perm = list(range(n))
         if n >= 2:
@@ -232,12 +234,12 @@ class _Recorder(TorchFunctionMode):
             perm[i], perm[j] = perm[j], perm[i]
         self.add("transpose", [self.node(x)], out, perm=tuple(perm))
 
-    def permute(self, args, kwargs, out) -> None:
+    def permute(self, args: tuple, kwargs: dict, out: Any) -> None:
         dims = args[1:] if len(args) > 2 or not isinstance(args[1], (list, tuple)) else args[1]
         n = args[0].dim()
         self.add("transpose", [self.node(args[0])], out, perm=tuple(int(d) % n for d in dims))
 
-    def getitem(self, args, kwargs, out) -> None:
+    def getitem(self, args: tuple, kwargs: dict, out: Any) -> None:
         x, index = args[0], args[1]
         index = index if isinstance(index, tuple) else (index,)
         if index.count(Ellipsis) == 1:  # x[..., :n]: the ellipsis stands for the full axes
@@ -252,7 +254,7 @@ class _Recorder(TorchFunctionMode):
             return
         self.other("getitem", (x,) + tuple(i for i in index if isinstance(i, torch.Tensor)), {}, out)
 
-    def pieces(self, args, kwargs, out, dim_at: int) -> None:
+    def pieces(self, args: tuple, kwargs: dict, out: Any, dim_at: int) -> None:
         x = args[0]
         dim = args[dim_at] if len(args) > dim_at else kwargs.get("dim", 0)
         axis, start, source = int(dim) % x.dim(), 0, self.node(x)
@@ -261,10 +263,10 @@ class _Recorder(TorchFunctionMode):
             self.add("slice", [source], piece, axis=axis, start=start, stop=stop, step=1)
             start = stop
 
-    def split(self, args, kwargs, out) -> None:
+    def split(self, args: tuple, kwargs: dict, out: Any) -> None:
         self.pieces(args, kwargs, out, 2)
 
-    def unbind(self, args, kwargs, out) -> None:
+    def unbind(self, args: tuple, kwargs: dict, out: Any) -> None:
         x = args[0]
         dim = int(args[1] if len(args) > 1 else kwargs.get("dim", 0)) % x.dim()
         source = self.node(x)
@@ -274,7 +276,7 @@ class _Recorder(TorchFunctionMode):
             cut = self.g.add("slice", (source,), tuple(shape), axis=dim, start=i, stop=i + 1, step=1)
             self.bind(piece, self.g.add("reshape", (cut,), tuple(piece.shape)))
 
-    def repeat_interleave(self, args, kwargs, out) -> None:
+    def repeat_interleave(self, args: tuple, kwargs: dict, out: Any) -> None:
         """``x.repeat_interleave(r, dim)`` as unsqueeze, broadcast, reshape (GQA's shared k/v)."""
         x, repeats = args[0], args[1] if len(args) > 1 else kwargs.get("repeats")
         dim = args[2] if len(args) > 2 else kwargs.get("dim")
@@ -288,7 +290,7 @@ class _Recorder(TorchFunctionMode):
         grown = self.g.add("broadcast", (grown,), tuple(shape))
         self.bind(out, self.g.add("reshape", (grown,), tuple(out.shape)))
 
-    def multi_head_attention(self, args, kwargs, out) -> None:
+    def multi_head_attention(self, args: tuple, kwargs: dict, out: Any) -> None:
         """``F.multi_head_attention_forward`` (``nn.MultiheadAttention``) spelled out: q, k, v
         projections (rows [iE, (i+1)E) of a packed ``in_proj_weight``, or separate weights), the
         attention, the output projection."""
@@ -297,14 +299,16 @@ class _Recorder(TorchFunctionMode):
         result = out[0]
         embed = int(a["embed_dim_to_check"])
         slots = []
-        for i, (x, own) in enumerate(zip((a["query"], a["key"], a["value"]), ("q_proj_weight", "k_proj_weight", "v_proj_weight"))):
+        owns = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+        for i, (x, own) in enumerate(zip((a["query"], a["key"], a["value"]), owns)):
             rows = {"axis": 0, "start": i * embed, "stop": (i + 1) * embed, "step": 1}
             if a.get("use_separate_proj_weight") and a.get(own) is not None:
                 weight = self.node(a[own])
             else:
                 weight = self.g.add("slice", (self.node(a["in_proj_weight"]),), (embed, x.shape[-1]), **rows)
             shape = tuple(x.shape[:-1]) + (embed,)
-            node = self.g.add("contract", (self.node(x), weight), shape, contract=((x.dim() - 1,), (1,)), batch=((), ()))
+            node = self.g.add("contract", (self.node(x), weight), shape, contract=((x.dim() - 1,), (1,)),
+                              batch=((), ()))
             if a.get("in_proj_bias") is not None:
                 bias = self.g.add("slice", (self.node(a["in_proj_bias"]),), (embed,), **rows)
                 node = self.g.add("add", (node, bias), shape)
@@ -316,17 +320,17 @@ class _Recorder(TorchFunctionMode):
             node = self.g.add("add", (node, self.node(a["out_proj_bias"])), tuple(result.shape))
         self.bind(result, node)
 
-    def narrow(self, args, kwargs, out) -> None:
+    def narrow(self, args: tuple, kwargs: dict, out: Any) -> None:
         x, dim, start, length = args[:4]
         axis = int(dim) % x.dim()
         self.add("slice", [self.node(x)], out, axis=axis, start=int(start), stop=int(start) + int(length), step=1)
 
-    def cat(self, args, kwargs, out) -> None:
+    def cat(self, args: tuple, kwargs: dict, out: Any) -> None:
         tensors = list(args[0])
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         self.add("concat", [self.node(t) for t in tensors], out, axis=int(dim) % out.dim())
 
-    def stack(self, args, kwargs, out) -> None:
+    def stack(self, args: tuple, kwargs: dict, out: Any) -> None:
         tensors = list(args[0])
         axis = int(args[1] if len(args) > 1 else kwargs.get("dim", 0)) % out.dim()
         parts = []
@@ -347,7 +351,9 @@ _HANDLERS = {
     "T": _Recorder.transpose, "mT": _Recorder.transpose, "permute": _Recorder.permute,
     "getitem": _Recorder.getitem, "split": _Recorder.split, "chunk": _Recorder.split,
     "tensor_split": _Recorder.split, "split_with_sizes": _Recorder.split, "unbind": _Recorder.unbind,
-    "narrow": _Recorder.narrow, "multi_head_attention_forward": _Recorder.multi_head_attention, "repeat_interleave": _Recorder.repeat_interleave, "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
+    "narrow": _Recorder.narrow, "multi_head_attention_forward": _Recorder.multi_head_attention,
+    "repeat_interleave": _Recorder.repeat_interleave,
+    "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
     "stack": _Recorder.stack,
 }
 
@@ -375,8 +381,9 @@ def example_input(model: Any) -> Any | None:
     if given is not None:
         return given
     config = getattr(model, "config", None)
-    vocab = next((v for v in (getattr(config, "padded_vocab_size", None), getattr(config, "vocab_size", None),
-                              getattr(model, "vocab_size", None)) if isinstance(v, int) and not isinstance(v, bool)), None)
+    sizes = (getattr(config, "padded_vocab_size", None), getattr(config, "vocab_size", None),
+             getattr(model, "vocab_size", None))
+    vocab = next((v for v in sizes if isinstance(v, int) and not isinstance(v, bool)), None)
     if vocab:
         ids = (torch.arange(_TOKENS, device=device) % vocab).unsqueeze(0)
         if hasattr(config, "to_dict"):  # transformers: keyword inputs, no KV cache
@@ -389,7 +396,8 @@ def example_input(model: Any) -> Any | None:
     if isinstance(size, int) and hasattr(config, "to_dict"):
         return {"pixel_values": torch.zeros(1, getattr(config, "num_channels", 3), size, size, device=device)}
     if isinstance(model, torch.nn.Transformer):  # (src, tgt) of width d_model
-        x = torch.zeros((1, _TOKENS, model.d_model) if model.batch_first else (_TOKENS, 1, model.d_model), device=device)
+        dims = (1, _TOKENS, model.d_model) if model.batch_first else (_TOKENS, 1, model.d_model)
+        x = torch.zeros(dims, device=device)
         return (x, x)
     shape = getattr(model, "input_size", None)
     if isinstance(shape, (tuple, list)) and all(isinstance(d, int) for d in shape):
