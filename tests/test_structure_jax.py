@@ -248,7 +248,7 @@ def test_example_input_is_none_for_nnx_and_linen():
 
 SCHEMES = {"gpt2": modern.gpt2, "megatron": modern.megatron, "small_init": modern.small_init, "wang": modern.wang,
            "u_mup": modern.u_mup, "modded_nanogpt": modern.modded_nanogpt,
-           **{f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn)) for fn in ("normal", "mitchell", "full_megatron")}}
+           **{f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn, generation="olmo1")) for fn in ("normal", "mitchell", "full_megatron")}}
 
 
 def promised(ctx, rules) -> list:

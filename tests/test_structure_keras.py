@@ -282,7 +282,7 @@ def test_keras_hub_gpt2_on_the_jax_backend():
 
 CROSS = {"gpt2": lambda c, base: modern.gpt2(c), "megatron": lambda c, base: modern.megatron(c),
          "olmo_mitchell": lambda c, base: modern.olmo(c, init_fn="mitchell"),
-         "olmo_normal": lambda c, base: modern.olmo(c, init_fn="normal"),
+         "olmo_normal": lambda c, base: modern.olmo(c, init_fn="normal", generation="olmo1"),
          "olmo_full_megatron": lambda c, base: modern.olmo(c, init_fn="full_megatron"),
          "small_init": lambda c, base: modern.small_init(c), "wang": lambda c, base: modern.wang(c),
          "mup": lambda c, base: modern.mup(c, base), "u_mup": lambda c, base: modern.u_mup(c)}
@@ -348,7 +348,7 @@ def test_gpt2_in_both_codebases_names_what_modded_nanogpt_cannot_place(gpt2_pair
 
 SCHEMES = {"gpt2": modern.gpt2, "megatron": modern.megatron, "small_init": modern.small_init, "wang": modern.wang,
            "u_mup": modern.u_mup, "modded_nanogpt": modern.modded_nanogpt,
-           **{f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn)) for fn in ("normal", "mitchell", "full_megatron")}}
+           **{f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn, generation="olmo1")) for fn in ("normal", "mitchell", "full_megatron")}}
 # What a scheme may refuse, from the architecture: the speedrun has no rule for a learned position
 # table; a Llama backbone never computes its (untied) readout, so no trace can place that table.
 CANNOT = {("gpt2", "modded_nanogpt"): ["position_embedding/embeddings"],
