@@ -22,9 +22,17 @@ every framework, and ``polyinit.transfer`` copies weights through it.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeAlias, Union
 
 from polyinit.layout import Layout
+
+if TYPE_CHECKING:  # typing only: params and rules import this module's neighbours at run time
+    from polyinit.params import Param
+    from polyinit.rules import Rules
+
+# Values of whichever framework draws (numpy, torch, jax or a Keras backend's tensor): the
+# framework is picked at run time, so there is no narrower static type.
+Array: TypeAlias = Any
 
 _ORDER = {"out": 0, "in": 1, "spatial": 2, "batch": 3}
 
@@ -63,7 +71,7 @@ def logical_shape(shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int
 
 # --- portable draws of whole models -----------------------------------------------------------
 
-def canonical_order(param, shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int, ...]:
+def canonical_order(param: Param, shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int, ...]:
     """The permutation into the order portable draws fill: logical (out, in, spatial, batch),
     except embeddings, which every framework stores as (num, dim) already."""
     if param.kind == "embedding":
@@ -71,21 +79,21 @@ def canonical_order(param, shape: tuple[int, ...], layout: Optional[Layout]) -> 
     return to_logical(layout, len(shape))
 
 
-def positional_key(param, ordinal: int) -> str:
+def positional_key(param: Param, ordinal: int) -> str:
     """A key from the owning layer's position in declaration order, the role, and the
     parameter's rank among that layer's parameters of that role (``"3.weight.0"``): the keys of
     ``Rules(key=positional)``."""
     return f"{param.layer}.{param.role}.{ordinal}"
 
 
-def positional(param) -> str:
+def positional(param: Param) -> str:
     """``Rules(key=positional)`` keys portable draws by declaration position (``"3.weight.0"``),
     as before identities: for two models whose declaration orders agree but whose sites the
     context cannot read. Outside portable draws it is the record's own key."""
     return param.key
 
 
-def identity_keys(params: list, model=None) -> dict[str, "str | tuple[str, ...]"]:
+def identity_keys(params: list[Param], model: Any = None) -> dict[str, "str | tuple[str, ...]"]:
     """{tensor path or Part group: seed key}: the semantic identity of the logical parameter
     (``polyinit.identity``, read from ``model``'s context where given); a packed tensor maps to its
     blocks' identities, in block order."""
@@ -102,7 +110,7 @@ def identity_keys(params: list, model=None) -> dict[str, "str | tuple[str, ...]"
     return keys
 
 
-def portable_draws(walker, planned: list, rules, model=None) -> list:
+def portable_draws(walker: Any, planned: list, rules: Rules, model: Any = None) -> list[tuple[Param, Pending | None]]:
     """(param, native values or None) for every planned parameter, drawn by the portable
     generator in the canonical order and laid out as the framework stores the parameter.
 
@@ -125,13 +133,15 @@ def portable_draws(walker, planned: list, rules, model=None) -> list:
     from polyinit.frameworks import get_framework
     from polyinit.rules import _user_key
 
-    backend = get_backend(get_framework(walker.name).backend)  # the record names its backend
+    backend_name = get_framework(walker.name).backend
+    assert backend_name is not None  # every framework with a walker names its backend
+    backend = get_backend(backend_name)
     wholes = _whole_groups(planned)
     by_position = rules.key is positional
     identities = identity_keys([param for param, _, _ in planned], model) if rules.key is None else {}
     counts: dict[tuple, int] = {}
     group_draws: dict[str, _GroupDraw] = {}
-    drawn = []
+    drawn: list[tuple[Param, Pending | None]] = []
     for param, _, plan in planned:
         group = param.part.group if param.part is not None and param.part.group in wholes else None
         if group is not None and group in group_draws:  # a later part of a group drawn whole
@@ -278,10 +288,11 @@ class _PackedPending:
 class _GroupDraw:
     """One draw of a logical parameter stored as ``count`` tensors, made once, split on demand."""
 
-    def __init__(self, backend, whole: _PortablePending, combine: str, count: int):
-        self.backend, self.whole, self.combine, self.count, self._values = backend, whole, combine, count, None
+    def __init__(self, backend: Any, whole: _PortablePending, combine: str, count: int) -> None:
+        self.backend, self.whole, self.combine, self.count = backend, whole, combine, count
+        self._values: Array | None = None
 
-    def part(self, index: int):
+    def part(self, index: int) -> Array:
         if self._values is None:
             self._values = self.whole.values()
         if self.combine == "stack":
@@ -372,3 +383,7 @@ def _stack(name: str, values: list, axis: int):
     import numpy as np
 
     return np.stack(values, axis)
+
+
+# What portable_draws hands back for a parameter: values drawn when asked for.
+Pending: TypeAlias = Union[_PortablePending, _PackedPending, _PartPending]
