@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import Builder, assign_item, dtype_name, role_by_name, write_or_restore
+from polyinit.frameworks._walk import Builder, View, assign_item, dtype_name, role_by_name, write_or_restore
 from polyinit.layout import Layout
 from polyinit.params import ModuleType, Param, ParamType, Part, grouped_view
 
@@ -152,7 +152,8 @@ class NnxWalker:
         # before scale and bias, and the same architecture must give the same record sequence.
         own.sort(key=lambda item: isinstance(item[1], nnx.BatchStat))
         if own:
-            rows, views = [], {}
+            rows: list[tuple] = []
+            views: dict[str, View] = {}
             for leaf, variable in own:
                 value = variable[...]
                 shape = tuple(value.shape)
@@ -273,7 +274,8 @@ def _creation_order(layers: dict) -> list:
     is the order the cell creates them. A cell's modules are one layer (``unit``)."""
     from polyinit.frameworks import module_type
 
-    found, first_of = [], {}
+    found: list[tuple] = []
+    first_of: dict[str, int] = {}
     for module, leaves in layers.items():
         names = module.split("/") if module else []
         at, kind = next(((i, k) for i in reversed(range(len(names))) for key, k in _LINEN_KINDS
@@ -281,6 +283,7 @@ def _creation_order(layers: dict) -> list:
         unit = cell = None
         child = ""
         if kind == "recurrent":
+            assert at is not None  # a kind was found, so at names its module
             unit, child = "/".join(names[:at + 1]), ".".join(names[at + 1:])
             path = next((p for key, p in _LINEN_CELLS if key in names[at]), None)
             cell = module_type(path) if path else None

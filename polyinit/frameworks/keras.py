@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import Builder, dtype_name, write_or_restore
+from polyinit.frameworks._walk import Builder, View, dtype_name, write_or_restore
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
 
@@ -100,8 +100,8 @@ class KerasWalker:
             self._visit(builder, child, f"{key}/{i}" if key else str(i), inner, seen)
 
     @staticmethod
-    def _views(layer: Any, entry: Any, forced: Any, own: list) -> dict:
-        views = {}
+    def _views(layer: Any, entry: Any, forced: Any, own: list) -> dict[str, View]:
+        views: dict[str, View] = {}
         einsum = einsum_layouts(getattr(layer, "equation", None), getattr(layer, "bias_axes", None))
         for v in own:
             leaf, shape = v.path.rsplit("/", 1)[-1], tuple(v.shape)

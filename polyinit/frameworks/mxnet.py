@@ -194,7 +194,7 @@ class ArrayDictWalker:
 
     def walk(self, model: Any) -> list[Param]:
         builder = Builder("out in *", sep="_")
-        self.unknown = {}
+        self.unknown: dict[str, list[str]] = {}
         groups: dict[str, list] = {}
         for path, array in model.items():
             match = _DICT_NAME.match(path)
