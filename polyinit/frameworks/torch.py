@@ -173,15 +173,16 @@ class TorchWalker:
 
         from polyinit.backends.torch import draw_into
 
-        jobs = []
+        # (fallible, target tensor, plan or values, generator for a plan; None for values)
+        jobs: list[tuple[bool, torch.Tensor, Any, torch.Generator | None]] = []
         for param, pending in drawn:
             if pending is None:
                 continue
             target = self.tensors[param.path]
             if isinstance(pending, tuple):  # (plan, seed) from draw()
                 plan, seed = pending
-                generator = torch.Generator(device=target.device).manual_seed(seed)
-                jobs.append((not _infallible(target, plan), target, plan, generator))
+                seeded = torch.Generator(device=target.device).manual_seed(seed)
+                jobs.append((not _infallible(target, plan), target, plan, seeded))
             else:  # explicit values (surgery), or a portable draw, which cannot fail once planned
                 jobs.append((not hasattr(pending, "into_dtensor"), target, pending, None))
         jobs.sort(key=lambda job: not job[0])  # fallible first (a stable sort keeps the model's order)
@@ -321,6 +322,7 @@ def _measure(setup: Setup, seed: int, x: np.ndarray):
     def make(index: int) -> tuple[nn.Module, Callable]:
         i, o = _widths(setup, index)
         kind = "dense" if setup.kind == "embedding" and index else setup.kind
+        m: nn.Module  # one layer of the kind under measure
         if kind == "dense":
             m = nn.Linear(i, o)
             return m, m
