@@ -88,8 +88,10 @@ def _print_table(rows, shape) -> None:
         from rich.markup import escape
         from rich.table import Table
     except ImportError:
-        Console = None
-    if Console is None or not sys.stdout.isatty():  # a pipe or a file: plain lines, never wrapped
+        has_rich = False
+    else:
+        has_rich = True
+    if not has_rich or not sys.stdout.isatty():  # a pipe or a file: plain lines, never wrapped
         print(output.render_text(rows, *shape))
         return
     head, body = output.table(rows, shape[-1], shape[1], sep="\n")

@@ -161,10 +161,11 @@ def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) ->
     the framework record's ``forward``."""
     from polyinit.frameworks import get_framework
 
-    if get_framework(framework).forward is None:
+    forward = get_framework(framework).forward
+    if forward is None:
         raise PolyinitError(f"compare --model: a {framework} model carries no function to measure")
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    y = get_framework(framework).forward(model, x)
+    y = forward(model, x)
     return float(np.var(np.asarray(y, dtype=np.float64)))
 
 
