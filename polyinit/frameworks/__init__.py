@@ -119,7 +119,7 @@ def framework_for(model: Any) -> Framework:
     raise ModelError(f"rules: no walker for a {type(model).__module__}.{type(model).__name__}: {hint}")
 
 
-def walker_for(model: Any):
+def walker_for(model: Any) -> Any:  # a TorchWalker, KerasWalker, ...: the walkers share no base class
     """A fresh walker for ``model``'s framework."""
     return framework_for(model).walker()
 

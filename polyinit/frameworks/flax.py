@@ -4,7 +4,7 @@ order), module types and presets. JAX arrays are drawn with the JAX backend."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -318,7 +318,7 @@ def _has_collections(tree: Any) -> bool:
     return isinstance(tree, Mapping) and "params" in tree and all(isinstance(v, Mapping) for v in tree.values())
 
 
-def flatten(tree: Any, prefix: str = ""):
+def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in tree.items():
         path = f"{prefix}/{key}" if prefix else str(key)
         if isinstance(value, Mapping):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
 from polyinit.frameworks._walk import Builder, dtype_name, fused_rnn_types
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType
+
+if TYPE_CHECKING:  # typing only: the plan module is imported where a model is drawn
+    from polyinit.plan import Plan
 
 _NN = "torch.nn.modules"
 _DENSE = ModuleType("dense", {"weight": ParamType("weight", "out in"), "bias": ParamType("bias", "out")})
@@ -156,7 +159,7 @@ class TorchWalker:
         for param, _ in planned:
             check_torch_tensor(self.tensors[param.path], param.path, "torch")
 
-    def draw(self, param: Param, plan, seed: int):
+    def draw(self, param: Param, plan: Plan, seed: int) -> tuple[Plan, int]:
         # Drawing is deferred to write and goes straight into the parameter (no temporary).
         return (plan, seed)
 
@@ -211,7 +214,7 @@ class TorchWalker:
                              f"the {len(written)} parameters touched were restored") from error
         return model
 
-    def read(self, model: Any, param: Param):
+    def read(self, model: Any, param: Param) -> np.ndarray:
         """The values as numpy, exactly: float64 stays float64 (half precision widens to float32)."""
         import torch
 
