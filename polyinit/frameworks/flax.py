@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from polyinit.frameworks import Framework, module_type_of, register_module_type
 from polyinit.frameworks._walk import Builder, View, assign_item, dtype_name, role_by_name, write_or_restore
 from polyinit.layout import Layout
 from polyinit.params import ModuleType, Param, ParamType, Part, grouped_view
+
+if TYPE_CHECKING:  # typing only: selectors are imported where rules are built
+    from polyinit.selectors import Selector
 
 _NN = "flax.nnx.nn"
 _KERNEL = {"kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}
@@ -292,7 +295,7 @@ def _creation_order(layers: dict) -> list:
     if not any(info[2] is not None for _, _, info in found):
         return found
 
-    def rank(info, leaf: str) -> int:
+    def rank(info: tuple, leaf: str) -> int:
         order = list(info[2].params) if info[2] is not None else []
         name = f"{info[3]}.{leaf}"
         return order.index(name) if name in order else len(order)
@@ -429,7 +432,7 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- flax nnx ------------------------------------------------------------------------------------
 
-def _measure(setup: Setup, seed: int, x: np.ndarray):
+def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -526,7 +529,7 @@ def _haiku_layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- dm-haiku ------------------------------------------------------------------------------------
 
-def _haiku_measure(setup: Setup, seed: int, x: np.ndarray):
+def _haiku_measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import haiku as hk
     import jax
     import jax.numpy as jnp
@@ -555,7 +558,8 @@ def _haiku_measure(setup: Setup, seed: int, x: np.ndarray):
             return lambda t: m(t, is_training=True)
         return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)
 
-    def forward(name: str):
+    # Any, not hk.TransformedWithState: haiku's MutableParams alias does not resolve under mypy.
+    def forward(name: str) -> Any:
         def run(t):
             outs, y = [], t
             for index in range(setup.depth):
@@ -574,7 +578,7 @@ def _haiku_measure(setup: Setup, seed: int, x: np.ndarray):
     return results[0], results[1], [np.asarray(v) for v in first.values()]
 
 
-def _cross_rules(weights, biases) -> list:
+def _cross_rules(weights: Selector, biases: Selector) -> list:
     """Flax's defaults as rules for any model: truncated LeCun-normal weights, zero biases, N(0, 1/dim) embeddings."""
     from polyinit.rules import SpecFactory, kind
 

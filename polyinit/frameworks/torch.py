@@ -11,8 +11,9 @@ from polyinit.frameworks._walk import Builder, dtype_name, fused_rnn_types
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType
 
-if TYPE_CHECKING:  # typing only: the plan module is imported where a model is drawn
+if TYPE_CHECKING:  # typing only: the plan and selectors are imported where a model is drawn
     from polyinit.plan import Plan
+    from polyinit.selectors import Selector
 
 _NN = "torch.nn.modules"
 _DENSE = ModuleType("dense", {"weight": ParamType("weight", "out in"), "bias": ParamType("bias", "out")})
@@ -313,7 +314,7 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- torch ---------------------------------------------------------------------------------------
 
-def _measure(setup: Setup, seed: int, x: np.ndarray):
+def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -361,7 +362,7 @@ def _measure(setup: Setup, seed: int, x: np.ndarray):
     return linear, activated, [p.detach().numpy() for p in built[0][0].parameters()]
 
 
-def _cross_rules(weights, biases) -> list:
+def _cross_rules(weights: Selector, biases: Selector) -> list:
     """torch's defaults as rules for any model: weights U(+-1/sqrt(fan_in)), biases from their
     weight's fan_in, embeddings N(0, 1) (``polyinit.defaults.rules_for``)."""
     from polyinit.defaults import _weight_fan_in
