@@ -18,8 +18,8 @@ cannot drift from the installed versions. Versions described (read from their so
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from polyinit import native, schemes
