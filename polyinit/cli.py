@@ -6,9 +6,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from polyinit.errors import PolyinitError
+
+if TYPE_CHECKING:  # typing only: compare is imported when the command runs
+    from polyinit.compare import Row
 
 
 def _frameworks(text: str) -> list[str]:
@@ -28,7 +31,7 @@ def _check_plot_path(path: str) -> None:
         raise PolyinitError("compare: --plot needs matplotlib: pip install 'polyinit[compare]'") from None
 
 
-def _progress(args: argparse.Namespace):
+def _progress(args: argparse.Namespace) -> Optional[Callable[[str], None]]:
     """Progress lines on stderr when it is a terminal, or when --progress asks."""
     if not (args.progress or sys.stderr.isatty()):
         return None
@@ -80,7 +83,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows, shape) -> None:
+def _print_table(rows: Sequence[Row], shape: tuple[str, str, int, int, int]) -> None:
     from polyinit import compare_output as output
 
     try:
@@ -88,8 +91,10 @@ def _print_table(rows, shape) -> None:
         from rich.markup import escape
         from rich.table import Table
     except ImportError:
-        Console = None
-    if Console is None or not sys.stdout.isatty():  # a pipe or a file: plain lines, never wrapped
+        has_rich = False
+    else:
+        has_rich = True
+    if not has_rich or not sys.stdout.isatty():  # a pipe or a file: plain lines, never wrapped
         print(output.render_text(rows, *shape))
         return
     head, body = output.table(rows, shape[-1], shape[1], sep="\n")

@@ -162,12 +162,10 @@ def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) ->
     the framework record's ``forward``."""
     from polyinit.frameworks import get_framework
 
-    if get_framework(framework).forward is None:
+    forward = get_framework(framework).forward
+    if forward is None:
         raise PolyinitError(f"compare --model: a {framework} model carries no function to measure")
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    forward = get_framework(framework).forward
-    if forward is None:  # the records that read an input size all have one; say so if one does not
-        raise PolyinitError(f"compare --model: the {framework} record has no forward to measure the output with")
     y = forward(model, x)
     return float(np.var(np.asarray(y, dtype=np.float64)))
 

@@ -44,6 +44,7 @@ from typing import Any
 from polyinit import _validate
 from polyinit.errors import PolyinitError
 from polyinit.layout import compute_fans
+from polyinit.params import Param
 
 SITES = ("embedding", "position", "readout", "q", "k", "v", "qkv", "attn_out", "mlp_in", "mlp_out",
          "norm", "relative_bias", "other")
@@ -189,7 +190,7 @@ class ModelContext:
         (``sites=``)."""
         return self.sources.get(path, "name")
 
-    def role(self, param) -> str:
+    def role(self, param: Param) -> str:
         """The parameter's role by use where the trace saw it (a 1-D scale of an RMSNorm class
         no registry knows is a ``scale``), else the walker's role."""
         placed = self.structure.get(param.path) if self.structure is not None else None
@@ -257,7 +258,7 @@ class ModelContext:
                                "pass width=d to model_context(...)")
         return self.width
 
-    def fan_in(self, param) -> int:
+    def fan_in(self, param: Param) -> int:
         return compute_fans(param.shape, param.layout).fan_in
 
     def need_config(self, scheme: str, key: str) -> Any:

@@ -18,6 +18,7 @@ cannot drift from the installed versions. Versions described (read from their so
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from polyinit.plan import Plan, resolve
 from polyinit.spec import Spec, TruncatedNormal, Uniform
 
 if TYPE_CHECKING:  # rules imports the walkers' records, which import this module
+    from polyinit.params import Param as WalkedParam  # a walker's record (this module's Param is a default)
     from polyinit.rules import Rules
 
 LAYERS = ("dense", "conv", "conv_transpose", "embedding", "lstm", "gru", "batchnorm", "layernorm", "mha")
@@ -41,7 +43,12 @@ def _described() -> list:
     return [f for f in frameworks() if f.defaults is not None]
 
 
-def __getattr__(name: str):
+if TYPE_CHECKING:  # made on first access by __getattr__; declared so each name keeps its own type
+    FRAMEWORKS: tuple[str, ...]
+    VERSIONS: dict[str, str]
+
+
+def __getattr__(name: str) -> tuple[str, ...] | dict[str, str]:
     # FRAMEWORKS and VERSIONS are derived from the framework records, when first asked for.
     if name == "FRAMEWORKS":
         return tuple(f.name for f in _described())
@@ -125,7 +132,7 @@ def layer_defaults(framework: str, layer: str, **dims: Any) -> dict[str, Param]:
 # --- cross-application: framework X's defaults on a model in framework Y -----------------------
 
 
-def _weight_fan_in(param, layer_params) -> int:
+def _weight_fan_in(param: WalkedParam, layer_params: Sequence[WalkedParam]) -> int:
     from polyinit.layout import compute_fans
 
     weight = next((p for p in layer_params if p.role == "weight" and len(p.shape) >= 2), None)

@@ -22,9 +22,20 @@ every framework, and ``polyinit.transfer`` copies weights through it.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeAlias, Union
 
 from polyinit.layout import Layout
+
+if TYPE_CHECKING:  # typing only: params and rules import this module's neighbours at run time
+    from polyinit.params import Param
+    from polyinit.plan import Plan
+    from polyinit.rules import Rules
+
+# Values of whichever framework draws (numpy, torch, jax or a Keras backend's tensor): the
+# framework is picked at run time, so there is no narrower static type.
+Array: TypeAlias = Any
+# A backend module (polyinit.backends.numpy, .torch, ...): its draw_portable is outside the Backend protocol.
+BackendModule: TypeAlias = Any
 
 _ORDER = {"out": 0, "in": 1, "spatial": 2, "batch": 3}
 
@@ -63,7 +74,8 @@ def logical_shape(shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int
 
 # --- portable draws of whole models -----------------------------------------------------------
 
-def canonical_order(param, shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int, ...]:
+def canonical_order(param: Param | SimpleNamespace, shape: tuple[int, ...],
+                    layout: Optional[Layout]) -> tuple[int, ...]:
     """The permutation into the order portable draws fill: logical (out, in, spatial, batch),
     except embeddings, which every framework stores as (num, dim) already."""
     if param.kind == "embedding":
@@ -71,21 +83,21 @@ def canonical_order(param, shape: tuple[int, ...], layout: Optional[Layout]) -> 
     return to_logical(layout, len(shape))
 
 
-def positional_key(param, ordinal: int) -> str:
+def positional_key(param: Param, ordinal: int) -> str:
     """A key from the owning layer's position in declaration order, the role, and the
     parameter's rank among that layer's parameters of that role (``"3.weight.0"``): the keys of
     ``Rules(key=positional)``."""
     return f"{param.layer}.{param.role}.{ordinal}"
 
 
-def positional(param) -> str:
+def positional(param: Param) -> str:
     """``Rules(key=positional)`` keys portable draws by declaration position (``"3.weight.0"``),
     as before identities: for two models whose declaration orders agree but whose sites the
     context cannot read. Outside portable draws it is the record's own key."""
     return param.key
 
 
-def identity_keys(params: list, model=None) -> dict[str, "str | tuple[str, ...]"]:
+def identity_keys(params: list[Param], model: Any = None) -> dict[str, str | tuple[str, ...]]:
     """{tensor path or Part group: seed key}: the semantic identity of the logical parameter
     (``polyinit.identity``, read from ``model``'s context where given); a packed tensor maps to its
     blocks' identities, in block order."""
@@ -102,7 +114,7 @@ def identity_keys(params: list, model=None) -> dict[str, "str | tuple[str, ...]"
     return keys
 
 
-def portable_draws(walker, planned: list, rules, model=None) -> list:
+def portable_draws(walker: Any, planned: list, rules: Rules, model: Any = None) -> list[tuple[Param, Pending | None]]:
     """(param, native values or None) for every planned parameter, drawn by the portable
     generator in the canonical order and laid out as the framework stores the parameter.
 
@@ -125,13 +137,15 @@ def portable_draws(walker, planned: list, rules, model=None) -> list:
     from polyinit.frameworks import get_framework
     from polyinit.rules import _user_key
 
-    backend = get_backend(get_framework(walker.name).backend)  # the record names its backend
+    backend_name = get_framework(walker.name).backend
+    assert backend_name is not None  # every framework with a walker names its backend
+    backend = get_backend(backend_name)
     wholes = _whole_groups(planned)
     by_position = rules.key is positional
     identities = identity_keys([param for param, _, _ in planned], model) if rules.key is None else {}
     counts: dict[tuple, int] = {}
     group_draws: dict[str, _GroupDraw] = {}
-    drawn = []
+    drawn: list[tuple[Param, Pending | None]] = []
     for param, _, plan in planned:
         group = param.part.group if param.part is not None and param.part.group in wholes else None
         if group is not None and group in group_draws:  # a later part of a group drawn whole
@@ -164,11 +178,13 @@ def portable_draws(walker, planned: list, rules, model=None) -> list:
     return drawn
 
 
-def _packed_pending(backend, param, plan, seed: int, keys: tuple) -> "_PackedPending":
+def _packed_pending(backend: BackendModule, param: Param, plan: Plan, seed: int,
+                    keys: tuple[str, ...]) -> _PackedPending:
     """Block by block draws of a packed tensor: each block's plan is the tensor's spec resolved on
     the block's shape and layout (the logical view without its packing ``batch`` axis)."""
     from polyinit.plan import resolve
 
+    assert plan.layout is not None  # rules resolve each plan with its Param's layout, never None
     roles = plan.layout.roles(len(plan.shape))
     axis = next(i for i, (size, role) in enumerate(zip(plan.shape, roles)) if role == "batch" and size == len(keys))
     shape, block_roles = plan.shape[:axis] + plan.shape[axis + 1:], roles[:axis] + roles[axis + 1:]
@@ -179,7 +195,7 @@ def _packed_pending(backend, param, plan, seed: int, keys: tuple) -> "_PackedPen
     return _PackedPending(backend, blocks, axis, param.shape)
 
 
-def _check(plan, backend, param) -> None:
+def _check(plan: Plan, backend: BackendModule, param: Param) -> None:
     from polyinit.errors import PolyinitError
     from polyinit.portable import check_portable
 
@@ -209,11 +225,13 @@ def _whole_groups(planned: list) -> dict[str, int]:
     return wholes
 
 
-def _canonical_pending(backend, param, plan, seed: int, key: str, stack: int = 0) -> "_PortablePending":
+def _canonical_pending(backend: BackendModule, param: Param | SimpleNamespace, plan: Plan, seed: int, key: str,
+                       stack: int = 0) -> _PortablePending:
     """The pending portable draw of ``plan`` (``stack`` > 0: of ``stack`` such blocks along a new
     leading batch axis) in the canonical order, to be laid out as the parameter is stored."""
     from polyinit.plan import resolve
 
+    assert plan.layout is not None  # rules resolve each plan with its Param's layout, never None
     shape, roles = plan.shape, plan.layout.roles(len(plan.shape))
     if stack:
         shape, roles = (stack,) + tuple(shape), ("batch",) + tuple(roles)
@@ -229,20 +247,21 @@ class _PortablePending:
     parameter's physical shape (``shape`` None: in the drawn order's inverse, unreshaped);
     ``into(dtensor)`` draws only a DTensor's local shard."""
 
-    def __init__(self, backend, plan, seed: int, key: str, shape: "tuple[int, ...] | None", perm=None):
+    def __init__(self, backend: BackendModule, plan: Plan, seed: int, key: str, shape: tuple[int, ...] | None,
+                 perm: tuple[int, ...] | None = None) -> None:
         self.backend, self.plan, self.seed, self.key, self.shape, self.perm = backend, plan, seed, key, shape, perm
 
     def fills_in_place(self, shape: tuple[int, ...]) -> bool:
         """Whether the draw is in the order a tensor of ``shape`` stores it (drawn straight in)."""
         return self.perm is None and self.plan.shape == tuple(shape)
 
-    def values(self):
+    def values(self) -> Array:
         values = self.backend.draw_portable(self.plan, self.seed, self.key)
         if self.perm is not None:
             values = _transpose(self.backend.NAME, values, self.perm)
         return values if self.shape is None else _reshape(self.backend.NAME, values, self.shape)
 
-    def into_dtensor(self, tensor):
+    def into_dtensor(self, tensor: Any) -> Any:  # a torch DTensor (torch is not imported here)
         """Each rank draws its own shard; a draw in another axis order than torch stores it (a
         packed q/k/v or gate view under fans="semantic"), or with structure across elements, is
         drawn whole on each rank and its local block kept."""
@@ -258,18 +277,19 @@ class _PackedPending:
     """The blocks of a packed tensor, drawn each under its own key, stacked on their ``batch``
     axis of the logical view and laid out as the tensor is stored."""
 
-    def __init__(self, backend, blocks: list, axis: int, shape: tuple[int, ...]):
+    def __init__(self, backend: BackendModule, blocks: list[_PortablePending], axis: int,
+                 shape: tuple[int, ...]) -> None:
         self.backend, self.blocks, self.axis, self.shape = backend, blocks, axis, shape
         self.key = "+".join(block.key for block in blocks)
 
     def fills_in_place(self, shape: tuple[int, ...]) -> bool:
         return False
 
-    def values(self):
+    def values(self) -> Array:
         name = self.backend.NAME
         return _reshape(name, _stack(name, [block.values() for block in self.blocks], self.axis), self.shape)
 
-    def into_dtensor(self, tensor):
+    def into_dtensor(self, tensor: Any) -> Any:  # a torch DTensor (torch is not imported here)
         from polyinit.sharded import write_local_block
 
         return write_local_block(tensor, self.values())
@@ -278,10 +298,11 @@ class _PackedPending:
 class _GroupDraw:
     """One draw of a logical parameter stored as ``count`` tensors, made once, split on demand."""
 
-    def __init__(self, backend, whole: _PortablePending, combine: str, count: int):
-        self.backend, self.whole, self.combine, self.count, self._values = backend, whole, combine, count, None
+    def __init__(self, backend: BackendModule, whole: _PortablePending, combine: str, count: int) -> None:
+        self.backend, self.whole, self.combine, self.count = backend, whole, combine, count
+        self._values: Array | None = None
 
-    def part(self, index: int):
+    def part(self, index: int) -> Array:
         if self._values is None:
             self._values = self.whole.values()
         if self.combine == "stack":
@@ -292,17 +313,17 @@ class _GroupDraw:
 class _PartPending:
     """Part ``index`` of a group draw, laid out as the part is stored."""
 
-    def __init__(self, group: _GroupDraw, index: int, shape: tuple[int, ...]):
+    def __init__(self, group: _GroupDraw, index: int, shape: tuple[int, ...]) -> None:
         self.group, self.index, self.shape = group, index, shape
         self.key = group.whole.key
 
     def fills_in_place(self, shape: tuple[int, ...]) -> bool:
         return False
 
-    def values(self):
+    def values(self) -> Array:
         return _reshape(self.group.backend.NAME, self.group.part(self.index), self.shape)
 
-    def into_dtensor(self, tensor):
+    def into_dtensor(self, tensor: Any) -> Any:  # a torch DTensor (torch is not imported here)
         """The part's values, drawn whole on each rank (a group draw spans several tensors), and
         the local block kept."""
         from polyinit.sharded import write_local_block
@@ -310,7 +331,7 @@ class _PartPending:
         return write_local_block(tensor, self.values())
 
 
-def _zeros_like(name: str, values):
+def _zeros_like(name: str, values: Array) -> Array:
     if name == "torch":
         import torch
 
@@ -328,7 +349,7 @@ def _zeros_like(name: str, values):
     return np.zeros_like(values)
 
 
-def _transpose(name: str, values, perm):
+def _transpose(name: str, values: Array, perm: tuple[int, ...]) -> Array:
     if name == "torch":
         return values.permute(perm)
     if name == "keras":
@@ -344,7 +365,7 @@ def _transpose(name: str, values, perm):
     return np.transpose(values, perm)
 
 
-def _reshape(name: str, values, shape):
+def _reshape(name: str, values: Array, shape: tuple[int, ...]) -> Array:
     if tuple(values.shape) == tuple(shape):
         return values
     if name == "torch":
@@ -356,7 +377,7 @@ def _reshape(name: str, values, shape):
     return values.reshape(shape)
 
 
-def _stack(name: str, values: list, axis: int):
+def _stack(name: str, values: list[Array], axis: int) -> Array:
     if name == "torch":
         import torch
 
@@ -372,3 +393,7 @@ def _stack(name: str, values: list, axis: int):
     import numpy as np
 
     return np.stack(values, axis)
+
+
+# What portable_draws hands back for a parameter: values drawn when asked for.
+Pending: TypeAlias = Union[_PortablePending, _PackedPending, _PartPending]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from polyinit.errors import PolyinitError
-from polyinit.layout import Layout
+from polyinit.layout import Fans, Layout
 
 COMBINES = ("stack", "sum")
 KINDS = ("dense", "conv", "conv_transpose", "embedding", "norm", "recurrent", "attention", "other")
@@ -125,7 +125,7 @@ class Param:
             return self.shape, self.layout
         return self.logical_shape, self.semantic_layout
 
-    def fans(self, fans: str = "native"):
+    def fans(self, fans: str = "native") -> Fans:
         from polyinit.layout import compute_fans
 
         return compute_fans(*self.target(fans))
@@ -219,7 +219,7 @@ class LogicalParam:
     packed: Optional[tuple[int, int, str]] = None
     identity: str = ""
 
-    def fans(self):
+    def fans(self) -> Fans:
         from polyinit.layout import compute_fans
 
         return compute_fans(self.shape, self.layout)
@@ -260,23 +260,29 @@ def logical_params(params: list[Param]) -> list[LogicalParam]:
             out.append(LogicalParam(item.path, item.kind, item.role, item.layer, item.logical_shape,
                                     item.semantic_layout, "", (item,)))
         else:
-            out.append(_combine(item, sorted(groups[item], key=lambda p: p.part.index)))
+            out.append(_combine(item, sorted(groups[item], key=lambda p: _part(p).index)))
     return out
+
+
+def _part(param: Param) -> Part:
+    """``param.part``, for a param that logical_params grouped (so it has one)."""
+    assert param.part is not None  # only params with a Part are grouped
+    return param.part
 
 
 def _combine(group: str, parts: list[Param]) -> LogicalParam:
     first = parts[0]
     roles = first.semantic_layout.roles(len(first.logical_shape))
-    signature = (first.layer, first.kind, first.role, first.part.combine, first.logical_shape, roles)
+    signature = (first.layer, first.kind, first.role, _part(first).combine, first.logical_shape, roles)
     for p in parts[1:]:
-        if (p.layer, p.kind, p.role, p.part.combine, p.logical_shape,
+        if (p.layer, p.kind, p.role, _part(p).combine, p.logical_shape,
                 p.semantic_layout.roles(len(p.logical_shape))) != signature:
             raise RuleError(f"logical_params: parts of {group!r} disagree: {first.path!r} is "
                             f"{signature[:5]} and {p.path!r} is "
-                            f"{(p.layer, p.kind, p.role, p.part.combine, p.logical_shape)}")
-    combine = first.part.combine
+                            f"{(p.layer, p.kind, p.role, _part(p).combine, p.logical_shape)}")
+    combine = _part(first).combine
     if combine == "stack":
-        indexes = [p.part.index for p in parts]
+        indexes = [_part(p).index for p in parts]
         if indexes != list(range(len(parts))):
             raise RuleError(f"logical_params: stack {group!r} has part indexes {indexes}, expected "
                             f"0..{len(parts) - 1} ({', '.join(p.path for p in parts)})")

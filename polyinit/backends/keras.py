@@ -19,7 +19,7 @@ polyinit's Keras backend is imported: ``import polyinit.backends.keras`` before
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Sequence, TypeAlias
 
 try:
     import keras
@@ -46,6 +46,10 @@ DEFAULT_LAYOUT = IN_OUT
 ANY_LAYOUT = True
 _OPS = n.op_table(ops, lambda mask, like: ops.cast(mask, like.dtype))
 
+# A tensor of whichever framework Keras runs on (tf.Tensor, jax.Array or torch.Tensor): the backend is
+# chosen at run time, so there is no narrower static type.
+KerasTensor: TypeAlias = Any
+
 
 def _leaf_seed(seed: Any, index: int) -> Any:
     """An int seed becomes one stateless int per random leaf (the same values every call, as
@@ -56,22 +60,22 @@ def _leaf_seed(seed: Any, index: int) -> Any:
 
 
 class Primitives:
-    def __init__(self, seed: Any, dtype: str):
+    def __init__(self, seed: Any, dtype: str) -> None:
         self.seed, self.dtype = seed, dtype
 
-    def Fill(self, node: n.Fill):
+    def Fill(self, node: n.Fill) -> KerasTensor:
         return ops.full(node.shape, node.value, dtype=self.dtype)
 
-    def Fixed(self, node: n.Fixed):
+    def Fixed(self, node: n.Fixed) -> KerasTensor:
         return ops.convert_to_tensor(node.values.astype(self.dtype))
 
-    def Uniform(self, node: n.Uniform, index: int):
+    def Uniform(self, node: n.Uniform, index: int) -> KerasTensor:
         return keras.random.uniform(node.shape, node.low, node.high, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
 
-    def Normal(self, node: n.Normal, index: int):
+    def Normal(self, node: n.Normal, index: int) -> KerasTensor:
         return keras.random.normal(node.shape, node.mean, node.std, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
 
-    def TruncatedNormal(self, node: n.TruncatedNormal, index: int):
+    def TruncatedNormal(self, node: n.TruncatedNormal, index: int) -> KerasTensor:
         if (node.a, node.b) == (-2.0, 2.0) and keras.backend.backend() in ("tensorflow", "jax"):
             # Keras's own op is exactly this cut on these backends (and fused, so faster).
             return keras.random.truncated_normal(node.shape, node.mean, node.std, dtype=self.dtype,
@@ -83,33 +87,34 @@ class Primitives:
         z = common.SQRT2 * ops.erfinv(ops.clip(u, clamp_low, clamp_high))
         return node.mean + node.std * ops.clip(z, node.a, node.b)
 
-    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int):
+    def OrthogonalMatrix(self, node: n.OrthogonalMatrix, index: int) -> KerasTensor:
         rows, cols = node.shape
         g = keras.random.normal((max(rows, cols), min(rows, cols)), dtype=self.dtype, seed=_leaf_seed(self.seed, index))
         q, r = ops.qr(g)
         return node.gain * common.haar_orthogonal(q, r, rows, cols, ops, transpose=ops.transpose)
 
-    def Reshape(self, node: n.Reshape, x):
+    def Reshape(self, node: n.Reshape, x: KerasTensor) -> KerasTensor:
         return ops.reshape(x, node.shape)
 
-    def Transpose(self, node: n.Transpose, x):
+    def Transpose(self, node: n.Transpose, x: KerasTensor) -> KerasTensor:
         return ops.transpose(x, node.perm)
 
-    def Concat(self, node: n.Concat, parts):
+    def Concat(self, node: n.Concat, parts: Sequence[KerasTensor]) -> KerasTensor:
         return ops.concatenate(parts, axis=node.axis)
 
-    def Scatter(self, node: n.Scatter, x):
+    def Scatter(self, node: n.Scatter, x: KerasTensor) -> KerasTensor:
         block = ops.reshape(x, tuple(1 if i is not None else d for i, d in zip(node.index, node.shape)))
         start = [0 if i is None else i for i in node.index]
         return ops.slice_update(ops.zeros(node.shape, dtype=self.dtype), start, block)
 
-    def Op(self, node: n.Op, args):
+    def Op(self, node: n.Op, args: Sequence[KerasTensor]) -> KerasTensor:
         if node.name == "rank":
+            assert node.axis is not None  # plan.py builds every "rank" Op with its axis
             return ops.cast(common.rank(args[0], node.axis, ops), self.dtype)
         return _OPS[node.name](*args)
 
 
-def draw(plan: Plan, seed: Any):
+def draw(plan: Plan, seed: Any) -> KerasTensor:
     """A draw of ``plan``; ``seed`` is an int or a ``keras.random.SeedGenerator``."""
     if not isinstance(plan, Plan):
         raise PolyinitError(f"keras backend: expected a polyinit Plan, received {plan!r}")
@@ -120,7 +125,7 @@ def draw(plan: Plan, seed: Any):
     if plan.dtype == "float64" and keras.backend.backend() == "jax":
         import jax
 
-        if not jax.config.jax_enable_x64:
+        if not jax.config.read("jax_enable_x64"):  # read(): the attribute is not in jax's stubs
             raise NotExpressibleError("keras backend (jax): float64 needs jax_enable_x64; "
                                       f"refusing {plan.spec!r}")
     compute = plan.dtype if plan.dtype in ("float32", "float64") else "float32"
@@ -167,7 +172,7 @@ class PolyinitInitializer(keras.initializers.Initializer):
         # Keras's own generator, never Python's ``random``: see _global_seed.
         self.seed = _global_seed() if seed is None else seed
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: Any = None) -> KerasTensor:
         with check.framework_errors("keras", f"reading dtype {dtype!r}"):
             name = keras.backend.standardize_dtype(dtype or keras.config.floatx())
         if name not in ("float16", "bfloat16", "float32", "float64"):
@@ -196,7 +201,7 @@ def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any =
     return PolyinitInitializer(spec, layout, seed)
 
 
-def to_numpy(tensor) -> np.ndarray:
+def to_numpy(tensor: KerasTensor) -> np.ndarray:
     # Flattened first: TensorFlow cannot hand numpy a 0-d tensor that went through a cast.
     shape = tuple(tensor.shape)
     flat = ops.reshape(tensor, (-1,))
@@ -208,21 +213,21 @@ def to_numpy(tensor) -> np.ndarray:
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-def sample_plan(plan: Plan, seed: int):
+def sample_plan(plan: Plan, seed: int) -> KerasTensor:
     """One draw through the registered ``Initializer(spec, layout, seed)(shape, dtype)``, as a Keras layer calls it."""
     return initializer(plan.spec, plan.layout or DEFAULT_LAYOUT, seed=seed)(plan.shape, plan.dtype)
 
 
-def draw_plan(plan: Plan, seed: int):
+def draw_plan(plan: Plan, seed: int) -> KerasTensor:
     """Exactly ``plan`` (no re-resolving) through ``draw``, from the int ``seed``."""
     return draw(plan, seed)
 
 
-def dtype_of(tensor) -> str:
+def dtype_of(tensor: KerasTensor) -> str:
     return keras.backend.standardize_dtype(tensor.dtype)
 
 
-def device_of(tensor) -> str:
+def device_of(tensor: KerasTensor) -> str:
     return str(getattr(tensor, "device", "cpu"))  # TF, JAX and torch tensors all name theirs
 
 
@@ -230,7 +235,7 @@ def default_device() -> str:
     return device_of(ops.zeros(()))
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = ""):
+def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> KerasTensor:
     """The portable draw of ``plan`` as a tensor of the current Keras backend: the same float32
     values, bit for bit, as ``draw_portable`` of every other polyinit backend with the same
     (seed, key) (see ``polyinit.portable``), computed with the backend framework's own ops
@@ -245,12 +250,12 @@ def draw_portable(plan: Plan, seed: int, key: "str | int" = ""):
     if name == "torch":
         from keras.src.backend.torch.core import get_device
 
-        from polyinit.portable.xp_torch import Ops
+        from polyinit.portable.xp_torch import Ops as TorchOps
 
-        return evaluate.draw(Ops(get_device()), plan, seed, key)
+        return evaluate.draw(TorchOps(get_device()), plan, seed, key)
     if name == "tensorflow":
-        from polyinit.portable.xp_tensorflow import Ops
+        from polyinit.portable.xp_tensorflow import Ops as TensorFlowOps
 
-        return evaluate.draw(Ops(), plan, seed, key)
+        return evaluate.draw(TensorFlowOps(), plan, seed, key)
     raise NotExpressibleError(f"keras backend ({name}): portable draws exist for the tensorflow, jax "
                               f"and torch backends; refusing {plan.spec!r}")

@@ -19,14 +19,24 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from typing import Callable, Optional, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypeAlias, TypeGuard, Union
 
 from polyinit.errors import PolyinitError
 from polyinit.layout import OUT_IN, Layout
 from polyinit.spec import Spec
 
+if TYPE_CHECKING:  # typing only: the command line imports numpy and the runner when it runs
+    import numpy as np
 
-def load_specs(target: str) -> dict[str, Spec]:
+    from polyinit.conformance.runner import CaseResult
+    from polyinit.plan import Plan
+
+# A user's own initializer under a spec: (spec, fn(shape, seed)[, layout]).
+SpecPair: TypeAlias = Union[tuple[Spec, Callable], tuple[Spec, Callable, Layout]]
+
+
+def load_specs(target: str) -> dict[str, Union[Spec, SpecPair]]:
     """The specs named by ``MODULE:ATTR`` (or ``path/to/file.py:ATTR``)."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
@@ -48,7 +58,7 @@ def load_specs(target: str) -> dict[str, Spec]:
     except AttributeError:
         raise PolyinitError(f"conformance: {module_name!r} has no attribute {attr!r}") from None
     if isinstance(value, Spec):
-        specs = {attr: value}
+        specs: dict[str, Union[Spec, SpecPair]] = {attr: value}
     elif isinstance(value, dict):
         specs = {str(k): v for k, v in value.items()}
     elif isinstance(value, (list, tuple)):
@@ -61,7 +71,7 @@ def load_specs(target: str) -> dict[str, Spec]:
     return specs
 
 
-def _import_from_cwd(module_name: str):
+def _import_from_cwd(module_name: str) -> ModuleType:
     """Import ``module_name`` with the working directory searched first, then leave ``sys.path``
     as it was (a second call must not add it again)."""
     cwd = os.getcwd()
@@ -79,7 +89,7 @@ def _import_from_cwd(module_name: str):
             sys.path.remove(cwd)
 
 
-def _is_pair(value) -> bool:
+def _is_pair(value: object) -> TypeGuard[SpecPair]:
     return (isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], Spec)
             and callable(value[1]) and (len(value) == 2 or isinstance(value[2], Layout)))
 
@@ -93,18 +103,18 @@ class UserInitializer:
     it. Its values are judged as float32 (what a framework parameter would store), and as it takes
     no layout, small tensors are topped up with repeated draws of the same shape."""
 
-    NAME = "yours"
-    DTYPES = ("float32",)
-    DEFAULT_LAYOUT = OUT_IN
-    ANY_LAYOUT = False
+    NAME: str = "yours"
+    DTYPES: tuple[str, ...] = ("float32",)
+    DEFAULT_LAYOUT: Layout = OUT_IN
+    ANY_LAYOUT: bool = False
 
-    def __init__(self, fn: Callable, layout: Layout = OUT_IN):
+    def __init__(self, fn: Callable, layout: Layout = OUT_IN) -> None:
         self.fn, self.DEFAULT_LAYOUT = fn, layout
 
     def initializer(self, spec: Spec, layout: Optional[Layout] = None) -> Callable:
         return self.fn
 
-    def sample_plan(self, plan, seed: int):
+    def sample_plan(self, plan: Plan, seed: int) -> np.ndarray:
         import numpy as np
 
         name = getattr(self.fn, "__name__", repr(self.fn))
@@ -121,15 +131,15 @@ class UserInitializer:
 
     draw = draw_plan = sample_plan
 
-    def to_numpy(self, array):
+    def to_numpy(self, array: Any) -> np.ndarray:
         import numpy as np
 
         return np.asarray(array, dtype=np.float64)
 
-    def dtype_of(self, array) -> str:
+    def dtype_of(self, array: np.ndarray) -> str:
         return array.dtype.name
 
-    def device_of(self, array) -> str:
+    def device_of(self, array: np.ndarray) -> str:
         return "cpu"
 
     def default_device(self) -> str:
@@ -155,7 +165,7 @@ def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optio
 
     say = progress or (lambda text: None)
     loaded = load_specs(target)
-    specs = {name: v[0] if _is_pair(v) else v for name, v in loaded.items()}
+    specs = {name: v[0] if isinstance(v, tuple) else v for name, v in loaded.items()}  # pairs were checked
     unknown = [name for name in backends or () if name not in REGISTRY]
     if unknown:
         raise PolyinitError(f"conformance: --backends {','.join(unknown)}: unknown; valid: {', '.join(REGISTRY)}")
@@ -187,12 +197,12 @@ def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optio
     return 0 if all(r.passed for r in results) else 1
 
 
-def _tally(results) -> str:
+def _tally(results: list[CaseResult]) -> str:
     failed = sum(not r.passed for r in results)
     return f"{len(results) - failed} cases passed, {failed} failed"
 
 
-def _print(results) -> None:
+def _print(results: list[CaseResult]) -> None:
     head = ("backend", "spec", "shape", "dtype", "checks", "result")
     rows = [(r.backend, r.spec, f"{r.shape_name} {r.shape}", r.dtype,
              f"{sum(c.passed for c in r.checks)}/{len(r.checks)}", "ok" if r.passed else "FAIL") for r in results]

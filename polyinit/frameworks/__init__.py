@@ -119,7 +119,7 @@ def framework_for(model: Any) -> Framework:
     raise ModelError(f"rules: no walker for a {type(model).__module__}.{type(model).__name__}: {hint}")
 
 
-def walker_for(model: Any):
+def walker_for(model: Any) -> Any:  # a TorchWalker, KerasWalker, ...: the walkers share no base class
     """A fresh walker for ``model``'s framework."""
     return framework_for(model).walker()
 
@@ -162,5 +162,6 @@ def preset(framework: str, kind: str, *, native: bool = True) -> Layout:
         names = sorted(n for n, f in _FRAMEWORKS.items() if f.presets)
         raise SpecError(f"preset: no layout for framework={framework!r}, kind={kind!r}; "
                         f"frameworks: {names}; kinds: {kinds}")
+    assert record is not None  # known implies a record
     native_pattern, semantic_pattern = record.presets[kind]
     return Layout(native_pattern if native else semantic_pattern)

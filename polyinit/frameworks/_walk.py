@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, TypeAlias, Union
 
 from polyinit.frameworks import module_type_of
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, Part, split_view
+
+# A layer's own view of one leaf: (logical shape, semantic layout[, native pattern]) (see Builder.layer).
+View: TypeAlias = Union[tuple[Optional[tuple[int, ...]], Optional[Layout]],
+                        tuple[Optional[tuple[int, ...]], Optional[Layout], str]]
 
 ROLE_BY_NAME = {"weight": "weight", "kernel": "weight", "bias": "bias", "gamma": "scale", "scale": "scale",
                 "beta": "offset", "offset": "offset", "embedding": "embedding", "embeddings": "embedding",
@@ -101,7 +105,7 @@ class Builder:
                 self.overrides[f"{prefix}{self.sep}{leaf}" if prefix else leaf] = ptype
 
     def layer(self, layer_path: str, module: Any, own: list[tuple], *, key_prefix: str,
-              kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[dict] = None,
+              kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[Mapping[str, View]] = None,
               types: Optional[dict] = None, unit: Optional[str] = None) -> None:
         """Add one layer. ``own``: (leaf, handle, identity, shape, dtype, trainable, device[, type leaf]) tuples;
         ``kind`` forces the kind (a layer inside an attention block); ``fallback`` is the walker's

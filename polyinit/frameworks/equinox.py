@@ -220,7 +220,7 @@ def _cross_rules(weights: Any, biases: Any) -> list:
     return torch_rules(weights, biases)
 
 
-def _measure(setup: Any, seed: int, x: np.ndarray):
+def _measure(setup: Any, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     """compare's measurement on real Equinox layers: one example per call, mapped over the batch
     with ``jax.vmap``; convs channels first (the input arrives channels last)."""
     import equinox as eqx

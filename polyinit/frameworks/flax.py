@@ -4,15 +4,18 @@ order), module types and presets. JAX arrays are drawn with the JAX backend."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import Builder, assign_item, dtype_name, role_by_name, write_or_restore
+from polyinit.frameworks._walk import Builder, View, assign_item, dtype_name, role_by_name, write_or_restore
 from polyinit.layout import Layout
 from polyinit.params import ModuleType, Param, ParamType, Part, grouped_view
+
+if TYPE_CHECKING:  # typing only: selectors are imported where rules are built
+    from polyinit.selectors import Selector
 
 _NN = "flax.nnx.nn"
 _KERNEL = {"kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}
@@ -152,7 +155,8 @@ class NnxWalker:
         # before scale and bias, and the same architecture must give the same record sequence.
         own.sort(key=lambda item: isinstance(item[1], nnx.BatchStat))
         if own:
-            rows, views = [], {}
+            rows: list[tuple] = []
+            views: dict[str, View] = {}
             for leaf, variable in own:
                 value = variable[...]
                 shape = tuple(value.shape)
@@ -273,7 +277,8 @@ def _creation_order(layers: dict) -> list:
     is the order the cell creates them. A cell's modules are one layer (``unit``)."""
     from polyinit.frameworks import module_type
 
-    found, first_of = [], {}
+    found: list[tuple] = []
+    first_of: dict[str, int] = {}
     for module, leaves in layers.items():
         names = module.split("/") if module else []
         at, kind = next(((i, k) for i in reversed(range(len(names))) for key, k in _LINEN_KINDS
@@ -281,6 +286,7 @@ def _creation_order(layers: dict) -> list:
         unit = cell = None
         child = ""
         if kind == "recurrent":
+            assert at is not None  # a kind was found, so at names its module
             unit, child = "/".join(names[:at + 1]), ".".join(names[at + 1:])
             path = next((p for key, p in _LINEN_CELLS if key in names[at]), None)
             cell = module_type(path) if path else None
@@ -289,7 +295,7 @@ def _creation_order(layers: dict) -> list:
     if not any(info[2] is not None for _, _, info in found):
         return found
 
-    def rank(info, leaf: str) -> int:
+    def rank(info: tuple, leaf: str) -> int:
         order = list(info[2].params) if info[2] is not None else []
         name = f"{info[3]}.{leaf}"
         return order.index(name) if name in order else len(order)
@@ -315,7 +321,7 @@ def _has_collections(tree: Any) -> bool:
     return isinstance(tree, Mapping) and "params" in tree and all(isinstance(v, Mapping) for v in tree.values())
 
 
-def flatten(tree: Any, prefix: str = ""):
+def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in tree.items():
         path = f"{prefix}/{key}" if prefix else str(key)
         if isinstance(value, Mapping):
@@ -426,7 +432,7 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- flax nnx ------------------------------------------------------------------------------------
 
-def _measure(setup: Setup, seed: int, x: np.ndarray):
+def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -523,7 +529,7 @@ def _haiku_layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- dm-haiku ------------------------------------------------------------------------------------
 
-def _haiku_measure(setup: Setup, seed: int, x: np.ndarray):
+def _haiku_measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import haiku as hk
     import jax
     import jax.numpy as jnp
@@ -552,7 +558,8 @@ def _haiku_measure(setup: Setup, seed: int, x: np.ndarray):
             return lambda t: m(t, is_training=True)
         return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)
 
-    def forward(name: str):
+    # Any, not hk.TransformedWithState: haiku's MutableParams alias does not resolve under mypy.
+    def forward(name: str) -> Any:
         def run(t):
             outs, y = [], t
             for index in range(setup.depth):
@@ -571,7 +578,7 @@ def _haiku_measure(setup: Setup, seed: int, x: np.ndarray):
     return results[0], results[1], [np.asarray(v) for v in first.values()]
 
 
-def _cross_rules(weights, biases) -> list:
+def _cross_rules(weights: Selector, biases: Selector) -> list:
     """Flax's defaults as rules for any model: truncated LeCun-normal weights, zero biases, N(0, 1/dim) embeddings."""
     from polyinit.rules import SpecFactory, kind
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import Builder, dtype_name, write_or_restore
+from polyinit.frameworks._walk import Builder, View, dtype_name, write_or_restore
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
+
+if TYPE_CHECKING:  # typing only: selectors are imported where rules are built
+    from polyinit.selectors import Selector
 
 _L = "keras.src.layers"
 _KERNEL = {"kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}
@@ -100,8 +103,8 @@ class KerasWalker:
             self._visit(builder, child, f"{key}/{i}" if key else str(i), inner, seen)
 
     @staticmethod
-    def _views(layer: Any, entry: Any, forced: Any, own: list) -> dict:
-        views = {}
+    def _views(layer: Any, entry: Any, forced: Any, own: list) -> dict[str, View]:
+        views: dict[str, View] = {}
         einsum = einsum_layouts(getattr(layer, "equation", None), getattr(layer, "bias_axes", None))
         for v in own:
             leaf, shape = v.path.rsplit("/", 1)[-1], tuple(v.shape)
@@ -219,7 +222,7 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- keras ---------------------------------------------------------------------------------------
 
-def _measure(setup: Setup, seed: int, x: np.ndarray):
+def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import keras
     from keras import layers as L
     from keras import ops
@@ -261,7 +264,7 @@ def _measure(setup: Setup, seed: int, x: np.ndarray):
     return linear, activated, [keras.ops.convert_to_numpy(w) for w in built[0][0].weights]
 
 
-def _cross_rules(weights, biases) -> list:
+def _cross_rules(weights: Selector, biases: Selector) -> list:
     """Keras's defaults as rules for any model: Glorot-uniform weights, zero biases, U(+-0.05) embeddings."""
     from polyinit.rules import kind
 

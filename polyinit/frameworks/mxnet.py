@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from polyinit.frameworks._walk import (ROLE_BY_NAME, Builder, assign_item, dtype
                                        write_or_restore)
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
+
+if TYPE_CHECKING:  # typing only: selectors are imported where rules are built
+    from polyinit.selectors import Selector
 
 _G = "mxnet.gluon"
 _DENSE = {"weight": ParamType("weight", "out in"), "bias": ParamType("bias", "out")}
@@ -194,7 +197,7 @@ class ArrayDictWalker:
 
     def walk(self, model: Any) -> list[Param]:
         builder = Builder("out in *", sep="_")
-        self.unknown = {}
+        self.unknown: dict[str, list[str]] = {}
         groups: dict[str, list] = {}
         for path, array in model.items():
             match = _DICT_NAME.match(path)
@@ -295,7 +298,7 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- MXNet Gluon ---------------------------------------------------------------------------------
 
-def _measure(setup: Setup, seed: int, x: np.ndarray):
+def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import mxnet as mx
     from mxnet.gluon import nn, rnn
 
@@ -341,7 +344,7 @@ def _measure(setup: Setup, seed: int, x: np.ndarray):
     return linear, activated, [p.data().asnumpy() for p in built[0][0].collect_params().values()]
 
 
-def _cross_rules(weights, biases) -> list:
+def _cross_rules(weights: Selector, biases: Selector) -> list:
     """Gluon's defaults as rules for any model: U(+-0.07) weights and embeddings, zero biases."""
     from polyinit.rules import kind
 

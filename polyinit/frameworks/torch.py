@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
 from polyinit.frameworks._walk import Builder, dtype_name, fused_rnn_types
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType
+
+if TYPE_CHECKING:  # typing only: the plan and selectors are imported where a model is drawn
+    from polyinit.plan import Plan
+    from polyinit.selectors import Selector
 
 _NN = "torch.nn.modules"
 _DENSE = ModuleType("dense", {"weight": ParamType("weight", "out in"), "bias": ParamType("bias", "out")})
@@ -156,7 +160,7 @@ class TorchWalker:
         for param, _ in planned:
             check_torch_tensor(self.tensors[param.path], param.path, "torch")
 
-    def draw(self, param: Param, plan, seed: int):
+    def draw(self, param: Param, plan: Plan, seed: int) -> tuple[Plan, int]:
         # Drawing is deferred to write and goes straight into the parameter (no temporary).
         return (plan, seed)
 
@@ -173,15 +177,16 @@ class TorchWalker:
 
         from polyinit.backends.torch import draw_into
 
-        jobs = []
+        # (fallible, target tensor, plan or values, generator for a plan; None for values)
+        jobs: list[tuple[bool, torch.Tensor, Any, torch.Generator | None]] = []
         for param, pending in drawn:
             if pending is None:
                 continue
             target = self.tensors[param.path]
             if isinstance(pending, tuple):  # (plan, seed) from draw()
                 plan, seed = pending
-                generator = torch.Generator(device=target.device).manual_seed(seed)
-                jobs.append((not _infallible(target, plan), target, plan, generator))
+                seeded = torch.Generator(device=target.device).manual_seed(seed)
+                jobs.append((not _infallible(target, plan), target, plan, seeded))
             else:  # explicit values (surgery), or a portable draw, which cannot fail once planned
                 jobs.append((not hasattr(pending, "into_dtensor"), target, pending, None))
         jobs.sort(key=lambda job: not job[0])  # fallible first (a stable sort keeps the model's order)
@@ -210,7 +215,7 @@ class TorchWalker:
                              f"the {len(written)} parameters touched were restored") from error
         return model
 
-    def read(self, model: Any, param: Param):
+    def read(self, model: Any, param: Param) -> np.ndarray:
         """The values as numpy, exactly: float64 stays float64 (half precision widens to float32)."""
         import torch
 
@@ -309,7 +314,7 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- torch ---------------------------------------------------------------------------------------
 
-def _measure(setup: Setup, seed: int, x: np.ndarray):
+def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -321,6 +326,7 @@ def _measure(setup: Setup, seed: int, x: np.ndarray):
     def make(index: int) -> tuple[nn.Module, Callable]:
         i, o = _widths(setup, index)
         kind = "dense" if setup.kind == "embedding" and index else setup.kind
+        m: nn.Module  # one layer of the kind under measure
         if kind == "dense":
             m = nn.Linear(i, o)
             return m, m
@@ -356,7 +362,7 @@ def _measure(setup: Setup, seed: int, x: np.ndarray):
     return linear, activated, [p.detach().numpy() for p in built[0][0].parameters()]
 
 
-def _cross_rules(weights, biases) -> list:
+def _cross_rules(weights: Selector, biases: Selector) -> list:
     """torch's defaults as rules for any model: weights U(+-1/sqrt(fan_in)), biases from their
     weight's fan_in, embeddings N(0, 1) (``polyinit.defaults.rules_for``)."""
     from polyinit.defaults import _weight_fan_in
