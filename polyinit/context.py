@@ -75,10 +75,10 @@ _ATTENTION_PARENTS = ("attn", "attention", "self_attn", "selfattention", "self_a
 _MLP_PARENTS = ("mlp", "ffn", "feed_forward", "feedforward", "densereludense", "ff")
 _BY_NAME = {
     "qkv": ("c_attn", "qkv", "query_key_value", "att_proj", "in_proj", "wqkv", "qkv_proj"),
-    "q": ("q", "query", "q_proj", "wq", "q_lin"),
-    "k": ("k", "key", "k_proj", "wk", "k_lin"),
-    "v": ("v", "value", "v_proj", "wv", "v_lin"),
-    "attn_out": ("o", "o_proj", "out_proj", "attn_out", "attention_output", "wo_attn", "out_lin"),
+    "q": ("q", "query", "q_proj", "wq", "q_lin", "query_proj"),  # query_proj: Equinox
+    "k": ("k", "key", "k_proj", "wk", "k_lin", "key_proj"),
+    "v": ("v", "value", "v_proj", "wv", "v_lin", "value_proj"),
+    "attn_out": ("o", "o_proj", "out_proj", "attn_out", "attention_output", "wo_attn", "out_lin", "output_proj"),
     "mlp_in": ("c_fc", "fc1", "wi", "wi_0", "wi_1", "w1", "w3", "up_proj", "gate_proj", "ff_proj",
                "fc_in", "dense_h_to_4h", "linear1", "lin1", "intermediate",
                # keras-hub's transformer layers
@@ -123,7 +123,7 @@ def infer_site(path: str, kind: str, role: str) -> str:
     in_attention = any(t in _ATTENTION_PARENTS or "attention" in t or t.endswith("attn") for t in near)
     if kind == "embedding":
         return "position" if module in _BY_NAME["position"] else "embedding"
-    if module in ("c_proj", "proj", "dense", "out", "wo"):
+    if module in ("c_proj", "proj", "dense", "out", "wo", "linear"):  # linear: Haiku's attention output
         # BERT: attention.output.dense is the attention output, layer.output.dense the MLP's;
         # GPT-2: attn.c_proj and mlp.c_proj; T5: DenseReluDense.wo; nnx MultiHeadAttention.out.
         if module == "dense" and parents[-1:] == ["output"]:

@@ -21,6 +21,7 @@ from test_portable_models import (
     LSTM_RULES,
     RULES,
     _logical_values,
+    _values_by_identity,
     torch_cnn,
 )
 from test_rules_contract import LSTM_RECORDS, _records, _torch_models
@@ -140,8 +141,9 @@ def test_same_logical_records_as_torch():
     assert _records(CNNWithNorm()) == _no_stats(torch_cnn_bn)
     assert _records(LinearBlock()) == torch_block
     assert _records(LSTM()) == torch_lstm == LSTM_RECORDS
-    assert _records(Block()) == _records(torch_attention()[0])
-    assert _records(Block())[:2] == [(0, "attention", "weight", (3, D, D)), (0, "attention", "bias", (3, D))]
+    # q, k and v are one logical parameter each (see test_haiku_models): compared as a multiset.
+    assert sorted(_records(Block())) == sorted(_records(torch_attention()[0]))
+    assert _records(Block())[:2] == [(0, "attention", "weight", (D, D)), (0, "attention", "bias", (D,))]
 
 
 def test_the_record_comparison_can_fail():
@@ -150,7 +152,7 @@ def test_the_record_comparison_can_fail():
     assert _records(LSTM(), grouped=False) != _records(_torch_models()[-1], grouped=False)
     plain = eqx.nn.MultiheadAttention(HEADS, D, key=KEYS[0])
     assert _records(plain) != _records(torch.nn.MultiheadAttention(D, HEADS))
-    assert _records(plain) == _records(torch.nn.MultiheadAttention(D, HEADS, bias=False))
+    assert sorted(_records(plain)) == sorted(_records(torch.nn.MultiheadAttention(D, HEADS, bias=False)))
 
 
 def test_declaration_order_is_the_field_order():
@@ -206,7 +208,7 @@ def test_portable_lstm_is_bit_identical_to_torch():
 
 @pytest.mark.parametrize("build,torch_build,data,rows", [
     (CNN, torch_cnn, X, 6), (LSTM, _torch_lstm, SEQ, 5),
-    (Block, torch_attention, np.random.default_rng(3).standard_normal((2, 5, D)).astype(np.float32), 10)],
+    (Block, torch_attention, np.random.default_rng(3).standard_normal((2, 5, D)).astype(np.float32), 14)],
     ids=["cnn", "lstm", "attention"])
 def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data, rows):
     source, run_source = torch_build()
@@ -228,7 +230,7 @@ def test_errors_change_nothing():
     with pytest.raises(pi.NotExpressibleError):  # orthogonal has no portable draw
         R.apply(model, R.Rules([(R.role("weight"), pi.Orthogonal()), (R.role("bias"), pi.zeros())]), portable=True)
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 16, 5), torch.nn.Linear(16, 10))
-    with pytest.raises(TransferError, match="does not match"):
+    with pytest.raises(TransferError, match="diverge"):
         transfer(other, model)
     assert all(np.array_equal(a, b) for a, b in zip(before, _leaves(model)))
 
@@ -357,15 +359,15 @@ def test_arrays_in_a_tuple_are_parameters_of_a_registered_user_layer():
 
 
 def test_portable_attention_block_is_bit_identical_to_torch():
-    """q, k and v drawn as one stack, equal to torch's packed in_proj_weight, bit for bit."""
+    """q, k and v each drawn under its identity, equal to the blocks of torch's in_proj_weight."""
     from test_haiku_models import ATTENTION_RULES
 
     data = np.random.default_rng(4).standard_normal((2, 5, D)).astype(np.float32)
     model, run_torch = torch_attention()
     R.apply(model, ATTENTION_RULES, portable=True)
     new, _ = R.apply(Block(), ATTENTION_RULES, portable=True)
-    expected, found = _logical_values(model), _logical_values(new)
-    assert len(found) == len(expected) == 10
-    for a, b in zip(expected, found):
-        assert a.shape == b.shape and a.tobytes() == b.tobytes()
+    expected, found = _values_by_identity(model), _values_by_identity(new)
+    assert sorted(found) == sorted(expected) and len(found) == 14
+    for identity, values in expected.items():
+        assert values.shape == found[identity].shape and values.tobytes() == found[identity].tobytes(), identity
     np.testing.assert_allclose(run(new, data), run_torch(data), rtol=1e-4, atol=1e-5)

@@ -21,6 +21,7 @@ from test_portable_models import (
     RULES,
     SIDE,
     _logical_values,
+    _values_by_identity,
     torch_cnn,
 )
 from test_rules_contract import LSTM_RECORDS, _records, _torch_models
@@ -142,8 +143,11 @@ def test_same_logical_records_as_torch():
     assert _records(hk_cnn_bn()[0]) == torch_cnn_bn  # running mean and var from the merged state
     assert _records(hk_linear_block()[0]) == torch_block
     assert _records(hk_lstm()[0]) == torch_lstm == LSTM_RECORDS
-    assert _records(hk_attention()[0]) == _records(torch_attention()[0])
-    assert _records(hk_attention()[0])[:2] == [(0, "attention", "weight", (3, D, D)), (0, "attention", "bias", (3, D))]
+    # q, k and v are one logical parameter each (torch's packed in_proj blocks); torch lists the
+    # three weights before the three biases, Haiku each projection's weight and bias together, so
+    # the attention block's records are compared as a multiset (identities pair them).
+    assert sorted(_records(hk_attention()[0])) == sorted(_records(torch_attention()[0]))
+    assert _records(hk_attention()[0])[:2] == [(0, "attention", "weight", (D, D)), (0, "attention", "bias", (D,))]
 
 
 def test_the_record_comparison_can_fail():
@@ -244,7 +248,7 @@ def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data)
     expected = run_source(data)
     tree, run = build()
     new, report = transfer(source, tree)
-    assert len(report.rows) == {hk_cnn: 6, hk_lstm: 5, hk_attention: 10}[build]
+    assert len(report.rows) == {hk_cnn: 6, hk_lstm: 5, hk_attention: 14}[build]
     np.testing.assert_allclose(run(new, data), expected, rtol=1e-4, atol=1e-5)
     back, run_back = torch_build()
     transfer(new, back)
@@ -257,7 +261,7 @@ def test_errors_change_nothing():
     with pytest.raises(pi.NotExpressibleError):  # orthogonal has no portable draw
         R.apply(tree, R.Rules([(R.role("weight"), pi.Orthogonal()), (R.role("bias"), pi.zeros())]), portable=True)
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 16, 5), torch.nn.Linear(16, 10))
-    with pytest.raises(TransferError, match="does not match"):
+    with pytest.raises(TransferError, match="diverge"):
         transfer(other, tree)
     assert all(np.array_equal(np.asarray(tree[m][k]), snapshot[m][k]) for m in tree for k in tree[m])
 
@@ -304,16 +308,17 @@ ATTENTION_RULES = R.Rules([(R.role("weight", "scale"), pi.Normal(std=0.2)), (R.r
 
 
 def test_portable_attention_block_is_bit_identical_to_torch():
-    """q, k and v drawn as one stack, equal to torch's packed in_proj_weight, bit for bit."""
+    """q, k and v each drawn under its identity, equal to the blocks of torch's packed
+    in_proj_weight, bit for bit."""
     data = np.random.default_rng(4).standard_normal((2, 5, D)).astype(np.float32)
     model, run_torch = torch_attention()
     R.apply(model, ATTENTION_RULES, portable=True)
     tree, run = hk_attention()
     new, _ = R.apply(tree, ATTENTION_RULES, portable=True)
-    expected, found = _logical_values(model), _logical_values(new)
-    assert [w.shape for w in found][:2] == [(D, D, 3), (D, 3)] and len(found) == len(expected) == 10
-    for a, b in zip(expected, found):
-        assert a.shape == b.shape and a.tobytes() == b.tobytes()
+    expected, found = _values_by_identity(model), _values_by_identity(new)
+    assert sorted(found) == sorted(expected) and len(found) == 14
+    for identity, values in expected.items():
+        assert values.shape == found[identity].shape and values.tobytes() == found[identity].tobytes(), identity
     np.testing.assert_allclose(run(new, data), run_torch(data), rtol=1e-4, atol=1e-5)
 
 

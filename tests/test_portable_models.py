@@ -130,6 +130,19 @@ def _logical_values(model) -> list[np.ndarray]:
             for p in logical_params(walker.walk(model))]
 
 
+def _values_by_identity(model) -> dict[str, np.ndarray]:
+    """Every logical parameter's values by its semantic identity (``3.attn.q.weight``), so that two
+    implementations that declare q/k/v in another order (a packed in_proj against per-projection
+    weights) are compared parameter by parameter."""
+    from polyinit.frameworks import walker_for
+    from polyinit.identity import identified
+    from polyinit.transfer_values import read_logical
+
+    walker = walker_for(model)
+    return {p.identity: read_logical(p, lambda part: walker.read(model, part)).astype(np.float32)
+            for p in identified(walker.walk(model), model)}
+
+
 def test_an_lstm_gets_the_same_weights_and_outputs_in_torch_keras_nnx_and_linen():
     """nnx's and linen's four per-gate kernels are drawn as one stacked tensor, equal to torch's
     and Keras's packed (4H, in) weights; torch's two biases as one value (the second zero), equal

@@ -20,7 +20,7 @@ import numpy as np
 from polyinit.frameworks import Framework, module_type_of, register_module_type
 from polyinit.frameworks._walk import Builder, dtype_name, fused_rnn_type
 from polyinit.layout import Layout
-from polyinit.params import ModelError, ModuleType, Param, ParamType, Part
+from polyinit.params import ModelError, ModuleType, Param, ParamType
 
 _NN = "equinox.nn"
 _DENSE = ModuleType("dense", {"weight": ParamType("weight", "out in"), "bias": ParamType("bias", "out")})
@@ -46,21 +46,23 @@ for _path, _entry in {
 }.items():
     register_module_type(_path, _entry)
 
-# q, k and v projections of one shape are one logical (3, out, in) weight, as torch's packed
-# in_proj_weight; the output projection is a dense layer of its own (torch's out_proj).
+# q, k and v projections are each one logical parameter of the attention layer, as the blocks of
+# torch's packed in_proj_weight are (polyinit.identity names them attn.q/k/v); the output
+# projection is a dense layer of its own (torch's out_proj).
 _QKV = ("query_proj", "key_proj", "value_proj")
 
 
 def _attention_types(module: Any) -> dict[str, ParamType]:
-    """Overrides for an attention module's projections (``query_proj.weight`` ...): stacked
-    where the three have one shape, else left whole."""
+    """Overrides for an attention module's projections (``query_proj.weight`` ...): weights and
+    biases of the attention layer where the three have one shape (torch's packed blocks), else
+    left as dense layers."""
     shapes = {tuple(getattr(module, name).weight.shape) for name in _QKV}
     if len(shapes) != 1:
         return {}
     types = {}
-    for index, name in enumerate(_QKV):
-        types[f"{name}.weight"] = ParamType("weight", "out in", part=Part("in_proj_weight", "stack", index))
-        types[f"{name}.bias"] = ParamType("bias", "out", part=Part("in_proj_bias", "stack", index))
+    for name in _QKV:
+        types[f"{name}.weight"] = ParamType("weight", "out in")
+        types[f"{name}.bias"] = ParamType("bias", "out")
     return types
 
 

@@ -15,8 +15,8 @@ those names and the shapes:
   and writes put the slices back);
 * ``hk.GRU``'s ``w_i`` (in, 3H), ``w_h`` (H, 3H), ``b`` (3H,) hold the gates z, r, n: read per
   gate in torch's order r, z, n;
-* ``hk.MultiHeadAttention``'s query, key and value kernels of one shape are one logical (3, in,
-  out) weight (torch's packed ``in_proj_weight``); its output ``linear`` is a dense layer;
+* ``hk.MultiHeadAttention``'s query, key and value kernels are one logical parameter each, as the
+  blocks of torch's packed ``in_proj_weight`` are; its output ``linear`` is the attention output;
 * a batch norm's ``scale`` and ``offset`` keep the reduced axes, (1, ..., C): their logical view is
   (C,). A tree merged with the state (``hk.data_structures.merge(params, state)``) adds each
   norm's running mean and variance (``mean_ema``/``var_ema`` ``average``): merge with
@@ -142,9 +142,9 @@ class HaikuWalker:
             if role == "weight" and kind == "conv_transpose":
                 types[leaf] = ParamType(role, "* in out", semantic="* out in")  # (*k, out, in), Haiku's fan_in on axis -2
             elif role == "weight" and stacked:
-                types[leaf] = ParamType(role, "in out", part=Part("in_proj_weight", "stack", _QKV.index(module.rsplit("/", 1)[1])))
+                types[leaf] = ParamType(role, "in out")  # one logical parameter each, as torch's q/k/v blocks
             elif role == "bias" and stacked:
-                types[leaf] = ParamType(role, "out", part=Part("in_proj_bias", "stack", _QKV.index(module.rsplit("/", 1)[1])))
+                types[leaf] = ParamType(role, "out")
             elif role in ("weight", "embedding"):
                 types[leaf] = ParamType(role, "* in out" if len(shape) > 2 else "in out")
             else:
