@@ -38,8 +38,9 @@ print(json.dumps({{"import": imported - start, "first": first - imported, "secon
 
 def child(backend: str, n: int, cache: str) -> dict:
     env = {**os.environ, "POLYINIT_CACHE": cache}
-    out = subprocess.run([sys.executable, "-c", CHILD.format(backend=backend, n=n)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD.format(backend=backend, n=n)], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -49,18 +50,24 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=5)
     parser.add_argument("--backend", default="numpy", help="numpy or torch")
     args = parser.parse_args()
-    print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}; "
-          f"({args.size}, {args.size}) float32 normal, backend {args.backend}")
+    print(
+        f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}; "
+        f"({args.size}, {args.size}) float32 normal, backend {args.backend}"
+    )
     with tempfile.TemporaryDirectory() as cache:
         cold = child(args.backend, args.size, cache)
-        print(f"empty cache: kernel {cold['loaded']}, first draw {cold['first']:.3f} s, second {cold['second']:.3f} s, "
-              f"cold start {cold['first'] - cold['second']:.2f} s")
+        print(
+            f"empty cache: kernel {cold['loaded']}, first draw {cold['first']:.3f} s, second {cold['second']:.3f} s, "
+            f"cold start {cold['first'] - cold['second']:.2f} s"
+        )
         runs = [child(args.backend, args.size, cache) for _ in range(args.processes)]
         extra = statistics.median(r["first"] - r["second"] for r in runs)
-        print(f"warm cache, median of {len(runs)} processes: kernel {runs[0]['loaded']}, numba imported: "
-              f"{any(r['numba'] for r in runs)}, import polyinit {statistics.median(r['import'] for r in runs):.3f} s, "
-              f"draw {statistics.median(r['second'] for r in runs):.3f} s, "
-              f"beyond the draw {extra:.3f} s (target <= 0.5 s: {'met' if extra <= 0.5 else 'MISSED'})")
+        print(
+            f"warm cache, median of {len(runs)} processes: kernel {runs[0]['loaded']}, numba imported: "
+            f"{any(r['numba'] for r in runs)}, import polyinit {statistics.median(r['import'] for r in runs):.3f} s, "
+            f"draw {statistics.median(r['second'] for r in runs):.3f} s, "
+            f"beyond the draw {extra:.3f} s (target <= 0.5 s: {'met' if extra <= 0.5 else 'MISSED'})"
+        )
         small = child(args.backend, 64, cache)
         print(f"a (64, 64) leaf: kernel {small['loaded']}, first draw {small['first'] * 1e3:.1f} ms")
     print(f"load average after: {os.getloadavg()[0]:.1f}")

@@ -44,8 +44,10 @@ def main() -> None:
         schemes.append(seconds(lambda: R.apply(model, modern.gpt2(model, seed=0))))
         plains.append(seconds(lambda: (find_structure(trace(model), params), R.apply(model, bench_rules.RULES))))
     t, c, s, p = (statistics.median(x) for x in (traces, contexts, schemes, plains))
-    print(f"GPT-2 ({args.layers} layers, {sum(q.numel() for q in model.parameters()) / 1e6:.0f}M parameters), "
-          f"medians of {args.repeats}, torch threads 1")
+    print(
+        f"GPT-2 ({args.layers} layers, {sum(q.numel() for q in model.parameters()) / 1e6:.0f}M parameters), "
+        f"medians of {args.repeats}, torch threads 1"
+    )
     print(f"  trace + passes          {t:7.3f} s")
     print(f"  model_context (walk+trace+passes) {c:7.3f} s   (target < 2 s)")
     print(f"  apply(modern.gpt2)      {s:7.3f} s")

@@ -33,8 +33,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layers", type=int, default=12)
     args = parser.parse_args()
-    model = keras_hub.models.GPT2Backbone(vocabulary_size=50257, num_layers=args.layers, num_heads=12, hidden_dim=768,
-                                          intermediate_dim=3072, max_sequence_length=1024)
+    model = keras_hub.models.GPT2Backbone(
+        vocabulary_size=50257,
+        num_layers=args.layers,
+        num_heads=12,
+        hidden_dim=768,
+        intermediate_dim=3072,
+        max_sequence_length=1024,
+    )
     x = example_input(model)
     model(x)  # warm-up: the first call builds Keras' own state
     forwards, traces, contexts = [], [], []
@@ -43,8 +49,10 @@ def main() -> None:
         traces.append(seconds(lambda: find_structure(trace(model))))
         contexts.append(seconds(lambda: model_context(model)))
     f, t, c = (statistics.median(v) for v in (forwards, traces, contexts))
-    print(f"keras-hub GPT-2 ({args.layers} layers, {model.count_params() / 1e6:.0f}M parameters), TensorFlow, "
-          f"medians of {args.repeats}")
+    print(
+        f"keras-hub GPT-2 ({args.layers} layers, {model.count_params() / 1e6:.0f}M parameters), TensorFlow, "
+        f"medians of {args.repeats}"
+    )
     print(f"  eager forward pass (Keras' own)   {f:7.3f} s")
     print(f"  trace + passes                    {t:7.3f} s   ({t / f:.1f}x the forward pass)")
     print(f"  model_context (walk+trace+passes) {c:7.3f} s   (target < 2 s)")

@@ -14,8 +14,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import polyinit as pi  # noqa: E402
-from polyinit import native  # noqa: E402
+import polyinit as pi
+from polyinit import native
 
 
 def torch_pairs(n):
@@ -28,10 +28,14 @@ def torch_pairs(n):
     pairs = {
         "glorot_uniform": (lambda: torch.nn.init.xavier_uniform_(t, generator=g), initializer(pi.glorot_uniform())),
         "he_normal": (lambda: torch.nn.init.kaiming_normal_(t, generator=g), initializer(pi.he_normal())),
-        "trunc_normal(0.02)": (lambda: torch.nn.init.trunc_normal_(t, std=0.02, generator=g),
-                               initializer(native.torch_trunc_normal(0.0, 0.02))),
-        "torch_linear_default": (lambda: torch.nn.init.kaiming_uniform_(t, a=5 ** 0.5, generator=g),
-                                 initializer(pi.he_uniform(a=5 ** 0.5))),
+        "trunc_normal(0.02)": (
+            lambda: torch.nn.init.trunc_normal_(t, std=0.02, generator=g),
+            initializer(native.torch_trunc_normal(0.0, 0.02)),
+        ),
+        "torch_linear_default": (
+            lambda: torch.nn.init.kaiming_uniform_(t, a=5**0.5, generator=g),
+            initializer(pi.he_uniform(a=5**0.5)),
+        ),
     }
     return {name: (native_fn, lambda fn=fn: fn(t, generator=g)) for name, (native_fn, fn) in pairs.items()}
 
@@ -70,8 +74,10 @@ def keras_pairs(n):
         "he_normal(truncated)": (keras.initializers.HeNormal(seed=0), Initializer(native.keras_he_normal(), seed=0)),
         "random_normal": (keras.initializers.RandomNormal(seed=0), Initializer(native.keras_random_normal(), seed=0)),
     }
-    return {name: (lambda f=a: keras.ops.convert_to_numpy(f(shape)), lambda f=b: keras.ops.convert_to_numpy(f(shape)))
-            for name, (a, b) in pairs.items()}
+    return {
+        name: (lambda f=a: keras.ops.convert_to_numpy(f(shape)), lambda f=b: keras.ops.convert_to_numpy(f(shape)))
+        for name, (a, b) in pairs.items()
+    }
 
 
 def numpy_pairs(n):
@@ -99,8 +105,13 @@ def mxnet_pairs(n):
         "uniform(0.07)": (mx.init.Uniform(0.07), Polyinit(native.mxnet_uniform(0.07), seed=0)),
         "xavier": (mx.init.Xavier(), Polyinit(native.mxnet_xavier(), seed=0)),
     }
-    return {name: (lambda f=a: (f("w_weight", arr), arr.wait_to_read()), lambda f=b: (f("w_weight", arr), arr.wait_to_read()))
-            for name, (a, b) in pairs.items()}
+    return {
+        name: (
+            lambda f=a: (f("w_weight", arr), arr.wait_to_read()),
+            lambda f=b: (f("w_weight", arr), arr.wait_to_read()),
+        )
+        for name, (a, b) in pairs.items()
+    }
 
 
 BACKENDS = {"torch": torch_pairs, "jax": jax_pairs, "keras": keras_pairs, "numpy": numpy_pairs, "mxnet": mxnet_pairs}

@@ -19,8 +19,10 @@ import subprocess
 import sys
 import time
 
-INSIDE = ("import time, numpy; start, cpu = time.perf_counter(), time.process_time(); import polyinit; "
-          "print(time.perf_counter() - start, time.process_time() - cpu)")
+INSIDE = (
+    "import time, numpy; start, cpu = time.perf_counter(), time.process_time(); import polyinit; "
+    "print(time.perf_counter() - start, time.process_time() - cpu)"
+)
 
 
 def wall(code: str, env: dict) -> float:
@@ -46,8 +48,10 @@ def main() -> None:
         cpu.append(cpu_s)
     a, b, c, d = (statistics.median(x) * 1e3 for x in (numpy_only, both, inside, cpu))
     print(f"process: numpy alone {a:.1f} ms, numpy + polyinit {b:.1f} ms, difference {b - a:.1f} ms")
-    print(f"import polyinit after numpy, timed inside the process: {c:.1f} ms wall, {d:.1f} ms CPU "
-          f"(target < 50 ms: {'met' if c < 50 else 'MISSED'} in wall time, {'met' if d < 50 else 'MISSED'} in CPU time)")
+    print(
+        f"import polyinit after numpy, timed inside the process: {c:.1f} ms wall, {d:.1f} ms CPU "
+        f"(target < 50 ms: {'met' if c < 50 else 'MISSED'} in wall time, {'met' if d < 50 else 'MISSED'} in CPU time)"
+    )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -29,8 +29,10 @@ import subprocess
 import sys
 import textwrap
 
-SIZES = {"large": dict(hidden=2048, intermediate=8192, layers=24, heads=16, kv_heads=8, vocab=32000),
-         "small": dict(hidden=512, intermediate=2048, layers=4, heads=8, kv_heads=4, vocab=32000)}
+SIZES = {
+    "large": dict(hidden=2048, intermediate=8192, layers=24, heads=16, kv_heads=8, vocab=32000),
+    "small": dict(hidden=512, intermediate=2048, layers=4, heads=8, kv_heads=4, vocab=32000),
+}
 
 COMMON = """
     import json, os, sys, time
@@ -66,7 +68,9 @@ COMMON = """
         return model
 """
 
-SINGLE = COMMON + """
+SINGLE = (
+    COMMON
+    + """
     model = meta_model()
     params = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
@@ -97,8 +101,11 @@ SINGLE = COMMON + """
                       "extra_peak": (rss_peak() - baseline) / (params * 4),
                       "down_proj_std": [float(model.model.layers[i].mlp.down_proj.weight.std()) for i in (0, -1)]}))
 """
+)
 
-RANK = COMMON + """
+RANK = (
+    COMMON
+    + """
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -131,12 +138,14 @@ RANK = COMMON + """
                       "init_s": end - start, "extra_peak": (rss_peak() - baseline) / shard}), flush=True)
     dist.destroy_process_group()
 """
+)
 
 
 def run(code: str, env: dict, ranks: int = 0) -> list[dict]:
     if not ranks:
-        out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                             check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, check=False
+        )
         if out.returncode:
             sys.exit(out.stderr[-3000:])
         return [json.loads(out.stdout.strip().splitlines()[-1])]
@@ -144,8 +153,16 @@ def run(code: str, env: dict, ranks: int = 0) -> list[dict]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(ranks))
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=dict(env, RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(ranks)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=dict(env, RANK=str(r)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(ranks)
+    ]
     rows = []
     for p in procs:
         out, err = p.communicate()
@@ -163,26 +180,34 @@ def single(env: dict) -> None:
     print(f"{'':42} {'init s':>7} {'ns/param':>9} {'ratio':>6} {'peak/model':>10} {'down_proj std (first, last)':>28}")
     for r in [{**hf, "path": "transformers to_empty+_init_weights"}] + rows[1:]:
         std = ", ".join(f"{v:.4f}" for v in r["down_proj_std"])
-        print(f"{r['path']:42} {r['init_s']:7.2f} {r['init_s'] / n * 1e9:9.2f} {r['init_s'] / hf['init_s']:6.2f} "
-              f"{r['extra_peak']:10.3f} {std:>28}")
+        print(
+            f"{r['path']:42} {r['init_s']:7.2f} {r['init_s'] / n * 1e9:9.2f} {r['init_s'] / hf['init_s']:6.2f} "
+            f"{r['extra_peak']:10.3f} {std:>28}"
+        )
     ours = rows[1]
     print(f"olmo rules from the model's structure (meta device, not in init s): {ours['rules_s']:.2f} s")
-    print(f"target {ours['path']}: time <= 0.5x transformers: {ours['init_s'] / hf['init_s']:.2f}x "
-          f"{'met' if ours['init_s'] <= 0.5 * hf['init_s'] else 'MISSED'}; peak <= 1.1x the model: "
-          f"{ours['extra_peak']:.3f}x {'met' if ours['extra_peak'] <= 1.1 else 'MISSED'}")
+    print(
+        f"target {ours['path']}: time <= 0.5x transformers: {ours['init_s'] / hf['init_s']:.2f}x "
+        f"{'met' if ours['init_s'] <= 0.5 * hf['init_s'] else 'MISSED'}; peak <= 1.1x the model: "
+        f"{ours['extra_peak']:.3f}x {'met' if ours['extra_peak'] <= 1.1 else 'MISSED'}"
+    )
 
 
 def fsdp(env: dict, ranks: int) -> None:
     hf, ours = run(RANK, dict(env, WHO="transformers"), ranks), run(RANK, dict(env, WHO="polyinit"), ranks)
     n = hf[0]["params"]
     print(f"FSDP2: {n / 1e9:.3f}B parameters over {ranks} gloo ranks, from the meta device")
-    print(f"{'rank':>4} {'shard MB':>9} {'hf s':>7} {'polyinit s':>10} {'ratio':>6} {'hf ns/param':>11} "
-          f"{'polyinit ns/param':>17} {'polyinit peak/shard':>19}")
+    print(
+        f"{'rank':>4} {'shard MB':>9} {'hf s':>7} {'polyinit s':>10} {'ratio':>6} {'hf ns/param':>11} "
+        f"{'polyinit ns/param':>17} {'polyinit peak/shard':>19}"
+    )
     for a, b in zip(hf, ours):
         local = b["shard_bytes"] / 4
-        print(f"{b['rank']:>4} {b['shard_bytes'] / 2**20:>9.0f} {a['init_s']:>7.2f} {b['init_s']:>10.2f} "
-              f"{b['init_s'] / a['init_s']:>6.2f} {a['init_s'] / local * 1e9:>11.2f} {b['init_s'] / local * 1e9:>17.2f} "
-              f"{b['extra_peak']:>19.3f}")
+        print(
+            f"{b['rank']:>4} {b['shard_bytes'] / 2**20:>9.0f} {a['init_s']:>7.2f} {b['init_s']:>10.2f} "
+            f"{b['init_s'] / a['init_s']:>6.2f} {a['init_s'] / local * 1e9:>11.2f} {b['init_s'] / local * 1e9:>17.2f} "
+            f"{b['extra_peak']:>19.3f}"
+        )
     worst = max(r["extra_peak"] for r in ours)
     print(f"worst per-rank peak: {worst:.3f}x the shard (target <= 1.1: {'met' if worst <= 1.1 else 'MISSED'})")
 
@@ -196,8 +221,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each process (0: default)")
     args = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, SIZE=json.dumps(SIZES["small" if args.small else "large"]), THREADS=str(args.threads),
-               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONWARNINGS="ignore")
+    env = dict(
+        os.environ,
+        SIZE=json.dumps(SIZES["small" if args.small else "large"]),
+        THREADS=str(args.threads),
+        PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        PYTHONWARNINGS="ignore",
+    )
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
     if not args.only_fsdp:
         single(env)

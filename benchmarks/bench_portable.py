@@ -43,8 +43,10 @@ def numpy_pairs(n: int):
         "normal": lambda: rng.standard_normal(out=out, dtype=np.float32),
         "trunc_normal": lambda: rng.standard_normal(out=out, dtype=np.float32),  # numpy has none: its normal
     }
-    return {name: (native[name], lambda p=pi.resolve(spec, (n, n)): draw_portable(p, 0, "w", out=out))
-            for name, spec in DISTRIBUTIONS.items()}
+    return {
+        name: (native[name], lambda p=pi.resolve(spec, (n, n)): draw_portable(p, 0, "w", out=out))
+        for name, spec in DISTRIBUTIONS.items()
+    }
 
 
 def torch_pairs(n: int):
@@ -59,8 +61,10 @@ def torch_pairs(n: int):
         "normal": lambda: out.normal_(generator=g),
         "trunc_normal": lambda: torch.nn.init.trunc_normal_(out, a=-2.0, b=2.0, generator=g),
     }
-    return {name: (native[name], lambda p=pi.resolve(spec, (n, n)): draw_portable(p, 0, "w", out=out))
-            for name, spec in DISTRIBUTIONS.items()}
+    return {
+        name: (native[name], lambda p=pi.resolve(spec, (n, n)): draw_portable(p, 0, "w", out=out))
+        for name, spec in DISTRIBUTIONS.items()
+    }
 
 
 def jax_pairs(n: int):
@@ -90,6 +94,7 @@ def timed(fn) -> float:
 
 def one_thread(fn):
     """``fn`` run with POLYINIT_NUM_THREADS=1 (the fused fill reads it on every call)."""
+
     def run():
         before = os.environ.get("POLYINIT_NUM_THREADS")
         os.environ["POLYINIT_NUM_THREADS"] = "1"
@@ -97,6 +102,7 @@ def one_thread(fn):
             return fn()
         finally:
             os.environ.pop("POLYINIT_NUM_THREADS") if before is None else os.environ.update(POLYINIT_NUM_THREADS=before)
+
     return run
 
 
@@ -104,8 +110,10 @@ def speed(backends: list[str], n: int, repeats: int) -> dict:
     """Median seconds (native, portable on every core, portable on one) per (backend, distribution)."""
     nbytes, results = 4 * n * n, {}
     print(f"speed: ({n}, {n}) float32, median of {repeats} alternating runs")
-    print(f"{'backend':7} {'distribution':13} {'native s':>9} {'portable s':>10} {'1-thread s':>10} {'GB/s':>6} "
-          f"{'speed-up':>8} {'scaling':>7}")
+    print(
+        f"{'backend':7} {'distribution':13} {'native s':>9} {'portable s':>10} {'1-thread s':>10} {'GB/s':>6} "
+        f"{'speed-up':>8} {'scaling':>7}"
+    )
     for backend in backends:
         for name, (native, ours) in globals()[f"{backend}_pairs"](n).items():
             single = one_thread(ours) if backend != "jax" else ours
@@ -117,8 +125,11 @@ def speed(backends: list[str], n: int, repeats: int) -> dict:
                 c.append(timed(single))
             native_s, ours_s, single_s = statistics.median(a), statistics.median(b), statistics.median(c)
             results[backend, name] = native_s, ours_s, single_s
-            print(f"{backend:7} {name:13} {native_s:9.3f} {ours_s:10.3f} {single_s:10.3f} {nbytes / ours_s / 1e9:6.2f} "
-                  f"{native_s / ours_s:8.2f} {single_s / ours_s:7.2f}", flush=True)
+            print(
+                f"{backend:7} {name:13} {native_s:9.3f} {ours_s:10.3f} {single_s:10.3f} {nbytes / ours_s / 1e9:6.2f} "
+                f"{native_s / ours_s:8.2f} {single_s / ours_s:7.2f}",
+                flush=True,
+            )
     return results
 
 
@@ -128,9 +139,11 @@ def verdicts(results: dict) -> None:
         for name in ("uniform", "normal"):
             if (backend, name) in results:
                 native_s, ours_s, single_s = results[backend, name]
-                print(f"target {backend} {name}: speed-up >= 2x native: {native_s / ours_s:.2f}x "
-                      f"{'met' if native_s / ours_s >= 2 else 'MISSED'}; scaling >= 1.8: {single_s / ours_s:.2f}x "
-                      f"{'met' if single_s / ours_s >= 1.8 else 'MISSED'}")
+                print(
+                    f"target {backend} {name}: speed-up >= 2x native: {native_s / ours_s:.2f}x "
+                    f"{'met' if native_s / ours_s >= 2 else 'MISSED'}; scaling >= 1.8: {single_s / ours_s:.2f}x "
+                    f"{'met' if single_s / ours_s >= 1.8 else 'MISSED'}"
+                )
 
 
 MEMORY_CHILD = """
@@ -147,8 +160,11 @@ out = draw_portable(pi.resolve(spec, ({n}, {n})), 0, "w")
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) * 1024
 print(json.dumps((peak - before) / (4 * {n} * {n})))
 """
-SPECS = {"uniform": "Uniform(low=-1.0, high=1.0)", "normal": "Normal(std=1.0)",
-         "trunc_normal": "TruncatedNormal(std=1.0, low=-2.0, high=2.0, bounds='std')"}
+SPECS = {
+    "uniform": "Uniform(low=-1.0, high=1.0)",
+    "normal": "Normal(std=1.0)",
+    "trunc_normal": "TruncatedNormal(std=1.0, low=-2.0, high=2.0, bounds='std')",
+}
 
 
 def peak_memory(backend: str, n: int) -> dict:
@@ -183,8 +199,11 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
     from polyinit.portable import fused
 
-    path = (f"fused kernels on {fused.threads()} threads" if fused.available()
-            else f"reference ops ({fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'})")
+    path = (
+        f"fused kernels on {fused.threads()} threads"
+        if fused.available()
+        else f"reference ops ({fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'})"
+    )
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}; portable path in numpy and torch: {path}")
     if not args.skip_memory:
         memory(backends, args.size)

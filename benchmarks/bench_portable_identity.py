@@ -18,8 +18,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import polyinit as pi  # noqa: E402
-from polyinit.portable import evaluate, stream_key  # noqa: E402
+import polyinit as pi
+from polyinit.portable import evaluate, stream_key
 
 DISTRIBUTIONS = {
     "uniform": pi.Uniform(low=-0.3, high=0.7),
@@ -32,7 +32,7 @@ SPAN = 1 << 22  # TensorFlow evaluates whole arrays: it is fed spans of the flat
 
 
 def _shape(values: int) -> tuple[int, int]:
-    rows = int(values ** 0.5)
+    rows = int(values**0.5)
     return rows, values // rows
 
 
@@ -89,8 +89,10 @@ def main() -> None:
     frameworks = args.frameworks.split(",")
     from polyinit.portable import fused
 
-    print(f"portable draws of {shape[0] * shape[1]:,} values {shape}; differing values vs numpy "
-          f"({'fused kernels' if fused.available() else 'numpy ops'})")
+    print(
+        f"portable draws of {shape[0] * shape[1]:,} values {shape}; differing values vs numpy "
+        f"({'fused kernels' if fused.available() else 'numpy ops'})"
+    )
     total = 0
     for name in args.distributions.split(","):
         plan = pi.resolve(DISTRIBUTIONS[name], shape, pi.OUT_IN)

@@ -36,9 +36,15 @@ def gpt2(layers: int) -> torch.nn.Module:
     return GPT2LMHeadModel(GPT2Config(n_layer=layers))
 
 
-RULES = R.Rules([(R.kind("embedding", "dense") & R.role("weight", "embedding"), pi.Normal(std=0.02)),
-                 (R.role("bias", "offset"), pi.zeros()), (R.role("scale"), pi.ones())],
-                seed=0, require_all=True)
+RULES = R.Rules(
+    [
+        (R.kind("embedding", "dense") & R.role("weight", "embedding"), pi.Normal(std=0.02)),
+        (R.role("bias", "offset"), pi.zeros()),
+        (R.role("scale"), pi.ones()),
+    ],
+    seed=0,
+    require_all=True,
+)
 
 
 def by_hand(net: torch.nn.Module) -> None:

@@ -100,11 +100,25 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(args.ranks),
-               WIDTH=str(args.width), LAYERS=str(args.layers),
-               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WORKER)], env=dict(env, RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(args.ranks)]
+    env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(args.ranks),
+        WIDTH=str(args.width),
+        LAYERS=str(args.layers),
+        PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WORKER)],
+            env=dict(env, RANK=str(r)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(args.ranks)
+    ]
     rows = []
     for p in procs:
         out, err = p.communicate()
@@ -112,12 +126,16 @@ def main() -> None:
             sys.exit(err[-3000:])
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print(f"model: {rows[0]['params'] / 1e9:.2f}B parameters, {args.ranks} gloo ranks, FSDP2 from the meta device")
-    print(f"{'rank':>4} {'shard MB':>9} {'baseline MB':>11} {'peak MB':>8} {'(peak-base)/shard':>18} "
-          f"{'polyinit ns/B':>14} {'torch ns/B':>11} {'ratio':>6}")
+    print(
+        f"{'rank':>4} {'shard MB':>9} {'baseline MB':>11} {'peak MB':>8} {'(peak-base)/shard':>18} "
+        f"{'polyinit ns/B':>14} {'torch ns/B':>11} {'ratio':>6}"
+    )
     for r in sorted(rows, key=lambda r: r["rank"]):
-        print(f"{r['rank']:>4} {r['shard_mb']:>9.0f} {r['baseline_mb']:>11.0f} {r['peak_mb']:>8.0f} "
-              f"{r['extra_over_shard']:>18.3f} {r['polyinit_ns_per_byte']:>14.2f} {r['torch_ns_per_byte']:>11.2f} "
-              f"{r['ratio']:>6.2f}")
+        print(
+            f"{r['rank']:>4} {r['shard_mb']:>9.0f} {r['baseline_mb']:>11.0f} {r['peak_mb']:>8.0f} "
+            f"{r['extra_over_shard']:>18.3f} {r['polyinit_ns_per_byte']:>14.2f} {r['torch_ns_per_byte']:>11.2f} "
+            f"{r['ratio']:>6.2f}"
+        )
 
 
 if __name__ == "__main__":

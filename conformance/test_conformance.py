@@ -21,8 +21,15 @@ def _cases():
                     if dtype != "float32" and (shape_name not in HALF_SHAPES or dtype not in dtypes):
                         continue
                     for seed in SEEDS:
-                        yield pytest.param(backend, spec, shape, layout, dtype, seed,
-                                           id=f"{backend}-{scheme}-{shape_name}-{dtype}-seed{seed}")
+                        yield pytest.param(
+                            backend,
+                            spec,
+                            shape,
+                            layout,
+                            dtype,
+                            seed,
+                            id=f"{backend}-{scheme}-{shape_name}-{dtype}-seed{seed}",
+                        )
 
 
 @pytest.mark.parametrize("backend,spec,shape,layout,dtype,seed", list(_cases()))

@@ -31,10 +31,14 @@ from polyinit.conformance.runner import SUITE_ALPHA
 # Logical layers and their fans, whatever the framework: (fan_in, fan_out).
 LAYERS = {"dense": (512, 256), "conv2d": (64 * 9, 128 * 9)}
 SPECS = {  # spec, and the plan it promises for (fan_in, fan_out), written out by hand
-    "fan_in_normal": (pi.VarianceScaling(scale=2.0, mode="fan_in", distribution="normal"),
-                      lambda fan_in, fan_out: pi.Normal(std=math.sqrt(2.0 / fan_in))),
-    "fan_out_uniform": (pi.VarianceScaling(scale=1.0, mode="fan_out", distribution="uniform"),
-                        lambda fan_in, fan_out: pi.Uniform(low=-math.sqrt(3.0 / fan_out), high=math.sqrt(3.0 / fan_out))),
+    "fan_in_normal": (
+        pi.VarianceScaling(scale=2.0, mode="fan_in", distribution="normal"),
+        lambda fan_in, fan_out: pi.Normal(std=math.sqrt(2.0 / fan_in)),
+    ),
+    "fan_out_uniform": (
+        pi.VarianceScaling(scale=1.0, mode="fan_out", distribution="uniform"),
+        lambda fan_in, fan_out: pi.Uniform(low=-math.sqrt(3.0 / fan_out), high=math.sqrt(3.0 / fan_out)),
+    ),
 }
 FRAMEWORKS = [name for name in ("torch", "keras", "jax", "mxnet") if name in BACKENDS]
 

@@ -16,8 +16,8 @@ from polyinit.conformance import check, failures  # noqa: E402
 
 nn_init = torch.nn.init
 jinit = jax.nn.initializers
-DENSE_T, CONV_T = (256, 196), (64, 32, 3, 3)      # torch layout
-DENSE_K, CONV_K = (196, 256), (3, 3, 32, 64)      # Keras/JAX layout
+DENSE_T, CONV_T = (256, 196), (64, 32, 3, 3)  # torch layout
+DENSE_K, CONV_K = (196, 256), (3, 3, 32, 64)  # Keras/JAX layout
 
 
 def torch_draws(fn, shape, count=4):
@@ -32,17 +32,34 @@ def torch_draws(fn, shape, count=4):
 TORCH = [
     ("uniform_", lambda t, g: nn_init.uniform_(t, -0.3, 0.7, generator=g), native.torch_uniform(-0.3, 0.7), DENSE_T),
     ("normal_", lambda t, g: nn_init.normal_(t, 0.1, 0.2, generator=g), native.torch_normal(0.1, 0.2), DENSE_T),
-    ("trunc_normal_", lambda t, g: nn_init.trunc_normal_(t, 0.0, 1.0, -1.0, 2.0, generator=g),
-     native.torch_trunc_normal(0.0, 1.0, -1.0, 2.0), DENSE_T),
+    (
+        "trunc_normal_",
+        lambda t, g: nn_init.trunc_normal_(t, 0.0, 1.0, -1.0, 2.0, generator=g),
+        native.torch_trunc_normal(0.0, 1.0, -1.0, 2.0),
+        DENSE_T,
+    ),
     ("constant_", lambda t, g: nn_init.constant_(t, 0.3), pi.constant(0.3), DENSE_T),
     ("eye_", lambda t, g: nn_init.eye_(t), pi.Identity(), DENSE_T),
     ("dirac_", lambda t, g: nn_init.dirac_(t, groups=2), pi.Dirac(groups=2), CONV_T),
-    ("xavier_uniform_", lambda t, g: nn_init.xavier_uniform_(t, gain=2.0, generator=g), native.torch_xavier_uniform(2.0), CONV_T),
+    (
+        "xavier_uniform_",
+        lambda t, g: nn_init.xavier_uniform_(t, gain=2.0, generator=g),
+        native.torch_xavier_uniform(2.0),
+        CONV_T,
+    ),
     ("xavier_normal_", lambda t, g: nn_init.xavier_normal_(t, generator=g), native.torch_xavier_normal(), CONV_T),
-    ("kaiming_uniform_(a=sqrt5)", lambda t, g: nn_init.kaiming_uniform_(t, a=math.sqrt(5), generator=g),
-     native.torch_kaiming_uniform(a=math.sqrt(5)), DENSE_T),
-    ("kaiming_normal_(fan_out,relu)", lambda t, g: nn_init.kaiming_normal_(t, mode="fan_out", nonlinearity="relu", generator=g),
-     native.torch_kaiming_normal(mode="fan_out", nonlinearity="relu"), CONV_T),
+    (
+        "kaiming_uniform_(a=sqrt5)",
+        lambda t, g: nn_init.kaiming_uniform_(t, a=math.sqrt(5), generator=g),
+        native.torch_kaiming_uniform(a=math.sqrt(5)),
+        DENSE_T,
+    ),
+    (
+        "kaiming_normal_(fan_out,relu)",
+        lambda t, g: nn_init.kaiming_normal_(t, mode="fan_out", nonlinearity="relu", generator=g),
+        native.torch_kaiming_normal(mode="fan_out", nonlinearity="relu"),
+        CONV_T,
+    ),
     ("orthogonal_", lambda t, g: nn_init.orthogonal_(t, gain=1.5, generator=g), native.torch_orthogonal(1.5), CONV_T),
 ]
 
@@ -84,23 +101,32 @@ print([f.name for f in failures(check(draw, plan))])
 """
 
 
-@pytest.mark.xfail(strict=True, reason="Keras's torch backend draws 4 normals and keeps the first inside +-2; "
-                   "when none is (p ~ 4.3e-6 per element) the value lies outside +-2 stddev "
-                   "(keras/src/backend/torch/random.py truncated_normal; keras-team/keras, no upstream fix)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="Keras's torch backend draws 4 normals and keeps the first inside +-2; "
+    "when none is (p ~ 4.3e-6 per element) the value lies outside +-2 stddev "
+    "(keras/src/backend/torch/random.py truncated_normal; keras-team/keras, no upstream fix)",
+)
 def test_keras_torch_backend_truncated_normal_leaks_outside_bounds():
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, KERAS_BACKEND="torch")
-    out = subprocess.run([sys.executable, "-c", KERAS_TORCH_TRUNCATED], env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", KERAS_TORCH_TRUNCATED], env=env, check=True, capture_output=True, text=True
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
 def keras_draws(init, shape, count=4):
-    return [np.asarray(keras.ops.convert_to_numpy(init.__class__.from_config({**init.get_config(), "seed": s})(shape)),
-                       dtype=np.float64) for s in range(count)]
+    return [
+        np.asarray(
+            keras.ops.convert_to_numpy(init.__class__.from_config({**init.get_config(), "seed": s})(shape)),
+            dtype=np.float64,
+        )
+        for s in range(count)
+    ]
 
 
 KI = keras.initializers
@@ -114,10 +140,18 @@ KERAS = [
     ("HeUniform", KI.HeUniform(), native.keras_he_uniform(), DENSE_K),
     ("LecunNormal", KI.LecunNormal(), native.keras_lecun_normal(), DENSE_K),
     ("LecunUniform", KI.LecunUniform(), pi.lecun_uniform(), DENSE_K),
-    ("VarianceScaling(normal)", KI.VarianceScaling(2.0, "fan_out", "normal"),
-     native.keras_variance_scaling(2.0, "fan_out", "normal"), CONV_K),
-    ("VarianceScaling(untruncated)", KI.VarianceScaling(0.5, "fan_avg", "untruncated_normal"),
-     native.keras_variance_scaling(0.5, "fan_avg", "untruncated_normal"), CONV_K),
+    (
+        "VarianceScaling(normal)",
+        KI.VarianceScaling(2.0, "fan_out", "normal"),
+        native.keras_variance_scaling(2.0, "fan_out", "normal"),
+        CONV_K,
+    ),
+    (
+        "VarianceScaling(untruncated)",
+        KI.VarianceScaling(0.5, "fan_avg", "untruncated_normal"),
+        native.keras_variance_scaling(0.5, "fan_avg", "untruncated_normal"),
+        CONV_K,
+    ),
     ("Orthogonal", KI.Orthogonal(gain=2.0), native.keras_orthogonal(2.0), CONV_K),
 ]
 
@@ -143,10 +177,18 @@ def jax_draws(init, shape, count=4):
 JAX = [
     ("uniform", jinit.uniform(0.5), native.jax_uniform(0.5), DENSE_K),
     ("normal", jinit.normal(0.2), native.jax_normal(0.2), DENSE_K),
-    ("truncated_normal", jinit.truncated_normal(0.2, lower=-1.0, upper=3.0),
-     native.jax_truncated_normal(0.2, -1.0, 3.0), DENSE_K),
-    ("variance_scaling(fan_geo_avg)", jinit.variance_scaling(2.0, "fan_geo_avg", "normal"),
-     native.jax_variance_scaling(2.0, "fan_geo_avg", "normal"), CONV_K),
+    (
+        "truncated_normal",
+        jinit.truncated_normal(0.2, lower=-1.0, upper=3.0),
+        native.jax_truncated_normal(0.2, -1.0, 3.0),
+        DENSE_K,
+    ),
+    (
+        "variance_scaling(fan_geo_avg)",
+        jinit.variance_scaling(2.0, "fan_geo_avg", "normal"),
+        native.jax_variance_scaling(2.0, "fan_geo_avg", "normal"),
+        CONV_K,
+    ),
     ("glorot_uniform", jinit.glorot_uniform(), pi.glorot_uniform(), CONV_K),
     ("glorot_normal", jinit.glorot_normal(), pi.glorot_normal(truncated=True), CONV_K),
     ("he_uniform", jinit.he_uniform(), pi.he_uniform(), DENSE_K),

@@ -39,6 +39,15 @@ def models():
         out.append(("mxnet", net))
     except (ImportError, AttributeError):
         # Without the real mxnet, MXNet-style parameters are a name -> array dict.
-        out.append(("mxnet", {"dense0_weight": np.zeros((30, 20), np.float32), "dense0_bias": np.zeros(30, np.float32),
-                              "dense1_weight": np.zeros((5, 30), np.float32), "dense1_bias": np.zeros(5, np.float32)}))
+        out.append(
+            (
+                "mxnet",
+                {
+                    "dense0_weight": np.zeros((30, 20), np.float32),
+                    "dense0_bias": np.zeros(30, np.float32),
+                    "dense1_weight": np.zeros((5, 30), np.float32),
+                    "dense1_bias": np.zeros(5, np.float32),
+                },
+            )
+        )
     return out

@@ -2,10 +2,10 @@
 same function of the input and receives the same gradient, so the units never become different:
 symmetry is never broken and the layer acts as one unit, however wide."""
 
+from _frameworks import models
+
 import polyinit as pi
 from polyinit.rules import Rules, apply, role
-
-from _frameworks import models
 
 RULES = Rules([(role("weight"), pi.ones()), (role("bias"), pi.zeros())], seed=0)
 

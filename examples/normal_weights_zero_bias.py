@@ -1,9 +1,9 @@
 """Weights ~ N(0, 0.01^2), biases 0: one rule set, applied in every framework installed."""
 
+from _frameworks import models
+
 import polyinit as pi
 from polyinit.rules import Rules, apply, role
-
-from _frameworks import models
 
 RULES = Rules([(role("weight"), pi.Normal(std=0.01)), (role("bias"), pi.zeros())], seed=0)
 

@@ -5,11 +5,10 @@ parameter portably (the first dense layer's weight, whatever the framework calls
 """
 
 import numpy as np
+from _frameworks import models
 
 from polyinit.rules import first, kind, role, select
 from polyinit.walkers import walker_for
-
-from _frameworks import models
 
 
 def edit(model, fn):
@@ -37,5 +36,7 @@ if __name__ == "__main__":
     for framework, model in models():
         param, before = edit(model, lambda v: v.__setitem__((0, 0), 42.0))
         _, after = edit(model, lambda v: v.__iadd__(1.0))
-        print(f"{framework}: {param.path} [0, 0] = {before[0, 0]:.1f} then {after[0, 0]:.1f}; "
-              f"mean rose by {after.mean() - before.mean():.3f}")
+        print(
+            f"{framework}: {param.path} [0, 0] = {before[0, 0]:.1f} then {after[0, 0]:.1f}; "
+            f"mean rose by {after.mean() - before.mean():.3f}"
+        )

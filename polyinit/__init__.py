@@ -10,27 +10,67 @@
 
 from typing import TYPE_CHECKING, Any
 
-from polyinit.errors import (BackendError, BackendUnavailableError, NonFiniteError,
-                             NotExpressibleError, PolyinitError, SerializationError, ShapeError,
-                             SpecError)
+from polyinit.backends import available_backends, backend_for, get_backend
+from polyinit.errors import (
+    BackendError,
+    BackendUnavailableError,
+    NonFiniteError,
+    NotExpressibleError,
+    PolyinitError,
+    SerializationError,
+    ShapeError,
+    SpecError,
+)
 from polyinit.gain import calculate_gain
 from polyinit.layout import IN_OUT, OUT_IN, Fans, Layout, compute_fans, preset
 from polyinit.moments import Stats
 from polyinit.plan import Plan, resolve
-from polyinit.schemes import (constant, glorot_normal, glorot_uniform, he_normal, he_uniform,
-                              kaiming_normal, kaiming_uniform, lecun_normal, lecun_uniform,
-                              lstm_bias, lstm_kernel, ones, xavier_normal, xavier_uniform, zeros)
-from polyinit.spec import (BilinearUpsampling, Blocks, Constant, DeltaOrthogonal, Dirac, Identity,
-                           Normal, Orthogonal, Sparse, Spec, TruncatedNormal, Uniform,
-                           VarianceScaling, clip, where)
-from polyinit.backends import available_backends, backend_for, get_backend
+from polyinit.schemes import (
+    constant,
+    glorot_normal,
+    glorot_uniform,
+    he_normal,
+    he_uniform,
+    kaiming_normal,
+    kaiming_uniform,
+    lecun_normal,
+    lecun_uniform,
+    lstm_bias,
+    lstm_kernel,
+    ones,
+    xavier_normal,
+    xavier_uniform,
+    zeros,
+)
+from polyinit.spec import (
+    BilinearUpsampling,
+    Blocks,
+    Constant,
+    DeltaOrthogonal,
+    Dirac,
+    Identity,
+    Normal,
+    Orthogonal,
+    Sparse,
+    Spec,
+    TruncatedNormal,
+    Uniform,
+    VarianceScaling,
+    clip,
+    where,
+)
 
 __version__ = "0.1.0"
 
 # Loaded on first use (PEP 562), to keep ``import polyinit`` cheap: the rest of the library does
 # not need them, and they bring json and the model-record modules (benchmarks/bench_import.py).
-_LAZY = {"from_dict": "polyinit.serialize", "from_json": "polyinit.serialize", "to_dict": "polyinit.serialize",
-         "to_json": "polyinit.serialize", "transfer": "polyinit.transfer"}
+_LAZY = {
+    "from_dict": "polyinit.serialize",
+    "from_json": "polyinit.serialize",
+    "to_dict": "polyinit.serialize",
+    "to_json": "polyinit.serialize",
+    "transfer": "polyinit.transfer",
+}
 
 if TYPE_CHECKING:
     from polyinit.serialize import from_dict, from_json, to_dict, to_json
@@ -50,15 +90,64 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
+
 __all__ = [
-    "BackendError", "BackendUnavailableError", "BilinearUpsampling", "Blocks", "Constant",
-    "DeltaOrthogonal", "Dirac", "NonFiniteError", "Fans", "IN_OUT", "Identity", "Layout", "Normal", "NotExpressibleError", "OUT_IN",
-    "Orthogonal", "Plan", "PolyinitError", "SerializationError", "ShapeError", "Sparse", "Spec",
-    "SpecError", "Stats", "TruncatedNormal", "Uniform", "VarianceScaling", "available_backends",
-    "backend_for", "calculate_gain", "clip", "compute_fans", "constant", "from_dict", "from_json",
-    "get_backend", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "kaiming_normal",
-    "kaiming_uniform", "lecun_normal", "lecun_uniform", "lstm_bias", "lstm_kernel", "ones",
-    "preset", "resolve", "to_dict", "to_json", "transfer", "where", "xavier_normal", "xavier_uniform", "zeros",
+    "IN_OUT",
+    "OUT_IN",
+    "BackendError",
+    "BackendUnavailableError",
+    "BilinearUpsampling",
+    "Blocks",
+    "Constant",
+    "DeltaOrthogonal",
+    "Dirac",
+    "Fans",
+    "Identity",
+    "Layout",
+    "NonFiniteError",
+    "Normal",
+    "NotExpressibleError",
+    "Orthogonal",
+    "Plan",
+    "PolyinitError",
+    "SerializationError",
+    "ShapeError",
+    "Sparse",
+    "Spec",
+    "SpecError",
+    "Stats",
+    "TruncatedNormal",
+    "Uniform",
+    "VarianceScaling",
+    "available_backends",
+    "backend_for",
+    "calculate_gain",
+    "clip",
+    "compute_fans",
+    "constant",
+    "from_dict",
+    "from_json",
+    "get_backend",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "lstm_bias",
+    "lstm_kernel",
+    "ones",
+    "preset",
+    "resolve",
+    "to_dict",
+    "to_json",
+    "transfer",
+    "where",
+    "xavier_normal",
+    "xavier_uniform",
+    "zeros",
 ]
 
 
@@ -70,7 +159,7 @@ def _register_with_a_loaded_keras() -> None:
     import sys
 
     if "keras" in sys.modules:
-        try:
+        try:  # noqa: SIM105 (contextlib.suppress would cost the light import)
             import polyinit.backends.keras  # noqa: F401  (registration is the import's side effect)
         except (ImportError, AttributeError, PolyinitError):  # a Keras 2, or one half imported
             pass

@@ -37,8 +37,7 @@ def _scalar_shape(value: Any) -> bool:
         return False
 
 
-def real(owner: str, name: str, value: Any, *, finite: bool = True,
-         error: type[PolyinitError] = SpecError) -> float:
+def real(owner: str, name: str, value: Any, *, finite: bool = True, error: type[PolyinitError] = SpecError) -> float:
     """``value`` as a float, refusing bools, strings, complex numbers, non-scalar arrays and
     (when ``finite``) NaN/inf.
 
@@ -50,16 +49,19 @@ def real(owner: str, name: str, value: Any, *, finite: bool = True,
     0.02
     """
     dtype_kind = getattr(getattr(value, "dtype", None), "kind", None)
-    if (_is_bool(value) or isinstance(value, (str, bytes, complex)) or dtype_kind == "c"
-            or not (isinstance(value, numbers.Real) or hasattr(value, "__float__"))
-            or not _scalar_shape(value)):
+    if (
+        _is_bool(value)
+        or isinstance(value, (str, bytes, complex))
+        or dtype_kind == "c"
+        or not (isinstance(value, numbers.Real) or hasattr(value, "__float__"))
+        or not _scalar_shape(value)
+    ):
         raise error(f"{owner}: {name} must be a real number, received {name}={value!r}")
     try:
         result = float(value)
     except (TypeError, ValueError, OverflowError) as problem:
         # e.g. a traced JAX value inside jit, which has no concrete number yet.
-        raise error(f"{owner}: {name} must be a concrete real number, received {name}={value!r} "
-                    f"({problem})") from None
+        raise error(f"{owner}: {name} must be a concrete real number, received {name}={value!r} ({problem})") from None
     if math.isnan(result) or (finite and math.isinf(result)):
         raise error(f"{owner}: {name} must be finite, received {name}={value!r}")
     return result
@@ -73,8 +75,9 @@ def positive(owner: str, name: str, value: Any) -> float:
     return result
 
 
-def integer(owner: str, name: str, value: Any, *, minimum: Optional[int] = None,
-            error: type[PolyinitError] = SpecError) -> int:
+def integer(
+    owner: str, name: str, value: Any, *, minimum: Optional[int] = None, error: type[PolyinitError] = SpecError
+) -> int:
     """``value`` through ``operator.index`` (so ``np.int64`` and 0-d integer arrays work), never
     a bool or a float (``10.7`` is refused, not truncated)."""
     if _is_bool(value):
@@ -91,9 +94,7 @@ def integer(owner: str, name: str, value: Any, *, minimum: Optional[int] = None,
 def choice(owner: str, name: str, value: Any, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     if not isinstance(value, str) or value not in allowed:
-        raise SpecError(
-            f"{owner}: unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}"
-        )
+        raise SpecError(f"{owner}: unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
     return value
 
 
@@ -120,8 +121,12 @@ def shape(owner: str, value: Any) -> tuple[int, ...]:
     >>> shape("resolve", (3, 4))
     (3, 4)
     """
-    if (not isinstance(value, (str, bytes)) and hasattr(value, "__index__") and not _is_bool(value)
-            and _scalar_shape(value)):
+    if (
+        not isinstance(value, (str, bytes))
+        and hasattr(value, "__index__")
+        and not _is_bool(value)
+        and _scalar_shape(value)
+    ):
         value = (value,)
     try:
         dims = tuple(value) if not isinstance(value, (str, bytes, dict)) else None
@@ -147,8 +152,9 @@ def layout(owner: str, value: Any) -> Layout | None:
         return value
     if isinstance(value, str):
         return Layout(value)
-    raise SpecError(f"{owner}: layout must be a polyinit.Layout or a pattern string such as "
-                    f"'out in *', received layout={value!r}")
+    raise SpecError(
+        f"{owner}: layout must be a polyinit.Layout or a pattern string such as 'out in *', received layout={value!r}"
+    )
 
 
 SEED_LIMIT = 2**64  # the portable generator's key and torch's manual_seed take 64-bit seeds

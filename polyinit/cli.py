@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Optional
 
 from polyinit.errors import PolyinitError
 
@@ -46,28 +47,56 @@ def _compare(args: argparse.Namespace) -> int:
     if args.model:
         from polyinit.compare_model import compare_model, render
 
-        result = compare_model(args.model, frameworks=args.frameworks, seed=args.seed,
-                               measure=not args.no_measure, progress=_progress(args), schemes=args.scheme or ())
+        result = compare_model(
+            args.model,
+            frameworks=args.frameworks,
+            seed=args.seed,
+            measure=not args.no_measure,
+            progress=_progress(args),
+            schemes=args.scheme or (),
+        )
         fmt = "json" if args.json else args.format
         print(json.dumps(result.as_json(), indent=2) if fmt == "json" else render(result, fmt))
         return 0
-    from polyinit.compare import DEFAULT_SIZES, compare
     from polyinit import compare_output as output
+    from polyinit.compare import DEFAULT_SIZES, compare
 
     n_in, n_out = (args.n_in, args.n_out)
     default_in, default_out = DEFAULT_SIZES.get(args.layer, (784, 256))
     n_in, n_out = default_in if n_in is None else n_in, default_out if n_out is None else n_out
-    rows = compare(layer=args.layer, n_in=n_in, n_out=n_out, depth=args.depth, kernel=args.kernel,
-                   frameworks=args.frameworks, measure=not args.no_measure, seed=args.seed,
-                   activation=args.activation, heads=args.heads, progress=_progress(args), cache=not args.no_cache)
+    rows = compare(
+        layer=args.layer,
+        n_in=n_in,
+        n_out=n_out,
+        depth=args.depth,
+        kernel=args.kernel,
+        frameworks=args.frameworks,
+        measure=not args.no_measure,
+        seed=args.seed,
+        activation=args.activation,
+        heads=args.heads,
+        progress=_progress(args),
+        cache=not args.no_cache,
+    )
     fmt = "json" if args.json else args.format
     shape = (args.layer, args.activation, n_in, n_out, args.depth)
     if fmt == "json":
         from polyinit.measure import REPEATS, TOKENS
 
-        inputs = dict(layer=args.layer, activation=args.activation, n_in=n_in, n_out=n_out, depth=args.depth,
-                      kernel=args.kernel, heads=args.heads, tokens=TOKENS, seed=args.seed,
-                      frameworks=list(args.frameworks), measure=not args.no_measure, repeats=REPEATS)
+        inputs = dict(
+            layer=args.layer,
+            activation=args.activation,
+            n_in=n_in,
+            n_out=n_out,
+            depth=args.depth,
+            kernel=args.kernel,
+            heads=args.heads,
+            tokens=TOKENS,
+            seed=args.seed,
+            frameworks=list(args.frameworks),
+            measure=not args.no_measure,
+            repeats=REPEATS,
+        )
         print(json.dumps(output.document(rows, inputs), indent=2))
     elif fmt == "markdown":
         print(output.render_markdown(rows, *shape))
@@ -126,56 +155,107 @@ def build_parser() -> argparse.ArgumentParser:
     from polyinit.defaults import FRAMEWORKS
     from polyinit.propagation import ACTIVATIONS, KINDS
 
-    cmp = sub.add_parser("compare", help="frameworks' defaults side by side, and the signal through depth",
-                         description="Each framework's default initialisation of one layer kind (or of your own "
-                                     "model with --model), and the signal's variance through a stack of such layers: "
-                                     "closed form, and measured on the real layers of every installed framework.")
+    cmp = sub.add_parser(
+        "compare",
+        help="frameworks' defaults side by side, and the signal through depth",
+        description="Each framework's default initialisation of one layer kind (or of your own "
+        "model with --model), and the signal's variance through a stack of such layers: "
+        "closed form, and measured on the real layers of every installed framework.",
+    )
     cmp.add_argument("--layer", choices=KINDS, default="dense", help="layer kind: %(choices)s (default dense)")
-    cmp.add_argument("--activation", choices=ACTIVATIONS, default="relu",
-                     help="between layers: %(choices)s (default relu; GELU is the exact erf form)")
-    cmp.add_argument("--in", dest="n_in", type=int, default=None,
-                     help="input units, channels, vocabulary (embedding) or d_model (mha); default per layer, 784 for dense")
-    cmp.add_argument("--out", dest="n_out", type=int, default=None, help="output units or channels; default per layer, 256 for dense")
+    cmp.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        default="relu",
+        help="between layers: %(choices)s (default relu; GELU is the exact erf form)",
+    )
+    cmp.add_argument(
+        "--in",
+        dest="n_in",
+        type=int,
+        default=None,
+        help="input units, channels, vocabulary (embedding) or d_model (mha); default per layer, 784 for dense",
+    )
+    cmp.add_argument(
+        "--out", dest="n_out", type=int, default=None, help="output units or channels; default per layer, 256 for dense"
+    )
     cmp.add_argument("--kernel", type=int, default=3, help="conv kernel size per axis (3)")
     cmp.add_argument("--heads", type=int, default=4, help="mha heads (4)")
     cmp.add_argument("--depth", type=int, default=10, help="layers in the stack (10)")
-    cmp.add_argument("--frameworks", type=_frameworks, default=list(FRAMEWORKS),
-                     help=f"comma-separated, some of: {', '.join(FRAMEWORKS)} (default all)")
-    cmp.add_argument("--model", metavar="MODULE:FACTORY",
-                     help="compare on your own model: FACTORY() returns a torch, Keras, Flax nnx or Gluon model, "
-                          "or (model, input_shape) to measure the signal through it")
+    cmp.add_argument(
+        "--frameworks",
+        type=_frameworks,
+        default=list(FRAMEWORKS),
+        help=f"comma-separated, some of: {', '.join(FRAMEWORKS)} (default all)",
+    )
+    cmp.add_argument(
+        "--model",
+        metavar="MODULE:FACTORY",
+        help="compare on your own model: FACTORY() returns a torch, Keras, Flax nnx or Gluon model, "
+        "or (model, input_shape) to measure the signal through it",
+    )
     from polyinit.compare_model import SCHEMES
 
-    cmp.add_argument("--scheme", action="append", choices=SCHEMES, metavar="SCHEME",
-                     help="with --model: also show this modern scheme's per-parameter draw (polyinit.modern), "
-                          f"repeatable; one of {', '.join(SCHEMES)}")
+    cmp.add_argument(
+        "--scheme",
+        action="append",
+        choices=SCHEMES,
+        metavar="SCHEME",
+        help="with --model: also show this modern scheme's per-parameter draw (polyinit.modern), "
+        f"repeatable; one of {', '.join(SCHEMES)}",
+    )
     cmp.add_argument("--no-measure", action="store_true", help="closed form only; import no framework")
-    cmp.add_argument("--no-cache", action="store_true", help="measure again instead of reading the cache "
-                     "($POLYINIT_CACHE, else $XDG_CACHE_HOME/polyinit, else ~/.cache/polyinit)")
-    cmp.add_argument("--progress", action="store_true", help="report each framework's import and measurement on "
-                     "stderr even when it is not a terminal")
-    cmp.add_argument("--plot", metavar="FILE.png", help="draw weight and bias histograms and variance-through-depth curves")
-    cmp.add_argument("--format", choices=("table", "json", "markdown", "csv"), default="table",
-                     help="output: %(choices)s (default table)")
+    cmp.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="measure again instead of reading the cache "
+        "($POLYINIT_CACHE, else $XDG_CACHE_HOME/polyinit, else ~/.cache/polyinit)",
+    )
+    cmp.add_argument(
+        "--progress",
+        action="store_true",
+        help="report each framework's import and measurement on stderr even when it is not a terminal",
+    )
+    cmp.add_argument(
+        "--plot", metavar="FILE.png", help="draw weight and bias histograms and variance-through-depth curves"
+    )
+    cmp.add_argument(
+        "--format",
+        choices=("table", "json", "markdown", "csv"),
+        default="table",
+        help="output: %(choices)s (default table)",
+    )
     cmp.add_argument("--json", action="store_true", help="same as --format json")
     cmp.add_argument("--seed", type=int, default=0)
     cmp.set_defaults(run=_compare)
     from polyinit.backends import REGISTRY
 
-    conf = sub.add_parser("conformance", help="check your own specs in every installed backend",
-                          formatter_class=argparse.RawDescriptionHelpFormatter,
-                          description="Check specs against every installed backend's draws (closed-form statistics).",
-                          epilog="Your own initializer: in a dict, give (spec, fn) or (spec, fn, layout), where\n"
-                                 "fn(shape, seed) -> array; it is checked as one more backend, 'yours', against\n"
-                                 "what the spec promises (layout defaults to polyinit.OUT_IN). Example:\n"
-                                 "    SPECS = {'mine': (polyinit.glorot_uniform(), my_glorot)}\n"
-                                 "    polyinit conformance my_module:SPECS")
-    conf.add_argument("target", help="MODULE:ATTR naming a spec, a list of specs, or a dict name -> spec "
-                                     "or -> (spec, fn[, layout]) for your own fn(shape, seed)")
-    conf.add_argument("--backends", type=_frameworks, default=None, metavar="NAMES",
-                      help=f"comma-separated, some of: {', '.join(REGISTRY)} (default: every installed one)")
-    conf.add_argument("--progress", action="store_true",
-                      help="report each backend and spec on stderr even when it is not a terminal")
+    conf = sub.add_parser(
+        "conformance",
+        help="check your own specs in every installed backend",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check specs against every installed backend's draws (closed-form statistics).",
+        epilog="Your own initializer: in a dict, give (spec, fn) or (spec, fn, layout), where\n"
+        "fn(shape, seed) -> array; it is checked as one more backend, 'yours', against\n"
+        "what the spec promises (layout defaults to polyinit.OUT_IN). Example:\n"
+        "    SPECS = {'mine': (polyinit.glorot_uniform(), my_glorot)}\n"
+        "    polyinit conformance my_module:SPECS",
+    )
+    conf.add_argument(
+        "target",
+        help="MODULE:ATTR naming a spec, a list of specs, or a dict name -> spec "
+        "or -> (spec, fn[, layout]) for your own fn(shape, seed)",
+    )
+    conf.add_argument(
+        "--backends",
+        type=_frameworks,
+        default=None,
+        metavar="NAMES",
+        help=f"comma-separated, some of: {', '.join(REGISTRY)} (default: every installed one)",
+    )
+    conf.add_argument(
+        "--progress", action="store_true", help="report each backend and spec on stderr even when it is not a terminal"
+    )
     conf.add_argument("--json", metavar="FILE", help="write the results as JSON")
     conf.add_argument("--seed", type=int, default=0)
     conf.set_defaults(run=_conformance)

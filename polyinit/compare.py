@@ -17,22 +17,32 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
+from polyinit import defaults, propagation
 from polyinit import nodes as n
-from polyinit import propagation
-from polyinit import defaults
 from polyinit.defaults import Param
 from polyinit.errors import PolyinitError
 
 # Sizes used when --in/--out are not given: each kind's usual scale, and a measurement that stays quick.
-DEFAULT_SIZES = {"dense": (784, 256), "conv1d": (32, 32), "conv2d": (32, 32), "conv3d": (16, 16),
-                 "conv_transpose": (32, 32), "embedding": (1000, 256), "lstm": (256, 256), "gru": (256, 256),
-                 "batchnorm": (256, 256), "layernorm": (256, 256), "mha": (256, 256)}
+DEFAULT_SIZES = {
+    "dense": (784, 256),
+    "conv1d": (32, 32),
+    "conv2d": (32, 32),
+    "conv3d": (16, 16),
+    "conv_transpose": (32, 32),
+    "embedding": (1000, 256),
+    "lstm": (256, 256),
+    "gru": (256, 256),
+    "batchnorm": (256, 256),
+    "layernorm": (256, 256),
+    "mha": (256, 256),
+}
 Progress = Callable[[str], None]
 
 
@@ -93,7 +103,7 @@ def _is_bias(name: str) -> bool:
 
 def main_weight_and_bias(params: dict[str, Param]) -> tuple[Param, Optional[Param]]:
     """The first parameter (the layer's main weight; a norm's scale) and its first bias, if any."""
-    (name, weight), *rest = params.items()
+    (_, weight), *rest = params.items()
     return weight, next((p for key, p in rest if _is_bias(key)), None)
 
 
@@ -124,16 +134,18 @@ def _check(layer: str, activation: str, sizes: dict, frameworks: Sequence[str], 
     if layer not in propagation.KINDS:
         raise PolyinitError(f"compare: unknown layer {layer!r}; expected one of {', '.join(propagation.KINDS)}")
     if activation not in propagation.ACTIVATIONS:
-        raise PolyinitError(f"compare: unknown activation {activation!r}; "
-                            f"expected one of {', '.join(propagation.ACTIVATIONS)}")
+        raise PolyinitError(
+            f"compare: unknown activation {activation!r}; expected one of {', '.join(propagation.ACTIVATIONS)}"
+        )
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise PolyinitError(f"compare: {name} must be a positive integer, received {name}={value!r}")
     if sizes["depth"] > MAX_DEPTH:
         raise PolyinitError(f"compare: depth must be at most {MAX_DEPTH} layers, received depth={sizes['depth']}")
     if layer == "mha" and sizes["n_in"] % sizes["heads"]:
-        raise PolyinitError(f"compare: mha needs n_in divisible by heads, received n_in={sizes['n_in']}, "
-                            f"heads={sizes['heads']}")
+        raise PolyinitError(
+            f"compare: mha needs n_in divisible by heads, received n_in={sizes['n_in']}, heads={sizes['heads']}"
+        )
     known = defaults.FRAMEWORKS  # from the framework records
     if not frameworks:
         raise PolyinitError(f"compare: no framework given; expected some of {', '.join(known)}")
@@ -142,10 +154,20 @@ def _check(layer: str, activation: str, sizes: dict, frameworks: Sequence[str], 
             raise PolyinitError(f"compare: unknown framework {framework!r}; expected some of {', '.join(known)}")
 
 
-def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[int] = None, depth: int = 10,
-            kernel: int = 3, frameworks: Optional[Sequence[str]] = None, measure: bool = True, seed: int = 0,
-            activation: str = "relu", heads: int = 4, progress: Optional[Progress] = None,
-            cache: bool = True) -> list[Row]:
+def compare(
+    layer: str = "dense",
+    n_in: Optional[int] = None,
+    n_out: Optional[int] = None,
+    depth: int = 10,
+    kernel: int = 3,
+    frameworks: Optional[Sequence[str]] = None,
+    measure: bool = True,
+    seed: int = 0,
+    activation: str = "relu",
+    heads: int = 4,
+    progress: Optional[Progress] = None,
+    cache: bool = True,
+) -> list[Row]:
     """One row per framework: its default weight and bias, fan_in var(w), and Var through depth
     (closed form; measured on real layers where the framework is installed and ``measure``).
 
@@ -164,13 +186,19 @@ def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[in
         params = propagation.registry_params(framework, layer, n_in, n_out, kernel, heads)
         weight, bias = main_weight_and_bias(params)
         sizes = dict(n_in=n_in, n_out=n_out, depth=depth, kernel=kernel, heads=heads)
-        row = Row(framework, defaults.VERSIONS[framework], describe(weight),
-                  describe(bias) if bias else Distribution("none", 0.0, None),
-                  {name: dict(shape=list(p.shape), words=describe(p).words, std=describe(p).std)
-                   for name, p in params.items()},
-                  propagation.first_gain(framework, layer, n_in=n_in, n_out=n_out, kernel=kernel, heads=heads),
-                  propagation.stack(framework, layer, "linear", **sizes),
-                  propagation.stack(framework, layer, activation, **sizes))
+        row = Row(
+            framework,
+            defaults.VERSIONS[framework],
+            describe(weight),
+            describe(bias) if bias else Distribution("none", 0.0, None),
+            {
+                name: dict(shape=list(p.shape), words=describe(p).words, std=describe(p).std)
+                for name, p in params.items()
+            },
+            propagation.first_gain(framework, layer, n_in=n_in, n_out=n_out, kernel=kernel, heads=heads),
+            propagation.stack(framework, layer, "linear", **sizes),
+            propagation.stack(framework, layer, activation, **sizes),
+        )
         if measure:
             _measure_into(row, layer, activation, sizes, seed, progress or (lambda text: None), cache)
         rows.append(row)
@@ -180,12 +208,22 @@ def compare(layer: str = "dense", n_in: Optional[int] = None, n_out: Optional[in
 def _absent_row(framework: str, layer: str, depth: int) -> Row:
     nothing = Distribution("none", 0.0, None)
     nan = [float("nan")] * depth
-    return Row(framework, defaults.VERSIONS[framework], nothing, nothing, {}, float("nan"), nan, nan,
-               source=f"{framework} has no {layer} layer")
+    return Row(
+        framework,
+        defaults.VERSIONS[framework],
+        nothing,
+        nothing,
+        {},
+        float("nan"),
+        nan,
+        nan,
+        source=f"{framework} has no {layer} layer",
+    )
 
 
-def _measure_into(row: Row, layer: str, activation: str, sizes: dict, seed: int, progress: Progress,
-                  cache: bool) -> None:
+def _measure_into(
+    row: Row, layer: str, activation: str, sizes: dict, seed: int, progress: Progress, cache: bool
+) -> None:
     from polyinit import compare_cache
 
     framework = row.framework
@@ -207,11 +245,14 @@ def _measure_into(row: Row, layer: str, activation: str, sizes: dict, seed: int,
         except ImportError as error:
             row.source = f"closed form ({framework} does not import: {error})"
             return
-        progress(f"{framework}: imported in {time.perf_counter() - started:.1f} s; measuring {layer}, "
-                 f"{measuring.REPEATS} networks of {sizes['depth']} layers")
+        progress(
+            f"{framework}: imported in {time.perf_counter() - started:.1f} s; measuring {layer}, "
+            f"{measuring.REPEATS} networks of {sizes['depth']} layers"
+        )
         started = time.perf_counter()
-        setup = measuring.Setup(layer, sizes["n_in"], sizes["n_out"], sizes["depth"], sizes["kernel"],
-                                sizes["heads"], activation)
+        setup = measuring.Setup(
+            layer, sizes["n_in"], sizes["n_out"], sizes["depth"], sizes["kernel"], sizes["heads"], activation
+        )
         try:
             with preserved_global_rngs():
                 measured = measuring.measure(framework, setup, seed)
@@ -235,6 +276,7 @@ def _measure_into(row: Row, layer: str, activation: str, sizes: dict, seed: int,
 
 def to_json(rows: Sequence[Row]) -> list[dict]:
     """Rows as plain data (without the weight samples); NaN becomes None."""
+
     def clean(value):
         if isinstance(value, float) and math.isnan(value):
             return None

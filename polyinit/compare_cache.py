@@ -53,8 +53,16 @@ def _code_digest() -> str:
 
 
 def key(framework: str, version: str, **arguments: Any) -> str:
-    text = json.dumps({"framework": framework, "version": version, "polyinit": polyinit.__version__,
-                       "code": _code_digest(), **arguments}, sort_keys=True)
+    text = json.dumps(
+        {
+            "framework": framework,
+            "version": version,
+            "polyinit": polyinit.__version__,
+            "code": _code_digest(),
+            **arguments,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -98,8 +106,7 @@ def _problem(value: object, depth: Optional[int]) -> Optional[str]:
 
 
 def _warn_invalid(path: Path, problem: str) -> None:
-    warnings.warn(f"polyinit compare: ignoring the cache entry {str(path)!r}: {problem}; measuring again",
-                  stacklevel=3)
+    warnings.warn(f"polyinit compare: ignoring the cache entry {str(path)!r}: {problem}; measuring again", stacklevel=3)
 
 
 def store(digest: str, value: dict) -> None:

@@ -47,10 +47,15 @@ class ModelComparison:
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
-        return {"target": self.target, "model_framework": self.model_framework,
-                "input_shape": list(self.input_shape) if self.input_shape else None, "seed": self.seed,
-                "params": [dict(p, **{f: self.specs[f][i] for f in self.specs}) for i, p in enumerate(self.params)],
-                "output_var": self.output_var, "notes": self.notes}
+        return {
+            "target": self.target,
+            "model_framework": self.model_framework,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "seed": self.seed,
+            "params": [dict(p, **{f: self.specs[f][i] for f in self.specs}) for i, p in enumerate(self.params)],
+            "output_var": self.output_var,
+            "notes": self.notes,
+        }
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -71,8 +76,9 @@ def load_factory(target: str) -> Callable[[], Any]:
     except ImportError as error:
         raise PolyinitError(f"compare --model {target!r}: cannot import {module_name!r} ({error})") from None
     except Exception as error:  # the user's module raised while being imported
-        raise PolyinitError(f"compare --model {target!r}: importing {module_name!r} raised "
-                            f"{type(error).__name__}: {error}") from error
+        raise PolyinitError(
+            f"compare --model {target!r}: importing {module_name!r} raised {type(error).__name__}: {error}"
+        ) from error
     finally:
         if added:
             sys.path.remove(os.getcwd())
@@ -89,8 +95,10 @@ def framework_of(model: Any) -> str:
     for record in frameworks():
         if record.detect(model):
             return record.name
-    raise PolyinitError(f"compare --model: {type(model).__module__}.{type(model).__name__} is not a torch, "
-                        "Keras, Flax nnx, Equinox or Gluon model, nor a Haiku or linen params tree")
+    raise PolyinitError(
+        f"compare --model: {type(model).__module__}.{type(model).__name__} is not a torch, "
+        "Keras, Flax nnx, Equinox or Gluon model, nor a Haiku or linen params tree"
+    )
 
 
 def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]]:
@@ -109,8 +117,9 @@ def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]
             raise
         except Exception as error:  # the user's factory: name it, keep its traceback as the cause
             name = getattr(factory, "__qualname__", repr(factory))
-            raise PolyinitError(f"compare --model: the factory {name}() raised "
-                                f"{type(error).__name__}: {error}") from error
+            raise PolyinitError(
+                f"compare --model: the factory {name}() raised {type(error).__name__}: {error}"
+            ) from error
     if isinstance(built, tuple) and len(built) == 2:
         return built[0], tuple(int(d) for d in built[1])
     return built, None
@@ -118,8 +127,20 @@ def _build(factory: Callable, seed: int) -> tuple[Any, Optional[tuple[int, ...]]
 
 # The modern schemes compare can show: those that need nothing but the model (muP needs a base
 # model, so it is called from Python: polyinit.modern.mup(model, base)).
-SCHEMES = ("gpt2", "megatron", "olmo", "u_mup", "fixup", "t_fixup", "deepnet", "t5", "small_init", "wang",
-           "small_init_emb", "modded_nanogpt")
+SCHEMES = (
+    "gpt2",
+    "megatron",
+    "olmo",
+    "u_mup",
+    "fixup",
+    "t_fixup",
+    "deepnet",
+    "t5",
+    "small_init",
+    "wang",
+    "small_init_emb",
+    "modded_nanogpt",
+)
 
 
 def apply_defaults(model: Any, framework: str, seed: int, scheme: Optional[str] = None) -> tuple[list[dict], Any]:
@@ -134,8 +155,9 @@ def apply_defaults(model: Any, framework: str, seed: int, scheme: Optional[str] 
         from polyinit import modern
 
         model, report = _applied(model, apply(model, getattr(modern, scheme)(model, seed=seed)))
-        return [dict(path=r.path, kind=r.kind, role=r.role, shape=list(r.shape), spec=r.drawn or None)
-                for r in report.rows], model
+        return [
+            dict(path=r.path, kind=r.kind, role=r.role, shape=list(r.shape), spec=r.drawn or None) for r in report.rows
+        ], model
     from polyinit.defaults import rules_for
 
     model, report = _applied(model, apply(model, rules_for(framework, seed=seed)))
@@ -170,8 +192,14 @@ def output_var(model: Any, framework: str, shape: tuple[int, ...], seed: int) ->
     return float(np.var(np.asarray(y, dtype=np.float64)))
 
 
-def compare_model(target: str, frameworks: Optional[Sequence[str]] = None, seed: int = 0, measure: bool = True,
-                  progress: Optional[Callable[[str], None]] = None, schemes: Sequence[str] = ()) -> ModelComparison:
+def compare_model(
+    target: str,
+    frameworks: Optional[Sequence[str]] = None,
+    seed: int = 0,
+    measure: bool = True,
+    progress: Optional[Callable[[str], None]] = None,
+    schemes: Sequence[str] = (),
+) -> ModelComparison:
     """Each framework's defaults on the model ``target`` names, side by side (see the module
     docstring), and next to them each of ``schemes`` (``SCHEMES``: GPT-2's scaled residual, OLMo,
     DeepNet, ...) applied to the same model."""
@@ -225,10 +253,14 @@ def compare_model(target: str, frameworks: Optional[Sequence[str]] = None, seed:
 def render(result: ModelComparison, fmt: str = "table") -> str:
     """The per-parameter table (text, Markdown or CSV) and the output variance of each."""
     names = list(result.specs)
-    head = ["parameter", "kind/role", "shape"] + [name if name.endswith(" scheme") else f"{name} defaults"
-                                                  for name in names]
-    body = [[p["path"], f"{p['kind']}/{p['role']}", "x".join(map(str, p["shape"]))] +
-            [_short(result.specs[name][i]) for name in names] for i, p in enumerate(result.params)]
+    head = ["parameter", "kind/role", "shape"] + [
+        name if name.endswith(" scheme") else f"{name} defaults" for name in names
+    ]
+    body = [
+        [p["path"], f"{p['kind']}/{p['role']}", "x".join(map(str, p["shape"]))]
+        + [_short(result.specs[name][i]) for name in names]
+        for i, p in enumerate(result.params)
+    ]
     variances = ", ".join(f"{key} {value:.4g}" for key, value in result.output_var.items())
     footer = [f"Var of the output for an N(0, 1) batch of {result.input_shape}: {variances}"] if variances else []
     footer += result.notes

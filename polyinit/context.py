@@ -46,8 +46,21 @@ from polyinit.errors import PolyinitError
 from polyinit.layout import compute_fans
 from polyinit.params import Param
 
-SITES = ("embedding", "position", "readout", "q", "k", "v", "qkv", "attn_out", "mlp_in", "mlp_out",
-         "norm", "relative_bias", "other")
+SITES = (
+    "embedding",
+    "position",
+    "readout",
+    "q",
+    "k",
+    "v",
+    "qkv",
+    "attn_out",
+    "mlp_in",
+    "mlp_out",
+    "norm",
+    "relative_bias",
+    "other",
+)
 # Sites inside a residual block whose output is added to the residual stream.
 RESIDUAL_OUTPUTS = ("attn_out", "mlp_out")
 BLOCK_SITES = ("q", "k", "v", "qkv", "attn_out", "mlp_in", "mlp_out")
@@ -69,9 +82,20 @@ class Site:
 
 
 # Module names by site, lower case. A name listed under two sites is decided by its parents.
-_ATTENTION_PARENTS = ("attn", "attention", "self_attn", "selfattention", "self_attention",
-                      "encdecattention", "encoder_attn", "crossattention", "cross_attn", "mha",
-                      "multi_head_attention", "multiheadattention")
+_ATTENTION_PARENTS = (
+    "attn",
+    "attention",
+    "self_attn",
+    "selfattention",
+    "self_attention",
+    "encdecattention",
+    "encoder_attn",
+    "crossattention",
+    "cross_attn",
+    "mha",
+    "multi_head_attention",
+    "multiheadattention",
+)
 _MLP_PARENTS = ("mlp", "ffn", "feed_forward", "feedforward", "densereludense", "ff")
 _BY_NAME = {
     "qkv": ("c_attn", "qkv", "query_key_value", "att_proj", "in_proj", "wqkv", "qkv_proj"),
@@ -79,20 +103,58 @@ _BY_NAME = {
     "k": ("k", "key", "k_proj", "wk", "k_lin", "key_proj"),
     "v": ("v", "value", "v_proj", "wv", "v_lin", "value_proj"),
     "attn_out": ("o", "o_proj", "out_proj", "attn_out", "attention_output", "wo_attn", "out_lin", "output_proj"),
-    "mlp_in": ("c_fc", "fc1", "wi", "wi_0", "wi_1", "w1", "w3", "up_proj", "gate_proj", "ff_proj",
-               "fc_in", "dense_h_to_4h", "linear1", "lin1", "intermediate",
-               # keras-hub's transformer layers
-               "feedforward_intermediate_dense", "feedforward_gate_dense", "gate_up_proj"),
-    "mlp_out": ("fc2", "w2", "down_proj", "ff_out", "fc_out", "dense_4h_to_h", "linear2", "lin2",
-                "feedforward_output_dense"),
+    "mlp_in": (
+        "c_fc",
+        "fc1",
+        "wi",
+        "wi_0",
+        "wi_1",
+        "w1",
+        "w3",
+        "up_proj",
+        "gate_proj",
+        "ff_proj",
+        "fc_in",
+        "dense_h_to_4h",
+        "linear1",
+        "lin1",
+        "intermediate",
+        # keras-hub's transformer layers
+        "feedforward_intermediate_dense",
+        "feedforward_gate_dense",
+        "gate_up_proj",
+    ),
+    "mlp_out": (
+        "fc2",
+        "w2",
+        "down_proj",
+        "ff_out",
+        "fc_out",
+        "dense_4h_to_h",
+        "linear2",
+        "lin2",
+        "feedforward_output_dense",
+    ),
     "readout": ("lm_head", "readout", "unembed", "output_projection"),
-    "position": ("wpe", "position_embeddings", "pos_emb", "pos_embedding", "embed_positions",
-                 "position_embedding", "positional_embedding"),
+    "position": (
+        "wpe",
+        "position_embeddings",
+        "pos_emb",
+        "pos_embedding",
+        "embed_positions",
+        "position_embedding",
+        "positional_embedding",
+    ),
     "relative_bias": ("relative_attention_bias",),
 }
 _SITE_OF = {module: site for site, modules in _BY_NAME.items() for module in modules}
-_TORCH_PACKED = {"in_proj_weight": "qkv", "in_proj_bias": "qkv", "q_proj_weight": "q",
-                 "k_proj_weight": "k", "v_proj_weight": "v"}
+_TORCH_PACKED = {
+    "in_proj_weight": "qkv",
+    "in_proj_bias": "qkv",
+    "q_proj_weight": "q",
+    "k_proj_weight": "k",
+    "v_proj_weight": "v",
+}
 
 
 def _tokens(path: str) -> list[str]:
@@ -119,7 +181,7 @@ def infer_site(path: str, kind: str, role: str) -> str:
     if module in _BY_NAME["relative_bias"]:
         return "relative_bias"
     parents = modules[:-1]
-    near = [t for t in parents[-3:]]
+    near = list(parents[-3:])
     in_attention = any(t in _ATTENTION_PARENTS or "attention" in t or t.endswith("attn") for t in near)
     if kind == "embedding":
         return "position" if module in _BY_NAME["position"] else "embedding"
@@ -209,8 +271,10 @@ class ModelContext:
         """
         counts = {k: sum(1 for v in self.sources.values() if v == k) for k in ("structure", "name", "user")}
         depths = ", ".join(f"{k or 'stack'} {v}" for k, v in self.depths.items()) or "none found"
-        head = (f"sites: {counts['structure']} from structure, {counts['name']} from names, "
-                f"{counts['user']} from user (sites=)")
+        head = (
+            f"sites: {counts['structure']} from structure, {counts['name']} from names, "
+            f"{counts['user']} from user (sites=)"
+        )
         lines = [head, f"depth: {depths}"]
         if self.note:
             lines.append(f"names used because {self.note}")
@@ -240,22 +304,29 @@ class ModelContext:
             found = sorted({s.site for s in self.sites.values()})
             residual = ""
             if self.structure is not None and not any(self.structure.residual.values()):
-                residual = "; its traced forward pass has no residual stream (no add of a value and a branch computed from it)"
-            raise ContextError(f"{scheme}: found no parameter at site(s) {', '.join(sites)} in {self.origin or 'this model'} "
-                               f"(found: {', '.join(found)}){residual}; mark them with sites={{'{sites[0]}': "
-                               "name('...')}} in model_context(...)")
+                residual = (
+                    "; its traced forward pass has no residual stream (no add of a value and a branch computed from it)"
+                )
+            raise ContextError(
+                f"{scheme}: found no parameter at site(s) {', '.join(sites)} in {self.origin or 'this model'} "
+                f"(found: {', '.join(found)}){residual}; mark them with sites={{'{sites[0]}': "
+                "name('...')}} in model_context(...)"
+            )
 
     def need_depth(self, scheme: str, stack: str = "") -> int:
         depth = self.depths.get(stack, 0) if stack else self.depth
         if not depth:
-            raise ContextError(f"{scheme}: needs the number of residual blocks{' of the ' + stack if stack else ''}, "
-                               "found none in this model; pass depth=L to model_context(...)")
+            raise ContextError(
+                f"{scheme}: needs the number of residual blocks{' of the ' + stack if stack else ''}, "
+                "found none in this model; pass depth=L to model_context(...)"
+            )
         return depth
 
     def need_width(self, scheme: str) -> int:
         if not self.width:
-            raise ContextError(f"{scheme}: needs the model width d, which could not be derived; "
-                               "pass width=d to model_context(...)")
+            raise ContextError(
+                f"{scheme}: needs the model width d, which could not be derived; pass width=d to model_context(...)"
+            )
         return self.width
 
     def fan_in(self, param: Param) -> int:
@@ -263,15 +334,24 @@ class ModelContext:
 
     def need_config(self, scheme: str, key: str) -> Any:
         if key not in self.config:
-            raise ContextError(f"{scheme}: needs {key}, which could not be derived; pass {key}=... "
-                               "to model_context(...)")
+            raise ContextError(
+                f"{scheme}: needs {key}, which could not be derived; pass {key}=... to model_context(...)"
+            )
         return self.config[key]
 
 
-def context_from_params(params: Sequence, *, depth: int | Mapping[str, int] | None = None,
-                        width: int | None = None, sites: Mapping[str, Any] | None = None,
-                        config: Mapping[str, Any] | None = None, structure: Any = None,
-                        note: str = "", keep: Any = None, origin: str = "") -> ModelContext:
+def context_from_params(
+    params: Sequence,
+    *,
+    depth: int | Mapping[str, int] | None = None,
+    width: int | None = None,
+    sites: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    structure: Any = None,
+    note: str = "",
+    keep: Any = None,
+    origin: str = "",
+) -> ModelContext:
     """A ``ModelContext`` from parameter records and, where given, the ``structure`` a trace
     found (``polyinit.structure.find_structure``): each site comes from ``sites`` (a selector
     per site, ``"user"``), else from the structure, else from the names (``infer_site``);
@@ -282,15 +362,18 @@ def context_from_params(params: Sequence, *, depth: int | Mapping[str, int] | No
     rule_context = RuleContext(params)
     for site_name, selector in (sites or {}).items():
         if site_name not in SITES:
-            raise ContextError(f"model_context: unknown site {site_name!r}; expected one of {', '.join(SITES)}"
-                               + _close(site_name, SITES))
+            raise ContextError(
+                f"model_context: unknown site {site_name!r}; expected one of {', '.join(SITES)}"
+                + _close(site_name, SITES)
+            )
         if not hasattr(selector, "matches"):
-            raise ContextError(f"model_context: sites[{site_name!r}] must be a selector such as name('...'), "
-                               f"received {selector!r}")
+            raise ContextError(
+                f"model_context: sites[{site_name!r}] must be a selector such as name('...'), received {selector!r}"
+            )
         hits = [p.path for p in params if selector.matches(p, rule_context)]
         if not hits:
             raise ContextError(f"model_context: sites[{site_name!r}] = {selector!r} matched no parameter")
-        marked.update({path: site_name for path in hits})
+        marked.update(dict.fromkeys(hits, site_name))
     blocks: dict[str, dict[tuple, int]] = {}
     found: dict[str, Site] = {}
     sources: dict[str, str] = {}
@@ -314,8 +397,12 @@ def context_from_params(params: Sequence, *, depth: int | Mapping[str, int] | No
         depths = dict(structure.depths)
     else:
         # Stacks count only containers that hold attention or MLP parameters.
-        depths = {stack: len({s.block for s in found.values() if s.stack == stack and s.block is not None
-                              and s.site in BLOCK_SITES}) for stack in blocks}
+        depths = {
+            stack: len(
+                {s.block for s in found.values() if s.stack == stack and s.block is not None and s.site in BLOCK_SITES}
+            )
+            for stack in blocks
+        }
     depths = {k: v for k, v in depths.items() if v}
     if depth is not None:
         depths = _given_depth(depth, depths)
@@ -323,8 +410,9 @@ def context_from_params(params: Sequence, *, depth: int | Mapping[str, int] | No
     if keep is not None and not hasattr(keep, "matches"):
         raise ContextError(f"model_context: keep must be a selector such as name('...'), received {keep!r}")
     kept = frozenset(p.path for p in params if keep is not None and keep.matches(p, rule_context))
-    return ModelContext(tuple(params), found, depths, derived_width, dict(config or {}), sources, structure, note,
-                        kept, origin)
+    return ModelContext(
+        tuple(params), found, depths, derived_width, dict(config or {}), sources, structure, note, kept, origin
+    )
 
 
 def _close(value: str, choices: Sequence[str]) -> str:
@@ -342,12 +430,14 @@ def _given_depth(depth: Any, derived: Mapping[str, int]) -> dict[str, int]:
         out = {}
         for stack, value in depth.items():
             if stack not in known:
-                raise ContextError(f"model_context: depth names stack {stack!r}, which this model does not have; "
-                                   f"its stacks: {', '.join(map(repr, known))}" + _close(stack, known))
+                raise ContextError(
+                    f"model_context: depth names stack {stack!r}, which this model does not have; "
+                    f"its stacks: {', '.join(map(repr, known))}" + _close(stack, known)
+                )
             out[stack] = _validate.integer("model_context", f"depth[{stack!r}]", value, minimum=1, error=ContextError)
         return out
     value = _validate.integer("model_context", "depth", depth, minimum=1, error=ContextError)
-    return {stack: value for stack in (derived or {"": 0})}
+    return dict.fromkeys(derived or {"": 0}, value)
 
 
 def _width(params: Sequence, sites: Mapping[str, Site]) -> int | None:
@@ -364,10 +454,13 @@ def _width(params: Sequence, sites: Mapping[str, Site]) -> int | None:
     return None
 
 
-_CONFIG_KEYS = {"depth": ("n_layer", "num_hidden_layers", "num_layers", "n_layers"),
-                "width": ("n_embd", "hidden_size", "d_model"),
-                "d_kv": ("d_kv", "head_dim"), "n_heads": ("n_head", "num_attention_heads", "num_heads"),
-                "d_ff": ("d_ff", "n_inner", "intermediate_size")}
+_CONFIG_KEYS = {
+    "depth": ("n_layer", "num_hidden_layers", "num_layers", "n_layers"),
+    "width": ("n_embd", "hidden_size", "d_model"),
+    "d_kv": ("d_kv", "head_dim"),
+    "n_heads": ("n_head", "num_attention_heads", "num_heads"),
+    "d_ff": ("d_ff", "n_inner", "intermediate_size"),
+}
 
 
 def _config_of(model: Any) -> dict[str, Any]:
@@ -389,9 +482,16 @@ def _config_of(model: Any) -> dict[str, Any]:
 CONFIG_KEYS = ("d_kv", "n_heads", "d_ff", "head_dim", "n_kv_heads", "vocab_size")
 
 
-def model_context(model: Any, *, depth: int | Mapping[str, int] | None = None, width: int | None = None,
-                  sites: Mapping[str, Any] | None = None, example_input: Any = None, keep: Any = None,
-                  **config: Any) -> ModelContext:
+def model_context(
+    model: Any,
+    *,
+    depth: int | Mapping[str, int] | None = None,
+    width: int | None = None,
+    sites: Mapping[str, Any] | None = None,
+    example_input: Any = None,
+    keep: Any = None,
+    **config: Any,
+) -> ModelContext:
     """The context of ``model`` (any framework the rules support); see the module docstring.
 
     The sites come from one traced forward pass on ``example_input`` (derived from the model when
@@ -412,9 +512,11 @@ def model_context(model: Any, *, depth: int | Mapping[str, int] | None = None, w
 
     for key, value in config.items():
         if key not in CONFIG_KEYS:
-            raise ContextError(f"model_context: unknown keyword {key}=; expected depth, width, sites, example_input, keep "
-                               f"or one of {', '.join(CONFIG_KEYS)}" + _close(key, ("depth", "width", "sites", "keep",
-                                                                                     "example_input") + CONFIG_KEYS))
+            raise ContextError(
+                f"model_context: unknown keyword {key}=; expected depth, width, sites, example_input, keep "
+                f"or one of {', '.join(CONFIG_KEYS)}"
+                + _close(key, ("depth", "width", "sites", "keep", "example_input") + CONFIG_KEYS)
+            )
         config[key] = _validate.integer("model_context", key, value, minimum=1, error=ContextError)
     if width is not None:
         width = _validate.integer("model_context", "width", width, minimum=1, error=ContextError)
@@ -432,8 +534,17 @@ def model_context(model: Any, *, depth: int | Mapping[str, int] | None = None, w
             warnings.warn(warning.message, warning.category, stacklevel=2)
     from_config = _config_of(model)
     from_config.update(config)
-    return context_from_params(params, depth=depth, width=width, sites=sites, config=from_config,
-                               structure=structure, note=note, keep=keep, origin=origin)
+    return context_from_params(
+        params,
+        depth=depth,
+        width=width,
+        sites=sites,
+        config=from_config,
+        structure=structure,
+        note=note,
+        keep=keep,
+        origin=origin,
+    )
 
 
 def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any, str, str]:
@@ -454,8 +565,14 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
     given = tracer.example_input(model) if derived else example_input
     what = _model_name(model)
     if given is None:
-        return None, (f"no example input could be derived for the {what}; pass "
-                      "model_context(model, example_input=...) to read sites from its structure"), f"the {what}"
+        return (
+            None,
+            (
+                f"no example input could be derived for the {what}; pass "
+                "model_context(model, example_input=...) to read sites from its structure"
+            ),
+            f"the {what}",
+        )
     try:
         graph = tracer.trace(model, given)
     except Exception as problem:  # the model's own forward pass failed: say what to pass
@@ -464,7 +581,8 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
             f"model_context: the forward pass of the {what} on {origin} ({_describe(given)}) failed: "
             f"{type(problem).__name__}: {problem}. Pass model_context(model, example_input=...) with an input "
             "its forward accepts (a tensor, or a tuple/dict of them), or give the sites by hand "
-            "(sites={...}, depth=...)") from problem
+            "(sites={...}, depth=...)"
+        ) from problem
     return st.find_structure(graph, params), "", f"the {what} traced on {_describe(given)}"
 
 

@@ -104,8 +104,6 @@ def _norm(c: int, *, stats: bool) -> dict[str, Param]:
     return out
 
 
-
-
 def layer_defaults(framework: str, layer: str, **dims: Any) -> dict[str, Param]:
     """Every parameter of ``layer`` as ``framework`` initialises it by default.
 
@@ -153,11 +151,16 @@ def rules_for(framework: str, *, seed: int = 0) -> Rules:
 
     weights = kind("dense", "conv", "conv_transpose") & role("weight")
     biases = kind("dense", "conv", "conv_transpose") & role("bias")
-    norm = [(kind("norm") & role("scale"), _ONE), (kind("norm") & role("offset"), _ZERO),
-            (role("running_mean"), _ZERO), (role("running_var"), _ONE)]
+    norm = [
+        (kind("norm") & role("scale"), _ONE),
+        (kind("norm") & role("offset"), _ZERO),
+        (role("running_mean"), _ZERO),
+        (role("running_var"), _ONE),
+    ]
     records = {f.name: f for f in _described() if f.cross_rules is not None}
     if framework not in records:
-        raise SpecError(f"rules_for: no cross-application rules for {framework!r}; expected one of "
-                        f"{', '.join(records)}")
+        raise SpecError(
+            f"rules_for: no cross-application rules for {framework!r}; expected one of {', '.join(records)}"
+        )
     table = records[framework].cross_rules(weights, biases)
     return Rules(table + norm + [(every(), KEEP)], seed=seed, strict=False)

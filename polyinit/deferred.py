@@ -67,9 +67,11 @@ def _plan_steps(model: Any, walker: Any, drawn: dict) -> list[_Step]:
     for path in drawn:
         tensor = walker.tensors[path]
         if tensor.device.type != "meta":
-            raise ModelError(f"materialize: {path!r} is matched by a rule but is on {tensor.device}, not the meta "
-                             "device; materialize draws only meta tensors (apply() draws the others), so it would "
-                             "be reported drawn and left as it is: build it on meta or leave it out of the rules")
+            raise ModelError(
+                f"materialize: {path!r} is matched by a rule but is on {tensor.device}, not the meta "
+                "device; materialize draws only meta tensors (apply() draws the others), so it would "
+                "be reported drawn and left as it is: build it on meta or leave it out of the rules"
+            )
     by_tensor = {id(walker.tensors[path]): path for path in drawn}
     steps = []
     for prefix, module in model.named_modules():
@@ -79,23 +81,34 @@ def _plan_steps(model: Any, walker: Any, drawn: dict) -> list[_Step]:
         where = f"{prefix}." if prefix else ""
         undrawn = [name for name, t in meta if id(t) not in by_tensor]
         if undrawn and not callable(getattr(module, "reset_parameters", None)):
-            raise ModelError(f"materialize: {', '.join(where + n for n in undrawn)} would be left uninitialised: "
-                             f"no rule draws them and {type(module).__name__} has no reset_parameters(); "
-                             "add rules for them or build them off the meta device")
+            raise ModelError(
+                f"materialize: {', '.join(where + n for n in undrawn)} would be left uninitialised: "
+                f"no rule draws them and {type(module).__name__} has no reset_parameters(); "
+                "add rules for them or build them off the meta device"
+            )
         off_meta = [name for name, t in _own_tensors(module) if t.device.type != "meta"]
         if undrawn and off_meta:
-            raise ModelError(f"materialize: {type(module).__name__} {prefix!r} is partly on the meta device "
-                             f"({', '.join(where + n for n in off_meta)} are not); its reset_parameters() would "
-                             f"overwrite them while initialising {', '.join(where + n for n in undrawn)}; "
-                             "build the whole module on meta, or add rules for its meta tensors")
-        steps.append(_Step(prefix, module, [name for name, _ in meta],
-                           [drawn[by_tensor[id(t)]][0] for _, t in meta if id(t) in by_tensor],
-                           bool(undrawn)))
+            raise ModelError(
+                f"materialize: {type(module).__name__} {prefix!r} is partly on the meta device "
+                f"({', '.join(where + n for n in off_meta)} are not); its reset_parameters() would "
+                f"overwrite them while initialising {', '.join(where + n for n in undrawn)}; "
+                "build the whole module on meta, or add rules for its meta tensors"
+            )
+        steps.append(
+            _Step(
+                prefix,
+                module,
+                [name for name, _ in meta],
+                [drawn[by_tensor[id(t)]][0] for _, t in meta if id(t) in by_tensor],
+                bool(undrawn),
+            )
+        )
     return steps
 
 
-def materialize(model: Any, rules: Rules, *, device: Any = "cpu", fans: Optional[str] = None,
-                portable: bool = False) -> Report:
+def materialize(
+    model: Any, rules: Rules, *, device: Any = "cpu", fans: Optional[str] = None, portable: bool = False
+) -> Report:
     """Give every meta-device tensor of the torch ``model`` storage on ``device`` and values from
     ``rules``, module by module (see the module docstring); returns the rules' report, whose rows
     with a plan are exactly the tensors drawn. ``fans`` and ``portable`` as in ``apply``.
@@ -125,10 +138,14 @@ def materialize(model: Any, rules: Rules, *, device: Any = "cpu", fans: Optional
     seeds = _seeds(planned, rules)
     for param, _, plan in planned:
         if plan is not None:
-            writing.check_torch_tensor(walker.tensors[param.path], param.path, "materialize",
-                                       portable=portable, meta_ok=True)
-    drawn = {param.path: (param, pending)
-             for param, pending in draws(walker, planned, seeds, rules, portable, model) if pending is not None}
+            writing.check_torch_tensor(
+                walker.tensors[param.path], param.path, "materialize", portable=portable, meta_ok=True
+            )
+    drawn = {
+        param.path: (param, pending)
+        for param, pending in draws(walker, planned, seeds, rules, portable, model)
+        if pending is not None
+    }
     steps = _plan_steps(model, walker, drawn)
     originals = [(step.module, name, getattr(step.module, name)) for step in steps for name in step.names]
     try:
@@ -138,8 +155,9 @@ def materialize(model: Any, rules: Rules, *, device: Any = "cpu", fans: Optional
             setattr(module, name, tensor)
         if isinstance(error, PolyinitError) or not isinstance(error, Exception):
             raise
-        raise ModelError(f"materialize: {type(error).__name__}: {error}; every module was put back on the "
-                         "meta device") from error
+        raise ModelError(
+            f"materialize: {type(error).__name__}: {error}; every module was put back on the meta device"
+        ) from error
     return _report(planned, rules, fans, walker)
 
 
@@ -160,9 +178,11 @@ def _run(steps: list[_Step], walker: Any, model: Any, drawn: dict, device: Any) 
                 with torch.no_grad():
                     module.reset_parameters()
             except Exception as error:
-                raise ModelError(f"materialize: {type(module).__name__} {step.prefix!r}.reset_parameters() raised "
-                                 f"{type(error).__name__}: {error}; every module was put back on the meta "
-                                 "device") from error
+                raise ModelError(
+                    f"materialize: {type(module).__name__} {step.prefix!r}.reset_parameters() raised "
+                    f"{type(error).__name__}: {error}; every module was put back on the meta "
+                    "device"
+                ) from error
         for param in step.drawn:
             if param.path in written:  # a tied tensor, already drawn through its first module
                 continue
@@ -201,6 +221,8 @@ def _check_covered(step: _Step) -> None:
         tensor = getattr(step.module, name)
         if (tensor.is_floating_point() or tensor.is_complex()) and bool(torch.isnan(tensor).any()):
             where = f"{step.prefix}.{name}" if step.prefix else name
-            raise ModelError(f"materialize: {where!r} is not initialised by {type(step.module).__name__}"
-                             ".reset_parameters() (a buffer computed in __init__?) and no rule draws it; add a "
-                             "rule for it or build it off the meta device")
+            raise ModelError(
+                f"materialize: {where!r} is not initialised by {type(step.module).__name__}"
+                ".reset_parameters() (a buffer computed in __init__?) and no rule draws it; add a "
+                "rule for it or build it off the meta device"
+            )

@@ -11,8 +11,16 @@ from typing import Optional
 from polyinit._validate import real
 from polyinit.errors import SpecError
 
-_UNIT_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-              "conv_transpose3d", "sigmoid")
+_UNIT_GAIN = (
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+)
 NONLINEARITIES = _UNIT_GAIN + ("tanh", "relu", "leaky_relu", "selu")
 
 
@@ -38,5 +46,6 @@ def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
         # OverflowError (schemes refuse the resulting zero scale, naming their argument).
         slope = 0.01 if param is None else real("calculate_gain", "param", param)
         return math.sqrt(2.0 / (1 + slope * slope))
-    raise SpecError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}; "
-                    f"expected one of {', '.join(NONLINEARITIES)}")
+    raise SpecError(
+        f"calculate_gain: unsupported nonlinearity {nonlinearity!r}; expected one of {', '.join(NONLINEARITIES)}"
+    )

@@ -12,7 +12,8 @@ Units: ``attn`` (parts ``q``, ``k``, ``v``, ``o``; a second attention in one blo
 ``mlp`` (parts ``in``, or ``gate`` and ``up`` for a gated MLP, and ``out``), and, numbered in
 declaration order within their block (or among the parameters outside any block), ``norm.N``,
 ``embedding.N`` (token, position and segment tables, numbered together), ``readout.N``,
-``relative_bias.N`` and ``layer.N`` (anything else). The stack (``encoder``/``decoder``) is named only in a model that has both. Roles: a norm's
+``relative_bias.N`` and ``layer.N`` (anything else). The stack (``encoder``/``decoder``) is named
+only in a model that has both. Roles: a norm's
 ``scale``/``offset`` (torch's ``weight``/``bias``), an embedding table's ``weight``.
 
 Two implementations of one architecture get the same identities whatever their declaration order
@@ -101,8 +102,9 @@ def with_trace_parts(records: list, context: Any) -> list:
         if axis is not None:
             logical, semantic = split_view(record.shape, record.layout.pattern, (axis, len(parts)), None)
             if logical is not None:
-                record = dataclasses.replace(record, logical=logical, semantic=semantic,
-                                             packs=tuple(part.name for part in parts))
+                record = dataclasses.replace(
+                    record, logical=logical, semantic=semantic, packs=tuple(part.name for part in parts)
+                )
         out.append(record)
     return out
 
@@ -135,12 +137,16 @@ def context_of(model: Any, records: list) -> Any:
         with warnings.catch_warnings():  # the walk itself warns about unregistered layer types
             warnings.simplefilter("ignore")
             traced = model_context(model)
-    except Exception:  # noqa: BLE001 -- no trace (a forward pass that fails on a derived input): names
+    except Exception:
         return named
     if any(record.path not in traced.sites for record in records):
         return named
-    sites = {record.path: traced.sites[record.path] if traced.sites[record.path].site != "other"
-             else named.sites[record.path] for record in records}
+    sites = {
+        record.path: traced.sites[record.path]
+        if traced.sites[record.path].site != "other"
+        else named.sites[record.path]
+        for record in records
+    }
     return _Sites(sites, traced.parts)
 
 

@@ -20,8 +20,8 @@ A tensor with a zero-size dimension has no elements: every scheme resolves to an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from polyinit.errors import ShapeError, SpecError
 
@@ -55,8 +55,9 @@ class Layout:
         tokens = self.pattern.split()
         unknown = [t for t in tokens if t not in ROLES + ("*",)]
         if unknown or tokens.count("*") > 1 or not tokens:
-            raise SpecError(f"Layout: pattern {self.pattern!r} must be words from "
-                            f"{', '.join(ROLES)} with at most one '*'")
+            raise SpecError(
+                f"Layout: pattern {self.pattern!r} must be words from {', '.join(ROLES)} with at most one '*'"
+            )
 
     def roles(self, rank: int) -> tuple[str, ...]:
         """The role of each of ``rank`` axes; rank 1 is a bias ('out',), rank 0 has none."""
@@ -65,7 +66,7 @@ class Layout:
             named = len(tokens) - 1
             if rank >= named:
                 star = tokens.index("*")
-                return tuple(tokens[:star]) + ("spatial",) * (rank - named) + tuple(tokens[star + 1:])
+                return tuple(tokens[:star]) + ("spatial",) * (rank - named) + tuple(tokens[star + 1 :])
         elif rank == len(tokens):
             return tuple(tokens)
         if rank == 1:
@@ -85,7 +86,7 @@ OUT_IN = Layout("out in *")
 IN_OUT = Layout("* in out")
 
 
-def compute_fans(shape: Sequence[int], layout: "Layout | None") -> Fans:
+def compute_fans(shape: Sequence[int], layout: Layout | None) -> Fans:
     """Fans of a tensor of ``shape`` laid out as ``layout``.
 
     >>> compute_fans((256, 784), OUT_IN)           # torch Linear(784, 256)
@@ -98,15 +99,19 @@ def compute_fans(shape: Sequence[int], layout: "Layout | None") -> Fans:
     shape = check.shape("compute_fans", shape)
     layout = check.layout("compute_fans", layout)
     if layout is None:
-        raise ShapeError(f"this scheme needs fans, so it needs a layout: shape {shape} has none; "
-                         "pass layout=polyinit.OUT_IN (torch, MXNet) or polyinit.IN_OUT (Keras, Flax)")
+        raise ShapeError(
+            f"this scheme needs fans, so it needs a layout: shape {shape} has none; "
+            "pass layout=polyinit.OUT_IN (torch, MXNet) or polyinit.IN_OUT (Keras, Flax)"
+        )
     roles = layout.roles(len(shape))
     # An input side (in or receptive-field axes) and an output side: a depthwise kernel has no
     # 'in' axis but its receptive field is its fan-in.
     if "out" not in roles or not {"in", "spatial"} & set(roles):
-        raise ShapeError(f"this scheme needs fans, but shape {shape} under layout {layout.pattern!r} "
-                         f"has roles {roles}, without an 'out' axis and an 'in' or spatial axis "
-                         "(rank-0/1 tensors such as biases have no fans; use a scheme without fans)")
+        raise ShapeError(
+            f"this scheme needs fans, but shape {shape} under layout {layout.pattern!r} "
+            f"has roles {roles}, without an 'out' axis and an 'in' or spatial axis "
+            "(rank-0/1 tensors such as biases have no fans; use a scheme without fans)"
+        )
 
     def size(role: str) -> int:
         return math.prod(n for n, r in zip(shape, roles) if r == role)

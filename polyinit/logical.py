@@ -74,8 +74,10 @@ def logical_shape(shape: tuple[int, ...], layout: Optional[Layout]) -> tuple[int
 
 # --- portable draws of whole models -----------------------------------------------------------
 
-def canonical_order(param: Param | SimpleNamespace, shape: tuple[int, ...],
-                    layout: Optional[Layout]) -> tuple[int, ...]:
+
+def canonical_order(
+    param: Param | SimpleNamespace, shape: tuple[int, ...], layout: Optional[Layout]
+) -> tuple[int, ...]:
     """The permutation into the order portable draws fill: logical (out, in, spatial, batch),
     except embeddings, which every framework stores as (num, dim) already."""
     if param.kind == "embedding":
@@ -178,8 +180,9 @@ def portable_draws(walker: Any, planned: list, rules: Rules, model: Any = None) 
     return drawn
 
 
-def _packed_pending(backend: BackendModule, param: Param, plan: Plan, seed: int,
-                    keys: tuple[str, ...]) -> _PackedPending:
+def _packed_pending(
+    backend: BackendModule, param: Param, plan: Plan, seed: int, keys: tuple[str, ...]
+) -> _PackedPending:
     """Block by block draws of a packed tensor: each block's plan is the tensor's spec resolved on
     the block's shape and layout (the logical view without its packing ``batch`` axis)."""
     from polyinit.plan import resolve
@@ -187,7 +190,7 @@ def _packed_pending(backend: BackendModule, param: Param, plan: Plan, seed: int,
     assert plan.layout is not None  # rules resolve each plan with its Param's layout, never None
     roles = plan.layout.roles(len(plan.shape))
     axis = next(i for i, (size, role) in enumerate(zip(plan.shape, roles)) if role == "batch" and size == len(keys))
-    shape, block_roles = plan.shape[:axis] + plan.shape[axis + 1:], roles[:axis] + roles[axis + 1:]
+    shape, block_roles = plan.shape[:axis] + plan.shape[axis + 1 :], roles[:axis] + roles[axis + 1 :]
     layout = Layout(" ".join(block_roles) or "out")
     block = resolve(plan.spec, shape, layout, plan.dtype)
     as_block = SimpleNamespace(kind=param.kind, shape=shape)  # a block as a parameter of its own
@@ -218,15 +221,19 @@ def _whole_groups(planned: list) -> dict[str, int]:
         if any(plan is None for plan in plans) or len(members) < 2:
             continue
         first = plans[0]
-        same = all((p.spec, p.shape, p.layout.roles(len(p.shape)), p.dtype) ==
-                   (first.spec, first.shape, first.layout.roles(len(first.shape)), first.dtype) for p in plans)
+        same = all(
+            (p.spec, p.shape, p.layout.roles(len(p.shape)), p.dtype)
+            == (first.spec, first.shape, first.layout.roles(len(first.shape)), first.dtype)
+            for p in plans
+        )
         if same and sorted(index for index, _ in members) == list(range(len(members))):
             wholes[group] = len(members)
     return wholes
 
 
-def _canonical_pending(backend: BackendModule, param: Param | SimpleNamespace, plan: Plan, seed: int, key: str,
-                       stack: int = 0) -> _PortablePending:
+def _canonical_pending(
+    backend: BackendModule, param: Param | SimpleNamespace, plan: Plan, seed: int, key: str, stack: int = 0
+) -> _PortablePending:
     """The pending portable draw of ``plan`` (``stack`` > 0: of ``stack`` such blocks along a new
     leading batch axis) in the canonical order, to be laid out as the parameter is stored."""
     from polyinit.plan import resolve
@@ -247,8 +254,15 @@ class _PortablePending:
     parameter's physical shape (``shape`` None: in the drawn order's inverse, unreshaped);
     ``into(dtensor)`` draws only a DTensor's local shard."""
 
-    def __init__(self, backend: BackendModule, plan: Plan, seed: int, key: str, shape: tuple[int, ...] | None,
-                 perm: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        backend: BackendModule,
+        plan: Plan,
+        seed: int,
+        key: str,
+        shape: tuple[int, ...] | None,
+        perm: tuple[int, ...] | None = None,
+    ) -> None:
         self.backend, self.plan, self.seed, self.key, self.shape, self.perm = backend, plan, seed, key, shape, perm
 
     def fills_in_place(self, shape: tuple[int, ...]) -> bool:
@@ -277,8 +291,9 @@ class _PackedPending:
     """The blocks of a packed tensor, drawn each under its own key, stacked on their ``batch``
     axis of the logical view and laid out as the tensor is stored."""
 
-    def __init__(self, backend: BackendModule, blocks: list[_PortablePending], axis: int,
-                 shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, backend: BackendModule, blocks: list[_PortablePending], axis: int, shape: tuple[int, ...]
+    ) -> None:
         self.backend, self.blocks, self.axis, self.shape = backend, blocks, axis, shape
         self.key = "+".join(block.key for block in blocks)
 

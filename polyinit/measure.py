@@ -62,7 +62,7 @@ def inputs(setup: Setup, seed: int) -> np.ndarray:
         return rng.standard_normal((1024, 1, setup.n_in)).astype(np.float32)
     if setup.rank:
         side = 4 + setup.depth * (setup.kernel - 1)
-        batch = max(1, min(16, (1 << 21) // (side ** setup.rank * setup.n_in)))
+        batch = max(1, min(16, (1 << 21) // (side**setup.rank * setup.n_in)))
         return rng.standard_normal((batch,) + (side,) * setup.rank + (setup.n_in,)).astype(np.float32)
     return rng.standard_normal((1024, setup.n_in)).astype(np.float32)
 
@@ -127,5 +127,6 @@ def measure(framework: str, setup: Setup, seed: int = 0) -> Optional[Measured]:
         return None
     runs = [record.measurer(setup, seed + r, inputs(setup, seed + r)) for r in range(REPEATS)]
     weight, bias = _first_arrays(runs[0][2])
-    return Measured(np.mean([r[0] for r in runs], axis=0).tolist(), np.mean([r[1] for r in runs], axis=0).tolist(),
-                    weight, bias)
+    return Measured(
+        np.mean([r[0] for r in runs], axis=0).tolist(), np.mean([r[1] for r in runs], axis=0).tolist(), weight, bias
+    )

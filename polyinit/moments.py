@@ -7,8 +7,9 @@ variance and excess kurtosis follow from them. Pure Python (``math``), no scipy.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 Moments = tuple[float, float, float, float]
 
@@ -62,10 +63,7 @@ def truncated_std(a: float, b: float) -> float:
 def affine(moments: Moments, scale: float, shift: float) -> Moments:
     """Raw moments of ``scale * x + shift`` from those of x (binomial expansion)."""
     raw = (1.0,) + tuple(moments)
-    return tuple(
-        sum(math.comb(k, j) * scale**j * raw[j] * shift ** (k - j) for j in range(k + 1))
-        for k in range(1, 5)
-    )  # type: ignore[return-value]
+    return tuple(sum(math.comb(k, j) * scale**j * raw[j] * shift ** (k - j) for j in range(k + 1)) for k in range(1, 5))  # type: ignore[return-value]
 
 
 def mixture(parts: Sequence[tuple[float, Moments]]) -> Moments:
@@ -103,7 +101,7 @@ class Stats:
     method: str = "closed form"
     distribution: Optional[tuple] = None
     zeros_per_slice: Optional[tuple[int, int]] = None
-    blocks: "Optional[tuple[int, tuple[Optional[Stats], ...]]]" = None
+    blocks: Optional[tuple[int, tuple[Optional[Stats], ...]]] = None
     delta: Optional[tuple[tuple[Optional[int], ...], float]] = None
 
     @property

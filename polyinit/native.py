@@ -33,8 +33,7 @@ from polyinit.spec import Normal, Orthogonal, TruncatedNormal, Uniform, Variance
 def _interval(owner: str, low_name: str, low: Any, high_name: str, high: Any) -> tuple[float, float]:
     lo, hi = check.real(owner, low_name, low), check.real(owner, high_name, high)
     if not lo < hi:
-        raise SpecError(f"{owner}: {low_name} must be < {high_name}, received "
-                        f"{low_name}={low!r}, {high_name}={high!r}")
+        raise SpecError(f"{owner}: {low_name} must be < {high_name}, received {low_name}={low!r}, {high_name}={high!r}")
     return lo, hi
 
 
@@ -43,9 +42,9 @@ def _bound(owner: str, low_name: str, low: Any, high_name: str, high: Any) -> tu
     lo = check.real(owner, low_name, low, finite=False)
     hi = check.real(owner, high_name, high, finite=False)
     if not lo < hi:
-        raise SpecError(f"{owner}: {low_name} must be < {high_name}, received "
-                        f"{low_name}={low!r}, {high_name}={high!r}")
+        raise SpecError(f"{owner}: {low_name} must be < {high_name}, received {low_name}={low!r}, {high_name}={high!r}")
     return lo, hi
+
 
 # --- PyTorch (torch.nn.init) --------------------------------------------------------------
 
@@ -96,15 +95,21 @@ def keras_truncated_normal(mean: float = 0.0, stddev: float = 0.05) -> Truncated
     return TruncatedNormal(mean=mean, std=stddev, low=-2.0, high=2.0, bounds="std")
 
 
-def keras_variance_scaling(scale: float = 1.0, mode: str = "fan_in",
-                           distribution: str = "truncated_normal") -> VarianceScaling:
+def keras_variance_scaling(
+    scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"
+) -> VarianceScaling:
     """``keras.initializers.VarianceScaling``: ``"normal"`` means truncated (corrected), and
     ``"untruncated_normal"`` is the plain normal."""
-    mapping = {"truncated_normal": "truncated_normal", "normal": "truncated_normal",
-               "untruncated_normal": "normal", "uniform": "uniform"}
+    mapping = {
+        "truncated_normal": "truncated_normal",
+        "normal": "truncated_normal",
+        "untruncated_normal": "normal",
+        "uniform": "uniform",
+    }
     if not isinstance(distribution, str) or distribution not in mapping:
-        raise SpecError(f"keras_variance_scaling: unknown distribution {distribution!r}; "
-                        f"expected one of {', '.join(mapping)}")
+        raise SpecError(
+            f"keras_variance_scaling: unknown distribution {distribution!r}; expected one of {', '.join(mapping)}"
+        )
     return VarianceScaling(scale=scale, mode=mode, distribution=mapping[distribution])
 
 

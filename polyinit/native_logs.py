@@ -20,8 +20,10 @@ from collections.abc import Iterator
 
 # absl/glog's prefix: severity letter, MMDD, time, thread id, file:line]
 _LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\] ")
-_NOISE = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-          "To enable the following instructions:")  # cpu_feature_guard's second line
+_NOISE = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "To enable the following instructions:",
+)  # cpu_feature_guard's second line
 _LEVELS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 _state = {"hide": False}
@@ -65,8 +67,11 @@ def hidden() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not is_log_line(line)]
+            kept = [
+                line
+                for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not is_log_line(line)
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

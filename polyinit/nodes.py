@@ -92,8 +92,10 @@ class TruncatedNormal(Node):
 
     def describe(self) -> str:
         lo, hi = self.mean + self.a * self.std, self.mean + self.b * self.std
-        return (f"truncated_normal(mean={_g(self.mean)}, std0={_g(self.std)}, "
-                f"[{_g(lo)}, {_g(hi)}] = [{_g(self.a)}, {_g(self.b)}] std0)")
+        return (
+            f"truncated_normal(mean={_g(self.mean)}, std0={_g(self.std)}, "
+            f"[{_g(lo)}, {_g(hi)}] = [{_g(self.a)}, {_g(self.b)}] std0)"
+        )
 
 
 @dataclass(eq=False, frozen=True)
@@ -167,14 +169,24 @@ def op_table(xp: Any, cast: Callable[[Any, Any], Any]) -> dict:
     """The elementwise ``Op`` names over an array namespace with numpy's names (numpy,
     ``jax.numpy``, ``torch`` and ``keras.ops`` all have them); ``cast(mask, like)`` turns a
     comparison's booleans into 1.0/0.0 of ``like``'s dtype."""
+
     def compare(fn):
         return lambda a, b: cast(fn(a, b), a)
 
     return {
-        "add": xp.add, "sub": xp.subtract, "mul": xp.multiply, "div": xp.divide,
-        "minimum": xp.minimum, "maximum": xp.maximum, "neg": xp.negative, "abs": xp.abs,
-        "ge": compare(xp.greater_equal), "gt": compare(xp.greater), "le": compare(xp.less_equal),
-        "lt": compare(xp.less), "where": lambda c, x, y: xp.where(xp.not_equal(c, 0), x, y),
+        "add": xp.add,
+        "sub": xp.subtract,
+        "mul": xp.multiply,
+        "div": xp.divide,
+        "minimum": xp.minimum,
+        "maximum": xp.maximum,
+        "neg": xp.negative,
+        "abs": xp.abs,
+        "ge": compare(xp.greater_equal),
+        "gt": compare(xp.greater),
+        "le": compare(xp.less_equal),
+        "lt": compare(xp.less),
+        "where": lambda c, x, y: xp.where(xp.not_equal(c, 0), x, y),
     }
 
 
@@ -233,8 +245,9 @@ _ELEMENTWISE = (Fill, Uniform, Normal, TruncatedNormal)
 
 def _fields(node: Node) -> tuple:
     """A node's numbers and settings: every field but its shape and its child nodes."""
-    return tuple(getattr(node, f) for f in node.__dataclass_fields__
-                 if f not in ("shape", "child", "children", "args", "recipe"))
+    return tuple(
+        getattr(node, f) for f in node.__dataclass_fields__ if f not in ("shape", "child", "children", "args", "recipe")
+    )
 
 
 def flat_copy(root: Node, size: int) -> Node | None:

@@ -162,8 +162,9 @@ class ModuleType:
     params: dict = field(default_factory=dict)
 
 
-def split_view(shape: tuple[int, ...], pattern: str, split: Optional[tuple[int, int]],
-               semantic: Optional[str]) -> tuple[Optional[tuple[int, ...]], Optional[Layout]]:
+def split_view(
+    shape: tuple[int, ...], pattern: str, split: Optional[tuple[int, int]], semantic: Optional[str]
+) -> tuple[Optional[tuple[int, ...]], Optional[Layout]]:
     """The logical (shape, layout) of a parameter whose real axis ``split[0]`` holds ``split[1]``
     equal blocks: the axis becomes (parts, size / parts), the blocks a ``batch`` axis."""
     if split is None:
@@ -171,21 +172,22 @@ def split_view(shape: tuple[int, ...], pattern: str, split: Optional[tuple[int, 
     axis, parts = split
     if len(shape) <= axis or shape[axis] % parts:
         return None, Layout(semantic) if semantic else None
-    logical = shape[:axis] + (parts, shape[axis] // parts) + shape[axis + 1:]
+    logical = shape[:axis] + (parts, shape[axis] // parts) + shape[axis + 1 :]
     if semantic is None:
         roles = Layout(pattern).roles(len(shape))
         semantic = " ".join(roles[:axis] + ("batch",) + roles[axis:])
     return logical, Layout(semantic)
 
 
-def grouped_view(shape: tuple[int, ...], roles: tuple[str, ...], axis: int, groups: int,
-                 data_flow: dict) -> tuple[Optional[tuple[int, ...]], Optional[Layout]]:
+def grouped_view(
+    shape: tuple[int, ...], roles: tuple[str, ...], axis: int, groups: int, data_flow: dict
+) -> tuple[Optional[tuple[int, ...]], Optional[Layout]]:
     """A grouped conv weight as (groups, ...) blocks: ``axis`` (the axis that holds all groups'
     channels) splits into (groups, size / groups); ``data_flow`` renames roles (transposed convs)."""
     roles = tuple(data_flow.get(r, r) for r in roles)
     if groups <= 1 or shape[axis] % groups:
         return (None, Layout(" ".join(roles))) if data_flow else (None, None)
-    logical = shape[:axis] + (groups, shape[axis] // groups) + shape[axis + 1:]
+    logical = shape[:axis] + (groups, shape[axis] // groups) + shape[axis + 1 :]
     return logical, Layout(" ".join(roles[:axis] + ("batch",) + roles[axis:]))
 
 
@@ -257,8 +259,11 @@ def logical_params(params: list[Param]) -> list[LogicalParam]:
         if isinstance(item, Param) and item.packs:
             out += _unpack(item)
         elif isinstance(item, Param):
-            out.append(LogicalParam(item.path, item.kind, item.role, item.layer, item.logical_shape,
-                                    item.semantic_layout, "", (item,)))
+            out.append(
+                LogicalParam(
+                    item.path, item.kind, item.role, item.layer, item.logical_shape, item.semantic_layout, "", (item,)
+                )
+            )
         else:
             out.append(_combine(item, sorted(groups[item], key=lambda p: _part(p).index)))
     return out
@@ -275,17 +280,27 @@ def _combine(group: str, parts: list[Param]) -> LogicalParam:
     roles = first.semantic_layout.roles(len(first.logical_shape))
     signature = (first.layer, first.kind, first.role, _part(first).combine, first.logical_shape, roles)
     for p in parts[1:]:
-        if (p.layer, p.kind, p.role, _part(p).combine, p.logical_shape,
-                p.semantic_layout.roles(len(p.logical_shape))) != signature:
-            raise RuleError(f"logical_params: parts of {group!r} disagree: {first.path!r} is "
-                            f"{signature[:5]} and {p.path!r} is "
-                            f"{(p.layer, p.kind, p.role, _part(p).combine, p.logical_shape)}")
+        if (
+            p.layer,
+            p.kind,
+            p.role,
+            _part(p).combine,
+            p.logical_shape,
+            p.semantic_layout.roles(len(p.logical_shape)),
+        ) != signature:
+            raise RuleError(
+                f"logical_params: parts of {group!r} disagree: {first.path!r} is "
+                f"{signature[:5]} and {p.path!r} is "
+                f"{(p.layer, p.kind, p.role, _part(p).combine, p.logical_shape)}"
+            )
     combine = _part(first).combine
     if combine == "stack":
         indexes = [_part(p).index for p in parts]
         if indexes != list(range(len(parts))):
-            raise RuleError(f"logical_params: stack {group!r} has part indexes {indexes}, expected "
-                            f"0..{len(parts) - 1} ({', '.join(p.path for p in parts)})")
+            raise RuleError(
+                f"logical_params: stack {group!r} has part indexes {indexes}, expected "
+                f"0..{len(parts) - 1} ({', '.join(p.path for p in parts)})"
+            )
         shape, layout = (len(parts),) + first.logical_shape, Layout(" ".join(("batch",) + roles))
     else:
         shape, layout = first.logical_shape, Layout(" ".join(roles) or "out")
@@ -298,10 +313,24 @@ def _unpack(param: Param) -> list[LogicalParam]:
     shape, roles = param.logical_shape, param.semantic_layout.roles(len(param.logical_shape))
     axes = [i for i, (size, role) in enumerate(zip(shape, roles)) if role == "batch" and size == len(param.packs)]
     if not axes:
-        raise RuleError(f"logical_params: {param.path!r} packs {param.packs} but its logical view {shape} "
-                        f"({' '.join(roles)}) has no batch axis of {len(param.packs)} blocks")
+        raise RuleError(
+            f"logical_params: {param.path!r} packs {param.packs} but its logical view {shape} "
+            f"({' '.join(roles)}) has no batch axis of {len(param.packs)} blocks"
+        )
     axis = axes[0]
-    inner = shape[:axis] + shape[axis + 1:]
-    layout = Layout(" ".join(roles[:axis] + roles[axis + 1:]) or "out")
-    return [LogicalParam(f"{param.path}#{name}", param.kind, param.role, param.layer, inner, layout, "", (param,),
-                         (axis, index, name)) for index, name in enumerate(param.packs)]
+    inner = shape[:axis] + shape[axis + 1 :]
+    layout = Layout(" ".join(roles[:axis] + roles[axis + 1 :]) or "out")
+    return [
+        LogicalParam(
+            f"{param.path}#{name}",
+            param.kind,
+            param.role,
+            param.layer,
+            inner,
+            layout,
+            "",
+            (param,),
+            (axis, index, name),
+        )
+        for index, name in enumerate(param.packs)
+    ]

@@ -69,8 +69,7 @@ class Plan:
         root = n.flat_copy(self.root, size) if self.size else None
         if root is None:
             return None
-        return Plan(self.spec, (size,), self.layout, self.dtype, root, self.promise, self.fans,
-                    n.random_leaves(root))
+        return Plan(self.spec, (size,), self.layout, self.dtype, root, self.promise, self.fans, n.random_leaves(root))
 
     def describe(self) -> str:
         """The draw in words with numbers, e.g. ``uniform(-0.0357, 0.0357)``."""
@@ -84,8 +83,7 @@ class _Context:
     memo: dict
 
 
-def resolve(spec: s.Spec, shape: Sequence[int], layout: Optional[Layout] = None,
-            dtype: str = "float32") -> Plan:
+def resolve(spec: s.Spec, shape: Sequence[int], layout: Optional[Layout] = None, dtype: str = "float32") -> Plan:
     """Resolve ``spec`` for a parameter of ``shape`` laid out as ``layout``.
 
     The layout is needed only by schemes that use fans or axis roles; a zero-size shape resolves
@@ -134,6 +132,7 @@ def _resolver(kind: type) -> Callable[[Callable[..., Resolved]], Callable[..., R
     def register(fn: Callable[..., Resolved]) -> Callable[..., Resolved]:
         _RESOLVERS[kind] = fn
         return fn
+
     return register
 
 
@@ -164,8 +163,9 @@ def _axis(axis: int | str, shape: tuple[int, ...], ctx: _Context, owner: str) ->
     found = ctx.layout.axes_with(axis, rank) if ctx.layout else tuple(i for i in (0,) if axis == "out")
     if len(found) != 1:
         under = f"layout {ctx.layout.pattern!r}" if ctx.layout else "no layout (a rank-1 tensor is 'out')"
-        raise ShapeError(f"{owner}: shape {shape} under {under} has {len(found)} {axis!r} axes; "
-                         "name an integer axis instead")
+        raise ShapeError(
+            f"{owner}: shape {shape} under {under} has {len(found)} {axis!r} axes; name an integer axis instead"
+        )
     return found[0]
 
 
@@ -183,19 +183,22 @@ def _finite(moments_of: Callable[..., Moments], *args: Any) -> Optional[Moments]
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float) -> Resolved:
-    return n.Uniform(shape, low, high), Stats(_finite(mom.uniform, low, high), low, high,
-                                              distribution=("uniform", low, high))
+    return n.Uniform(shape, low, high), Stats(
+        _finite(mom.uniform, low, high), low, high, distribution=("uniform", low, high)
+    )
 
 
 def _normal(shape: tuple[int, ...], mean: float, std: float) -> Resolved:
-    return n.Normal(shape, mean, std), Stats(_finite(mom.normal, mean, std), -math.inf, math.inf,
-                                             distribution=("normal", mean, std))
+    return n.Normal(shape, mean, std), Stats(
+        _finite(mom.normal, mean, std), -math.inf, math.inf, distribution=("normal", mean, std)
+    )
 
 
 def _truncated(shape: tuple[int, ...], mean: float, std0: float, a: float, b: float) -> Resolved:
     moments = _finite(lambda: mom.affine(mom.standard_truncated(a, b), std0, mean))
-    return n.TruncatedNormal(shape, mean, std0, a, b), Stats(moments, mean + a * std0, mean + b * std0,
-                                                             distribution=("truncated_normal", mean, std0, a, b))
+    return n.TruncatedNormal(shape, mean, std0, a, b), Stats(
+        moments, mean + a * std0, mean + b * std0, distribution=("truncated_normal", mean, std0, a, b)
+    )
 
 
 @_resolver(s.Constant)
@@ -251,7 +254,7 @@ def _orthogonal(spec: s.Orthogonal, shape: tuple[int, ...], ctx: _Context) -> Re
     axis = _axis(spec.axis, shape, ctx, "Orthogonal")
     rows = shape[axis]
     cols = math.prod(shape) // rows
-    moved = (rows,) + shape[:axis] + shape[axis + 1:]
+    moved = (rows,) + shape[:axis] + shape[axis + 1 :]
     node: n.Node = n.Reshape(moved, n.OrthogonalMatrix((rows, cols), spec.gain))
     if axis != 0:
         perm = tuple(range(1, axis + 1)) + (0,) + tuple(range(axis + 1, len(shape)))
@@ -286,8 +289,9 @@ def _dirac(spec: s.Dirac, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     return _fixed(shape, recipe, "dirac", spec.gain, spec.groups * min(per_group, shape[in_axis]))
 
 
-def _dirac_values(shape: tuple[int, ...], gain: float, groups: int, out_axis: int, in_axis: int,
-                  spatial: tuple[int, ...]) -> np.ndarray:
+def _dirac_values(
+    shape: tuple[int, ...], gain: float, groups: int, out_axis: int, in_axis: int, spatial: tuple[int, ...]
+) -> np.ndarray:
     per_group = shape[out_axis] // groups
     values = np.zeros(shape)
     for g in range(groups):
@@ -316,8 +320,12 @@ def _delta_orthogonal(spec: s.DeltaOrthogonal, shape: tuple[int, ...], ctx: _Con
     weight = 1.0 / math.prod(shape[ax] for ax in spatial)
     g2 = spec.gain * spec.gain
     centre = (0.0, g2 / n_out, 0.0, g2 * g2 * 3.0 / (n_out * (n_out + 2)))
-    stats = Stats(_finite(mom.mixture, [(weight, centre), (1 - weight, mom.constant(0.0))]),
-                  -abs(spec.gain), abs(spec.gain), delta=(index, spec.gain))
+    stats = Stats(
+        _finite(mom.mixture, [(weight, centre), (1 - weight, mom.constant(0.0))]),
+        -abs(spec.gain),
+        abs(spec.gain),
+        delta=(index, spec.gain),
+    )
     return node, stats
 
 
@@ -335,8 +343,9 @@ def _sparse(spec: s.Sparse, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     mask = n.Op(shape, "ge", (n.Op(shape, "rank", (keys,), axis=axis), n.Fill(shape, float(zeros))))
     keep = 1.0 - zeros / n_out
     moments = _finite(lambda: (0.0, keep * spec.std**2, 0.0, 3.0 * keep * spec.std**4))
-    return n.Op(shape, "mul", (normal, mask)), Stats(moments, -math.inf, math.inf, zero_fraction=zeros / n_out,
-                                                     zeros_per_slice=(axis, zeros))
+    return n.Op(shape, "mul", (normal, mask)), Stats(
+        moments, -math.inf, math.inf, zero_fraction=zeros / n_out, zeros_per_slice=(axis, zeros)
+    )
 
 
 @_resolver(s.BilinearUpsampling)
@@ -346,16 +355,22 @@ def _bilinear(spec: s.BilinearUpsampling, shape: tuple[int, ...], ctx: _Context)
         raise ShapeError(f"BilinearUpsampling: needs a layout to find the spatial axes of shape {shape}")
     spatial = ctx.layout.axes_with("spatial", len(shape))
     if len(spatial) != 2:
-        raise ShapeError(f"BilinearUpsampling: needs exactly 2 spatial axes, shape {shape} under "
-                         f"layout {ctx.layout.pattern!r} has {len(spatial)}")
+        raise ShapeError(
+            f"BilinearUpsampling: needs exactly 2 spatial axes, shape {shape} under "
+            f"layout {ctx.layout.pattern!r} has {len(spatial)}"
+        )
     kernel = _bilinear_kernel(shape[spatial[0]], shape[spatial[1]])
     # Every other axis repeats the kernel, so the tensor's moments are the kernel's.
     flat = kernel.ravel()
     moments = tuple(float(np.mean(flat**k)) for k in range(1, 5))
     recipe = functools.partial(_bilinear_values, shape, spatial)
     node = n.Fixed(shape, recipe, float(flat.min()), float(flat.max()), "bilinear")
-    stats = Stats(moments, node.low, node.high,  # type: ignore[arg-type]  # 4 moments, a tuple[float, ...]
-                  exact=OnDemand(recipe, shape))
+    stats = Stats(
+        moments,  # type: ignore[arg-type]  # 4 moments, a tuple[float, ...]
+        node.low,
+        node.high,
+        exact=OnDemand(recipe, shape),
+    )
     return node, stats
 
 
@@ -417,9 +432,10 @@ def _blocks(spec: s.Blocks, shape: tuple[int, ...], ctx: _Context) -> Resolved:
     axis = _packed_axis(spec.axis, shape, ctx, _axis(spec.axis, shape, ctx, "Blocks"))
     count = len(spec.parts)
     if shape[axis] % count:
-        raise ShapeError(f"Blocks: axis {axis} of shape {shape} has {shape[axis]} entries, "
-                         f"not divisible into {count} blocks")
-    part_shape = shape[:axis] + (shape[axis] // count,) + shape[axis + 1:]
+        raise ShapeError(
+            f"Blocks: axis {axis} of shape {shape} has {shape[axis]} entries, not divisible into {count} blocks"
+        )
+    part_shape = shape[:axis] + (shape[axis] // count,) + shape[axis + 1 :]
     # Each block is a different set of elements: equal parts are independent draws, not one.
     resolved = [_resolve(part, part_shape, _Context(ctx.layout, ctx.fans_seen, {})) for part in spec.parts]
     node = n.Concat(shape, axis, tuple(node for node, _ in resolved))
@@ -507,8 +523,13 @@ def _expression_stats(node: n.Op) -> Optional[Stats]:
         high = float(max(values.max(), np.max(ends)))
     zero_fraction = float(np.sum(weights[values == 0]))
     finite = all(math.isfinite(m) for m in moments)
-    return Stats(moments if finite else None, low, high,  # type: ignore[arg-type]  # k=1..4: 4 moments
-                 zero_fraction=zero_fraction or None, method=method)
+    return Stats(
+        moments if finite else None,  # type: ignore[arg-type]  # k=1..4: 4 moments
+        low,
+        high,
+        zero_fraction=zero_fraction or None,
+        method=method,
+    )
 
 
 def _quadrature(leaf: n.Node) -> tuple[np.ndarray, np.ndarray]:

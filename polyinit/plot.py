@@ -68,25 +68,31 @@ def plot(rows: Sequence[Row], path: str, layer: str, activation: str, n_in: int,
     for i, row in enumerate(rows):
         weights, biases, source = _samples(row, layer, n_in, n_out)
         colour, style = _look(row.framework)
-        top = fig.add_subplot(grid[0, 2 * i:2 * i + 2])
+        top = fig.add_subplot(grid[0, 2 * i : 2 * i + 2])
         _histogram(top, weights, colour, f"weight (std {row.weight.std:.3g}; {source})")
         top.set_title(f"{row.framework} {row.version}\n" + "\n".join(textwrap.wrap(row.weight.words, 30)), fontsize=9)
         top.xaxis.set_major_locator(MaxNLocator(5))
-        low = fig.add_subplot(grid[1, 2 * i:2 * i + 2])
+        low = fig.add_subplot(grid[1, 2 * i : 2 * i + 2])
         _histogram(low, biases, colour, f"bias: {row.bias.words}")
         low.xaxis.set_major_locator(MaxNLocator(4))
     half = len(rows)
     how = "lines closed form, dots real layers" if measured else "closed form (nothing measured)"
-    for j, (name, key, real) in enumerate((("linear stack", "linear", "measured_linear"),
-                                           (f"{activation} stack", "activated", "measured_activated"))):
-        ax = fig.add_subplot(grid[2, j * half:(j + 1) * half])
+    for j, (name, key, real) in enumerate(
+        (("linear stack", "linear", "measured_linear"), (f"{activation} stack", "activated", "measured_activated"))
+    ):
+        ax = fig.add_subplot(grid[2, j * half : (j + 1) * half])
         layers = np.arange(1, depth + 1)
         for row in rows:
             colour, style = _look(row.framework)
             if not row.params:
                 continue
-            ax.plot(layers, getattr(row, key), style, color=colour,
-                    label=f"{row.framework} (1st-layer fan_in var(w) = {row.gain:.3g})")
+            ax.plot(
+                layers,
+                getattr(row, key),
+                style,
+                color=colour,
+                label=f"{row.framework} (1st-layer fan_in var(w) = {row.gain:.3g})",
+            )
             if getattr(row, real):
                 ax.plot(layers, getattr(row, real), "o", color=colour, markersize=4)
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
@@ -96,8 +102,10 @@ def plot(rows: Sequence[Row], path: str, layer: str, activation: str, n_in: int,
         ax.set_ylabel("Var of the layer's output (input Var 1)")
         ax.set_title(f"{name}: {how}", fontsize=10)
         ax.legend(fontsize=8)
-    heading = (f"Framework defaults for {layer} {n_in} -> {n_out}: weights, biases, and the signal through "
-               f"{depth} layers" + ("" if measured else " (closed form)"))
+    heading = (
+        f"Framework defaults for {layer} {n_in} -> {n_out}: weights, biases, and the signal through "
+        f"{depth} layers" + ("" if measured else " (closed form)")
+    )
     fig.suptitle(heading, fontsize=12)
     fig.savefig(path, dpi=110)
     plt.close(fig)

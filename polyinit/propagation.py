@@ -49,8 +49,19 @@ from polyinit.errors import PolyinitError
 
 HERMITE, LEGENDRE, GROUPS = 40, 16, 128
 ACTIVATIONS = ("linear", "relu", "tanh", "gelu", "silu", "sigmoid")
-KINDS = ("dense", "conv1d", "conv2d", "conv3d", "conv_transpose", "embedding", "lstm", "gru",
-         "batchnorm", "layernorm", "mha")
+KINDS = (
+    "dense",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose",
+    "embedding",
+    "lstm",
+    "gru",
+    "batchnorm",
+    "layernorm",
+    "mha",
+)
 
 
 def _record(framework: str) -> Any:
@@ -150,10 +161,13 @@ def of_param(param: Param) -> Measure:
     if isinstance(root, n.Uniform):
         return _legendre(root.low, root.high, np.ones_like)
     if isinstance(root, n.Normal):
-        return gaussian(root.std ** 2, root.mean)
+        return gaussian(root.std**2, root.mean)
     if isinstance(root, n.TruncatedNormal):
-        return _legendre(root.mean + root.a * root.std, root.mean + root.b * root.std,
-                         lambda x: np.exp(-0.5 * ((x - root.mean) / root.std) ** 2))
+        return _legendre(
+            root.mean + root.a * root.std,
+            root.mean + root.b * root.std,
+            lambda x: np.exp(-0.5 * ((x - root.mean) / root.std) ** 2),
+        )
     # Anything else: a symmetric two-point law with the promised mean and variance.
     mean, var = (plan.stats.mean, plan.stats.var) if plan.stats is not None else (None, None)
     if mean is None or var is None:
@@ -173,11 +187,14 @@ def weight_var(param: Param) -> float:
 
 # --- each layer kind ---------------------------------------------------------------------------
 
+
 def _dims(kind: str, width_in: int, width_out: int, kernel: int, heads: int) -> tuple[str, dict]:
     if kind.startswith("conv"):
         rank = 2 if kind == "conv_transpose" else int(kind[4])
-        return ("conv_transpose" if kind == "conv_transpose" else "conv",
-                dict(n_in=width_in, n_out=width_out, kernel=(kernel,) * rank))
+        return (
+            "conv_transpose" if kind == "conv_transpose" else "conv",
+            dict(n_in=width_in, n_out=width_out, kernel=(kernel,) * rank),
+        )
     if kind in ("lstm", "gru"):
         return kind, dict(n_in=width_in, hidden=width_out)
     if kind in ("batchnorm", "layernorm"):
@@ -189,8 +206,9 @@ def _dims(kind: str, width_in: int, width_out: int, kernel: int, heads: int) -> 
     return kind, dict(n_in=width_in, n_out=width_out)
 
 
-def registry_params(framework: str, kind: str, width_in: int, width_out: int, kernel: int = 3,
-                    heads: int = 4) -> dict[str, Param]:
+def registry_params(
+    framework: str, kind: str, width_in: int, width_out: int, kernel: int = 3, heads: int = 4
+) -> dict[str, Param]:
     """The registry's default parameters of one layer of the stack (conv1d -> conv with a 1-d kernel)."""
     layer, dims = _dims(kind, width_in, width_out, kernel, heads)
     return layer_defaults(framework, layer, **dims)
@@ -200,8 +218,6 @@ def _affine(params: dict[str, Param], x: Measure, fan_in: int) -> Measure:
     weight, *rest = params.values()
     out = gaussian(fan_in * weight_var(weight) * x.expect(np.square))
     return out.plus(of_param(rest[0])) if rest else out
-
-
 
 
 def _recurrent_names(framework: str, kind: str) -> tuple:
@@ -280,7 +296,7 @@ def _mha_stack(framework: str, activation: str, d: int, depth: int, heads: int, 
         else:
             c, e = gaussian(common), gaussian(token)
             values = phi(c.x[:, None] + e.x[None, :])  # rows: the sequence's common part
-            second = float(c.p @ (values ** 2) @ e.p)
+            second = float(c.p @ (values**2) @ e.p)
             common_x = float(c.p @ (values @ e.p) ** 2)
         token_x = max(second - common_x, 0.0)
         rho = softmax_square_sum((d * var_q * second) * (d * var_k * token_x), tokens)
@@ -291,8 +307,18 @@ def _mha_stack(framework: str, activation: str, d: int, depth: int, heads: int, 
     return out
 
 
-def stack(framework: str, kind: str, activation: str, *, n_in: int, n_out: int, depth: int,
-          kernel: int = 3, heads: int = 4, tokens: int = 16) -> list[float]:
+def stack(
+    framework: str,
+    kind: str,
+    activation: str,
+    *,
+    n_in: int,
+    n_out: int,
+    depth: int,
+    kernel: int = 3,
+    heads: int = 4,
+    tokens: int = 16,
+) -> list[float]:
     """Var of each layer's output for a stack of ``depth`` default layers with ``activation``
     between them (not before the first): layer 1 maps n_in -> n_out, later ones n_out -> n_out
     (norm layers keep n_in; mha works on width n_in).

@@ -43,9 +43,34 @@ from polyinit.plan import Plan, resolve
 from polyinit.selectors import Context, Selector, every, first, kind, last, name, nth, predicate, regex, role
 from polyinit.spec import Spec
 
-__all__ = ["KEEP", "KINDS", "ROLES", "ModelError", "Param", "Report", "Row", "RuleError", "Rules", "Selector",
-           "SpecFactory", "apply", "every", "first", "kind", "last", "name", "nth", "optax_labels", "param_seed",
-           "predicate", "regex", "role", "select", "set_trainable", "torch_param_groups"]
+__all__ = [
+    "KEEP",
+    "KINDS",
+    "ROLES",
+    "ModelError",
+    "Param",
+    "Report",
+    "Row",
+    "RuleError",
+    "Rules",
+    "Selector",
+    "SpecFactory",
+    "apply",
+    "every",
+    "first",
+    "kind",
+    "last",
+    "name",
+    "nth",
+    "optax_labels",
+    "param_seed",
+    "predicate",
+    "regex",
+    "role",
+    "select",
+    "set_trainable",
+    "torch_param_groups",
+]
 
 
 @dataclass(frozen=True)
@@ -75,8 +100,10 @@ KEEP = _Keep()
 
 def _seed(value: Any) -> int:
     if value is None:
-        raise RuleError("Rules: seed=None is refused (it would mean the same weights every run, silently); "
-                        "pass an integer, e.g. secrets.randbits(31) for fresh weights each run")
+        raise RuleError(
+            "Rules: seed=None is refused (it would mean the same weights every run, silently); "
+            "pass an integer, e.g. secrets.randbits(31) for fresh weights each run"
+        )
     from polyinit import _validate
 
     # The one validation path (polyinit._validate.seed): the range the portable and sharded
@@ -106,8 +133,12 @@ class Rules:
         self.rules = list(self.rules)
         self.seed = _seed(self.seed)
         for i, pair in enumerate(self.rules):
-            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Selector)
-                    and (isinstance(pair[1], (Spec, SpecFactory)) or pair[1] is KEEP)):
+            if not (
+                isinstance(pair, tuple)
+                and len(pair) == 2
+                and isinstance(pair[0], Selector)
+                and (isinstance(pair[1], (Spec, SpecFactory)) or pair[1] is KEEP)
+            ):
                 raise RuleError(f"rule {i}: expected (selector, spec, SpecFactory or KEEP), received {pair!r}")
         if self.key is not None and not callable(self.key):
             raise RuleError(f"Rules: key must be a callable param -> str, received {self.key!r}")
@@ -195,8 +226,24 @@ class Report:
         return "\n".join(lines)
 
     def as_dicts(self) -> list[dict]:
-        keys = ("path", "kind", "role", "shape", "layer", "aliases", "rule_index", "rule", "spec", "drawn",
-                "fans", "layout", "fan_in", "fan_out", "mean", "std")
+        keys = (
+            "path",
+            "kind",
+            "role",
+            "shape",
+            "layer",
+            "aliases",
+            "rule_index",
+            "rule",
+            "spec",
+            "drawn",
+            "fans",
+            "layout",
+            "fan_in",
+            "fan_out",
+            "mean",
+            "std",
+        )
         return [{key: getattr(r, key) for key in keys} for r in self.rows]
 
 
@@ -219,8 +266,9 @@ def match(params: Sequence[Param], selectors: Sequence[Selector], what: str = "r
             except PolyinitError:
                 raise
             except Exception as error:
-                raise RuleError(f"{what} {i} [{selector!r}] raised {type(error).__name__}: {error} "
-                                f"on parameter {param.path!r}") from error
+                raise RuleError(
+                    f"{what} {i} [{selector!r}] raised {type(error).__name__}: {error} on parameter {param.path!r}"
+                ) from error
             if hit:
                 found = i
                 break
@@ -228,16 +276,19 @@ def match(params: Sequence[Param], selectors: Sequence[Selector], what: str = "r
     return chosen
 
 
-def _unused(params: Sequence[Param], selectors: Sequence[Selector], chosen: list,
-            label: Callable[[int], str]) -> list[str]:
+def _unused(
+    params: Sequence[Param], selectors: Sequence[Selector], chosen: list, label: Callable[[int], str]
+) -> list[str]:
     """Why each selector took no parameter: it matched none, or only ones earlier selectors took."""
     context = Context(params)
     out = []
     for i in sorted(set(range(len(selectors))) - set(chosen)):
         takers = sorted({chosen[k] for k, p in enumerate(params) if selectors[i].matches(p, context)})
         if takers:
-            out.append(f"{label(i)} is shadowed by {', '.join(f'rule {j}' for j in takers)} "
-                       "(every parameter it matches is taken by an earlier rule)")
+            out.append(
+                f"{label(i)} is shadowed by {', '.join(f'rule {j}' for j in takers)} "
+                "(every parameter it matches is taken by an earlier rule)"
+            )
         else:
             out.append(f"{label(i)} matched no parameter")
     return out
@@ -248,8 +299,9 @@ def _names(params: Sequence[Param]) -> str:
     return f"parameters: {shown}{' ...' if len(params) > 12 else ''}"
 
 
-def plan_model(params: Sequence[Param], rules: Rules,
-               fans: str = "native") -> list[tuple[Param, Optional[int], Optional[Plan]]]:
+def plan_model(
+    params: Sequence[Param], rules: Rules, fans: str = "native"
+) -> list[tuple[Param, Optional[int], Optional[Plan]]]:
     """Match every parameter and resolve every plan, raising before anything is written."""
     chosen = match(params, [sel for sel, _ in rules.rules])
     planned: list[tuple[Param, Optional[int], Optional[Plan]]] = []
@@ -259,8 +311,10 @@ def plan_model(params: Sequence[Param], rules: Rules,
     for param, index in zip(params, chosen):
         if index is None:
             if rules.require_all:
-                raise RuleError(f"parameter {param.path!r} ({param.kind} {param.role}, shape {param.shape}) "
-                                "is matched by no rule, and require_all=True")
+                raise RuleError(
+                    f"parameter {param.path!r} ({param.kind} {param.role}, shape {param.shape}) "
+                    "is matched by no rule, and require_all=True"
+                )
             planned.append((param, None, None))
             continue
         action = rules.rules[index][1]
@@ -273,8 +327,10 @@ def plan_model(params: Sequence[Param], rules: Rules,
         try:
             plan = resolve(action, shape, layout, param.dtype)
         except PolyinitError as error:
-            raise RuleError(f"{rules.label(index)} cannot initialise {param.path!r} "
-                            f"(shape {shape}, layout {layout.pattern!r}, fans={fans}): {error}") from None
+            raise RuleError(
+                f"{rules.label(index)} cannot initialise {param.path!r} "
+                f"(shape {shape}, layout {layout.pattern!r}, fans={fans}): {error}"
+            ) from None
         planned.append((param, index, plan))
     if rules.strict:
         unused = _unused(params, [sel for sel, _ in rules.rules], chosen, rules.label)
@@ -291,8 +347,9 @@ def _factory_spec(rules: Rules, index: int, factory: SpecFactory, param: Param, 
     except PolyinitError:
         raise
     except Exception as error:
-        raise RuleError(f"{rules.label(index)} raised {type(error).__name__}: {error} on parameter "
-                        f"{param.path!r}") from error
+        raise RuleError(
+            f"{rules.label(index)} raised {type(error).__name__}: {error} on parameter {param.path!r}"
+        ) from error
     if not isinstance(spec, Spec):
         raise RuleError(f"{rules.label(index)} returned {spec!r} for {param.path!r}; expected a polyinit Spec")
     return spec
@@ -309,8 +366,10 @@ def _seeds(planned: list, rules: Rules) -> list[Optional[int]]:
         if not isinstance(key, str):
             raise RuleError(f"Rules.key returned {key!r} for {param.path!r}; expected a string")
         if key in keys:
-            raise RuleError(f"seed key {key!r} is shared by {keys[key]!r} and {param.path!r}: both would get "
-                            "the same values; make Rules(key=...) return distinct keys")
+            raise RuleError(
+                f"seed key {key!r} is shared by {keys[key]!r} and {param.path!r}: both would get "
+                "the same values; make Rules(key=...) return distinct keys"
+            )
         keys[key] = param.path
         seeds.append(param_seed(rules.seed, key))
     return seeds
@@ -326,8 +385,9 @@ def _user_key(rules: Rules, param: Param) -> Any:
     except PolyinitError:
         raise
     except Exception as error:
-        raise RuleError(f"Rules.key {rules.key!r} raised {type(error).__name__}: {error} on parameter "
-                        f"{param.path!r}") from error
+        raise RuleError(
+            f"Rules.key {rules.key!r} raised {type(error).__name__}: {error} on parameter {param.path!r}"
+        ) from error
 
 
 def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: bool = False, **options: Any) -> Any:
@@ -364,8 +424,7 @@ def apply(model: Any, rules: Rules, *, fans: Optional[str] = None, portable: boo
     params = walker.walk(model, **options)
     planned = plan_model(params, rules, fans)
     seeds = _seeds(planned, rules)
-    writing.check_targets(walker, [param for param, _, plan in planned if plan is not None], "apply",
-                          portable=portable)
+    writing.check_targets(walker, [param for param, _, plan in planned if plan is not None], "apply", portable=portable)
     # Draw everything first, then write: a failing draw leaves the model as it was.
     drawn = draws(walker, planned, seeds, rules, portable, model)
     result = writing.write_all(walker, model, drawn, "apply")
@@ -390,17 +449,32 @@ def draws(walker: Any, planned: list, seeds: list, rules: Rules, portable: bool,
         if not getattr(walker, "draws_portable_in_place", False):
             drawn = [(param, None if pending is None else pending.values()) for param, pending in drawn]
         return drawn
-    return [(param, walker.draw(param, plan, seed) if plan is not None else None)
-            for (param, _, plan), seed in zip(planned, seeds)]
+    return [
+        (param, walker.draw(param, plan, seed) if plan is not None else None)
+        for (param, _, plan), seed in zip(planned, seeds)
+    ]
 
 
 def _report(planned: list, rules: Rules, fans: str, walker: Any) -> Report:
     report = Report(fans=fans, unknown_types=dict(getattr(walker, "unknown", {}) or {}))
     for param, index, plan in planned:
         layout = param.target(fans)[1].pattern
-        report.rows.append(Row(param.path, param.kind, param.role, param.shape, param.layer, param.aliases, index,
-                               None if index is None else rules.label(index),
-                               None if index is None else repr(rules.rules[index][1]), fans, layout, plan))
+        report.rows.append(
+            Row(
+                param.path,
+                param.kind,
+                param.role,
+                param.shape,
+                param.layer,
+                param.aliases,
+                index,
+                None if index is None else rules.label(index),
+                None if index is None else repr(rules.rules[index][1]),
+                fans,
+                layout,
+                plan,
+            )
+        )
     if not rules.strict:
         chosen = [index for _, index, _ in planned]
         report.unused = _unused([p for p, _, _ in planned], [s for s, _ in rules.rules], chosen, rules.label)
@@ -426,8 +500,9 @@ def _strict_groups(params: list[Param], selectors: list[Selector], what: str) ->
     return chosen
 
 
-def torch_param_groups(model: Any, groups: Sequence[tuple[Selector, dict]],
-                       default: Optional[dict] = None) -> list[dict]:
+def torch_param_groups(
+    model: Any, groups: Sequence[tuple[Selector, dict]], default: Optional[dict] = None
+) -> list[dict]:
     """torch optimizer param groups: the first matching selector decides each parameter's options.
     Strict: a group whose selector takes no parameter is an error. Buffers are left out.
 

@@ -25,8 +25,7 @@ def _gain_squared(owner: str, gain: float) -> float:
     value = check.positive(owner, "gain", gain)
     scale = value * value
     if not 0.0 < scale < math.inf:
-        raise SpecError(f"{owner}: gain^2 = {scale!r} is not a positive finite number, "
-                        f"received gain={gain!r}")
+        raise SpecError(f"{owner}: gain^2 = {scale!r} is not a positive finite number, received gain={gain!r}")
     return scale
 
 
@@ -36,8 +35,10 @@ def _he_scale(owner: str, a: Optional[float], nonlinearity: str) -> float:
         a = check.real(owner, "a", a)
     gain = calculate_gain(nonlinearity, a)
     if gain * gain == 0.0:
-        raise SpecError(f"{owner}: a={a!r} gives gain sqrt(2 / (1 + a^2)) = {gain!r}, which "
-                        "squares to 0; use a smaller negative slope")
+        raise SpecError(
+            f"{owner}: a={a!r} gives gain sqrt(2 / (1 + a^2)) = {gain!r}, which "
+            "squares to 0; use a smaller negative slope"
+        )
     return gain * gain
 
 
@@ -66,14 +67,14 @@ def glorot_uniform(gain: float = 1.0) -> VarianceScaling:
     >>> glorot_uniform()
     VarianceScaling(scale=1.0, mode='fan_avg', distribution='uniform', stream=0)
     """
-    return VarianceScaling(scale=_gain_squared("glorot_uniform", gain), mode="fan_avg",
-                           distribution="uniform")
+    return VarianceScaling(scale=_gain_squared("glorot_uniform", gain), mode="fan_avg", distribution="uniform")
 
 
 def glorot_normal(gain: float = 1.0, *, truncated: bool = False) -> VarianceScaling:
     """N(0, gain^2 * 2 / (fan_in + fan_out)), torch ``xavier_normal_``; ``truncated=True`` is Keras's."""
-    return VarianceScaling(scale=_gain_squared("glorot_normal", gain), mode="fan_avg",
-                           distribution=_normal("glorot_normal", truncated))
+    return VarianceScaling(
+        scale=_gain_squared("glorot_normal", gain), mode="fan_avg", distribution=_normal("glorot_normal", truncated)
+    )
 
 
 def he_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> VarianceScaling:
@@ -82,15 +83,16 @@ def he_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_
     >>> he_uniform().scale  # gain sqrt(2)
     2.0000000000000004
     """
-    return VarianceScaling(scale=_he_scale("he_uniform", a, nonlinearity), mode=mode,
-                           distribution="uniform")
+    return VarianceScaling(scale=_he_scale("he_uniform", a, nonlinearity), mode=mode, distribution="uniform")
 
 
-def he_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
-              truncated: bool = False) -> VarianceScaling:
+def he_normal(
+    a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *, truncated: bool = False
+) -> VarianceScaling:
     """torch ``kaiming_normal_``: N(0, gain^2 / fan); ``truncated=True`` is Keras/JAX ``he_normal``."""
-    return VarianceScaling(scale=_he_scale("he_normal", a, nonlinearity), mode=mode,
-                           distribution=_normal("he_normal", truncated))
+    return VarianceScaling(
+        scale=_he_scale("he_normal", a, nonlinearity), mode=mode, distribution=_normal("he_normal", truncated)
+    )
 
 
 def lecun_uniform() -> VarianceScaling:

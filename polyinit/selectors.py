@@ -80,6 +80,7 @@ def _selector(op: str, other: Any) -> None:
 
 def _position_within(scope: Selector, index: int, text: str) -> Selector:
     """The parameters of the ``index``-th layer among the layers ``scope`` picks, that ``scope`` picks."""
+
     def test(p: Param, c: Context) -> bool:
         key = id(selector)
         if key not in c.cache:
@@ -111,8 +112,9 @@ def name(pattern: str) -> Selector:
     """Parameters whose path, or a tied alias's path, matches the glob ``pattern``."""
     if not isinstance(pattern, str):
         raise RuleError(f"name: pattern must be a string, received {pattern!r}")
-    return Selector(lambda p, c: any(fnmatch.fnmatchcase(x, pattern) for x in (p.path,) + p.aliases),
-                    f"name({pattern!r})")
+    return Selector(
+        lambda p, c: any(fnmatch.fnmatchcase(x, pattern) for x in (p.path,) + p.aliases), f"name({pattern!r})"
+    )
 
 
 def regex(pattern: str) -> Selector:

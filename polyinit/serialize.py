@@ -37,8 +37,7 @@ def _encode(spec: Spec) -> dict:
 def _decode(data: Any, where: str, depth: int = 0) -> Spec:
     # Specs nest at most MAX_DEPTH levels; a deeper document is refused before it is walked.
     if depth > MAX_DEPTH:
-        raise SerializationError(f"{where[:80]}...: nested deeper than {MAX_DEPTH} levels, "
-                                 f"the most a spec may have")
+        raise SerializationError(f"{where[:80]}...: nested deeper than {MAX_DEPTH} levels, the most a spec may have")
     if not isinstance(data, dict):
         raise SerializationError(f"{where}: expected a spec object, received {data!r}")
     kind = data.get("kind")
@@ -48,8 +47,7 @@ def _decode(data: Any, where: str, depth: int = 0) -> Spec:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names) - {"kind"})
     if unknown:
-        raise SerializationError(f"{where}: unknown key(s) {unknown} for kind {kind!r}; "
-                                 f"expected {sorted(names)}")
+        raise SerializationError(f"{where}: unknown key(s) {unknown} for kind {kind!r}; expected {sorted(names)}")
     args = {}
     for name, value in data.items():
         if name == "kind":
@@ -83,8 +81,9 @@ def from_dict(data: Any) -> Spec:
         raise SerializationError(f"from_dict: unknown top-level key(s) {unknown}")
     version = data.get("polyinit")
     if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise SerializationError(f"from_dict: unsupported schema version {version!r}; "
-                                 f"this polyinit reads version {SCHEMA_VERSION}")
+        raise SerializationError(
+            f"from_dict: unsupported schema version {version!r}; this polyinit reads version {SCHEMA_VERSION}"
+        )
     return _decode(data.get("spec"), "spec")
 
 
@@ -101,6 +100,8 @@ def from_json(text: str) -> Spec:
     except (TypeError, ValueError) as error:
         raise SerializationError(f"from_json: not valid JSON: {error}") from None
     except RecursionError:
-        raise SerializationError(f"from_json: the document nests deeper than Python's JSON reader "
-                                 f"allows; specs nest at most {MAX_DEPTH} levels") from None
+        raise SerializationError(
+            f"from_json: the document nests deeper than Python's JSON reader "
+            f"allows; specs nest at most {MAX_DEPTH} levels"
+        ) from None
     return from_dict(data)

@@ -22,8 +22,9 @@ from polyinit.errors import NotExpressibleError, PolyinitError
 from polyinit.plan import Plan
 
 
-def local_runs(global_shape: tuple[int, ...], local_shape: tuple[int, ...],
-               offset: tuple[int, ...]) -> list[tuple[int, int]]:
+def local_runs(
+    global_shape: tuple[int, ...], local_shape: tuple[int, ...], offset: tuple[int, ...]
+) -> list[tuple[int, int]]:
     """(start, stop) global flat-index runs of the block at ``offset`` of size ``local_shape``, in
     the block's own row-major order.
 
@@ -33,7 +34,7 @@ def local_runs(global_shape: tuple[int, ...], local_shape: tuple[int, ...],
     [(3, 6), (9, 12), (15, 18), (21, 24)]
     """
     rank = len(global_shape)
-    strides = [math.prod(global_shape[d + 1:]) for d in range(rank)]
+    strides = [math.prod(global_shape[d + 1 :]) for d in range(rank)]
     # Trailing axes the block spans whole merge into one run with the first partial axis before them.
     k = rank - 1
     while k > 0 and local_shape[k] == global_shape[k] and offset[k] == 0:
@@ -96,8 +97,10 @@ def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: str | int) -> Any:
         raise PolyinitError(f"draw_dtensor: DTensor shape {tuple(tensor.shape)} != plan shape {plan.shape}")
     check_portable(plan, "torch")
     if not is_elementwise(plan):
-        raise NotExpressibleError(f"draw_dtensor: {plan.describe()} has structure across elements and "
-                                  "cannot be drawn shard by shard; draw it whole and distribute it")
+        raise NotExpressibleError(
+            f"draw_dtensor: {plan.describe()} has structure across elements and "
+            "cannot be drawn shard by shard; draw it whole and distribute it"
+        )
     local, shape, offset = local_block(tensor, "draw_dtensor")
     if local.numel() == 0:
         return tensor
@@ -106,14 +109,14 @@ def draw_dtensor(tensor: Any, plan: Plan, seed: int, key: str | int) -> Any:
     pieces, at = [], 0
     with torch.no_grad():
         for run_start, run_stop in local_runs(plan.shape, shape, offset):
-            if flat is not None and fill_fused(ops, plan, stream, flat[at:at + run_stop - run_start], run_start):
+            if flat is not None and fill_fused(ops, plan, stream, flat[at : at + run_stop - run_start], run_start):
                 at += run_stop - run_start  # one fused pass straight into the shard
                 continue
             for start in range(run_start, run_stop, CHUNK):  # bounded temporaries
                 stop = min(start + CHUNK, run_stop)
                 values = ops.cast(evaluate_span(ops, plan, stream, start, stop), plan.dtype)
                 if flat is not None:
-                    flat[at:at + stop - start].copy_(values)
+                    flat[at : at + stop - start].copy_(values)
                 else:
                     pieces.append(values)
                 at += stop - start

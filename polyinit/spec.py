@@ -31,8 +31,10 @@ from typing import Any, ClassVar, TypeVar, Union, cast
 if sys.version_info >= (3, 11):  # tells type checkers that _spec makes keyword-only frozen dataclasses
     from typing import dataclass_transform
 else:  # pragma: no cover - Python 3.10: the decorator only informs type checkers
+
     def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
         return lambda decorator: decorator
+
 
 from polyinit import _validate as check
 from polyinit.errors import SpecError
@@ -75,21 +77,48 @@ class Spec:
             left, right = right, left
         return Binary(op=op, left=left, right=right)
 
-    def __add__(self, other): return self._binary("add", other)
-    def __radd__(self, other): return self._binary("add", other, swap=True)
-    def __sub__(self, other): return self._binary("sub", other)
-    def __rsub__(self, other): return self._binary("sub", other, swap=True)
-    def __mul__(self, other): return self._binary("mul", other)
-    def __rmul__(self, other): return self._binary("mul", other, swap=True)
-    def __truediv__(self, other): return self._binary("div", other)
-    def __rtruediv__(self, other): return self._binary("div", other, swap=True)
+    def __add__(self, other):
+        return self._binary("add", other)
+
+    def __radd__(self, other):
+        return self._binary("add", other, swap=True)
+
+    def __sub__(self, other):
+        return self._binary("sub", other)
+
+    def __rsub__(self, other):
+        return self._binary("sub", other, swap=True)
+
+    def __mul__(self, other):
+        return self._binary("mul", other)
+
+    def __rmul__(self, other):
+        return self._binary("mul", other, swap=True)
+
+    def __truediv__(self, other):
+        return self._binary("div", other)
+
+    def __rtruediv__(self, other):
+        return self._binary("div", other, swap=True)
+
     # Comparisons give 1.0 where true and 0.0 elsewhere, so they work as masks: w * (abs(w) >= 5).
-    def __ge__(self, other): return self._binary("ge", other)
-    def __gt__(self, other): return self._binary("gt", other)
-    def __le__(self, other): return self._binary("le", other)
-    def __lt__(self, other): return self._binary("lt", other)
-    def __neg__(self): return Unary(op="neg", operand=self)
-    def __abs__(self): return Unary(op="abs", operand=self)
+    def __ge__(self, other):
+        return self._binary("ge", other)
+
+    def __gt__(self, other):
+        return self._binary("gt", other)
+
+    def __le__(self, other):
+        return self._binary("le", other)
+
+    def __lt__(self, other):
+        return self._binary("lt", other)
+
+    def __neg__(self):
+        return Unary(op="neg", operand=self)
+
+    def __abs__(self):
+        return Unary(op="abs", operand=self)
 
 
 _SpecClass = TypeVar("_SpecClass", bound=Any)
@@ -122,9 +151,11 @@ def _nest(obj: Spec, children: tuple) -> None:
     """Record ``obj``'s depth, refusing expressions deeper than ``MAX_DEPTH``."""
     depth = 1 + max(child._depth for child in children)
     if depth > MAX_DEPTH:
-        raise SpecError(f"{type(obj).__name__}: expression nested {depth} levels deep; polyinit "
-                        f"supports at most {MAX_DEPTH} (a long chain of + or * is one level per "
-                        "term: combine fewer terms, or fold constants into one number)")
+        raise SpecError(
+            f"{type(obj).__name__}: expression nested {depth} levels deep; polyinit "
+            f"supports at most {MAX_DEPTH} (a long chain of + or * is one level per "
+            "term: combine fewer terms, or fold constants into one number)"
+        )
     object.__setattr__(obj, "_depth", depth)
 
 
@@ -132,8 +163,10 @@ class _Expression:
     """Mixin of the expression specs: they are random variables, so they have no truth value."""
 
     def __bool__(self):
-        raise SpecError(f"{self!r} is an expression (a random variable), not a truth value; "
-                        "comparisons of specs build masks such as w * (abs(w) >= 5)")
+        raise SpecError(
+            f"{self!r} is an expression (a random variable), not a truth value; "
+            "comparisons of specs build masks such as w * (abs(w) >= 5)"
+        )
 
 
 def _stream(owner: str, value: Any) -> int:
@@ -178,8 +211,11 @@ class Dirac(Spec):
     groups: int = 1
 
     def __post_init__(self):
-        _set(self, gain=check.real("Dirac", "gain", self.gain),
-             groups=check.integer("Dirac", "groups", self.groups, minimum=1))
+        _set(
+            self,
+            gain=check.real("Dirac", "gain", self.gain),
+            groups=check.integer("Dirac", "groups", self.groups, minimum=1),
+        )
 
 
 @_spec("bilinear")
@@ -226,8 +262,12 @@ class Normal(Spec):
     stream: int = 0
 
     def __post_init__(self):
-        _set(self, mean=check.real("Normal", "mean", self.mean),
-             std=check.positive("Normal", "std", self.std), stream=_stream("Normal", self.stream))
+        _set(
+            self,
+            mean=check.real("Normal", "mean", self.mean),
+            std=check.positive("Normal", "std", self.std),
+            stream=_stream("Normal", self.stream),
+        )
 
 
 @_spec("truncated_normal", random=True)
@@ -264,14 +304,18 @@ class TruncatedNormal(Spec):
         if not low < high:
             raise SpecError(f"{owner}: low must be < high, received low={self.low!r}, high={self.high!r}")
         if self.preserve_std and bounds != "std":
-            raise SpecError(f"{owner}: preserve_std=True needs bounds='std' (the correction is "
-                            f"defined in std units), received bounds={bounds!r}")
+            raise SpecError(
+                f"{owner}: preserve_std=True needs bounds='std' (the correction is "
+                f"defined in std units), received bounds={bounds!r}"
+            )
         a, b = (low, high) if bounds == "std" else ((low - mean) / std, (high - mean) / std)
         mass = 0.5 * (math.erf(b / math.sqrt(2)) - math.erf(a / math.sqrt(2)))
         # Inverse-CDF sampling loses all precision when almost no mass lies inside the bounds.
         if mass < 1e-4:
-            raise SpecError(f"{owner}: the bounds keep only {mass:.3g} of the normal's mass "
-                            f"(low={self.low!r}, high={self.high!r}, bounds={bounds!r}); need >= 1e-4")
+            raise SpecError(
+                f"{owner}: the bounds keep only {mass:.3g} of the normal's mass "
+                f"(low={self.low!r}, high={self.high!r}, bounds={bounds!r}); need >= 1e-4"
+            )
         _set(self, mean=mean, std=std, low=low, high=high, bounds=bounds, stream=_stream(owner, self.stream))
 
 
@@ -296,10 +340,13 @@ class VarianceScaling(Spec):
 
     def __post_init__(self):
         owner = "VarianceScaling"
-        _set(self, scale=check.positive(owner, "scale", self.scale),
-             mode=check.choice(owner, "mode", self.mode, MODES),
-             distribution=check.choice(owner, "distribution", self.distribution, DISTRIBUTIONS),
-             stream=_stream(owner, self.stream))
+        _set(
+            self,
+            scale=check.positive(owner, "scale", self.scale),
+            mode=check.choice(owner, "mode", self.mode, MODES),
+            distribution=check.choice(owner, "distribution", self.distribution, DISTRIBUTIONS),
+            stream=_stream(owner, self.stream),
+        )
 
 
 @_spec("orthogonal", random=True)
@@ -317,8 +364,12 @@ class Orthogonal(Spec):
     stream: int = 0
 
     def __post_init__(self):
-        _set(self, gain=check.real("Orthogonal", "gain", self.gain),
-             axis=check.axis("Orthogonal", self.axis), stream=_stream("Orthogonal", self.stream))
+        _set(
+            self,
+            gain=check.real("Orthogonal", "gain", self.gain),
+            axis=check.axis("Orthogonal", self.axis),
+            stream=_stream("Orthogonal", self.stream),
+        )
 
 
 @_spec("delta_orthogonal", random=True)
@@ -330,8 +381,9 @@ class DeltaOrthogonal(Spec):
     stream: int = 0
 
     def __post_init__(self):
-        _set(self, gain=check.real("DeltaOrthogonal", "gain", self.gain),
-             stream=_stream("DeltaOrthogonal", self.stream))
+        _set(
+            self, gain=check.real("DeltaOrthogonal", "gain", self.gain), stream=_stream("DeltaOrthogonal", self.stream)
+        )
 
 
 @_spec("sparse", random=True)
@@ -347,8 +399,12 @@ class Sparse(Spec):
         sparsity = check.real("Sparse", "sparsity", self.sparsity)
         if not 0.0 <= sparsity <= 1.0:
             raise SpecError(f"Sparse: sparsity must be in [0, 1], received sparsity={self.sparsity!r}")
-        _set(self, sparsity=sparsity, std=check.positive("Sparse", "std", self.std),
-             stream=_stream("Sparse", self.stream))
+        _set(
+            self,
+            sparsity=sparsity,
+            std=check.positive("Sparse", "std", self.std),
+            stream=_stream("Sparse", self.stream),
+        )
 
 
 # --- composition ----------------------------------------------------------------------------
@@ -426,8 +482,9 @@ def where(condition: Spec, if_true: Spec | Number, if_false: Spec | Number) -> W
     >>> where(abs(w) < 2, w, 0.0)  # doctest: +ELLIPSIS
     Where(...)
     """
-    return Where(condition=_operand(condition, "where"), if_true=_operand(if_true, "where"),
-                 if_false=_operand(if_false, "where"))
+    return Where(
+        condition=_operand(condition, "where"), if_true=_operand(if_true, "where"), if_false=_operand(if_false, "where")
+    )
 
 
 def clip(operand: Spec, low: Number, high: Number) -> Binary:
@@ -439,5 +496,8 @@ def clip(operand: Spec, low: Number, high: Number) -> Binary:
     low, high = check.real("clip", "low", low), check.real("clip", "high", high)
     if low >= high:
         raise SpecError(f"clip: low must be < high, received low={low!r}, high={high!r}")
-    return Binary(op="minimum", left=Binary(op="maximum", left=_operand(operand, "clip"),
-                                            right=Constant(value=low)), right=Constant(value=high))
+    return Binary(
+        op="minimum",
+        left=Binary(op="maximum", left=_operand(operand, "clip"), right=Constant(value=low)),
+        right=Constant(value=high),
+    )

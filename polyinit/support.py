@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 from polyinit import nodes as n
 from polyinit.errors import NonFiniteError
 
 # No normal generator in use reaches 40 standard deviations (float64 tails end near 9.4 sigma).
 NORMAL_REACH = 40.0
-LARGEST = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38,
-           "float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+LARGEST = {
+    "float16": 65504.0,
+    "bfloat16": 3.3895313892515355e38,
+    "float32": 3.4028234663852886e38,
+    "float64": 1.7976931348623157e308,
+}
 # Unit roundoff (half an ulp at 1) of each dtype.
 _EPS = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
 _SUBNORMAL_STEP = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149, "float64": 5e-324}
@@ -147,8 +152,10 @@ def _leaf(node: n.Node) -> tuple[Interval, Interval]:
         spread = NORMAL_REACH * node.std
         return Interval(-math.inf, math.inf), Interval(node.mean - spread, node.mean + spread)
     if isinstance(node, n.TruncatedNormal):
-        support = Interval(node.mean + node.a * node.std if math.isfinite(node.a) else -math.inf,
-                           node.mean + node.b * node.std if math.isfinite(node.b) else math.inf)
+        support = Interval(
+            node.mean + node.a * node.std if math.isfinite(node.a) else -math.inf,
+            node.mean + node.b * node.std if math.isfinite(node.b) else math.inf,
+        )
         spread = NORMAL_REACH * node.std
         reach = Interval(max(support.low, node.mean - spread), min(support.high, node.mean + spread))
         return support, reach
@@ -173,9 +180,11 @@ def _combine(node: n.Node, kids: list[Bounds], owner: str, eps: float) -> Bounds
     if node.name == "div":
         d, slack = supports[1], kids[1].slack
         if d.low - slack <= 0.0 <= d.high + slack:
-            raise NonFiniteError(f"{owner} cannot be drawn with finite values: the divisor "
-                                 f"{_short(node.args[1].describe())} has support {d}, which contains 0"
-                                 + ("" if d.has_zero() else f" within rounding ({slack:.3g})"))
+            raise NonFiniteError(
+                f"{owner} cannot be drawn with finite values: the divisor "
+                f"{_short(node.args[1].describe())} has support {d}, which contains 0"
+                + ("" if d.has_zero() else f" within rounding ({slack:.3g})")
+            )
     reach = _op(node, reaches, margin)
     return Bounds(_op(node, supports, margin), reach, _error(node.name, kids, reach, eps))
 
@@ -245,14 +254,18 @@ def check_finite(root: n.Node, dtype: str, owner: str = "resolve") -> Interval:
         # A uniform draw computes low + (high - low) u: its width must be finite too.
         width = node.high - node.low if isinstance(node, n.Uniform) else 0.0
         if not max(bounds.reach.magnitude, width) <= limit:
-            raise NonFiniteError(f"{owner} cannot be drawn with finite values: "
-                                 f"{_short(node.describe())} reaches {bounds.reach.magnitude:.4g}, beyond "
-                                 f"{compute}'s largest finite value {limit:.4g}")
+            raise NonFiniteError(
+                f"{owner} cannot be drawn with finite values: "
+                f"{_short(node.describe())} reaches {bounds.reach.magnitude:.4g}, beyond "
+                f"{compute}'s largest finite value {limit:.4g}"
+            )
     root_bounds = found[id(root)]
     if not root_bounds.reach.magnitude <= LARGEST[dtype]:
-        raise NonFiniteError(f"{owner} cannot be drawn with finite values in {dtype}: its values "
-                             f"reach {root_bounds.reach.magnitude:.4g}, beyond {dtype}'s largest finite "
-                             f"value {LARGEST[dtype]:.4g}")
+        raise NonFiniteError(
+            f"{owner} cannot be drawn with finite values in {dtype}: its values "
+            f"reach {root_bounds.reach.magnitude:.4g}, beyond {dtype}'s largest finite "
+            f"value {LARGEST[dtype]:.4g}"
+        )
     return root_bounds.support
 
 

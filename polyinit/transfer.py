@@ -72,8 +72,10 @@ class TransferReport:
 
     def __str__(self) -> str:
         lines = [f"{'identity':24} {'source':40} {'target':40} {'logical shape':18} source -> target shape"]
-        lines += [f"{r.identity:24} {r.source:40} {r.target:40} {r.logical_shape!s:18} {r.source_shape} -> "
-                  f"{r.target_shape}" for r in self.rows]
+        lines += [
+            f"{r.identity:24} {r.source:40} {r.target:40} {r.logical_shape!s:18} {r.source_shape} -> {r.target_shape}"
+            for r in self.rows
+        ]
         return "\n".join(lines)
 
 
@@ -101,8 +103,9 @@ def _state_dict_records(state: Mapping[str, Any]) -> tuple[list[Param], dict[str
     summed biases), so a state_dict pairs as its model would."""
     from polyinit.frameworks.torch import rnn_types_from_shapes
 
-    floating = [(name, tensor) for name, tensor in state.items()
-                if getattr(tensor, "is_floating_point", lambda: False)()]  # not num_batches_tracked
+    floating = [
+        (name, tensor) for name, tensor in state.items() if getattr(tensor, "is_floating_point", lambda: False)()
+    ]  # not num_batches_tracked
     modules: dict[str, dict[str, tuple[int, ...]]] = {}
     for name, tensor in floating:
         prefix, _, leaf = name.rpartition(".")
@@ -116,12 +119,28 @@ def _state_dict_records(state: Mapping[str, Any]) -> tuple[list[Param], dict[str
         dtype = str(tensor.dtype).replace("torch.", "")
         if ptype is None:
             role = leaf if leaf in ("running_mean", "running_var") else "bias" if "bias" in leaf else "weight"
-            params.append(Param(name, "other", role, shape, OUT_IN, layer_of[prefix], dtype, layer_path=prefix, key=name))
+            params.append(
+                Param(name, "other", role, shape, OUT_IN, layer_of[prefix], dtype, layer_path=prefix, key=name)
+            )
         else:
             logical, semantic = split_view(shape, ptype.layout, ptype.split, ptype.semantic)
             part = ptype.part and dataclasses.replace(ptype.part, group=f"{prefix}.{ptype.part.group}")
-            params.append(Param(name, "recurrent", ptype.role, shape, Layout(ptype.layout), layer_of[prefix], dtype,
-                                layer_path=prefix, key=name, logical=logical, semantic=semantic, part=part))
+            params.append(
+                Param(
+                    name,
+                    "recurrent",
+                    ptype.role,
+                    shape,
+                    Layout(ptype.layout),
+                    layer_of[prefix],
+                    dtype,
+                    layer_path=prefix,
+                    key=name,
+                    logical=logical,
+                    semantic=semantic,
+                    part=part,
+                )
+            )
         values[name] = _numpy(tensor)
     return params, values
 
@@ -152,12 +171,16 @@ def _load_weights_file(path: str, source_model: Any) -> Any:
     """A Keras ``.weights.h5`` file loaded into ``source_model`` (the file keeps neither the
     layers' order nor their names); a torch checkpoint is refused with what to do instead."""
     if path.endswith(_TORCH_FILES):
-        raise TransferError(f"transfer: {path!r} is a torch checkpoint; load it and pass its state_dict: "
-                            "transfer(torch.load(path), target) or transfer(safetensors.torch.load_file(path), target)")
+        raise TransferError(
+            f"transfer: {path!r} is a torch checkpoint; load it and pass its state_dict: "
+            "transfer(torch.load(path), target) or transfer(safetensors.torch.load_file(path), target)"
+        )
     if source_model is None or not callable(getattr(source_model, "load_weights", None)):
-        raise TransferError(f"transfer: a Keras weights file ({path!r}) keeps neither the layers' order nor their "
-                            "names; pass source_model=, a Keras model of its architecture to load it into"
-                            + ("" if source_model is None else f" (received {type(source_model).__name__})"))
+        raise TransferError(
+            f"transfer: a Keras weights file ({path!r}) keeps neither the layers' order nor their "
+            "names; pass source_model=, a Keras model of its architecture to load it into"
+            + ("" if source_model is None else f" (received {type(source_model).__name__})")
+        )
     source_model.load_weights(path)
     return source_model
 
@@ -185,8 +208,14 @@ def _identified(records: list[Param], model: Any = None) -> list:
     return identified(records, model)
 
 
-def transfer(source: Any, target: Any, *, source_model: Any = None, mapping: Mapping[str, str] | None = None,
-             allow_nonfinite: bool = False) -> TransferReport | tuple[Any, TransferReport]:
+def transfer(
+    source: Any,
+    target: Any,
+    *,
+    source_model: Any = None,
+    mapping: Mapping[str, str] | None = None,
+    allow_nonfinite: bool = False,
+) -> TransferReport | tuple[Any, TransferReport]:
     """Copy every logical parameter of ``source`` into ``target`` (any frameworks, any authors);
     see the module docstring. ``mapping``: ``{source identity or path: target identity or path}``
     for what identities and names cannot pair. Returns the report, or ``(new_tree, report)`` for a
@@ -203,8 +232,10 @@ def transfer(source: Any, target: Any, *, source_model: Any = None, mapping: Map
     try:
         target_records = walker.walk(target)
     except RuleError as error:  # an unbuilt Keras model: transfer takes no input_shape=
-        raise TransferError(f"transfer: the target cannot be walked ({error}); build it first (call it once on an "
-                            "input, or model.build(shape))".replace("; pass input_shape= to build it", "")) from None
+        raise TransferError(
+            f"transfer: the target cannot be walked ({error}); build it first (call it once on an "
+            "input, or model.build(shape))".replace("; pass input_shape= to build it", "")
+        ) from None
     records, read, source_walked = _source(source, source_model, target_records)
     from polyinit.transfer_pairing import pair
 
@@ -233,8 +264,9 @@ def _check_writable(walker: Any, moves: list, sources: dict, allow_nonfinite: bo
                 try:
                     writing.check_values(array, record.dtype, record.path, "transfer")
                 except writing.ValueCheckError as error:
-                    raise TransferError(f"{error} (from the source's {sources[record.path]!r}; "
-                                        "allow_nonfinite=True writes it)") from None
+                    raise TransferError(
+                        f"{error} (from the source's {sources[record.path]!r}; allow_nonfinite=True writes it)"
+                    ) from None
     except TransferError:
         raise
     except RuleError as error:

@@ -5,8 +5,10 @@ and logical shape on each side.
 
 >>> from polyinit.layout import Layout
 >>> from polyinit.params import LogicalParam
->>> a = LogicalParam("h.0.attn.c_attn.weight#q", "dense", "weight", 0, (16, 16), Layout("in out"), identity="0.attn.q.weight")
->>> b = LogicalParam("layer_0/attn/query/kernel", "attention", "weight", 0, (16, 4, 4), Layout("in out out"), identity="0.attn.q.weight")
+>>> a = LogicalParam("h.0.attn.c_attn.weight#q", "dense", "weight", 0, (16, 16), Layout("in out"),
+...                  identity="0.attn.q.weight")
+>>> b = LogicalParam("layer_0/attn/query/kernel", "attention", "weight", 0, (16, 4, 4), Layout("in out out"),
+...                  identity="0.attn.q.weight")
 >>> [(s.path, t.path) for s, t in pair([a], [b], None, ValueError)]
 [('h.0.attn.c_attn.weight#q', 'layer_0/attn/query/kernel')]
 """
@@ -46,9 +48,11 @@ def pair(source: list, target: list, mapping: Mapping[str, str] | None, error: t
     for t_index, t in enumerate(target):
         s = source[pairs[t_index]]
         if flat_shape(s) != flat_shape(t) or not _compatible(s, t):
-            raise error(f"transfer: the models diverge at {describe(t)}: the source's {describe(s)} is a "
-                        f"{s.kind} {s.role} of logical shape {flat_shape(s)}, the target's a {t.kind} {t.role} of "
-                        f"{flat_shape(t)}; nothing was written")
+            raise error(
+                f"transfer: the models diverge at {describe(t)}: the source's {describe(s)} is a "
+                f"{s.kind} {s.role} of logical shape {flat_shape(s)}, the target's a {t.kind} {t.role} of "
+                f"{flat_shape(t)}; nothing was written"
+            )
         out.append((s, t))
     return out
 
@@ -59,19 +63,25 @@ def _refuse_leftovers(source: list, target: list, pairs: dict, taken: set, error
     if not s_left and not t_left:
         return
     first_s, first_t = (s_left or [None])[0], (t_left or [None])[0]
-    raise error(f"transfer: the models diverge: the first source parameter with no counterpart is "
-                f"{describe(first_s)}, the first target one {describe(first_t)} ({len(s_left)} unpaired in the "
-                f"source, {len(t_left)} in the target; source has {len(source)} logical parameters, target "
-                f"{len(target)}); pair them with mapping={{source identity or path: target identity or path}}; "
-                "nothing was written")
+    raise error(
+        f"transfer: the models diverge: the first source parameter with no counterpart is "
+        f"{describe(first_s)}, the first target one {describe(first_t)} ({len(s_left)} unpaired in the "
+        f"source, {len(t_left)} in the target; source has {len(source)} logical parameters, target "
+        f"{len(target)}); pair them with mapping={{source identity or path: target identity or path}}; "
+        "nothing was written"
+    )
 
 
 def _checked_mapping(mapping: Any, error: type) -> dict[str, str]:
     if mapping is None:
         return {}
-    if not isinstance(mapping, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-        raise error(f"transfer: mapping must be a mapping of str to str (source identity or path -> target "
-                    f"identity or path), received {mapping!r}")
+    if not isinstance(mapping, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
+        raise error(
+            f"transfer: mapping must be a mapping of str to str (source identity or path -> target "
+            f"identity or path), received {mapping!r}"
+        )
     return dict(mapping)
 
 
@@ -82,8 +92,10 @@ def _find(params: list, key: str, side: str, error: type) -> int:
         return hits[0]
     names = [p.identity for p in params] + [p.path for p in params]
     close = difflib.get_close_matches(key, names, n=3)
-    raise error(f"transfer: mapping names {key!r}, which is {'ambiguous in' if hits else 'not'} a logical "
-                f"parameter of the {side}" + (f" (close: {', '.join(close)})" if close else ""))
+    raise error(
+        f"transfer: mapping names {key!r}, which is {'ambiguous in' if hits else 'not'} a logical "
+        f"parameter of the {side}" + (f" (close: {', '.join(close)})" if close else "")
+    )
 
 
 def _compatible(source: Any, target: Any) -> bool:

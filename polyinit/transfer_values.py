@@ -72,8 +72,9 @@ class TargetValues:
         self.sources: dict[str, str] = {}  # path -> the source logical parameter it came from
 
     def put(self, param: Any, canonical: np.ndarray, source_path: str) -> None:
-        value = np.transpose(canonical.reshape(canonical_shape(param)),
-                             inverse(canonical_order(param, param.shape, param.layout)))
+        value = np.transpose(
+            canonical.reshape(canonical_shape(param)), inverse(canonical_order(param, param.shape, param.layout))
+        )
         if param.packed is not None:
             tensor = param.parts[0]
             if tensor.path not in self.tensors:
@@ -95,4 +96,6 @@ class TargetValues:
 
     def moves(self) -> list[tuple[Any, np.ndarray]]:
         """(record, values in the record's real shape) for every tensor, in the order put."""
-        return [(record, np.ascontiguousarray(values).reshape(record.shape)) for record, values in self.tensors.values()]
+        return [
+            (record, np.ascontiguousarray(values).reshape(record.shape)) for record, values in self.tensors.values()
+        ]

@@ -14,8 +14,14 @@ def __getattr__(name: str) -> Any:
     # Lazily, so that importing this module imports no walker module.
     from polyinit.frameworks import flax, keras, mxnet, torch
 
-    table = {"TorchWalker": torch.TorchWalker, "KerasWalker": keras.KerasWalker, "NnxWalker": flax.NnxWalker,
-             "LinenWalker": flax.LinenWalker, "MxnetWalker": mxnet.ArrayDictWalker, "GluonWalker": mxnet.GluonWalker}
+    table = {
+        "TorchWalker": torch.TorchWalker,
+        "KerasWalker": keras.KerasWalker,
+        "NnxWalker": flax.NnxWalker,
+        "LinenWalker": flax.LinenWalker,
+        "MxnetWalker": mxnet.ArrayDictWalker,
+        "GluonWalker": mxnet.GluonWalker,
+    }
     if name in table:
         return table[name]
     raise AttributeError(name)

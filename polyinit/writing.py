@@ -36,13 +36,30 @@ import numpy as np
 
 from polyinit.params import FANS, ModelError, Param, RuleError
 
-__all__ = ["DTYPE_MAX", "ValueCheckError", "check_dtensor", "check_fans", "check_portable_flag", "check_targets",
-           "check_torch_tensor", "check_values", "is_dtensor", "write_all", "written_paths"]
+__all__ = [
+    "DTYPE_MAX",
+    "ValueCheckError",
+    "check_dtensor",
+    "check_fans",
+    "check_portable_flag",
+    "check_targets",
+    "check_torch_tensor",
+    "check_values",
+    "is_dtensor",
+    "write_all",
+    "written_paths",
+]
 
 # The largest finite value of each floating dtype a parameter may have (float8 types included, for
 # the dtypes torch and JAX name that way); a value beyond it would be written as inf.
-DTYPE_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": 3.4028234663852886e38,
-             "float64": 1.7976931348623157e308, "float8_e4m3fn": 448.0, "float8_e5m2": 57344.0}
+DTYPE_MAX = {
+    "float16": 65504.0,
+    "bfloat16": 3.3895313892515355e38,
+    "float32": 3.4028234663852886e38,
+    "float64": 1.7976931348623157e308,
+    "float8_e4m3fn": 448.0,
+    "float8_e5m2": 57344.0,
+}
 
 
 class ValueCheckError(ModelError):
@@ -84,13 +101,17 @@ def check_dtensor(tensor: Any, path: str, caller: str, *, portable: bool = True)
     only on the global index (``polyinit.sharded``)."""
     partial = [p for p in tensor.placements if p.is_partial()]
     if partial:
-        raise ModelError(f"{caller}: {path!r} is a DTensor with a pending reduction {partial[0]!r} (placements "
-                         f"{tuple(tensor.placements)}); writing its local blocks would make the global value a "
-                         "reduction of copies; redistribute it to Shard/Replicate placements first")
+        raise ModelError(
+            f"{caller}: {path!r} is a DTensor with a pending reduction {partial[0]!r} (placements "
+            f"{tuple(tensor.placements)}); writing its local blocks would make the global value a "
+            "reduction of copies; redistribute it to Shard/Replicate placements first"
+        )
     if not portable:
-        raise ModelError(f"{caller}: {path!r} is a DTensor (sharded); only portable=True draws give the same "
-                         "global values whatever the sharding (torch's DTensor random ops depend on the mesh); "
-                         "pass portable=True")
+        raise ModelError(
+            f"{caller}: {path!r} is a DTensor (sharded); only portable=True draws give the same "
+            "global values whatever the sharding (torch's DTensor random ops depend on the mesh); "
+            "pass portable=True"
+        )
 
 
 def check_torch_tensor(tensor: Any, path: str, caller: str, *, portable: bool = True, meta_ok: bool = False) -> None:
@@ -101,11 +122,15 @@ def check_torch_tensor(tensor: Any, path: str, caller: str, *, portable: bool = 
     import torch
 
     if tensor.device.type == "meta" and not meta_ok:
-        raise ModelError(f"{caller}: {path!r} is on the meta device (no storage to write); materialise the model "
-                         "first (polyinit.materialize or model.to_empty(device=...))")
+        raise ModelError(
+            f"{caller}: {path!r} is on the meta device (no storage to write); materialise the model "
+            "first (polyinit.materialize or model.to_empty(device=...))"
+        )
     if tensor.is_inference() and not torch.is_inference_mode_enabled():
-        raise ModelError(f"{caller}: {path!r} is an inference tensor (created under torch.inference_mode()) "
-                         "and cannot be written outside it; rebuild the model outside inference_mode")
+        raise ModelError(
+            f"{caller}: {path!r} is an inference tensor (created under torch.inference_mode()) "
+            "and cannot be written outside it; rebuild the model outside inference_mode"
+        )
     if not tensor.is_floating_point():
         raise ModelError(f"{caller}: {path!r} has dtype {tensor.dtype}; only floating tensors are written")
     if is_dtensor(tensor):
@@ -138,15 +163,19 @@ def check_values(values: Any, dtype: str, path: str, caller: str) -> None:
     array = _as_float64(values)
     bad = ~np.isfinite(array)
     if bad.any():
-        raise ValueCheckError(f"{caller}: {int(bad.sum())} value(s) of {path!r} are not finite "
-                              f"(first: {float(array[bad].flat[0])!r}); nothing was written")
+        raise ValueCheckError(
+            f"{caller}: {int(bad.sum())} value(s) of {path!r} are not finite "
+            f"(first: {float(array[bad].flat[0])!r}); nothing was written"
+        )
     limit = DTYPE_MAX.get(str(dtype))
     if limit is not None:
         over = np.abs(array) > limit
         if over.any():
-            raise ValueCheckError(f"{caller}: {int(over.sum())} value{'s' if over.sum() > 1 else ''} of {path!r} "
-                                  f"{'are' if over.sum() > 1 else 'is'} outside the {dtype} range (|x| <= {limit:g}): "
-                                  f"{float(array[over].flat[0])!r}; nothing was written")
+            raise ValueCheckError(
+                f"{caller}: {int(over.sum())} value{'s' if over.sum() > 1 else ''} of {path!r} "
+                f"{'are' if over.sum() > 1 else 'is'} outside the {dtype} range (|x| <= {limit:g}): "
+                f"{float(array[over].flat[0])!r}; nothing was written"
+            )
 
 
 def write_all(walker: Any, model: Any, drawn: list, caller: str) -> Any:

@@ -6,15 +6,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # triton loads after TensorFlow it registers LLVM's options a second time and the process aborts
 # ("Option 'bitcode-mdindex-threshold' registered more than once"). Loaded first, both work, so a
 # session that traces a Keras model and then a transformers model runs (0.7 s, no torch import).
-import importlib.util  # noqa: E402
+import importlib.util
 
 if importlib.util.find_spec("triton") is not None and importlib.util.find_spec("tensorflow") is not None:
-    import triton  # noqa: E402,F401
+    import triton  # noqa: F401
 
-import pytest  # noqa: E402
+import pytest
 
-from polyinit.conformance.selection import (backends_for_run, missing_imports, write_not_tested,  # noqa: E402
-                                            uninstalled_framework)
+from polyinit.conformance.selection import (
+    backends_for_run,
+    missing_imports,
+    uninstalled_framework,
+    write_not_tested,
+)
 
 BACKENDS, MISSING = backends_for_run()
 
@@ -23,7 +27,11 @@ def pytest_ignore_collect(collection_path, config):
     """A module (or tests/real_mxnet) that imports a framework that is not installed is not
     collected, and the summary says so; a required backend that is missing has already failed
     the run in ``backends_for_run``."""
-    if collection_path.suffix == ".py" and collection_path.name.startswith("test_") and missing_imports(collection_path):
+    if (
+        collection_path.suffix == ".py"
+        and collection_path.name.startswith("test_")
+        and missing_imports(collection_path)
+    ):
         return True
     return None
 
@@ -39,14 +47,19 @@ def pytest_runtest_makereport(item, call):
         name = uninstalled_framework(call.excinfo.value)
         if name is not None:
             report.outcome = "skipped"
-            report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: needs {name}, which is not installed here")
+            report.longrepr = (
+                str(item.path),
+                item.location[1] or 0,
+                f"Skipped: needs {name}, which is not installed here",
+            )
 
 
 def pytest_configure(config):
     # The polyinit_conformance fixture from a plain checkout: the pytest11 entry point registers it
     # when polyinit is pip-installed; otherwise register it here.
     if not config.pluginmanager.has_plugin("polyinit") and not config.pluginmanager.has_plugin(
-            "polyinit.conformance.pytest_plugin"):
+        "polyinit.conformance.pytest_plugin"
+    ):
         config.pluginmanager.import_plugin("polyinit.conformance.pytest_plugin")
 
 

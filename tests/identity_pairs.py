@@ -38,17 +38,45 @@ def hf_model(name: str, layers: int = 2):
 
     torch.manual_seed(0)
     if name == "gpt2":
-        config = T.GPT2Config(n_layer=layers, n_head=4, n_embd=16, vocab_size=50, n_positions=16, bos_token_id=0,
-                              eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        config = T.GPT2Config(
+            n_layer=layers,
+            n_head=4,
+            n_embd=16,
+            vocab_size=50,
+            n_positions=16,
+            bos_token_id=0,
+            eos_token_id=0,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
         return T.GPT2Model(config).eval()
     if name == "bert":  # keras-hub's BERT uses the tanh GELU: "gelu_new" is the same function
-        config = T.BertConfig(num_hidden_layers=layers, num_attention_heads=4, hidden_size=16, intermediate_size=32,
-                              vocab_size=50, max_position_embeddings=16, type_vocab_size=2, hidden_act="gelu_new",
-                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        config = T.BertConfig(
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            hidden_size=16,
+            intermediate_size=32,
+            vocab_size=50,
+            max_position_embeddings=16,
+            type_vocab_size=2,
+            hidden_act="gelu_new",
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
         return T.BertModel(config).eval()
-    config = T.LlamaConfig(num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, hidden_size=16,
-                           intermediate_size=32, vocab_size=50, max_position_embeddings=16, rms_norm_eps=1e-6,
-                           bos_token_id=0, eos_token_id=0)
+    config = T.LlamaConfig(
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=16,
+        intermediate_size=32,
+        vocab_size=50,
+        max_position_embeddings=16,
+        rms_norm_eps=1e-6,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return T.LlamaModel(config).eval()
 
 
@@ -57,14 +85,37 @@ def keras_hub_model(name: str, layers: int = 2):
 
     models = keras_hub.models
     if name == "gpt2":
-        return models.GPT2Backbone(vocabulary_size=50, num_layers=layers, num_heads=4, hidden_dim=16,
-                                   intermediate_dim=64, max_sequence_length=16, dropout=0.0)
+        return models.GPT2Backbone(
+            vocabulary_size=50,
+            num_layers=layers,
+            num_heads=4,
+            hidden_dim=16,
+            intermediate_dim=64,
+            max_sequence_length=16,
+            dropout=0.0,
+        )
     if name == "bert":
-        return models.BertBackbone(vocabulary_size=50, num_layers=layers, num_heads=4, hidden_dim=16,
-                                   intermediate_dim=32, max_sequence_length=16, num_segments=2, dropout=0.0)
+        return models.BertBackbone(
+            vocabulary_size=50,
+            num_layers=layers,
+            num_heads=4,
+            hidden_dim=16,
+            intermediate_dim=32,
+            max_sequence_length=16,
+            num_segments=2,
+            dropout=0.0,
+        )
     # tied: LlamaModel (no LM head) has no readout, so neither may the backbone
-    return models.LlamaBackbone(vocabulary_size=50, num_layers=layers, num_query_heads=4, num_key_value_heads=2,
-                                hidden_dim=16, intermediate_dim=32, layer_norm_epsilon=1e-6, tie_word_embeddings=True)
+    return models.LlamaBackbone(
+        vocabulary_size=50,
+        num_layers=layers,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        layer_norm_epsilon=1e-6,
+        tie_word_embeddings=True,
+    )
 
 
 def run_hf(name: str, model) -> np.ndarray:
@@ -93,8 +144,10 @@ def logical_values(model) -> dict[str, np.ndarray]:
     from polyinit.transfer_values import flat_shape, read_logical
 
     walker = walker_for(model)
-    return {lp.identity: read_logical(lp, lambda p: walker.read(model, p)).astype(np.float32).reshape(flat_shape(lp))
-            for lp in _identified(walker.walk(model))}
+    return {
+        lp.identity: read_logical(lp, lambda p: walker.read(model, p)).astype(np.float32).reshape(flat_shape(lp))
+        for lp in _identified(walker.walk(model))
+    }
 
 
 def portable_rules():
@@ -103,10 +156,16 @@ def portable_rules():
     from polyinit.rules import Rules
     from polyinit.selectors import every, kind, role
 
-    return Rules([(kind("dense", "attention") & role("weight"), pi.glorot_uniform()),
-                  (role("bias", "offset"), pi.Uniform(low=-0.1, high=0.1)),
-                  (role("scale"), pi.Normal(mean=1.0, std=0.1)), (every(), pi.Normal(std=0.1))],
-                 seed=11, strict=False)
+    return Rules(
+        [
+            (kind("dense", "attention") & role("weight"), pi.glorot_uniform()),
+            (role("bias", "offset"), pi.Uniform(low=-0.1, high=0.1)),
+            (role("scale"), pi.Normal(mean=1.0, std=0.1)),
+            (every(), pi.Normal(std=0.1)),
+        ],
+        seed=11,
+        strict=False,
+    )
 
 
 def check_transfer(name: str) -> tuple[float, float]:
@@ -146,8 +205,11 @@ def check_identities(name: str) -> dict:
     from polyinit.identity import identities_of
 
     model = hf_model(name)
-    return {"hf": identities_of(model), "keras_hub": identities_of(keras_hub_model(name)),
-            "hf_name_blind": identities_of(name_blind(model))}
+    return {
+        "hf": identities_of(model),
+        "keras_hub": identities_of(keras_hub_model(name)),
+        "hf_name_blind": identities_of(name_blind(model)),
+    }
 
 
 def check_fused_mlp() -> dict:
@@ -163,8 +225,13 @@ def check_fused_mlp() -> dict:
     from transformers.models.llama.modeling_llama import LlamaMLP
     from transformers.models.phi3.modeling_phi3 import Phi3MLP
 
-    sizes = {"hidden_size": 8, "intermediate_size": 12, "hidden_act": "silu", "num_attention_heads": 2,
-             "num_key_value_heads": 2}
+    sizes = {
+        "hidden_size": 8,
+        "intermediate_size": 12,
+        "hidden_act": "silu",
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+    }
     x = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
     fused, split = Phi3MLP(T.Phi3Config(**sizes)), LlamaMLP(T.LlamaConfig(**sizes))
 
@@ -181,8 +248,9 @@ def check_fused_mlp() -> dict:
     apply(fused, portable_rules(), portable=True)
     apply(split, portable_rules(), portable=True)
     va, vb = logical_values(fused), logical_values(split)
-    result["portable_differ"] = sorted(k for k in set(va) | set(vb)
-                                       if k not in va or k not in vb or va[k].tobytes() != vb[k].tobytes())
+    result["portable_differ"] = sorted(
+        k for k in set(va) | set(vb) if k not in va or k not in vb or va[k].tobytes() != vb[k].tobytes()
+    )
     result["portable_output"] = gap(fused, split)
     return result
 
@@ -197,8 +265,12 @@ def main() -> None:
     results = {}
     for name in NAMES:
         differ, output = check_portable(name)
-        results[name] = {"identities": check_identities(name), "transfer": check_transfer(name),
-                         "portable_differ": differ, "portable_output": output}
+        results[name] = {
+            "identities": check_identities(name),
+            "transfer": check_transfer(name),
+            "portable_differ": differ,
+            "portable_output": output,
+        }
     results["fused_mlp"] = check_fused_mlp()
     print("RESULTS " + json.dumps(results))
 

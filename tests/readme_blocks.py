@@ -18,10 +18,12 @@ def blocks(path: Path = ROOT / "README.md") -> list[tuple[str, str]]:
 
 def run_python(code: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """The block as a script in a fresh interpreter, this checkout's polyinit first on the path."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), TF_CPP_MIN_LOG_LEVEL="2"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def missing_module(stderr: str):

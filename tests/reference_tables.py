@@ -70,7 +70,9 @@ def check_param(path: str, values, law: Law) -> None:
         return
     std, kurtosis, largest = law.final()
     # float32 rounding of a value at the bound may land a few ulps outside it.
-    assert np.max(np.abs(values)) <= largest * (1 + 1e-6), f"{path}: max |w| {np.max(np.abs(values)):.6g} > {largest:.6g}"
+    assert np.max(np.abs(values)) <= largest * (1 + 1e-6), (
+        f"{path}: max |w| {np.max(np.abs(values)):.6g} > {largest:.6g}"
+    )
     sample = float(np.sqrt(np.mean(values**2)))  # every law here has mean 0
     tolerance = Z * math.sqrt((kurtosis + 2) / (4 * values.size))
     assert abs(sample / std - 1) <= tolerance, f"{path}: std {sample:.6g}, expected {std:.6g} (+-{tolerance:.2%})"

@@ -22,7 +22,7 @@ def readers(g: Graph, path: str, op: str) -> list[tuple]:
 def kernel_axes(g: Graph, path: str) -> tuple[tuple, tuple, tuple]:
     """(contracted, batch, free) axes of the parameter ``path`` in the one contract that reads it,
     each sorted (dot_general may list paired axes in any order)."""
-    (node, side), = readers(g, path, "contract")
+    ((node, side),) = readers(g, path, "contract")
     contracted, batch = node.attrs["contract"][side], node.attrs["batch"][side]
     rank = len(g[node.inputs[side]].shape)
     free = tuple(a for a in range(rank) if a not in contracted and a not in batch)

@@ -10,8 +10,7 @@ import pytest
 
 import polyinit as pi
 from polyinit import nodes as n
-from polyinit.backends import Backend, missing_members, register, unregister
-from polyinit.backends import common
+from polyinit.backends import Backend, common, missing_members, register, unregister
 from polyinit.backends.contract import MEMBERS
 from polyinit.conformance import run, run_case
 from polyinit.errors import NotExpressibleError
@@ -26,8 +25,12 @@ def test_every_registered_backend_meets_the_contract(backend):
 def test_the_runner_needs_only_the_contract(backend):
     # A stand-in holding the contract's members and nothing else runs every kind of case.
     only = SimpleNamespace(**{name: getattr(backend, name) for name in MEMBERS})
-    for spec, shape, layout in [(pi.glorot_uniform(), (64, 32), pi.OUT_IN), (pi.Orthogonal(), (16, 32), pi.OUT_IN),
-                                (pi.Sparse(sparsity=0.25), (64, 32), pi.OUT_IN), (pi.Identity(), (4, 6), None)]:
+    for spec, shape, layout in [
+        (pi.glorot_uniform(), (64, 32), pi.OUT_IN),
+        (pi.Orthogonal(), (16, 32), pi.OUT_IN),
+        (pi.Sparse(sparsity=0.25), (64, 32), pi.OUT_IN),
+        (pi.Identity(), (4, 6), None),
+    ]:
         bad = [str(c) for c in run_case(only, spec, shape, layout) if not c.passed]
         assert not bad, (backend.NAME, spec, bad)
 
@@ -112,7 +115,9 @@ class Toy:
 
     @staticmethod
     def sample_plan(plan, seed):
-        return Toy.initializer(plan.spec, plan.layout or Toy.DEFAULT_LAYOUT)(plan.shape, np.random.default_rng(seed), plan.dtype)
+        return Toy.initializer(plan.spec, plan.layout or Toy.DEFAULT_LAYOUT)(
+            plan.shape, np.random.default_rng(seed), plan.dtype
+        )
 
     @staticmethod
     def draw_plan(plan, seed):
@@ -144,9 +149,16 @@ def toy():
 
 def test_a_toy_framework_registered_from_outside_passes_the_runner(toy):
     w = pi.Uniform(low=-10.0, high=10.0)
-    specs = {"glorot_uniform": pi.glorot_uniform(), "he_normal": pi.he_normal(), "orthogonal": pi.Orthogonal(gain=1.5),
-             "identity": pi.Identity(gain=2.0), "delta_orthogonal": pi.DeltaOrthogonal(), "sparse": pi.Sparse(sparsity=0.25),
-             "lstm_bias": pi.lstm_bias(1.0), "threshold_rule": w * (abs(w) >= 5)}
+    specs = {
+        "glorot_uniform": pi.glorot_uniform(),
+        "he_normal": pi.he_normal(),
+        "orthogonal": pi.Orthogonal(gain=1.5),
+        "identity": pi.Identity(gain=2.0),
+        "delta_orthogonal": pi.DeltaOrthogonal(),
+        "sparse": pi.Sparse(sparsity=0.25),
+        "lstm_bias": pi.lstm_bias(1.0),
+        "threshold_rule": w * (abs(w) >= 5),
+    }
     shapes = {"dense": ((256, 784), pi.OUT_IN), "conv2d": ((32, 16, 3, 3), pi.OUT_IN), "bias": ((256,), pi.OUT_IN)}
     results = run(specs, ["toy"], shapes, dtypes=("float32", "float64"))
     assert len(results) >= 16 and {r.dtype for r in results} == {"float32", "float64"}
@@ -156,6 +168,11 @@ def test_a_toy_framework_registered_from_outside_passes_the_runner(toy):
 
 def test_a_broken_toy_is_caught(toy, monkeypatch):
     # The same toy with its uniform bound off by sqrt(3): the runner must see it.
-    monkeypatch.setattr(_Primitives, "Uniform", lambda self, node, index: xp.asarray(
-        self.rng.uniform(node.low / math.sqrt(3), node.high / math.sqrt(3), size=node.shape)))
+    monkeypatch.setattr(
+        _Primitives,
+        "Uniform",
+        lambda self, node, index: xp.asarray(
+            self.rng.uniform(node.low / math.sqrt(3), node.high / math.sqrt(3), size=node.shape)
+        ),
+    )
     assert "variance" in {c.name for c in run_case(toy, pi.glorot_uniform(), (256, 784), pi.OUT_IN) if not c.passed}

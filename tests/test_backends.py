@@ -53,7 +53,9 @@ def test_zero_size(backend):
 def test_missing_framework_names_the_extra(monkeypatch):
     from polyinit import backends
 
-    monkeypatch.setitem(backends.REGISTRY, "fakeframe", ("polyinit.backends.fakeframe", "no_such_framework_xyz", "fakeframe"))
+    monkeypatch.setitem(
+        backends.REGISTRY, "fakeframe", ("polyinit.backends.fakeframe", "no_such_framework_xyz", "fakeframe")
+    )
     with pytest.raises(pi.BackendUnavailableError, match=r"pip install 'polyinit\[fakeframe\]'"):
         backends.get_backend("fakeframe")
 

@@ -23,8 +23,9 @@ def _env(**extra):
 
 
 def test_version_prints_the_package_version():
-    out = subprocess.run([sys.executable, "-m", "polyinit", "--version"], capture_output=True, text=True,
-                         env=_env(), check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "polyinit", "--version"], capture_output=True, text=True, env=_env(), check=True
+    )
     assert out.stdout.strip() == f"polyinit {polyinit.__version__}"
 
 
@@ -60,16 +61,26 @@ def test_conformance_reports_progress_per_backend_and_spec(tmp_path, monkeypatch
 
 def test_conformance_is_quiet_on_a_pipe_without_progress(tmp_path):
     (tmp_path / "userspecs.py").write_text(SPECS)
-    out = subprocess.run([sys.executable, "-m", "polyinit", "conformance", "userspecs:SPECS", "--backends", "numpy"],
-                         cwd=tmp_path, capture_output=True, text=True, check=False, env=_env())
+    out = subprocess.run(
+        [sys.executable, "-m", "polyinit", "conformance", "userspecs:SPECS", "--backends", "numpy"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=_env(),
+    )
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
 
 
 def test_log_lines_are_recognised():
-    assert native_logs.is_log_line("I0000 00:00:1796548163.552970    8476 port.cc:153] oneDNN custom operations are on.")
+    assert native_logs.is_log_line(
+        "I0000 00:00:1796548163.552970    8476 port.cc:153] oneDNN custom operations are on."
+    )
     assert native_logs.is_log_line("W0000 00:00:1.5   12 cpu_feature_guard.cc:227] This TensorFlow binary")
-    assert native_logs.is_log_line("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+    assert native_logs.is_log_line(
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+    )
     assert not native_logs.is_log_line("Info: 2 frameworks measured")
     assert not native_logs.is_log_line("UserWarning: I0000 in a message")
 
@@ -77,8 +88,11 @@ def test_log_lines_are_recognised():
 def test_hidden_drops_log_lines_written_to_descriptor_2_and_keeps_the_rest(monkeypatch, capfd):
     monkeypatch.setitem(native_logs._state, "hide", True)
     with native_logs.hidden():
-        os.write(2, b"I0000 00:00:1796548163.552970    8476 port.cc:153] oneDNN custom operations are on.\n"
-                    b"a line of the user's\n")
+        os.write(
+            2,
+            b"I0000 00:00:1796548163.552970    8476 port.cc:153] oneDNN custom operations are on.\n"
+            b"a line of the user's\n",
+        )
     assert capfd.readouterr().err == "a line of the user's\n"
     monkeypatch.setitem(native_logs._state, "hide", False)  # a library caller: stderr untouched
     with native_logs.hidden():
@@ -101,8 +115,18 @@ def test_compare_output_starts_with_polyinits_own_lines(tmp_path):
     polyinit's; with TF_CPP_MIN_LOG_LEVEL=0 set by the user, what TensorFlow writes stays."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("keras")
-    command = [sys.executable, "-m", "polyinit", "compare", "--frameworks", "keras", "--depth", "2",
-               "--no-cache", "--progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "polyinit",
+        "compare",
+        "--frameworks",
+        "keras",
+        "--depth",
+        "2",
+        "--no-cache",
+        "--progress",
+    ]
     env = _env(KERAS_BACKEND="tensorflow", POLYINIT_CACHE=str(tmp_path))
     loud = subprocess.run(command, capture_output=True, text=True, check=False, env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"))
     assert loud.returncode == 0, loud.stderr

@@ -68,12 +68,16 @@ def _never_measure(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("{}", "no list 'linear'"),
-    ("[" * 100_000 + "]" * 100_000, "not readable JSON (RecursionError)"),
-    (json.dumps({"linear": [5.0], "activated": [5.0], "weight": [0.1], "bias": [0.0]}), "1 values for depth 3"),
-    (json.dumps({"linear": [1, 2, "x"], "activated": [1, 2, 3], "weight": [], "bias": []}), "not numbers"),
-    ("not json", "not readable JSON")])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{}", "no list 'linear'"),
+        ("[" * 100_000 + "]" * 100_000, "not readable JSON (RecursionError)"),
+        (json.dumps({"linear": [5.0], "activated": [5.0], "weight": [0.1], "bias": [0.0]}), "1 values for depth 3"),
+        (json.dumps({"linear": [1, 2, "x"], "activated": [1, 2, 3], "weight": [], "bias": []}), "not numbers"),
+        ("not json", "not readable JSON"),
+    ],
+)
 def test_a_bad_cache_entry_is_a_miss_with_a_warning(text, problem, monkeypatch):
     path = _entry("torch", 3)
     path.write_text(text)
@@ -115,8 +119,10 @@ def user_module(tmp_path, monkeypatch):
 def test_user_code_errors_in_compare_model_are_wrapped_naming_the_target(user_module, capsys):
     with pytest.raises(PolyinitError, match=r"factory broken_factory\(\) raised ValueError: math domain error"):
         compare_model("user_code_writepath:broken_factory")
-    with pytest.raises(PolyinitError, match="'import_fails_writepath:f': importing 'import_fails_writepath' raised "
-                                            "ValueError: math domain error"):
+    with pytest.raises(
+        PolyinitError,
+        match="'import_fails_writepath:f': importing 'import_fails_writepath' raised ValueError: math domain error",
+    ):
         compare_model("import_fails_writepath:f")
     assert main(["compare", "--model", "user_code_writepath:broken_factory", "--no-measure"]) == 2
     assert "broken_factory() raised ValueError" in capsys.readouterr().err
@@ -126,6 +132,9 @@ def test_user_code_errors_in_conformance_targets_are_wrapped(user_module):
     with pytest.raises(PolyinitError, match="conformance: importing 'specs_fail_writepath' raised ZeroDivisionError"):
         load_specs("specs_fail_writepath:bad_specs")
     path = user_module / "specs_fail_writepath.py"
-    with pytest.raises(PolyinitError, match=r"conformance '.*specs_fail_writepath.py:bad_specs': running .* raised "
-                                            "ZeroDivisionError"):
+    with pytest.raises(
+        PolyinitError,
+        match=r"conformance '.*specs_fail_writepath.py:bad_specs': running .* raised "
+        "ZeroDivisionError",
+    ):
         load_specs(f"{path}:bad_specs")

@@ -34,7 +34,9 @@ def test_acceptance_numbers(dense_rows):
     rows = dense_rows
     assert rows["torch"].weight.bound == pytest.approx(1 / 28) and rows["torch"].bias.bound == pytest.approx(1 / 28)
     assert rows["keras"].weight.bound == pytest.approx(math.sqrt(6 / 1040)) and rows["keras"].bias.words == "0"
-    assert rows["flax"].weight.std == pytest.approx(1 / 28) and rows["flax"].weight.truncated_at == pytest.approx(2.2736945, rel=1e-6)
+    assert rows["flax"].weight.std == pytest.approx(1 / 28) and rows["flax"].weight.truncated_at == pytest.approx(
+        2.2736945, rel=1e-6
+    )
     assert rows["mxnet"].weight.bound == pytest.approx(0.07) and rows["mxnet"].bias.words == "0"
     text = render_text(list(rows.values()), "dense", "relu", 784, 256, 6)
     for needle in ("U(+-0.03571)", "U(+-0.07596)", "cut at +-2.27 std", "U(+-0.07)", "fan_in*var(w)"):
@@ -52,14 +54,25 @@ def test_gain_is_fan_in_var_w(dense_rows):
 
 # --- the closed form against integrals computed another way (scipy.integrate.quad) ----------------
 
+
 def _gauss(f, var):
-    return integrate.quad(lambda z: f(z) * math.exp(-z * z / (2 * var)) / math.sqrt(2 * math.pi * var), -np.inf, np.inf,
-                          epsabs=1e-13, epsrel=1e-11)[0]
+    return integrate.quad(
+        lambda z: f(z) * math.exp(-z * z / (2 * var)) / math.sqrt(2 * math.pi * var),
+        -np.inf,
+        np.inf,
+        epsabs=1e-13,
+        epsrel=1e-11,
+    )[0]
 
 
-SCALAR = {"linear": lambda z: z, "relu": lambda z: max(z, 0.0), "tanh": math.tanh,
-          "gelu": lambda z: 0.5 * z * (1 + math.erf(z / math.sqrt(2))), "silu": lambda z: z * special.expit(z),
-          "sigmoid": special.expit}
+SCALAR = {
+    "linear": lambda z: z,
+    "relu": lambda z: max(z, 0.0),
+    "tanh": math.tanh,
+    "gelu": lambda z: 0.5 * z * (1 + math.erf(z / math.sqrt(2))),
+    "silu": lambda z: z * special.expit(z),
+    "sigmoid": special.expit,
+}
 
 
 @pytest.mark.parametrize("activation", pg.ACTIVATIONS)
@@ -96,8 +109,9 @@ def test_softmax_square_sum_against_quad():
     assert pg.softmax_square_sum(0.0, 16) == pytest.approx(1 / 16)
 
 
-@pytest.mark.parametrize("framework,kind", [("torch", "lstm"), ("torch", "gru"), ("keras", "lstm"),
-                                            ("flax", "mha"), ("haiku", "embedding")])
+@pytest.mark.parametrize(
+    "framework,kind", [("torch", "lstm"), ("torch", "gru"), ("keras", "lstm"), ("flax", "mha"), ("haiku", "embedding")]
+)
 def test_quadrature_error_below_1e_4(framework, kind):
     for activation in ("gelu", "sigmoid"):
         coarse = pg.stack(framework, kind, activation, n_in=64, n_out=64, depth=3)
@@ -125,7 +139,10 @@ def test_measured_follows_closed_form(framework, kind):
     assert row.source == "measured on real layers"
     tolerance = 0.25 if kind == "mha" else 0.2
     assert np.allclose(row.measured_linear, row.linear, rtol=tolerance, atol=0), (row.measured_linear, row.linear)
-    assert np.allclose(row.measured_activated, row.activated, rtol=tolerance, atol=0), (row.measured_activated, row.activated)
+    assert np.allclose(row.measured_activated, row.activated, rtol=tolerance, atol=0), (
+        row.measured_activated,
+        row.activated,
+    )
 
 
 def test_not_installed_is_said(monkeypatch):
@@ -154,11 +171,21 @@ def test_global_generators_untouched():
     np.random.seed(12)
     torch.manual_seed(13)
     generator = tf.random.get_global_generator()
-    before = (random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state().clone(),
-              generator.state.numpy().copy(), global_state.get_global_attribute("global_random_seed"))
+    before = (
+        random.getstate(),
+        np.random.get_state()[1].copy(),
+        torch.random.get_rng_state().clone(),
+        generator.state.numpy().copy(),
+        global_state.get_global_attribute("global_random_seed"),
+    )
     compare("dense", n_in=32, n_out=32, depth=2, frameworks=["torch", "keras", "flax", "haiku"], cache=False)
-    after = (random.getstate(), np.random.get_state()[1], torch.random.get_rng_state(),
-             tf.random.get_global_generator().state.numpy(), global_state.get_global_attribute("global_random_seed"))
+    after = (
+        random.getstate(),
+        np.random.get_state()[1],
+        torch.random.get_rng_state(),
+        tf.random.get_global_generator().state.numpy(),
+        global_state.get_global_attribute("global_random_seed"),
+    )
     assert before[0] == after[0], "Python's random moved"
     assert np.array_equal(before[1], after[1]), "numpy's global generator moved"
     assert torch.equal(before[2], after[2]), "torch's global generator moved"
@@ -168,13 +195,43 @@ def test_global_generators_untouched():
 
 # --- the command line ------------------------------------------------------------------------
 
+
 def test_cli_json_carries_every_input(capsys):
-    assert main(["compare", "--json", "--layer", "conv2d", "--activation", "tanh", "--depth", "3", "--kernel", "5",
-                 "--no-measure", "--seed", "7"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--json",
+                "--layer",
+                "conv2d",
+                "--activation",
+                "tanh",
+                "--depth",
+                "3",
+                "--kernel",
+                "5",
+                "--no-measure",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
-    assert data["inputs"] == {"layer": "conv2d", "activation": "tanh", "n_in": 32, "n_out": 32, "depth": 3,
-                              "kernel": 5, "heads": 4, "tokens": 16, "seed": 7,
-                              "frameworks": ["torch", "keras", "flax", "mxnet", "equinox", "haiku"], "measure": False, "repeats": 4}
+    assert data["inputs"] == {
+        "layer": "conv2d",
+        "activation": "tanh",
+        "n_in": 32,
+        "n_out": 32,
+        "depth": 3,
+        "kernel": 5,
+        "heads": 4,
+        "tokens": 16,
+        "seed": 7,
+        "frameworks": ["torch", "keras", "flax", "mxnet", "equinox", "haiku"],
+        "measure": False,
+        "repeats": 4,
+    }
     assert set(data["installed"]) == {"torch", "keras", "flax", "mxnet", "equinox", "haiku"} and data["polyinit"]
     assert [r["framework"] for r in data["rows"]] == ["torch", "keras", "flax", "mxnet", "equinox", "haiku"]
     assert data["rows"][0]["params"]["weight"]["shape"] == [32, 32, 5, 5]
@@ -245,9 +302,24 @@ def test_cli_table_honours_the_terminal_width(capsys, monkeypatch):
 
 def test_cli_closed_pipe_is_quiet(tmp_path):
     env = dict(os.environ, POLYINIT_CACHE=str(tmp_path))
-    process = subprocess.Popen([sys.executable, "-m", "polyinit", "compare", "--no-measure", "--format", "csv",
-                                "--depth", "4000", "--frameworks", "keras"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "polyinit",
+            "compare",
+            "--no-measure",
+            "--format",
+            "csv",
+            "--depth",
+            "4000",
+            "--frameworks",
+            "keras",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     process.stdout.readline()
     process.stdout.close()  # what `| head -1` does
     stderr = process.stderr.read().decode()
@@ -255,9 +327,11 @@ def test_cli_closed_pipe_is_quiet(tmp_path):
     assert process.wait() == 0 and "Traceback" not in stderr, stderr
 
 
-PROBE = ("import sys, time; from polyinit.cli import main; started = time.perf_counter();"
-         "main(sys.argv[1:]); print(round(time.perf_counter() - started, 2), file=sys.stderr);"
-         "print([m for m in ('torch', 'tensorflow', 'keras', 'jax', 'flax', 'haiku', 'mxnet') if m in sys.modules], file=sys.stderr)")
+PROBE = (
+    "import sys, time; from polyinit.cli import main; started = time.perf_counter();"
+    "main(sys.argv[1:]); print(round(time.perf_counter() - started, 2), file=sys.stderr);"
+    "print([m for m in ('torch', 'tensorflow', 'keras', 'jax', 'flax', 'haiku', 'mxnet') if m in sys.modules], file=sys.stderr)"
+)
 
 
 def _probe(args, env):
@@ -268,8 +342,22 @@ def test_second_run_comes_from_the_cache_and_imports_no_framework(tmp_path):
     for framework in ("torch", "flax"):  # measured on the first run
         pytest.importorskip(framework)
     env = dict(os.environ, POLYINIT_CACHE=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2")
-    args = ["compare", "--layer", "gru", "--activation", "silu", "--in", "32", "--out", "32", "--depth", "2",
-            "--frameworks", "torch,flax", "--progress"]
+    args = [
+        "compare",
+        "--layer",
+        "gru",
+        "--activation",
+        "silu",
+        "--in",
+        "32",
+        "--out",
+        "32",
+        "--depth",
+        "2",
+        "--frameworks",
+        "torch,flax",
+        "--progress",
+    ]
     first, second = _probe(args, env), _probe(args, env)
     assert "torch: measured" in first.stderr and "flax: measured" in first.stderr
     assert first.stdout == second.stdout and "measured on real layers" in second.stdout
@@ -296,8 +384,16 @@ def test_xdg_cache_home_is_honoured(tmp_path, monkeypatch):
     assert compare_cache.folder() == tmp_path / "polyinit"
 
 
-@pytest.mark.parametrize("name", ["polyinit.propagation", "polyinit.compare", "polyinit.compare_cache",
-                                  "polyinit.compare_model", "polyinit.defaults"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "polyinit.propagation",
+        "polyinit.compare",
+        "polyinit.compare_cache",
+        "polyinit.compare_model",
+        "polyinit.defaults",
+    ],
+)
 def test_docstring_examples(name):
     import doctest
     import importlib

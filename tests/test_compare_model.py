@@ -104,8 +104,21 @@ def test_a_modern_scheme_next_to_the_defaults(models, capsys):
     assert f"std={0.02 / math.sqrt(6):.4g}" in column[rows["layers.0.self_attn.out_proj.weight"]]
     assert "std=0.02" in column[rows["layers.1.linear1.weight"]]
     assert "gpt2 scheme" in result.output_var
-    assert main(["compare", "--model", "user_models:torch_encoder", "--frameworks", "torch", "--scheme", "gpt2",
-                 "--no-measure"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--model",
+                "user_models:torch_encoder",
+                "--frameworks",
+                "torch",
+                "--scheme",
+                "gpt2",
+                "--no-measure",
+            ]
+        )
+        == 0
+    )
     assert "gpt2 scheme" in capsys.readouterr().out
     assert main(["compare", "--scheme", "gpt2"]) == 2
     assert "needs --model" in capsys.readouterr().err

@@ -53,8 +53,9 @@ def test_torch_orthogonal_without_the_sign_fix_is_caught(monkeypatch):
 @needs("torch")
 def test_torch_delta_orthogonal_style_draw_without_the_sign_fix_is_caught(monkeypatch):
     backend = get_backend("torch")
-    monkeypatch.setattr(backend.common, "haar_orthogonal", lambda q, r, rows, cols, xp, transpose=None:
-                        q if rows >= cols else q.T)
+    monkeypatch.setattr(
+        backend.common, "haar_orthogonal", lambda q, r, rows, cols, xp, transpose=None: q if rows >= cols else q.T
+    )
     assert "Haar signs at the centre" in failed(run_case(backend, pi.DeltaOrthogonal(), (32, 16, 3, 3), pi.OUT_IN))
 
 

@@ -11,8 +11,8 @@ import polyinit as pi
 from polyinit import nodes as n
 from polyinit.backends import numpy as reference
 from polyinit.backends.contract import MEMBERS
-from polyinit.moments import truncated_std
 from polyinit.conformance.runner import run_case
+from polyinit.moments import truncated_std
 
 
 def backend(draw):
@@ -35,7 +35,7 @@ def relaid(plan, wrong):
     layout of the real shape (a batched top-up keeps its leading batch axis)."""
     roles = plan.layout.roles(len(plan.shape))
     lead = ("batch",) if roles[0] == "batch" else ()
-    real = pi.Layout(" ".join(roles[len(lead):]))
+    real = pi.Layout(" ".join(roles[len(lead) :]))
     layout = pi.Layout(" ".join(lead + wrong(real).roles(len(plan.shape) - len(lead))))
     return pi.resolve(plan.spec, plan.shape, layout, plan.dtype)
 
@@ -45,7 +45,9 @@ def fan_swap(plan, seed):
 
 
 def layout_transposed(plan, seed):
-    return reference.draw_plan(relaid(plan, lambda real: pi.OUT_IN if real.roles(4) == pi.IN_OUT.roles(4) else pi.IN_OUT), seed)
+    return reference.draw_plan(
+        relaid(plan, lambda real: pi.OUT_IN if real.roles(4) == pi.IN_OUT.roles(4) else pi.IN_OUT), seed
+    )
 
 
 def no_truncation_correction(plan, seed):
@@ -66,8 +68,11 @@ def wrong_gain(plan, seed):
     root = plan.root
     if isinstance(root, (n.Uniform, n.Normal)):  # gain 1 where sqrt(2) was due
         scale = 1 / math.sqrt(2)
-        root = (dataclasses.replace(root, low=root.low * scale, high=root.high * scale) if isinstance(root, n.Uniform)
-                else dataclasses.replace(root, std=root.std * scale))
+        root = (
+            dataclasses.replace(root, low=root.low * scale, high=root.high * scale)
+            if isinstance(root, n.Uniform)
+            else dataclasses.replace(root, std=root.std * scale)
+        )
     return reference.draw_plan(with_root(plan, root), seed)
 
 
@@ -94,11 +99,30 @@ def unseeded(plan, seed):
 
 CASES = [
     ("fan_in and fan_out swapped", fan_swap, pi.he_normal(), (256, 784), pi.OUT_IN, {"variance", "KS p-value"}),
-    ("kernel layout transposed", layout_transposed, pi.lecun_normal(truncated=True), (3, 3, 16, 32), pi.IN_OUT,
-     {"variance", "KS p-value"}),
-    ("truncation variance correction dropped", no_truncation_correction, pi.he_normal(truncated=True), (784, 256),
-     pi.IN_OUT, {"variance"}),
-    ("uniform bound off by sqrt(3)", uniform_bound_off_by_sqrt3, pi.glorot_uniform(), (256, 784), pi.OUT_IN, {"variance"}),
+    (
+        "kernel layout transposed",
+        layout_transposed,
+        pi.lecun_normal(truncated=True),
+        (3, 3, 16, 32),
+        pi.IN_OUT,
+        {"variance", "KS p-value"},
+    ),
+    (
+        "truncation variance correction dropped",
+        no_truncation_correction,
+        pi.he_normal(truncated=True),
+        (784, 256),
+        pi.IN_OUT,
+        {"variance"},
+    ),
+    (
+        "uniform bound off by sqrt(3)",
+        uniform_bound_off_by_sqrt3,
+        pi.glorot_uniform(),
+        (256, 784),
+        pi.OUT_IN,
+        {"variance"},
+    ),
     ("wrong gain", wrong_gain, pi.he_uniform(nonlinearity="relu"), (32, 16, 3, 3), pi.OUT_IN, {"variance"}),
     ("bias drawn where zeros are due", bias_drawn, pi.zeros(), (256,), pi.OUT_IN, {"support"}),
     ("sparsity off by one", sparsity_off_by_one, pi.Sparse(sparsity=0.25), (256, 784), pi.OUT_IN, {"zeros per slice"}),

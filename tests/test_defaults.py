@@ -6,18 +6,23 @@ import pytest
 torch = __import__("torch")
 keras = __import__("keras")
 jax = __import__("jax")
-import jax.numpy as jnp  # noqa: E402
-from flax import linen  # noqa: E402
+import jax.numpy as jnp
+from flax import linen
 
-import polyinit as pi  # noqa: E402
-from polyinit.conformance import check, failures, samples_needed  # noqa: E402
-from polyinit.defaults import layer_defaults  # noqa: E402
+import polyinit as pi
+from polyinit.conformance import check, failures, samples_needed
+from polyinit.defaults import layer_defaults
 
 DIMS = {
-    "dense": dict(n_in=96, n_out=64), "conv": dict(n_in=16, n_out=32, kernel=(3, 3), groups=2),
-    "conv_transpose": dict(n_in=16, n_out=32, kernel=(3, 3)), "embedding": dict(num=500, dim=32),
-    "lstm": dict(n_in=24, hidden=32), "gru": dict(n_in=24, hidden=32), "batchnorm": dict(c=48),
-    "layernorm": dict(c=48), "mha": dict(d_model=64, heads=4),
+    "dense": dict(n_in=96, n_out=64),
+    "conv": dict(n_in=16, n_out=32, kernel=(3, 3), groups=2),
+    "conv_transpose": dict(n_in=16, n_out=32, kernel=(3, 3)),
+    "embedding": dict(num=500, dim=32),
+    "lstm": dict(n_in=24, hidden=32),
+    "gru": dict(n_in=24, hidden=32),
+    "batchnorm": dict(c=48),
+    "layernorm": dict(c=48),
+    "mha": dict(d_model=64, heads=4),
 }
 
 
@@ -25,10 +30,15 @@ def torch_layer(layer):
     d = DIMS[layer]
     nn = torch.nn
     module = {
-        "dense": lambda: nn.Linear(96, 64), "conv": lambda: nn.Conv2d(16, 32, 3, groups=2),
-        "conv_transpose": lambda: nn.ConvTranspose2d(16, 32, 3), "embedding": lambda: nn.Embedding(500, 32),
-        "lstm": lambda: nn.LSTM(24, 32), "gru": lambda: nn.GRU(24, 32), "batchnorm": lambda: nn.BatchNorm1d(48),
-        "layernorm": lambda: nn.LayerNorm(48), "mha": lambda: nn.MultiheadAttention(64, 4),
+        "dense": lambda: nn.Linear(96, 64),
+        "conv": lambda: nn.Conv2d(16, 32, 3, groups=2),
+        "conv_transpose": lambda: nn.ConvTranspose2d(16, 32, 3),
+        "embedding": lambda: nn.Embedding(500, 32),
+        "lstm": lambda: nn.LSTM(24, 32),
+        "gru": lambda: nn.GRU(24, 32),
+        "batchnorm": lambda: nn.BatchNorm1d(48),
+        "layernorm": lambda: nn.LayerNorm(48),
+        "mha": lambda: nn.MultiheadAttention(64, 4),
     }[layer]()
     assert d  # dims and module agree by construction above
     state = {k: v.detach().double().numpy() for k, v in module.state_dict().items() if v.is_floating_point()}
@@ -39,11 +49,15 @@ def keras_layer(layer, seed):
     keras.utils.set_random_seed(seed)
     L = keras.layers
     make, shape = {
-        "dense": (lambda: L.Dense(64), (None, 96)), "conv": (lambda: L.Conv2D(32, 3, groups=2), (None, 8, 8, 16)),
+        "dense": (lambda: L.Dense(64), (None, 96)),
+        "conv": (lambda: L.Conv2D(32, 3, groups=2), (None, 8, 8, 16)),
         "conv_transpose": (lambda: L.Conv2DTranspose(32, 3), (None, 8, 8, 16)),
-        "embedding": (lambda: L.Embedding(500, 32), (None, 4)), "lstm": (lambda: L.LSTM(32), (None, 5, 24)),
-        "gru": (lambda: L.GRU(32), (None, 5, 24)), "batchnorm": (lambda: L.BatchNormalization(), (None, 48)),
-        "layernorm": (lambda: L.LayerNormalization(), (None, 48)), "mha": (None, None),
+        "embedding": (lambda: L.Embedding(500, 32), (None, 4)),
+        "lstm": (lambda: L.LSTM(32), (None, 5, 24)),
+        "gru": (lambda: L.GRU(32), (None, 5, 24)),
+        "batchnorm": (lambda: L.BatchNormalization(), (None, 48)),
+        "layernorm": (lambda: L.LayerNormalization(), (None, 48)),
+        "mha": (None, None),
     }[layer]
     if layer == "mha":
         module = L.MultiHeadAttention(num_heads=4, key_dim=16)
@@ -105,12 +119,19 @@ def haiku_layer(layer, seed):
             hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(jnp.ones((1, 48)))
 
     params, _ = hk.transform_with_state(forward).init(jax.random.key(seed))
-    return {f"{module}/{name}": np.asarray(value, dtype=np.float64)
-            for module, values in params.items() for name, value in values.items()}
+    return {
+        f"{module}/{name}": np.asarray(value, dtype=np.float64)
+        for module, values in params.items()
+        for name, value in values.items()
+    }
 
 
-BUILD = {"torch": lambda layer, seed: (torch.manual_seed(seed), torch_layer(layer))[1],
-         "keras": keras_layer, "flax": flax_layer, "haiku": haiku_layer}
+BUILD = {
+    "torch": lambda layer, seed: (torch.manual_seed(seed), torch_layer(layer))[1],
+    "keras": keras_layer,
+    "flax": flax_layer,
+    "haiku": haiku_layer,
+}
 CASES = [(fw, layer) for fw in BUILD for layer in DIMS if not (fw == "haiku" and layer == "mha")]
 
 
@@ -131,7 +152,8 @@ def test_registry_matches_real_layers(framework, layer):
 def test_haiku_dense_std():
     # TruncatedNormal(stddev=1/sqrt(fan_in)) cut at +-2 std without correction: std 0.8796/sqrt(fan_in).
     assert layer_defaults("haiku", "dense", n_in=784, n_out=256)["w"].plan().stats.std == pytest.approx(
-        0.8796256610342398 / 28, rel=1e-9)
+        0.8796256610342398 / 28, rel=1e-9
+    )
 
 
 def test_unknown_layer_and_missing_dims():
@@ -143,17 +165,23 @@ def test_unknown_layer_and_missing_dims():
         layer_defaults("mxnet", "mha", d_model=8, heads=2)
 
 
-from flax import nnx  # noqa: E402
+from flax import nnx
 
-from polyinit import rules as R  # noqa: E402
-from polyinit.defaults import rules_for  # noqa: E402
+from polyinit import rules as R
+from polyinit.defaults import rules_for
 
 NNX = {
     "dense": (lambda rngs: nnx.Linear(96, 64, rngs=rngs), {"kernel": "kernel", "bias": "bias"}),
-    "conv": (lambda rngs: nnx.Conv(16, 32, (3, 3), feature_group_count=2, rngs=rngs), {"kernel": "kernel", "bias": "bias"}),
+    "conv": (
+        lambda rngs: nnx.Conv(16, 32, (3, 3), feature_group_count=2, rngs=rngs),
+        {"kernel": "kernel", "bias": "bias"},
+    ),
     "embedding": (lambda rngs: nnx.Embed(500, 32, rngs=rngs), {"embedding": "embedding"}),
     "layernorm": (lambda rngs: nnx.LayerNorm(48, rngs=rngs), {"scale": "scale", "bias": "bias"}),
-    "batchnorm": (lambda rngs: nnx.BatchNorm(48, rngs=rngs), {"scale": "scale", "bias": "bias", "mean": "mean", "var": "var"}),
+    "batchnorm": (
+        lambda rngs: nnx.BatchNorm(48, rngs=rngs),
+        {"scale": "scale", "bias": "bias", "mean": "mean", "var": "var"},
+    ),
 }
 
 
@@ -193,7 +221,8 @@ def test_cross_application_unknown_framework():
 
 
 NNX_CELLS = {
-    "nnx.LSTMCell": ("lstm", nnx.LSTMCell), "nnx.OptimizedLSTMCell": ("lstm", nnx.OptimizedLSTMCell),
+    "nnx.LSTMCell": ("lstm", nnx.LSTMCell),
+    "nnx.OptimizedLSTMCell": ("lstm", nnx.OptimizedLSTMCell),
     "nnx.GRUCell": ("gru", nnx.GRUCell),
 }
 

@@ -17,14 +17,22 @@ class Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = torch.nn.Embedding(50, 16)
-        self.body = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
-                                        torch.nn.Linear(32, 16))
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 16)
+        )
         self.head = torch.nn.Linear(16, 50, bias=False)
         self.head.weight = self.embed.weight  # tied
 
 
-RULES = Rules([(kind("dense") & role("weight"), pi.he_normal()), (role("bias"), pi.zeros()),
-               (kind("embedding"), pi.Normal(std=0.02)), (kind("norm"), KEEP)], seed=11)
+RULES = Rules(
+    [
+        (kind("dense") & role("weight"), pi.he_normal()),
+        (role("bias"), pi.zeros()),
+        (kind("embedding"), pi.Normal(std=0.02)),
+        (kind("norm"), KEEP),
+    ],
+    seed=11,
+)
 
 
 def test_materialize_equals_apply_on_the_eager_model():
@@ -50,8 +58,10 @@ def test_a_tensor_nothing_would_initialise_is_refused_before_anything_is_materia
 
     with torch.device("meta"):
         model = Scale()
-    with pytest.raises(ModelError, match="gain would be left uninitialised"), \
-            pytest.warns(UserWarning, match="no registry entry describes"):
+    with (
+        pytest.raises(ModelError, match="gain would be left uninitialised"),
+        pytest.warns(UserWarning, match="no registry entry describes"),
+    ):
         materialize(model, Rules([(kind("dense"), pi.zeros())], seed=0))
     assert all(t.device.type == "meta" for t in model.parameters())
     with pytest.raises(pi.PolyinitError, match="matched no parameter"), pytest.warns(UserWarning):
@@ -97,8 +107,9 @@ def test_materialize_holds_at_most_one_parameter_beyond_the_model():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(MEMORY)], capture_output=True, text=True,
-                          env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(MEMORY)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     m = json.loads(done.stdout.strip().splitlines()[-1])
     assert m["peak"] - m["base"] <= m["model_mb"] + m["param_mb"] + 24, m

@@ -9,14 +9,24 @@ import subprocess
 import sys
 
 import pytest
-
 from readme_blocks import ROOT, blocks, check_commands, missing_module, run_python
 
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
 BLOCKS = [(page, index, language, code) for page in PAGES for index, (language, code) in enumerate(blocks(page))]
 # Modules a block may lack, and the backend that, when required for this run, makes it a failure.
-OPTIONAL = {"torch": "torch", "keras": "keras", "tensorflow": "keras", "jax": "jax", "flax": "jax",
-            "haiku": None, "mxnet": None, "matplotlib": None, "rich": None, "transformers": None, "mup": None}
+OPTIONAL = {
+    "torch": "torch",
+    "keras": "keras",
+    "tensorflow": "keras",
+    "jax": "jax",
+    "flax": "jax",
+    "haiku": None,
+    "mxnet": None,
+    "matplotlib": None,
+    "rich": None,
+    "transformers": None,
+    "mup": None,
+}
 
 
 def test_every_page_is_in_the_nav_and_has_runnable_blocks():
@@ -27,8 +37,9 @@ def test_every_page_is_in_the_nav_and_has_runnable_blocks():
     assert {language for _, _, language, _ in BLOCKS} <= {"python", "bash", "text"}, "a block no test runs"
 
 
-@pytest.mark.parametrize("page, index, language, code", BLOCKS,
-                         ids=[f"{p.stem}-block{i}-{lang}" for p, i, lang, _ in BLOCKS])
+@pytest.mark.parametrize(
+    "page, index, language, code", BLOCKS, ids=[f"{p.stem}-block{i}-{lang}" for p, i, lang, _ in BLOCKS]
+)
 def test_block(page, index, language, code, tmp_path):
     where = f"{page.relative_to(ROOT)} block {index}"
     if language == "python":
@@ -50,7 +61,12 @@ def test_the_site_builds_strictly(tmp_path):
     mkdocs = shutil.which("mkdocs", path=os.path.dirname(sys.executable)) or shutil.which("mkdocs")
     if mkdocs is None:
         pytest.skip("mkdocs is not installed here (the test extra installs it)")
-    result = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600,
-                            env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))
+    result = subprocess.run(
+        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

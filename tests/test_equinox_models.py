@@ -90,8 +90,9 @@ class Block(eqx.Module):
     down: eqx.nn.Linear
 
     def __init__(self):
-        self.attn = eqx.nn.MultiheadAttention(HEADS, D, use_query_bias=True, use_key_bias=True, use_value_bias=True,
-                                              use_output_bias=True, key=KEYS[5])
+        self.attn = eqx.nn.MultiheadAttention(
+            HEADS, D, use_query_bias=True, use_key_bias=True, use_value_bias=True, use_output_bias=True, key=KEYS[5]
+        )
         self.norm = eqx.nn.LayerNorm(D)
         self.up, self.down = eqx.nn.Linear(D, 2 * D, key=KEYS[6]), eqx.nn.Linear(2 * D, D, key=KEYS[7])
 
@@ -206,10 +207,15 @@ def test_portable_lstm_is_bit_identical_to_torch():
     np.testing.assert_allclose(run(new, SEQ), run_torch(SEQ), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("build,torch_build,data,rows", [
-    (CNN, torch_cnn, X, 6), (LSTM, _torch_lstm, SEQ, 5),
-    (Block, torch_attention, np.random.default_rng(3).standard_normal((2, 5, D)).astype(np.float32), 14)],
-    ids=["cnn", "lstm", "attention"])
+@pytest.mark.parametrize(
+    "build,torch_build,data,rows",
+    [
+        (CNN, torch_cnn, X, 6),
+        (LSTM, _torch_lstm, SEQ, 5),
+        (Block, torch_attention, np.random.default_rng(3).standard_normal((2, 5, D)).astype(np.float32), 14),
+    ],
+    ids=["cnn", "lstm", "attention"],
+)
 def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data, rows):
     source, run_source = torch_build()
     with torch.no_grad():  # away from the defaults, so a wrong gate or head would show
@@ -266,8 +272,10 @@ def equinox_layer(layer, seed):
         "conv": lambda: eqx.nn.Conv2d(16, 32, 3, groups=2, key=key),
         "conv_transpose": lambda: eqx.nn.ConvTranspose2d(16, 32, 3, key=key),
         "embedding": lambda: eqx.nn.Embedding(500, 32, key=key),
-        "lstm": lambda: eqx.nn.LSTMCell(24, 32, key=key), "gru": lambda: eqx.nn.GRUCell(24, 32, key=key),
-        "batchnorm": lambda: eqx.nn.BatchNorm(48, "batch", mode="batch"), "layernorm": lambda: eqx.nn.LayerNorm(48),
+        "lstm": lambda: eqx.nn.LSTMCell(24, 32, key=key),
+        "gru": lambda: eqx.nn.GRUCell(24, 32, key=key),
+        "batchnorm": lambda: eqx.nn.BatchNorm(48, "batch", mode="batch"),
+        "layernorm": lambda: eqx.nn.LayerNorm(48),
         "mha": lambda: eqx.nn.MultiheadAttention(4, 64, key=key),
     }[layer]
     module = make()
@@ -305,13 +313,13 @@ def test_the_registry_check_can_fail():
 
 # --- compare --model -----------------------------------------------------------------------------
 
-MODELS = '''
+MODELS = """
 def equinox_mlp():
     import equinox as eqx, jax
     a, b = jax.random.split(jax.random.key(0))
     return eqx.nn.Sequential([eqx.nn.Linear(512, 512, use_bias=False, key=a),
                               eqx.nn.Linear(512, 512, use_bias=False, key=b)]), (512, 512)
-'''
+"""
 
 
 def test_compare_model_on_an_equinox_model(tmp_path, monkeypatch):
@@ -328,8 +336,10 @@ def test_compare_model_on_an_equinox_model(tmp_path, monkeypatch):
         result = compare_model("eqx_models:equinox_mlp", frameworks=["equinox", "torch", "keras", "flax"])
     finally:
         sys.modules.pop("eqx_models", None)
-    assert result.model_framework == "equinox" and [p["path"] for p in result.params] == ["layers.0.weight",
-                                                                                        "layers.1.weight"]
+    assert result.model_framework == "equinox" and [p["path"] for p in result.params] == [
+        "layers.0.weight",
+        "layers.1.weight",
+    ]
     expected = {"native": 1 / 9, "equinox": 1 / 9, "torch": 1 / 9, "keras": 1.0, "flax": 1.0}
     for name, value in expected.items():
         assert result.output_var[name] == pytest.approx(value, rel=0.25), name

@@ -70,7 +70,7 @@ def test_error_family_is_value_error():
 
 @given(st.one_of(st.floats(), st.booleans(), st.text(max_size=3), st.none(), st.integers()))
 def test_normal_std_accepts_positive_finite_numbers_only(value):
-    valid = (not isinstance(value, (bool, str, type(None))) and math.isfinite(value) and value > 0)
+    valid = not isinstance(value, (bool, str, type(None))) and math.isfinite(value) and value > 0
     if valid:
         assert pi.Normal(std=value).std == float(value)
     else:
@@ -78,8 +78,7 @@ def test_normal_std_accepts_positive_finite_numbers_only(value):
             pi.Normal(std=value)
 
 
-@given(st.one_of(st.floats(), st.booleans(), st.text(max_size=3), st.none()),
-       st.sampled_from(["sparsity", "std"]))
+@given(st.one_of(st.floats(), st.booleans(), st.text(max_size=3), st.none()), st.sampled_from(["sparsity", "std"]))
 def test_sparse_arguments_raise_only_polyinit_error(value, name):
     kwargs = {"sparsity": 0.5, "std": 0.01, name: value}
     try:

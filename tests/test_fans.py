@@ -1,11 +1,9 @@
 """Fans from shape + layout, recomputed here from the frameworks' documented rules."""
 
-
 import pytest
 from formulas import keras_fans, torch_fans
 
 from polyinit import IN_OUT, OUT_IN, Layout, ShapeError, SpecError, compute_fans, preset
-
 
 TORCH_SHAPES = [(256, 784), (7, 3), (32, 16, 5), (32, 16, 3, 3), (8, 4, 3, 3, 3), (64, 1, 3, 3), (12, 4, 2, 2)]
 

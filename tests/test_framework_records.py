@@ -9,7 +9,8 @@ import math
 import pytest
 
 import polyinit as pi
-from polyinit import defaults, frameworks as F
+from polyinit import defaults
+from polyinit import frameworks as F
 from polyinit.compare import compare
 from polyinit.propagation import KINDS
 
@@ -17,18 +18,29 @@ from polyinit.propagation import KINDS
 def _toy_defaults(layer: str, d: dict) -> dict:
     if layer != "dense":
         raise KeyError(layer)
-    return {"w": defaults.Param(pi.Normal(std=0.1), pi.IN_OUT, (d["n_in"], d["n_out"])),
-            "b": defaults.Param(pi.zeros(), pi.OUT_IN, (d["n_out"],))}
+    return {
+        "w": defaults.Param(pi.Normal(std=0.1), pi.IN_OUT, (d["n_in"], d["n_out"])),
+        "b": defaults.Param(pi.zeros(), pi.OUT_IN, (d["n_out"],)),
+    }
 
 
 @pytest.fixture()
 def toy(monkeypatch):
     F.frameworks()  # the shipped records are loaded first
-    record = F.Framework(name="toyfw", display="Toy", detect=lambda model: False, walker=object, priority=98,
-                         defaults=_toy_defaults, cross_rules=lambda weights, biases: [(weights, pi.Normal(std=0.1)),
-                                                                                      (biases, pi.zeros())],
-                         version="0.1", colour="#123456", style=":", distribution="toyfw",
-                         missing_layers=tuple(k for k in KINDS if k != "dense"))
+    record = F.Framework(
+        name="toyfw",
+        display="Toy",
+        detect=lambda model: False,
+        walker=object,
+        priority=98,
+        defaults=_toy_defaults,
+        cross_rules=lambda weights, biases: [(weights, pi.Normal(std=0.1)), (biases, pi.zeros())],
+        version="0.1",
+        colour="#123456",
+        style=":",
+        distribution="toyfw",
+        missing_layers=tuple(k for k in KINDS if k != "dense"),
+    )
     monkeypatch.setitem(F._FRAMEWORKS, "toyfw", record)
     return record
 
@@ -36,8 +48,9 @@ def toy(monkeypatch):
 def test_a_framework_added_as_one_record_is_in_every_table(toy):
     assert defaults.FRAMEWORKS[-2:] == ("toyfw", "haiku") and defaults.VERSIONS["toyfw"] == "0.1"
     assert defaults.layer_defaults("toyfw", "dense", n_in=4, n_out=3)["w"].shape == (4, 3)
-    torch_row, toy_row = compare(layer="dense", n_in=400, n_out=400, depth=3, frameworks=("torch", "toyfw"),
-                                 measure=False)
+    torch_row, toy_row = compare(
+        layer="dense", n_in=400, n_out=400, depth=3, frameworks=("torch", "toyfw"), measure=False
+    )
     assert toy_row.version == "0.1" and toy_row.weight.std == pytest.approx(0.1)
     assert toy_row.gain == pytest.approx(400 * 0.01)  # fan_in var(w)
     assert toy_row.linear[-1] == pytest.approx(4.0**3)

@@ -44,8 +44,9 @@ def uniforms(draw):
 def truncated(draw):
     mean, std, low = draw(NUMBERS), draw(POSITIVE), draw(st.floats(-3.0, 1.0))
     width, keep, stream = draw(st.floats(0.5, 4.0)), draw(st.booleans()), draw(STREAM)
-    return lambda: pi.TruncatedNormal(mean=mean, std=std, low=low, high=low + width, bounds="std",
-                                      preserve_std=keep, stream=stream)
+    return lambda: pi.TruncatedNormal(
+        mean=mean, std=std, low=low, high=low + width, bounds="std", preserve_std=keep, stream=stream
+    )
 
 
 ELEMENTWISE = st.one_of(
@@ -53,13 +54,17 @@ ELEMENTWISE = st.one_of(
     st.builds(lambda m, s, k: _recipe(lambda: pi.Normal(mean=m, std=s, stream=k)), NUMBERS, POSITIVE, STREAM),
     truncated(),
     st.builds(lambda v: _recipe(lambda: pi.Constant(value=v)), NUMBERS),
-    st.builds(lambda s, m, d: _recipe(lambda: pi.VarianceScaling(scale=s, mode=m, distribution=d)), POSITIVE,
-              st.sampled_from(["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]),
-              st.sampled_from(["normal", "truncated_normal", "uniform"])),
+    st.builds(
+        lambda s, m, d: _recipe(lambda: pi.VarianceScaling(scale=s, mode=m, distribution=d)),
+        POSITIVE,
+        st.sampled_from(["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]),
+        st.sampled_from(["normal", "truncated_normal", "uniform"]),
+    ),
 )
 STRUCTURED = st.one_of(
-    st.builds(lambda g, a: _recipe(lambda: pi.Orthogonal(gain=g, axis=a)), NUMBERS,
-              st.sampled_from(["out", "in", 0, -1])),
+    st.builds(
+        lambda g, a: _recipe(lambda: pi.Orthogonal(gain=g, axis=a)), NUMBERS, st.sampled_from(["out", "in", 0, -1])
+    ),
     st.builds(lambda g: _recipe(lambda: pi.Identity(gain=g)), NUMBERS),
     st.builds(lambda g: _recipe(lambda: pi.Dirac(gain=g)), NUMBERS),
     st.builds(lambda g: _recipe(lambda: pi.DeltaOrthogonal(gain=g)), NUMBERS),
@@ -80,13 +85,19 @@ def _binary(op, left, right):
 def _extend(children):
     return st.one_of(
         st.builds(lambda op, a, b: _recipe(_binary, op, a, b), st.sampled_from(BINARY), children, children),
-        st.builds(lambda op, a: _recipe(lambda x: pi.spec.Unary(op=op, operand=x), a),
-                  st.sampled_from(["neg", "abs"]), children),
+        st.builds(
+            lambda op, a: _recipe(lambda x: pi.spec.Unary(op=op, operand=x), a),
+            st.sampled_from(["neg", "abs"]),
+            children,
+        ),
         st.builds(lambda c, a, b: _recipe(pi.where, c, a, b), children, children, children),
-        st.builds(lambda a, low, width: _recipe(lambda x: pi.clip(x, low, low + width), a),
-                  children, NUMBERS, POSITIVE),
-        st.builds(lambda parts: _recipe(lambda *ps: pi.Blocks(axis="out", parts=ps), *parts),
-                  st.lists(children, min_size=1, max_size=3)),
+        st.builds(
+            lambda a, low, width: _recipe(lambda x: pi.clip(x, low, low + width), a), children, NUMBERS, POSITIVE
+        ),
+        st.builds(
+            lambda parts: _recipe(lambda *ps: pi.Blocks(axis="out", parts=ps), *parts),
+            st.lists(children, min_size=1, max_size=3),
+        ),
     )
 
 
@@ -107,9 +118,18 @@ def attempt(backend, recipe, shape, layout, dtype, seed):
     return plan, values, stats
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
+)
 @given(recipe=SPECS, shape=SHAPES, layout=LAYOUTS, data=st.data())
 def test_fuzz_polyinit_error_or_finite_values_in_the_promised_support(backend, recipe, shape, layout, data):
     dtype = data.draw(st.sampled_from(backend.DTYPES), label="dtype")
@@ -125,7 +145,8 @@ def test_fuzz_polyinit_error_or_finite_values_in_the_promised_support(backend, r
     slack = rounding_allowance(plan.root, dtype)
     hull = intervals(plan.root, dtype)[id(plan.root)].support
     assert hull.low - slack <= values.min() and values.max() <= hull.high + slack, (
-        f"values in [{values.min()}, {values.max()}] outside the proven hull {hull} of {plan.describe()}")
+        f"values in [{values.min()}, {values.max()}] outside the proven hull {hull} of {plan.describe()}"
+    )
     if stats is not None:
         # A promise is finite numbers or no numbers, never an inf or a NaN.
         assert stats.moments is None or all(math.isfinite(m) for m in stats.moments), stats
@@ -134,4 +155,5 @@ def test_fuzz_polyinit_error_or_finite_values_in_the_promised_support(backend, r
         tolerance = slack + span * 2.0**-18
         assert stats.low - tolerance <= values.min() and values.max() <= stats.high + tolerance, (
             f"values in [{values.min()}, {values.max()}] outside the promised "
-            f"[{stats.low}, {stats.high}] of {plan.describe()}")
+            f"[{stats.low}, {stats.high}] of {plan.describe()}"
+        )

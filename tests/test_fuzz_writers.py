@@ -23,12 +23,17 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-import polyinit as pi  # noqa: E402
-from polyinit.errors import PolyinitError  # noqa: E402
-from polyinit.rules import KEEP, Rules, SpecFactory, apply, every, first, kind, last, name, role  # noqa: E402
+import polyinit as pi
+from polyinit.errors import PolyinitError
+from polyinit.rules import KEEP, Rules, SpecFactory, apply, every, first, kind, last, name, role
 
-FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=30,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=30,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def mostly(good: list, hostile: list):
@@ -38,22 +43,50 @@ def mostly(good: list, hostile: list):
     return st.integers(0, 9).flatmap(lambda i: st.sampled_from(hostile if i in (3, 6) else good))
 
 
-SELECTORS = mostly([role("weight"), role("bias"), role("embedding"), kind("dense"), kind("conv"), kind("norm"),
-                    kind("recurrent"), every(), first(), last(), kind("dense") & role("weight"), ~role("bias")],
-                   [name("*no_such_layer*"), kind("embedding") & kind("conv")])
+SELECTORS = mostly(
+    [
+        role("weight"),
+        role("bias"),
+        role("embedding"),
+        kind("dense"),
+        kind("conv"),
+        kind("norm"),
+        kind("recurrent"),
+        every(),
+        first(),
+        last(),
+        kind("dense") & role("weight"),
+        ~role("bias"),
+    ],
+    [name("*no_such_layer*"), kind("embedding") & kind("conv")],
+)
 
 
 def _raising_factory(param, layer):
     raise ArithmeticError("user factory broke")
 
 
-ACTIONS = mostly([
-    lambda: pi.he_normal(), lambda: pi.glorot_uniform(), lambda: pi.zeros(), lambda: pi.Normal(std=0.02),
-    lambda: pi.TruncatedNormal(std=0.02, bounds="absolute"), lambda: KEEP,
-    lambda: pi.he_normal() * pi.Uniform(low=0.5, high=1.5)], [
-    lambda: pi.Uniform(low=-1e38, high=1e38), lambda: pi.Normal(std=1e30), lambda: pi.Constant(value=1e39),
-    lambda: pi.Constant(value=float("nan")), lambda: pi.Orthogonal(), lambda: pi.Uniform(low=1.0, high=-1.0),
-    lambda: SpecFactory(_raising_factory, "raising"), lambda: SpecFactory(lambda p, l: "not a spec", "wrong")])
+ACTIONS = mostly(
+    [
+        lambda: pi.he_normal(),
+        lambda: pi.glorot_uniform(),
+        lambda: pi.zeros(),
+        lambda: pi.Normal(std=0.02),
+        lambda: pi.TruncatedNormal(std=0.02, bounds="absolute"),
+        lambda: KEEP,
+        lambda: pi.he_normal() * pi.Uniform(low=0.5, high=1.5),
+    ],
+    [
+        lambda: pi.Uniform(low=-1e38, high=1e38),
+        lambda: pi.Normal(std=1e30),
+        lambda: pi.Constant(value=1e39),
+        lambda: pi.Constant(value=float("nan")),
+        lambda: pi.Orthogonal(),
+        lambda: pi.Uniform(low=1.0, high=-1.0),
+        lambda: SpecFactory(_raising_factory, "raising"),
+        lambda: SpecFactory(lambda p, l: "not a spec", "wrong"),
+    ],
+)
 SEEDS = mostly([0, 7, 2**63, 2**64 - 1], [-1, 2**64, True, 2.5])
 KEYS = mostly([None], [lambda p: p.path[::-1], lambda p: "same key", lambda p: 1 / 0, lambda p: 3])
 FANS = mostly([None, "native", "semantic"], ["logical", 0])
@@ -66,8 +99,9 @@ def rule_recipes(draw):
     pairs = [(draw(SELECTORS), draw(ACTIONS)) for _ in range(draw(st.integers(1, 4)))]
     seed, key = draw(SEEDS), draw(KEYS)
     strict, require_all = draw(mostly([False], [True])), draw(mostly([False], [True]))
-    return lambda: Rules([(selector, action()) for selector, action in pairs], seed=seed, key=key,
-                         strict=strict, require_all=require_all)
+    return lambda: Rules(
+        [(selector, action()) for selector, action in pairs], seed=seed, key=key, strict=strict, require_all=require_all
+    )
 
 
 OUTCOMES: dict = {}  # writer -> {"refused": n, "written": n}
@@ -128,8 +162,11 @@ def torch_models():
 
 
 def torch_snapshot(model) -> dict:
-    return {k: v.detach().cpu().double().numpy().copy() if v.device.type != "meta" else np.array(tuple(v.shape))
-            for k, v in model.state_dict().items() if v.is_floating_point()}
+    return {
+        k: v.detach().cpu().double().numpy().copy() if v.device.type != "meta" else np.array(tuple(v.shape))
+        for k, v in model.state_dict().items()
+        if v.is_floating_point()
+    }
 
 
 def walker_snapshot(model) -> dict:
@@ -156,7 +193,6 @@ def test_apply_on_torch_models(torch_zoo, which, recipe, fans, portable):
 def keras_zoo():
     pytest.importorskip("keras")
     import keras
-
     from test_modern_frameworks import keras_gpt
     from test_portable_models import keras_cnn
 
@@ -178,7 +214,6 @@ def flax_zoo():
     import jax
     import jax.numpy as jnp
     from flax import linen, nnx
-
     from test_modern_frameworks import nnx_gpt
     from test_portable_models import nnx_cnn
 
@@ -190,8 +225,12 @@ def flax_zoo():
             return linen.Dense(3)(y)
 
     linen_tree = LinenLSTM().init(jax.random.key(0), jnp.ones((1, 4, 6)))
-    return {"nnx gpt": nnx_gpt(), "nnx cnn": nnx_cnn()[0],
-            "nnx lstm": nnx.RNN(nnx.OptimizedLSTMCell(6, 5, rngs=nnx.Rngs(0))), "linen lstm": linen_tree}
+    return {
+        "nnx gpt": nnx_gpt(),
+        "nnx cnn": nnx_cnn()[0],
+        "nnx lstm": nnx.RNN(nnx.OptimizedLSTMCell(6, 5, rngs=nnx.Rngs(0))),
+        "linen lstm": linen_tree,
+    }
 
 
 @pytest.mark.parametrize("which", ["nnx gpt", "nnx cnn", "nnx lstm", "linen lstm"])
@@ -278,8 +317,7 @@ def sharded(model, mesh, which: str):
                 local = p.detach().narrow(dim, 0, -(-p.shape[dim] // 2)).clone()
             else:
                 local = p.detach().clone()
-            d = DTensor.from_local(local, mesh, [chosen], run_check=False, shape=p.shape,
-                                   stride=p.stride())
+            d = DTensor.from_local(local, mesh, [chosen], run_check=False, shape=p.shape, stride=p.stride())
             setattr(module, leaf, torch.nn.Parameter(d))
     return model
 
@@ -320,8 +358,11 @@ def test_draw_dtensor(mesh, which, action, seed, shape):
 
     chosen = placement(which)
     full = torch.zeros(shape)
-    local = full.narrow(chosen.dim % len(shape), 0, -(-shape[chosen.dim % len(shape)] // 2)).clone() \
-        if chosen.is_shard() else full.clone()
+    local = (
+        full.narrow(chosen.dim % len(shape), 0, -(-shape[chosen.dim % len(shape)] // 2)).clone()
+        if chosen.is_shard()
+        else full.clone()
+    )
     tensor = DTensor.from_local(local, mesh, [chosen], run_check=False, shape=full.shape, stride=full.stride())
     before = tensor.to_local().clone()
     tally = OUTCOMES.setdefault(f"draw_dtensor {which}", {"refused": 0, "written": 0})

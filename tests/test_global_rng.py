@@ -18,9 +18,16 @@ import pytest
 import polyinit as pi
 from polyinit import native
 
-SPECS = [pi.glorot_uniform(), pi.he_normal(truncated=True), pi.Orthogonal(gain=2.0), pi.Sparse(sparsity=0.5),
-         pi.Identity(), pi.lstm_bias(), pi.where(abs(pi.Normal()) < 1.0, pi.Normal(), 0.0),
-         pi.Uniform(low=-1.0, high=1.0) + pi.Uniform(low=-1.0, high=1.0, stream=1)]
+SPECS = [
+    pi.glorot_uniform(),
+    pi.he_normal(truncated=True),
+    pi.Orthogonal(gain=2.0),
+    pi.Sparse(sparsity=0.5),
+    pi.Identity(),
+    pi.lstm_bias(),
+    pi.where(abs(pi.Normal()) < 1.0, pi.Normal(), 0.0),
+    pi.Uniform(low=-1.0, high=1.0) + pi.Uniform(low=-1.0, high=1.0, stream=1),
+]
 
 
 def snapshot() -> dict:
@@ -37,8 +44,11 @@ def snapshot() -> dict:
         ctx = context.context()
         rng = getattr(ctx, "_rng", None)
         generator = stateful_random_ops.global_generator
-        state["tensorflow"] = (ctx._seed, rng.getstate() if rng is not None else None,
-                               None if generator is None else generator.state.numpy().tobytes())
+        state["tensorflow"] = (
+            ctx._seed,
+            rng.getstate() if rng is not None else None,
+            None if generator is None else generator.state.numpy().tobytes(),
+        )
     if "keras" in sys.modules:
         from keras.src.backend.common import global_state
 
@@ -47,8 +57,9 @@ def snapshot() -> dict:
     if "jax" in sys.modules:
         import jax
 
-        state["jax"] = pickle.dumps({k: v for k, v in jax.config.values.items()
-                                     if isinstance(v, (bool, int, float, str, type(None)))})
+        state["jax"] = pickle.dumps(
+            {k: v for k, v in jax.config.values.items() if isinstance(v, (bool, int, float, str, type(None)))}
+        )
     return state
 
 
@@ -118,8 +129,7 @@ def _mxnet_calls(backend):
         backend.sample_plan(pi.resolve(spec, (8, 6), pi.OUT_IN), 1)
 
 
-CALLS = {"numpy": _numpy_calls, "torch": _torch_calls, "keras": _keras_calls, "jax": _jax_calls,
-         "mxnet": _mxnet_calls}
+CALLS = {"numpy": _numpy_calls, "torch": _torch_calls, "keras": _keras_calls, "jax": _jax_calls, "mxnet": _mxnet_calls}
 
 
 def _seed_everything():

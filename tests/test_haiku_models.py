@@ -67,6 +67,7 @@ def hk_cnn_bn():
 
 def hk_cnn():
     """test_portable_models' CNN: two VALID 3x3 convs with ReLU, a global mean, a dense head."""
+
     def f(x):
         x = jax.nn.relu(hk.Conv2D(C1, 3, padding="VALID")(x))
         x = jax.nn.relu(hk.Conv2D(C2, 3, padding="VALID")(x))
@@ -77,6 +78,7 @@ def hk_cnn():
 
 def hk_lstm():
     """test_transfer's LSTM: input 6, hidden 8, a dense head on the last step."""
+
     def f(x):
         core = hk.LSTM(8)
         out, _ = hk.dynamic_unroll(core, x, core.initial_state(x.shape[0]), time_major=False)
@@ -87,6 +89,7 @@ def hk_lstm():
 
 def hk_linear_block():
     """test_rules_contract's Block: q, k, v, o dense layers, a layer norm, an MLP."""
+
     def f(x):
         for _ in range(4):
             x = hk.Linear(8)(x)
@@ -103,6 +106,7 @@ D, HEADS = 8, 2
 
 def hk_attention():
     """hk.MultiHeadAttention (q, k, v, output), a layer norm, an MLP on a (batch, seq, D) input."""
+
     def f(x):
         y = hk.MultiHeadAttention(HEADS, D // HEADS, w_init=hk.initializers.VarianceScaling(1.0), model_size=D)(x, x, x)
         y = hk.LayerNorm(-1, True, True)(y)
@@ -161,9 +165,13 @@ def test_the_record_comparison_can_fail():
 def test_lstm_records_slice_the_packed_kernel_in_torchs_gate_order():
     tree, _ = hk_lstm()
     params = walker_for(tree).walk(tree)
-    assert [p.path for p in params[:5]] == ["lstm/linear/w[weight:i]", "lstm/linear/w[weight:f]",
-                                            "lstm/linear/w[weight:g]", "lstm/linear/w[weight:o]",
-                                            "lstm/linear/w[recurrent:i]"]
+    assert [p.path for p in params[:5]] == [
+        "lstm/linear/w[weight:i]",
+        "lstm/linear/w[weight:f]",
+        "lstm/linear/w[weight:g]",
+        "lstm/linear/w[weight:o]",
+        "lstm/linear/w[recurrent:i]",
+    ]
     w = np.asarray(tree["lstm/linear"]["w"])  # (6 + 8, 32), blocks i, g, f, o
     walker = walker_for(tree)
     walker.walk(tree)
@@ -236,10 +244,15 @@ def test_portable_lstm_matches_torch():
     np.testing.assert_allclose(run(new, SEQ), run_torch(SEQ), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("build,torch_build,data", [
-    (hk_cnn, torch_cnn, X), (hk_lstm, _torch_lstm, SEQ),
-    (hk_attention, torch_attention, np.random.default_rng(3).standard_normal((2, 5, D)).astype(np.float32))],
-    ids=["cnn", "lstm", "attention"])
+@pytest.mark.parametrize(
+    "build,torch_build,data",
+    [
+        (hk_cnn, torch_cnn, X),
+        (hk_lstm, _torch_lstm, SEQ),
+        (hk_attention, torch_attention, np.random.default_rng(3).standard_normal((2, 5, D)).astype(np.float32)),
+    ],
+    ids=["cnn", "lstm", "attention"],
+)
 def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data):
     source, run_source = torch_build()
     with torch.no_grad():  # away from the defaults, biases included, so a wrong gate or head would show
@@ -291,20 +304,27 @@ def test_compare_model_lists_a_haiku_tree_without_a_signal(tmp_path, monkeypatch
 
     (tmp_path / "hk_models.py").write_text(
         "def mlp():\n    import haiku as hk, jax, jax.numpy as jnp\n"
-        "    return hk.transform(lambda x: hk.nets.MLP([16, 4])(x)).init(jax.random.key(0), jnp.ones((1, 8)))\n")
+        "    return hk.transform(lambda x: hk.nets.MLP([16, 4])(x)).init(jax.random.key(0), jnp.ones((1, 8)))\n"
+    )
     monkeypatch.chdir(tmp_path)
     try:
         result = compare_model("hk_models:mlp", frameworks=["torch", "flax"])
     finally:
         sys.modules.pop("hk_models", None)
     assert result.model_framework == "haiku" and result.output_var == {}
-    assert [p["path"] for p in result.params] == ["mlp/~/linear_0/w", "mlp/~/linear_0/b", "mlp/~/linear_1/w",
-                                                  "mlp/~/linear_1/b"]
+    assert [p["path"] for p in result.params] == [
+        "mlp/~/linear_0/w",
+        "mlp/~/linear_0/b",
+        "mlp/~/linear_1/w",
+        "mlp/~/linear_1/b",
+    ]
     assert "fan_in" in result.specs["torch"][0] and any("no function" in note for note in result.notes)
 
 
-ATTENTION_RULES = R.Rules([(R.role("weight", "scale"), pi.Normal(std=0.2)), (R.role("bias", "offset"), pi.Uniform(low=-0.1, high=0.1))],
-                          seed=11)
+ATTENTION_RULES = R.Rules(
+    [(R.role("weight", "scale"), pi.Normal(std=0.2)), (R.role("bias", "offset"), pi.Uniform(low=-0.1, high=0.1))],
+    seed=11,
+)
 
 
 def test_portable_attention_block_is_bit_identical_to_torch():

@@ -29,13 +29,23 @@ def results(request):
     if missing:
         pytest.skip(f"the transformers/keras-hub pairs need {', '.join(missing)}")
     tests = Path(__file__).parent
-    env = dict(os.environ, KERAS_BACKEND=request.param, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
-    out = subprocess.run([sys.executable, "-W", "ignore", str(tests / "identity_pairs.py")], env=env,
-                         capture_output=True, text=True, timeout=900, check=False)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=request.param,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]),
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", str(tests / "identity_pairs.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULTS "))
-    return json.loads(line[len("RESULTS "):])
+    return json.loads(line[len("RESULTS ") :])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -55,14 +65,20 @@ def test_identities_are_equal_between_transformers_and_keras_hub(results, name):
         expected.append(identity)
     assert blind == sorted(expected)
     if name == "gpt2":  # packed c_attn against per-head query/key/value: the same three identities
-        assert [hf[f"h.1.attn.c_attn.weight#{p}"] for p in "qkv"] == ["1.attn.q.weight", "1.attn.k.weight",
-                                                                      "1.attn.v.weight"]
+        assert [hf[f"h.1.attn.c_attn.weight#{p}"] for p in "qkv"] == [
+            "1.attn.q.weight",
+            "1.attn.k.weight",
+            "1.attn.v.weight",
+        ]
         assert kh["transformer_layer_1/self_attention/key/bias"] == "1.attn.k.bias"
     if name == "bert":  # keras-hub declares the FFN norm before the MLP: norms keep their order
         assert kh["transformer_layer_0/feedforward_layer_norm/gamma"] == hf["encoder.layer.0.output.LayerNorm.weight"]
     if name == "llama":  # keras-hub declares up before gate; the names tell them apart
-        assert hf["layers.0.mlp.up_proj.weight"] == kh["transformer_layer_0/feedforward_intermediate_dense/kernel"] \
+        assert (
+            hf["layers.0.mlp.up_proj.weight"]
+            == kh["transformer_layer_0/feedforward_intermediate_dense/kernel"]
             == "0.mlp.up.weight"
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -81,8 +97,11 @@ def test_a_fused_gate_up_projection_pairs_with_separate_gate_and_up(results):
     """Phi-3's gate_up_proj (2 * d_ff, d) is two logical parameters, gate then up, as Llama's
     gate_proj and up_proj are: same identities, transfer both ways, the same portable values."""
     fused, split = results["fused_mlp"]["fused"], results["fused_mlp"]["split"]
-    assert fused == {"gate_up_proj.weight#gate": "mlp.gate.weight", "gate_up_proj.weight#up": "mlp.up.weight",
-                     "down_proj.weight": "mlp.out.weight"}
+    assert fused == {
+        "gate_up_proj.weight#gate": "mlp.gate.weight",
+        "gate_up_proj.weight#up": "mlp.up.weight",
+        "down_proj.weight": "mlp.out.weight",
+    }
     assert sorted(split.values()) == sorted(fused.values())
     for check in ("transfer_forward", "transfer_back", "portable_output"):
         assert results["fused_mlp"][check] < TOLERANCE, check

@@ -19,8 +19,15 @@ from polyinit.selectors import every, kind, role
 from polyinit.transfer import TransferError, transfer
 
 X = np.random.default_rng(5).standard_normal((2, 8, 8, 3)).astype(np.float32)
-RULES = Rules([(kind("dense", "attention", "conv") & role("weight"), pi.glorot_uniform()),
-               (role("bias"), pi.Uniform(low=-0.2, high=0.2)), (every(), pi.Normal(std=0.3))], seed=3, strict=False)
+RULES = Rules(
+    [
+        (kind("dense", "attention", "conv") & role("weight"), pi.glorot_uniform()),
+        (role("bias"), pi.Uniform(low=-0.2, high=0.2)),
+        (every(), pi.Normal(std=0.3)),
+    ],
+    seed=3,
+    strict=False,
+)
 
 
 def torch_net(names=("conv", "attn", "lstm")):
@@ -83,8 +90,11 @@ BUILDERS = {"keras": keras_net, "nnx": nnx_net}
 
 
 def _same(values_a: dict, values_b: dict) -> list[str]:
-    return sorted(k for k in set(values_a) | set(values_b)
-                  if k not in values_a or k not in values_b or values_a[k].tobytes() != values_b[k].tobytes())
+    return sorted(
+        k
+        for k in set(values_a) | set(values_b)
+        if k not in values_a or k not in values_b or values_a[k].tobytes() != values_b[k].tobytes()
+    )
 
 
 def test_identities_of_the_attention_lstm_conv_model_agree_across_frameworks_and_names():
@@ -192,11 +202,19 @@ def _refused(source, target, pattern, **options):
 
 def test_bad_input_names_the_first_divergence_and_writes_nothing():
     # a missing block: block 1's q is the first source parameter with no counterpart
-    _refused(_encoder(2), _encoder(1), r"first source parameter with no counterpart is 1\.attn\.q\.weight "
-                                       r"\(layers\.1\.self_attn\.in_proj_weight#q, logical shape \(16, 16\)\)")
+    _refused(
+        _encoder(2),
+        _encoder(1),
+        r"first source parameter with no counterpart is 1\.attn\.q\.weight "
+        r"\(layers\.1\.self_attn\.in_proj_weight#q, logical shape \(16, 16\)\)",
+    )
     # mismatched architectures: the MLP is wider in the target
-    _refused(_encoder(2), _encoder(2, d_ff=64), r"diverge at 0\.mlp\.in\.weight \(layers\.0\.linear1\.weight, "
-                                                r"logical shape \(64, 16\)\).*logical shape \(32, 16\)")
+    _refused(
+        _encoder(2),
+        _encoder(2, d_ff=64),
+        r"diverge at 0\.mlp\.in\.weight \(layers\.0\.linear1\.weight, "
+        r"logical shape \(64, 16\)\).*logical shape \(32, 16\)",
+    )
     # one extra parameter: the source has biases the target does not
     _refused(_encoder(1), _encoder(1, bias=False), r"first source parameter with no counterpart is 0\.attn\.q\.bias")
     # mapping names what identities cannot: a model declared in the other order
@@ -204,8 +222,12 @@ def test_bad_input_names_the_first_divergence_and_writes_nothing():
     source = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 4))
     target = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Linear(4, 8))
     _refused(source, target, r"diverge at layer\.0\.weight \(0\.weight, logical shape \(4, 8\)\)")
-    _refused(source, target, r"mapping names 'layer\.9\.weight', which is not a logical parameter of the source \(close: layer\.1\.weight",
-             mapping={"layer.9.weight": "0.weight"})
+    _refused(
+        source,
+        target,
+        r"mapping names 'layer\.9\.weight', which is not a logical parameter of the source \(close: layer\.1\.weight",
+        mapping={"layer.9.weight": "0.weight"},
+    )
     mapping = {f"layer.{i}.{r}": f"{1 - i}.{r}" for i in (0, 1) for r in ("weight", "bias")}
     transfer(source, target, mapping=mapping)
     assert torch.equal(target[1].weight, source[0].weight) and torch.equal(target[0].bias, source[1].bias)
@@ -221,7 +243,11 @@ def test_values_are_checked_before_any_write():
     assert torch.isnan(target[1].weight[2, 3])
     with torch.no_grad():
         source[1].weight[2, 3] = 1e30
-    _refused(source, _linears(2).half(), r"1 value of '1\.weight' is outside the float16 range \(\|x\| <= 65504\): 1\.00+\d*e\+30")
+    _refused(
+        source,
+        _linears(2).half(),
+        r"1 value of '1\.weight' is outside the float16 range \(\|x\| <= 65504\): 1\.00+\d*e\+30",
+    )
     _refused(source, _linears(2).to("meta"), r"'0\.weight' is on the meta device")
     with torch.inference_mode():
         frozen = _linears(2)
@@ -243,8 +269,9 @@ def test_positional_keys_remain_available():
     apply(identity_keyed, RULES, portable=True)
     positional_values = logical_values(torch_model)
     assert _same(positional_values, logical_values(keras_model)) == []
-    assert all(positional_values[k].tobytes() != v.tobytes() for k, v in logical_values(identity_keyed).items()
-               if v.size > 1)
+    assert all(
+        positional_values[k].tobytes() != v.tobytes() for k, v in logical_values(identity_keyed).items() if v.size > 1
+    )
 
 
 def test_advice_that_can_be_followed(tmp_path):

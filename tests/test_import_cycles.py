@@ -42,7 +42,9 @@ def edges(name: str, path: pathlib.Path, known: dict, lazy: bool = False) -> set
             elif isinstance(sub, ast.ImportFrom):
                 base = sub.module or ""
                 if sub.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - sub.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - sub.level + 1] + ([base] if base else [])
+                    )
                 found |= targets(base, known)
                 found |= {f"{base}.{a.name}" for a in sub.names if f"{base}.{a.name}" in known}
     found.discard(name)
@@ -103,15 +105,22 @@ def test_the_plan_imports_no_backend():
     assert not {t for t in graph["polyinit.plan"] if t.startswith("polyinit.backends")}
 
 
-@pytest.mark.parametrize("source,expected", [
-    ("from polyinit.backends import numpy", {"polyinit.backends.numpy"}),  # the parent package is no edge
-    ("from polyinit import nodes as n", {"polyinit.nodes"}),
-    ("from . import numpy", {"polyinit.backends.numpy"}),
-    ("def f():\n    from polyinit import nodes", set()),
-])
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("from polyinit.backends import numpy", {"polyinit.backends.numpy"}),  # the parent package is no edge
+        ("from polyinit import nodes as n", {"polyinit.nodes"}),
+        ("from . import numpy", {"polyinit.backends.numpy"}),
+        ("def f():\n    from polyinit import nodes", set()),
+    ],
+)
 def test_edges_are_read_from_module_level_imports(tmp_path, source, expected):
     path = tmp_path / "mod.py"
     path.write_text(source)
-    known = {"polyinit.backends": None, "polyinit.backends.numpy": None, "polyinit.nodes": None,
-             "polyinit.backends.mod": None}
+    known = {
+        "polyinit.backends": None,
+        "polyinit.backends.numpy": None,
+        "polyinit.nodes": None,
+        "polyinit.backends.mod": None,
+    }
     assert edges("polyinit.backends.mod", path, known) == expected

@@ -26,7 +26,9 @@ def test_import_polyinit_loads_no_framework():
 
 
 def test_backend_for_imports_nothing_new():
-    probe = ("import sys, numpy, polyinit; polyinit.backend_for(numpy.zeros(2));"
-             f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
+    probe = (
+        "import sys, numpy, polyinit; polyinit.backend_for(numpy.zeros(2));"
+        f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

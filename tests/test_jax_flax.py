@@ -4,22 +4,29 @@ import numpy as np
 import pytest
 
 jax = __import__("jax")
-import jax.numpy as jnp  # noqa: E402
-from flax import linen, nnx  # noqa: E402
+import jax.numpy as jnp
+from flax import linen, nnx
 
-import polyinit as pi  # noqa: E402
-from polyinit.backends.jax import initializer  # noqa: E402
-from polyinit.conformance import check, failures  # noqa: E402
-
+import polyinit as pi
+from polyinit.backends.jax import initializer
+from polyinit.conformance import check, failures
 
 _W = pi.Uniform(low=-1.0, high=1.0)
 
 
 # Shapes below and above the backend's SHARED_SIZE (small tensors slice one shared-size draw),
 # so eager and jitted calls must agree on that rule too.
-@pytest.mark.parametrize("spec", [pi.glorot_uniform() + pi.Normal(std=0.01), pi.lecun_normal(truncated=True),
-                                  pi.Orthogonal(gain=2.0), _W * (abs(_W) >= 0.5), pi.lstm_bias(1.0) * _W],
-                         ids=["sum", "truncated", "orthogonal", "threshold", "blocks"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pi.glorot_uniform() + pi.Normal(std=0.01),
+        pi.lecun_normal(truncated=True),
+        pi.Orthogonal(gain=2.0),
+        _W * (abs(_W) >= 0.5),
+        pi.lstm_bias(1.0) * _W,
+    ],
+    ids=["sum", "truncated", "orthogonal", "threshold", "blocks"],
+)
 @pytest.mark.parametrize("shape", [(64, 32), (300, 400)])
 def test_jit_and_purity(spec, shape):
     init = initializer(spec)
@@ -32,11 +39,12 @@ def test_jit_and_purity(spec, shape):
 
 
 def test_linen_dense_and_embed():
-    model = linen.Sequential([linen.Dense(256, kernel_init=initializer(pi.he_uniform(a=5 ** 0.5)),
-                                          bias_init=initializer(pi.constant(0.5)))])
+    model = linen.Sequential(
+        [linen.Dense(256, kernel_init=initializer(pi.he_uniform(a=5**0.5)), bias_init=initializer(pi.constant(0.5)))]
+    )
     params = model.init(jax.random.key(0), jnp.ones((1, 784)))["params"]["layers_0"]
     kernel = np.asarray(params["kernel"], dtype=np.float64)
-    plan = pi.resolve(pi.he_uniform(a=5 ** 0.5), (784, 256), pi.IN_OUT)
+    plan = pi.resolve(pi.he_uniform(a=5**0.5), (784, 256), pi.IN_OUT)
     assert not failures(check(kernel, plan))
     assert np.all(np.asarray(params["bias"]) == 0.5)
     embed = linen.Embed(100, 16, embedding_init=initializer(pi.Normal(std=0.02)))

@@ -73,14 +73,22 @@ def free_port() -> int:
 
 
 def run_two_processes(tmp_path) -> list[dict]:
-    environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-                       TF_CPP_MIN_LOG_LEVEL="2")
+    environment = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2"
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     environment["PYTHONPATH"] = root + os.pathsep + environment.get("PYTHONPATH", "")
     port, outs = free_port(), [tmp_path / f"process{i}.json" for i in range(2)]
-    workers = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WORKER), str(i), str(port), str(outs[i])],
-                                env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WORKER), str(i), str(port), str(outs[i])],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         logs = [worker.communicate(timeout=480) for worker in workers]
     finally:
@@ -100,9 +108,11 @@ def test_two_processes_draw_their_shards_of_the_single_process_values(tmp_path):
 
     shape = (64, 96)
     threshold = pi.Uniform(low=-1.0, high=1.0) * (abs(pi.Uniform(low=-1.0, high=1.0)) >= 0.5)
-    single = {"native": np.asarray(initializer(pi.he_normal())(jax.random.key(3), shape)),
-              "native_expression": np.asarray(initializer(threshold)(jax.random.key(3), shape)),
-              "portable": draw_portable(pi.resolve(pi.lecun_normal(truncated=True), shape, pi.IN_OUT), 7, "w")}
+    single = {
+        "native": np.asarray(initializer(pi.he_normal())(jax.random.key(3), shape)),
+        "native_expression": np.asarray(initializer(threshold)(jax.random.key(3), shape)),
+        "portable": draw_portable(pi.resolve(pi.lecun_normal(truncated=True), shape, pi.IN_OUT), 7, "w"),
+    }
     reports = run_two_processes(tmp_path)
     assert reports[0].keys() == reports[1].keys() and len(reports[0]) == 2 * 3 * 2
     for case in reports[0]:

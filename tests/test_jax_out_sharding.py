@@ -77,12 +77,22 @@ PROBE = """
 
 
 def run_probe(devices: int) -> dict:
-    environment = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                       JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    environment = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     environment["PYTHONPATH"] = root + os.pathsep + environment.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(PROBE), str(devices)], check=False, capture_output=True,
-                          text=True, env=environment, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(PROBE), str(devices)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -92,8 +102,11 @@ def test_out_sharding_is_honoured_in_every_mode(devices):
     pytest.importorskip("jax")
     report = run_probe(devices)
     assert len(report) == 2 * 2 * 5 * 3
-    wrong = {case: result for case, result in report.items()
-             if result != {"sharding": True, "equal": True, "local": True, "shard_sized": True}}
+    wrong = {
+        case: result
+        for case, result in report.items()
+        if result != {"sharding": True, "equal": True, "local": True, "shard_sized": True}
+    }
     assert not wrong, wrong
 
 

@@ -37,9 +37,12 @@ def counting_compiles():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
-SPECS = [pi.Uniform(low=-0.3, high=0.7), pi.Normal(mean=0.1, std=2.0),
-         pi.TruncatedNormal(std=0.02, low=-0.04, high=0.04, bounds="absolute"),
-         pi.TruncatedNormal(std=1.0, low=0.5, high=4.0, bounds="std")]  # mirrored
+SPECS = [
+    pi.Uniform(low=-0.3, high=0.7),
+    pi.Normal(mean=0.1, std=2.0),
+    pi.TruncatedNormal(std=0.02, low=-0.04, high=0.04, bounds="absolute"),
+    pi.TruncatedNormal(std=1.0, low=0.5, high=4.0, bounds="std"),
+]  # mirrored
 # Around the chunk size: one element, a partial chunk, exactly one, one more, an odd count over two.
 SIZES = [(1,), (3, 5), (xp_jax.SHARED_CHUNK,), (xp_jax.SHARED_CHUNK + 1,), (3, 7, 3121)]
 
@@ -66,9 +69,12 @@ def test_shared_program_casts_as_the_other_backends(dtype):
 
 
 def other_numbers(i: int) -> list:
-    return [pi.Uniform(low=-1.0 - i, high=0.5 + i), pi.Normal(mean=0.5 * i, std=1.0 + i),
-            pi.TruncatedNormal(std=0.1 + i, low=-2.0 - i, high=1.5, bounds="std"),
-            pi.TruncatedNormal(std=1.0, low=-1.0, high=3.0 + i, bounds="std")]
+    return [
+        pi.Uniform(low=-1.0 - i, high=0.5 + i),
+        pi.Normal(mean=0.5 * i, std=1.0 + i),
+        pi.TruncatedNormal(std=0.1 + i, low=-2.0 - i, high=1.5, bounds="std"),
+        pi.TruncatedNormal(std=1.0, low=-1.0, high=3.0 + i, bounds="std"),
+    ]
 
 
 def test_new_shapes_numbers_and_seeds_compile_nothing():

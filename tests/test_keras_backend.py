@@ -12,8 +12,8 @@ import pytest
 
 keras = __import__("keras")
 
-import polyinit as pi  # noqa: E402
-from polyinit.backends.keras import Initializer, to_numpy  # noqa: E402
+import polyinit as pi
+from polyinit.backends.keras import Initializer, to_numpy
 
 
 def values(init, shape=(16, 8)):
@@ -81,8 +81,9 @@ def test_saved_model_reloads_in_a_fresh_process(tmp_path):
     path, weights = str(tmp_path / "model.keras"), str(tmp_path / "kernel.npy")
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     subprocess.run([sys.executable, "-c", SAVE, path, weights], check=True, env=env)
-    out = subprocess.run([sys.executable, "-c", LOAD, path, weights], check=True, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD, path, weights], check=True, env=env, capture_output=True, text=True
+    )
     assert out.stdout.strip().endswith("ok")
 
 
@@ -108,6 +109,11 @@ BACKEND_PROBE = textwrap.dedent("""
 @pytest.mark.parametrize("keras_backend", ["tensorflow", "jax", "torch"])
 def test_every_keras_backend(keras_backend):
     env = dict(os.environ, KERAS_BACKEND=keras_backend, TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run([sys.executable, "-c", BACKEND_PROBE.format(backend=keras_backend)], check=True,
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", BACKEND_PROBE.format(backend=keras_backend)],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -44,8 +44,11 @@ def _rewrite_config(path: str, old: str, new: str) -> None:
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(members["config.json"])
-    text = json.dumps(config).replace(f'"class_name": "{old}"', f'"class_name": "{new}"') \
+    text = (
+        json.dumps(config)
+        .replace(f'"class_name": "{old}"', f'"class_name": "{new}"')
         .replace(f'"registered_name": "polyinit>{old}"', f'"registered_name": "polyinit>{new}"')
+    )
     assert text != json.dumps(config), "the saved config holds no polyinit initializer to rewrite"
     members["config.json"] = text.encode()
     with zipfile.ZipFile(path, "w") as archive:

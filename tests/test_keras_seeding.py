@@ -41,8 +41,12 @@ PROBE = textwrap.dedent("""
 
 
 def _env(backend):
-    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
-                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    return dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    )
 
 
 @pytest.mark.parametrize("keras_backend", ["tensorflow", "jax", "torch"])
@@ -50,12 +54,17 @@ def test_set_random_seed_makes_unseeded_initializers_reproducible(keras_backend)
     import json
 
     pytest.importorskip({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[keras_backend])
-    out = subprocess.run([sys.executable, "-c", PROBE.format(backend=keras_backend)], env=_env(keras_backend),
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(backend=keras_backend)],
+        env=_env(keras_backend),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["same"] == [True, True, True], found  # the same program after the same seed
-    assert found["differ"] == [True, True], found      # a second initializer, another seed: new values
+    assert found["differ"] == [True, True], found  # a second initializer, another seed: new values
     assert found["python_untouched"]
 
 
@@ -92,14 +101,22 @@ def test_load_model_right_after_import_polyinit(tmp_path):
     from test_keras_saving import _saved
 
     path, weights = _saved(tmp_path)
-    out = subprocess.run([sys.executable, "-c", LOAD_AFTER_IMPORT, path, weights], env=_env("tensorflow"),
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_AFTER_IMPORT, path, weights],
+        env=_env("tensorflow"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "PolyinitInitializer"
 
 
 def test_import_polyinit_without_keras_imports_no_keras():
-    script = "import sys, polyinit; print(sorted(m for m in ('keras', 'tensorflow', 'torch', 'jax') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", script], env=_env("tensorflow"), capture_output=True, text=True,
-                         check=True)
+    script = (
+        "import sys, polyinit; print(sorted(m for m in ('keras', 'tensorflow', 'torch', 'jax') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=_env("tensorflow"), capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"

@@ -51,14 +51,23 @@ def _gpt2(config, seed: int):
 
 def _gpt2_expected(config, std_of) -> dict:
     """path -> expected std for every GPT-2 parameter, from ``std_of(kind, block)``."""
-    expected = {"transformer.wte.weight": std_of("wte", None), "transformer.wpe.weight": std_of("wpe", None),
-                "transformer.ln_f.weight": 1.0, "transformer.ln_f.bias": 0.0}
+    expected = {
+        "transformer.wte.weight": std_of("wte", None),
+        "transformer.wpe.weight": std_of("wpe", None),
+        "transformer.ln_f.weight": 1.0,
+        "transformer.ln_f.bias": 0.0,
+    }
     for i in range(config.n_layer):
         h = f"transformer.h.{i}"
-        expected.update({f"{h}.ln_1.weight": 1.0, f"{h}.ln_1.bias": 0.0, f"{h}.ln_2.weight": 1.0,
-                         f"{h}.ln_2.bias": 0.0})
-        for module, kind in (("attn.c_attn", "qkv"), ("attn.c_proj", "attn_out"), ("mlp.c_fc", "mlp_in"),
-                             ("mlp.c_proj", "mlp_out")):
+        expected.update(
+            {f"{h}.ln_1.weight": 1.0, f"{h}.ln_1.bias": 0.0, f"{h}.ln_2.weight": 1.0, f"{h}.ln_2.bias": 0.0}
+        )
+        for module, kind in (
+            ("attn.c_attn", "qkv"),
+            ("attn.c_proj", "attn_out"),
+            ("mlp.c_fc", "mlp_in"),
+            ("mlp.c_proj", "mlp_out"),
+        ):
             expected[f"{h}.{module}.weight"] = std_of(kind, i)
             expected[f"{h}.{module}.bias"] = 0.0
     return expected
@@ -81,8 +90,9 @@ def test_gpt2_matches_transformers_init(gpt2_config):
     from polyinit.rules import apply
 
     L = gpt2_config.n_layer
-    expected = _gpt2_expected(gpt2_config, lambda kind, i: 0.02 / math.sqrt(2 * L)
-                              if kind in ("attn_out", "mlp_out") else 0.02)
+    expected = _gpt2_expected(
+        gpt2_config, lambda kind, i: 0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02
+    )
     _check_model(torch_values(_gpt2(gpt2_config, 0)), expected)  # the reference implementation
     model = _gpt2(gpt2_config, 1)
     apply(model, modern.gpt2(model, seed=3))
@@ -90,8 +100,19 @@ def test_gpt2_matches_transformers_init(gpt2_config):
     assert model.lm_head.weight is model.transformer.wte.weight  # still tied
 
 
-@pytest.mark.parametrize("scheme", ["megatron", "olmo_mitchell", "olmo_full_megatron", "wang", "small_init",
-                                    "modded_nanogpt", "u_mup", "small_init_emb"])
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        "megatron",
+        "olmo_mitchell",
+        "olmo_full_megatron",
+        "wang",
+        "small_init",
+        "modded_nanogpt",
+        "u_mup",
+        "small_init_emb",
+    ],
+)
 def test_gpt2_schemes_follow_their_formulas(gpt2_config, scheme):
     from polyinit.rules import apply
 
@@ -103,8 +124,16 @@ def test_gpt2_schemes_follow_their_formulas(gpt2_config, scheme):
         std_of = lambda kind, i: 0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02
     elif scheme == "olmo_mitchell":  # truncated at 3 std: the final std is TRUNC3 times sigma
         rules_for = lambda m: modern.olmo(m, init_fn="mitchell")
-        std_of = lambda kind, i: TRUNC3 * (1 / math.sqrt(2 * d * (i + 1)) if kind == "attn_out" else
-                                           1 / math.sqrt(2 * d_ff * (i + 1)) if kind == "mlp_out" else 1 / math.sqrt(d))
+        std_of = lambda kind, i: (
+            TRUNC3
+            * (
+                1 / math.sqrt(2 * d * (i + 1))
+                if kind == "attn_out"
+                else 1 / math.sqrt(2 * d_ff * (i + 1))
+                if kind == "mlp_out"
+                else 1 / math.sqrt(d)
+            )
+        )
     elif scheme == "olmo_full_megatron":
         rules_for = lambda m: modern.olmo(m, init_fn="full_megatron")
         std_of = lambda kind, i: TRUNC3 * (0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02)
@@ -138,7 +167,7 @@ def test_gpt2_schemes_follow_their_formulas(gpt2_config, scheme):
         expected.pop("transformer.wpe.weight")
         for path, std in expected.items():
             uniform = any(k in path for k in ("c_attn.weight", "attn.c_proj.weight", "c_fc.weight"))
-            if std not in (0.0, 1.0) or "weight" in path and "ln_" not in path:
+            if std not in (0.0, 1.0) or ("weight" in path and "ln_" not in path):
                 check_std(path, values[path], std, UNIFORM if uniform else 0.0)
         return
     _check_model(torch_values(model), expected, kurtosis)
@@ -151,17 +180,25 @@ def test_t5_matches_transformers_init():
 
     from polyinit.rules import apply
 
-    config = transformers.T5Config(vocab_size=256, d_model=64, d_kv=16, d_ff=256, num_layers=2, num_heads=4,
-                                   relative_attention_num_buckets=8)
+    config = transformers.T5Config(
+        vocab_size=256, d_model=64, d_kv=16, d_ff=256, num_layers=2, num_heads=4, relative_attention_num_buckets=8
+    )
     d, d_kv, h, d_ff = 64, 16, 4, 256
 
     def expected_std(path: str):
         leaf = path.split(".")[-2]
         if "layer_norm" in path:
             return 1.0
-        return {"shared": 1.0, "q": 1 / math.sqrt(d * d_kv), "k": 1 / math.sqrt(d), "v": 1 / math.sqrt(d),
-                "o": 1 / math.sqrt(h * d_kv), "wi": 1 / math.sqrt(d), "wo": 1 / math.sqrt(d_ff),
-                "relative_attention_bias": 1 / math.sqrt(d)}[leaf]
+        return {
+            "shared": 1.0,
+            "q": 1 / math.sqrt(d * d_kv),
+            "k": 1 / math.sqrt(d),
+            "v": 1 / math.sqrt(d),
+            "o": 1 / math.sqrt(h * d_kv),
+            "wi": 1 / math.sqrt(d),
+            "wo": 1 / math.sqrt(d_ff),
+            "relative_attention_bias": 1 / math.sqrt(d),
+        }[leaf]
 
     torch.manual_seed(0)
     reference = torch_values(transformers.T5ForConditionalGeneration(config))
@@ -207,8 +244,12 @@ def test_mup_matches_the_mup_package():
             mup_package.init.normal_(p, std=std)
     model = Net(width)
     apply(model, modern.mup(model, Net(base_width), std=std, seed=1))
-    expected = {"embed.weight": std, "hidden1.weight": std / math.sqrt(width / base_width),
-                "hidden2.weight": std / math.sqrt(4 * width / (4 * base_width)), "readout.weight": std}
+    expected = {
+        "embed.weight": std,
+        "hidden1.weight": std / math.sqrt(width / base_width),
+        "hidden2.weight": std / math.sqrt(4 * width / (4 * base_width)),
+        "readout.weight": std,
+    }
     for values in (torch_values(reference), torch_values(model)):
         for path, sigma in expected.items():
             check_std(path, values[path], sigma)
@@ -221,9 +262,17 @@ def test_mup_matches_the_mup_package():
 @pytest.fixture(scope="module")
 def bart():
     transformers = pytest.importorskip("transformers")
-    config = transformers.BartConfig(vocab_size=256, d_model=64, encoder_layers=3, decoder_layers=2,
-                                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-                                     decoder_ffn_dim=128, max_position_embeddings=64)
+    config = transformers.BartConfig(
+        vocab_size=256,
+        d_model=64,
+        encoder_layers=3,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=64,
+    )
     return config
 
 
@@ -334,15 +383,22 @@ def test_context_of_bert_and_torch_transformers():
     torch = pytest.importorskip("torch")
     from collections import Counter
 
-    bert = transformers.BertModel(transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                                          intermediate_size=128, vocab_size=100))
+    bert = transformers.BertModel(
+        transformers.BertConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=100
+        )
+    )
     ctx = model_context(bert)
     assert (ctx.depth, ctx.width) == (2, 64)
-    assert ctx.site("encoder.layer.1.attention.output.dense.weight") == ctx.site("encoder.layer.1.attention.output.dense.bias")
+    assert ctx.site("encoder.layer.1.attention.output.dense.weight") == ctx.site(
+        "encoder.layer.1.attention.output.dense.bias"
+    )
     assert ctx.site("encoder.layer.1.attention.output.dense.weight").site == "attn_out"
     assert ctx.site("encoder.layer.1.output.dense.weight").site == "mlp_out"
     assert ctx.site("pooler.dense.weight").site == "other"
-    pair = torch.nn.Transformer(64, 4, num_encoder_layers=3, num_decoder_layers=2, dim_feedforward=128, batch_first=True)
+    pair = torch.nn.Transformer(
+        64, 4, num_encoder_layers=3, num_decoder_layers=2, dim_feedforward=128, batch_first=True
+    )
     ctx = model_context(pair)
     assert ctx.depths == {"encoder": 3, "decoder": 2}
     sites = Counter((s.site, s.stack) for s in ctx.sites.values())

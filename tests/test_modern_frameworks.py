@@ -109,7 +109,9 @@ def nnx_gpt():
     class GPT(nnx.Module):
         def __init__(self, rngs):
             self.wte, self.wpe = nnx.Embed(V, D, rngs=rngs), nnx.Embed(P, D, rngs=rngs)
-            self.h = nnx.List([Block(rngs) for _ in range(L)]) if hasattr(nnx, "List") else [Block(rngs) for _ in range(L)]
+            self.h = (
+                nnx.List([Block(rngs) for _ in range(L)]) if hasattr(nnx, "List") else [Block(rngs) for _ in range(L)]
+            )
             self.ln_f = nnx.LayerNorm(D, rngs=rngs)
 
     return GPT(nnx.Rngs(0))
@@ -131,15 +133,35 @@ def promised(model, rules) -> dict:
     return {key: sorted(values) for key, values in table.items()}
 
 
-@pytest.mark.parametrize("scheme", [
-    lambda m: modern.gpt2(m), lambda m: modern.olmo(m, init_fn="mitchell"),
-    lambda m: modern.olmo(m, init_fn="full_megatron"), lambda m: modern.wang(m),
-    lambda m: modern.modded_nanogpt(m, keep=name("*wpe*")), lambda m: modern.deepnet(m),
-    lambda m: modern.olmo(m, init_fn="llama", generation="olmo_core"),
-    lambda m: modern.olmo(m, init_fn="fan_in", generation="olmo_core"), lambda m: modern.llama_depth(m),
-    lambda m: modern.wang(m, variant="litgpt"), lambda m: modern.deepnet(m, reference="torchscale")],
-    ids=["gpt2", "olmo_mitchell", "olmo_full_megatron", "wang", "modded_nanogpt", "deepnet", "olmo_core_llama",
-         "olmo_core_fan_in", "llama_depth", "wang_litgpt", "deepnet_torchscale"])
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        lambda m: modern.gpt2(m),
+        lambda m: modern.olmo(m, init_fn="mitchell"),
+        lambda m: modern.olmo(m, init_fn="full_megatron"),
+        lambda m: modern.wang(m),
+        lambda m: modern.modded_nanogpt(m, keep=name("*wpe*")),
+        lambda m: modern.deepnet(m),
+        lambda m: modern.olmo(m, init_fn="llama", generation="olmo_core"),
+        lambda m: modern.olmo(m, init_fn="fan_in", generation="olmo_core"),
+        lambda m: modern.llama_depth(m),
+        lambda m: modern.wang(m, variant="litgpt"),
+        lambda m: modern.deepnet(m, reference="torchscale"),
+    ],
+    ids=[
+        "gpt2",
+        "olmo_mitchell",
+        "olmo_full_megatron",
+        "wang",
+        "modded_nanogpt",
+        "deepnet",
+        "olmo_core_llama",
+        "olmo_core_fan_in",
+        "llama_depth",
+        "wang_litgpt",
+        "deepnet_torchscale",
+    ],
+)
 def test_same_statistics_in_torch_keras_and_nnx(scheme):
     tables = {}
     for name, build in (("torch", torch_gpt), ("keras", keras_gpt), ("nnx", nnx_gpt)):
@@ -161,8 +183,11 @@ def test_three_lines_on_each_framework():
         model = build()
         report = apply(model, modern.gpt2(model, seed=0))
         rows = {r.path: r for r in report.rows}
-        out = [r for r in report.rows if "c_proj" in r.path and ("kernel" in r.path or "weight" in r.path)
-               and "mlp" in r.path]
+        out = [
+            r
+            for r in report.rows
+            if "c_proj" in r.path and ("kernel" in r.path or "weight" in r.path) and "mlp" in r.path
+        ]
         assert out, sorted(rows)
         for row in out:
             assert abs(row.std / (0.02 / math.sqrt(2 * L)) - 1) < 5.33 * math.sqrt(2 / (4 * np.prod(row.shape)))

@@ -31,15 +31,21 @@ from polyinit.selectors import name
 # parallel layers, and warns so
 # (pytest makes warnings errors); the warning is about the registry, not about these schemes.
 UNREGISTERED = pytest.mark.filterwarnings("ignore:polyinit. module types with parameters that no registry entry")
+
+
 def needs(reason: str):
     """A derived run that cannot pass today, and why; strict, so a pass is noticed."""
     return pytest.mark.xfail(strict=True, raises=(AssertionError, ContextError), reason=reason)
 
 
-PARALLEL_RESIDUAL = needs("the structure passes miss the MLP branch of a parallel-residual block "
-                          "(x + attn(ln1 x) + mlp(ln2 x), litgpt's Pythia config): depth 1, MLP unplaced")
-FLEX_ATTENTION = needs("the op-level torch tracer cannot run torchtitan's flex_attention on CPU "
-                       "(torch.compile graph break under the TorchFunctionMode)")
+PARALLEL_RESIDUAL = needs(
+    "the structure passes miss the MLP branch of a parallel-residual block "
+    "(x + attn(ln1 x) + mlp(ln2 x), litgpt's Pythia config): depth 1, MLP unplaced"
+)
+FLEX_ATTENTION = needs(
+    "the op-level torch tracer cannot run torchtitan's flex_attention on CPU "
+    "(torch.compile graph break under the TorchFunctionMode)"
+)
 CUDA_FORWARD = needs("megatron-core 0.16.1's GPTModel.forward asserts CUDA, so the CPU trace fails")
 
 
@@ -65,8 +71,13 @@ def _apply(model, rules) -> dict:
 # --- olmo-core 3.0.0: olmo_core/nn/transformer/init.py InitMethod, Transformer.init_weights ---
 
 OLMO_CORE = {"d_model": 256, "vocab_size": 1024, "n_layers": 4, "n_heads": 4}
-OLMO_CORE_SITES = {"q": name("*.w_q.weight"), "k": name("*.w_k.weight"), "v": name("*.w_v.weight"),
-                   "attn_out": name("*.attention.w_out.weight"), "readout": name("lm_head.w_out.weight")}
+OLMO_CORE_SITES = {
+    "q": name("*.w_q.weight"),
+    "k": name("*.w_k.weight"),
+    "v": name("*.w_v.weight"),
+    "attn_out": name("*.attention.w_out.weight"),
+    "readout": name("lm_head.w_out.weight"),
+}
 
 
 def _olmo_core_model(init_method: str, reference: bool):
@@ -90,9 +101,12 @@ def olmo_core_table(model, init_method: str, std: float = 0.02) -> dict:
         tokens = path.split(".")
         block = int(tokens[1]) if tokens[0] == "blocks" else None
         fan_in = p.shape[1] if p.ndim == 2 else None
-        scaled = {"normal": std, "llama": std / math.sqrt(2 * depth),
-                  "llama_depth": std / math.sqrt(2 * (block + 1)) if block is not None else None,
-                  "fan_in": fan_in ** -0.5 if fan_in else None}[init_method]
+        scaled = {
+            "normal": std,
+            "llama": std / math.sqrt(2 * depth),
+            "llama_depth": std / math.sqrt(2 * (block + 1)) if block is not None else None,
+            "fan_in": fan_in**-0.5 if fan_in else None,
+        }[init_method]
         if "norm" in path:
             table[path] = ONE
         elif path == "embeddings.weight":
@@ -125,8 +139,10 @@ def test_olmo_core_init_methods(init_method, mode):
 def test_llama_depth_olmo_core_reference(mode):
     """llama_depth(reference='olmo_core') is olmo-core's InitMethod.llama_depth."""
     model = _olmo_core_model("llama_depth", reference=False)
-    check_model(_apply(model, modern.llama_depth(_target(model, mode, OLMO_CORE_SITES), reference="olmo_core")),
-                olmo_core_table(model, "llama_depth"))
+    check_model(
+        _apply(model, modern.llama_depth(_target(model, mode, OLMO_CORE_SITES), reference="olmo_core")),
+        olmo_core_table(model, "llama_depth"),
+    )
 
 
 @UNREGISTERED
@@ -203,8 +219,9 @@ def test_llama_depth_torchtitan(mode):
     target = _target(model, mode, TORCHTITAN_SITES)
     if mode == "derived":  # its forward takes (tokens, positions, attention_masks): a causal BlockMask
         mask = create_block_mask(lambda b, h, q, k: q >= k, 1, None, 8, 8, device="cpu")
-        rules = modern.llama_depth(model, seed=5, example_input={"tokens": torch.zeros(1, 8, dtype=torch.long),
-                                                                 "attention_masks": mask})
+        rules = modern.llama_depth(
+            model, seed=5, example_input={"tokens": torch.zeros(1, 8, dtype=torch.long), "attention_masks": mask}
+        )
     else:
         rules = modern.llama_depth(target, seed=5)
     check_model(_apply(model, rules), table)
@@ -213,9 +230,16 @@ def test_llama_depth_torchtitan(mode):
 # --- litgpt 0.5.13: pretrain.initialize_weights (SmallInit + 1/(L sqrt d) on proj) ---
 
 LITGPT = {"n_layer": 4, "n_embd": 256, "n_head": 4, "vocab_size": 1024, "padded_vocab_size": 1024, "block_size": 64}
-LITGPT_MLPS = {"neox": {"mlp_class_name": "GptNeoxMLP", "bias": True},
-               "llama": {"mlp_class_name": "LLaMAMLP", "intermediate_size": 688, "bias": False,
-                             "norm_class_name": "RMSNorm", "parallel_residual": False}}
+LITGPT_MLPS = {
+    "neox": {"mlp_class_name": "GptNeoxMLP", "bias": True},
+    "llama": {
+        "mlp_class_name": "LLaMAMLP",
+        "intermediate_size": 688,
+        "bias": False,
+        "norm_class_name": "RMSNorm",
+        "parallel_residual": False,
+    },
+}
 
 
 def _litgpt_model(mlp: str, reference: bool):
@@ -275,11 +299,15 @@ def test_wang_litgpt_on_pythia_mlp(mode):
     reference = _litgpt_model("neox", reference=True)
     check_model(torch_values(reference), litgpt_table(reference, mlp_out_scaled=False))
     model = _litgpt_model("neox", reference=False)
-    check_model(_apply(model, modern.wang(_target(model, mode, LITGPT_SITES), variant="litgpt", litgpt_neox_mlp=True)),
-                litgpt_table(model, mlp_out_scaled=False))
+    check_model(
+        _apply(model, modern.wang(_target(model, mode, LITGPT_SITES), variant="litgpt", litgpt_neox_mlp=True)),
+        litgpt_table(model, mlp_out_scaled=False),
+    )
     model = _litgpt_model("neox", reference=False)
-    check_model(_apply(model, modern.wang(_target(model, mode, LITGPT_SITES), variant="litgpt")),
-                litgpt_table(model, mlp_out_scaled=True))
+    check_model(
+        _apply(model, modern.wang(_target(model, mode, LITGPT_SITES), variant="litgpt")),
+        litgpt_table(model, mlp_out_scaled=True),
+    )
 
 
 # --- megatron-core 0.16.1: TransformerConfig's init_method / output_layer_init_method ---
@@ -304,10 +332,15 @@ def megatron_parallel(tmp_path_factory):
 
 
 MEGATRON = {"num_layers": 4, "hidden_size": 128, "num_attention_heads": 4}
-MEGATRON_SITES = {"qkv": name("*.linear_qkv.weight"), "attn_out": name("*.linear_proj.weight"),
-                  "mlp_in": name("*.linear_fc1.weight"), "mlp_out": name("*.linear_fc2.weight"),
-                  "readout": name("output_layer.weight"), "embedding": name("*.word_embeddings.weight"),
-                  "position": name("*.position_embeddings.weight")}
+MEGATRON_SITES = {
+    "qkv": name("*.linear_qkv.weight"),
+    "attn_out": name("*.linear_proj.weight"),
+    "mlp_in": name("*.linear_fc1.weight"),
+    "mlp_out": name("*.linear_fc2.weight"),
+    "readout": name("output_layer.weight"),
+    "embedding": name("*.word_embeddings.weight"),
+    "position": name("*.position_embeddings.weight"),
+}
 
 
 def _megatron_model(torch, config):
@@ -317,8 +350,13 @@ def _megatron_model(torch, config):
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
         from megatron.core.models.gpt.gpt_model import GPTModel
 
-        return GPTModel(config, get_gpt_layer_local_spec(), vocab_size=512, max_sequence_length=64,
-                        share_embeddings_and_output_weights=False)
+        return GPTModel(
+            config,
+            get_gpt_layer_local_spec(),
+            vocab_size=512,
+            max_sequence_length=64,
+            share_embeddings_and_output_weights=False,
+        )
 
 
 @UNREGISTERED
@@ -332,8 +370,13 @@ def test_megatron_against_megatron_core(megatron_parallel, mode):
 
     with warnings.catch_warnings():  # megatron-core 0.16.1 warns about its own default cuda_graph_scope
         warnings.simplefilter("ignore", UserWarning)
-        config = TransformerConfig(**MEGATRON, init_method_std=0.01, embedding_init_method_std=0.5,
-                                   use_cpu_initialization=True, perform_initialization=True)
+        config = TransformerConfig(
+            **MEGATRON,
+            init_method_std=0.01,
+            embedding_init_method_std=0.5,
+            use_cpu_initialization=True,
+            perform_initialization=True,
+        )
     sigma = config.init_method.keywords["std"]
     scaled = config.output_layer_init_method.keywords["std"]
     embedding = config.embedding_init_method.keywords["std"]
@@ -357,8 +400,9 @@ def test_megatron_against_megatron_core(megatron_parallel, mode):
     if mode == "derived":  # forward(input_ids, position_ids, attention_mask)
         ids = torch.zeros(1, 8, dtype=torch.long)
         given["example_input"] = (ids, torch.arange(8)[None], torch.ones(1, 1, 8, 8, dtype=torch.bool).triu(1))
-    rules = modern.megatron(_target(model, mode, MEGATRON_SITES), init_method_std=0.01, embedding_init_method_std=0.5,
-                            **given)
+    rules = modern.megatron(
+        _target(model, mode, MEGATRON_SITES), init_method_std=0.01, embedding_init_method_std=0.5, **given
+    )
     check_model(_apply(model, rules), table)
 
 
@@ -420,13 +464,23 @@ def test_mup_xavier_rescales_from_the_base_fans():
     mup.set_base_shapes(reference, _mup_mlp(base))
     for p in reference.parameters():
         mup.init.xavier_uniform_(p)
-    bounds = {"fc_1.weight": math.sqrt(6 / (3072 + base)), "fc_2.weight": math.sqrt(6 / (2 * base)) / math.sqrt(width / base),
-              "fc_3.weight": math.sqrt(6 / (base + 10))}
+    bounds = {
+        "fc_1.weight": math.sqrt(6 / (3072 + base)),
+        "fc_2.weight": math.sqrt(6 / (2 * base)) / math.sqrt(width / base),
+        "fc_3.weight": math.sqrt(6 / (base + 10)),
+    }
     table = {path: uniform(bound) for path, bound in bounds.items()}
     check_model(torch_values(reference), table)
     model = _mup_mlp(width)
-    rules = modern.mup(model, _mup_mlp(base), init={"input": polyinit.glorot_uniform(), "hidden": polyinit.glorot_uniform(),
-                                                    "output": polyinit.glorot_uniform()})
+    rules = modern.mup(
+        model,
+        _mup_mlp(base),
+        init={
+            "input": polyinit.glorot_uniform(),
+            "hidden": polyinit.glorot_uniform(),
+            "output": polyinit.glorot_uniform(),
+        },
+    )
     check_model(_apply(model, rules), table)
 
 
@@ -437,9 +491,17 @@ def test_mup_xavier_rescales_from_the_base_fans():
 @pytest.fixture(scope="module")
 def bart_config():
     transformers = pytest.importorskip("transformers")
-    return transformers.BartConfig(vocab_size=256, d_model=64, encoder_layers=3, decoder_layers=2,
-                                   encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-                                   decoder_ffn_dim=128, max_position_embeddings=64)
+    return transformers.BartConfig(
+        vocab_size=256,
+        d_model=64,
+        encoder_layers=3,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=64,
+    )
 
 
 def torchscale_table(model, config, unreset: bool) -> dict:
@@ -513,9 +575,18 @@ def test_llama_depth_splits_a_packed_gate_up_weight():
     transformers = pytest.importorskip("transformers")
     import torch
 
-    config = transformers.Phi3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                                     num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                                     pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    config = transformers.Phi3Config(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
     torch.manual_seed(0)
     model = transformers.Phi3ForCausalLM(config)
     values = _apply(model, modern.llama_depth(model, seed=7))

@@ -9,10 +9,19 @@ import polyinit as pi
 from polyinit.backends.mxnet import Polyinit
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("dense0_bias", 0.0), ("bn_gamma", 1.0), ("bn_beta", 0.0), ("bn_moving_mean", 0.0),
-    ("bn_moving_var", 1.0), ("bn_moving_inv_var", 0.0), ("q_min", 0.0), ("q_max", 1.0),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("dense0_bias", 0.0),
+        ("bn_gamma", 1.0),
+        ("bn_beta", 0.0),
+        ("bn_moving_mean", 0.0),
+        ("bn_moving_var", 1.0),
+        ("bn_moving_inv_var", 0.0),
+        ("q_min", 0.0),
+        ("q_max", 1.0),
+    ],
+)
 def test_suffix_dispatch_constants(name, expected):
     arr = np.full((7,), 5.0, np.float32)
     Polyinit(pi.glorot_uniform(), seed=0)(name, arr)

@@ -67,5 +67,5 @@ def test_deterministic_schemes_exact():
 def test_a_wrong_sample_fails_the_checks():
     # The checks can fail: a uniform with a bound off by sqrt(3) is caught.
     plan = pi.resolve(pi.glorot_uniform(), (256, 784), pi.OUT_IN)
-    wrong = pi.resolve(pi.glorot_uniform(gain=3 ** 0.5), (256, 784), pi.OUT_IN)
+    wrong = pi.resolve(pi.glorot_uniform(gain=3**0.5), (256, 784), pi.OUT_IN)
     assert failures(check(draw(wrong, np.random.default_rng(0)), plan))

@@ -29,8 +29,13 @@ IDS = [c[0] for c in CASES]
 
 
 def gain(nonlinearity, a):
-    return {"relu": math.sqrt(2), "tanh": 5 / 3, "linear": 1.0, "selu": 0.75,
-            "leaky_relu": math.sqrt(2 / (1 + (0.01 if a is None else a) ** 2))}[nonlinearity]
+    return {
+        "relu": math.sqrt(2),
+        "tanh": 5 / 3,
+        "linear": 1.0,
+        "selu": 0.75,
+        "leaky_relu": math.sqrt(2 / (1 + (0.01 if a is None else a) ** 2)),
+    }[nonlinearity]
 
 
 def leaf(plan):
@@ -65,8 +70,10 @@ def test_glorot_normal(case, truncated):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("nonlinearity,a", [("leaky_relu", 0.0), ("leaky_relu", math.sqrt(5)),
-                                            ("leaky_relu", None), ("relu", None), ("tanh", None)])
+@pytest.mark.parametrize(
+    "nonlinearity,a",
+    [("leaky_relu", 0.0), ("leaky_relu", math.sqrt(5)), ("leaky_relu", None), ("relu", None), ("tanh", None)],
+)
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
 def test_he_uniform_and_normal(case, nonlinearity, a, mode):
     _, shape, layout, fi, fo = case
@@ -177,13 +184,15 @@ def test_blocks_along_out_follow_the_packed_axis_of_a_gate_view():
     kernel = pi.lstm_kernel(i=pi.zeros(), f=pi.ones(), g=pi.zeros(), o=pi.glorot_uniform())
     for shape, layout, axis in [((4, 3, 5), "batch out in", 0), ((3, 5, 4), "out in batch", 2)]:
         plan = pi.resolve(kernel, shape, pi.Layout(layout))
-        assert plan.root.axis == axis and plan.root.children[1].shape == shape[:axis] + (1,) + shape[axis + 1:]
+        assert plan.root.axis == axis and plan.root.children[1].shape == shape[:axis] + (1,) + shape[axis + 1 :]
         bound = plan.root.children[3].high
         assert bound == pytest.approx(math.sqrt(6 / (5 + 3)))  # fan_in 5, fan_out H = 3
     with pytest.raises(pi.ShapeError, match="not divisible into 3 blocks"):
         pi.resolve(pi.Blocks(axis="out", parts=(pi.zeros(),) * 3), (4, 3, 5), pi.Layout("batch out in"))
     # 'in' is never packed with the blocks: unchanged.
-    assert pi.resolve(pi.Blocks(axis="in", parts=(pi.zeros(),) * 5), (4, 3, 5), pi.Layout("batch out in")).root.axis == 2
+    assert (
+        pi.resolve(pi.Blocks(axis="in", parts=(pi.zeros(),) * 5), (4, 3, 5), pi.Layout("batch out in")).root.axis == 2
+    )
 
 
 def test_zero_size_resolves_to_empty_for_any_scheme():

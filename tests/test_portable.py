@@ -160,8 +160,9 @@ def test_tensorflow_under_xla_agrees(reference):
     from polyinit.portable.xp_tensorflow import Ops
 
     plan = _plans()["he_normal_truncated"]
-    compiled = tf.function(lambda: evaluate.draw(Ops(), plan, 2024, "model.he_normal_truncated"),
-                           jit_compile=True, autograph=False)()
+    compiled = tf.function(
+        lambda: evaluate.draw(Ops(), plan, 2024, "model.he_normal_truncated"), jit_compile=True, autograph=False
+    )()
     assert _same_bits(compiled.numpy(), reference["he_normal_truncated"]) == 0
 
 

@@ -23,8 +23,9 @@ from polyinit.portable import _native, fused
 
 pytest.importorskip("numba", reason="the fused kernels need numba (pip install polyinit[fast])")
 if not fused.available():
-    pytest.skip(f"fused kernels unavailable: {fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'}",
-                allow_module_level=True)
+    pytest.skip(
+        f"fused kernels unavailable: {fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'}", allow_module_level=True
+    )
 
 CHILD = """
 import hashlib, json, sys
@@ -47,7 +48,12 @@ def read_only_install(tmp_path_factory):
     package = root / "polyinit"
     shutil.copytree(Path(polyinit.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
     for path in [package, *package.rglob("*")]:
-        path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH | (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
+        path.chmod(
+            stat.S_IRUSR
+            | stat.S_IRGRP
+            | stat.S_IROTH
+            | (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0)
+        )
     yield root
     for path in [package, *package.rglob("*")]:
         path.chmod(stat.S_IRWXU)
@@ -56,8 +62,9 @@ def read_only_install(tmp_path_factory):
 def _run(root: Path, cache: Path, rows: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root), "POLYINIT_CACHE": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("POLYINIT_PORTABLE_FUSED", None)
-    out = subprocess.run([sys.executable, "-c", CHILD.format(rows=rows)], env=env, cwd=root,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD.format(rows=rows)], env=env, cwd=root, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -85,6 +92,7 @@ def test_a_small_leaf_loads_no_kernel(read_only_install, tmp_path):
     assert small == {**small, "loaded": None, "numba": False, "llvmlite": False}
     assert not (tmp_path / "cache").exists()
     from polyinit.backends.numpy import draw_portable  # the reference ops give the same bits here
+
     here = draw_portable(polyinit.resolve(polyinit.Normal(std=0.02), (rows, 512)), 3, "embed.weight")
     assert hashlib.sha256(here.tobytes()).hexdigest() == small["digest"]
 

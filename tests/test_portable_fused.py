@@ -15,17 +15,18 @@ from polyinit.portable.xp_numpy import Ops as NumpyOps
 
 pytest.importorskip("numba", reason="the fused kernels need numba (pip install polyinit[fast])")
 if not fused.available():  # numba imports but does not work with this numpy, or is switched off
-    pytest.skip(f"fused kernels unavailable: {fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'}",
-                allow_module_level=True)
+    pytest.skip(
+        f"fused kernels unavailable: {fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'}", allow_module_level=True
+    )
 
-from test_portable import _plans, _same_bits  # noqa: E402  (the suite's 10^6-value distributions)
+from test_portable import _plans, _same_bits
 
 LEAVES = {
     "uniform": pi.Uniform(low=-0.3, high=0.7),
-    "uniform_unit": pi.Uniform(low=0.0, high=1.0),      # neither shift nor scale applied
+    "uniform_unit": pi.Uniform(low=0.0, high=1.0),  # neither shift nor scale applied
     "uniform_negative_zero": pi.Uniform(low=-1.0, high=1.0),  # -1 + 2 * 0.5 = 0 exactly
     "normal": pi.Normal(mean=0.1, std=2.0),
-    "normal_standard": pi.Normal(std=1.0),               # +-0 possible, kept as the reference keeps it
+    "normal_standard": pi.Normal(std=1.0),  # +-0 possible, kept as the reference keeps it
     "truncated": pi.TruncatedNormal(std=1.0, low=-2.0, high=2.0, bounds="std"),
     "truncated_mirrored": pi.TruncatedNormal(std=0.5, low=0.5, high=4.0, bounds="std"),
     "truncated_far_tail": pi.TruncatedNormal(std=1.0, low=-4.5, high=-3.5, bounds="std"),
@@ -60,8 +61,9 @@ def test_words_to_floats_match_the_reference_on_edge_words(name):
 def test_spans_match_the_reference(name, start, stop):
     plan = pi.resolve(LEAVES[name], (4,))
     key = stream_key(11, "layer.weight")
-    reference = evaluate.leaf_values(NumpyOps(use_fused=False), plan.root,
-                                     evaluate.words_range(NumpyOps(use_fused=False), key, 3, start, stop))
+    reference = evaluate.leaf_values(
+        NumpyOps(use_fused=False), plan.root, evaluate.words_range(NumpyOps(use_fused=False), key, 3, start, stop)
+    )
     assert _same_bits(fused.values(plan.root, key, 3, start, stop), reference) == 0
 
 
@@ -96,7 +98,7 @@ def test_the_fused_path_is_the_one_taken():
 
     calls = []
     original = fused.fill
-    side = int(fused.MIN_SIZE ** 0.5)
+    side = int(fused.MIN_SIZE**0.5)
     plan, small = pi.resolve(pi.Normal(std=1.0), (side, side)), pi.resolve(pi.Normal(std=1.0), (side, side - 1))
     try:
         fused.fill = lambda *a, **k: calls.append(1) or original(*a, **k)

@@ -61,25 +61,27 @@ def test_portable_draw_gives_the_golden_bits(name, backend_name):
 
 # --- the documented derivation, rebuilt --------------------------------------------------------
 
+
 def threefry(key: tuple[int, int], x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """JAX's Threefry-2x32-20 of the counter pairs (x0[i], x1[i]) under ``key``."""
     import jax.numpy as jnp
     from jax.extend.random import threefry_2x32
 
     # JAX's threefry_2x32 encrypts (first half, second half) of its count as the pairs.
-    out = np.asarray(threefry_2x32((jnp.uint32(key[0]), jnp.uint32(key[1])),
-                                   jnp.asarray(np.concatenate([x0, x1]).astype(np.uint32))))
-    return out[: len(x0)].astype(np.int64), out[len(x0):].astype(np.int64)
+    out = np.asarray(
+        threefry_2x32((jnp.uint32(key[0]), jnp.uint32(key[1])), jnp.asarray(np.concatenate([x0, x1]).astype(np.uint32)))
+    )
+    return out[: len(x0)].astype(np.int64), out[len(x0) :].astype(np.int64)
 
 
-def stream_key(seed: int, key: "str | int") -> tuple[int, int]:
+def stream_key(seed: int, key: str | int) -> tuple[int, int]:
     tag = ("s:" + key) if isinstance(key, str) else f"i:{key}"
     h = int.from_bytes(hashlib.blake2b(tag.encode("utf-8"), digest_size=8).digest(), "little")
     y0, y1 = threefry((seed & MASK, seed >> 32), np.array([h & MASK]), np.array([h >> 32]))
     return int(y0[0]), int(y1[0])
 
 
-def words(seed: int, key: "str | int", leaf: int, count: int) -> np.ndarray:
+def words(seed: int, key: str | int, leaf: int, count: int) -> np.ndarray:
     """Element i of leaf j: word i mod 2 of threefry(stream key, (i div 2, j))."""
     i = np.arange(count)
     y0, y1 = threefry(stream_key(seed, key), i // 2, np.full(count, leaf))
@@ -121,8 +123,11 @@ def rebuilt(name: str) -> tuple[np.ndarray, float]:
         return normal(w, spec["mean"], spec["std"]), 1e-5 * spec["std"]
     if spec["kind"] == "truncated_normal":
         mean, std = spec["mean"], spec["std"]
-        a, b = ((spec["low"], spec["high"]) if spec["bounds"] == "std"
-                else ((spec["low"] - mean) / std, (spec["high"] - mean) / std))
+        a, b = (
+            (spec["low"], spec["high"])
+            if spec["bounds"] == "std"
+            else ((spec["low"] - mean) / std, (spec["high"] - mean) / std)
+        )
         return truncated(w, mean, std, a, b), 1e-5 * std
     assert name == "two_leaves"  # N(0, 1) * 0.5 + U(-1, 1): leaves numbered in the order written
     return 0.5 * normal(w, 0.0, 1.0) + uniform(words(seed, key, 1, CHECKED), -1.0, 1.0), 1e-5
@@ -157,5 +162,6 @@ def test_rebuilt_stream_is_sensitive_to_each_documented_step():
     swapped_words = np.where(i % 2 == 1, *threefry(stream_key(seed, key), i // 2, np.zeros(64, np.int64)))
     assert not np.any(good == swapped_key) and not np.any(good == swapped_words)
     expected = uniform(good, -1.0, 1.0).astype(np.float32)
-    assert math.isclose(float(expected[0]), float(np.frombuffer(bytes.fromhex(GOLDEN["uniform"]["first_bits"][0]),
-                                                                ">f4")[0]))
+    assert math.isclose(
+        float(expected[0]), float(np.frombuffer(bytes.fromhex(GOLDEN["uniform"]["first_bits"][0]), ">f4")[0])
+    )

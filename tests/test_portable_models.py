@@ -10,25 +10,43 @@ import pytest
 import polyinit as pi
 from polyinit.rules import Rules, apply, kind, role
 
-RULES = Rules([(kind("conv") & role("weight"), pi.he_normal()),
-               (kind("dense") & role("weight"), pi.glorot_uniform()),
-               (role("bias"), pi.Uniform(low=-0.1, high=0.1))], seed=2024)
+RULES = Rules(
+    [
+        (kind("conv") & role("weight"), pi.he_normal()),
+        (kind("dense") & role("weight"), pi.glorot_uniform()),
+        (role("bias"), pi.Uniform(low=-0.1, high=0.1)),
+    ],
+    seed=2024,
+)
 C_IN, C1, C2, CLASSES, SIDE = 3, 8, 16, 10, 12
 
 
 def torch_cnn():
     torch = pytest.importorskip("torch")
     nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(C_IN, C1, 3), nn.ReLU(), nn.Conv2d(C1, C2, 3), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(C2, CLASSES))
+    model = nn.Sequential(
+        nn.Conv2d(C_IN, C1, 3),
+        nn.ReLU(),
+        nn.Conv2d(C1, C2, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(C2, CLASSES),
+    )
     return model, lambda x: model(torch.as_tensor(x).permute(0, 3, 1, 2)).detach().numpy()
 
 
 def keras_cnn():
     keras = pytest.importorskip("keras")
-    model = keras.Sequential([keras.Input((SIDE, SIDE, C_IN)), keras.layers.Conv2D(C1, 3, activation="relu"),
-                              keras.layers.Conv2D(C2, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(CLASSES)])
+    model = keras.Sequential(
+        [
+            keras.Input((SIDE, SIDE, C_IN)),
+            keras.layers.Conv2D(C1, 3, activation="relu"),
+            keras.layers.Conv2D(C2, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
     return model, lambda x: keras.ops.convert_to_numpy(model(x))
 
 
@@ -104,19 +122,33 @@ def test_the_portable_cnn_example_runs():
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.path.dirname(here) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "portable_cnn.py"], cwd=os.path.join(here, "..", "examples"),
-                         capture_output=True, text=True, env=env, timeout=300)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.path.dirname(here) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    out = subprocess.run(
+        [sys.executable, "portable_cnn.py"],
+        cwd=os.path.join(here, "..", "examples"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "bit-identical (torch vs Keras): True" in out.stdout
 
 
-LSTM_RULES = Rules([(kind("recurrent") & role("weight"), pi.glorot_uniform()),
-                    (kind("recurrent") & role("recurrent"), pi.he_normal(truncated=True)),
-                    (kind("recurrent") & role("bias"), pi.Uniform(low=-0.2, high=0.2)),
-                    (kind("dense") & role("weight"), pi.glorot_uniform()), (kind("dense") & role("bias"), pi.zeros())],
-                   seed=7)
+LSTM_RULES = Rules(
+    [
+        (kind("recurrent") & role("weight"), pi.glorot_uniform()),
+        (kind("recurrent") & role("recurrent"), pi.he_normal(truncated=True)),
+        (kind("recurrent") & role("bias"), pi.Uniform(low=-0.2, high=0.2)),
+        (kind("dense") & role("weight"), pi.glorot_uniform()),
+        (kind("dense") & role("bias"), pi.zeros()),
+    ],
+    seed=7,
+)
 
 
 def _logical_values(model) -> list[np.ndarray]:
@@ -126,8 +158,10 @@ def _logical_values(model) -> list[np.ndarray]:
     from polyinit.transfer_values import read_logical
 
     walker = walker_for(model)
-    return [read_logical(p, lambda part: walker.read(model, part)).astype(np.float32)
-            for p in logical_params(walker.walk(model))]
+    return [
+        read_logical(p, lambda part: walker.read(model, part)).astype(np.float32)
+        for p in logical_params(walker.walk(model))
+    ]
 
 
 def _values_by_identity(model) -> dict[str, np.ndarray]:
@@ -139,8 +173,10 @@ def _values_by_identity(model) -> dict[str, np.ndarray]:
     from polyinit.transfer_values import read_logical
 
     walker = walker_for(model)
-    return {p.identity: read_logical(p, lambda part: walker.read(model, part)).astype(np.float32)
-            for p in identified(walker.walk(model), model)}
+    return {
+        p.identity: read_logical(p, lambda part: walker.read(model, part)).astype(np.float32)
+        for p in identified(walker.walk(model), model)
+    }
 
 
 def test_an_lstm_gets_the_same_weights_and_outputs_in_torch_keras_nnx_and_linen():
@@ -158,8 +194,12 @@ def test_an_lstm_gets_the_same_weights_and_outputs_in_torch_keras_nnx_and_linen(
             return linen.Dense(3)(linen.RNN(linen.LSTMCell(8))(x)[:, -1])
 
     weights, outputs = {}, {}
-    for name, build in (("torch", _torch_lstm), ("keras", _keras_lstm), ("nnx", lambda: _nnx_lstm("LSTMCell")),
-                        ("nnx optimized", lambda: _nnx_lstm("OptimizedLSTMCell"))):
+    for name, build in (
+        ("torch", _torch_lstm),
+        ("keras", _keras_lstm),
+        ("nnx", lambda: _nnx_lstm("LSTMCell")),
+        ("nnx optimized", lambda: _nnx_lstm("OptimizedLSTMCell")),
+    ):
         model, run = build()
         apply(model, LSTM_RULES, portable=True)
         weights[name], outputs[name] = _logical_values(model), run(SEQ)
@@ -176,8 +216,9 @@ def test_an_lstm_gets_the_same_weights_and_outputs_in_torch_keras_nnx_and_linen(
 def test_parts_with_different_rules_are_drawn_one_by_one():
     """A rule for torch's bias_hh alone (zeros) splits the summed bias: b_ih is drawn on its own,
     b_hh is zero, as the rules say."""
-    from polyinit.rules import name
     from test_transfer import _torch_lstm
+
+    from polyinit.rules import name
 
     model, _ = _torch_lstm()
     rules = Rules([(name("lstm.bias_hh_l0"), pi.zeros())] + list(LSTM_RULES.rules), seed=7)

@@ -49,7 +49,9 @@ def test_streams_are_uncorrelated():
     c = draw_portable(plan, 2, "layer.0.weight")
     bound = z_value(1e-6) / math.sqrt(VALUES)
     two_leaves = pi.resolve(pi.Normal(std=1.0) - pi.Normal(std=1.0, stream=1), (VALUES,))
-    first, second = (draw_portable(pi.resolve(pi.Normal(std=1.0), (VALUES,)), 1, "w"),
-                     draw_portable(two_leaves, 1, "w"))
+    first, second = (
+        draw_portable(pi.resolve(pi.Normal(std=1.0), (VALUES,)), 1, "w"),
+        draw_portable(two_leaves, 1, "w"),
+    )
     for x, y in ((a, b), (a, c), (a[1:], a[:-1]), (first, second - first)):  # second - first = -leaf 1
         assert abs(np.corrcoef(x, y)[0, 1]) < bound

@@ -12,8 +12,9 @@ from polyinit.portable.xp_numpy import Ops as NumpyOps
 
 pytest.importorskip("numba", reason="the fused kernels need numba (pip install polyinit[fast])")
 if not fused.available():
-    pytest.skip(f"fused kernels unavailable: {fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'}",
-                allow_module_level=True)
+    pytest.skip(
+        f"fused kernels unavailable: {fused._unavailable or 'POLYINIT_PORTABLE_FUSED=0'}", allow_module_level=True
+    )
 
 LEAVES = {
     "uniform": pi.Uniform(low=-0.3, high=0.7),

@@ -7,13 +7,24 @@ added to the README is a new test case, never silently left out."""
 import os
 
 import pytest
-
 from readme_blocks import blocks, check_commands, missing_module, run_python
 
 BLOCKS = blocks()
 # Modules a block may lack, and the backend that, when required for this run, makes it a failure.
-OPTIONAL = {"torch": "torch", "keras": "keras", "tensorflow": "keras", "jax": "jax", "flax": "jax",
-            "haiku": None, "equinox": None, "mxnet": None, "matplotlib": None, "rich": None, "transformers": None, "mup": None}
+OPTIONAL = {
+    "torch": "torch",
+    "keras": "keras",
+    "tensorflow": "keras",
+    "jax": "jax",
+    "flax": "jax",
+    "haiku": None,
+    "equinox": None,
+    "mxnet": None,
+    "matplotlib": None,
+    "rich": None,
+    "transformers": None,
+    "mup": None,
+}
 
 
 def test_the_readme_has_runnable_blocks():

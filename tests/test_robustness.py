@@ -43,18 +43,38 @@ def draw_native(backend, spec, shape, dtype="float32", layout=None):
 # (id, spec, shape, dtype, what the message must say)
 REFUSED = [
     ("divide_by_zero", lambda: pi.Normal() / 0, (64,), "float32", r"divisor constant\(0\) has support \[0, 0\]"),
-    ("divide_by_mask", lambda: pi.Normal() / (pi.Uniform(low=0.0, high=1.0) >= 0.5), (64,), "float32",
-     r"divisor ge\(.*\) has support \[0, 1\], which contains 0"),
-    ("reciprocal_of_symmetric_uniform", lambda: 1.0 / pi.Uniform(low=-1.0, high=1.0), (64,), "float32",
-     r"divisor uniform\(-1, 1\) has support \[-1, 1\]"),
+    (
+        "divide_by_mask",
+        lambda: pi.Normal() / (pi.Uniform(low=0.0, high=1.0) >= 0.5),
+        (64,),
+        "float32",
+        r"divisor ge\(.*\) has support \[0, 1\], which contains 0",
+    ),
+    (
+        "reciprocal_of_symmetric_uniform",
+        lambda: 1.0 / pi.Uniform(low=-1.0, high=1.0),
+        (64,),
+        "float32",
+        r"divisor uniform\(-1, 1\) has support \[-1, 1\]",
+    ),
     ("reciprocal_of_uniform_from_0", lambda: 1.0 / pi.Uniform(low=0.0, high=1.0), (64,), "float32", "divisor"),
     ("reciprocal_of_normal", lambda: 1.0 / pi.Normal(mean=100.0), (64,), "float32", "divisor normal"),
-    ("uniform_beyond_float16", lambda: pi.Uniform(low=-1e5, high=1e5), (64,), "float16",
-     "beyond float16's largest finite value 6.55e\\+04"),
+    (
+        "uniform_beyond_float16",
+        lambda: pi.Uniform(low=-1e5, high=1e5),
+        (64,),
+        "float16",
+        "beyond float16's largest finite value 6.55e\\+04",
+    ),
     ("normal_beyond_float32", lambda: pi.Normal(std=1e38), (64,), "float32", "float32"),
     ("orthogonal_gain_1e200", lambda: pi.Orthogonal(gain=1e200), (4, 4), "float32", "reaches 1e\\+200"),
-    ("intermediate_overflow", lambda: pi.Uniform() * 1e30 * 1e30 / 1e30, (64,), "float32",
-     "reaches 1e\\+60, beyond float32"),
+    (
+        "intermediate_overflow",
+        lambda: pi.Uniform() * 1e30 * 1e30 / 1e30,
+        (64,),
+        "float32",
+        "reaches 1e\\+60, beyond float32",
+    ),
     ("uniform_width_overflows", lambda: pi.Uniform(low=-3e38, high=3e38), (64,), "float32", "float32"),
 ]
 
@@ -76,9 +96,10 @@ def test_no_backend_writes_a_non_finite_value(backend, case):
 
 
 def test_intermediate_overflow_is_fine_in_float64():
-    values = pi.backends.numpy.sample(pi.Uniform() * 1e30 * 1e30 / 1e30, (1000,),
-                                      rng=np.random.default_rng(0), dtype="float64")
-    assert np.isfinite(values).all() and 0 <= values.min() and values.max() <= 1e30
+    values = pi.backends.numpy.sample(
+        pi.Uniform() * 1e30 * 1e30 / 1e30, (1000,), rng=np.random.default_rng(0), dtype="float64"
+    )
+    assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1e30
 
 
 def test_divisor_bounded_away_from_zero_is_drawn_and_promised_exactly():
@@ -116,8 +137,20 @@ def test_numpy_zero_d_arrays_and_scalars_are_numbers():
     assert np.array(2.0) * pi.Normal() == pi.Constant(value=2.0) * pi.Normal()
 
 
-@pytest.mark.parametrize("value", [np.array([0.02]), np.bool_(True), np.array(True), "0.02", 1j,
-                                   np.complex128(1), np.array(np.nan), np.float32(np.inf), None])
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([0.02]),
+        np.bool_(True),
+        np.array(True),
+        "0.02",
+        1j,
+        np.complex128(1),
+        np.array(np.nan),
+        np.float32(np.inf),
+        None,
+    ],
+)
 def test_non_numbers_are_still_refused(value):
     with pytest.raises(pi.SpecError, match="std"):
         pi.Normal(std=value)
@@ -143,6 +176,7 @@ def test_jax_scalars_are_numbers():
 def test_numpy_integer_seeds_in_keras_and_mxnet():
     pytest.importorskip("keras")
     from polyinit.backends import keras as keras_backend
+
     a = keras_backend.to_numpy(keras_backend.Initializer(pi.Normal(), seed=np.int64(3))((5,)))
     b = keras_backend.to_numpy(keras_backend.Initializer(pi.Normal(), seed=3)((5,)))
     assert np.array_equal(a, b)
@@ -163,6 +197,7 @@ def test_bad_seeds_are_refused(seed):
         mx_backend.Polyinit(pi.Normal(), seed=seed)
     pytest.importorskip("keras")
     from polyinit.backends import keras as keras_backend
+
     with pytest.raises(pi.PolyinitError, match="seed"):
         keras_backend.Initializer(pi.Normal(), seed=seed)
 
@@ -267,6 +302,7 @@ def test_deep_json_is_refused_without_recursion_error():
 def test_int_as_jax_key():
     pytest.importorskip("jax")
     from polyinit.backends import jax as jax_backend
+
     init = jax_backend.initializer(pi.Normal())
     with pytest.raises(pi.PolyinitError, match="key must be one JAX random key.*received 0"):
         init(0, (3,))
@@ -385,9 +421,14 @@ def _largest_array_reachable(obj, limit=20000):
     return largest
 
 
-@pytest.mark.parametrize("spec,shape", [(pi.Identity(gain=2.0), (4096, 4096)),
-                                         (pi.Dirac(), (512, 512, 3, 3)),
-                                         (pi.BilinearUpsampling(), (256, 256, 16, 16))])
+@pytest.mark.parametrize(
+    "spec,shape",
+    [
+        (pi.Identity(gain=2.0), (4096, 4096)),
+        (pi.Dirac(), (512, 512, 3, 3)),
+        (pi.BilinearUpsampling(), (256, 256, 16, 16)),
+    ],
+)
 def test_deterministic_plans_hold_a_recipe_not_the_array(spec, shape):
     plan = pi.resolve(spec, shape, pi.OUT_IN)
     assert plan.stats.var > 0 and plan.describe()
@@ -420,14 +461,17 @@ def test_float64_values_too_large_for_moments_promise_no_numbers():
         assert stats.moments is None and stats.var is None and math.isfinite(stats.high)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: pi.compute_fans((2.5, 3), pi.OUT_IN), "shape"),
-    (lambda: pi.compute_fans((4, 3), "out in"), None),
-    (lambda: pi.compute_fans((4, 3), 7), "layout"),
-    (lambda: pi.preset(["torch"], "dense"), "no layout for framework"),
-    (lambda: pi.backends.numpy.draw("plan", np.random.default_rng(0)), "Plan"),
-    (lambda: pi.backends.numpy.draw(pi.resolve(pi.Normal(), (2,)), np.random.seed), "Generator"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: pi.compute_fans((2.5, 3), pi.OUT_IN), "shape"),
+        (lambda: pi.compute_fans((4, 3), "out in"), None),
+        (lambda: pi.compute_fans((4, 3), 7), "layout"),
+        (lambda: pi.preset(["torch"], "dense"), "no layout for framework"),
+        (lambda: pi.backends.numpy.draw("plan", np.random.default_rng(0)), "Plan"),
+        (lambda: pi.backends.numpy.draw(pi.resolve(pi.Normal(), (2,)), np.random.seed), "Generator"),
+    ],
+)
 def test_helpers_validate_through_the_same_path(call, match):
     if match is None:
         assert call() == pi.Fans(fan_in=3, fan_out=4, receptive=1)  # a string layout works

@@ -10,12 +10,12 @@ import pytest
 torch = __import__("torch")
 keras = __import__("keras")
 jax = __import__("jax")
-import jax.numpy as jnp  # noqa: E402
-from flax import linen, nnx  # noqa: E402
+import jax.numpy as jnp
+from flax import linen, nnx
 
-import polyinit as pi  # noqa: E402
-from polyinit import rules as R  # noqa: E402
-from polyinit.conformance import check, failures  # noqa: E402
+import polyinit as pi
+from polyinit import rules as R
+from polyinit.conformance import check, failures
 
 HERE = os.path.dirname(__file__)
 
@@ -46,13 +46,29 @@ def linen_mlp():
 
 
 def mx_dict():
-    return {"dense0_weight": np.zeros((256, 784), np.float32), "dense0_bias": np.zeros(256, np.float32),
-            "dense1_weight": np.zeros((10, 256), np.float32), "dense1_bias": np.zeros(10, np.float32)}
+    return {
+        "dense0_weight": np.zeros((256, 784), np.float32),
+        "dense0_bias": np.zeros(256, np.float32),
+        "dense1_weight": np.zeros((10, 256), np.float32),
+        "dense1_bias": np.zeros(10, np.float32),
+    }
 
 
-MODELS = {"torch": torch_mlp, "keras": keras_mlp, "nnx": lambda: NnxMLP(nnx.Rngs(0)), "linen": linen_mlp, "mxnet": mx_dict}
-RULES = R.Rules([(R.kind("dense") & R.first() & R.role("weight"), pi.he_normal(truncated=True)),
-                 (R.role("weight"), pi.glorot_uniform()), (R.role("bias"), pi.constant(0.1))], seed=3)
+MODELS = {
+    "torch": torch_mlp,
+    "keras": keras_mlp,
+    "nnx": lambda: NnxMLP(nnx.Rngs(0)),
+    "linen": linen_mlp,
+    "mxnet": mx_dict,
+}
+RULES = R.Rules(
+    [
+        (R.kind("dense") & R.first() & R.role("weight"), pi.he_normal(truncated=True)),
+        (R.role("weight"), pi.glorot_uniform()),
+        (R.role("bias"), pi.constant(0.1)),
+    ],
+    seed=3,
+)
 
 
 def apply(framework, model, rules):
@@ -112,11 +128,18 @@ def test_seeds_follow_paths_not_traversal_order():
 
 
 def test_real_torch_transformer_every_parameter_accounted_for():
-    model = torch.nn.Transformer(d_model=64, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
-                                 dim_feedforward=128, batch_first=True)
-    rules = R.Rules([(R.kind("attention") & R.role("weight"), pi.glorot_uniform()),
-                     (R.kind("dense") & R.role("weight"), pi.he_uniform(a=5 ** 0.5)),
-                     (R.role("bias"), pi.zeros()), (R.kind("norm"), R.KEEP)], require_all=True)
+    model = torch.nn.Transformer(
+        d_model=64, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=128, batch_first=True
+    )
+    rules = R.Rules(
+        [
+            (R.kind("attention") & R.role("weight"), pi.glorot_uniform()),
+            (R.kind("dense") & R.role("weight"), pi.he_uniform(a=5**0.5)),
+            (R.role("bias"), pi.zeros()),
+            (R.kind("norm"), R.KEEP),
+        ],
+        require_all=True,
+    )
     report = R.apply(model, rules)
     assert {row.path for row in report.rows} == {name for name, _ in model.named_parameters()}
     assert "\n" in str(report) and len(report.as_dicts()) == len(report.rows)
@@ -124,9 +147,15 @@ def test_real_torch_transformer_every_parameter_accounted_for():
 
 def test_real_keras_mobilenet_v2():
     model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35)
-    rules = R.Rules([(R.kind("conv") & R.role("weight"), pi.he_normal(truncated=True)),
-                     (R.kind("dense") & R.role("weight"), pi.glorot_uniform()),
-                     (R.role("bias"), pi.zeros()), (R.kind("norm"), R.KEEP)], require_all=True)
+    rules = R.Rules(
+        [
+            (R.kind("conv") & R.role("weight"), pi.he_normal(truncated=True)),
+            (R.kind("dense") & R.role("weight"), pi.glorot_uniform()),
+            (R.role("bias"), pi.zeros()),
+            (R.kind("norm"), R.KEEP),
+        ],
+        require_all=True,
+    )
     report = R.apply(model, rules)
     assert {row.path for row in report.rows} == {v.path for v in model.weights}
     conv = next(r for r in report.rows if r.path.endswith("Conv1/kernel"))
@@ -142,9 +171,15 @@ def test_real_nnx_model_with_attention_and_convolution():
             self.head = nnx.Linear(16, 10, rngs=rngs)
 
     net = Net(nnx.Rngs(0))
-    rules = R.Rules([(R.kind("attention") & R.role("weight"), pi.glorot_uniform()),
-                     (R.role("weight"), pi.lecun_normal(truncated=True)), (R.role("bias"), pi.zeros()),
-                     (R.kind("norm"), R.KEEP)], require_all=True)
+    rules = R.Rules(
+        [
+            (R.kind("attention") & R.role("weight"), pi.glorot_uniform()),
+            (R.role("weight"), pi.lecun_normal(truncated=True)),
+            (R.role("bias"), pi.zeros()),
+            (R.kind("norm"), R.KEEP),
+        ],
+        require_all=True,
+    )
     report = R.apply(net, rules)
     state = nnx.state(net, nnx.Param)
     leaves = jax.tree_util.tree_leaves(state)
@@ -165,12 +200,19 @@ def test_param_groups_labels_and_trainable():
     assert len(frozen) == 2 and len(kmodel.trainable_weights) == 2
 
 
-@pytest.mark.parametrize("script", ["normal_weights_zero_bias", "constant_one", "xavier_first_42_second",
-                                    "threshold_custom", "surgery"])
+@pytest.mark.parametrize(
+    "script", ["normal_weights_zero_bias", "constant_one", "xavier_first_42_second", "threshold_custom", "surgery"]
+)
 def test_examples_run_in_every_framework(script):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run([sys.executable, f"{script}.py"], cwd=os.path.join(HERE, "..", "examples"),
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, f"{script}.py"],
+        cwd=os.path.join(HERE, "..", "examples"),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     for framework in ("torch", "keras", "flax", "mxnet"):
         assert framework in out.stdout, out.stdout
 
@@ -208,13 +250,24 @@ def test_selectors_combine():
 def test_mxnet_names_give_roles_by_suffix():
     from polyinit.walkers import MxnetWalker
 
-    arrays = {name: np.zeros(shape, np.float32) for name, shape in [
-        ("lstm0_l0_i2h_weight", (128, 16)), ("lstm0_l0_h2h_weight", (128, 32)), ("lstm0_l0_i2h_bias", (128,)),
-        ("batchnorm0_gamma", (8,)), ("batchnorm0_running_mean", (8,))]}
+    arrays = {
+        name: np.zeros(shape, np.float32)
+        for name, shape in [
+            ("lstm0_l0_i2h_weight", (128, 16)),
+            ("lstm0_l0_h2h_weight", (128, 32)),
+            ("lstm0_l0_i2h_bias", (128,)),
+            ("batchnorm0_gamma", (8,)),
+            ("batchnorm0_running_mean", (8,)),
+        ]
+    }
     roles = {p.path: (p.kind, p.role) for p in MxnetWalker().walk(arrays)}
-    assert roles == {"lstm0_l0_i2h_weight": ("recurrent", "weight"), "lstm0_l0_h2h_weight": ("recurrent", "recurrent"),
-                     "lstm0_l0_i2h_bias": ("recurrent", "bias"), "batchnorm0_gamma": ("norm", "scale"),
-                     "batchnorm0_running_mean": ("norm", "running_mean")}
+    assert roles == {
+        "lstm0_l0_i2h_weight": ("recurrent", "weight"),
+        "lstm0_l0_h2h_weight": ("recurrent", "recurrent"),
+        "lstm0_l0_i2h_bias": ("recurrent", "bias"),
+        "batchnorm0_gamma": ("norm", "scale"),
+        "batchnorm0_running_mean": ("norm", "running_mean"),
+    }
 
 
 def test_attention_kind_comes_from_the_owning_layer_not_names():

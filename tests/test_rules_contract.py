@@ -14,13 +14,13 @@ import pytest
 torch = __import__("torch")
 keras = __import__("keras")
 jax = __import__("jax")
-import jax.numpy as jnp  # noqa: E402
-from flax import linen, nnx  # noqa: E402
+import jax.numpy as jnp
+from flax import linen, nnx
 
-import polyinit as pi  # noqa: E402
-from polyinit import rules as R  # noqa: E402
-from polyinit.frameworks import register_module_type, walker_for  # noqa: E402
-from polyinit.params import ModuleType, ParamType  # noqa: E402
+import polyinit as pi
+from polyinit import rules as R
+from polyinit.frameworks import register_module_type, walker_for
+from polyinit.params import ModuleType, ParamType
 
 
 def seq():
@@ -50,8 +50,9 @@ def test_nth_out_of_range_matches_nothing_and_strict_says_so():
 
 
 def test_first_within_a_kind_and_inside_and():
-    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 8), torch.nn.LayerNorm(8),
-                                torch.nn.Linear(8, 2))
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(10, 4), torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2)
+    )
     assert [p.path for p in R.select(model, R.first())] == ["0.weight"]
     assert [p.path for p in R.select(model, R.kind("dense") & R.first())] == ["1.weight", "1.bias"]
     assert [p.path for p in R.select(model, R.first(kind="dense"))] == ["1.weight", "1.bias"]
@@ -74,12 +75,15 @@ def test_linen_batch_stats_belong_to_their_layer():
     last = [p.path for p in R.select(variables, R.last())]
     assert last == ["params/Dense_1/kernel", "params/Dense_1/bias"]
     bn = [p for p in params if "BatchNorm_0" in p.path]
-    assert {p.role for p in bn} == {"scale", "offset", "running_mean", "running_var"} and len({p.layer for p in bn}) == 1
+    assert {p.role for p in bn} == {"scale", "offset", "running_mean", "running_var"} and len(
+        {p.layer for p in bn}
+    ) == 1
 
 
 def test_shadowed_rule_names_the_rule_that_took_its_parameters():
-    rules = R.Rules([(R.role("weight"), pi.zeros()), (R.role("bias"), pi.zeros()),
-                     (R.kind("dense") & R.role("weight"), pi.ones())])
+    rules = R.Rules(
+        [(R.role("weight"), pi.zeros()), (R.role("bias"), pi.zeros()), (R.kind("dense") & R.role("weight"), pi.ones())]
+    )
     with pytest.raises(R.RuleError, match=r"rule 2 .* is shadowed by rule 0"):
         R.apply(seq(), rules)
     report = R.apply(seq(), R.Rules(rules.rules, strict=False))
@@ -98,7 +102,11 @@ def test_bad_seeds_are_refused(bad):
 def test_numpy_and_jax_integer_seeds_are_the_int():
     spec = [(R.every(), pi.Normal(std=1.0))]
     a, b, c = seq(), seq(), seq()
-    R.apply(a, R.Rules(spec, seed=3)), R.apply(b, R.Rules(spec, seed=np.int64(3))), R.apply(c, R.Rules(spec, seed=jnp.int32(3)))
+    (
+        R.apply(a, R.Rules(spec, seed=3)),
+        R.apply(b, R.Rules(spec, seed=np.int64(3))),
+        R.apply(c, R.Rules(spec, seed=jnp.int32(3))),
+    )
     assert same(state(a), state(b)) and same(state(a), state(c))
 
 
@@ -127,8 +135,9 @@ def test_apply_on_a_list_or_a_state_dict_is_a_clear_error():
 
 
 def test_a_raising_predicate_names_rule_and_parameter():
-    rules = R.Rules([(R.role("weight"), pi.zeros()), (R.predicate(lambda p: p.shape[1] > 2), pi.ones()),
-                     (R.every(), R.KEEP)])
+    rules = R.Rules(
+        [(R.role("weight"), pi.zeros()), (R.predicate(lambda p: p.shape[1] > 2), pi.ones()), (R.every(), R.KEEP)]
+    )
     model = seq()
     before = state(model)
     with pytest.raises(R.RuleError, match=r"rule 1 \[predicate\] raised IndexError.*'0.bias'"):
@@ -137,8 +146,7 @@ def test_a_raising_predicate_names_rule_and_parameter():
 
 
 def test_selector_rshift_spec_is_a_rule():
-    rules = R.Rules([R.role("bias") >> pi.zeros(), (R.kind("dense") & R.first()) >> pi.ones(),
-                     R.every() >> R.KEEP])
+    rules = R.Rules([R.role("bias") >> pi.zeros(), (R.kind("dense") & R.first()) >> pi.ones(), R.every() >> R.KEEP])
     model = seq()
     R.apply(model, rules)
     assert torch.all(model[0].weight == 1) and torch.all(model[2].bias == 0)
@@ -153,11 +161,13 @@ def test_report_records_the_drawn_plan_and_does_not_keep_the_model_alive():
     model = torch.nn.Sequential(torch.nn.Linear(784, 256))
     report = R.apply(model, R.Rules([(R.role("weight"), pi.glorot_uniform()), (R.role("bias"), pi.zeros())]))
     row = report.rows[0]
-    assert row.drawn == "uniform(-0.07596, 0.07596)" and row.fans == "native" and (row.fan_in, row.fan_out) == (784, 256)
-    assert row.std == pytest.approx(0.07596 / 3 ** 0.5, rel=1e-3) and "uniform(-0.07596, 0.07596)" in str(report)
+    assert (
+        row.drawn == "uniform(-0.07596, 0.07596)" and row.fans == "native" and (row.fan_in, row.fan_out) == (784, 256)
+    )
+    assert row.std == pytest.approx(0.07596 / 3**0.5, rel=1e-3) and "uniform(-0.07596, 0.07596)" in str(report)
     with torch.no_grad():
         model[0].weight.fill_(5.0)
-    assert row.std == pytest.approx(0.07596 / 3 ** 0.5, rel=1e-3)  # what was drawn, not the current values
+    assert row.std == pytest.approx(0.07596 / 3**0.5, rel=1e-3)  # what was drawn, not the current values
     ref = weakref.ref(model)
     del model
     gc.collect()
@@ -282,8 +292,11 @@ def _records(model, grouped=True):
     from polyinit.params import logical_params
 
     params = walker_for(model).walk(model)
-    views = logical_params(params) if grouped else [(p.layer, p.kind, p.role, p.logical_shape, p.semantic_layout)
-                                                    for p in params]
+    views = (
+        logical_params(params)
+        if grouped
+        else [(p.layer, p.kind, p.role, p.logical_shape, p.semantic_layout) for p in params]
+    )
     out = []
     for p in views:
         layer, kind, role, shape, layout = (p.layer, p.kind, p.role, p.shape, p.layout) if grouped else p
@@ -296,8 +309,13 @@ def _records(model, grouped=True):
 # One LSTM layer (input 6, hidden 8) and a dense head (8 -> 3), read off the architecture: the
 # 4 gates (i, f, g, o) of the input weight (4, H, in), of the recurrent weight (4, H, H), of the
 # effective bias (4, H), then the head.
-LSTM_RECORDS = [(0, "recurrent", "weight", (4, 8, 6)), (0, "recurrent", "recurrent", (4, 8, 8)),
-                (0, "recurrent", "bias", (4, 8)), (1, "dense", "weight", (3, 8)), (1, "dense", "bias", (3,))]
+LSTM_RECORDS = [
+    (0, "recurrent", "weight", (4, 8, 6)),
+    (0, "recurrent", "recurrent", (4, 8, 8)),
+    (0, "recurrent", "bias", (4, 8)),
+    (1, "dense", "weight", (3, 8)),
+    (1, "dense", "bias", (3,)),
+]
 
 
 def _torch_models():
@@ -381,16 +399,24 @@ def _linen_models(cell=linen.LSTMCell):
             return linen.Dense(3)(linen.RNN(cell(8))(x)[:, -1])
 
     key = jax.random.key(0)
-    return [MLP().init(key, jnp.ones((1, 6))), CNN().init(key, jnp.ones((1, 8, 8, 3))), Block().init(key, jnp.ones((1, 8))),
-            LSTM().init(key, jnp.ones((1, 5, 6)))]
+    return [
+        MLP().init(key, jnp.ones((1, 6))),
+        CNN().init(key, jnp.ones((1, 8, 8, 3))),
+        Block().init(key, jnp.ones((1, 8))),
+        LSTM().init(key, jnp.ones((1, 5, 6))),
+    ]
 
 
 def test_one_architecture_gives_one_record_sequence_in_every_framework():
     torch_records = [_records(m) for m in _torch_models()]
     assert torch_records[-1] == LSTM_RECORDS
-    for name, models in [("keras", _keras_models()), ("nnx", _nnx_models()), ("linen", _linen_models()),
-                         ("nnx OptimizedLSTMCell", _nnx_models(nnx.OptimizedLSTMCell)),
-                         ("linen OptimizedLSTMCell", _linen_models(linen.OptimizedLSTMCell))]:
+    for name, models in [
+        ("keras", _keras_models()),
+        ("nnx", _nnx_models()),
+        ("linen", _linen_models()),
+        ("nnx OptimizedLSTMCell", _nnx_models(nnx.OptimizedLSTMCell)),
+        ("linen OptimizedLSTMCell", _linen_models(linen.OptimizedLSTMCell)),
+    ]:
         assert [_records(m) for m in models] == torch_records, name
 
 
@@ -410,9 +436,11 @@ def test_cells_keep_their_declaration_order():
     tree = _linen_models()[-1]
     assert list(tree["params"]["LSTMCell_0"])[:2] == ["hf", "hg"]  # what the walker has to undo
     linen_paths = [p.path for p in walker_for(tree).walk(tree)]
-    assert linen_paths == [f"params/LSTMCell_0/{name}" for gate in "ifgo"
-                           for name in (f"i{gate}/kernel", f"h{gate}/kernel", f"h{gate}/bias")] + \
-        ["params/Dense_0/kernel", "params/Dense_0/bias"]
+    assert linen_paths == [
+        f"params/LSTMCell_0/{name}"
+        for gate in "ifgo"
+        for name in (f"i{gate}/kernel", f"h{gate}/kernel", f"h{gate}/bias")
+    ] + ["params/Dense_0/kernel", "params/Dense_0/bias"]
     nnx_paths = [p.path for p in walker_for(_nnx_models()[-1]).walk(_nnx_models()[-1])]
     assert nnx_paths[:4] == [f"rnn/cell/{g}/kernel" for g in ("ii", "if_", "ig", "io")]
     assert nnx_paths[4:6] == ["rnn/cell/hi/kernel", "rnn/cell/hi/bias"]
@@ -425,7 +453,7 @@ def test_nnx_declaration_order_survives_a_forward_pass_under_nnx_jit():
 
     class Net(nnx.Module):
         def __init__(self):
-            self.zeta = nnx.Linear(4, 8, rngs=r)   # declared first, sorts last
+            self.zeta = nnx.Linear(4, 8, rngs=r)  # declared first, sorts last
             self.alpha = nnx.Linear(8, 2, rngs=r)
 
         def __call__(self, x):
@@ -446,7 +474,9 @@ def test_logical_params_refuse_parts_that_disagree():
     from polyinit.params import Param, Part, logical_params
 
     def part(index, shape=(6, 8), role="weight"):
-        return Param(f"cell/{index}/kernel", "recurrent", role, shape, Layout("in out"), 0, part=Part("cell/w", "stack", index))
+        return Param(
+            f"cell/{index}/kernel", "recurrent", role, shape, Layout("in out"), 0, part=Part("cell/w", "stack", index)
+        )
 
     with pytest.raises(R.RuleError, match="disagree"):
         logical_params([part(0), part(1, (6, 9))])
@@ -469,17 +499,25 @@ def test_docstring_examples(module):
 
 # The presets as polyinit.layout held them before they moved into the framework records.
 PRESETS = {
-    ("torch", "dense"): ("out in", "out in"), ("torch", "conv"): ("out in *", "out in *"),
-    ("torch", "conv_transpose"): ("out in *", "in out *"), ("torch", "embedding"): ("out in", "in out"),
+    ("torch", "dense"): ("out in", "out in"),
+    ("torch", "conv"): ("out in *", "out in *"),
+    ("torch", "conv_transpose"): ("out in *", "in out *"),
+    ("torch", "embedding"): ("out in", "in out"),
     ("torch", "depthwise_conv"): ("out in *", "out in *"),
-    ("keras", "dense"): ("in out", "in out"), ("keras", "conv"): ("* in out", "* in out"),
-    ("keras", "conv_transpose"): ("* in out", "* out in"), ("keras", "depthwise_conv"): ("* in out", "* batch out"),
+    ("keras", "dense"): ("in out", "in out"),
+    ("keras", "conv"): ("* in out", "* in out"),
+    ("keras", "conv_transpose"): ("* in out", "* out in"),
+    ("keras", "depthwise_conv"): ("* in out", "* batch out"),
     ("keras", "embedding"): ("in out", "in out"),
-    ("flax", "dense"): ("in out", "in out"), ("flax", "conv"): ("* in out", "* in out"),
-    ("flax", "conv_transpose"): ("* in out", "* in out"), ("flax", "embedding"): ("in out", "in out"),
+    ("flax", "dense"): ("in out", "in out"),
+    ("flax", "conv"): ("* in out", "* in out"),
+    ("flax", "conv_transpose"): ("* in out", "* in out"),
+    ("flax", "embedding"): ("in out", "in out"),
     ("flax", "depthwise_conv"): ("* in out", "* in out"),
-    ("mxnet", "dense"): ("out in", "out in"), ("mxnet", "conv"): ("out in *", "out in *"),
-    ("mxnet", "conv_transpose"): ("out in *", "in out *"), ("mxnet", "embedding"): ("in out", "in out"),
+    ("mxnet", "dense"): ("out in", "out in"),
+    ("mxnet", "conv"): ("out in *", "out in *"),
+    ("mxnet", "conv_transpose"): ("out in *", "in out *"),
+    ("mxnet", "embedding"): ("in out", "in out"),
     ("mxnet", "depthwise_conv"): ("out in *", "out in *"),
 }
 PRESETS.update({("jax", k): v for (f, k), v in list(PRESETS.items()) if f == "flax"})
@@ -507,17 +545,28 @@ def test_semantic_fans_agree_across_frameworks():
 
     cases = {
         # grouped conv, 8 -> 8 channels in 2 groups: each output sees 4 channels x 9
-        "grouped": [(torch.nn.Conv2d(8, 8, 3, groups=2), "weight"), (keras_layer(L.Conv2D(8, 3, groups=2), (6, 6, 8)), "kernel"),
-                    (nnx.Conv(8, 8, (3, 3), feature_group_count=2, rngs=r), "kernel")],
+        "grouped": [
+            (torch.nn.Conv2d(8, 8, 3, groups=2), "weight"),
+            (keras_layer(L.Conv2D(8, 3, groups=2), (6, 6, 8)), "kernel"),
+            (nnx.Conv(8, 8, (3, 3), feature_group_count=2, rngs=r), "kernel"),
+        ],
         # depthwise 3x3 on 6 channels: fan_in 9
-        "depthwise": [(torch.nn.Conv2d(6, 6, 3, groups=6), "weight"), (keras_layer(L.DepthwiseConv2D(3), (6, 6, 6)), "kernel"),
-                      (nnx.Conv(6, 6, (3, 3), feature_group_count=6, rngs=r), "kernel")],
+        "depthwise": [
+            (torch.nn.Conv2d(6, 6, 3, groups=6), "weight"),
+            (keras_layer(L.DepthwiseConv2D(3), (6, 6, 6)), "kernel"),
+            (nnx.Conv(6, 6, (3, 3), feature_group_count=6, rngs=r), "kernel"),
+        ],
         # transposed 4 -> 6 channels: fan_in 4 x 9, fan_out 6 x 9
-        "transposed": [(torch.nn.ConvTranspose2d(4, 6, 3), "weight"), (keras_layer(L.Conv2DTranspose(6, 3), (6, 6, 4)), "kernel"),
-                       (nnx.ConvTranspose(4, 6, (3, 3), rngs=r), "kernel")],
+        "transposed": [
+            (torch.nn.ConvTranspose2d(4, 6, 3), "weight"),
+            (keras_layer(L.Conv2DTranspose(6, 3), (6, 6, 4)), "kernel"),
+            (nnx.ConvTranspose(4, 6, (3, 3), rngs=r), "kernel"),
+        ],
         # packed q/k/v of width 64 against per-projection kernels: each (64 -> 64)
-        "attention": [(torch.nn.MultiheadAttention(64, 4), "in_proj_weight"),
-                      (nnx.MultiHeadAttention(num_heads=4, in_features=64, decode=False, rngs=r), "query/kernel")],
+        "attention": [
+            (torch.nn.MultiheadAttention(64, 4), "in_proj_weight"),
+            (nnx.MultiHeadAttention(num_heads=4, in_features=64, decode=False, rngs=r), "query/kernel"),
+        ],
     }
     expected = {"grouped": (36, 36), "depthwise": (9, 9), "transposed": (36, 54), "attention": (64, 64)}
     for case, models in cases.items():
@@ -546,9 +595,13 @@ def test_semantic_lstm_fans_are_per_gate_in_every_framework():
         return f"uniform({-bound:.4g}, {bound:.4g})"
 
     per_gate = {("weight", 6, 8, uniform(6, 8)), ("recurrent", 8, 8, uniform(8, 8))}
-    models = {"torch": torch.nn.LSTM(6, 8), "keras": keras.Sequential([keras.Input((5, 6)), keras.layers.LSTM(8)]),
-              "nnx": nnx.RNN(nnx.LSTMCell(6, 8, rngs=r)), "nnx fused": nnx.RNN(nnx.OptimizedLSTMCell(6, 8, rngs=r)),
-              "linen": _linen_models()[-1]}
+    models = {
+        "torch": torch.nn.LSTM(6, 8),
+        "keras": keras.Sequential([keras.Input((5, 6)), keras.layers.LSTM(8)]),
+        "nnx": nnx.RNN(nnx.LSTMCell(6, 8, rngs=r)),
+        "nnx fused": nnx.RNN(nnx.OptimizedLSTMCell(6, 8, rngs=r)),
+        "linen": _linen_models()[-1],
+    }
     for name, model in models.items():
         assert fans(model, "semantic") == per_gate, name
     # Native fans stay each framework's own: the packed gates count into fan_out.
@@ -560,9 +613,13 @@ def test_semantic_lstm_fans_are_per_gate_in_every_framework():
 def test_lstm_gate_blocks_mean_the_same_gates_under_either_fans():
     """lstm_bias / lstm_kernel under fans='semantic' see the (4, H) gate view; their blocks are
     still the four gates (the forget block at entries H..2H of the stored tensor)."""
-    rules = R.Rules([(R.role("bias"), pi.lstm_bias(1.0)),
-                     (R.role("weight"), pi.lstm_kernel(i=pi.zeros(), f=pi.ones(), g=pi.zeros(), o=pi.zeros())),
-                     (R.every(), R.KEEP)])
+    rules = R.Rules(
+        [
+            (R.role("bias"), pi.lstm_bias(1.0)),
+            (R.role("weight"), pi.lstm_kernel(i=pi.zeros(), f=pi.ones(), g=pi.zeros(), o=pi.zeros())),
+            (R.every(), R.KEEP),
+        ]
+    )
     forget = np.repeat([0.0, 1.0, 0.0, 0.0], 8)
     for convention in ("native", "semantic"):
         model = torch.nn.LSTM(6, 8)
@@ -580,11 +637,13 @@ def test_the_same_weights_in_another_process():
     import subprocess
     import sys
 
-    script = ("import torch, polyinit as pi\nfrom polyinit import rules as R\n"
-              "torch.manual_seed(123)\n"
-              "m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))\n"
-              "R.apply(m, R.Rules([(R.every(), pi.Normal(std=1.0))], seed=9))\n"
-              "print(repr([round(float(x), 6) for p in m.parameters() for x in p.detach().flatten()]))\n")
+    script = (
+        "import torch, polyinit as pi\nfrom polyinit import rules as R\n"
+        "torch.manual_seed(123)\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))\n"
+        "R.apply(m, R.Rules([(R.every(), pi.Normal(std=1.0))], seed=9))\n"
+        "print(repr([round(float(x), 6) for p in m.parameters() for x in p.detach().flatten()]))\n"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
     model = seq()
@@ -620,8 +679,10 @@ class ToyModel:
     """A framework nobody wrote a walker for: layers as (class name, {leaf: numpy array})."""
 
     def __init__(self):
-        self.layers = [("Dense", {"kernel": np.zeros((3, 5), np.float32), "bias": np.zeros(5, np.float32)}),
-                       ("Dense", {"kernel": np.zeros((5, 2), np.float32), "bias": np.zeros(2, np.float32)})]
+        self.layers = [
+            ("Dense", {"kernel": np.zeros((3, 5), np.float32), "bias": np.zeros(5, np.float32)}),
+            ("Dense", {"kernel": np.zeros((5, 2), np.float32), "bias": np.zeros(2, np.float32)}),
+        ]
 
 
 class ToyWalker:
@@ -660,11 +721,26 @@ def test_a_new_framework_is_one_record(monkeypatch):
     # names a real backend, and 'toy' has none).
     frameworks()
     monkeypatch.setattr(F, "_FRAMEWORKS", dict(F._FRAMEWORKS))
-    register_framework(Framework(name="toy", display="Toy", detect=lambda m: isinstance(m, ToyModel),
-                                 walker=ToyWalker, presets={"dense": ("in out", "in out")}))
+    register_framework(
+        Framework(
+            name="toy",
+            display="Toy",
+            detect=lambda m: isinstance(m, ToyModel),
+            walker=ToyWalker,
+            presets={"dense": ("in out", "in out")},
+        )
+    )
     assert "toy" in [f.name for f in frameworks()] and pi.preset("toy", "dense").pattern == "in out"
     model = ToyModel()
-    report = R.apply(model, R.Rules([(R.kind("dense") & R.last() & R.role("weight"), pi.ones()),
-                                     (R.role("weight"), pi.glorot_uniform()), (R.role("bias"), pi.zeros())]))
+    report = R.apply(
+        model,
+        R.Rules(
+            [
+                (R.kind("dense") & R.last() & R.role("weight"), pi.ones()),
+                (R.role("weight"), pi.glorot_uniform()),
+                (R.role("bias"), pi.zeros()),
+            ]
+        ),
+    )
     assert [r.path for r in report.rows] == ["0.kernel", "0.bias", "1.kernel", "1.bias"]
     assert np.all(model.layers[1][1]["kernel"] == 1) and report.rows[0].fan_in == 3

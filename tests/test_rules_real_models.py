@@ -9,20 +9,24 @@ import pytest
 torch = pytest.importorskip("torch")
 keras = __import__("keras")
 jax = __import__("jax")
-from flax import nnx  # noqa: E402
+from flax import nnx
 
-import polyinit as pi  # noqa: E402
-from polyinit import rules as R  # noqa: E402
-from polyinit.conformance import check, failures  # noqa: E402
-from polyinit.frameworks import walker_for  # noqa: E402
+import polyinit as pi
+from polyinit import rules as R
+from polyinit.conformance import check, failures
+from polyinit.frameworks import walker_for
 
 # The README's rule example, as written there.
-README_RULES = R.Rules([
-    (R.kind("dense") & R.first() & R.role("weight"), pi.glorot_uniform()),  # the first dense layer
-    (R.role("weight", "embedding"), pi.he_normal()),
-    (R.role("bias"), pi.zeros()),
-    (R.kind("norm"), R.KEEP),                       # keep the framework's own
-], seed=0, require_all=True)
+README_RULES = R.Rules(
+    [
+        (R.kind("dense") & R.first() & R.role("weight"), pi.glorot_uniform()),  # the first dense layer
+        (R.role("weight", "embedding"), pi.he_normal()),
+        (R.role("bias"), pi.zeros()),
+        (R.kind("norm"), R.KEEP),  # keep the framework's own
+    ],
+    seed=0,
+    require_all=True,
+)
 
 
 def transformers():
@@ -44,16 +48,25 @@ def transformers():
 def gpt2(seed=0):
     t = transformers()
     torch.manual_seed(seed)
-    config = t.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32,
-                          bos_token_id=0, eos_token_id=0)
+    config = t.GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     return t.GPT2LMHeadModel(config)
 
 
 def bert(seed=0):
     t = transformers()
     torch.manual_seed(seed)
-    return t.BertModel(t.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-                                    intermediate_size=128, vocab_size=100, max_position_embeddings=32))
+    return t.BertModel(
+        t.BertConfig(
+            num_hidden_layers=2,
+            hidden_size=64,
+            num_attention_heads=4,
+            intermediate_size=128,
+            vocab_size=100,
+            max_position_embeddings=32,
+        )
+    )
 
 
 def snapshot(model):
@@ -83,7 +96,9 @@ def test_gpt2_conv1d_is_dense_in_out_and_the_tied_head_is_an_alias():
     model = gpt2()
     report = R.apply(model, README_RULES)
     owners = {name for name, _ in model.named_parameters()}  # torch lists a tied tensor once
-    assert [r.path for r in report.rows] == [name for name, _ in model.named_parameters()] and len(owners) == len(report.rows)
+    assert [r.path for r in report.rows] == [name for name, _ in model.named_parameters()] and len(owners) == len(
+        report.rows
+    )
     wte = next(r for r in report.rows if r.path == "transformer.wte.weight")
     assert wte.aliases == ("lm_head.weight",) and model.lm_head.weight is model.transformer.wte.weight
     dense = [r for r in report.rows if r.kind == "dense" and r.role == "weight"]
@@ -112,9 +127,11 @@ def test_gpt2_semantic_fans_split_packed_qkv():
     semantic = {r.path: r for r in semantic_report.rows}
     path = "transformer.h.0.attn.c_attn.weight"
     # Native: (64, 192) read (in, out): bound sqrt(6 / 256). Semantic: three (64, 64) blocks: sqrt(6 / 128).
-    assert native[path].drawn == f"uniform({-(6 / 256) ** 0.5:.4g}, {(6 / 256) ** 0.5:.4g})"
-    assert semantic[path].drawn == f"uniform({-(6 / 128) ** 0.5:.4g}, {(6 / 128) ** 0.5:.4g})"
-    assert semantic[path].fans == "semantic" and semantic_report.fans == "semantic" and "semantic" in str(semantic_report)
+    assert native[path].drawn == f"uniform({-((6 / 256) ** 0.5):.4g}, {(6 / 256) ** 0.5:.4g})"
+    assert semantic[path].drawn == f"uniform({-((6 / 128) ** 0.5):.4g}, {(6 / 128) ** 0.5:.4g})"
+    assert (
+        semantic[path].fans == "semantic" and semantic_report.fans == "semantic" and "semantic" in str(semantic_report)
+    )
     conforms(model, semantic_report, rules, fans="semantic")
 
 
@@ -210,9 +227,16 @@ def test_nnx_transformer_block_declaration_order_and_attention_layouts():
     assert [p.path for p in R.select(block, R.first())] == ["tokens/embedding"]
     assert [p.path for p in R.select(block, R.first(kind="dense") & R.role("weight"))] == ["up/kernel"]
     assert [p.path for p in R.select(block, R.kind("dense") & R.last() & R.role("weight"))] == ["down/kernel"]
-    rules = R.Rules([(R.kind("attention") & R.role("weight"), pi.glorot_uniform()),
-                     (R.role("weight", "embedding"), pi.lecun_normal()), (R.role("bias"), pi.zeros()),
-                     (R.kind("norm"), R.KEEP)], seed=1, require_all=True)
+    rules = R.Rules(
+        [
+            (R.kind("attention") & R.role("weight"), pi.glorot_uniform()),
+            (R.role("weight", "embedding"), pi.lecun_normal()),
+            (R.role("bias"), pi.zeros()),
+            (R.kind("norm"), R.KEEP),
+        ],
+        seed=1,
+        require_all=True,
+    )
     report = R.apply(block, rules)
     assert len(report.rows) == len(jax.tree_util.tree_leaves(nnx.state(block, nnx.Param)))
     query = next(r for r in report.rows if r.path == "attention/query/kernel")

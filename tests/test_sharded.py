@@ -16,12 +16,18 @@ import pytest
 
 def run_with_devices(code: str, devices: int = 8, env: dict | None = None) -> dict:
     """Run ``code`` (which prints one JSON line) in a fresh interpreter with ``devices`` CPU devices."""
-    environment = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                       JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    environment = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        **(env or {}),
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     environment["PYTHONPATH"] = root + os.pathsep + environment.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=environment, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=environment, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -83,8 +83,16 @@ def run_ranks(world: int) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env["POLYINIT_TESTS"] = os.path.join(root, "tests")
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WORKER)], env=dict(env, RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(world)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WORKER)],
+            env=dict(env, RANK=str(r)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(world)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
@@ -97,15 +105,20 @@ def test_dtensor_shards_gather_to_the_unsharded_draw(world):
     from polyinit.backends.torch import draw_portable
 
     results = run_ranks(world)
-    specs = {"he_normal": (pi.he_normal(), pi.OUT_IN), "glorot_uniform": (pi.glorot_uniform(), pi.OUT_IN),
-             "trunc": (pi.TruncatedNormal(std=0.02, bounds="absolute"), None),
-             "threshold": (pi.Uniform(low=-1.0, high=1.0) * (abs(pi.Uniform(low=-1.0, high=1.0)) >= 0.5), None)}
+    specs = {
+        "he_normal": (pi.he_normal(), pi.OUT_IN),
+        "glorot_uniform": (pi.glorot_uniform(), pi.OUT_IN),
+        "trunc": (pi.TruncatedNormal(std=0.02, bounds="absolute"), None),
+        "threshold": (pi.Uniform(low=-1.0, high=1.0) * (abs(pi.Uniform(low=-1.0, high=1.0)) >= 0.5), None),
+    }
     mixed = {tag.split()[1]: hexed for tag, hexed in results.items() if tag.startswith("mixed")}
     local = {tag.split()[1]: text for tag, text in results.items() if tag.startswith("local")}
     results = {tag: hexed for tag, hexed in results.items() if not tag.startswith(("mixed", "local"))}
     # fully_shard really sharded every parameter: rank 0 holds ceil(rows / world) of the rows.
-    assert local == {path: f"{-(-rows // world)} of {rows}"
-                     for path, rows in {"0.weight": 37, "0.bias": 37, "1.weight": 11, "1.bias": 11}.items()}, local
+    assert local == {
+        path: f"{-(-rows // world)} of {rows}"
+        for path, rows in {"0.weight": 37, "0.bias": 37, "1.weight": 11, "1.bias": 11}.items()
+    }, local
     fsdp = {tag: hexed for tag, hexed in results.items() if tag.startswith("fsdp2")}
     assert len(fsdp) == 4 and len(results) - 4 == len(specs) * (2 if world == 2 else 3)
     _check_mixed(mixed)
@@ -126,8 +139,13 @@ def test_dtensor_shards_gather_to_the_unsharded_draw(world):
 def test_local_runs_cover_the_block_in_order():
     shape = (5, 4, 6)
     flat = np.arange(np.prod(shape)).reshape(shape)
-    for local, offset in (((2, 4, 6), (3, 0, 0)), ((5, 2, 6), (0, 2, 0)), ((5, 4, 3), (0, 0, 3)),
-                          ((2, 2, 3), (1, 1, 3)), ((0, 4, 6), (5, 0, 0))):
+    for local, offset in (
+        ((2, 4, 6), (3, 0, 0)),
+        ((5, 2, 6), (0, 2, 0)),
+        ((5, 4, 3), (0, 0, 3)),
+        ((2, 2, 3), (1, 1, 3)),
+        ((0, 4, 6), (5, 0, 0)),
+    ):
         block = flat[tuple(slice(o, o + n) for o, n in zip(offset, local))].ravel()
         runs = np.concatenate([np.arange(a, b) for a, b in local_runs(shape, local, offset)] or [np.array([], int)])
         assert np.array_equal(runs, block), (local, offset)

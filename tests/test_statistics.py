@@ -7,8 +7,7 @@ import pytest
 
 import polyinit as pi
 from polyinit import nodes as n
-from polyinit.conformance.checks import (STRUCTURAL_DRAWS, _two_sample_ks, check, required_samples,
-                                         samples_needed)
+from polyinit.conformance.checks import STRUCTURAL_DRAWS, _two_sample_ks, check, required_samples, samples_needed
 from polyinit.conformance.runner import SUITE_ALPHA as ALPHA
 
 
@@ -28,10 +27,15 @@ def test_two_sample_ks_matches_its_definition(ties):
         assert _two_sample_ks(a, np.sort(b)) == pytest.approx(_brute_force_ks(a, b), abs=1e-12)
 
 
-@pytest.mark.parametrize("spec,size", [(pi.Uniform(low=-1.0, high=1.0), 1 << 16),
-                                       (pi.Normal(std=1.0), 1 << 17),
-                                       (pi.TruncatedNormal(std=1.0, bounds="std"), 1 << 16),
-                                       (pi.Sparse(sparsity=0.25, std=1.0), 1 << 18)])
+@pytest.mark.parametrize(
+    "spec,size",
+    [
+        (pi.Uniform(low=-1.0, high=1.0), 1 << 16),
+        (pi.Normal(std=1.0), 1 << 17),
+        (pi.TruncatedNormal(std=1.0, bounds="std"), 1 << 16),
+        (pi.Sparse(sparsity=0.25, std=1.0), 1 << 18),
+    ],
+)
 def test_required_samples_follow_the_kurtosis(spec, size):
     # 44,700 (kappa + 2) rounded up to a power of two (conformance/README.md).
     assert required_samples(pi.resolve(spec, (256, 784), pi.OUT_IN), ALPHA) == size
@@ -67,7 +71,7 @@ def test_structural_and_deterministic_plans_need_few_draws():
 
 def test_elementwise_key_ignores_shape_but_not_numbers_or_sharing():
     w = pi.Uniform(low=-1.0, high=1.0)
-    key = lambda spec, shape: n.elementwise_key(pi.resolve(spec, shape).root)  # noqa: E731
+    key = lambda spec, shape: n.elementwise_key(pi.resolve(spec, shape).root)
     assert key(w * w, (10,)) == key(w * w, (7, 3))
     assert key(w * w, (10,)) != key(w * pi.Uniform(low=-1.0, high=1.0, stream=1), (10,))  # one variable vs two
     assert key(w * 2.0, (10,)) != key(w * 3.0, (10,))

@@ -39,6 +39,7 @@ def nnx_walk(model) -> list[str]:
 
 # --- op level ----------------------------------------------------------------------------------
 
+
 def test_linear_kernel_is_contracted_along_its_input_axis():
     model = nnx.Linear(16, 8, rngs=nnx.Rngs(0))
     g = trace_jax.trace(model, jnp.ones((2, 16)))
@@ -46,11 +47,15 @@ def test_linear_kernel_is_contracted_along_its_input_axis():
     assert kernel_axes(g, "kernel") == ((0,), (), (1,))
 
 
-@pytest.mark.parametrize("equation, kernel_shape, x_shape, axes", [
-    ("btd,dnh->btnh", (16, 2, 4), (1, 8, 16), ((0,), (), (1, 2))),     # per-head q/k/v
-    ("btnh,nhd->btd", (2, 4, 16), (1, 8, 2, 4), ((0, 1), (), (2,))),   # per-head output
-    ("btd,ndh->btnh", (2, 16, 4), (1, 8, 16), ((1,), (), (0, 2))),     # heads first (Gemma's layout)
-], ids=["heads_out", "heads_in", "heads_first"])
+@pytest.mark.parametrize(
+    "equation, kernel_shape, x_shape, axes",
+    [
+        ("btd,dnh->btnh", (16, 2, 4), (1, 8, 16), ((0,), (), (1, 2))),  # per-head q/k/v
+        ("btnh,nhd->btd", (2, 4, 16), (1, 8, 2, 4), ((0, 1), (), (2,))),  # per-head output
+        ("btd,ndh->btnh", (2, 16, 4), (1, 8, 16), ((1,), (), (0, 2))),  # heads first (Gemma's layout)
+    ],
+    ids=["heads_out", "heads_in", "heads_first"],
+)
 def test_einsum_reads_the_kernel_along_the_equation(equation, kernel_shape, x_shape, axes):
     model = nnx.Einsum(equation, kernel_shape, rngs=nnx.Rngs(0))
     g = trace_jax.trace(model, jnp.ones(x_shape))
@@ -60,6 +65,7 @@ def test_einsum_reads_the_kernel_along_the_equation(equation, kernel_shape, x_sh
 def test_written_out_norms_become_norm_nodes():
     """nnx's LayerNorm (x - mean) * rsqrt(E[x^2] - mean^2 + eps) * scale + bias and RMSNorm are
     one ``norm`` node each, reading x, then the scale, then the offset."""
+
     class Two(nnx.Module):
         def __init__(self, rngs):
             self.a, self.b = nnx.LayerNorm(D, rngs=rngs), nnx.RMSNorm(D, rngs=rngs)
@@ -107,6 +113,7 @@ def test_a_failing_forward_pass_leaves_the_model_as_it_was():
 
 
 # --- a GPT-style transformer in nnx and in linen -------------------------------------------------
+
 
 def nnx_gpt(names: dict):
     """GPT-2's architecture (token and position embeddings, L pre-norm blocks of attention and a
@@ -191,8 +198,14 @@ def expected(path: str, names: dict, sep_block: str):
         return "norm", block, "offset" if leaf == "bias" else "scale"
     if meaning[0] == "attn":
         return {"query": "q", "key": "k", "value": "v", "out": "attn_out"}[meaning[1]], block, role
-    site = {"wte": "embedding", "wpe": "position", "lm_head": "readout", "c_fc": "mlp_in", "c_proj": "mlp_out",
-            "mlp": {"c_fc": "mlp_in", "c_proj": "mlp_out"}.get(meaning[1] if len(meaning) > 1 else "")}[meaning[0]]
+    site = {
+        "wte": "embedding",
+        "wpe": "position",
+        "lm_head": "readout",
+        "c_fc": "mlp_in",
+        "c_proj": "mlp_out",
+        "mlp": {"c_fc": "mlp_in", "c_proj": "mlp_out"}.get(meaning[1] if len(meaning) > 1 else ""),
+    }[meaning[0]]
     return site, block, role
 
 
@@ -230,7 +243,7 @@ def test_linen_gpt_sites_blocks_and_depth_and_tied_readout(names):
         assert dict(structure.depths) == {"": L}
         wte = f"params/{names['wte']}/embedding"
         assert dict(structure.tied) == {wte: wte}  # the readout is the embedding's table
-        (_, side), = readers(g, wte, "contract")
+        ((_, side),) = readers(g, wte, "contract")
         assert side == 1
 
 
@@ -246,9 +259,18 @@ def test_example_input_is_none_for_nnx_and_linen():
     assert trace_jax.example_input((module, variables)) is None
 
 
-SCHEMES = {"gpt2": modern.gpt2, "megatron": modern.megatron, "small_init": modern.small_init, "wang": modern.wang,
-           "u_mup": modern.u_mup, "modded_nanogpt": modern.modded_nanogpt,
-           **{f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn, generation="olmo1")) for fn in ("normal", "mitchell", "full_megatron")}}
+SCHEMES = {
+    "gpt2": modern.gpt2,
+    "megatron": modern.megatron,
+    "small_init": modern.small_init,
+    "wang": modern.wang,
+    "u_mup": modern.u_mup,
+    "modded_nanogpt": modern.modded_nanogpt,
+    **{
+        f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn, generation="olmo1"))
+        for fn in ("normal", "mitchell", "full_megatron")
+    },
+}
 
 
 def promised(ctx, rules) -> list:

@@ -49,23 +49,28 @@ def traced(model, example=None):
 
 # --- op level ----------------------------------------------------------------------------------
 
+
 def test_dense_kernel_is_contracted_along_its_input_axis():
     x = keras.Input((16,))
     model = keras.Model(x, keras.layers.Dense(8, name="fc")(x))
     g = traced(model)
     assert set(g.params()) == set(walk(model)) == {"fc/kernel", "fc/bias"}
     assert kernel_axes(g, "fc/kernel") == ((0,), (), (1,))  # kernel (in, out): in is contracted
-    (add, _), = readers(g, "fc/bias", "add")
+    ((add, _),) = readers(g, "fc/bias", "add")
     assert add.shape == (1, 8)
 
 
-@pytest.mark.parametrize("equation, input_shape, output_shape, kernel_shape, axes", [
-    ("ab,bc->ac", (16,), (8,), (16, 8), ((0,), (), (1,))),
-    ("abc,cde->abde", (8, 16), (None, 2, 4), (16, 2, 4), ((0,), (), (1, 2))),    # per-head q/k/v
-    ("abcd,cde->abe", (8, 2, 4), (None, 16), (2, 4, 16), ((0, 1), (), (2,))),    # per-head output
-    ("btd,ndh->btnh", (8, 16), (None, 2, 4), (2, 16, 4), ((1,), (), (0, 2))),    # Gemma: heads first
-    ("abc,cd->abd", (8, 16), (None, 8), (16, 8), ((0,), (), (1,))),
-], ids=["matrix", "heads_out", "heads_in", "heads_first", "sequence"])
+@pytest.mark.parametrize(
+    "equation, input_shape, output_shape, kernel_shape, axes",
+    [
+        ("ab,bc->ac", (16,), (8,), (16, 8), ((0,), (), (1,))),
+        ("abc,cde->abde", (8, 16), (None, 2, 4), (16, 2, 4), ((0,), (), (1, 2))),  # per-head q/k/v
+        ("abcd,cde->abe", (8, 2, 4), (None, 16), (2, 4, 16), ((0, 1), (), (2,))),  # per-head output
+        ("btd,ndh->btnh", (8, 16), (None, 2, 4), (2, 16, 4), ((1,), (), (0, 2))),  # Gemma: heads first
+        ("abc,cd->abd", (8, 16), (None, 8), (16, 8), ((0,), (), (1,))),
+    ],
+    ids=["matrix", "heads_out", "heads_in", "heads_first", "sequence"],
+)
 def test_einsum_dense_reads_the_kernel_along_the_equation(equation, input_shape, output_shape, kernel_shape, axes):
     """TensorFlow lowers einsum to reshape + matmul; the contract still names the kernel's own
     axes: the letters the equation sums over are contracted, the others free (heads, head_dim)."""
@@ -106,7 +111,7 @@ def test_example_input_from_declared_inputs():
     example = trace_tf.example_input(model)
     assert example.shape == (1, 8) and example.dtype == np.int32
     g = traced(model)
-    (gather, side), = readers(g, "emb/embeddings", "gather")
+    ((gather, side),) = readers(g, "emb/embeddings", "gather")
     assert side == 0 and gather.attrs["axis"] == 0 and g[gather.inputs[1]].op in ("input", "convert", "other")
 
 
@@ -121,61 +126,114 @@ def test_wrong_input_type_is_refused_before_any_tracing():
 
 # --- keras-hub backbones: sites, blocks, depth from the architecture ------------------------------
 
+
 def gpt2_expected(path: str):
     """GPT-2 (Radford et al. 2019): token + position embeddings, L pre-norm blocks
     (ln_1 -> attention -> add, ln_2 -> MLP -> add), final norm."""
-    fixed = {"token_embedding/embeddings": ("embedding", None, "weight"),
-             "position_embedding/embeddings": ("position", None, "weight"),
-             "layer_norm/gamma": ("norm", None, "scale"), "layer_norm/beta": ("norm", None, "offset")}
-    return fixed.get(path) or _block_site(path, {
-        "self_attention/query": "q", "self_attention/key": "k", "self_attention/value": "v",
-        "self_attention/attention_output": "attn_out", "feedforward_intermediate_dense": "mlp_in",
-        "feedforward_output_dense": "mlp_out", "self_attention_layer_norm": "norm", "feedforward_layer_norm": "norm"})
+    fixed = {
+        "token_embedding/embeddings": ("embedding", None, "weight"),
+        "position_embedding/embeddings": ("position", None, "weight"),
+        "layer_norm/gamma": ("norm", None, "scale"),
+        "layer_norm/beta": ("norm", None, "offset"),
+    }
+    return fixed.get(path) or _block_site(
+        path,
+        {
+            "self_attention/query": "q",
+            "self_attention/key": "k",
+            "self_attention/value": "v",
+            "self_attention/attention_output": "attn_out",
+            "feedforward_intermediate_dense": "mlp_in",
+            "feedforward_output_dense": "mlp_out",
+            "self_attention_layer_norm": "norm",
+            "feedforward_layer_norm": "norm",
+        },
+    )
 
 
 def bert_expected(path: str):
     """BERT (Devlin et al. 2019): token, position and segment embeddings, an embedding norm,
     L post-norm blocks (attention -> add -> norm, MLP -> add -> norm), a pooler on [CLS]."""
-    fixed = {"token_embedding/embeddings": ("embedding", None, "weight"),
-             "position_embedding/embeddings": ("position", None, "weight"),
-             "segment_embedding/embeddings": ("embedding", None, "weight"),  # gathered by a model input
-             "embeddings_layer_norm/gamma": ("norm", None, "scale"),
-             "embeddings_layer_norm/beta": ("norm", None, "offset"),
-             "pooled_dense/kernel": ("other", None, "weight"), "pooled_dense/bias": ("other", None, "bias")}
-    return fixed.get(path) or _block_site(path, {
-        "self_attention_layer/query": "q", "self_attention_layer/key": "k", "self_attention_layer/value": "v",
-        "self_attention_layer/attention_output": "attn_out", "feedforward_intermediate_dense": "mlp_in",
-        "feedforward_output_dense": "mlp_out", "self_attention_layer_norm": "norm", "feedforward_layer_norm": "norm"})
+    fixed = {
+        "token_embedding/embeddings": ("embedding", None, "weight"),
+        "position_embedding/embeddings": ("position", None, "weight"),
+        "segment_embedding/embeddings": ("embedding", None, "weight"),  # gathered by a model input
+        "embeddings_layer_norm/gamma": ("norm", None, "scale"),
+        "embeddings_layer_norm/beta": ("norm", None, "offset"),
+        "pooled_dense/kernel": ("other", None, "weight"),
+        "pooled_dense/bias": ("other", None, "bias"),
+    }
+    return fixed.get(path) or _block_site(
+        path,
+        {
+            "self_attention_layer/query": "q",
+            "self_attention_layer/key": "k",
+            "self_attention_layer/value": "v",
+            "self_attention_layer/attention_output": "attn_out",
+            "feedforward_intermediate_dense": "mlp_in",
+            "feedforward_output_dense": "mlp_out",
+            "self_attention_layer_norm": "norm",
+            "feedforward_layer_norm": "norm",
+        },
+    )
 
 
 def llama_expected(path: str):
     """Llama (Touvron et al. 2023): token embedding, L pre-RMSNorm blocks (GQA attention without
     biases; SwiGLU MLP: gate and up read the norm, down is added back), final RMSNorm. The
     backbone computes no readout: ``reverse_embeddings`` is not in its forward pass."""
-    fixed = {"token_embedding/embeddings": ("embedding", None, "weight"),
-             "token_embedding/reverse_embeddings": None,
-             "sequence_output_layernorm/scale": ("norm", None, "scale")}
-    return fixed[path] if path in fixed else _block_site(path, {
-        "self_attention/query": "q", "self_attention/key": "k", "self_attention/value": "v",
-        "self_attention/attention_output": "attn_out", "feedforward_intermediate_dense": "mlp_in",
-        "feedforward_gate_dense": "mlp_in", "feedforward_output_dense": "mlp_out",
-        "self_attention_layernorm": "norm", "feedforward_layernorm": "norm"})
+    fixed = {
+        "token_embedding/embeddings": ("embedding", None, "weight"),
+        "token_embedding/reverse_embeddings": None,
+        "sequence_output_layernorm/scale": ("norm", None, "scale"),
+    }
+    return (
+        fixed[path]
+        if path in fixed
+        else _block_site(
+            path,
+            {
+                "self_attention/query": "q",
+                "self_attention/key": "k",
+                "self_attention/value": "v",
+                "self_attention/attention_output": "attn_out",
+                "feedforward_intermediate_dense": "mlp_in",
+                "feedforward_gate_dense": "mlp_in",
+                "feedforward_output_dense": "mlp_out",
+                "self_attention_layernorm": "norm",
+                "feedforward_layernorm": "norm",
+            },
+        )
+    )
 
 
 def gemma_expected(path: str):
     """Gemma (2024): token embedding (its readout is tied and outside the backbone), L pre-RMSNorm
     blocks (MQA attention, GeGLU MLP), final RMSNorm."""
-    fixed = {"token_embedding/embeddings": ("embedding", None, "weight"),
-             "final_normalization/scale": ("norm", None, "scale")}
-    return fixed.get(path) or _block_site(path, {
-        "attention/query": "q", "attention/key": "k", "attention/value": "v", "attention/attention_output": "attn_out",
-        "ffw_gating": "mlp_in", "ffw_gating_2": "mlp_in", "ffw_linear": "mlp_out",
-        "pre_attention_norm": "norm", "pre_ffw_norm": "norm"}, prefix="decoder_block_")
+    fixed = {
+        "token_embedding/embeddings": ("embedding", None, "weight"),
+        "final_normalization/scale": ("norm", None, "scale"),
+    }
+    return fixed.get(path) or _block_site(
+        path,
+        {
+            "attention/query": "q",
+            "attention/key": "k",
+            "attention/value": "v",
+            "attention/attention_output": "attn_out",
+            "ffw_gating": "mlp_in",
+            "ffw_gating_2": "mlp_in",
+            "ffw_linear": "mlp_out",
+            "pre_attention_norm": "norm",
+            "pre_ffw_norm": "norm",
+        },
+        prefix="decoder_block_",
+    )
 
 
 def _block_site(path: str, layers: dict, prefix: str = "transformer_layer_"):
     head, _, rest = path.partition("/")
-    block = int(head[len(prefix):])
+    block = int(head[len(prefix) :])
     layer, _, leaf = rest.rpartition("/")
     role = {"kernel": "weight", "bias": "bias", "gamma": "scale", "beta": "offset", "scale": "scale"}[leaf]
     return layers[layer], block, role
@@ -185,16 +243,31 @@ def build(name: str):
     hub = pytest.importorskip("keras_hub")
     m = hub.models
     if name == "gpt2":
-        return m.GPT2Backbone(vocabulary_size=50, num_layers=L, num_heads=2, hidden_dim=16, intermediate_dim=32,
-                              max_sequence_length=8)
+        return m.GPT2Backbone(
+            vocabulary_size=50, num_layers=L, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=8
+        )
     if name == "bert":
-        return m.BertBackbone(vocabulary_size=50, num_layers=L, num_heads=2, hidden_dim=16, intermediate_dim=32,
-                              max_sequence_length=8)
+        return m.BertBackbone(
+            vocabulary_size=50, num_layers=L, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=8
+        )
     if name == "llama":
-        return m.LlamaBackbone(vocabulary_size=50, num_layers=L, num_query_heads=4, num_key_value_heads=2,
-                               hidden_dim=16, intermediate_dim=32)
-    return m.GemmaBackbone(vocabulary_size=50, num_layers=L, num_query_heads=2, num_key_value_heads=1,
-                           hidden_dim=16, intermediate_dim=32, head_dim=8)
+        return m.LlamaBackbone(
+            vocabulary_size=50,
+            num_layers=L,
+            num_query_heads=4,
+            num_key_value_heads=2,
+            hidden_dim=16,
+            intermediate_dim=32,
+        )
+    return m.GemmaBackbone(
+        vocabulary_size=50,
+        num_layers=L,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        head_dim=8,
+    )
 
 
 EXPECTED = {"gpt2": gpt2_expected, "bert": bert_expected, "llama": llama_expected, "gemma": gemma_expected}
@@ -270,7 +343,9 @@ def test_keras_hub_gpt2_on_the_jax_backend():
     pytest.importorskip("jax")
     pytest.importorskip("keras_hub")
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    run = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], check=False, capture_output=True, text=True, env=env, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", _JAX_SCRIPT], check=False, capture_output=True, text=True, env=env, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["depths"] == {"": L}
@@ -280,12 +355,17 @@ def test_keras_hub_gpt2_on_the_jax_backend():
 
 # --- one architecture, two codebases: the same promise per parameter -------------------------------
 
-CROSS = {"gpt2": lambda c, base: modern.gpt2(c), "megatron": lambda c, base: modern.megatron(c),
-         "olmo_mitchell": lambda c, base: modern.olmo(c, init_fn="mitchell"),
-         "olmo_normal": lambda c, base: modern.olmo(c, init_fn="normal", generation="olmo1"),
-         "olmo_full_megatron": lambda c, base: modern.olmo(c, init_fn="full_megatron"),
-         "small_init": lambda c, base: modern.small_init(c), "wang": lambda c, base: modern.wang(c),
-         "mup": lambda c, base: modern.mup(c, base), "u_mup": lambda c, base: modern.u_mup(c)}
+CROSS = {
+    "gpt2": lambda c, base: modern.gpt2(c),
+    "megatron": lambda c, base: modern.megatron(c),
+    "olmo_mitchell": lambda c, base: modern.olmo(c, init_fn="mitchell"),
+    "olmo_normal": lambda c, base: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "olmo_full_megatron": lambda c, base: modern.olmo(c, init_fn="full_megatron"),
+    "small_init": lambda c, base: modern.small_init(c),
+    "wang": lambda c, base: modern.wang(c),
+    "mup": lambda c, base: modern.mup(c, base),
+    "u_mup": lambda c, base: modern.u_mup(c),
+}
 
 
 def gpt2_pair_at(width: int) -> tuple:
@@ -294,10 +374,25 @@ def gpt2_pair_at(width: int) -> tuple:
     transformers = pytest.importorskip("transformers")
     hub = pytest.importorskip("keras_hub")
     vocab, positions, heads = 50, 8, 2
-    torch_model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=vocab, n_positions=positions, n_embd=width, n_layer=L, n_head=heads, bos_token_id=0, eos_token_id=0))
-    backbone = hub.models.GPT2Backbone(vocabulary_size=vocab, num_layers=L, num_heads=heads, hidden_dim=width,
-                                       intermediate_dim=4 * width, max_sequence_length=positions)
+    torch_model = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=vocab,
+            n_positions=positions,
+            n_embd=width,
+            n_layer=L,
+            n_head=heads,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
+    backbone = hub.models.GPT2Backbone(
+        vocabulary_size=vocab,
+        num_layers=L,
+        num_heads=heads,
+        hidden_dim=width,
+        intermediate_dim=4 * width,
+        max_sequence_length=positions,
+    )
     keras_model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     return model_context(torch_model), model_context(keras_model)
 
@@ -316,7 +411,13 @@ def promised_by_site(ctx, rules) -> dict:
         spec = next((s for selector, s in rules.rules if selector.matches(p, rule_context)), None)
         site = ctx.sites[p.path]
         key = ("qkv" if site.site in ("q", "k", "v", "qkv") else site.site, site.block, ctx.role(p))
-        std = None if spec is None else "KEEP" if spec is KEEP else round(resolve(spec, *p.target("semantic")).stats.std, 10)
+        std = (
+            None
+            if spec is None
+            else "KEEP"
+            if spec is KEEP
+            else round(resolve(spec, *p.target("semantic")).stats.std, 10)
+        )
         table.setdefault(key, set()).add(std)
     return table
 
@@ -346,14 +447,25 @@ def test_gpt2_in_both_codebases_names_what_modded_nanogpt_cannot_place(gpt2_pair
 
 # --- every modern scheme places every parameter, or names what it cannot --------------------------
 
-SCHEMES = {"gpt2": modern.gpt2, "megatron": modern.megatron, "small_init": modern.small_init, "wang": modern.wang,
-           "u_mup": modern.u_mup, "modded_nanogpt": modern.modded_nanogpt,
-           **{f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn, generation="olmo1")) for fn in ("normal", "mitchell", "full_megatron")}}
+SCHEMES = {
+    "gpt2": modern.gpt2,
+    "megatron": modern.megatron,
+    "small_init": modern.small_init,
+    "wang": modern.wang,
+    "u_mup": modern.u_mup,
+    "modded_nanogpt": modern.modded_nanogpt,
+    **{
+        f"olmo_{fn}": (lambda c, fn=fn: modern.olmo(c, init_fn=fn, generation="olmo1"))
+        for fn in ("normal", "mitchell", "full_megatron")
+    },
+}
 # What a scheme may refuse, from the architecture: the speedrun has no rule for a learned position
 # table; a Llama backbone never computes its (untied) readout, so no trace can place that table.
-CANNOT = {("gpt2", "modded_nanogpt"): ["position_embedding/embeddings"],
-          ("bert", "modded_nanogpt"): ["position_embedding/embeddings"],
-          **{("llama", scheme): ["token_embedding/reverse_embeddings"] for scheme in SCHEMES}}
+CANNOT = {
+    ("gpt2", "modded_nanogpt"): ["position_embedding/embeddings"],
+    ("bert", "modded_nanogpt"): ["position_embedding/embeddings"],
+    **{("llama", scheme): ["token_embedding/reverse_embeddings"] for scheme in SCHEMES},
+}
 
 
 def build_any(name: str):
@@ -376,8 +488,11 @@ def test_every_scheme_places_every_parameter_or_names_it(name):
             assert named == cannot, (scheme, str(raised.value))
             continue
         rules, rule_context = make(ctx), Context(ctx.params)
-        missing = [p.path for p in ctx.params if p.trainable
-                   and not any(selector.matches(p, rule_context) for selector, _ in rules.rules)]
+        missing = [
+            p.path
+            for p in ctx.params
+            if p.trainable and not any(selector.matches(p, rule_context) for selector, _ in rules.rules)
+        ]
         assert not missing, (scheme, missing)
     if name == "llama_causal_lm":
         assert ctx.site("token_embedding/reverse_embeddings").site == "readout"

@@ -34,55 +34,129 @@ def _transformers():
 
 def gpt2(width: int = D):
     t = _transformers()
-    return t.GPT2LMHeadModel(t.GPT2Config(n_layer=LAYERS, n_embd=width, n_head=HEADS, vocab_size=VOCAB, n_positions=32,
-                                          bos_token_id=0, eos_token_id=0))
+    return t.GPT2LMHeadModel(
+        t.GPT2Config(
+            n_layer=LAYERS, n_embd=width, n_head=HEADS, vocab_size=VOCAB, n_positions=32, bos_token_id=0, eos_token_id=0
+        )
+    )
 
 
 def bert():
     t = _transformers()
-    return t.BertModel(t.BertConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                    intermediate_size=2 * D, vocab_size=VOCAB, max_position_embeddings=32))
+    return t.BertModel(
+        t.BertConfig(
+            hidden_size=D,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=2 * D,
+            vocab_size=VOCAB,
+            max_position_embeddings=32,
+        )
+    )
 
 
 def t5():
     t = _transformers()
-    return t.T5ForConditionalGeneration(t.T5Config(d_model=D, d_kv=16, d_ff=96, num_layers=LAYERS, num_decoder_layers=LAYERS,
-                                                   num_heads=HEADS, vocab_size=VOCAB, decoder_start_token_id=0))
+    return t.T5ForConditionalGeneration(
+        t.T5Config(
+            d_model=D,
+            d_kv=16,
+            d_ff=96,
+            num_layers=LAYERS,
+            num_decoder_layers=LAYERS,
+            num_heads=HEADS,
+            vocab_size=VOCAB,
+            decoder_start_token_id=0,
+        )
+    )
 
 
 def llama(width: int = D):
     t = _transformers()
-    return t.LlamaForCausalLM(t.LlamaConfig(num_hidden_layers=LAYERS, hidden_size=width, num_attention_heads=HEADS,
-                                            num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
-                                            max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0))
+    return t.LlamaForCausalLM(
+        t.LlamaConfig(
+            num_hidden_layers=LAYERS,
+            hidden_size=width,
+            num_attention_heads=HEADS,
+            num_key_value_heads=2,
+            intermediate_size=96,
+            vocab_size=VOCAB,
+            max_position_embeddings=32,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+        )
+    )
 
 
 def qwen2():
     t = _transformers()
-    return t.Qwen2ForCausalLM(t.Qwen2Config(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
-                                            num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
-                                            max_position_embeddings=32, bos_token_id=0, eos_token_id=0))
+    return t.Qwen2ForCausalLM(
+        t.Qwen2Config(
+            num_hidden_layers=LAYERS,
+            hidden_size=D,
+            num_attention_heads=HEADS,
+            num_key_value_heads=2,
+            intermediate_size=96,
+            vocab_size=VOCAB,
+            max_position_embeddings=32,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
 
 
 def phi3():
     t = _transformers()
-    return t.Phi3ForCausalLM(t.Phi3Config(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
-                                          num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB,
-                                          max_position_embeddings=32, pad_token_id=0, bos_token_id=0, eos_token_id=0))
+    return t.Phi3ForCausalLM(
+        t.Phi3Config(
+            num_hidden_layers=LAYERS,
+            hidden_size=D,
+            num_attention_heads=HEADS,
+            num_key_value_heads=2,
+            intermediate_size=96,
+            vocab_size=VOCAB,
+            max_position_embeddings=32,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
 
 
 def neox():
     t = _transformers()
-    return t.GPTNeoXForCausalLM(t.GPTNeoXConfig(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
-                                                intermediate_size=2 * D, vocab_size=VOCAB, max_position_embeddings=32,
-                                                bos_token_id=0, eos_token_id=0))
+    return t.GPTNeoXForCausalLM(
+        t.GPTNeoXConfig(
+            num_hidden_layers=LAYERS,
+            hidden_size=D,
+            num_attention_heads=HEADS,
+            intermediate_size=2 * D,
+            vocab_size=VOCAB,
+            max_position_embeddings=32,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
 
 
 def litgpt():
     lit = pytest.importorskip("litgpt")
-    config = lit.config.Config(n_layer=LAYERS, n_embd=D, n_head=HEADS, n_query_groups=2, vocab_size=VOCAB,
-                               padded_vocab_size=VOCAB, block_size=32, intermediate_size=96, mlp_class_name="LLaMAMLP",
-                               norm_class_name="RMSNorm", bias=False, parallel_residual=False, rotary_percentage=1.0)
+    config = lit.config.Config(
+        n_layer=LAYERS,
+        n_embd=D,
+        n_head=HEADS,
+        n_query_groups=2,
+        vocab_size=VOCAB,
+        padded_vocab_size=VOCAB,
+        block_size=32,
+        intermediate_size=96,
+        mlp_class_name="LLaMAMLP",
+        norm_class_name="RMSNorm",
+        bias=False,
+        parallel_residual=False,
+        rotary_percentage=1.0,
+    )
     return lit.model.GPT(config)
 
 
@@ -94,7 +168,9 @@ def olmo_core():
         pytest.importorskip("olmo_core")
         from olmo_core.nn.transformer import TransformerConfig
 
-    return TransformerConfig.llama_like(d_model=D, vocab_size=VOCAB, n_layers=LAYERS, n_heads=HEADS).build(init_device="cpu")
+    return TransformerConfig.llama_like(d_model=D, vocab_size=VOCAB, n_layers=LAYERS, n_heads=HEADS).build(
+        init_device="cpu"
+    )
 
 
 def toy():
@@ -151,35 +227,136 @@ def toy():
 # (builder, [(path regex, site)], block regex, stack of a path) per model, from each modeling file.
 _STACK = lambda path: "encoder" if path.startswith("encoder.") else "decoder" if path.startswith("decoder.") else ""
 MODELS = {
-    "gpt2": (gpt2, [(r"wte", "embedding"), (r"wpe", "position"), (r"ln_", "norm"), (r"c_attn", "qkv"),
-                    (r"attn\.c_proj", "attn_out"), (r"c_fc", "mlp_in"), (r"mlp\.c_proj", "mlp_out")], r"\.h\.(\d+)\."),
-    "bert": (bert, [(r"word_embeddings", "embedding"), (r"(position|token_type)_embeddings", "position"),
-                    (r"LayerNorm", "norm"), (r"self\.query", "q"), (r"self\.key", "k"), (r"self\.value", "v"),
-                    (r"attention\.output\.dense", "attn_out"), (r"intermediate\.dense", "mlp_in"),
-                    (r"\d\.output\.dense", "mlp_out"), (r"pooler", "other")], r"\.layer\.(\d+)\."),
-    "t5": (t5, [(r"shared", "embedding"), (r"relative_attention_bias", "relative_bias"), (r"layer_norm", "norm"),
-                (r"\.q\.", "q"), (r"\.k\.", "k"), (r"\.v\.", "v"), (r"\.o\.", "attn_out"), (r"\.wi", "mlp_in"),
-                (r"\.wo", "mlp_out")], r"\.block\.(\d+)\."),
-    "llama": (llama, [(r"embed_tokens", "embedding"), (r"norm", "norm"), (r"q_proj", "q"), (r"k_proj", "k"),
-                      (r"v_proj", "v"), (r"o_proj", "attn_out"), (r"(gate|up)_proj", "mlp_in"),
-                      (r"down_proj", "mlp_out"), (r"lm_head", "readout")], r"\.layers\.(\d+)\."),
-    "neox": (neox, [(r"embed_in", "embedding"), (r"layernorm|layer_norm", "norm"), (r"query_key_value", "qkv"),
-                    (r"attention\.dense", "attn_out"), (r"dense_h_to_4h", "mlp_in"), (r"dense_4h_to_h", "mlp_out"),
-                    (r"lm_head|embed_out", "readout")], r"\.layers\.(\d+)\."),
-    "litgpt": (litgpt, [(r"wte", "embedding"), (r"norm_|ln_f", "norm"), (r"attn\.qkv", "qkv"),
-                        (r"attn\.proj", "attn_out"), (r"fc_[12]", "mlp_in"), (r"mlp\.proj", "mlp_out"),
-                        (r"lm_head", "readout")], r"\.h\.(\d+)\."),
-    "olmo_core": (olmo_core, [(r"^embeddings", "embedding"), (r"norm", "norm"), (r"w_q", "q"), (r"w_k", "k"),
-                              (r"w_v", "v"), (r"attention\.w_out", "attn_out"), (r"w[13]\.", "mlp_in"),
-                              (r"w2\.", "mlp_out"), (r"lm_head\.w_out", "readout")], r"blocks\.(\d+)\."),
-    "toy": (toy, [(r"wte", "embedding"), (r"wpe", "position"), (r"ln_", "norm"), (r"attn\.q\.", "q"),
-                  (r"attn\.k\.", "k"), (r"attn\.v\.", "v"), (r"attn\.c_proj", "attn_out"), (r"c_fc", "mlp_in"),
-                  (r"mlp\.c_proj", "mlp_out")], r"(?:^|\.)h\.(\d+)\."),
+    "gpt2": (
+        gpt2,
+        [
+            (r"wte", "embedding"),
+            (r"wpe", "position"),
+            (r"ln_", "norm"),
+            (r"c_attn", "qkv"),
+            (r"attn\.c_proj", "attn_out"),
+            (r"c_fc", "mlp_in"),
+            (r"mlp\.c_proj", "mlp_out"),
+        ],
+        r"\.h\.(\d+)\.",
+    ),
+    "bert": (
+        bert,
+        [
+            (r"word_embeddings", "embedding"),
+            (r"(position|token_type)_embeddings", "position"),
+            (r"LayerNorm", "norm"),
+            (r"self\.query", "q"),
+            (r"self\.key", "k"),
+            (r"self\.value", "v"),
+            (r"attention\.output\.dense", "attn_out"),
+            (r"intermediate\.dense", "mlp_in"),
+            (r"\d\.output\.dense", "mlp_out"),
+            (r"pooler", "other"),
+        ],
+        r"\.layer\.(\d+)\.",
+    ),
+    "t5": (
+        t5,
+        [
+            (r"shared", "embedding"),
+            (r"relative_attention_bias", "relative_bias"),
+            (r"layer_norm", "norm"),
+            (r"\.q\.", "q"),
+            (r"\.k\.", "k"),
+            (r"\.v\.", "v"),
+            (r"\.o\.", "attn_out"),
+            (r"\.wi", "mlp_in"),
+            (r"\.wo", "mlp_out"),
+        ],
+        r"\.block\.(\d+)\.",
+    ),
+    "llama": (
+        llama,
+        [
+            (r"embed_tokens", "embedding"),
+            (r"norm", "norm"),
+            (r"q_proj", "q"),
+            (r"k_proj", "k"),
+            (r"v_proj", "v"),
+            (r"o_proj", "attn_out"),
+            (r"(gate|up)_proj", "mlp_in"),
+            (r"down_proj", "mlp_out"),
+            (r"lm_head", "readout"),
+        ],
+        r"\.layers\.(\d+)\.",
+    ),
+    "neox": (
+        neox,
+        [
+            (r"embed_in", "embedding"),
+            (r"layernorm|layer_norm", "norm"),
+            (r"query_key_value", "qkv"),
+            (r"attention\.dense", "attn_out"),
+            (r"dense_h_to_4h", "mlp_in"),
+            (r"dense_4h_to_h", "mlp_out"),
+            (r"lm_head|embed_out", "readout"),
+        ],
+        r"\.layers\.(\d+)\.",
+    ),
+    "litgpt": (
+        litgpt,
+        [
+            (r"wte", "embedding"),
+            (r"norm_|ln_f", "norm"),
+            (r"attn\.qkv", "qkv"),
+            (r"attn\.proj", "attn_out"),
+            (r"fc_[12]", "mlp_in"),
+            (r"mlp\.proj", "mlp_out"),
+            (r"lm_head", "readout"),
+        ],
+        r"\.h\.(\d+)\.",
+    ),
+    "olmo_core": (
+        olmo_core,
+        [
+            (r"^embeddings", "embedding"),
+            (r"norm", "norm"),
+            (r"w_q", "q"),
+            (r"w_k", "k"),
+            (r"w_v", "v"),
+            (r"attention\.w_out", "attn_out"),
+            (r"w[13]\.", "mlp_in"),
+            (r"w2\.", "mlp_out"),
+            (r"lm_head\.w_out", "readout"),
+        ],
+        r"blocks\.(\d+)\.",
+    ),
+    "toy": (
+        toy,
+        [
+            (r"wte", "embedding"),
+            (r"wpe", "position"),
+            (r"ln_", "norm"),
+            (r"attn\.q\.", "q"),
+            (r"attn\.k\.", "k"),
+            (r"attn\.v\.", "v"),
+            (r"attn\.c_proj", "attn_out"),
+            (r"c_fc", "mlp_in"),
+            (r"mlp\.c_proj", "mlp_out"),
+        ],
+        r"(?:^|\.)h\.(\d+)\.",
+    ),
 }
 MODELS["qwen2"] = (qwen2,) + MODELS["llama"][1:]
-MODELS["phi3"] = (phi3, [(r"embed_tokens", "embedding"), (r"norm", "norm"), (r"qkv_proj", "qkv"),
-                         (r"o_proj", "attn_out"), (r"gate_up_proj", "mlp_in"), (r"down_proj", "mlp_out"),
-                         (r"lm_head", "readout")], r"\.layers\.(\d+)\.")
+MODELS["phi3"] = (
+    phi3,
+    [
+        (r"embed_tokens", "embedding"),
+        (r"norm", "norm"),
+        (r"qkv_proj", "qkv"),
+        (r"o_proj", "attn_out"),
+        (r"gate_up_proj", "mlp_in"),
+        (r"down_proj", "mlp_out"),
+        (r"lm_head", "readout"),
+    ],
+    r"\.layers\.(\d+)\.",
+)
 
 
 def expected_site(model: str, path: str) -> Site:
@@ -239,8 +416,11 @@ def pair(request):
 
 def test_sites_blocks_depth_from_structure_match_the_architecture(pair):
     name, _, ctx, _, _ = pair
-    wrong = {p.path: (ctx.sites[p.path], expected_site(name, p.path)) for p in ctx.params
-             if p.trainable and ctx.sites[p.path] != expected_site(name, p.path)}
+    wrong = {
+        p.path: (ctx.sites[p.path], expected_site(name, p.path))
+        for p in ctx.params
+        if p.trainable and ctx.sites[p.path] != expected_site(name, p.path)
+    }
     assert not wrong, wrong
     assert all(ctx.source(p.path) == "structure" for p in ctx.params if p.trainable), ctx.summary()
     layers = 3 if name == "toy" else LAYERS
@@ -256,12 +436,16 @@ def test_name_blind_copy_gives_the_same_sites_blocks_and_depth(pair):
 
 
 SCHEMES = {
-    "gpt2": lambda c: modern.gpt2(c), "megatron": lambda c: modern.megatron(c),
+    "gpt2": lambda c: modern.gpt2(c),
+    "megatron": lambda c: modern.megatron(c),
     "olmo_mitchell": lambda c: modern.olmo(c, init_fn="mitchell"),
     "olmo_full_megatron": lambda c: modern.olmo(c, init_fn="full_megatron"),
-    "olmo_normal": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"), "u_mup": lambda c: modern.u_mup(c),
-    "small_init": lambda c: modern.small_init(c), "wang": lambda c: modern.wang(c),
-    "modded_nanogpt": lambda c: modern.modded_nanogpt(c), "t5": lambda c: modern.t5(c),
+    "olmo_normal": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "u_mup": lambda c: modern.u_mup(c),
+    "small_init": lambda c: modern.small_init(c),
+    "wang": lambda c: modern.wang(c),
+    "modded_nanogpt": lambda c: modern.modded_nanogpt(c),
+    "t5": lambda c: modern.t5(c),
 }
 
 
@@ -272,7 +456,9 @@ def promised(ctx, rules) -> list:
     out = []
     for p in ctx.params:
         spec = next((s for sel, s in rules.rules if sel.matches(p, rule_context)), None)
-        out.append(None if spec is None else "KEEP" if spec is KEEP else round(resolve(spec, p.shape, p.layout).stats.std, 12))
+        out.append(
+            None if spec is None else "KEEP" if spec is KEEP else round(resolve(spec, p.shape, p.layout).stats.std, 12)
+        )
     return out
 
 
@@ -310,7 +496,10 @@ def test_packed_parts_follow_the_data_flow():
     Phi-3's fused gate_up_proj is gate | up (chunked, the activation on the first half)."""
     ctx = model_context(gpt2())
     assert [(p.name, p.axes, p.ranges) for p in ctx.parts("transformer.h.0.attn.c_attn.weight")] == [
-        ("q", (1,), ((0, D),)), ("k", (1,), ((D, 2 * D),)), ("v", (1,), ((2 * D, 3 * D),))]
+        ("q", (1,), ((0, D),)),
+        ("k", (1,), ((D, 2 * D),)),
+        ("v", (1,), ((2 * D, 3 * D),)),
+    ]
     ctx = model_context(neox())
     hd = D // HEADS
     parts = {p.name: p.ranges for p in ctx.parts("gpt_neox.layers.1.attention.query_key_value.weight")}
@@ -319,13 +508,21 @@ def test_packed_parts_follow_the_data_flow():
     ctx = model_context(phi3())
     kv = 2 * hd
     assert {p.name: p.ranges for p in ctx.parts("model.layers.1.self_attn.qkv_proj.weight")} == {
-        "q": ((0, D),), "k": ((D, D + kv),), "v": ((D + kv, D + 2 * kv),)}
+        "q": ((0, D),),
+        "k": ((D, D + kv),),
+        "v": ((D + kv, D + 2 * kv),),
+    }
     assert [(p.name, p.axes, p.ranges) for p in ctx.parts("model.layers.0.mlp.gate_up_proj.weight")] == [
-        ("gate", (0,), ((0, 96),)), ("up", (0,), ((96, 192),))]
+        ("gate", (0,), ((0, 96),)),
+        ("up", (0,), ((96, 192),)),
+    ]
     pytest.importorskip("litgpt")
     ctx = model_context(litgpt())
     assert {p.name: p.ranges for p in ctx.parts("transformer.h.0.attn.qkv.weight")} == {
-        "q": ((0, D),), "k": ((D, D + kv),), "v": ((D + kv, D + 2 * kv),)}
+        "q": ((0, D),),
+        "k": ((D, D + kv),),
+        "v": ((D + kv, D + 2 * kv),),
+    }
 
 
 def test_tied_readout_is_the_embedding():
@@ -353,8 +550,11 @@ def _state(model) -> dict:
 
 def _same(model, before: dict, training: bool) -> bool:
     after = model.state_dict()
-    return (set(after) == set(before) and all(torch.equal(after[k], v) for k, v in before.items())
-            and all(m.training == training for m in model.modules()))
+    return (
+        set(after) == set(before)
+        and all(torch.equal(after[k], v) for k, v in before.items())
+        and all(m.training == training for m in model.modules())
+    )
 
 
 def test_forward_failing_on_the_derived_input_is_a_context_error_naming_model_and_input():
@@ -370,8 +570,11 @@ def test_forward_failing_on_the_derived_input_is_a_context_error_naming_model_an
 
     model = Tagger().train()
     before = _state(model)
-    with pytest.raises(ContextError, match=r"forward pass of the .*Tagger on the example input derived from the model "
-                                           r"\(Tensor of shape \(1, 8\)\) failed.*example_input="):
+    with pytest.raises(
+        ContextError,
+        match=r"forward pass of the .*Tagger on the example input derived from the model "
+        r"\(Tensor of shape \(1, 8\)\) failed.*example_input=",
+    ):
         model_context(model)
     assert _same(model, before, True)
 
@@ -379,8 +582,11 @@ def test_forward_failing_on_the_derived_input_is_a_context_error_naming_model_an
 def test_example_input_of_the_wrong_type_is_a_context_error_and_the_model_is_untouched():
     model = gpt2().train()
     before = _state(model)
-    with pytest.raises(ContextError, match=r"GPT2LMHeadModel on example_input \(str 'hello'\) failed: TypeError: "
-                                           r"expected a torch.Tensor"):
+    with pytest.raises(
+        ContextError,
+        match=r"GPT2LMHeadModel on example_input \(str 'hello'\) failed: TypeError: "
+        r"expected a torch.Tensor",
+    ):
         model_context(model, example_input="hello")
     assert _same(model, before, True)
 
@@ -391,7 +597,9 @@ def test_no_residual_stream_given_to_a_transformer_scheme_says_so():
     ctx = model_context(mlp, example_input=torch.zeros(2, 4))
     assert all(ctx.source(p.path) == "structure" for p in ctx.params)
     for scheme in (modern.gpt2, modern.megatron, modern.wang):
-        with pytest.raises(ContextError, match=r"Sequential traced on Tensor of shape \(2, 4\).*no residual stream.*sites="):
+        with pytest.raises(
+            ContextError, match=r"Sequential traced on Tensor of shape \(2, 4\).*no residual stream.*sites="
+        ):
             scheme(ctx)
     assert _same(mlp, before, True)
 
@@ -427,14 +635,19 @@ def test_summary_says_where_each_site_came_from():
 def test_torch_multihead_attention_is_read_from_structure():
     """nn.Transformer (post-norm, packed in_proj, cross-attention): encoder and decoder stacks from
     the data flow, in_proj's q/k/v rows, the final norms outside the blocks."""
-    pair = torch.nn.Transformer(64, 4, num_encoder_layers=3, num_decoder_layers=2, dim_feedforward=128, batch_first=True)
+    pair = torch.nn.Transformer(
+        64, 4, num_encoder_layers=3, num_decoder_layers=2, dim_feedforward=128, batch_first=True
+    )
     ctx = model_context(pair)
     assert dict(ctx.depths) == {"encoder": 3, "decoder": 2}
     assert ctx.site("decoder.layers.1.multihead_attn.in_proj_weight") == Site("qkv", 1, "decoder")
     assert ctx.site("encoder.layers.2.norm2.weight") == Site("norm", 2, "encoder")
     assert ctx.site("encoder.norm.weight") == Site("norm", None, "encoder")
     assert [(p.name, p.ranges) for p in ctx.parts("encoder.layers.0.self_attn.in_proj_weight")] == [
-        ("q", ((0, 64),)), ("k", ((64, 128),)), ("v", ((128, 192),))]
+        ("q", ((0, 64),)),
+        ("k", ((64, 128),)),
+        ("v", ((128, 192),)),
+    ]
     assert all(ctx.source(p.path) == "structure" for p in ctx.params)
 
 
@@ -471,8 +684,10 @@ REFERENCES = {  # model -> the scheme its own init code implements
     "gpt2": lambda c: modern.gpt2(c),  # GPT2PreTrainedModel._init_weights: 0.02, c_proj 0.02/sqrt(2L)
     "t5": lambda c: modern.t5(c),  # T5PreTrainedModel._init_weights (factor 1)
     # every Linear and Embedding N(0, 0.02), biases 0, norms 1 and 0: olmo's "normal" without a cutoff
-    "llama": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"), "qwen2": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
-    "neox": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"), "bert": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "llama": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "qwen2": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "neox": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
+    "bert": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
     "phi3": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),
     "litgpt": lambda c: modern.olmo(c, init_fn="normal", generation="olmo1"),  # GPT._init_weights
 }
@@ -500,8 +715,13 @@ def test_doctests_of_the_structure_modules():
     import doctest
     import importlib
 
-    for module in ("polyinit.structure", "polyinit.structure.graph", "polyinit.structure.passes",
-                   "polyinit.structure.trace_torch", "polyinit.context"):
+    for module in (
+        "polyinit.structure",
+        "polyinit.structure.graph",
+        "polyinit.structure.passes",
+        "polyinit.structure.trace_torch",
+        "polyinit.context",
+    ):
         result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module
 

@@ -4,9 +4,9 @@ import pytest
 
 torch = pytest.importorskip("torch") if False else __import__("torch")  # torch is required in CI
 
-import polyinit as pi  # noqa: E402
-from polyinit.backends.torch import init_, initializer  # noqa: E402
-from polyinit.conformance import check, failures  # noqa: E402
+import polyinit as pi
+from polyinit.backends.torch import init_, initializer
+from polyinit.conformance import check, failures
 
 
 def test_in_place_returns_the_tensor_and_keeps_grad_flag():
@@ -34,7 +34,9 @@ def test_meta_tensor_draws_nothing():
 def test_half_precision_orthogonal_via_float32(dtype):
     w = init_(torch.empty(128, 64, dtype=dtype), pi.Orthogonal(), generator=torch.Generator().manual_seed(1))
     assert w.dtype == dtype
-    plan = pi.resolve(pi.Orthogonal(), (128, 64), pi.OUT_IN, pi.plan.DTYPES[0] if dtype == torch.float16 else "bfloat16")
+    plan = pi.resolve(
+        pi.Orthogonal(), (128, 64), pi.OUT_IN, pi.plan.DTYPES[0] if dtype == torch.float16 else "bfloat16"
+    )
     assert not failures(check(w.float().double().numpy(), plan))
 
 
@@ -59,6 +61,9 @@ def test_shape_errors_name_the_spec_problem():
 def test_tiny_std_trunc_normal_has_no_clamped_outliers():
     # torch's own trunc_normal_ clamps rare float32 values to +-2 (1000 sigma) at std 0.002
     # (pytorch/pytorch#155588); polyinit keeps u off the ends instead.
-    w = init_(torch.empty(4096, 1024), pi.TruncatedNormal(std=0.002, bounds="absolute"),
-              generator=torch.Generator().manual_seed(0))
+    w = init_(
+        torch.empty(4096, 1024),
+        pi.TruncatedNormal(std=0.002, bounds="absolute"),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert w.abs().max().item() < 0.002 * 7

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_portable_models import keras_cnn, nnx_cnn, torch_cnn
 
 from polyinit.transfer import TransferError, transfer
-
-from test_portable_models import keras_cnn, nnx_cnn, torch_cnn
 
 X = np.random.default_rng(1).standard_normal((3, 12, 12, 3)).astype(np.float32)
 
@@ -55,13 +54,25 @@ def test_sources_state_dict_and_keras_weights_file(tmp_path):
 def test_mismatches_are_errors_and_write_nothing():
     torch = pytest.importorskip("torch")
     source, _ = torch_cnn()
-    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 5),
-                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    other = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 5),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 10),
+    )
     before = [p.detach().clone() for p in other.parameters()]
-    with pytest.raises(TransferError, match=r"diverge at layer.1.weight \(2.weight, logical shape \(16, 8, 5, 5\)\): the source's layer.1.weight \(2.weight, logical shape \(16, 8, 3, 3\)\)"):
+    with pytest.raises(
+        TransferError,
+        match=r"diverge at layer.1.weight \(2.weight, logical shape \(16, 8, 5, 5\)\): the source's layer.1.weight \(2.weight, logical shape \(16, 8, 3, 3\)\)",
+    ):
         transfer(source, other)
     shorter = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
-    with pytest.raises(TransferError, match=r"first source parameter with no counterpart is layer.1.weight \(2.weight.*the first target one nothing"):
+    with pytest.raises(
+        TransferError,
+        match=r"first source parameter with no counterpart is layer.1.weight \(2.weight.*the first target one nothing",
+    ):
         transfer(source, shorter)
     assert all(a.equal(b) for a, b in zip(before, other.parameters()))
 
@@ -149,11 +160,17 @@ def test_an_lstm_does_not_pair_with_a_gru_or_another_width():
     torch = pytest.importorskip("torch")
     source, _ = _torch_lstm()
     gru = torch.nn.Sequential(torch.nn.GRU(6, 8), torch.nn.Linear(8, 3))  # b_ih, b_hh: no sum in a GRU
-    with pytest.raises(TransferError, match=r"first target one layer.0.bias.1 \(0.bias_hh_l0.*source has 5 logical parameters, target 6"):
+    with pytest.raises(
+        TransferError,
+        match=r"first target one layer.0.bias.1 \(0.bias_hh_l0.*source has 5 logical parameters, target 6",
+    ):
         transfer(source, gru)
     wider = torch.nn.Sequential(torch.nn.LSTM(6, 16), torch.nn.Linear(16, 3))
     before = [p.detach().clone() for p in wider.parameters()]
-    with pytest.raises(TransferError, match=r"diverge at layer.0.weight \(0.weight_ih_l0, logical shape \(4, 16, 6\)\).*logical shape \(8, 6, 4\)"):
+    with pytest.raises(
+        TransferError,
+        match=r"diverge at layer.0.weight \(0.weight_ih_l0, logical shape \(4, 16, 6\)\).*logical shape \(8, 6, 4\)",
+    ):
         transfer(source, wider)
     assert all(a.equal(b) for a, b in zip(before, wider.parameters()))
 
@@ -174,7 +191,9 @@ def test_a_keras_gru_moves_to_a_keras_gru_and_is_refused_against_torch():
     transfer(source, target)
     np.testing.assert_array_equal(np.asarray(target(x)), np.asarray(source(x)))
     before = [np.array(w) for w in target.get_weights()]
-    with pytest.raises(TransferError, match=r"first source parameter with no counterpart is layer.0.bias.1 \(0.bias_hh_l0"):
+    with pytest.raises(
+        TransferError, match=r"first source parameter with no counterpart is layer.0.bias.1 \(0.bias_hh_l0"
+    ):
         transfer(torch.nn.Sequential(torch.nn.GRU(6, 8), torch.nn.Linear(8, 3)), target)
     assert all(np.array_equal(a, b) for a, b in zip(before, target.get_weights()))
 
@@ -199,5 +218,7 @@ def test_an_lstm_state_dict_pairs_as_its_model():
     assert all(torch.equal(a, b) for a, b in zip(gru.parameters(), again.parameters()))
     keras = pytest.importorskip("keras")
     keras_gru = keras.Sequential([keras.Input((5, 6)), keras.layers.GRU(8)])
-    with pytest.raises(TransferError, match=r"first source parameter with no counterpart is layer.0.bias.1 \(bias_hh_l0"):
+    with pytest.raises(
+        TransferError, match=r"first source parameter with no counterpart is layer.0.bias.1 \(bias_hh_l0"
+    ):
         transfer(gru.state_dict(), keras_gru)

@@ -14,7 +14,7 @@ from polyinit.conformance.selection import backends_for_run
 
 FOUND, _ = backends_for_run()
 
-USER_MODULE = textwrap.dedent('''
+USER_MODULE = textwrap.dedent("""
     import numpy as np
     import polyinit as pi
 
@@ -43,19 +43,22 @@ USER_MODULE = textwrap.dedent('''
 
     raises = {"glorot": (pi.glorot_uniform(), raising_init)}
     wrong_shape = {"glorot": (pi.glorot_uniform(), transposed_init)}
-''')
+""")
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # This checkout's polyinit, installed or not.
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+ENV = dict(
+    os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+)
 
 
 def cli(tmp_path, *args):
     (tmp_path / "userspecs.py").write_text(USER_MODULE)
     env = ENV
-    return subprocess.run([sys.executable, "-m", "polyinit", "conformance", *args], cwd=tmp_path,
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "polyinit", "conformance", *args], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
 
 
 def test_user_specs_pass_with_a_table_and_json(tmp_path):
@@ -82,9 +85,15 @@ def test_broken_spec_exits_nonzero_naming_the_statistic(tmp_path):
     assert any(stat in failure for stat in ("excess kurtosis", "KS p-value", "support"))
 
 
-@pytest.mark.parametrize("target,message", [("userspecs:missing", "no attribute 'missing'"),
-                                            ("userspecs:not_a_spec", "not polyinit specs"),
-                                            ("nomodule_xyz:rules", "cannot import"), ("userspecs", "MODULE:ATTR")])
+@pytest.mark.parametrize(
+    "target,message",
+    [
+        ("userspecs:missing", "no attribute 'missing'"),
+        ("userspecs:not_a_spec", "not polyinit specs"),
+        ("nomodule_xyz:rules", "cannot import"),
+        ("userspecs", "MODULE:ATTR"),
+    ],
+)
 def test_usage_errors(tmp_path, target, message):
     out = cli(tmp_path, target, "--backends", "numpy")
     assert out.returncode == 2 and message in out.stderr
@@ -130,12 +139,19 @@ def run_pytest(tmp_path, source):
     # The plugin by module name, and no installed entry point (which may be another checkout's):
     # this works from a plain checkout, with or without polyinit pip-installed.
     plugin = ["-p", "no:polyinit", "-p", "polyinit.conformance.pytest_plugin"]
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
-                           str(tmp_path / "test_mine.py")], cwd=tmp_path, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, str(tmp_path / "test_mine.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def test_pytest_fixture(tmp_path):
-    out = run_pytest(tmp_path, '''
+    out = run_pytest(
+        tmp_path,
+        """
         import numpy as np
         import polyinit as pi
 
@@ -168,5 +184,6 @@ def test_pytest_fixture(tmp_path):
                 assert "shape" in str(error) and "asked for" in str(error)
             else:
                 raise RuntimeError("a flat array passed as a weight")
-    ''')
+    """,
+    )
     assert "5 passed" in out.stdout, out.stdout + out.stderr

@@ -16,34 +16,45 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import polyinit as pi  # noqa: E402
-from polyinit import writing  # noqa: E402
-from polyinit.deferred import materialize  # noqa: E402
-from polyinit.params import ModelError, RuleError  # noqa: E402
-from polyinit.rules import KEEP, Rules, SpecFactory, apply, kind, role  # noqa: E402
+import polyinit as pi
+from polyinit import writing
+from polyinit.deferred import materialize
+from polyinit.params import ModelError, RuleError
+from polyinit.rules import KEEP, Rules, SpecFactory, apply, kind, role
 
 RULES = Rules([role("weight") >> pi.he_normal(), role("bias") >> pi.zeros()], seed=0)
 
 
 def snapshot(model) -> dict:
-    return {k: (v.device.type, v.detach().clone() if v.device.type != "meta" else tuple(v.shape))
-            for k, v in model.state_dict().items()}
+    return {
+        k: (v.device.type, v.detach().clone() if v.device.type != "meta" else tuple(v.shape))
+        for k, v in model.state_dict().items()
+    }
 
 
 def same(before: dict, model) -> bool:
     after = snapshot(model)
     return before.keys() == after.keys() and all(
-        before[k][0] == after[k][0] and (before[k][1] == after[k][1] if before[k][0] == "meta"
-                                         else torch.equal(before[k][1], after[k][1])) for k in before)
+        before[k][0] == after[k][0]
+        and (before[k][1] == after[k][1] if before[k][0] == "meta" else torch.equal(before[k][1], after[k][1]))
+        for k in before
+    )
 
 
 # --- value checks ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values, dtype, problem", [
-    ([1.0, float("nan")], "float32", "not finite"), ([float("-inf")], "float64", "not finite"),
-    ([1e30], "float16", "outside the float16 range"), ([70000.0], "float16", "outside the float16 range"),
-    ([1e39], "bfloat16", "outside the bfloat16 range"), ([1e39], "float32", "outside the float32 range")])
+@pytest.mark.parametrize(
+    "values, dtype, problem",
+    [
+        ([1.0, float("nan")], "float32", "not finite"),
+        ([float("-inf")], "float64", "not finite"),
+        ([1e30], "float16", "outside the float16 range"),
+        ([70000.0], "float16", "outside the float16 range"),
+        ([1e39], "bfloat16", "outside the bfloat16 range"),
+        ([1e39], "float32", "outside the float32 range"),
+    ],
+)
 def test_values_that_cannot_be_written_are_refused(values, dtype, problem):
     with pytest.raises(writing.ValueCheckError, match=f"transfer: .*'w'.*{problem}"):
         writing.check_values(values, dtype, "w", "transfer")
@@ -105,8 +116,11 @@ def test_a_raising_key_or_spec_factory_is_wrapped_like_a_raising_selector():
     before = snapshot(model)
     for portable in (False, True):
         with pytest.raises(RuleError, match=r"Rules.key .* raised ZeroDivisionError: division by zero on parameter"):
-            apply(model, Rules([role("weight") >> pi.zeros(), role("bias") >> pi.zeros()],
-                               key=lambda p: 1 / 0), portable=portable)
+            apply(
+                model,
+                Rules([role("weight") >> pi.zeros(), role("bias") >> pi.zeros()], key=lambda p: 1 / 0),
+                portable=portable,
+            )
     broken = SpecFactory(lambda param, layer: {}["missing"], "broken")
     with pytest.raises(RuleError, match=r"rule 0 \[.*broken\] raised KeyError: 'missing' on parameter 'weight'"):
         apply(model, Rules([role("weight") >> broken, role("bias") >> pi.zeros()]))
@@ -169,8 +183,9 @@ def test_a_reset_parameters_raising_midway_puts_the_whole_model_back_on_meta():
     with torch.device("meta"):
         model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), Boom(4, 4))
     before = snapshot(model)
-    rules = Rules([(kind("dense") & role("weight")) >> pi.he_normal(), kind("norm") >> KEEP,
-                   role("bias") >> KEEP], seed=0)
+    rules = Rules(
+        [(kind("dense") & role("weight")) >> pi.he_normal(), kind("norm") >> KEEP, role("bias") >> KEEP], seed=0
+    )
     with pytest.raises(ModelError, match=r"Boom '2'.reset_parameters\(\) raised RuntimeError: disk full"):
         materialize(model, rules)
     assert same(before, model)  # the first two modules, materialised before, are back on meta too
@@ -276,8 +291,9 @@ def test_a_keras_model_on_the_torch_backend_is_walked_as_keras():
     env = dict(os.environ, KERAS_BACKEND="torch")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(KERAS_ON_TORCH)], capture_output=True, text=True,
-                          env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KERAS_ON_TORCH)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert [row[1:] for row in out["rows"]] == [["dense", "weight"], ["dense", "bias"]] * 2, out["rows"]

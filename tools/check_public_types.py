@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 CALLED_DUNDERS = ("__init__", "__call__")
 
@@ -28,8 +28,12 @@ def _public(name: str) -> bool:
 def _findings(function: ast.FunctionDef | ast.AsyncFunctionDef, where: str, method: bool) -> Iterator[str]:
     arguments = function.args
     every = arguments.posonlyargs + arguments.args + arguments.kwonlyargs
-    if method and every and every[0].arg in ("self", "cls") and not any(
-            isinstance(d, ast.Name) and d.id == "staticmethod" for d in function.decorator_list):
+    if (
+        method
+        and every
+        and every[0].arg in ("self", "cls")
+        and not any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in function.decorator_list)
+    ):
         every = every[1:]
     missing = [a.arg for a in every if a.annotation is None]
     missing += [f"*{a.arg}" for a in (arguments.vararg,) if a is not None and a.annotation is None]

@@ -38,20 +38,28 @@ CASES = {
     "normal_float16": (pi.Normal(std=1.0), "float16", 5, "w"),
 }
 
-HEADER = ("Golden values of polyinit's portable generator (tests/test_portable_golden.py reads them; "
-          "tools/make_portable_golden.py wrote them once). apply(..., portable=True) promises the same "
-          "weights in every release: a change to any value here changes the portable stream, and is a "
-          "major version. Never regenerate this file to make a test pass. first_bits: the first values' "
-          "bit patterns (row-major, hex); sha256: of the whole tensor's little-endian bytes, row-major.")
+HEADER = (
+    "Golden values of polyinit's portable generator (tests/test_portable_golden.py reads them; "
+    "tools/make_portable_golden.py wrote them once). apply(..., portable=True) promises the same "
+    "weights in every release: a change to any value here changes the portable stream, and is a "
+    "major version. Never regenerate this file to make a test pass. first_bits: the first values' "
+    "bit patterns (row-major, hex); sha256: of the whole tensor's little-endian bytes, row-major."
+)
 
 
-def record(spec: pi.Spec, dtype: str, seed: int, key: "str | int") -> dict:
+def record(spec: pi.Spec, dtype: str, seed: int, key: str | int) -> dict:
     values = draw_portable(pi.resolve(spec, SHAPE, None, dtype), seed, key)
     raw = np.ascontiguousarray(values).view(np.uint16 if values.itemsize == 2 else np.uint32).astype("<u4")
     little = np.ascontiguousarray(values).view(f"<u{values.itemsize}")
-    return {"spec": to_dict(spec), "shape": list(SHAPE), "dtype": dtype, "seed": seed, "key": key,
-            "first_bits": [f"{int(w):0{2 * values.itemsize}x}" for w in raw.reshape(-1)[:FIRST]],
-            "sha256": hashlib.sha256(little.tobytes()).hexdigest()}
+    return {
+        "spec": to_dict(spec),
+        "shape": list(SHAPE),
+        "dtype": dtype,
+        "seed": seed,
+        "key": key,
+        "first_bits": [f"{int(w):0{2 * values.itemsize}x}" for w in raw.reshape(-1)[:FIRST]],
+        "sha256": hashlib.sha256(little.tobytes()).hexdigest(),
+    }
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q --no-deps mup==1.0.0
 # Reference codebases the structure, identity and modern-scheme tests build models from (from
 # configs, never downloaded). Several declare dependencies that would replace torch, numpy or
-# transformers' huggingface_hub (torchvision, tensorflow, fairscale's torch pin), so they are
+# transformers' huggingface_hub (torchvision, tensorflow), so they are
 # installed pinned and without their declared dependencies, plus the few modules they import.
 .venv/bin/pip install -q -c constraints.txt -r tools/reference-codebases.txt
 .venv/bin/pip install -q --no-deps -r tools/reference-codebases-nodeps.txt
@@ -23,6 +23,12 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv-mxnet/bin/python ] || "$PYTHON" -m venv .venv-mxnet
 .venv-mxnet/bin/pip install -q mxnet==1.9.1 numpy==1.23.5 'pytest>=8' 'hypothesis>=6' scipy
 .venv-mxnet/bin/pip install -q --no-deps -e .
+
+# Lint and types first: ruff over the repository, mypy and the public-types check over polyinit/.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/python tools/check_public_types.py
 
 # The documentation site builds with no warning (a broken reference fails); its examples run in tests/test_docs.py.
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"

@@ -56,7 +56,8 @@ def get_backend(name: str) -> ModuleType:
     except ImportError as error:
         raise BackendUnavailableError(
             f"backend {name!r} needs {framework}, which is not installed ({error}); "
-            f"install it with: pip install 'polyinit[{extra}]'") from None
+            f"install it with: pip install 'polyinit[{extra}]'"
+        ) from None
     _LOADED[name] = importlib.import_module(module_path)
     return _LOADED[name]
 
@@ -79,8 +80,10 @@ def register(name: str, backend: str | object, *, framework: str = "numpy", extr
         return
     lacking = missing_members(backend)
     if lacking:
-        raise PolyinitError(f"register: backend {name!r} lacks {', '.join(lacking)} of the backend contract "
-                            "(polyinit.backends.contract)")
+        raise PolyinitError(
+            f"register: backend {name!r} lacks {', '.join(lacking)} of the backend contract "
+            "(polyinit.backends.contract)"
+        )
     REGISTRY[name] = (f"<object {type(backend).__name__}>", framework, extra)
     _LOADED[name] = backend  # type: ignore[assignment]
 
@@ -125,5 +128,6 @@ def backend_for(tensor: object) -> ModuleType:
             cls = getattr(cls, part, None)
         if isinstance(cls, type) and isinstance(tensor, cls):
             return get_backend(backend)
-    raise PolyinitError(f"no backend for a {type(tensor).__module__}.{type(tensor).__name__}; "
-                        f"known backends: {', '.join(REGISTRY)}")
+    raise PolyinitError(
+        f"no backend for a {type(tensor).__module__}.{type(tensor).__name__}; known backends: {', '.join(REGISTRY)}"
+    )

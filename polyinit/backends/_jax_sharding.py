@@ -33,12 +33,16 @@ from polyinit.errors import PolyinitError
 def _checked(out_sharding: Any, where: str) -> Any:
     if isinstance(out_sharding, PartitionSpec):
         if jax.sharding.get_abstract_mesh().empty:
-            raise PolyinitError(f"{where}: out_sharding={out_sharding} is a PartitionSpec, which needs a mesh: "
-                                "call it under `with jax.set_mesh(mesh):` or pass NamedSharding(mesh, spec)")
+            raise PolyinitError(
+                f"{where}: out_sharding={out_sharding} is a PartitionSpec, which needs a mesh: "
+                "call it under `with jax.set_mesh(mesh):` or pass NamedSharding(mesh, spec)"
+            )
         return out_sharding
     if not isinstance(out_sharding, Sharding):
-        raise PolyinitError(f"{where}: out_sharding must be a jax.sharding.Sharding (e.g. NamedSharding) "
-                            f"or, under jax.set_mesh, a PartitionSpec; received out_sharding={out_sharding!r}")
+        raise PolyinitError(
+            f"{where}: out_sharding must be a jax.sharding.Sharding (e.g. NamedSharding) "
+            f"or, under jax.set_mesh, a PartitionSpec; received out_sharding={out_sharding!r}"
+        )
     return out_sharding
 
 

@@ -37,8 +37,20 @@ from typing import Any, Protocol, runtime_checkable
 
 from polyinit.layout import Layout
 
-MEMBERS = ("NAME", "DTYPES", "DEFAULT_LAYOUT", "ANY_LAYOUT", "draw", "initializer", "sample_plan",
-           "draw_plan", "to_numpy", "dtype_of", "device_of", "default_device")
+MEMBERS = (
+    "NAME",
+    "DTYPES",
+    "DEFAULT_LAYOUT",
+    "ANY_LAYOUT",
+    "draw",
+    "initializer",
+    "sample_plan",
+    "draw_plan",
+    "to_numpy",
+    "dtype_of",
+    "device_of",
+    "default_device",
+)
 
 
 @runtime_checkable

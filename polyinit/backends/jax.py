@@ -23,8 +23,9 @@ try:
 except ImportError as _missing:  # say which extra installs the framework
     from polyinit.errors import BackendUnavailableError
 
-    raise BackendUnavailableError(f"polyinit.backends.jax cannot import jax ({_missing}); install it with: "
-                                  "pip install 'polyinit[jax]'") from None
+    raise BackendUnavailableError(
+        f"polyinit.backends.jax cannot import jax ({_missing}); install it with: pip install 'polyinit[jax]'"
+    ) from None
 import numpy as np
 
 from polyinit import _validate as check
@@ -189,8 +190,9 @@ class _Combine:
 
 
 @functools.partial(jax.jit, static_argnames=("structure", "compute", "dtype"))
-def _combine(structure: _Structure, leaves: tuple[jax.Array, ...], fixed: tuple[jax.Array, ...], compute: str,
-             dtype: str) -> jax.Array:
+def _combine(
+    structure: _Structure, leaves: tuple[jax.Array, ...], fixed: tuple[jax.Array, ...], compute: str, dtype: str
+) -> jax.Array:
     arrays = {id(node): value for node, value in zip(structure.fixed, fixed)}
     prims = _Combine(leaves, arrays, compute)
     return n.evaluate(structure.root, prims, structure.leaf_index).astype(dtype)
@@ -213,8 +215,10 @@ def _check_key(key: Any) -> None:
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
     raw = dtype == jnp.uint32 and getattr(key, "shape", None) == (2,)
     if not isinstance(key, jax.Array) or not ((typed and key.shape == ()) or raw):
-        raise PolyinitError(f"jax backend: key must be one JAX random key, jax.random.key(seed) or "
-                            f"jax.random.PRNGKey(seed), received {key!r}")
+        raise PolyinitError(
+            f"jax backend: key must be one JAX random key, jax.random.key(seed) or "
+            f"jax.random.PRNGKey(seed), received {key!r}"
+        )
 
 
 def draw(plan: Plan, key: Any, *, shaped: bool = False) -> jax.Array:
@@ -223,8 +227,9 @@ def draw(plan: Plan, key: Any, *, shaped: bool = False) -> jax.Array:
         raise PolyinitError(f"jax backend: expected a polyinit Plan, received {plan!r}")
     _check_key(key)
     if plan.dtype == "float64" and not _flag("jax_enable_x64"):
-        raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
-                                  f"give float32); refusing {plan.spec!r}")
+        raise NotExpressibleError(
+            f"jax backend: float64 needs jax_enable_x64 (JAX would silently give float32); refusing {plan.spec!r}"
+        )
     dtype = jnp.dtype(plan.dtype)
     if plan.size == 0:
         return jnp.zeros(plan.shape, dtype)
@@ -285,8 +290,10 @@ def draw_sharded(plan: Plan, key: Any, out_sharding: Any) -> jax.Array:
     any number of devices and any sharding, and equals the unsharded ``draw(plan, key)``.
     """
     if not _flag("jax_threefry_partitionable"):
-        raise NotExpressibleError("jax backend: a sharded draw equals the unsharded one only with "
-                                  "jax_threefry_partitionable=True (JAX's default); it is off here")
+        raise NotExpressibleError(
+            "jax backend: a sharded draw equals the unsharded one only with "
+            "jax_threefry_partitionable=True (JAX's default); it is off here"
+        )
     return run_sharded(_draw_shaped, plan, (key,), out_sharding, "jax backend")
 
 
@@ -354,6 +361,7 @@ def draw_portable(plan: Plan, seed: int, key: str | int = "", *, out_sharding: A
     from polyinit.portable import xp_jax
 
     if plan.dtype == "float64" and not _flag("jax_enable_x64"):
-        raise NotExpressibleError("jax backend: float64 needs jax_enable_x64 (JAX would silently "
-                                  f"give float32); refusing {plan.spec!r}")
+        raise NotExpressibleError(
+            f"jax backend: float64 needs jax_enable_x64 (JAX would silently give float32); refusing {plan.spec!r}"
+        )
     return xp_jax.draw(plan, seed, key, out_sharding=out_sharding)

@@ -4,7 +4,8 @@ Works under ``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch`` (it uses ``keras
 ``keras.random`` only). Seeds behave like Keras's own: an int seed gives the same values on every
 call, a ``keras.random.SeedGenerator`` advances, ``None`` draws an int at construction from Keras's
 global seed generator (and a clone or a reloaded model draws a new one), so that after
-``keras.utils.set_random_seed(s)`` the same program builds the same weights on every Keras backend. ``get_config`` holds the spec as polyinit's JSON dict,
+``keras.utils.set_random_seed(s)`` the same program builds the same weights on every Keras backend.
+``get_config`` holds the spec as polyinit's JSON dict,
 so a ``.keras`` file that uses it reloads in a fresh process without ``custom_objects`` once
 polyinit's Keras backend is imported: ``import polyinit.backends.keras`` before
 ``keras.models.load_model`` (it registers ``polyinit>PolyinitInitializer``, and the old name
@@ -19,16 +20,19 @@ polyinit's Keras backend is imported: ``import polyinit.backends.keras`` before
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence, TypeAlias
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 try:
     import keras
 except ImportError as _missing:  # say which extra installs the framework
     from polyinit.errors import BackendUnavailableError
 
-    raise BackendUnavailableError(f"polyinit.backends.keras cannot import keras ({_missing}); install it with: "
-                                  "pip install 'polyinit[keras]' (Keras on TensorFlow), "
-                                  "'polyinit[keras-jax]' or 'polyinit[keras-torch]'") from None
+    raise BackendUnavailableError(
+        f"polyinit.backends.keras cannot import keras ({_missing}); install it with: "
+        "pip install 'polyinit[keras]' (Keras on TensorFlow), "
+        "'polyinit[keras-jax]' or 'polyinit[keras-torch]'"
+    ) from None
 import numpy as np
 from keras import ops
 
@@ -70,7 +74,9 @@ class Primitives:
         return ops.convert_to_tensor(node.values.astype(self.dtype))
 
     def Uniform(self, node: n.Uniform, index: int) -> KerasTensor:
-        return keras.random.uniform(node.shape, node.low, node.high, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
+        return keras.random.uniform(
+            node.shape, node.low, node.high, dtype=self.dtype, seed=_leaf_seed(self.seed, index)
+        )
 
     def Normal(self, node: n.Normal, index: int) -> KerasTensor:
         return keras.random.normal(node.shape, node.mean, node.std, dtype=self.dtype, seed=_leaf_seed(self.seed, index))
@@ -78,8 +84,9 @@ class Primitives:
     def TruncatedNormal(self, node: n.TruncatedNormal, index: int) -> KerasTensor:
         if (node.a, node.b) == (-2.0, 2.0) and keras.backend.backend() in ("tensorflow", "jax"):
             # Keras's own op is exactly this cut on these backends (and fused, so faster).
-            return keras.random.truncated_normal(node.shape, node.mean, node.std, dtype=self.dtype,
-                                                 seed=_leaf_seed(self.seed, index))
+            return keras.random.truncated_normal(
+                node.shape, node.mean, node.std, dtype=self.dtype, seed=_leaf_seed(self.seed, index)
+            )
         # Elsewhere the cut is fixed at +-2 std, and Keras's torch backend leaks past it, so the
         # inverse CDF is written out, with u kept off +-1.
         low, high, clamp_low, clamp_high = common.truncation_interval(node.a, node.b, float(np.finfo(self.dtype).eps))
@@ -126,13 +133,14 @@ def draw(plan: Plan, seed: Any) -> KerasTensor:
         import jax
 
         if not jax.config.read("jax_enable_x64"):  # read(): the attribute is not in jax's stubs
-            raise NotExpressibleError("keras backend (jax): float64 needs jax_enable_x64; "
-                                      f"refusing {plan.spec!r}")
+            raise NotExpressibleError(f"keras backend (jax): float64 needs jax_enable_x64; refusing {plan.spec!r}")
     compute = plan.dtype if plan.dtype in ("float32", "float64") else "float32"
     values = ops.cast(n.evaluate(plan.root, Primitives(seed, compute), plan.leaf_index), plan.dtype)
     if keras.backend.standardize_dtype(values.dtype) != plan.dtype:
-        raise NotExpressibleError(f"keras backend ({keras.backend.backend()}): asked for {plan.dtype}, "
-                                  f"the backend gives {values.dtype}; refusing {plan.spec!r}")
+        raise NotExpressibleError(
+            f"keras backend ({keras.backend.backend()}): asked for {plan.dtype}, "
+            f"the backend gives {values.dtype}; refusing {plan.spec!r}"
+        )
     return values
 
 
@@ -157,7 +165,7 @@ def _global_seed() -> int:
 class PolyinitInitializer(keras.initializers.Initializer):
     """A Keras initializer drawing ``spec`` for a kernel laid out as ``layout`` (``* in out``)."""
 
-    def __init__(self, spec: "Spec | dict", layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any = None):
+    def __init__(self, spec: Spec | dict, layout: Layout | str = DEFAULT_LAYOUT, seed: Any = None):
         self.spec = from_dict(spec) if isinstance(spec, dict) else spec
         if not isinstance(self.spec, Spec):
             raise PolyinitError(f"keras backend: expected a polyinit spec, received {spec!r}")
@@ -178,8 +186,9 @@ class PolyinitInitializer(keras.initializers.Initializer):
         if name not in ("float16", "bfloat16", "float32", "float64"):
             raise PolyinitError(f"keras backend: cannot initialise dtype {name}; floating dtypes only")
         plan = resolve(self.spec, check.shape("keras backend", shape), self.layout, name)
-        with check.framework_errors(f"keras ({keras.backend.backend()})",
-                                    f"drawing {plan.describe()[:120]} of shape {plan.shape}"):
+        with check.framework_errors(
+            f"keras ({keras.backend.backend()})", f"drawing {plan.describe()[:120]} of shape {plan.shape}"
+        ):
             return draw(plan, self.seed)
 
     def get_config(self) -> dict:
@@ -196,7 +205,7 @@ Initializer = PolyinitInitializer
 keras.saving.get_custom_objects()["polyinit>Initializer"] = PolyinitInitializer
 
 
-def initializer(spec: Spec, layout: "Layout | str" = DEFAULT_LAYOUT, seed: Any = None) -> PolyinitInitializer:
+def initializer(spec: Spec, layout: Layout | str = DEFAULT_LAYOUT, seed: Any = None) -> PolyinitInitializer:
     """The Keras initializer for ``spec`` (the backend contract's entry point); see ``PolyinitInitializer``."""
     return PolyinitInitializer(spec, layout, seed)
 
@@ -235,7 +244,7 @@ def default_device() -> str:
     return device_of(ops.zeros(()))
 
 
-def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> KerasTensor:
+def draw_portable(plan: Plan, seed: int, key: str | int = "") -> KerasTensor:
     """The portable draw of ``plan`` as a tensor of the current Keras backend: the same float32
     values, bit for bit, as ``draw_portable`` of every other polyinit backend with the same
     (seed, key) (see ``polyinit.portable``), computed with the backend framework's own ops
@@ -257,5 +266,7 @@ def draw_portable(plan: Plan, seed: int, key: "str | int" = "") -> KerasTensor:
         from polyinit.portable.xp_tensorflow import Ops as TensorFlowOps
 
         return evaluate.draw(TensorFlowOps(), plan, seed, key)
-    raise NotExpressibleError(f"keras backend ({name}): portable draws exist for the tensorflow, jax "
-                              f"and torch backends; refusing {plan.spec!r}")
+    raise NotExpressibleError(
+        f"keras backend ({name}): portable draws exist for the tensorflow, jax "
+        f"and torch backends; refusing {plan.spec!r}"
+    )

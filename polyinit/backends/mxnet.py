@@ -48,9 +48,20 @@ except (ImportError, AttributeError):  # absent, or a stray folder named mxnet o
     _Base = object
 
 # MXNet's suffix table (initializer.py, 1.9.1): name suffix -> constant, or None for the spec.
-_SUFFIXES = (("weight_quantize", None), ("bias_quantize", 0.0), ("moving_inv_var", 0.0),
-             ("moving_mean", 0.0), ("moving_var", 1.0), ("moving_avg", 0.0), ("weight", None),
-             ("bias", 0.0), ("gamma", 1.0), ("beta", 0.0), ("min", 0.0), ("max", 1.0))
+_SUFFIXES = (
+    ("weight_quantize", None),
+    ("bias_quantize", 0.0),
+    ("moving_inv_var", 0.0),
+    ("moving_mean", 0.0),
+    ("moving_var", 1.0),
+    ("moving_avg", 0.0),
+    ("weight", None),
+    ("bias", 0.0),
+    ("gamma", 1.0),
+    ("beta", 0.0),
+    ("min", 0.0),
+    ("max", 1.0),
+)
 
 
 def _write(arr: Any, values: np.ndarray) -> None:
@@ -68,7 +79,6 @@ def _dtype_name(arr: Any) -> str:
     if name not in ("float16", "float32", "float64"):
         raise PolyinitError(f"mxnet backend: cannot initialise dtype {name}; floating dtypes only")
     return name
-
 
 
 class Polyinit(_Base):
@@ -105,8 +115,9 @@ class Polyinit(_Base):
             elif init in ("zeros", "ones"):
                 _write(arr, np.full(arr.shape, 0.0 if init == "zeros" else 1.0))
             else:
-                raise PolyinitError(f"mxnet backend: parameter {name!r} asks for initializer "
-                                    f"{init!r}, which needs the real mxnet")
+                raise PolyinitError(
+                    f"mxnet backend: parameter {name!r} asks for initializer {init!r}, which needs the real mxnet"
+                )
             return
         for suffix, value in _SUFFIXES:
             if name.endswith(suffix):
@@ -115,13 +126,16 @@ class Polyinit(_Base):
                 else:
                     _write(arr, np.full(arr.shape, value))
                 return
-        raise PolyinitError(f"mxnet backend: no rule for parameter {name!r}; MXNet initialises only "
-                            "names ending in weight, bias, gamma, beta, moving_mean, moving_var, ...")
+        raise PolyinitError(
+            f"mxnet backend: no rule for parameter {name!r}; MXNet initialises only "
+            "names ending in weight, bias, gamma, beta, moving_mean, moving_var, ..."
+        )
 
     def _init_weight(self, name: Any, arr: Any) -> None:  # MXNet's subclass hook: see _mxnet_weight_rule
         try:
-            plan = resolve(self.spec, check.shape("mxnet backend", getattr(arr, "shape", None)),
-                           self.layout, _dtype_name(arr))
+            plan = resolve(
+                self.spec, check.shape("mxnet backend", getattr(arr, "shape", None)), self.layout, _dtype_name(arr)
+            )
         except PolyinitError as error:
             raise type(error)(f"mxnet backend, parameter {str(name)!r}: {error}") from None
         with check.framework_errors("mxnet", f"writing parameter {str(name)!r}"):
@@ -164,11 +178,14 @@ DTYPES = ("float16", "float32", "float64")  # MXNet 1.x has no bfloat16 NDArray 
 def sample_plan(plan: Plan, seed: int) -> Any:
     """One draw through ``Polyinit(spec, layout, seed)``, filling a fresh array as a weight, the MXNet way."""
     if plan.dtype not in DTYPES:
-        raise PolyinitError(f"mxnet backend: cannot initialise dtype {plan.dtype}; "
-                            f"floating dtypes only ({', '.join(DTYPES)})")
+        raise PolyinitError(
+            f"mxnet backend: cannot initialise dtype {plan.dtype}; floating dtypes only ({', '.join(DTYPES)})"
+        )
     if _mx is not None and (plan.shape == () or plan.size == 0):
-        raise NotExpressibleError("mxnet backend: MXNet 1.x NDArrays have no 0-d or zero-size "
-                                  f"shape; refusing {plan.spec!r} at shape {plan.shape}")
+        raise NotExpressibleError(
+            "mxnet backend: MXNet 1.x NDArrays have no 0-d or zero-size "
+            f"shape; refusing {plan.spec!r} at shape {plan.shape}"
+        )
     arr = _mx.nd.zeros(plan.shape, dtype=plan.dtype) if _mx is not None else np.empty(plan.shape, plan.dtype)
     Polyinit(plan.spec, plan.layout or DEFAULT_LAYOUT, seed)("param_weight", arr)
     return arr

@@ -53,20 +53,41 @@ def _ndtri(p: np.ndarray) -> np.ndarray:
 
 
 def _acklam(p: np.ndarray) -> np.ndarray:
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
-         -3.066479806614716e01, 2.506628277459239e00)
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
-         -1.328068155288572e01)
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
-         4.374664141464968e00, 2.938163982698783e00)
+    a = (
+        -3.969683028665376e01,
+        2.209460984245205e02,
+        -2.759285104469687e02,
+        1.383577518672690e02,
+        -3.066479806614716e01,
+        2.506628277459239e00,
+    )
+    b = (
+        -5.447609879822406e01,
+        1.615858368580409e02,
+        -1.556989798598866e02,
+        6.680131188771972e01,
+        -1.328068155288572e01,
+    )
+    c = (
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e00,
+        -2.549732539343734e00,
+        4.374664141464968e00,
+        2.938163982698783e00,
+    )
     d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
     q = np.minimum(p, 1 - p)
     t = np.sqrt(-2 * np.log(q))
-    tail = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / \
-        ((((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1)
+    tail = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1
+    )
     r = (p - 0.5) ** 2
-    mid = (p - 0.5) * (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) / \
-        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    mid = (
+        (p - 0.5)
+        * (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
+        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    )
     return np.where(q < 0.02425, np.where(p < 0.5, tail, -tail), mid)
 
 
@@ -138,8 +159,9 @@ def draw(plan: Plan, rng: np.random.Generator) -> np.ndarray:
     if not isinstance(plan, Plan):
         raise PolyinitError(f"numpy backend: expected a polyinit Plan, received {plan!r}")
     if not isinstance(rng, np.random.Generator):
-        raise PolyinitError(f"numpy backend: rng must be a numpy.random.Generator (never the global "
-                            f"RNG), received {rng!r}")
+        raise PolyinitError(
+            f"numpy backend: rng must be a numpy.random.Generator (never the global RNG), received {rng!r}"
+        )
     dtype = numpy_dtype(plan.dtype)
     if plan.size == 0:
         return np.zeros(plan.shape, dtype=dtype)
@@ -147,8 +169,14 @@ def draw(plan: Plan, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(values).astype(dtype)
 
 
-def sample(spec: Spec, shape: Sequence[int], *, rng: np.random.Generator,
-           layout: Optional[Layout] = None, dtype: str = "float32") -> np.ndarray:
+def sample(
+    spec: Spec,
+    shape: Sequence[int],
+    *,
+    rng: np.random.Generator,
+    layout: Optional[Layout] = None,
+    dtype: str = "float32",
+) -> np.ndarray:
     """Resolve ``spec`` for ``shape`` and draw it with ``rng``.
 
     >>> from polyinit import Uniform
@@ -169,6 +197,7 @@ def initializer(spec: Spec, layout: Layout = DEFAULT_LAYOUT) -> Callable[..., np
     >>> initializer(he_normal())((256, 784), np.random.default_rng(0)).dtype
     dtype('float32')
     """
+
     def fn(shape: Sequence[int], rng: np.random.Generator, dtype: str = "float32") -> np.ndarray:
         return sample(spec, shape, rng=rng, layout=layout, dtype=dtype)
 
@@ -213,8 +242,11 @@ def draw_portable(plan: Plan, seed: int, key: str | int = "", out: Optional[np.n
     from polyinit.portable import evaluate
     from polyinit.portable.xp_numpy import Ops
 
-    if out is not None and (out.shape != plan.shape or out.dtype != numpy_dtype(plan.dtype)
-                            or not out.flags.c_contiguous):
-        raise PolyinitError(f"numpy backend: draw_portable needs out of shape {plan.shape} and dtype "
-                            f"{plan.dtype}, C-contiguous; received {out.shape} {out.dtype}")
+    if out is not None and (
+        out.shape != plan.shape or out.dtype != numpy_dtype(plan.dtype) or not out.flags.c_contiguous
+    ):
+        raise PolyinitError(
+            f"numpy backend: draw_portable needs out of shape {plan.shape} and dtype "
+            f"{plan.dtype}, C-contiguous; received {out.shape} {out.dtype}"
+        )
     return evaluate.draw(Ops(), plan, seed, key, out)

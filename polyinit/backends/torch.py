@@ -25,8 +25,9 @@ try:
 except ImportError as _missing:  # say which extra installs the framework
     from polyinit.errors import BackendUnavailableError
 
-    raise BackendUnavailableError(f"polyinit.backends.torch cannot import torch ({_missing}); install it with: "
-                                  "pip install 'polyinit[torch]'") from None
+    raise BackendUnavailableError(
+        f"polyinit.backends.torch cannot import torch ({_missing}); install it with: pip install 'polyinit[torch]'"
+    ) from None
 
 from polyinit import _validate as check
 from polyinit import nodes as n
@@ -39,8 +40,7 @@ from polyinit.spec import Spec
 NAME = "torch"
 DEFAULT_LAYOUT = OUT_IN
 ANY_LAYOUT = True
-_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32",
-           torch.float64: "float64"}
+_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
 _OPS = n.op_table(torch, lambda mask, like: mask.to(like.dtype))
 
 
@@ -106,8 +106,10 @@ def _check_tensor(tensor: Any) -> torch.Tensor:
     if not isinstance(tensor, torch.Tensor):
         raise PolyinitError(f"torch backend: expected a torch.Tensor, received {type(tensor).__name__}")
     if tensor.dtype not in _DTYPES:
-        raise PolyinitError(f"torch backend: cannot initialise a {tensor.dtype} tensor; "
-                            f"floating dtypes only ({', '.join(map(str, _DTYPES))})")
+        raise PolyinitError(
+            f"torch backend: cannot initialise a {tensor.dtype} tensor; "
+            f"floating dtypes only ({', '.join(map(str, _DTYPES))})"
+        )
     return tensor
 
 
@@ -120,23 +122,28 @@ def draw_into(tensor: torch.Tensor, plan: Plan, generator: Optional[torch.Genera
     if tuple(tensor.shape) != plan.shape:
         raise PolyinitError(f"torch backend: tensor shape {tuple(tensor.shape)} != plan shape {plan.shape}")
     if _DTYPES[tensor.dtype] != plan.dtype:
-        raise PolyinitError(f"torch backend: the plan was resolved for {plan.dtype}, the tensor is "
-                            f"{tensor.dtype}; resolve it for the tensor (plan_for)")
+        raise PolyinitError(
+            f"torch backend: the plan was resolved for {plan.dtype}, the tensor is "
+            f"{tensor.dtype}; resolve it for the tensor (plan_for)"
+        )
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise PolyinitError(f"torch backend: generator must be a torch.Generator or None, "
-                            f"received {generator!r}")
+        raise PolyinitError(f"torch backend: generator must be a torch.Generator or None, received {generator!r}")
     if tensor.device.type == "meta" or plan.size == 0:
         return tensor
-    with check.framework_errors("torch", f"drawing {plan.describe()[:120]} into a {tensor.dtype} "
-                                         f"tensor of shape {tuple(tensor.shape)} on {tensor.device}"):
+    with check.framework_errors(
+        "torch",
+        f"drawing {plan.describe()[:120]} into a {tensor.dtype} "
+        f"tensor of shape {tuple(tensor.shape)} on {tensor.device}",
+    ):
         return _draw_into(tensor, plan, generator)
 
 
 def _draw_into(tensor: torch.Tensor, plan: Plan, generator: Optional[torch.Generator]) -> torch.Tensor:
     with torch.no_grad():
         root = plan.root
-        if tensor.dtype in (torch.float32, torch.float64) and isinstance(root, (n.Uniform, n.Normal, n.Fill,
-                                                                               n.TruncatedNormal)):
+        if tensor.dtype in (torch.float32, torch.float64) and isinstance(
+            root, (n.Uniform, n.Normal, n.Fill, n.TruncatedNormal)
+        ):
             if isinstance(root, n.Uniform):
                 return tensor.uniform_(root.low, root.high, generator=generator)
             if isinstance(root, n.Normal):
@@ -155,8 +162,12 @@ def plan_for(tensor: torch.Tensor, spec: Spec, layout: Layout | str | None = DEF
     return resolve(spec, tuple(tensor.shape), check.layout("torch backend", layout), _DTYPES[tensor.dtype])
 
 
-def init_(tensor: torch.Tensor, spec: Spec, layout: Layout | str | None = DEFAULT_LAYOUT,
-          generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def init_(
+    tensor: torch.Tensor,
+    spec: Spec,
+    layout: Layout | str | None = DEFAULT_LAYOUT,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """Fill ``tensor`` in place with ``spec`` and return it (the ``torch.nn.init`` idiom).
 
     >>> import polyinit
@@ -221,8 +232,13 @@ def default_device() -> str:
     return str(torch.empty(0).device)
 
 
-def draw_portable(plan: Plan, seed: int, key: str | int = "", out: Optional[torch.Tensor] = None,
-                  device: torch.device | str | None = None) -> torch.Tensor:
+def draw_portable(
+    plan: Plan,
+    seed: int,
+    key: str | int = "",
+    out: Optional[torch.Tensor] = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """The portable draw of ``plan``: the same float32 values, bit for bit, as ``draw_portable``
     of every other backend with the same (seed, key) (see ``polyinit.portable``), with torch's
     own integer ops on ``out``'s device (or ``device``), written into ``out`` in chunks.
@@ -237,8 +253,10 @@ def draw_portable(plan: Plan, seed: int, key: str | int = "", out: Optional[torc
     if out is None:
         return evaluate.draw(Ops(device), plan, seed, key)
     if tuple(out.shape) != plan.shape or _DTYPES.get(out.dtype) != plan.dtype:
-        raise PolyinitError(f"torch backend: draw_portable needs out of shape {plan.shape} and dtype "
-                            f"{plan.dtype}; received {tuple(out.shape)} {out.dtype}")
+        raise PolyinitError(
+            f"torch backend: draw_portable needs out of shape {plan.shape} and dtype "
+            f"{plan.dtype}; received {tuple(out.shape)} {out.dtype}"
+        )
     if out.device.type == "meta":
         return out
     with torch.no_grad():

@@ -18,10 +18,31 @@ One room, five parts:
 True
 """
 
-from polyinit.conformance.checks import (ALPHA, Check, check, failures, kolmogorov_pvalue,
-                                         required_samples, samples_needed, z_value)
-from polyinit.conformance.runner import SUITE_ALPHA, STANDARD_SHAPES, CaseResult, applicable, run, run_case
+from polyinit.conformance.checks import (
+    ALPHA,
+    Check,
+    check,
+    failures,
+    kolmogorov_pvalue,
+    required_samples,
+    samples_needed,
+    z_value,
+)
+from polyinit.conformance.runner import STANDARD_SHAPES, SUITE_ALPHA, CaseResult, applicable, run, run_case
 
-__all__ = ["ALPHA", "SUITE_ALPHA", "Check", "check", "failures", "kolmogorov_pvalue", "required_samples",
-           "samples_needed", "z_value",
-           "STANDARD_SHAPES", "CaseResult", "applicable", "run", "run_case"]
+__all__ = [
+    "ALPHA",
+    "STANDARD_SHAPES",
+    "SUITE_ALPHA",
+    "CaseResult",
+    "Check",
+    "applicable",
+    "check",
+    "failures",
+    "kolmogorov_pvalue",
+    "required_samples",
+    "run",
+    "run_case",
+    "samples_needed",
+    "z_value",
+]

@@ -65,8 +65,10 @@ class Check:
 
     def __str__(self) -> str:
         verdict = "ok" if self.passed else "FAIL"
-        return (f"{verdict:4} {self.name}: expected {self.expected:.6g}, observed {self.observed:.6g}, "
-                f"tolerance {self.tolerance:.3g}{' (' + self.detail + ')' if self.detail else ''}")
+        return (
+            f"{verdict:4} {self.name}: expected {self.expected:.6g}, observed {self.observed:.6g}, "
+            f"tolerance {self.tolerance:.3g}{' (' + self.detail + ')' if self.detail else ''}"
+        )
 
 
 def z_value(alpha: float) -> float:
@@ -77,8 +79,11 @@ def z_value(alpha: float) -> float:
 def check(samples: np.ndarray | Sequence[np.ndarray], plan: Plan, alpha: float = ALPHA) -> list[Check]:
     """Every check that applies to ``plan``'s promise (``plan.stats``), on one sample or several
     independent draws of it."""
-    draws = [np.asarray(samples, dtype=np.float64)] if isinstance(samples, np.ndarray) else [
-        np.asarray(s, dtype=np.float64) for s in samples]
+    draws = (
+        [np.asarray(samples, dtype=np.float64)]
+        if isinstance(samples, np.ndarray)
+        else [np.asarray(s, dtype=np.float64) for s in samples]
+    )
     return _check(draws, plan.stats, plan, alpha)
 
 
@@ -91,16 +96,19 @@ def _check(draws: list[np.ndarray], stats: Optional[Stats], plan: Plan, alpha: f
     if stats.blocks is not None:
         return _blocks(draws, stats, plan, alpha)
     if stats.delta is not None:
-        return [c for d in draws for c in _delta(d, stats, dtype)] + [_haar_signs(
-            [_delta_centre(d, stats) / stats.delta[1] for d in draws], alpha, "Haar signs at the centre")]
+        return [c for d in draws for c in _delta(d, stats, dtype)] + [
+            _haar_signs([_delta_centre(d, stats) / stats.delta[1] for d in draws], alpha, "Haar signs at the centre")
+        ]
     if stats.exact is not None:
         return [_exact(d, np.asarray(stats.exact), dtype) for d in draws]
     if stats.orthogonal is not None:
         matrices = [_orthogonal_matrix(d, stats) for d in draws]
         gain = stats.orthogonal[1]
-        return ([_support(draws, stats, dtype)]
-                + [_gram(m, gain, dtype, "orthogonality max|Q^T Q - g^2 I|") for m in matrices]
-                + [_haar_signs([m / gain for m in matrices], alpha, "Haar signs")])
+        return (
+            [_support(draws, stats, dtype)]
+            + [_gram(m, gain, dtype, "orthogonality max|Q^T Q - g^2 I|") for m in matrices]
+            + [_haar_signs([m / gain for m in matrices], alpha, "Haar signs")]
+        )
     flat = np.concatenate([d.ravel() for d in draws])
     results = [_support(draws, stats, dtype)]
     if stats.low == stats.high:
@@ -146,8 +154,10 @@ def _delta(sample: np.ndarray, stats: Stats, dtype: str) -> list[Check]:
     rest = sample.copy()
     rest[tuple(slice(None) if i is None else i for i in index)] = 0.0
     off = float(np.max(np.abs(rest)))
-    return [Check("zeros off the centre", 0.0, off, 0.0, off == 0.0),
-            _gram(_delta_centre(sample, stats), gain, dtype, "orthogonality at the centre")]
+    return [
+        Check("zeros off the centre", 0.0, off, 0.0, off == 0.0),
+        _gram(_delta_centre(sample, stats), gain, dtype, "orthogonality at the centre"),
+    ]
 
 
 def _orthogonal_matrix(sample: np.ndarray, stats: Stats) -> np.ndarray:
@@ -167,8 +177,14 @@ def _haar_signs(matrices: Sequence[np.ndarray], alpha: float, name: str) -> Chec
     signs = signs[signs != 0]
     total, positive = signs.size, int(np.sum(signs > 0))
     pvalue = binomial_two_sided_pvalue(positive, total)
-    return Check(name, total / 2, float(positive), alpha, pvalue >= alpha,
-                 f"positive diagonal signs of {total}; p-value {pvalue:.3g}")
+    return Check(
+        name,
+        total / 2,
+        float(positive),
+        alpha,
+        pvalue >= alpha,
+        f"positive diagonal signs of {total}; p-value {pvalue:.3g}",
+    )
 
 
 def binomial_two_sided_pvalue(k: int, total: int) -> float:
@@ -181,8 +197,10 @@ def binomial_two_sided_pvalue(k: int, total: int) -> float:
         return 1.0
     low = min(k, total - k)
     log_half = total * math.log(0.5)
-    tail = sum(math.exp(math.lgamma(total + 1) - math.lgamma(j + 1) - math.lgamma(total - j + 1) + log_half)
-               for j in range(low + 1))
+    tail = sum(
+        math.exp(math.lgamma(total + 1) - math.lgamma(j + 1) - math.lgamma(total - j + 1) + log_half)
+        for j in range(low + 1)
+    )
     return min(1.0, 2 * tail) if 2 * low != total else 1.0
 
 
@@ -213,8 +231,16 @@ def _against_reference(draws: list[np.ndarray], plan: Plan, alpha: float) -> lis
     distance = _two_sample_ks(flat, reference)
     effective = flat.size * reference.size // (flat.size + reference.size)
     pvalue = kolmogorov_pvalue(distance, effective)
-    results.append(Check("KS p-value (vs reference)", alpha, pvalue, alpha, pvalue >= alpha,
-                         f"D={distance:.3g}, n={flat.size}, reference n={reference.size}"))
+    results.append(
+        Check(
+            "KS p-value (vs reference)",
+            alpha,
+            pvalue,
+            alpha,
+            pvalue >= alpha,
+            f"D={distance:.3g}, n={flat.size}, reference n={reference.size}",
+        )
+    )
     return results
 
 
@@ -274,12 +300,20 @@ def _support(draws: list[np.ndarray], stats: Stats, dtype: str) -> Check:
     low, high = stats.low, stats.high
     lo = min(float(d.min()) for d in draws)
     hi = max(float(d.max()) for d in draws)
-    slack = max(_tolerance_of(low, dtype) if math.isfinite(low) else 0.0,
-                _tolerance_of(high, dtype) if math.isfinite(high) else 0.0)
+    slack = max(
+        _tolerance_of(low, dtype) if math.isfinite(low) else 0.0,
+        _tolerance_of(high, dtype) if math.isfinite(high) else 0.0,
+    )
     outside = lo < low - slack or hi > high + slack
     observed = lo if lo < low - slack else hi
-    return Check("support", low if observed == lo else high, observed, slack, not outside,
-                 f"every value in [{low:.6g}, {high:.6g}]")
+    return Check(
+        "support",
+        low if observed == lo else high,
+        observed,
+        slack,
+        not outside,
+        f"every value in [{low:.6g}, {high:.6g}]",
+    )
 
 
 def _mean(flat: np.ndarray, stats: Stats, dtype: str, alpha: float) -> Check:
@@ -342,8 +376,14 @@ def _zeros_per_slice(draws: list[np.ndarray], flat: np.ndarray, stats: Stats, dt
     extra = float(np.sum(counts - want))
     allowed = _EXTRA_ZEROS[dtype] * flat.size + 1
     passed = bool(np.all(counts >= want)) and float(np.median(counts)) == want and extra <= allowed
-    return Check("zeros per slice", want, worst, allowed, passed,
-                 f"exact count along the output axis; {extra:g} extra zeros in all")
+    return Check(
+        "zeros per slice",
+        want,
+        worst,
+        allowed,
+        passed,
+        f"exact count along the output axis; {extra:g} extra zeros in all",
+    )
 
 
 def _zero_fraction(flat: np.ndarray, stats: Stats, alpha: float) -> Check:
@@ -422,8 +462,7 @@ FALLBACK_SAMPLES = 1 << 18
 STRUCTURAL_DRAWS = 4
 
 
-def required_samples(plan: Plan, alpha: float = ALPHA, error: float = DETECT_STD_ERROR,
-                     power: float = POWER) -> int:
+def required_samples(plan: Plan, alpha: float = ALPHA, error: float = DETECT_STD_ERROR, power: float = POWER) -> int:
     """Elements the variance check needs to detect a relative std error of ``error`` with
     probability ``power`` at false-alarm probability ``alpha``, rounded up to a power of two.
 
@@ -463,8 +502,10 @@ def _required(stats: Optional[Stats], dtype: str, alpha: float, error: float, po
     for factor in ((1 - error) ** 2, (1 + error) ** 2):
         margin = abs(factor - 1) - rounding
         if margin <= 0:
-            raise PolyinitError(f"required_samples: a {error:.3g} relative std error is inside {dtype}'s "
-                                f"rounding allowance ({rounding:.3g} in variance); no sample size detects it")
+            raise PolyinitError(
+                f"required_samples: a {error:.3g} relative std error is inside {dtype}'s "
+                f"rounding allowance ({rounding:.3g} in variance); no sample size detects it"
+            )
         needed = max(needed, ((z_alpha + factor * z_power) / margin) ** 2 * (kappa + 2))
     return 1 << max(10, math.ceil(math.log2(needed)))
 

@@ -18,9 +18,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypeAlias, TypeGuard, Union
+from typing import TYPE_CHECKING, Any, Optional, TypeAlias, TypeGuard, Union
 
 from polyinit.errors import PolyinitError
 from polyinit.layout import OUT_IN, Layout
@@ -49,8 +50,9 @@ def load_specs(target: str) -> dict[str, Union[Spec, SpecPair]]:
         try:
             spec.loader.exec_module(module)
         except Exception as error:  # the user's file raised while being run
-            raise PolyinitError(f"conformance {target!r}: running {module_name!r} raised "
-                                f"{type(error).__name__}: {error}") from error
+            raise PolyinitError(
+                f"conformance {target!r}: running {module_name!r} raised {type(error).__name__}: {error}"
+            ) from error
     else:
         module = _import_from_cwd(module_name)
     try:
@@ -64,7 +66,9 @@ def load_specs(target: str) -> dict[str, Union[Spec, SpecPair]]:
     elif isinstance(value, (list, tuple)):
         specs = {f"{attr}[{i}]": v for i, v in enumerate(value)}
     else:
-        raise PolyinitError(f"conformance: {target} is a {type(value).__name__}; expected a spec, a list or a dict of specs")
+        raise PolyinitError(
+            f"conformance: {target} is a {type(value).__name__}; expected a spec, a list or a dict of specs"
+        )
     bad = [name for name, v in specs.items() if not isinstance(v, Spec) and not _is_pair(v)]
     if bad:
         raise PolyinitError(f"conformance: {target}: entries {bad} are not polyinit specs")
@@ -90,8 +94,13 @@ def _import_from_cwd(module_name: str) -> ModuleType:
 
 
 def _is_pair(value: object) -> TypeGuard[SpecPair]:
-    return (isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], Spec)
-            and callable(value[1]) and (len(value) == 2 or isinstance(value[2], Layout)))
+    return (
+        isinstance(value, tuple)
+        and len(value) in (2, 3)
+        and isinstance(value[0], Spec)
+        and callable(value[1])
+        and (len(value) == 2 or isinstance(value[2], Layout))
+    )
 
 
 class UserFunctionError(PolyinitError):
@@ -121,13 +130,17 @@ class UserInitializer:
         try:
             values = self.fn(plan.shape, seed)
         except Exception as error:  # anything: the user's code, reported with where it ran
-            raise UserFunctionError(f"conformance: your initializer {name}{plan.shape!r}, seed={seed} raised "
-                                    f"{type(error).__name__}: {error}") from error
+            raise UserFunctionError(
+                f"conformance: your initializer {name}{plan.shape!r}, seed={seed} raised "
+                f"{type(error).__name__}: {error}"
+            ) from error
         try:
             return np.asarray(values, dtype=np.float32)
         except (TypeError, ValueError) as error:
-            raise UserFunctionError(f"conformance: your initializer {name}{plan.shape!r} returned a "
-                                    f"{type(values).__name__}, not an array of numbers ({error})") from None
+            raise UserFunctionError(
+                f"conformance: your initializer {name}{plan.shape!r} returned a "
+                f"{type(values).__name__}, not an array of numbers ({error})"
+            ) from None
 
     draw = draw_plan = sample_plan
 
@@ -146,8 +159,9 @@ class UserInitializer:
         return "cpu"
 
 
-def user_results(name: str, spec: Spec, fn: Callable, layout: Layout = OUT_IN, seed: int = 0,
-                 shapes: Optional[dict] = None) -> list:
+def user_results(
+    name: str, spec: Spec, fn: Callable, layout: Layout = OUT_IN, seed: int = 0, shapes: Optional[dict] = None
+) -> list:
     """The conformance cases of a user's own ``fn(shape, seed)`` described by ``spec``: every
     standard shape of ``layout`` (or ``shapes``) where the spec applies."""
     from polyinit.conformance.runner import STANDARD_SHAPES, run
@@ -156,8 +170,13 @@ def user_results(name: str, spec: Spec, fn: Callable, layout: Layout = OUT_IN, s
     return run({name: spec}, ["yours"], chosen, seed=seed, modules={"yours": UserInitializer(fn, layout)})
 
 
-def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optional[str] = None,
-         seed: int = 0, progress: Optional[Callable[[str], None]] = None) -> int:
+def main(
+    target: str,
+    backends: Optional[Sequence[str]] = None,
+    json_path: Optional[str] = None,
+    seed: int = 0,
+    progress: Optional[Callable[[str], None]] = None,
+) -> int:
     """Run the checks and print the table; ``progress(text)`` hears of each backend and spec as
     it starts and ends (the command line passes it where stderr is a terminal)."""
     from polyinit.backends import REGISTRY, available_backends
@@ -191,9 +210,22 @@ def main(target: str, backends: Optional[Sequence[str]] = None, json_path: Optio
     _print(results)
     if json_path:
         with open(json_path, "w") as out:
-            json.dump([{"backend": r.backend, "spec": r.spec, "shape_name": r.shape_name, "shape": r.shape,
-                        "dtype": r.dtype, "passed": r.passed, "checks": [asdict(c) for c in r.checks]}
-                       for r in results], out, indent=2)
+            json.dump(
+                [
+                    {
+                        "backend": r.backend,
+                        "spec": r.spec,
+                        "shape_name": r.shape_name,
+                        "shape": r.shape,
+                        "dtype": r.dtype,
+                        "passed": r.passed,
+                        "checks": [asdict(c) for c in r.checks],
+                    }
+                    for r in results
+                ],
+                out,
+                indent=2,
+            )
     return 0 if all(r.passed for r in results) else 1
 
 
@@ -204,8 +236,17 @@ def _tally(results: list[CaseResult]) -> str:
 
 def _print(results: list[CaseResult]) -> None:
     head = ("backend", "spec", "shape", "dtype", "checks", "result")
-    rows = [(r.backend, r.spec, f"{r.shape_name} {r.shape}", r.dtype,
-             f"{sum(c.passed for c in r.checks)}/{len(r.checks)}", "ok" if r.passed else "FAIL") for r in results]
+    rows = [
+        (
+            r.backend,
+            r.spec,
+            f"{r.shape_name} {r.shape}",
+            r.dtype,
+            f"{sum(c.passed for c in r.checks)}/{len(r.checks)}",
+            "ok" if r.passed else "FAIL",
+        )
+        for r in results
+    ]
     widths = [max(len(str(row[i])) for row in (head,) + tuple(rows)) for i in range(len(head))]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     for row in rows:

@@ -69,23 +69,34 @@ def preset_checks(framework: str, kinds: tuple[str, ...] | None = None) -> list[
 def _native(framework: str, kind: str, shape: tuple[int, ...], own: Callable) -> list[Check]:
     results = []
     for mode in ("fan_in", "fan_out"):
-        plan = resolve(VarianceScaling(scale=1.0, mode=mode, distribution="normal"), shape,
-                       preset(framework, kind), "float32")
+        plan = resolve(
+            VarianceScaling(scale=1.0, mode=mode, distribution="normal"), shape, preset(framework, kind), "float32"
+        )
         draws = [own(shape, mode, seed) for seed in range(samples_needed(plan, SAMPLES))]
         label = f"{framework} {kind} native preset, {mode}"
-        results += [replace(c, name=f"{label}: {c.name}") for c in check(draws, plan)
-                    if c.name in ("variance", "support")]
+        results += [
+            replace(c, name=f"{label}: {c.name}") for c in check(draws, plan) if c.name in ("variance", "support")
+        ]
     return results
 
 
 def _semantic(framework: str, kind: str, layer: Layer) -> list[Check]:
     fans = compute_fans(layer.shape, preset(framework, kind, native=False))
     label = f"{framework} {kind} semantic preset"
-    results = [Check(f"{label}: fan_in", layer.fan_in, fans.fan_in, 0.0, fans.fan_in == layer.fan_in,
-                     f"weight {layer.shape}")]
+    results = [
+        Check(f"{label}: fan_in", layer.fan_in, fans.fan_in, 0.0, fans.fan_in == layer.fan_in, f"weight {layer.shape}")
+    ]
     if layer.fan_out is not None:
-        results.append(Check(f"{label}: fan_out", layer.fan_out, fans.fan_out, 0.0, fans.fan_out == layer.fan_out,
-                             f"weight {layer.shape}"))
+        results.append(
+            Check(
+                f"{label}: fan_out",
+                layer.fan_out,
+                fans.fan_out,
+                0.0,
+                fans.fan_out == layer.fan_out,
+                f"weight {layer.shape}",
+            )
+        )
     return results
 
 

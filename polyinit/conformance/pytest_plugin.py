@@ -16,15 +16,22 @@ plain checkout, add ``pytest_plugins = ["polyinit.conformance.pytest_plugin"]`` 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import pytest
 
 
 @pytest.fixture
 def polyinit_conformance() -> Callable[..., list]:
-    def check_spec(spec: Any, *, backends: Optional[Sequence[str]] = None, shapes: Optional[dict] = None,
-                   dtypes: Sequence[str] = ("float32",), seed: int = 0) -> list:
+    def check_spec(
+        spec: Any,
+        *,
+        backends: Optional[Sequence[str]] = None,
+        shapes: Optional[dict] = None,
+        dtypes: Sequence[str] = ("float32",),
+        seed: int = 0,
+    ) -> list:
         from polyinit.backends import available_backends
         from polyinit.conformance.cli import _is_pair, user_results
         from polyinit.conformance.runner import run

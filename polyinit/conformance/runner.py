@@ -62,8 +62,11 @@ class CaseResult:
         return all(c.passed for c in self.checks)
 
     def failures_text(self) -> str:
-        return "\n".join(f"{self.backend} {self.spec} {self.shape_name}{self.shape} {self.dtype}: {c}"
-                         for c in self.checks if not c.passed)
+        return "\n".join(
+            f"{self.backend} {self.spec} {self.shape_name}{self.shape} {self.dtype}: {c}"
+            for c in self.checks
+            if not c.passed
+        )
 
 
 def applicable(spec: Spec, shape: tuple[int, ...], layout: Layout) -> bool:
@@ -75,8 +78,15 @@ def applicable(spec: Spec, shape: tuple[int, ...], layout: Layout) -> bool:
     return True
 
 
-def run_case(backend: Backend, spec: Spec, shape: tuple[int, ...], layout: Optional[Layout],
-             dtype: str = "float32", seed: int = 0, alpha: float = SUITE_ALPHA) -> list[Check]:
+def run_case(
+    backend: Backend,
+    spec: Spec,
+    shape: tuple[int, ...],
+    layout: Optional[Layout],
+    dtype: str = "float32",
+    seed: int = 0,
+    alpha: float = SUITE_ALPHA,
+) -> list[Check]:
     """Every statistical check of ``backend``'s draws of ``spec``, plus the contract of each draw
     (shape, dtype and device as requested) and the seed contract.
 
@@ -92,8 +102,16 @@ def run_case(backend: Backend, spec: Spec, shape: tuple[int, ...], layout: Optio
     results = _native(backend, first, plan, "draw")
     values = backend.to_numpy(first)
     if values.shape != plan.shape:  # nothing else is meaningful on the wrong shape
-        return results + [Check("shape", float(plan.size), float(values.size), 0.0, False,
-                                f"asked for {plan.shape}, received {values.shape}")]
+        return results + [
+            Check(
+                "shape",
+                float(plan.size),
+                float(values.size),
+                0.0,
+                False,
+                f"asked for {plan.shape}, received {values.shape}",
+            )
+        ]
     draws = [values]
     if count > 1:
         batched = _batched(plan, needed - values.size) if backend.ANY_LAYOUT else None
@@ -131,10 +149,19 @@ def _batched(plan: Plan, rest: int) -> Optional[Plan]:
 def _native(backend: Backend, array: Any, plan: Plan, what: str) -> list[Check]:
     """The draw is the array that was asked for: its dtype and its device."""
     dtype, device, want = backend.dtype_of(array), backend.device_of(array), backend.default_device()
-    return [Check("dtype", 1.0, float(dtype == plan.dtype), 0.0, dtype == plan.dtype,
-                  f"{what}: asked for {plan.dtype}, received {dtype}"),
-            Check("device", 1.0, float(device == want), 0.0, device == want,
-                  f"{what}: expected on {want}, found on {device}")]
+    return [
+        Check(
+            "dtype",
+            1.0,
+            float(dtype == plan.dtype),
+            0.0,
+            dtype == plan.dtype,
+            f"{what}: asked for {plan.dtype}, received {dtype}",
+        ),
+        Check(
+            "device", 1.0, float(device == want), 0.0, device == want, f"{what}: expected on {want}, found on {device}"
+        ),
+    ]
 
 
 def _merge_native(results: list[Check]) -> list[Check]:
@@ -147,9 +174,14 @@ def _merge_native(results: list[Check]) -> list[Check]:
     return merged + [c for c in results if c.name not in ("dtype", "device")]
 
 
-def run(specs: dict[str, Spec], backends: Iterable[str], shapes: Optional[dict] = None,
-        dtypes: Iterable[str] = ("float32",), seed: int = 0,
-        modules: Optional[dict[str, Backend]] = None) -> list[CaseResult]:
+def run(
+    specs: dict[str, Spec],
+    backends: Iterable[str],
+    shapes: Optional[dict] = None,
+    dtypes: Iterable[str] = ("float32",),
+    seed: int = 0,
+    modules: Optional[dict[str, Backend]] = None,
+) -> list[CaseResult]:
     """Every applicable (spec, backend, shape, dtype) case; ``modules`` maps extra backend names
     to backend-like objects (a user's own initializer, a deliberately broken backend)."""
     from polyinit.backends import get_backend

@@ -74,8 +74,14 @@ def missing_imports(path: str | os.PathLike) -> list[str]:
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.add(node.module.split(".")[0])
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__"
-                  and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "__import__"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 names.add(node.args[0].value.split(".")[0])
     return sorted(name for name in names if name in FRAMEWORKS and importlib.util.find_spec(name) is None)
 
@@ -103,8 +109,16 @@ def not_tested(root: str | os.PathLike, missing_backends: list[str]) -> list[str
 
 
 # The backend each framework package serves (a required backend's framework is never excused).
-_BACKEND_OF = {"torch": "torch", "tensorflow": "keras", "keras": "keras", "jax": "jax", "flax": "jax",
-               "haiku": "jax", "equinox": "jax", "mxnet": "mxnet"}
+_BACKEND_OF = {
+    "torch": "torch",
+    "tensorflow": "keras",
+    "keras": "keras",
+    "jax": "jax",
+    "flax": "jax",
+    "haiku": "jax",
+    "equinox": "jax",
+    "mxnet": "mxnet",
+}
 
 
 def uninstalled_framework(error: BaseException) -> str | None:

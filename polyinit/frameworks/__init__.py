@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from polyinit.errors import SpecError
 from polyinit.layout import Layout
@@ -56,7 +57,7 @@ class Framework:
     style: str = "-"
     distribution: str = ""  # the pip distribution, for its installed version without importing it
     norm_epsilon: tuple = (1e-5, 1e-5)  # the default batchnorm and layernorm epsilons
-    recurrent_names: "tuple | dict" = ()  # (input kernel of a gate, biases added to every gate, GRU's b_hn), or per kind
+    recurrent_names: tuple | dict = ()  # (input kernel of a gate, biases added to every gate, GRU's b_hn), or per kind
     missing_layers: tuple = ()  # compare's layer kinds this framework has no default for
     preset_twins: Optional[Callable[[], tuple]] = None  # its own layers and initializer, for the preset checks
     backend: Optional[str] = None  # the polyinit backend that draws for its models
@@ -110,12 +111,15 @@ def framework_for(model: Any) -> Framework:
             return framework
     if isinstance(model, (list, tuple)):
         hint = "a list or tuple of parameters is not a model; pass the model itself"
-    elif type(model).__name__ in ("OrderedDict",) or (isinstance(model, dict) and model and
-                                                       type(next(iter(model.values()))).__module__.startswith("torch")):
+    elif type(model).__name__ in ("OrderedDict",) or (
+        isinstance(model, dict) and model and type(next(iter(model.values()))).__module__.startswith("torch")
+    ):
         hint = "a torch state_dict holds copies' names only; pass the nn.Module (model.load_state_dict after)"
     else:
-        hint = ("expected a torch nn.Module, a Keras model, a flax nnx Module or linen variables tree, "
-                "a Haiku params tree, an Equinox module, or an MXNet Gluon block or name -> array dict")
+        hint = (
+            "expected a torch nn.Module, a Keras model, a flax nnx Module or linen variables tree, "
+            "a Haiku params tree, an Equinox module, or an MXNet Gluon block or name -> array dict"
+        )
     raise ModelError(f"rules: no walker for a {type(model).__module__}.{type(model).__name__}: {hint}")
 
 
@@ -160,8 +164,9 @@ def preset(framework: str, kind: str, *, native: bool = True) -> Layout:
     if not known:
         kinds = sorted({k for f in _FRAMEWORKS.values() for k in f.presets})
         names = sorted(n for n, f in _FRAMEWORKS.items() if f.presets)
-        raise SpecError(f"preset: no layout for framework={framework!r}, kind={kind!r}; "
-                        f"frameworks: {names}; kinds: {kinds}")
+        raise SpecError(
+            f"preset: no layout for framework={framework!r}, kind={kind!r}; frameworks: {names}; kinds: {kinds}"
+        )
     assert record is not None  # known implies a record
     native_pattern, semantic_pattern = record.presets[kind]
     return Layout(native_pattern if native else semantic_pattern)

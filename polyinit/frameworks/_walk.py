@@ -6,21 +6,38 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Callable, Mapping, Optional, TypeAlias, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Optional, TypeAlias, Union
 
 from polyinit.frameworks import module_type_of
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, Part, split_view
 
 # A layer's own view of one leaf: (logical shape, semantic layout[, native pattern]) (see Builder.layer).
-View: TypeAlias = Union[tuple[Optional[tuple[int, ...]], Optional[Layout]],
-                        tuple[Optional[tuple[int, ...]], Optional[Layout], str]]
+View: TypeAlias = Union[
+    tuple[Optional[tuple[int, ...]], Optional[Layout]], tuple[Optional[tuple[int, ...]], Optional[Layout], str]
+]
 
-ROLE_BY_NAME = {"weight": "weight", "kernel": "weight", "bias": "bias", "gamma": "scale", "scale": "scale",
-                "beta": "offset", "offset": "offset", "embedding": "embedding", "embeddings": "embedding",
-                "running_mean": "running_mean", "moving_mean": "running_mean", "mean": "running_mean",
-                "running_var": "running_var", "moving_variance": "running_var", "var": "running_var",
-                "recurrent_kernel": "recurrent", "depthwise_kernel": "weight", "pointwise_kernel": "weight"}
+ROLE_BY_NAME = {
+    "weight": "weight",
+    "kernel": "weight",
+    "bias": "bias",
+    "gamma": "scale",
+    "scale": "scale",
+    "beta": "offset",
+    "offset": "offset",
+    "embedding": "embedding",
+    "embeddings": "embedding",
+    "running_mean": "running_mean",
+    "moving_mean": "running_mean",
+    "mean": "running_mean",
+    "running_var": "running_var",
+    "moving_variance": "running_var",
+    "var": "running_var",
+    "recurrent_kernel": "recurrent",
+    "depthwise_kernel": "weight",
+    "pointwise_kernel": "weight",
+}
 
 
 def role_by_name(kind: str, leaf: str) -> str:
@@ -55,8 +72,9 @@ def fused_rnn_type(source: str, bias: bool, gates: int, bias_group: Optional[str
     return ParamType("bias", "out", split=split, part=part)
 
 
-def fused_rnn_types(leaves: list[str], parse: Callable[[str], Optional[tuple[str, bool, str]]], gates: int,
-                    sums: bool) -> dict:
+def fused_rnn_types(
+    leaves: list[str], parse: Callable[[str], Optional[tuple[str, bool, str]]], gates: int, sums: bool
+) -> dict:
     """``fused_rnn_type`` for each leaf of a fused recurrent layer that ``parse`` recognises:
     ``parse(leaf)`` gives (source, is a bias, the name of the logical bias it sums into) or None.
     ``sums``: whether the input and hidden biases sum (not in a GRU)."""
@@ -104,9 +122,19 @@ class Builder:
                 leaf = leaf.replace(".", self.sep)
                 self.overrides[f"{prefix}{self.sep}{leaf}" if prefix else leaf] = ptype
 
-    def layer(self, layer_path: str, module: Any, own: list[tuple], *, key_prefix: str,
-              kind: Optional[str] = None, fallback: Optional[str] = None, views: Optional[Mapping[str, View]] = None,
-              types: Optional[dict] = None, unit: Optional[str] = None) -> None:
+    def layer(
+        self,
+        layer_path: str,
+        module: Any,
+        own: list[tuple],
+        *,
+        key_prefix: str,
+        kind: Optional[str] = None,
+        fallback: Optional[str] = None,
+        views: Optional[Mapping[str, View]] = None,
+        types: Optional[dict] = None,
+        unit: Optional[str] = None,
+    ) -> None:
         """Add one layer. ``own``: (leaf, handle, identity, shape, dtype, trainable, device[, type leaf]) tuples;
         ``kind`` forces the kind (a layer inside an attention block); ``fallback`` is the walker's
         own guess for unregistered types; ``views[leaf] = (logical_shape, semantic Layout[, native pattern])``;
@@ -135,12 +163,16 @@ class Builder:
             self.unknown.setdefault(type_path, []).extend(p for _, p, *_ in fresh)
         position, kind_position = self._position(unit, resolved_kind)
         for leaf, path, handle, identity, shape, dtype, trainable, device in fresh:
-            ptype = ((types or {}).get(leaf) or self.overrides.get(path)
-                     or (entry.params.get(leaf) or entry.params.get("*") if entry else None))
+            ptype = (
+                (types or {}).get(leaf)
+                or self.overrides.get(path)
+                or (entry.params.get(leaf) or entry.params.get("*") if entry else None)
+            )
             role = ptype.role if ptype else role_by_name(resolved_kind, leaf)
             pattern = ptype.layout if ptype else self.default_layout
-            logical, semantic = split_view(shape, pattern, ptype.split if ptype else None,
-                                           ptype.semantic if ptype else None)
+            logical, semantic = split_view(
+                shape, pattern, ptype.split if ptype else None, ptype.semantic if ptype else None
+            )
             if views and leaf in views and logical is None:
                 view = views[leaf]
                 logical, semantic = view[0], view[1]
@@ -154,10 +186,28 @@ class Builder:
                 base = key_prefix if unit is None else unit
                 group = f"{base}{self.sep}{ptype.part.group}" if base else ptype.part.group
                 part = dataclasses.replace(ptype.part, group=group)
-            self.params.append(Param(path, resolved_kind, role, shape, Layout(pattern), position, dtype,
-                                     layer_path, type_path, kind_position, f"{key_prefix}{self.sep}{leaf}",
-                                     (), bool(trainable), str(device), logical, semantic, part,
-                                     ptype.packs if ptype is not None and logical is not None else ()))
+            self.params.append(
+                Param(
+                    path,
+                    resolved_kind,
+                    role,
+                    shape,
+                    Layout(pattern),
+                    position,
+                    dtype,
+                    layer_path,
+                    type_path,
+                    kind_position,
+                    f"{key_prefix}{self.sep}{leaf}",
+                    (),
+                    bool(trainable),
+                    str(device),
+                    logical,
+                    semantic,
+                    part,
+                    ptype.packs if ptype is not None and logical is not None else (),
+                )
+            )
 
     def _position(self, unit: Optional[str], kind: str) -> tuple[int, int]:
         """(position, kind position) of a new layer; a unit seen before keeps its first ones."""
@@ -177,9 +227,12 @@ class Builder:
                 self.params[index] = dataclasses.replace(self.params[index], aliases=tuple(aliases))
         if self.unknown:
             listed = "; ".join(f"{t} ({len(p)} parameters)" for t, p in self.unknown.items())
-            warnings.warn(f"polyinit: module types with parameters that no registry entry describes: {listed}; "
-                          "their parameters are kind 'other' (register them with "
-                          "polyinit.frameworks.register_module_type)", stacklevel=3)
+            warnings.warn(
+                f"polyinit: module types with parameters that no registry entry describes: {listed}; "
+                "their parameters are kind 'other' (register them with "
+                "polyinit.frameworks.register_module_type)",
+                stacklevel=3,
+            )
         return self.params
 
 
@@ -188,8 +241,9 @@ def assign_item(target: Any, values: Any) -> None:
     target[...] = values
 
 
-def write_or_restore(framework: str, pending: list, backup: Callable[[Any], Any],
-                     assign: Callable[[Any, Any], None]) -> None:
+def write_or_restore(
+    framework: str, pending: list, backup: Callable[[Any], Any], assign: Callable[[Any, Any], None]
+) -> None:
     """Assign each ``(target, values)`` after keeping ``backup(target)``; if an assignment fails,
     put every target written so far back as it was and raise a ModelError: all or nothing."""
     written = []
@@ -200,5 +254,7 @@ def write_or_restore(framework: str, pending: list, backup: Callable[[Any], Any]
     except Exception as error:
         for target, saved in written:
             assign(target, saved)
-        raise ModelError(f"{framework}: writing failed ({type(error).__name__}: {error}); "
-                         f"the {len(written)} parameters written were restored") from error
+        raise ModelError(
+            f"{framework}: writing failed ({type(error).__name__}: {error}); "
+            f"the {len(written)} parameters written were restored"
+        ) from error

@@ -28,19 +28,37 @@ _NORM = ModuleType("norm", {"weight": ParamType("scale", "out"), "bias": ParamTy
 _ATTENTION = ModuleType("attention", {})
 for _path, _entry in {
     f"{_NN}._linear.Linear": _DENSE,
-    f"{_NN}._conv.Conv": ModuleType("conv", {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out *")}),
+    f"{_NN}._conv.Conv": ModuleType(
+        "conv", {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out *")}
+    ),
     # ConvTranspose keeps (out, in/groups, *k) too (unlike torch's (in, out, *k)), scaled by in * prod(k).
-    f"{_NN}._conv.ConvTranspose": ModuleType("conv_transpose", {"weight": ParamType("weight", "out in *"),
-                                                                "bias": ParamType("bias", "out *")}),
-    f"{_NN}._embedding.Embedding": ModuleType("embedding", {"weight": ParamType("embedding", "out in", semantic="in out")}),
-    f"{_NN}._normalisation.LayerNorm": _NORM, f"{_NN}._normalisation.GroupNorm": _NORM,
-    f"{_NN}._normalisation.RMSNorm": _NORM, f"{_NN}._batch_norm.BatchNorm": _NORM,
-    f"{_NN}._rnn.LSTMCell": ModuleType("recurrent", {
-        "weight_ih": fused_rnn_type("input", False, 4, None), "weight_hh": fused_rnn_type("hidden", False, 4, None),
-        "bias": ParamType("bias", "out", split=(0, 4))}),  # one bias: torch's b_ih + b_hh
-    f"{_NN}._rnn.GRUCell": ModuleType("recurrent", {
-        "weight_ih": fused_rnn_type("input", False, 3, None), "weight_hh": fused_rnn_type("hidden", False, 3, None),
-        "bias": ParamType("bias", "out", split=(0, 3)), "bias_n": ParamType("bias", "out")}),
+    f"{_NN}._conv.ConvTranspose": ModuleType(
+        "conv_transpose", {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out *")}
+    ),
+    f"{_NN}._embedding.Embedding": ModuleType(
+        "embedding", {"weight": ParamType("embedding", "out in", semantic="in out")}
+    ),
+    f"{_NN}._normalisation.LayerNorm": _NORM,
+    f"{_NN}._normalisation.GroupNorm": _NORM,
+    f"{_NN}._normalisation.RMSNorm": _NORM,
+    f"{_NN}._batch_norm.BatchNorm": _NORM,
+    f"{_NN}._rnn.LSTMCell": ModuleType(
+        "recurrent",
+        {
+            "weight_ih": fused_rnn_type("input", False, 4, None),
+            "weight_hh": fused_rnn_type("hidden", False, 4, None),
+            "bias": ParamType("bias", "out", split=(0, 4)),
+        },
+    ),  # one bias: torch's b_ih + b_hh
+    f"{_NN}._rnn.GRUCell": ModuleType(
+        "recurrent",
+        {
+            "weight_ih": fused_rnn_type("input", False, 3, None),
+            "weight_hh": fused_rnn_type("hidden", False, 3, None),
+            "bias": ParamType("bias", "out", split=(0, 3)),
+            "bias_n": ParamType("bias", "out"),
+        },
+    ),
     f"{_NN}._attention.MultiheadAttention": _ATTENTION,
     f"{_NN}._activations.PReLU": ModuleType("other", {"negative_slope": ParamType("other", "out")}),
 }.items():
@@ -97,7 +115,7 @@ class EquinoxWalker:
                 own.append((name, value, here))
             elif isinstance(value, (list, tuple, dict)):  # modules, or arrays the module owns (w.0, w.1)
                 how = "key" if isinstance(value, dict) else "index"
-                for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
+                for k, v in value.items() if isinstance(value, dict) else enumerate(value):
                     if isinstance(v, eqx.Module):
                         children.append((here + ((how, k),), v))
                     elif isinstance(v, jax.Array):
@@ -137,8 +155,9 @@ class EquinoxWalker:
             old = _get(model, handle)
             new = jnp.asarray(values, dtype=old.dtype)
             if new.shape != old.shape:
-                raise ModelError(f"equinox: {_name(handle)} is {tuple(old.shape)}, received {tuple(new.shape)}; "
-                                 "nothing was written")
+                raise ModelError(
+                    f"equinox: {_name(handle)} is {tuple(old.shape)}, received {tuple(new.shape)}; nothing was written"
+                )
             replacements.append(new)
         return eqx.tree_at(lambda m: [_get(m, handle) for handle, _ in updates], model, replace=replacements)
 
@@ -148,8 +167,11 @@ class EquinoxWalker:
 
 def _fields(module: Any) -> list[tuple[str, Any]]:
     """A module's dataclass fields in declaration order (static fields hold no arrays)."""
-    return [(f.name, getattr(module, f.name, None)) for f in dataclasses.fields(module)
-            if not f.metadata.get("static", False)]
+    return [
+        (f.name, getattr(module, f.name, None))
+        for f in dataclasses.fields(module)
+        if not f.metadata.get("static", False)
+    ]
 
 
 def _get(model: Any, handle: tuple) -> Any:
@@ -173,6 +195,7 @@ def _detect(model: Any) -> bool:
 # (``math.sqrt(1 / hidden_size)``) for its kernels and biases alike; Embedding is N(0, 1); norms
 # ones and zeros; MultiheadAttention is four Linears, without biases by default.
 
+
 def _uniform(fan_in: int) -> Any:
     from polyinit.defaults import _torch_uniform
 
@@ -193,15 +216,20 @@ def _layer_defaults(layer: str, d: dict) -> dict:
     if layer in ("conv", "conv_transpose"):
         k, g = d["kernel"], d.get("groups", 1)
         u = _uniform(d["n_in"] // g * math.prod(k))
-        return {"weight": Default(u, OUT_IN, (d["n_out"], d["n_in"] // g) + k),
-                "bias": Default(u, OUT_IN, (d["n_out"],) + (1,) * len(k), "shape (out, 1, ..., 1)")}
+        return {
+            "weight": Default(u, OUT_IN, (d["n_out"], d["n_in"] // g) + k),
+            "bias": Default(u, OUT_IN, (d["n_out"],) + (1,) * len(k), "shape (out, 1, ..., 1)"),
+        }
     if layer == "embedding":
         return {"weight": Default(Normal(std=1.0), OUT_IN, (d["num"], d["dim"]))}
     if layer in ("lstm", "gru"):
         h, n_in, gates = d["hidden"], d["n_in"], 4 if layer == "lstm" else 3
         u = _uniform(h)
-        out = {"weight_ih": Default(u, OUT_IN, (gates * h, n_in), "U(+-1/sqrt(hidden))"),
-               "weight_hh": Default(u, OUT_IN, (gates * h, h)), "bias": Default(u, OUT_IN, (gates * h,))}
+        out = {
+            "weight_ih": Default(u, OUT_IN, (gates * h, n_in), "U(+-1/sqrt(hidden))"),
+            "weight_hh": Default(u, OUT_IN, (gates * h, h)),
+            "bias": Default(u, OUT_IN, (gates * h,)),
+        }
         if layer == "gru":
             out["bias_n"] = Default(u, OUT_IN, (h,))
         return out
@@ -209,8 +237,10 @@ def _layer_defaults(layer: str, d: dict) -> dict:
         return {"weight": Default(_ONE, OUT_IN, (d["c"],)), "bias": Default(_ZERO, OUT_IN, (d["c"],))}
     if layer == "mha":
         u = _uniform(d["d_model"])
-        return {f"{name}.weight": Default(u, OUT_IN, (d["d_model"], d["d_model"]), "no biases by default")
-                for name in ("query_proj", "key_proj", "value_proj", "output_proj")}
+        return {
+            f"{name}.weight": Default(u, OUT_IN, (d["d_model"], d["d_model"]), "no biases by default")
+            for name in ("query_proj", "key_proj", "value_proj", "output_proj")
+        }
     raise KeyError(layer)
 
 
@@ -231,8 +261,14 @@ def _measure(setup: Any, seed: int, x: np.ndarray) -> tuple[list[float], list[fl
 
     from polyinit.measure import _stack, _widths
 
-    acts = {"linear": lambda t: t, "relu": jax.nn.relu, "tanh": jnp.tanh,
-            "gelu": lambda t: jax.nn.gelu(t, approximate=False), "silu": jax.nn.silu, "sigmoid": jax.nn.sigmoid}
+    acts = {
+        "linear": lambda t: t,
+        "relu": jax.nn.relu,
+        "tanh": jnp.tanh,
+        "gelu": lambda t: jax.nn.gelu(t, approximate=False),
+        "silu": jax.nn.silu,
+        "sigmoid": jax.nn.sigmoid,
+    }
     k, rank = setup.kernel, setup.rank
     keys = jax.random.split(jax.random.key(seed), setup.depth)
 
@@ -263,7 +299,11 @@ def _measure(setup: Any, seed: int, x: np.ndarray) -> tuple[list[float], list[fl
     activated = _stack(calls, data, acts[setup.activation], np.asarray)
     arrays = [np.asarray(a) for a in jax.tree_util.tree_leaves(eqx.filter(built[0][0], eqx.is_inexact_array))]
     # A conv's bias is (out, 1, ..., 1): flat, for the picture's bias histogram.
-    return linear, activated, [a.reshape(-1) if a.ndim > 1 and a.shape[1:] == (1,) * (a.ndim - 1) else a for a in arrays]
+    return (
+        linear,
+        activated,
+        [a.reshape(-1) if a.ndim > 1 and a.shape[1:] == (1,) * (a.ndim - 1) else a for a in arrays],
+    )
 
 
 _APPLY: list = []
@@ -307,10 +347,28 @@ def _forward(model: Any, x: Any) -> Any:
     return np.asarray(jax.vmap(model)(jnp.asarray(x)))
 
 
-FRAMEWORK = Framework(name="equinox", display="Equinox", detect=_detect, walker=EquinoxWalker, priority=97,
-                      backend="jax", forward=_forward, distribution="equinox", version="0.13.8", module="equinox",
-                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, norm_epsilon=(1e-5, 1e-5),
-                      recurrent_names={"lstm": ("weight_ih", ("bias",), None), "gru": ("weight_ih", ("bias",), "bias_n")},
-                      colour="#2a9d8f", style="-.",
-                      presets={"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
-                               "conv_transpose": ("out in *", "out in *"), "embedding": ("out in", "in out")})
+FRAMEWORK = Framework(
+    name="equinox",
+    display="Equinox",
+    detect=_detect,
+    walker=EquinoxWalker,
+    priority=97,
+    backend="jax",
+    forward=_forward,
+    distribution="equinox",
+    version="0.13.8",
+    module="equinox",
+    defaults=_layer_defaults,
+    measurer=_measure,
+    cross_rules=_cross_rules,
+    norm_epsilon=(1e-5, 1e-5),
+    recurrent_names={"lstm": ("weight_ih", ("bias",), None), "gru": ("weight_ih", ("bias",), "bias_n")},
+    colour="#2a9d8f",
+    style="-.",
+    presets={
+        "dense": ("out in", "out in"),
+        "conv": ("out in *", "out in *"),
+        "conv_transpose": ("out in *", "out in *"),
+        "embedding": ("out in", "in out"),
+    },
+)

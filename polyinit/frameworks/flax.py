@@ -19,8 +19,15 @@ if TYPE_CHECKING:  # typing only: selectors are imported where rules are built
 
 _NN = "flax.nnx.nn"
 _KERNEL = {"kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}
-_NORM = ModuleType("norm", {"scale": ParamType("scale", "out"), "bias": ParamType("offset", "out"),
-                            "mean": ParamType("running_mean", "out"), "var": ParamType("running_var", "out")})
+_NORM = ModuleType(
+    "norm",
+    {
+        "scale": ParamType("scale", "out"),
+        "bias": ParamType("offset", "out"),
+        "mean": ParamType("running_mean", "out"),
+        "var": ParamType("running_var", "out"),
+    },
+)
 _CELL = ModuleType("recurrent", {})
 
 
@@ -33,7 +40,9 @@ def _lstm_gates(forget: str) -> ModuleType:
     order linen creates them (ii, hi, if, hf, ...; its call computes gate by gate)."""
     params = {}
     for index, gate in enumerate("ifgo"):
-        params[f"{forget if gate == 'f' else 'i' + gate}.kernel"] = ParamType("weight", "in out", part=Part("weight", "stack", index))
+        params[f"{forget if gate == 'f' else 'i' + gate}.kernel"] = ParamType(
+            "weight", "in out", part=Part("weight", "stack", index)
+        )
         params[f"h{gate}.kernel"] = ParamType("recurrent", "in out", part=Part("recurrent", "stack", index))
         params[f"h{gate}.bias"] = ParamType("bias", "out", part=Part("bias", "stack", index))
     return ModuleType("recurrent", params)
@@ -41,44 +50,77 @@ def _lstm_gates(forget: str) -> ModuleType:
 
 # The fused cells: one input and one hidden dense layer over all gates; OptimizedLSTMCell's
 # (in, 4H) kernels read as (in, 4, H), its (4H,) bias as (4, H) (gates i, f, g, o: jnp.split).
-_FUSED_LSTM = ModuleType("recurrent", {"dense_i.kernel": ParamType("weight", "in out", split=(1, 4)),
-                                       "dense_h.kernel": ParamType("recurrent", "in out", split=(1, 4)),
-                                       "dense_h.bias": ParamType("bias", "out", split=(0, 4))})
+_FUSED_LSTM = ModuleType(
+    "recurrent",
+    {
+        "dense_i.kernel": ParamType("weight", "in out", split=(1, 4)),
+        "dense_h.kernel": ParamType("recurrent", "in out", split=(1, 4)),
+        "dense_h.bias": ParamType("bias", "out", split=(0, 4)),
+    },
+)
 _FUSED = ModuleType("recurrent", {"dense_h.kernel": ParamType("recurrent", "in out")})
 # linen's GRUCell, for the order it creates its layers in (ir, hr, iz, hz, in, hn; hn has a bias).
-_LINEN_GRU = ModuleType("recurrent", {
-    f"{side}{gate}.{leaf}": ParamType("recurrent" if side == "h" else "weight", "in out") if leaf == "kernel"
-    else ParamType("bias", "out")
-    for gate in "rzn" for side in "ih" for leaf in ("kernel", "bias")
-    if leaf == "kernel" or side == "i" or gate == "n"})
+_LINEN_GRU = ModuleType(
+    "recurrent",
+    {
+        f"{side}{gate}.{leaf}": ParamType("recurrent" if side == "h" else "weight", "in out")
+        if leaf == "kernel"
+        else ParamType("bias", "out")
+        for gate in "rzn"
+        for side in "ih"
+        for leaf in ("kernel", "bias")
+        if leaf == "kernel" or side == "i" or gate == "n"
+    },
+)
 for _path, _entry in {
-    f"{_NN}.linear.Linear": ModuleType("dense", _KERNEL), f"{_NN}.linear.LinearGeneral": ModuleType("dense", _KERNEL),
-    f"{_NN}.linear.Einsum": ModuleType("dense", _KERNEL), f"{_NN}.linear.Conv": ModuleType("conv", _KERNEL),
+    f"{_NN}.linear.Linear": ModuleType("dense", _KERNEL),
+    f"{_NN}.linear.LinearGeneral": ModuleType("dense", _KERNEL),
+    f"{_NN}.linear.Einsum": ModuleType("dense", _KERNEL),
+    f"{_NN}.linear.Conv": ModuleType("conv", _KERNEL),
     f"{_NN}.linear.ConvTranspose": ModuleType("conv_transpose", _KERNEL),
     f"{_NN}.linear.Embed": ModuleType("embedding", {"embedding": ParamType("embedding", "in out")}),
-    f"{_NN}.normalization.BatchNorm": _NORM, f"{_NN}.normalization.LayerNorm": _NORM,
-    f"{_NN}.normalization.RMSNorm": _NORM, f"{_NN}.normalization.GroupNorm": _NORM,
+    f"{_NN}.normalization.BatchNorm": _NORM,
+    f"{_NN}.normalization.LayerNorm": _NORM,
+    f"{_NN}.normalization.RMSNorm": _NORM,
+    f"{_NN}.normalization.GroupNorm": _NORM,
     f"{_NN}.attention.MultiHeadAttention": ModuleType("attention", {}),
-    f"{_NN}.recurrent.RNNCellBase": _CELL, f"{_NN}.recurrent.LSTMCell": _lstm_gates("if_"),
-    f"{_NN}.recurrent.OptimizedLSTMCell": _FUSED_LSTM, f"{_NN}.recurrent.GRUCell": _FUSED,
+    f"{_NN}.recurrent.RNNCellBase": _CELL,
+    f"{_NN}.recurrent.LSTMCell": _lstm_gates("if_"),
+    f"{_NN}.recurrent.OptimizedLSTMCell": _FUSED_LSTM,
+    f"{_NN}.recurrent.GRUCell": _FUSED,
     f"{_NN}.recurrent.SimpleCell": _FUSED,
     # linen's cells, for the linen walker (which finds them by name: LSTMCell_0). OptimizedLSTMCell
     # creates the same per-gate parameters as LSTMCell, in the same order.
-    "flax.linen.recurrent.LSTMCell": _lstm_gates("if"), "flax.linen.recurrent.OptimizedLSTMCell": _lstm_gates("if"),
+    "flax.linen.recurrent.LSTMCell": _lstm_gates("if"),
+    "flax.linen.recurrent.OptimizedLSTMCell": _lstm_gates("if"),
     "flax.linen.recurrent.GRUCell": _LINEN_GRU,
 }.items():
     register_module_type(_path, _entry)
 
 # Linen variables trees carry no module types, only names (Dense_0, or the user's own): the kind
 # comes from the nearest name that contains a known layer class name.
-_LINEN_KINDS = (("MultiHeadDotProductAttention", "attention"), ("MultiHeadAttention", "attention"),
-                ("SelfAttention", "attention"), ("ConvTranspose", "conv_transpose"), ("Conv", "conv"),
-                ("Embed", "embedding"), ("Norm", "norm"), ("LSTM", "recurrent"), ("GRU", "recurrent"),
-                ("Cell", "recurrent"), ("Dense", "dense"), ("Linear", "dense"), ("Einsum", "dense"))
+_LINEN_KINDS = (
+    ("MultiHeadDotProductAttention", "attention"),
+    ("MultiHeadAttention", "attention"),
+    ("SelfAttention", "attention"),
+    ("ConvTranspose", "conv_transpose"),
+    ("Conv", "conv"),
+    ("Embed", "embedding"),
+    ("Norm", "norm"),
+    ("LSTM", "recurrent"),
+    ("GRU", "recurrent"),
+    ("Cell", "recurrent"),
+    ("Dense", "dense"),
+    ("Linear", "dense"),
+    ("Einsum", "dense"),
+)
 # Linen cells whose parameters a registered entry describes, by the name linen gives the module.
-_LINEN_CELLS = (("OptimizedLSTMCell", "flax.linen.recurrent.OptimizedLSTMCell"),
-                ("ConvLSTMCell", None), ("LSTMCell", "flax.linen.recurrent.LSTMCell"),
-                ("GRUCell", "flax.linen.recurrent.GRUCell"))
+_LINEN_CELLS = (
+    ("OptimizedLSTMCell", "flax.linen.recurrent.OptimizedLSTMCell"),
+    ("ConvLSTMCell", None),
+    ("LSTMCell", "flax.linen.recurrent.LSTMCell"),
+    ("GRUCell", "flax.linen.recurrent.GRUCell"),
+)
 _COLLECTIONS = ("params", "batch_stats", "cache", "intermediates", "constants", "state")
 
 
@@ -160,12 +202,18 @@ class NnxWalker:
             for leaf, variable in own:
                 value = variable[...]
                 shape = tuple(value.shape)
-                rows.append((leaf, variable, id(variable), shape, dtype_name(value.dtype), isinstance(variable, nnx.Param), ""))
+                rows.append(
+                    (leaf, variable, id(variable), shape, dtype_name(value.dtype), isinstance(variable, nnx.Param), "")
+                )
                 general = _general_layout(module, leaf, shape)
                 if general is not None:
                     views[leaf] = (None, general, general.pattern)
                 elif forced == "attention" and _attention_layout(str(path[-1]), shape) is not None:
-                    views[leaf] = (None, _attention_layout(str(path[-1]), shape), _attention_layout(str(path[-1]), shape).pattern)
+                    views[leaf] = (
+                        None,
+                        _attention_layout(str(path[-1]), shape),
+                        _attention_layout(str(path[-1]), shape).pattern,
+                    )
                 groups = getattr(module, "feature_group_count", 1)
                 if leaf == "kernel" and isinstance(groups, int) and groups > 1:
                     views[leaf] = grouped_view(shape, Layout("* in out").roles(len(shape)), len(shape) - 1, groups, {})
@@ -228,7 +276,7 @@ class LinenWalker:
         layers: dict[str, list] = {}
         for path, leaf in flatten(tree):
             parts = path.split("/")
-            module = "/".join(parts[1 if collections else 0:-1])  # batch_stats/BN_0 is the same layer as params/BN_0
+            module = "/".join(parts[1 if collections else 0 : -1])  # batch_stats/BN_0 is the same layer as params/BN_0
             layers.setdefault(module, []).append((parts, path, leaf))
         for module, leaves, (kind, unit, cell, child) in _creation_order(layers):
             parent = module.split("/")[-1] if module else ""
@@ -236,14 +284,25 @@ class LinenWalker:
             for parts, path, leaf in leaves:
                 shape = tuple(leaf.shape)
                 name = "/".join(parts[:1] + [parts[-1]]) if collections else parts[-1]
-                rows.append((name, leaf, path, shape, dtype_name(leaf.dtype), parts[0] == "params" or not collections, ""))
+                rows.append(
+                    (name, leaf, path, shape, dtype_name(leaf.dtype), parts[0] == "params" or not collections, "")
+                )
                 if kind == "attention" and _attention_layout(parent, shape) is not None:
                     views[name] = (None, _attention_layout(parent, shape), _attention_layout(parent, shape).pattern)
-                types[name] = (cell.params.get(f"{child}.{parts[-1]}") if cell is not None else None) \
-                    or _linen_type(kind or "other", parent, parts[-1])
+                types[name] = (cell.params.get(f"{child}.{parts[-1]}") if cell is not None else None) or _linen_type(
+                    kind or "other", parent, parts[-1]
+                )
             before = len(builder.params)
-            builder.layer(module, None, rows, key_prefix=module or "root",
-                          kind=kind or "other", views=views, types=types, unit=unit)
+            builder.layer(
+                module,
+                None,
+                rows,
+                key_prefix=module or "root",
+                kind=kind or "other",
+                views=views,
+                types=types,
+                unit=unit,
+            )
             for i in range(before, len(builder.params)):
                 p = builder.params[i]
                 builder.params[i] = dataclasses.replace(p, path=_real_path(p, collections, module))
@@ -281,13 +340,14 @@ def _creation_order(layers: dict) -> list:
     first_of: dict[str, int] = {}
     for module, leaves in layers.items():
         names = module.split("/") if module else []
-        at, kind = next(((i, k) for i in reversed(range(len(names))) for key, k in _LINEN_KINDS
-                         if key in names[i]), (None, None))
+        at, kind = next(
+            ((i, k) for i in reversed(range(len(names))) for key, k in _LINEN_KINDS if key in names[i]), (None, None)
+        )
         unit = cell = None
         child = ""
         if kind == "recurrent":
             assert at is not None  # a kind was found, so at names its module
-            unit, child = "/".join(names[:at + 1]), ".".join(names[at + 1:])
+            unit, child = "/".join(names[: at + 1]), ".".join(names[at + 1 :])
             path = next((p for key, p in _LINEN_CELLS if key in names[at]), None)
             cell = module_type(path) if path else None
         first_of.setdefault(unit or module, len(first_of))
@@ -312,7 +372,7 @@ def _real_path(p: Param, collections: bool, module: str) -> str:
     first ("params/Dense_0/kernel")."""
     if not collections:
         return p.path
-    leaf = p.path[len(module) + 1:] if module else p.path
+    leaf = p.path[len(module) + 1 :] if module else p.path
     collection, name = leaf.split("/", 1)
     return "/".join(x for x in (collection, module, name) if x)
 
@@ -360,39 +420,55 @@ def _detect_linen(model: Any) -> bool:
     return bool(leaves) and all(isinstance(v, jax.Array) for v in leaves)
 
 
-_PRESETS = {"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
-            "conv_transpose": ("* in out", "* in out"),   # kernel (*k, in, out)
-            "embedding": ("in out", "in out"),
-            "depthwise_conv": ("* in out", "* in out")}   # feature_group_count: (*k, 1, C*m)
+_PRESETS = {
+    "dense": ("in out", "in out"),
+    "conv": ("* in out", "* in out"),
+    "conv_transpose": ("* in out", "* in out"),  # kernel (*k, in, out)
+    "embedding": ("in out", "in out"),
+    "depthwise_conv": ("* in out", "* in out"),
+}  # feature_group_count: (*k, 1, C*m)
 
 
 # --- layer defaults and compare's measurer ---------------------------------------------------
 # Imported here (after the walker) from the shared helpers of polyinit.defaults and polyinit.measure,
 # which import no framework record at module level.
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from polyinit import native
-from polyinit.defaults import _mha, _haiku_trunc, _LECUN_TRUNC, _norm, _ONE, _ZERO, Param as Default
+from polyinit.defaults import _LECUN_TRUNC, _ONE, _ZERO, _haiku_trunc, _mha, _norm
+from polyinit.defaults import Param as Default
 from polyinit.errors import SpecError
 from polyinit.layout import IN_OUT, OUT_IN, preset
-from polyinit.measure import _crop, _stack, _widths, Setup
+from polyinit.measure import Setup, _crop, _stack, _widths
 from polyinit.spec import Normal, Orthogonal, VarianceScaling
-
 
 # --- flax (linen and nnx share these defaults) ------------------------------------------------
 
+
 def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
     if layer == "dense":
-        return {"kernel": Default(_LECUN_TRUNC, IN_OUT, (d["n_in"], d["n_out"])), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+        return {
+            "kernel": Default(_LECUN_TRUNC, IN_OUT, (d["n_in"], d["n_out"])),
+            "bias": Default(_ZERO, OUT_IN, (d["n_out"],)),
+        }
     if layer in ("conv", "conv_transpose"):
         k, g = d["kernel"], d.get("groups", 1)
         shape = k + ((d["n_in"] // g, d["n_out"]) if layer == "conv" else (d["n_in"], d["n_out"]))
-        return {"kernel": Default(_LECUN_TRUNC, preset("flax", layer), shape), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+        return {
+            "kernel": Default(_LECUN_TRUNC, preset("flax", layer), shape),
+            "bias": Default(_ZERO, OUT_IN, (d["n_out"],)),
+        }
     if layer == "embedding":
         # variance_scaling(1, fan_in, normal, out_axis=0) on (num, dim): fan_in = dim, untruncated.
-        return {"embedding": Default(VarianceScaling(scale=1.0, mode="fan_in", distribution="normal"),
-                                   Layout("out in"), (d["num"], d["dim"]), "N(0, 1/dim)")}
+        return {
+            "embedding": Default(
+                VarianceScaling(scale=1.0, mode="fan_in", distribution="normal"),
+                Layout("out in"),
+                (d["num"], d["dim"]),
+                "N(0, 1/dim)",
+            )
+        }
     if layer in ("lstm", "gru"):
         h, n_in = d["hidden"], d["n_in"]
         cell = d.get("cell", "linen")
@@ -401,12 +477,16 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
             # recurrent one is orthogonal as a whole (h, gates*h): std 1/sqrt(gates*h), not per gate.
             width = (4 if layer == "lstm" else 3) * h
             bias = "dense_h/bias" if layer == "lstm" else "dense_i/bias"
-            return {"dense_i/kernel": Default(_LECUN_TRUNC, IN_OUT, (n_in, width)),
-                    "dense_h/kernel": Default(Orthogonal(axis=-1), IN_OUT, (h, width), "orthogonal over all gates"),
-                    bias: Default(_ZERO, OUT_IN, (width,))}
+            return {
+                "dense_i/kernel": Default(_LECUN_TRUNC, IN_OUT, (n_in, width)),
+                "dense_h/kernel": Default(Orthogonal(axis=-1), IN_OUT, (h, width), "orthogonal over all gates"),
+                bias: Default(_ZERO, OUT_IN, (width,)),
+            }
         if cell not in (("linen", "nnx.LSTMCell") if layer == "lstm" else ("linen",)):
-            raise SpecError(f"layer_defaults: flax {layer} has no cell {cell!r}; expected 'linen' or "
-                            + ("'nnx.LSTMCell', 'nnx.OptimizedLSTMCell'" if layer == "lstm" else "'nnx.GRUCell'"))
+            raise SpecError(
+                f"layer_defaults: flax {layer} has no cell {cell!r}; expected 'linen' or "
+                + ("'nnx.LSTMCell', 'nnx.OptimizedLSTMCell'" if layer == "lstm" else "'nnx.GRUCell'")
+            )
         gates = ("i", "f", "g", "o") if layer == "lstm" else ("r", "z", "n")
         out = {}
         for gate in gates:
@@ -432,13 +512,20 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- flax nnx ------------------------------------------------------------------------------------
 
+
 def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    acts = {"linear": lambda t: t, "relu": jax.nn.relu, "tanh": jnp.tanh,
-            "gelu": lambda t: jax.nn.gelu(t, approximate=False), "silu": jax.nn.silu, "sigmoid": jax.nn.sigmoid}
+    acts = {
+        "linear": lambda t: t,
+        "relu": jax.nn.relu,
+        "tanh": jnp.tanh,
+        "gelu": lambda t: jax.nn.gelu(t, approximate=False),
+        "silu": jax.nn.silu,
+        "sigmoid": jax.nn.sigmoid,
+    }
     k, rank = setup.kernel, setup.rank
     rngs = nnx.Rngs(seed)
 
@@ -498,10 +585,13 @@ def _flax_apply():
 
 # --- dm-haiku 0.0.17 (verified against the real modules in tests/test_defaults.py) ---------------
 
+
 def _haiku_layer_defaults(layer: str, d: dict) -> dict[str, Default]:
     if layer == "dense":
-        return {"w": Default(_haiku_trunc(d["n_in"]), IN_OUT, (d["n_in"], d["n_out"]), "std 0.88/sqrt(fan_in)"),
-                "b": Default(_ZERO, OUT_IN, (d["n_out"],))}
+        return {
+            "w": Default(_haiku_trunc(d["n_in"]), IN_OUT, (d["n_in"], d["n_out"]), "std 0.88/sqrt(fan_in)"),
+            "b": Default(_ZERO, OUT_IN, (d["n_out"],)),
+        }
     if layer in ("conv", "conv_transpose"):
         k, g = d["kernel"], d.get("groups", 1)
         # ConvNDTranspose stores (*k, out, in) but scales by the forward input fan, prod(k) * in.
@@ -512,13 +602,18 @@ def _haiku_layer_defaults(layer: str, d: dict) -> dict[str, Default]:
         return {"embeddings": Default(native.jax_truncated_normal(1.0), IN_OUT, (d["num"], d["dim"]))}
     if layer == "lstm":
         h, n_in = d["hidden"], d["n_in"]
-        return {"linear/w": Default(_haiku_trunc(n_in + h), IN_OUT, (n_in + h, 4 * h), "forget +1 added at call time"),
-                "linear/b": Default(_ZERO, OUT_IN, (4 * h,))}
+        return {
+            "linear/w": Default(_haiku_trunc(n_in + h), IN_OUT, (n_in + h, 4 * h), "forget +1 added at call time"),
+            "linear/b": Default(_ZERO, OUT_IN, (4 * h,)),
+        }
     if layer == "gru":
         h, n_in = d["hidden"], d["n_in"]
         vs = VarianceScaling(scale=1.0, mode="fan_in", distribution="truncated_normal")
-        return {"w_i": Default(vs, IN_OUT, (n_in, 3 * h)), "w_h": Default(vs, IN_OUT, (h, 3 * h)),
-                "b": Default(_ZERO, OUT_IN, (3 * h,))}
+        return {
+            "w_i": Default(vs, IN_OUT, (n_in, 3 * h)),
+            "w_h": Default(vs, IN_OUT, (h, 3 * h)),
+            "b": Default(_ZERO, OUT_IN, (3 * h,)),
+        }
     if layer == "batchnorm":  # hk.BatchNorm's scale and offset keep the reduced axes: (1, c) for (batch, c)
         return {"scale": Default(_ONE, OUT_IN, (1, d["c"])), "offset": Default(_ZERO, OUT_IN, (1, d["c"]))}
     if layer == "layernorm":
@@ -529,13 +624,20 @@ def _haiku_layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- dm-haiku ------------------------------------------------------------------------------------
 
+
 def _haiku_measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import haiku as hk
     import jax
     import jax.numpy as jnp
 
-    acts = {"linear": lambda t: t, "relu": jax.nn.relu, "tanh": jnp.tanh,
-            "gelu": lambda t: jax.nn.gelu(t, approximate=False), "silu": jax.nn.silu, "sigmoid": jax.nn.sigmoid}
+    acts = {
+        "linear": lambda t: t,
+        "relu": jax.nn.relu,
+        "tanh": jnp.tanh,
+        "gelu": lambda t: jax.nn.gelu(t, approximate=False),
+        "silu": jax.nn.silu,
+        "sigmoid": jax.nn.sigmoid,
+    }
     k, rank = setup.kernel, setup.rank
 
     def layer(index: int) -> Callable:
@@ -566,6 +668,7 @@ def _haiku_measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float],
                 y = layer(index)(y if index == 0 else acts[name](y))
                 outs.append(y)
             return outs
+
         return hk.transform_with_state(run)
 
     data = jnp.asarray(x)
@@ -589,10 +692,10 @@ def _cross_rules(weights: Selector, biases: Selector) -> list:
 def _preset_twins() -> tuple[dict, Callable]:
     """The conformance suite's twins: this framework's own layers and variance-scaling
     initializer, against which its layout presets are checked (polyinit.conformance.presets)."""
-    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, K, MULTIPLIER, OUT, VOCAB, Layer
-
     import jax
     from flax import nnx
+
+    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, MULTIPLIER, OUT, VOCAB, K, Layer
 
     rngs = nnx.Rngs(0)
 
@@ -604,8 +707,11 @@ def _preset_twins() -> tuple[dict, Callable]:
         "dense": Layer(weight(nnx.Linear(IN, OUT, rngs=rngs)), IN, OUT),
         "conv": Layer(weight(nnx.Conv(IN, OUT, (K, K), rngs=rngs)), IN * k2, OUT * k2),
         "conv_transpose": Layer(weight(nnx.ConvTranspose(IN, OUT, (K, K), rngs=rngs)), IN * k2, OUT * k2),
-        "depthwise_conv": Layer(weight(nnx.Conv(GROUPS_IN, GROUPS_IN * MULTIPLIER, (K, K),
-                                                feature_group_count=GROUPS_IN, rngs=rngs)), k2, None),
+        "depthwise_conv": Layer(
+            weight(nnx.Conv(GROUPS_IN, GROUPS_IN * MULTIPLIER, (K, K), feature_group_count=GROUPS_IN, rngs=rngs)),
+            k2,
+            None,
+        ),
         "embedding": Layer(weight(nnx.Embed(VOCAB, DIM, rngs=rngs), "embedding"), VOCAB, DIM),
     }
 
@@ -623,26 +729,65 @@ def _forward(model: Any, x: Any) -> Any:
     return np.asarray(model(jnp.asarray(x)))
 
 
-FRAMEWORK = Framework(name="flax", display="Flax (nnx)", detect=_detect_nnx, walker=NnxWalker, priority=30,
-                      defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
-    cross_rules=_cross_rules, backend="jax", forward=_forward, distribution="flax",
-                      norm_epsilon=(1e-5, 1e-6), recurrent_names=("i{gate}/kernel", (), None), version="0.12.8", module="flax.nnx",
-                      colour="#4a7dc4", style="-",
-                      presets=_PRESETS, aliases=("nnx", "jax"))
-LINEN = Framework(name="linen", display="Flax (linen)", detect=_detect_linen, walker=LinenWalker, priority=35, backend="jax",
-                  presets=_PRESETS)
+FRAMEWORK = Framework(
+    name="flax",
+    display="Flax (nnx)",
+    detect=_detect_nnx,
+    walker=NnxWalker,
+    priority=30,
+    defaults=_layer_defaults,
+    measurer=_measure,
+    preset_twins=_preset_twins,
+    cross_rules=_cross_rules,
+    backend="jax",
+    forward=_forward,
+    distribution="flax",
+    norm_epsilon=(1e-5, 1e-6),
+    recurrent_names=("i{gate}/kernel", (), None),
+    version="0.12.8",
+    module="flax.nnx",
+    colour="#4a7dc4",
+    style="-",
+    presets=_PRESETS,
+    aliases=("nnx", "jax"),
+)
+LINEN = Framework(
+    name="linen",
+    display="Flax (linen)",
+    detect=_detect_linen,
+    walker=LinenWalker,
+    priority=35,
+    backend="jax",
+    presets=_PRESETS,
+)
 
 
 # Haiku's defaults and measurer (they share Flax's helpers); its record, walker included, is
 # polyinit/frameworks/haiku.py, which registers it. Its kernels follow Keras' layouts.
-HAIKU = Framework(name="haiku", display="Haiku", detect=lambda model: False, walker=LinenWalker, priority=99,
-                  defaults=_haiku_layer_defaults, measurer=_haiku_measure, backend="jax", distribution="dm-haiku",
-                  recurrent_names={"lstm": ("linear/w", (), None), "gru": ("w_i", (), None)},
-                  missing_layers=("mha",), version="0.0.17", module="haiku",
-                  colour="#8d6cab", style=":",
-                  presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
-                           "conv_transpose": ("* in out", "* out in"), "depthwise_conv": ("* in out", "* batch out"),
-                           "embedding": ("in out", "in out")})
+HAIKU = Framework(
+    name="haiku",
+    display="Haiku",
+    detect=lambda model: False,
+    walker=LinenWalker,
+    priority=99,
+    defaults=_haiku_layer_defaults,
+    measurer=_haiku_measure,
+    backend="jax",
+    distribution="dm-haiku",
+    recurrent_names={"lstm": ("linear/w", (), None), "gru": ("w_i", (), None)},
+    missing_layers=("mha",),
+    version="0.0.17",
+    module="haiku",
+    colour="#8d6cab",
+    style=":",
+    presets={
+        "dense": ("in out", "in out"),
+        "conv": ("* in out", "* in out"),
+        "conv_transpose": ("* in out", "* out in"),
+        "depthwise_conv": ("* in out", "* batch out"),
+        "embedding": ("in out", "in out"),
+    },
+)
 
 
 def _register_linen() -> None:

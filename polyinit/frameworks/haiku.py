@@ -66,18 +66,18 @@ class _Slice:
         if self.cols is None:
             return array
         if array.ndim == 1:
-            return array[self.cols[0]:self.cols[1]]
+            return array[self.cols[0] : self.cols[1]]
         rows = self.rows or (0, array.shape[0])
-        return array[rows[0]:rows[1], self.cols[0]:self.cols[1]]
+        return array[rows[0] : rows[1], self.cols[0] : self.cols[1]]
 
     def place(self, target: np.ndarray, values: np.ndarray) -> None:
         if self.cols is None:
             target[...] = values
         elif target.ndim == 1:
-            target[self.cols[0]:self.cols[1]] = values
+            target[self.cols[0] : self.cols[1]] = values
         else:
             rows = self.rows or (0, target.shape[0])
-            target[rows[0]:rows[1], self.cols[0]:self.cols[1]] = values
+            target[rows[0] : rows[1], self.cols[0] : self.cols[1]] = values
 
 
 def _kind(module: str, leaves: Mapping) -> str:
@@ -135,12 +135,15 @@ class HaikuWalker:
         for leaf, value in leaves.items():
             shape = tuple(value.shape)
             rows.append((leaf, _Slice(module, leaf), (module, leaf), shape, dtype_name(value.dtype), True, ""))
-            role = {"w": "weight", "b": "bias", "embeddings": "embedding", "scale": "scale",
-                    "offset": "offset"}.get(leaf, "other")
+            role = {"w": "weight", "b": "bias", "embeddings": "embedding", "scale": "scale", "offset": "offset"}.get(
+                leaf, "other"
+            )
             if kind == "norm" and len(shape) > 1:
                 views[leaf] = ((shape[-1],), Layout("out"))  # (1, ..., C): the reduced axes kept
             if role == "weight" and kind == "conv_transpose":
-                types[leaf] = ParamType(role, "* in out", semantic="* out in")  # (*k, out, in), Haiku's fan_in on axis -2
+                types[leaf] = ParamType(
+                    role, "* in out", semantic="* out in"
+                )  # (*k, out, in), Haiku's fan_in on axis -2
             elif role == "weight" and stacked:
                 types[leaf] = ParamType(role, "in out")  # one logical parameter each, as torch's q/k/v blocks
             elif role == "bias" and stacked:
@@ -166,8 +169,16 @@ class HaikuWalker:
         shape = tuple(value.shape)
         row = ("average", _Slice(module, "average"), (module, "average"), shape, dtype_name(value.dtype), False, "")
         views = {"average": ((shape[-1],), Layout("out"))} if len(shape) > 1 else {}
-        builder.layer(module, None, [row], key_prefix=module, kind="norm", unit=norms.get(norm, norm),
-                      types={"average": ParamType(role, "* out" if len(shape) > 1 else "out")}, views=views)
+        builder.layer(
+            module,
+            None,
+            [row],
+            key_prefix=module,
+            kind="norm",
+            unit=norms.get(norm, norm),
+            types={"average": ParamType(role, "* out" if len(shape) > 1 else "out")},
+            views=views,
+        )
 
     def _recurrent(self, builder: Builder, module: str, leaves: Mapping) -> None:
         """hk.LSTM's packed ``w``/``b`` or hk.GRU's ``w_i``/``w_h``/``b``, one record per gate."""
@@ -191,8 +202,11 @@ class HaikuWalker:
                 offset = 1.0 if role == "bias" and gate == "f" and gates is _LSTM_GATES else 0.0
                 where = _Slice(module, leaf, rows_of, (block * hidden, (block + 1) * hidden), offset)
                 name = f"{leaf}[{role}:{gate}]"
-                shape = (hidden,) if len(value.shape) == 1 else \
-                    ((rows_of or (0, value.shape[0]))[1] - (rows_of or (0, 0))[0], hidden)
+                shape = (
+                    (hidden,)
+                    if len(value.shape) == 1
+                    else ((rows_of or (0, value.shape[0]))[1] - (rows_of or (0, 0))[0], hidden)
+                )
                 rows.append((name, where, (module, leaf, role, gate), shape, dtype_name(value.dtype), True, ""))
                 types[name] = ParamType(role, "in out" if role != "bias" else "out", part=Part(role, "stack", index))
         builder.layer(module, None, rows, key_prefix=module, kind="recurrent", types=types, unit=module)
@@ -218,12 +232,16 @@ class HaikuWalker:
             for where, values in pieces:
                 expected = where.take(target).shape
                 if values.shape != expected:
-                    raise ModelError(f"haiku: {module}/{leaf} {where.rows or ''}{where.cols or ''} is {expected}, "
-                                     f"received {values.shape}; nothing was written")
+                    raise ModelError(
+                        f"haiku: {module}/{leaf} {where.rows or ''}{where.cols or ''} is {expected}, "
+                        f"received {values.shape}; nothing was written"
+                    )
                 where.place(target, values)
             new[(module, leaf)] = jnp.asarray(target, dtype=old.dtype)
-        return {module: {leaf: new.get((module, leaf), value) for leaf, value in leaves.items()}
-                for module, leaves in tree.items()}
+        return {
+            module: {leaf: new.get((module, leaf), value) for leaf, value in leaves.items()}
+            for module, leaves in tree.items()
+        }
 
     def read(self, tree: Any, param: Param) -> Any:
         where = self.handles[param.path]

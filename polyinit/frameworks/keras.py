@@ -15,41 +15,71 @@ if TYPE_CHECKING:  # typing only: selectors are imported where rules are built
 
 _L = "keras.src.layers"
 _KERNEL = {"kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}
-_NORM = ModuleType("norm", {"gamma": ParamType("scale", "out"), "beta": ParamType("offset", "out"),
-                            "scale": ParamType("scale", "out"),
-                            "moving_mean": ParamType("running_mean", "out"),
-                            "moving_variance": ParamType("running_var", "out"),
-                            "mean": ParamType("running_mean", "out"), "variance": ParamType("running_var", "out")})
-_RNN = ModuleType("recurrent", {"kernel": ParamType("weight", "in out"),
-                                "recurrent_kernel": ParamType("recurrent", "in out"), "bias": ParamType("bias", "out")})
+_NORM = ModuleType(
+    "norm",
+    {
+        "gamma": ParamType("scale", "out"),
+        "beta": ParamType("offset", "out"),
+        "scale": ParamType("scale", "out"),
+        "moving_mean": ParamType("running_mean", "out"),
+        "moving_variance": ParamType("running_var", "out"),
+        "mean": ParamType("running_mean", "out"),
+        "variance": ParamType("running_var", "out"),
+    },
+)
+_RNN = ModuleType(
+    "recurrent",
+    {
+        "kernel": ParamType("weight", "in out"),
+        "recurrent_kernel": ParamType("recurrent", "in out"),
+        "bias": ParamType("bias", "out"),
+    },
+)
 # An LSTM cell packs its 4 gates (i, f, c, o, as in keras.src.layers.rnn.lstm) along the output
 # axis: kernel (in, 4H) reads as (in, 4, H), bias (4H,) as (4, H), so fans are per gate.
-_LSTM = ModuleType("recurrent", {"kernel": ParamType("weight", "in out", split=(1, 4)),
-                                 "recurrent_kernel": ParamType("recurrent", "in out", split=(1, 4)),
-                                 "bias": ParamType("bias", "out", split=(0, 4))})
+_LSTM = ModuleType(
+    "recurrent",
+    {
+        "kernel": ParamType("weight", "in out", split=(1, 4)),
+        "recurrent_kernel": ParamType("recurrent", "in out", split=(1, 4)),
+        "bias": ParamType("bias", "out", split=(0, 4)),
+    },
+)
 for _path, _entry in {
     f"{_L}.core.dense.Dense": ModuleType("dense", _KERNEL),
     f"{_L}.core.einsum_dense.EinsumDense": ModuleType("dense", _KERNEL),
     f"{_L}.convolutional.base_conv.BaseConv": ModuleType("conv", _KERNEL),
-    f"{_L}.convolutional.base_conv_transpose.BaseConvTranspose": ModuleType("conv_transpose", {
-        "kernel": ParamType("weight", "* in out", semantic="* out in"), "bias": ParamType("bias", "out")}),
-    f"{_L}.convolutional.base_depthwise_conv.BaseDepthwiseConv": ModuleType("conv", {
-        "kernel": ParamType("weight", "* in out", semantic="* batch out"), "bias": ParamType("bias", "out")}),
-    f"{_L}.convolutional.base_separable_conv.BaseSeparableConv": ModuleType("conv", {
-        "depthwise_kernel": ParamType("weight", "* in out", semantic="* batch out"),
-        "pointwise_kernel": ParamType("weight", "* in out"), "bias": ParamType("bias", "out")}),
+    f"{_L}.convolutional.base_conv_transpose.BaseConvTranspose": ModuleType(
+        "conv_transpose",
+        {"kernel": ParamType("weight", "* in out", semantic="* out in"), "bias": ParamType("bias", "out")},
+    ),
+    f"{_L}.convolutional.base_depthwise_conv.BaseDepthwiseConv": ModuleType(
+        "conv", {"kernel": ParamType("weight", "* in out", semantic="* batch out"), "bias": ParamType("bias", "out")}
+    ),
+    f"{_L}.convolutional.base_separable_conv.BaseSeparableConv": ModuleType(
+        "conv",
+        {
+            "depthwise_kernel": ParamType("weight", "* in out", semantic="* batch out"),
+            "pointwise_kernel": ParamType("weight", "* in out"),
+            "bias": ParamType("bias", "out"),
+        },
+    ),
     f"{_L}.core.embedding.Embedding": ModuleType("embedding", {"embeddings": ParamType("embedding", "in out")}),
     f"{_L}.normalization.batch_normalization.BatchNormalization": _NORM,
     f"{_L}.normalization.layer_normalization.LayerNormalization": _NORM,
     f"{_L}.normalization.group_normalization.GroupNormalization": _NORM,
     f"{_L}.normalization.rms_normalization.RMSNormalization": _NORM,
     f"{_L}.preprocessing.normalization.Normalization": _NORM,
-    f"{_L}.rnn.lstm.LSTMCell": _LSTM, f"{_L}.rnn.gru.GRUCell": _RNN, f"{_L}.rnn.simple_rnn.SimpleRNNCell": _RNN,
+    f"{_L}.rnn.lstm.LSTMCell": _LSTM,
+    f"{_L}.rnn.gru.GRUCell": _RNN,
+    f"{_L}.rnn.simple_rnn.SimpleRNNCell": _RNN,
     f"{_L}.attention.multi_head_attention.MultiHeadAttention": ModuleType("attention", {}),
     # keras-hub: a learned position embedding is an embedding table (sequence length, dim); the
     # Llama family's RMS norm keeps a scale only.
-    "keras_hub.src.layers.modeling.position_embedding.PositionEmbedding": ModuleType("embedding", {
-        "embeddings": ParamType("embedding", "in out"), "position_embeddings": ParamType("embedding", "in out")}),
+    "keras_hub.src.layers.modeling.position_embedding.PositionEmbedding": ModuleType(
+        "embedding",
+        {"embeddings": ParamType("embedding", "in out"), "position_embeddings": ParamType("embedding", "in out")},
+    ),
     "keras_hub.src.models.llama.llama_layernorm.LlamaLayerNorm": _NORM,
 }.items():
     register_module_type(_path, _entry)
@@ -91,13 +121,20 @@ class KerasWalker:
             return
         seen.add(id(layer))
         entry, _ = module_type_of(layer)
-        own = [v for v in _own_variables(layer)]
+        own = list(_own_variables(layer))
         if own:
-            rows = [(v.path.rsplit("/", 1)[-1], v, id(v), tuple(v.shape), dtype_name(v.dtype), v.trainable, "")
-                    for v in own]
+            rows = [
+                (v.path.rsplit("/", 1)[-1], v, id(v), tuple(v.shape), dtype_name(v.dtype), v.trainable, "") for v in own
+            ]
             layer_path = own[0].path.rsplit("/", 1)[0]
-            builder.layer(layer_path, layer, rows, key_prefix=key or "root", kind=forced,
-                          views=self._views(layer, entry, forced, own))
+            builder.layer(
+                layer_path,
+                layer,
+                rows,
+                key_prefix=key or "root",
+                kind=forced,
+                views=self._views(layer, entry, forced, own),
+            )
         inner = "attention" if entry is not None and entry.kind == "attention" else forced
         for i, child in enumerate(_children(layer)):
             self._visit(builder, child, f"{key}/{i}" if key else str(i), inner, seen)
@@ -122,11 +159,12 @@ class KerasWalker:
         return views
 
     def check(self, planned: list) -> None:
-        for param, plan in planned:
+        for param, _plan in planned:
             variable = self.variables[param.path]
             if tuple(variable.shape) != tuple(param.shape):
-                raise ModelError(f"keras: variable {param.path!r} has shape {tuple(variable.shape)}, "
-                                 f"expected {param.shape}")
+                raise ModelError(
+                    f"keras: variable {param.path!r} has shape {tuple(variable.shape)}, expected {param.shape}"
+                )
 
     def draw(self, param: Param, plan: Any, seed: int) -> Any:
         from polyinit.backends.keras import draw
@@ -178,26 +216,29 @@ def _detect(model: Any) -> bool:
     return keras is not None and isinstance(model, keras.layers.Layer)
 
 
-
 # --- layer defaults and compare's measurer ---------------------------------------------------
 # Imported here (after the walker) from the shared helpers of polyinit.defaults and polyinit.measure,
 # which import no framework record at module level.
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from polyinit import native, schemes
-from polyinit.defaults import _mha, _norm, _ZERO, Param as Default
+from polyinit.defaults import _ZERO, _mha, _norm
+from polyinit.defaults import Param as Default
 from polyinit.layout import IN_OUT, OUT_IN, preset
-from polyinit.measure import _crop, _stack, _widths, python_random, Setup
-
+from polyinit.measure import Setup, _crop, _stack, _widths, python_random
 
 # --- keras ----------------------------------------------------------------------------------
+
 
 def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
     glorot = schemes.glorot_uniform()
     if layer == "dense":
-        return {"kernel": Default(glorot, IN_OUT, (d["n_in"], d["n_out"])), "bias": Default(_ZERO, OUT_IN, (d["n_out"],))}
+        return {
+            "kernel": Default(glorot, IN_OUT, (d["n_in"], d["n_out"])),
+            "bias": Default(_ZERO, OUT_IN, (d["n_out"],)),
+        }
     if layer in ("conv", "conv_transpose"):
         k, g = d["kernel"], d.get("groups", 1)
         shape = k + ((d["n_in"] // g, d["n_out"]) if layer == "conv" else (d["n_out"], d["n_in"]))
@@ -207,10 +248,16 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
     if layer in ("lstm", "gru"):
         h, n_in = d["hidden"], d["n_in"]
         gates = 4 if layer == "lstm" else 3
-        bias = Default(schemes.lstm_bias(1.0), OUT_IN, (4 * h,), "unit_forget_bias") if layer == "lstm" else \
-            Default(_ZERO, Layout("batch out"), (2, 3 * h), "reset_after=True")
-        return {"kernel": Default(glorot, IN_OUT, (n_in, gates * h)),
-                "recurrent_kernel": Default(native.keras_orthogonal(), IN_OUT, (h, gates * h)), "bias": bias}
+        bias = (
+            Default(schemes.lstm_bias(1.0), OUT_IN, (4 * h,), "unit_forget_bias")
+            if layer == "lstm"
+            else Default(_ZERO, Layout("batch out"), (2, 3 * h), "reset_after=True")
+        )
+        return {
+            "kernel": Default(glorot, IN_OUT, (n_in, gates * h)),
+            "recurrent_kernel": Default(native.keras_orthogonal(), IN_OUT, (h, gates * h)),
+            "bias": bias,
+        }
     if layer in ("batchnorm", "layernorm"):
         params = _norm(d["c"], stats=layer == "batchnorm")
         names = {"running_mean": "moving_mean", "running_var": "moving_variance"}
@@ -222,13 +269,20 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- keras ---------------------------------------------------------------------------------------
 
+
 def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import keras
     from keras import layers as L
     from keras import ops
 
-    acts = {"linear": lambda t: t, "relu": ops.relu, "tanh": ops.tanh,
-            "gelu": lambda t: ops.gelu(t, approximate=False), "silu": ops.silu, "sigmoid": ops.sigmoid}
+    acts = {
+        "linear": lambda t: t,
+        "relu": ops.relu,
+        "tanh": ops.tanh,
+        "gelu": lambda t: ops.gelu(t, approximate=False),
+        "silu": ops.silu,
+        "sigmoid": ops.sigmoid,
+    }
     k, rank = setup.kernel, setup.rank
 
     def make(index: int) -> tuple[Any, Callable]:
@@ -274,9 +328,9 @@ def _cross_rules(weights: Selector, biases: Selector) -> list:
 def _preset_twins() -> tuple[dict, Callable]:
     """The conformance suite's twins: this framework's own layers and variance-scaling
     initializer, against which its layout presets are checked (polyinit.conformance.presets)."""
-    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, K, MULTIPLIER, OUT, VOCAB, Layer
-
     import keras
+
+    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, MULTIPLIER, OUT, VOCAB, K, Layer
 
     def kernel(layer, input_shape, name="kernel"):
         layer.build(input_shape)
@@ -288,8 +342,9 @@ def _preset_twins() -> tuple[dict, Callable]:
         "dense": Layer(kernel(keras.layers.Dense(OUT), (None, IN)), IN, OUT),
         "conv": Layer(kernel(keras.layers.Conv2D(OUT, K), image), IN * k2, OUT * k2),
         "conv_transpose": Layer(kernel(keras.layers.Conv2DTranspose(OUT, K), image), IN * k2, OUT * k2),
-        "depthwise_conv": Layer(kernel(keras.layers.DepthwiseConv2D(K, depth_multiplier=MULTIPLIER),
-                                       (None, 8, 8, GROUPS_IN)), k2, None),
+        "depthwise_conv": Layer(
+            kernel(keras.layers.DepthwiseConv2D(K, depth_multiplier=MULTIPLIER), (None, 8, 8, GROUPS_IN)), k2, None
+        ),
         "embedding": Layer(kernel(keras.layers.Embedding(VOCAB, DIM), (None, 3), "embeddings"), VOCAB, DIM),
     }
 
@@ -313,12 +368,30 @@ def _input_size(model: Any) -> Any:
 
 
 FRAMEWORK = Framework(
-    name="keras", display="Keras 3", detect=_detect, walker=KerasWalker, priority=20,
-    defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
-    cross_rules=_cross_rules, backend="keras", forward=_forward, input_size=_input_size, distribution="keras",
-    norm_epsilon=(1e-3, 1e-3), recurrent_names=("kernel", (), None), version="3.15.1", module="keras", colour="#c98a00", style="--",
-    presets={"dense": ("in out", "in out"), "conv": ("* in out", "* in out"),
-             "conv_transpose": ("* in out", "* out in"),    # kernel (*k, filters, in)
-             "depthwise_conv": ("* in out", "* batch out"),  # (*k, channels, multiplier)
-             "embedding": ("in out", "in out")},
+    name="keras",
+    display="Keras 3",
+    detect=_detect,
+    walker=KerasWalker,
+    priority=20,
+    defaults=_layer_defaults,
+    measurer=_measure,
+    preset_twins=_preset_twins,
+    cross_rules=_cross_rules,
+    backend="keras",
+    forward=_forward,
+    input_size=_input_size,
+    distribution="keras",
+    norm_epsilon=(1e-3, 1e-3),
+    recurrent_names=("kernel", (), None),
+    version="3.15.1",
+    module="keras",
+    colour="#c98a00",
+    style="--",
+    presets={
+        "dense": ("in out", "in out"),
+        "conv": ("* in out", "* in out"),
+        "conv_transpose": ("* in out", "* out in"),  # kernel (*k, filters, in)
+        "depthwise_conv": ("* in out", "* batch out"),  # (*k, channels, multiplier)
+        "embedding": ("in out", "in out"),
+    },
 )

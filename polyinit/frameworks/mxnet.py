@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from polyinit.frameworks import Framework, module_type_of, register_module_type
-from polyinit.frameworks._walk import (ROLE_BY_NAME, Builder, assign_item, dtype_name, fused_rnn_types, role_by_name,
-                                       write_or_restore)
+from polyinit.frameworks._walk import (
+    ROLE_BY_NAME,
+    Builder,
+    assign_item,
+    dtype_name,
+    fused_rnn_types,
+    role_by_name,
+    write_or_restore,
+)
 from polyinit.layout import Layout
 from polyinit.params import ModelError, ModuleType, Param, ParamType, grouped_view
 
@@ -22,9 +29,15 @@ if TYPE_CHECKING:  # typing only: selectors are imported where rules are built
 _G = "mxnet.gluon"
 _DENSE = {"weight": ParamType("weight", "out in"), "bias": ParamType("bias", "out")}
 _CONV = {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out")}
-_NORM = ModuleType("norm", {"gamma": ParamType("scale", "out"), "beta": ParamType("offset", "out"),
-                            "running_mean": ParamType("running_mean", "out"),
-                            "running_var": ParamType("running_var", "out")})
+_NORM = ModuleType(
+    "norm",
+    {
+        "gamma": ParamType("scale", "out"),
+        "beta": ParamType("offset", "out"),
+        "running_mean": ParamType("running_mean", "out"),
+        "running_var": ParamType("running_var", "out"),
+    },
+)
 for _path, _entry in {
     f"{_G}.nn.basic_layers.Dense": ModuleType("dense", _DENSE),
     f"{_G}.nn.conv_layers._Conv": ModuleType("conv", _CONV),
@@ -32,8 +45,10 @@ for _path, _entry in {
     f"{_G}.nn.conv_layers.Conv2DTranspose": ModuleType("conv_transpose", _CONV),
     f"{_G}.nn.conv_layers.Conv3DTranspose": ModuleType("conv_transpose", _CONV),
     f"{_G}.nn.basic_layers.Embedding": ModuleType("embedding", {"weight": ParamType("embedding", "in out")}),
-    f"{_G}.nn.basic_layers._BatchNorm": _NORM, f"{_G}.nn.basic_layers.BatchNorm": _NORM,
-    f"{_G}.nn.basic_layers.LayerNorm": _NORM, f"{_G}.nn.basic_layers.InstanceNorm": _NORM,
+    f"{_G}.nn.basic_layers._BatchNorm": _NORM,
+    f"{_G}.nn.basic_layers.BatchNorm": _NORM,
+    f"{_G}.nn.basic_layers.LayerNorm": _NORM,
+    f"{_G}.nn.basic_layers.InstanceNorm": _NORM,
     f"{_G}.nn.basic_layers.GroupNorm": _NORM,
     f"{_G}.rnn.rnn_layer._RNNLayer": ModuleType("recurrent", {"*": ParamType("weight", "out in")}),
     f"{_G}.rnn.rnn_cell.HybridRecurrentCell": ModuleType("recurrent", {"*": ParamType("weight", "out in")}),
@@ -89,7 +104,7 @@ def _rnn_types(attributes: list[str], *, lstm: bool, gru: bool) -> dict:
     return fused_rnn_types(attributes, _parse_rnn_attribute, 4 if lstm else 1, not gru)
 
 
-def _parse_rnn_attribute(attribute: str) -> "tuple[str, bool, str] | None":
+def _parse_rnn_attribute(attribute: str) -> tuple[str, bool, str] | None:
     match = _RNN_ATTRIBUTE.match(attribute)
     if match is None:
         return None
@@ -119,15 +134,30 @@ class GluonWalker:
             rows, views = [], {}
             for attribute, param in own:
                 # Path: Gluon's own full name (dense0_weight), as collect_params() lists it.
-                rows.append((param.name, param, id(param), tuple(param.shape), dtype_name(np.dtype(param.dtype).name),
-                             param.grad_req != "null", "", attribute))
+                rows.append(
+                    (
+                        param.name,
+                        param,
+                        id(param),
+                        tuple(param.shape),
+                        dtype_name(np.dtype(param.dtype).name),
+                        param.grad_req != "null",
+                        "",
+                        attribute,
+                    )
+                )
                 if entry is not None and entry.kind in ("conv", "conv_transpose") and attribute == "weight":
                     groups = int(block._kwargs.get("num_group", 1)) if hasattr(block, "_kwargs") else 1
                     flow = {"out": "in", "in": "out"} if entry.kind == "conv_transpose" else {}
-                    views[attribute] = grouped_view(tuple(param.shape), Layout("out in *").roles(len(param.shape)),
-                                                     0, groups, flow)
+                    views[attribute] = grouped_view(
+                        tuple(param.shape), Layout("out in *").roles(len(param.shape)), 0, groups, flow
+                    )
             before = len(builder.params)
-            types = _block_rnn_types(block, [a for a, _ in own]) if entry is not None and entry.kind == "recurrent" else None
+            types = (
+                _block_rnn_types(block, [a for a, _ in own])
+                if entry is not None and entry.kind == "recurrent"
+                else None
+            )
             builder.layer("", block, rows, key_prefix=key or "root", views=views, types=types)
             import dataclasses
 
@@ -147,8 +177,10 @@ class GluonWalker:
     def check(self, planned: list) -> None:
         deferred = [param.path for param, _ in planned if _deferred(self.arrays[param.path])]
         if deferred:
-            raise ModelError(f"mxnet: parameters {deferred} have deferred shapes or are not initialised; run "
-                             "net.initialize() and one forward pass first (or give in_units=/in_channels=)")
+            raise ModelError(
+                f"mxnet: parameters {deferred} have deferred shapes or are not initialised; run "
+                "net.initialize() and one forward pass first (or give in_units=/in_channels=)"
+            )
 
     def draw(self, param: Param, plan: Any, seed: int) -> Any:
         from polyinit.backends.numpy import draw
@@ -182,8 +214,10 @@ class GluonWalker:
 
 # A Gluon parameter name: the block prefixes (each a name and a global counter: hybridsequential0_conv0_)
 # and the parameter's own name, one of the known leaves (an RNN's l0_i2h_weight, running_mean, weight).
-_DICT_NAME = re.compile(r"^(.*?)((?:[lr]\d+_)?(?:i2h|h2h|h2r)_(?:weight|bias)|(?:running|moving)_(?:mean|var)"
-                        r"|[A-Za-z]+)$")
+_DICT_NAME = re.compile(
+    r"^(.*?)((?:[lr]\d+_)?(?:i2h|h2h|h2r)_(?:weight|bias)|(?:running|moving)_(?:mean|var)"
+    r"|[A-Za-z]+)$"
+)
 
 
 class ArrayDictWalker:
@@ -192,8 +226,16 @@ class ArrayDictWalker:
 
     returns_new = False
     name = "mxnet-dict"
-    _KINDS = (("deconv", "conv_transpose"), ("conv", "conv"), ("dense", "dense"), ("embedding", "embedding"),
-              ("norm", "norm"), ("lstm", "recurrent"), ("gru", "recurrent"), ("rnn", "recurrent"))
+    _KINDS = (
+        ("deconv", "conv_transpose"),
+        ("conv", "conv"),
+        ("dense", "dense"),
+        ("embedding", "embedding"),
+        ("norm", "norm"),
+        ("lstm", "recurrent"),
+        ("gru", "recurrent"),
+        ("rnn", "recurrent"),
+    )
 
     def walk(self, model: Any) -> list[Param]:
         builder = Builder("out in *", sep="_")
@@ -213,8 +255,10 @@ class ArrayDictWalker:
             # layers of that name, so identical nets get identical keys and siblings distinct ones.
             base = re.sub(r"\d+_", "_", layer).rstrip("_") or "root"
             rank = seen[base] = seen.get(base, -1) + 1
-            rows = [(leaf, array, id(array), tuple(array.shape), np.dtype(array.dtype).name, True, "")
-                    for _, leaf, _, array in items]
+            rows = [
+                (leaf, array, id(array), tuple(array.shape), np.dtype(array.dtype).name, True, "")
+                for _, leaf, _, array in items
+            ]
             before = len(builder.params)
             types = None
             if kind == "recurrent":  # the layer's name says which RNN it is (lstm0_, gru1_)
@@ -225,7 +269,7 @@ class ArrayDictWalker:
 
             for i in range(before, len(builder.params)):
                 p = builder.params[i]
-                leaf = p.path[len(layer):]
+                leaf = p.path[len(layer) :]
                 name = next((n for n in _SUFFIXES if leaf.endswith(n)), leaf)
                 role = "recurrent" if leaf.endswith("h2h_weight") else role_by_name(kind, name)
                 if types and leaf in types:
@@ -261,21 +305,26 @@ def _detect_dict(model: Any) -> bool:
     return all(hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, Mapping) for v in model.values())
 
 
-_PRESETS = {"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
-            "conv_transpose": ("out in *", "in out *"), "embedding": ("in out", "in out"),
-            "depthwise_conv": ("out in *", "out in *")}
+_PRESETS = {
+    "dense": ("out in", "out in"),
+    "conv": ("out in *", "out in *"),
+    "conv_transpose": ("out in *", "in out *"),
+    "embedding": ("in out", "in out"),
+    "depthwise_conv": ("out in *", "out in *"),
+}
 
 # --- layer defaults and compare's measurer ---------------------------------------------------
 # Imported here (after the walker) from the shared helpers of polyinit.defaults and polyinit.measure,
 # which import no framework record at module level.
-from typing import Callable
+from collections.abc import Callable
 
-from polyinit.defaults import _MX, _norm, _ZERO, Param as Default
+from polyinit.defaults import _MX, _ZERO, _norm
+from polyinit.defaults import Param as Default
 from polyinit.layout import OUT_IN
-from polyinit.measure import _crop, _stack, _widths, Setup
-
+from polyinit.measure import Setup, _crop, _stack, _widths
 
 # --- MXNet Gluon: every weight U(+-0.07) from the global default, biases zero -----------------
+
 
 def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
     if layer == "dense":
@@ -288,9 +337,12 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
         return {"weight": Default(_MX, OUT_IN, (d["num"], d["dim"]))}
     if layer in ("lstm", "gru"):
         h, gates = d["hidden"], 4 if layer == "lstm" else 3
-        return {"l0_i2h_weight": Default(_MX, OUT_IN, (gates * h, d["n_in"])),
-                "l0_h2h_weight": Default(_MX, OUT_IN, (gates * h, h)),
-                "l0_i2h_bias": Default(_ZERO, OUT_IN, (gates * h,)), "l0_h2h_bias": Default(_ZERO, OUT_IN, (gates * h,))}
+        return {
+            "l0_i2h_weight": Default(_MX, OUT_IN, (gates * h, d["n_in"])),
+            "l0_h2h_weight": Default(_MX, OUT_IN, (gates * h, h)),
+            "l0_i2h_bias": Default(_ZERO, OUT_IN, (gates * h,)),
+            "l0_h2h_bias": Default(_ZERO, OUT_IN, (gates * h,)),
+        }
     if layer in ("batchnorm", "layernorm"):
         return _norm(d["c"], stats=layer == "batchnorm")
     raise KeyError(layer)
@@ -298,13 +350,19 @@ def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
 
 # --- MXNet Gluon ---------------------------------------------------------------------------------
 
+
 def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import mxnet as mx
     from mxnet.gluon import nn, rnn
 
-    acts = {"linear": lambda t: t, "relu": mx.nd.relu, "tanh": mx.nd.tanh,
-            "gelu": lambda t: mx.nd.LeakyReLU(t, act_type="gelu"), "silu": lambda t: t * mx.nd.sigmoid(t),
-            "sigmoid": mx.nd.sigmoid}
+    acts = {
+        "linear": lambda t: t,
+        "relu": mx.nd.relu,
+        "tanh": mx.nd.tanh,
+        "gelu": lambda t: mx.nd.LeakyReLU(t, act_type="gelu"),
+        "silu": lambda t: t * mx.nd.sigmoid(t),
+        "sigmoid": mx.nd.sigmoid,
+    }
     k, rank = setup.kernel, setup.rank
 
     def make(index: int) -> tuple[Any, Callable]:
@@ -329,6 +387,7 @@ def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[
             def train(t, m=m):
                 with mx.autograd.train_mode():
                     return m(t)
+
             return m, train
         else:
             m = nn.LayerNorm(in_channels=i)
@@ -358,13 +417,34 @@ def _forward(model: Any, x: Any) -> Any:
     return model(mx.nd.array(x)).asnumpy()
 
 
-FRAMEWORK = Framework(name="mxnet", display="MXNet", detect=_detect_gluon, walker=GluonWalker, priority=40,
-                      defaults=_layer_defaults, measurer=_measure, cross_rules=_cross_rules, backend="mxnet", distribution="mxnet", forward=_forward,
-                      recurrent_names=("l0_i2h_weight", (), None), missing_layers=("mha",), version="1.9.1", module="mxnet",
-                      colour="#2a9d8f", style="-.",
-                      presets=_PRESETS)
-ARRAY_DICT = Framework(name="mxnet-dict", display="MXNet (name -> array dict)", detect=_detect_dict,
-                       walker=ArrayDictWalker, priority=90, backend="mxnet")
+FRAMEWORK = Framework(
+    name="mxnet",
+    display="MXNet",
+    detect=_detect_gluon,
+    walker=GluonWalker,
+    priority=40,
+    defaults=_layer_defaults,
+    measurer=_measure,
+    cross_rules=_cross_rules,
+    backend="mxnet",
+    distribution="mxnet",
+    forward=_forward,
+    recurrent_names=("l0_i2h_weight", (), None),
+    missing_layers=("mha",),
+    version="1.9.1",
+    module="mxnet",
+    colour="#2a9d8f",
+    style="-.",
+    presets=_PRESETS,
+)
+ARRAY_DICT = Framework(
+    name="mxnet-dict",
+    display="MXNet (name -> array dict)",
+    detect=_detect_dict,
+    walker=ArrayDictWalker,
+    priority=90,
+    backend="mxnet",
+)
 
 
 def _register() -> None:

@@ -20,47 +20,81 @@ _DENSE = ModuleType("dense", {"weight": ParamType("weight", "out in"), "bias": P
 _CONV = ModuleType("conv", {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out")})
 _CONV_T = ModuleType("conv_transpose", {"weight": ParamType("weight", "out in *"), "bias": ParamType("bias", "out")})
 _EMBED = ModuleType("embedding", {"weight": ParamType("embedding", "out in", semantic="in out")})
-_NORM = ModuleType("norm", {"weight": ParamType("scale", "out"), "bias": ParamType("offset", "out"),
-                            "running_mean": ParamType("running_mean", "out"),
-                            "running_var": ParamType("running_var", "out")})
+_NORM = ModuleType(
+    "norm",
+    {
+        "weight": ParamType("scale", "out"),
+        "bias": ParamType("offset", "out"),
+        "running_mean": ParamType("running_mean", "out"),
+        "running_var": ParamType("running_var", "out"),
+    },
+)
 _RNN = ModuleType("recurrent", {"*": ParamType("weight", "out in")})
-_QKV = ("q", "k", "v")  # a packed attention input projection's blocks, in the order it computes them  # leaves typed by _rnn_types
-_ATTENTION = ModuleType("attention", {
-    "in_proj_weight": ParamType("weight", "out in", semantic="batch out in", split=(0, 3), packs=_QKV),
-    "in_proj_bias": ParamType("bias", "out", semantic="batch out", split=(0, 3), packs=_QKV),
-    "q_proj_weight": ParamType("weight", "out in"), "k_proj_weight": ParamType("weight", "out in"),
-    "v_proj_weight": ParamType("weight", "out in"), "bias_k": ParamType("bias", "out in *"),
-    "bias_v": ParamType("bias", "out in *")})
+_QKV = (
+    "q",
+    "k",
+    "v",
+)  # a packed attention input projection's blocks, in the order it computes them  # leaves typed by _rnn_types
+_ATTENTION = ModuleType(
+    "attention",
+    {
+        "in_proj_weight": ParamType("weight", "out in", semantic="batch out in", split=(0, 3), packs=_QKV),
+        "in_proj_bias": ParamType("bias", "out", semantic="batch out", split=(0, 3), packs=_QKV),
+        "q_proj_weight": ParamType("weight", "out in"),
+        "k_proj_weight": ParamType("weight", "out in"),
+        "v_proj_weight": ParamType("weight", "out in"),
+        "bias_k": ParamType("bias", "out in *"),
+        "bias_v": ParamType("bias", "out in *"),
+    },
+)
 
 for _path, _entry in {
-    f"{_NN}.linear.Linear": _DENSE, f"{_NN}.linear.Bilinear": ModuleType("dense", {
-        "weight": ParamType("weight", "out in in"), "bias": ParamType("bias", "out")}),
-    f"{_NN}.conv.Conv1d": _CONV, f"{_NN}.conv.Conv2d": _CONV, f"{_NN}.conv.Conv3d": _CONV,
-    f"{_NN}.conv.ConvTranspose1d": _CONV_T, f"{_NN}.conv.ConvTranspose2d": _CONV_T,
+    f"{_NN}.linear.Linear": _DENSE,
+    f"{_NN}.linear.Bilinear": ModuleType(
+        "dense", {"weight": ParamType("weight", "out in in"), "bias": ParamType("bias", "out")}
+    ),
+    f"{_NN}.conv.Conv1d": _CONV,
+    f"{_NN}.conv.Conv2d": _CONV,
+    f"{_NN}.conv.Conv3d": _CONV,
+    f"{_NN}.conv.ConvTranspose1d": _CONV_T,
+    f"{_NN}.conv.ConvTranspose2d": _CONV_T,
     f"{_NN}.conv.ConvTranspose3d": _CONV_T,
-    f"{_NN}.sparse.Embedding": _EMBED, f"{_NN}.sparse.EmbeddingBag": _EMBED,
+    f"{_NN}.sparse.Embedding": _EMBED,
+    f"{_NN}.sparse.EmbeddingBag": _EMBED,
     # Private API: torch._NormBase is the common base of BatchNorm*, InstanceNorm* and SyncBatchNorm
     # (checked on torch 2.13); naming it here is the one place polyinit relies on it.
     f"{_NN}.batchnorm._NormBase": _NORM,
-    f"{_NN}.normalization.LayerNorm": _NORM, f"{_NN}.normalization.GroupNorm": _NORM,
+    f"{_NN}.normalization.LayerNorm": _NORM,
+    f"{_NN}.normalization.GroupNorm": _NORM,
     f"{_NN}.normalization.RMSNorm": _NORM,
-    f"{_NN}.rnn.RNNBase": _RNN, f"{_NN}.rnn.RNNCellBase": _RNN,
+    f"{_NN}.rnn.RNNBase": _RNN,
+    f"{_NN}.rnn.RNNCellBase": _RNN,
     f"{_NN}.activation.MultiheadAttention": _ATTENTION,
     # transformers' Conv1D (GPT-2 and friends) stores its weight as (in, out): a dense layer.
-    "transformers.pytorch_utils.Conv1D": ModuleType("dense", {
-        "weight": ParamType("weight", "in out"), "bias": ParamType("bias", "out")}),
+    "transformers.pytorch_utils.Conv1D": ModuleType(
+        "dense", {"weight": ParamType("weight", "in out"), "bias": ParamType("bias", "out")}
+    ),
     # T5's (and its descendants') LayerNorm: a scale only (RMS norm without bias).
     "transformers.models.t5.modeling_t5.T5LayerNorm": _NORM,
     # GPT-2's c_attn packs q, k and v along its output axis: three (E, E) blocks.
-    "transformers.models.gpt2.modeling_gpt2.GPT2Attention": ModuleType("attention", {
-        "c_attn.weight": ParamType("weight", "in out", semantic="in batch out", split=(1, 3), packs=_QKV),
-        "c_attn.bias": ParamType("bias", "out", semantic="batch out", split=(0, 3), packs=_QKV)}),
+    "transformers.models.gpt2.modeling_gpt2.GPT2Attention": ModuleType(
+        "attention",
+        {
+            "c_attn.weight": ParamType("weight", "in out", semantic="in batch out", split=(1, 3), packs=_QKV),
+            "c_attn.bias": ParamType("bias", "out", semantic="batch out", split=(0, 3), packs=_QKV),
+        },
+    ),
     # Llama-family RMS norms hold a scale only.
     "transformers.models.llama.modeling_llama.LlamaRMSNorm": _NORM,
     # Phi-3 fuses its MLP input: gate_up_proj (2 * d_ff, d_model), the gate first (chunk(2, dim=-1)).
-    "transformers.models.phi3.modeling_phi3.Phi3MLP": ModuleType("dense", {
-        "gate_up_proj.weight": ParamType("weight", "out in", semantic="batch out in", split=(0, 2),
-                                         packs=("gate", "up"))}),
+    "transformers.models.phi3.modeling_phi3.Phi3MLP": ModuleType(
+        "dense",
+        {
+            "gate_up_proj.weight": ParamType(
+                "weight", "out in", semantic="batch out in", split=(0, 2), packs=("gate", "up")
+            )
+        },
+    ),
 }.items():
     register_module_type(_path, _entry)
 
@@ -81,11 +115,11 @@ def _rnn_types(module: Any, leaves: list[str]) -> dict:
     return _rnn_leaf_types(leaves, gates, sums)
 
 
-def _rnn_leaf_types(leaves: "list[str]", gates: int, sums: bool) -> dict:
+def _rnn_leaf_types(leaves: list[str], gates: int, sums: bool) -> dict:
     return fused_rnn_types(leaves, _parse_rnn_leaf, gates, sums)
 
 
-def _parse_rnn_leaf(leaf: str) -> "tuple[str, bool, str] | None":
+def _parse_rnn_leaf(leaf: str) -> tuple[str, bool, str] | None:
     match = _RNN_LEAF.match(leaf)
     if match is None:
         return None
@@ -93,7 +127,7 @@ def _parse_rnn_leaf(leaf: str) -> "tuple[str, bool, str] | None":
     return _SOURCES[source], tensor == "bias", f"bias{suffix}"
 
 
-def rnn_types_from_shapes(shapes: "dict[str, tuple[int, ...]]") -> dict:
+def rnn_types_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
     """The same types for one module's leaves of a ``state_dict`` (no module to ask): the number
     of gates G is read off the shapes, ``weight_hh_l0`` being (G*H, H), or (G*H, proj) beside a
     ``weight_hr_l0`` of (proj, H): G = 4 is an LSTM, 3 a GRU (whose biases do not sum), 1 an RNN.
@@ -142,13 +176,30 @@ class TorchWalker:
             views = None
             if entry is not None and entry.kind in ("conv", "conv_transpose") and own[0][0] == "weight":
                 views = _conv_view(module, tuple(module.weight.shape), entry.kind == "conv_transpose")
-            rows = [(leaf, t, id(t), tuple(t.shape), dtype_name(t.dtype),
-                     isinstance(t, torch.nn.Parameter) and t.requires_grad, t.device) for leaf, t in own]
+            rows = [
+                (
+                    leaf,
+                    t,
+                    id(t),
+                    tuple(t.shape),
+                    dtype_name(t.dtype),
+                    isinstance(t, torch.nn.Parameter) and t.requires_grad,
+                    t.device,
+                )
+                for leaf, t in own
+            ]
             types = None
             if isinstance(module, (torch.nn.RNNBase, torch.nn.RNNCellBase)):
                 types = _rnn_types(module, [leaf for leaf, _ in own])
-            builder.layer(prefix, module, rows, key_prefix=prefix, views=views, types=types,
-                          fallback="recurrent" if isinstance(module, torch.nn.RNNBase) else None)
+            builder.layer(
+                prefix,
+                module,
+                rows,
+                key_prefix=prefix,
+                views=views,
+                types=types,
+                fallback="recurrent" if isinstance(module, torch.nn.RNNBase) else None,
+            )
         self.tensors = builder.handles
         self.unknown = builder.unknown
         return builder.finish()
@@ -211,8 +262,10 @@ class TorchWalker:
             with torch.no_grad():
                 for target, backup in written:
                     target.copy_(backup)
-            raise ModelError(f"torch: writing failed ({type(error).__name__}: {error}); "
-                             f"the {len(written)} parameters touched were restored") from error
+            raise ModelError(
+                f"torch: writing failed ({type(error).__name__}: {error}); "
+                f"the {len(written)} parameters touched were restored"
+            ) from error
         return model
 
     def read(self, model: Any, param: Param) -> np.ndarray:
@@ -248,8 +301,11 @@ def _infallible(target: Any, plan: Any) -> bool:
 
     from polyinit import nodes
 
-    return (target.dtype in (torch.float32, torch.float64) and isinstance(plan.root, (nodes.Uniform, nodes.Normal, nodes.Fill))
-            and plan.size > 0)
+    return (
+        target.dtype in (torch.float32, torch.float64)
+        and isinstance(plan.root, (nodes.Uniform, nodes.Normal, nodes.Fill))
+        and plan.size > 0
+    )
 
 
 def _detect(model: Any) -> bool:
@@ -262,65 +318,81 @@ def _detect(model: Any) -> bool:
     return keras is None or not isinstance(model, keras.layers.Layer)
 
 
-
 # --- layer defaults and compare's measurer ---------------------------------------------------
 # Imported here (after the walker) from the shared helpers of polyinit.defaults and polyinit.measure,
 # which import no framework record at module level.
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from polyinit import schemes
-from polyinit.defaults import _norm, _torch_uniform, _TORCH_WEIGHT, _ZERO, Param as Default
+from polyinit.defaults import _TORCH_WEIGHT, _ZERO, _norm, _torch_uniform
+from polyinit.defaults import Param as Default
 from polyinit.layout import OUT_IN, preset
-from polyinit.measure import _crop, _stack, _widths, Setup
+from polyinit.measure import Setup, _crop, _stack, _widths
 from polyinit.spec import Normal
-
 
 # --- torch ----------------------------------------------------------------------------------
 
+
 def _layer_defaults(layer: str, d: dict) -> dict[str, Default]:
     if layer == "dense":
-        return {"weight": Default(_TORCH_WEIGHT, OUT_IN, (d["n_out"], d["n_in"])),
-                "bias": Default(_torch_uniform(d["n_in"]), OUT_IN, (d["n_out"],), "U(+-1/sqrt(fan_in))")}
+        return {
+            "weight": Default(_TORCH_WEIGHT, OUT_IN, (d["n_out"], d["n_in"])),
+            "bias": Default(_torch_uniform(d["n_in"]), OUT_IN, (d["n_out"],), "U(+-1/sqrt(fan_in))"),
+        }
     if layer in ("conv", "conv_transpose"):
         k, g = d["kernel"], d.get("groups", 1)
         if layer == "conv":
             shape, fan_in = (d["n_out"], d["n_in"] // g) + k, d["n_in"] // g * math.prod(k)
         else:  # weight (in, out/g, *k); torch reads dim 1 as "in"
             shape, fan_in = (d["n_in"], d["n_out"] // g) + k, d["n_out"] // g * math.prod(k)
-        return {"weight": Default(_TORCH_WEIGHT, preset("torch", layer), shape),
-                "bias": Default(_torch_uniform(fan_in), OUT_IN, (d["n_out"],))}
+        return {
+            "weight": Default(_TORCH_WEIGHT, preset("torch", layer), shape),
+            "bias": Default(_torch_uniform(fan_in), OUT_IN, (d["n_out"],)),
+        }
     if layer == "embedding":
         return {"weight": Default(Normal(std=1.0), OUT_IN, (d["num"], d["dim"]))}
     if layer in ("lstm", "gru"):
         h, gates = d["hidden"], 4 if layer == "lstm" else 3
         u = _torch_uniform(h)
-        return {"weight_ih_l0": Default(u, OUT_IN, (gates * h, d["n_in"])),
-                "weight_hh_l0": Default(u, OUT_IN, (gates * h, h)),
-                "bias_ih_l0": Default(u, OUT_IN, (gates * h,)), "bias_hh_l0": Default(u, OUT_IN, (gates * h,))}
+        return {
+            "weight_ih_l0": Default(u, OUT_IN, (gates * h, d["n_in"])),
+            "weight_hh_l0": Default(u, OUT_IN, (gates * h, h)),
+            "bias_ih_l0": Default(u, OUT_IN, (gates * h,)),
+            "bias_hh_l0": Default(u, OUT_IN, (gates * h,)),
+        }
     if layer in ("batchnorm", "layernorm"):
         params = _norm(d["c"], stats=layer == "batchnorm")
         return {{"gamma": "weight", "beta": "bias"}.get(k, k): v for k, v in params.items()}
     if layer == "mha":
         e = d["d_model"]
-        return {"in_proj_weight": Default(schemes.glorot_uniform(), OUT_IN, (3 * e, e), "xavier on packed (3E, E)"),
-                "in_proj_bias": Default(_ZERO, OUT_IN, (3 * e,)),
-                "out_proj.weight": Default(_TORCH_WEIGHT, OUT_IN, (e, e)),
-                "out_proj.bias": Default(_ZERO, OUT_IN, (e,))}
+        return {
+            "in_proj_weight": Default(schemes.glorot_uniform(), OUT_IN, (3 * e, e), "xavier on packed (3E, E)"),
+            "in_proj_bias": Default(_ZERO, OUT_IN, (3 * e,)),
+            "out_proj.weight": Default(_TORCH_WEIGHT, OUT_IN, (e, e)),
+            "out_proj.bias": Default(_ZERO, OUT_IN, (e,)),
+        }
     raise KeyError(layer)
 
 
 # --- torch ---------------------------------------------------------------------------------------
+
 
 def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[float], list[np.ndarray]]:
     import torch
     from torch import nn
     from torch.nn import functional as F
 
-    acts = {"linear": lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu,
-            "sigmoid": torch.sigmoid}
+    acts = {
+        "linear": lambda t: t,
+        "relu": torch.relu,
+        "tanh": torch.tanh,
+        "gelu": F.gelu,
+        "silu": F.silu,
+        "sigmoid": torch.sigmoid,
+    }
     k, rank = setup.kernel, setup.rank
 
     def make(index: int) -> tuple[nn.Module, Callable]:
@@ -368,26 +440,28 @@ def _cross_rules(weights: Selector, biases: Selector) -> list:
     from polyinit.defaults import _weight_fan_in
     from polyinit.rules import SpecFactory, kind
 
-    bias = SpecFactory(lambda p, layer: _torch_uniform(_weight_fan_in(p, layer)),
-                       "torch bias U(+-1/sqrt(fan_in of the weight))")
+    bias = SpecFactory(
+        lambda p, layer: _torch_uniform(_weight_fan_in(p, layer)), "torch bias U(+-1/sqrt(fan_in of the weight))"
+    )
     return [(weights, _TORCH_WEIGHT), (biases, bias), (kind("embedding"), Normal(std=1.0))]
 
 
 def _preset_twins() -> tuple[dict, Callable]:
     """The conformance suite's twins: this framework's own layers and variance-scaling
     initializer, against which its layout presets are checked (polyinit.conformance.presets)."""
-    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, K, MULTIPLIER, OUT, VOCAB, Layer
-
     import torch
     from torch import nn
+
+    from polyinit.conformance.presets import DIM, GROUPS_IN, IN, MULTIPLIER, OUT, VOCAB, K, Layer
 
     k2 = K * K
     layers = {
         "dense": Layer(tuple(nn.Linear(IN, OUT).weight.shape), IN, OUT),
         "conv": Layer(tuple(nn.Conv2d(IN, OUT, K).weight.shape), IN * k2, OUT * k2),
         "conv_transpose": Layer(tuple(nn.ConvTranspose2d(IN, OUT, K).weight.shape), IN * k2, OUT * k2),
-        "depthwise_conv": Layer(tuple(nn.Conv2d(GROUPS_IN, GROUPS_IN * MULTIPLIER, K, groups=GROUPS_IN).weight.shape),
-                                k2, None),
+        "depthwise_conv": Layer(
+            tuple(nn.Conv2d(GROUPS_IN, GROUPS_IN * MULTIPLIER, K, groups=GROUPS_IN).weight.shape), k2, None
+        ),
         "embedding": Layer(tuple(nn.Embedding(VOCAB, DIM).weight.shape), VOCAB, DIM),
     }
 
@@ -414,12 +488,29 @@ def _input_size(model: Any) -> Any:
 
 
 FRAMEWORK = Framework(
-    name="torch", display="PyTorch", detect=_detect, walker=TorchWalker, priority=10,
-    defaults=_layer_defaults, measurer=_measure, preset_twins=_preset_twins,
-    cross_rules=_cross_rules, backend="torch", forward=_forward, input_size=_input_size, distribution="torch",
-    recurrent_names=("weight_ih_l0", ("bias_ih_l0", "bias_hh_l0"), "bias_hh_l0"), version="2.13", module="torch", colour="#ee4c2c", style="-",
-    presets={"dense": ("out in", "out in"), "conv": ("out in *", "out in *"),
-             "conv_transpose": ("out in *", "in out *"),   # weight (in, out/g, *k)
-             "embedding": ("out in", "in out"),            # (num, dim); torch's fans read dim 1 as in
-             "depthwise_conv": ("out in *", "out in *")},  # (C*m, 1, *k): fans are right
+    name="torch",
+    display="PyTorch",
+    detect=_detect,
+    walker=TorchWalker,
+    priority=10,
+    defaults=_layer_defaults,
+    measurer=_measure,
+    preset_twins=_preset_twins,
+    cross_rules=_cross_rules,
+    backend="torch",
+    forward=_forward,
+    input_size=_input_size,
+    distribution="torch",
+    recurrent_names=("weight_ih_l0", ("bias_ih_l0", "bias_hh_l0"), "bias_hh_l0"),
+    version="2.13",
+    module="torch",
+    colour="#ee4c2c",
+    style="-",
+    presets={
+        "dense": ("out in", "out in"),
+        "conv": ("out in *", "out in *"),
+        "conv_transpose": ("out in *", "in out *"),  # weight (in, out/g, *k)
+        "embedding": ("out in", "in out"),  # (num, dim); torch's fans read dim 1 as in
+        "depthwise_conv": ("out in *", "out in *"),
+    },  # (C*m, 1, *k): fans are right
 )

@@ -36,33 +36,53 @@ float or bool depth, a depth mapping naming a stack the model lacks is a ``Polyi
 from __future__ import annotations
 
 from polyinit.modern.deepnet import (
-           DEEPNET_ARCHITECTURES,
-           DEEPNET_REFERENCES,
-           deepnet,
-           deepnet_coefficients,
+    DEEPNET_ARCHITECTURES,
+    DEEPNET_REFERENCES,
+    deepnet,
+    deepnet_coefficients,
 )
 from polyinit.modern.encdec import t5, t_fixup
 from polyinit.modern.fixup import fixup
 from polyinit.modern.gpt import (
-           WANG_VARIANTS,
-           gpt2,
-           megatron,
-           modded_nanogpt,
-           small_init,
-           small_init_emb,
-           u_mup,
-           wang,
+    WANG_VARIANTS,
+    gpt2,
+    megatron,
+    modded_nanogpt,
+    small_init,
+    small_init_emb,
+    u_mup,
+    wang,
 )
 from polyinit.modern.mup import MUP_CLASSES, mup
 from polyinit.modern.olmo import (
-           GENERATIONS,
-           INIT_FNS,
-           LLAMA_REFERENCES,
-           llama_depth,
-           olmo,
+    GENERATIONS,
+    INIT_FNS,
+    LLAMA_REFERENCES,
+    llama_depth,
+    olmo,
 )
 
-__all__ = ["DEEPNET_ARCHITECTURES", "DEEPNET_REFERENCES", "GENERATIONS", "INIT_FNS", "LLAMA_REFERENCES",
-           "MUP_CLASSES", "WANG_VARIANTS", "deepnet", "deepnet_coefficients", "fixup", "gpt2", "llama_depth",
-           "megatron", "modded_nanogpt", "mup", "olmo", "small_init", "small_init_emb", "t5", "t_fixup", "u_mup",
-           "wang"]
+__all__ = [
+    "DEEPNET_ARCHITECTURES",
+    "DEEPNET_REFERENCES",
+    "GENERATIONS",
+    "INIT_FNS",
+    "LLAMA_REFERENCES",
+    "MUP_CLASSES",
+    "WANG_VARIANTS",
+    "deepnet",
+    "deepnet_coefficients",
+    "fixup",
+    "gpt2",
+    "llama_depth",
+    "megatron",
+    "modded_nanogpt",
+    "mup",
+    "olmo",
+    "small_init",
+    "small_init_emb",
+    "t5",
+    "t_fixup",
+    "u_mup",
+    "wang",
+]

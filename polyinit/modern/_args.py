@@ -29,8 +29,7 @@ def keywords(scheme: str, given: Mapping[str, Any], own: Iterable[str]) -> dict[
         if key not in CONTEXT_OPTIONS + CONFIG_NUMBERS:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ContextError(f"{scheme}: unknown keyword argument {key!r}{hint} "
-                               f"(valid: {', '.join(valid)})")
+            raise ContextError(f"{scheme}: unknown keyword argument {key!r}{hint} (valid: {', '.join(valid)})")
     checked = dict(given)
     if given.get("depth") is not None:
         checked["depth"] = depth(scheme, given["depth"])
@@ -40,8 +39,7 @@ def keywords(scheme: str, given: Mapping[str, Any], own: Iterable[str]) -> dict[
         if given.get(key) is not None:
             checked[key] = check.integer(scheme, key, given[key], minimum=1, error=ContextError)
     if given.get("sites") is not None and not isinstance(given["sites"], Mapping):
-        raise ContextError(f"{scheme}: sites must map a site name to a selector, "
-                           f"received sites={given['sites']!r}")
+        raise ContextError(f"{scheme}: sites must map a site name to a selector, received sites={given['sites']!r}")
     return checked
 
 
@@ -49,8 +47,10 @@ def depth(scheme: str, value: Any) -> int | dict[str, int]:
     """A number of residual blocks (an int >= 1, never a bool or a float) or a mapping
     stack -> int (its stack names are checked against the model once it is read)."""
     if isinstance(value, Mapping):
-        return {_stack_name(scheme, key): check.integer(scheme, f"depth[{key!r}]", n, minimum=1, error=ContextError)
-                for key, n in value.items()}
+        return {
+            _stack_name(scheme, key): check.integer(scheme, f"depth[{key!r}]", n, minimum=1, error=ContextError)
+            for key, n in value.items()
+        }
     return check.integer(scheme, "depth", value, minimum=1, error=ContextError)
 
 
@@ -69,8 +69,10 @@ def stacks_exist(scheme: str, requested: Any, found: Iterable[str]) -> None:
         if key not in present:
             close = difflib.get_close_matches(key, present, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ContextError(f"{scheme}: depth names the stack {key!r}, which this model does not have{hint} "
-                               f"(stacks: {', '.join(map(repr, present))})")
+            raise ContextError(
+                f"{scheme}: depth names the stack {key!r}, which this model does not have{hint} "
+                f"(stacks: {', '.join(map(repr, present))})"
+            )
 
 
 def std(scheme: str, name: str, value: Any) -> float:

@@ -58,12 +58,17 @@ class _RuleSet:
     def role(self, param: Any) -> str:
         return self.context.role(param) if hasattr(self.context, "role") else param.role
 
-    def at(self, *sites: str, block: int | None = None, stack: str | None = None,
-           roles: Sequence[str] = _WEIGHTS) -> list[str]:
-        return [p.path for p in self.context.params
-                if self.context.sites[p.path].site in sites and self.role(p) in roles
-                and (block is None or self.context.sites[p.path].block == block)
-                and (stack is None or self.context.sites[p.path].stack == stack)]
+    def at(
+        self, *sites: str, block: int | None = None, stack: str | None = None, roles: Sequence[str] = _WEIGHTS
+    ) -> list[str]:
+        return [
+            p.path
+            for p in self.context.params
+            if self.context.sites[p.path].site in sites
+            and self.role(p) in roles
+            and (block is None or self.context.sites[p.path].block == block)
+            and (stack is None or self.context.sites[p.path].stack == stack)
+        ]
 
     def add(self, paths: Sequence[str], spec: Any, what: str) -> None:
         """One rule for ``paths`` not taken by an earlier rule (none: no rule)."""
@@ -80,17 +85,24 @@ class _RuleSet:
         params, sites = self.context.params, self.context.sites
         self.whole, self.keeps_other = True, weight is None
         if weight is not None:
-            self.add([p.path for p in params if self.role(p) in _WEIGHTS and sites[p.path].site != "norm"],
-                     weight, "other weights")
-        self.add([p.path for p in params if self.role(p) == "bias" and sites[p.path].site != "norm"],
-                 schemes.zeros(), "biases")
+            self.add(
+                [p.path for p in params if self.role(p) in _WEIGHTS and sites[p.path].site != "norm"],
+                weight,
+                "other weights",
+            )
+        self.add(
+            [p.path for p in params if self.role(p) == "bias" and sites[p.path].site != "norm"],
+            schemes.zeros(),
+            "biases",
+        )
         if norms:
             self.add(self.norms("scale", "weight"), schemes.ones(), "norm scales")
             self.add(self.norms("offset", "bias"), schemes.zeros(), "norm offsets")
 
     def norms(self, *roles: str) -> list[str]:
-        return [p.path for p in self.context.params
-                if self.context.sites[p.path].site == "norm" and self.role(p) in roles]
+        return [
+            p.path for p in self.context.params if self.context.sites[p.path].site == "norm" and self.role(p) in roles
+        ]
 
     def rules(self, seed: int) -> Rules:
         if self.whole:
@@ -100,22 +112,31 @@ class _RuleSet:
     def cover(self) -> None:
         """Every trainable parameter has a rule, or a ContextError names the ones without."""
         sites = self.context.sites
-        left = [p for p in self.context.params if p.trainable and p.path not in self.taken
-                and p.role not in ("running_mean", "running_var")]
+        left = [
+            p
+            for p in self.context.params
+            if p.trainable and p.path not in self.taken and p.role not in ("running_mean", "running_var")
+        ]
         if self.keeps_other:
-            self.add([p.path for p in left if sites[p.path].site == "other" and self.role(p) in _WEIGHTS],
-                     KEEP, "kept as the reference leaves them")
+            self.add(
+                [p.path for p in left if sites[p.path].site == "other" and self.role(p) in _WEIGHTS],
+                KEEP,
+                "kept as the reference leaves them",
+            )
             left = [p for p in left if p.path not in self.taken]
         if not left:
             return
         source = getattr(self.context, "source", lambda path: "name")
-        listed = "; ".join(f"{p.path} ({p.kind} {self.role(p)}, shape {p.shape}, site {sites[p.path].site} "
-                           f"from {source(p.path)})" for p in left[:12])
+        listed = "; ".join(
+            f"{p.path} ({p.kind} {self.role(p)}, shape {p.shape}, site {sites[p.path].site} from {source(p.path)})"
+            for p in left[:12]
+        )
         more = f" and {len(left) - 12} more" if len(left) > 12 else ""
         raise ContextError(
             f"{self.scheme}: cannot place {len(left)} parameter(s) of this model: {listed}{more}. Place them with "
             "model_context(model, sites={'<site>': name('<path glob>')}) (sites: " + ", ".join(SITES) + "), "
-            "or keep them at the framework's default with keep=name('<path glob>') (KEEP)")
+            "or keep them at the framework's default with keep=name('<path glob>') (KEEP)"
+        )
 
 
 def _xavier(gain: float, *, normal: bool = False) -> Spec:
@@ -159,10 +180,12 @@ def gated_up(ctx: ModelContext, scheme: str) -> list[str]:
         elif len(named) == 1 and any(_module(p.path) in _GATE_NAMES for p in members):
             ups.append(named[0].path)
         else:
-            raise ContextError(f"{scheme}: a gated MLP has inputs {[p.path for p in members]} and which is "
-                               "the gate (w1, through the activation) and which the up projection (w3) "
-                               "could not be told; mark the up projections with sites={'mlp_out': ...} "
-                               "to scale them with the outputs, or the gates with sites={'mlp_gate': ...}")
+            raise ContextError(
+                f"{scheme}: a gated MLP has inputs {[p.path for p in members]} and which is "
+                "the gate (w1, through the activation) and which the up projection (w3) "
+                "could not be told; mark the up projections with sites={'mlp_out': ...} "
+                "to scale them with the outputs, or the gates with sites={'mlp_gate': ...}"
+            )
     return ups
 
 

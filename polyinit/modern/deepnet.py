@@ -23,8 +23,9 @@ DEEPNET_ARCHITECTURES = ("encoder", "decoder", "encoder_decoder")
 DEEPNET_REFERENCES = ("paper", "torchscale")
 
 
-def deepnet_coefficients(architecture: str, encoder_layers: int = 0, decoder_layers: int = 0,
-                         reference: str = "paper") -> dict:
+def deepnet_coefficients(
+    architecture: str, encoder_layers: int = 0, decoder_layers: int = 0, reference: str = "paper"
+) -> dict:
     """DeepNorm's (alpha, beta) per stack (Wang et al. 2022, Figure 2):
     encoder-only alpha (2N)^(1/4), beta (8N)^(-1/4); decoder-only (2M)^(1/4), (8M)^(-1/4);
     encoder-decoder: encoder 0.81 (N^4 M)^(1/16), 0.87 (N^4 M)^(-1/16); decoder (3M)^(1/4),
@@ -38,8 +39,10 @@ def deepnet_coefficients(architecture: str, encoder_layers: int = 0, decoder_lay
     architecture = _args.one_of("deepnet", "architecture", architecture, DEEPNET_ARCHITECTURES)
     reference = _args.one_of("deepnet", "reference", reference, DEEPNET_REFERENCES)
     n, m = encoder_layers, decoder_layers
-    for name, layers, used in (("encoder_layers", n, architecture != "decoder"),
-                               ("decoder_layers", m, architecture != "encoder")):
+    for name, layers, used in (
+        ("encoder_layers", n, architecture != "decoder"),
+        ("decoder_layers", m, architecture != "encoder"),
+    ):
         if used and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1):
             raise ContextError(f"deepnet: the {architecture} architecture needs {name} >= 1, received {layers!r}")
     if architecture == "encoder":
@@ -47,12 +50,21 @@ def deepnet_coefficients(architecture: str, encoder_layers: int = 0, decoder_lay
     if architecture == "decoder":
         return {"decoder": ((2 * m) ** 0.25, (8 * m) ** -0.25)}
     pinned = 1.15 if reference == "torchscale" else 0.87
-    return {"encoder": (0.81 * (n**4 * m) ** (1 / 16), pinned * (n**4 * m) ** (-1 / 16)),
-            "decoder": ((3 * m) ** 0.25, (12 * m) ** -0.25)}
+    return {
+        "encoder": (0.81 * (n**4 * m) ** (1 / 16), pinned * (n**4 * m) ** (-1 / 16)),
+        "decoder": ((3 * m) ** 0.25, (12 * m) ** -0.25),
+    }
 
 
-def deepnet(model: Any, *, architecture: str | None = None, reference: str = "paper",
-            torchscale_unreset_attention: bool = False, seed: int = 0, **context: Any) -> Rules:
+def deepnet(
+    model: Any,
+    *,
+    architecture: str | None = None,
+    reference: str = "paper",
+    torchscale_unreset_attention: bool = False,
+    seed: int = 0,
+    **context: Any,
+) -> Rules:
     """DeepNet's initialisation; beta from ``deepnet_coefficients``, L per stack from the model.
 
     ``reference="paper"`` (Figure 2's pseudo-code): the MLP (fc1, fc2), v and attention-output
@@ -84,8 +96,9 @@ def deepnet(model: Any, *, architecture: str | None = None, reference: str = "pa
     if architecture is not None:
         architecture = _args.one_of("deepnet", "architecture", architecture, DEEPNET_ARCHITECTURES)
     if unreset and reference != "torchscale":
-        _args.refuse("deepnet", "torchscale_unreset_attention=True reproduces torchscale; "
-                                "it needs reference='torchscale'")
+        _args.refuse(
+            "deepnet", "torchscale_unreset_attention=True reproduces torchscale; it needs reference='torchscale'"
+        )
     ctx = _context("deepnet", model, context, ("architecture", "reference", "torchscale_unreset_attention"))
     ctx.require("deepnet", "attn_out", "mlp_out")
     coefficients = deepnet_coefficients(*_architecture(ctx, architecture), reference=reference)
@@ -115,9 +128,11 @@ def _architecture(ctx: ModelContext, architecture: str | None) -> tuple[str, int
         architecture = "encoder_decoder" if n and m else "encoder" if n else "decoder"
     if architecture == "encoder_decoder":
         if not (n and m):
-            raise ContextError(f"deepnet: architecture='encoder_decoder' needs an encoder and a decoder stack; "
-                               f"this model has {_stacks(ctx)}; pass depth={{'encoder': N, 'decoder': M}} "
-                               "to mark them, or another architecture")
+            raise ContextError(
+                f"deepnet: architecture='encoder_decoder' needs an encoder and a decoder stack; "
+                f"this model has {_stacks(ctx)}; pass depth={{'encoder': N, 'decoder': M}} "
+                "to mark them, or another architecture"
+            )
         return architecture, n, m
     if not (n or m):
         n = m = ctx.need_depth("deepnet")
@@ -150,8 +165,11 @@ def _torchscale_stack(out: _RuleSet, stack: str, beta: float, unreset: bool, wha
     ctx = out.context
     for p in ctx.params:
         site = ctx.sites[p.path]
-        if ctx.role(p) != "bias" or site.stack != stack or site.site not in (
-                "q", "k", "v", "attn_out", "mlp_in", "mlp_out"):
+        if (
+            ctx.role(p) != "bias"
+            or site.stack != stack
+            or site.site not in ("q", "k", "v", "attn_out", "mlp_in", "mlp_out")
+        ):
             continue
         if site.site == "attn_out" and not unreset:
             out.add([p.path], schemes.zeros(), f"{what} attention output bias")

@@ -27,11 +27,14 @@ def t_fixup(model: Any, *, seed: int = 0, **context: Any) -> Rules:
     out = _RuleSet(ctx, "t_fixup")
     for stack in [s for s in ("encoder", "decoder", "") if ctx.depth_of(s)]:
         layers = ctx.depth_of(stack)
-        c = (9 * layers) ** -0.25 if stack == "decoder" else 0.67 * layers ** -0.25
+        c = (9 * layers) ** -0.25 if stack == "decoder" else 0.67 * layers**-0.25
         half = _xavier(1 / math.sqrt(2))
         _attention(out, stack, half, half, _xavier(c), _xavier(c), stack or "stack")
-        out.add(out.at("embedding", stack=stack), Normal(std=(9 * layers) ** -0.25 / math.sqrt(d)),
-                f"{stack or 'stack'} embedding")
+        out.add(
+            out.at("embedding", stack=stack),
+            Normal(std=(9 * layers) ** -0.25 / math.sqrt(d)),
+            f"{stack or 'stack'} embedding",
+        )
     encoder = ctx.depth_of("encoder") or ctx.need_depth("t_fixup")
     out.add(out.at("embedding"), Normal(std=(9 * encoder) ** -0.25 / math.sqrt(d)), "shared embedding")
     out.rest(_xavier(1.0))

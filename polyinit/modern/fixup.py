@@ -36,8 +36,11 @@ def fixup(model: Any, *, seed: int = 0, **context: Any) -> Rules:
         scale = depth ** (-1.0 / (2 * m - 2))
         out.add(convs[-1:], schemes.zeros(), "last conv of a branch (zero)")
         # He fan_out times a multiplier s is variance 2 s^2 / fan_out.
-        out.add(convs[:-1], VarianceScaling(scale=2 * scale**2, mode="fan_out", distribution="normal"),
-                f"branch convs x L^(-1/(2m-2)), m={m}")
+        out.add(
+            convs[:-1],
+            VarianceScaling(scale=2 * scale**2, mode="fan_out", distribution="normal"),
+            f"branch convs x L^(-1/(2m-2)), m={m}",
+        )
         out.add(shortcut, he_out, "shortcut convs")
     dense = [p for p in ctx.params if p.kind == "dense"]
     if dense:
@@ -64,7 +67,7 @@ def _conv_branches(ctx: ModelContext) -> dict:
             if not numbered:
                 continue
             key = "/".join(tokens[: numbered[-1] + 1])
-            shortcut = any(t in ("downsample", "shortcut", "proj") for t in tokens[numbered[-1] + 1:])
+            shortcut = any(t in ("downsample", "shortcut", "proj") for t in tokens[numbered[-1] + 1 :])
         convs, shortcuts = branches.setdefault(key, ([], []))
         (shortcuts if shortcut else convs).append(p.path)
     return {k: v for k, v in branches.items() if v[0]}

@@ -32,8 +32,15 @@ def gpt2(model: Any, *, std: float = 0.02, seed: int = 0, **context: Any) -> Rul
     return out.rules(seed)
 
 
-def megatron(model: Any, *, init_method_std: float = 0.02, multiplier: float = 2.0,
-             embedding_init_method_std: float | None = None, seed: int = 0, **context: Any) -> Rules:
+def megatron(
+    model: Any,
+    *,
+    init_method_std: float = 0.02,
+    multiplier: float = 2.0,
+    embedding_init_method_std: float | None = None,
+    seed: int = 0,
+    **context: Any,
+) -> Rules:
     """Megatron-LM / megatron-core (``megatron/core/utils.py``): ``init_method_normal(sigma)`` =
     N(0, sigma^2) for every weight (q/k/v, MLP fc1, the untied ``output_layer``),
     ``scaled_init_method_normal(sigma, L, multiplier)`` = N(0, (sigma / sqrt(multiplier L))^2) for
@@ -73,8 +80,7 @@ def small_init(model: Any, *, seed: int = 0, **context: Any) -> Rules:
 WANG_VARIANTS = ("neox", "litgpt")
 
 
-def wang(model: Any, *, variant: str = "neox", litgpt_neox_mlp: bool = False, seed: int = 0,
-         **context: Any) -> Rules:
+def wang(model: Any, *, variant: str = "neox", litgpt_neox_mlp: bool = False, seed: int = 0, **context: Any) -> Rules:
     """SmallInit N(0, 2 / (5 d)) for every weight and embedding, the residual output layers
     (attention output, MLP output) scaled with depth; biases 0, norms 1 and 0.
 

@@ -22,8 +22,17 @@ MUP_CLASSES = ("input", "hidden", "output")
 _INIT_KEYS = MUP_CLASSES + tuple(s for s in SITES if s not in ("other", "norm"))
 
 
-def mup(model: Any, base: Any, *, std: float = 0.02, init: Mapping[str, Spec] | None = None,
-        readout_zero: bool = False, query_zero: bool = False, seed: int = 0, **context: Any) -> Rules:
+def mup(
+    model: Any,
+    base: Any,
+    *,
+    std: float = 0.02,
+    init: Mapping[str, Spec] | None = None,
+    readout_zero: bool = False,
+    query_zero: bool = False,
+    seed: int = 0,
+    **context: Any,
+) -> Rules:
     """muP: each axis whose size differs from the ``base`` model's is a width axis. A weight's
     base initializer is resolved **on its base-model shape**, giving sigma_base; hidden weights (two
     width axes) get sigma_base / sqrt(width_mult), width_mult = fan_in / base fan_in; input and
@@ -80,8 +89,9 @@ def _init_table(init: Any) -> dict:
     for key, spec in init.items():
         _args.one_of("mup", "init key", key, _INIT_KEYS)
         if not isinstance(spec, Spec):
-            raise SpecError(f"mup: init[{key!r}] must be a polyinit spec (e.g. polyinit.he_normal()), "
-                            f"received {spec!r}")
+            raise SpecError(
+                f"mup: init[{key!r}] must be a polyinit spec (e.g. polyinit.he_normal()), received {spec!r}"
+            )
     return dict(init)
 
 
@@ -95,14 +105,18 @@ def _same_architecture(ctx: ModelContext, base_ctx: ModelContext) -> None:
     """The base must be the model at another width: the same parameters in the same order, each
     of the same kind, role, rank and site."""
     if len(base_ctx.params) != len(ctx.params):
-        raise ContextError(f"mup: the base model has {len(base_ctx.params)} parameters, the model "
-                           f"{len(ctx.params)}; they must be the same architecture")
+        raise ContextError(
+            f"mup: the base model has {len(base_ctx.params)} parameters, the model "
+            f"{len(ctx.params)}; they must be the same architecture"
+        )
     for p, b in zip(ctx.params, base_ctx.params):
         mine = (p.kind, ctx.role(p), len(p.shape), ctx.sites[p.path].site)
         theirs = (b.kind, base_ctx.role(b), len(b.shape), base_ctx.sites[b.path].site)
         if mine != theirs:
-            raise ContextError(f"mup: the base model is another architecture: {p.path} is (kind, role, rank, site) "
-                               f"{mine}, its base counterpart {b.path} is {theirs}")
+            raise ContextError(
+                f"mup: the base model is another architecture: {p.path} is (kind, role, rank, site) "
+                f"{mine}, its base counterpart {b.path} is {theirs}"
+            )
 
 
 def _width_class(shape: Sequence[int], base_shape: Sequence[int], ctx: ModelContext, p: Param) -> str:
@@ -130,7 +144,9 @@ def _rescaled(spec: Spec, p: Param, b: Param, mult: float) -> Spec:
     if on_model.std == 0.0:
         return spec
     if mult != 1.0 and on_base.mean:
-        raise SpecError(f"mup: {p.path} is a hidden weight; its base initializer must have mean 0 "
-                        f"(mup.init asserts the same), received {spec!r}")
+        raise SpecError(
+            f"mup: {p.path} is a hidden weight; its base initializer must have mean 0 "
+            f"(mup.init asserts the same), received {spec!r}"
+        )
     factor = on_base.std / math.sqrt(mult) / on_model.std
     return spec if math.isclose(factor, 1.0, rel_tol=1e-12) else spec * factor

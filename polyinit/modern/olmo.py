@@ -23,16 +23,27 @@ from polyinit.modern._base import _WEIGHTS, _context, _normal, _RuleSet, gated_u
 from polyinit.rules import Rules
 from polyinit.spec import Blocks, Normal, Spec, TruncatedNormal
 
-GENERATIONS = {"olmo1": ("normal", "mitchell", "full_megatron"),
-               "olmo_core": ("normal", "llama", "llama_depth", "fan_in", "normalized")}
+GENERATIONS = {
+    "olmo1": ("normal", "mitchell", "full_megatron"),
+    "olmo_core": ("normal", "llama", "llama_depth", "fan_in", "normalized"),
+}
 INIT_FNS = ("normal", "mitchell", "full_megatron", "llama", "llama_depth", "fan_in", "normalized")
 _OWN = ("init_fn", "generation", "init_std", "init_cutoff_factor", "emb_init_std", "scale_emb_init", "embed_scale")
 
 
-def olmo(model: Any, *, init_fn: str = "mitchell", generation: str | None = None, init_std: float = 0.02,
-         init_cutoff_factor: float | None = None, emb_init_std: float | None = None,
-         scale_emb_init: bool = False, embed_scale: float | None = None, seed: int = 0,
-         **context: Any) -> Rules:
+def olmo(
+    model: Any,
+    *,
+    init_fn: str = "mitchell",
+    generation: str | None = None,
+    init_std: float = 0.02,
+    init_cutoff_factor: float | None = None,
+    emb_init_std: float | None = None,
+    scale_emb_init: bool = False,
+    embed_scale: float | None = None,
+    seed: int = 0,
+    **context: Any,
+) -> Rules:
     """OLMo's ``init_fn`` choices; sigma = ``init_std``, d the width, L the depth, i the 0-based
     block, c the cutoff in std units (every cut is torch ``trunc_normal_(std, -c std, c std)``).
 
@@ -71,10 +82,12 @@ def olmo(model: Any, *, init_fn: str = "mitchell", generation: str | None = None
     if generation == "olmo1":
         return _olmo1(ctx, init_fn, sigma, cut, emb, scale_emb_init, seed)
     if init_fn == "normalized":
-        raise NotExpressibleError("olmo: init_fn='normalized' (olmo-core's nGPT NormalizedTransformer) draws, "
-                                  "then L2-normalises every matrix along its embedding axis "
-                                  "(normalize_matrices); polyinit has no normalising primitive, so it "
-                                  "refuses rather than approximate")
+        raise NotExpressibleError(
+            "olmo: init_fn='normalized' (olmo-core's nGPT NormalizedTransformer) draws, "
+            "then L2-normalises every matrix along its embedding axis "
+            "(normalize_matrices); polyinit has no normalising primitive, so it "
+            "refuses rather than approximate"
+        )
     return _olmo_core(ctx, init_fn, sigma, 3.0 if cut is None else cut, emb, embed_scale, seed)
 
 
@@ -82,18 +95,25 @@ def _generation(init_fn: str, generation: str | None) -> str:
     if generation is None:
         having = [g for g, fns in GENERATIONS.items() if init_fn in fns]
         if len(having) > 1:
-            _args.refuse("olmo", f"init_fn={init_fn!r} exists in OLMo-1 (uncut by default) and olmo-core (cut at "
-                         "3 sigma); pass generation='olmo1' or generation='olmo_core'")
+            _args.refuse(
+                "olmo",
+                f"init_fn={init_fn!r} exists in OLMo-1 (uncut by default) and olmo-core (cut at "
+                "3 sigma); pass generation='olmo1' or generation='olmo_core'",
+            )
         return having[0]
     generation = _args.one_of("olmo", "generation", generation, GENERATIONS)
     if init_fn not in GENERATIONS[generation]:
-        _args.refuse("olmo", f"init_fn={init_fn!r} is not in generation {generation!r}; "
-                     f"it has {', '.join(map(repr, GENERATIONS[generation]))}")
+        _args.refuse(
+            "olmo",
+            f"init_fn={init_fn!r} is not in generation {generation!r}; "
+            f"it has {', '.join(map(repr, GENERATIONS[generation]))}",
+        )
     return generation
 
 
-def _olmo1(ctx: ModelContext, init_fn: str, sigma: float, cut: float | None, emb: float | None,
-           scale_emb_init: bool, seed: int) -> Rules:
+def _olmo1(
+    ctx: ModelContext, init_fn: str, sigma: float, cut: float | None, emb: float | None, scale_emb_init: bool, seed: int
+) -> Rules:
     cutoff = cut if cut is not None or init_fn == "normal" else 3.0
     out = _RuleSet(ctx, f"olmo_{init_fn}")
     if init_fn == "normal":
@@ -108,8 +128,9 @@ def _olmo1(ctx: ModelContext, init_fn: str, sigma: float, cut: float | None, emb
             if ctx.role(p) not in _WEIGHTS or site.block is None:
                 continue
             fan = d if site.site == "attn_out" else ctx.fan_in(p)
-            out.add([p.path], _normal(1 / math.sqrt(2 * fan * (site.block + 1)), cutoff),
-                    f"{site.site} block {site.block}")
+            out.add(
+                [p.path], _normal(1 / math.sqrt(2 * fan * (site.block + 1)), cutoff), f"{site.site} block {site.block}"
+            )
         out.add(out.at("embedding"), _normal(emb or 1 / math.sqrt(d), cutoff), "embedding")
         out.rest(_normal(1 / math.sqrt(d), cutoff))
         return out.rules(seed)
@@ -122,8 +143,9 @@ def _olmo1(ctx: ModelContext, init_fn: str, sigma: float, cut: float | None, emb
     return out.rules(seed)
 
 
-def _olmo_core(ctx: ModelContext, init_fn: str, sigma: float, cut: float, emb: float | None,
-               embed_scale: float | None, seed: int) -> Rules:
+def _olmo_core(
+    ctx: ModelContext, init_fn: str, sigma: float, cut: float, emb: float | None, embed_scale: float | None, seed: int
+) -> Rules:
     scheme = f"olmo_core_{init_fn}"
     out = _RuleSet(ctx, scheme)
     # olmo-core models have no learned position embedding (RoPE); one is drawn as the token embedding.
@@ -140,16 +162,24 @@ def _olmo_core(ctx: ModelContext, init_fn: str, sigma: float, cut: float, emb: f
         out.add(out.at("embedding", "position"), Normal(std=1.0 / (embed_scale or 1.0)), "embeddings")
         out.rest(None)
         return out.rules(seed)
-    _llama_outputs(out, ctx, scheme, _normal(sigma, cut), lambda std: _normal(std, cut), sigma,
-                   per_block=init_fn == "llama_depth")
+    _llama_outputs(
+        out, ctx, scheme, _normal(sigma, cut), lambda std: _normal(std, cut), sigma, per_block=init_fn == "llama_depth"
+    )
     out.add(out.at("embedding", "position"), Normal(std=1.0), "embeddings N(0, 1)")
     out.add(out.at("readout"), _normal(d**-0.5, cut), "LM head d^-1/2")
     out.rest(_normal(sigma, cut))
     return out.rules(seed)
 
 
-def _llama_outputs(out: _RuleSet, ctx: ModelContext, scheme: str, base: Spec, scaled: Callable[[float], Spec],
-                   sigma: float, per_block: bool) -> None:
+def _llama_outputs(
+    out: _RuleSet,
+    ctx: ModelContext,
+    scheme: str,
+    base: Spec,
+    scaled: Callable[[float], Spec],
+    sigma: float,
+    per_block: bool,
+) -> None:
     """The attention output, MLP output (w2) and gated MLP up projection (w3) of every block at
     ``scaled``(sigma / sqrt(2 L)), or sigma / sqrt(2 (i+1)) ``per_block``; a fused gate/up input
     (the trace's parts) as two blocks, the gate at ``base``, the up half scaled."""
@@ -177,10 +207,15 @@ def _fused_gate_up(ctx: ModelContext, p: Any, gate: Spec | None = None, up: Spec
     ordered = sorted(parts, key=lambda part: part.ranges[0][0] if part.ranges else 0)
     axis = ordered[0].axes[0] if len(ordered[0].axes) == 1 else None
     size = p.shape[axis] if axis is not None else 0
-    if (axis is None or any(part.axes != (axis,) for part in ordered)
-            or [part.ranges for part in ordered] != [((0, size // 2),), ((size // 2, size),)]):
-        raise NotExpressibleError(f"{p.path}: a packed gate/up weight whose parts {ordered} are not two equal "
-                                  "halves of one axis; its up half cannot be scaled as one block")
+    if (
+        axis is None
+        or any(part.axes != (axis,) for part in ordered)
+        or [part.ranges for part in ordered] != [((0, size // 2),), ((size // 2, size),)]
+    ):
+        raise NotExpressibleError(
+            f"{p.path}: a packed gate/up weight whose parts {ordered} are not two equal "
+            "halves of one axis; its up half cannot be scaled as one block"
+        )
     if gate is None or up is None:
         return True
     return Blocks(axis=axis, parts=tuple(gate if part.name == "gate" else up for part in ordered))
@@ -189,8 +224,9 @@ def _fused_gate_up(ctx: ModelContext, p: Any, gate: Spec | None = None, up: Spec
 LLAMA_REFERENCES = ("torchtitan", "olmo_core")
 
 
-def llama_depth(model: Any, *, reference: str = "torchtitan", std: float = 0.02, seed: int = 0,
-                **context: Any) -> Rules:
+def llama_depth(
+    model: Any, *, reference: str = "torchtitan", std: float = 0.02, seed: int = 0, **context: Any
+) -> Rules:
     """Llama-style depth init: q/k/v and the MLP gate (w1) at sigma = ``std``; the attention
     output (wo) and the MLP's w2 **and** w3 of block i (0-based) at sigma / sqrt(2 (i+1));
     token embeddings N(0, 1); the LM head d^-1/2 cut at +-3 std; biases 0, norms 1.

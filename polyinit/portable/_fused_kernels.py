@@ -41,16 +41,20 @@ R0, R1, R2, R3, R4, R5, R6, R7 = (uint32(r) for r in ROTATIONS)
 @intrinsic
 def _bits(typingctx, x):
     """float32 -> its uint32 bit pattern (a bitcast, as ``Ops.bits``)."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.IntType(32))
+
     return types.uint32(types.float32), codegen
 
 
 @intrinsic
 def _from_bits(typingctx, w):
     """uint32 -> the float32 with that bit pattern (``Ops.from_bits``)."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
+
     return types.float32(types.uint32), codegen
 
 
@@ -199,8 +203,9 @@ def _truncated(w, g, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p
 
 
 @njit(inline="always")
-def _convert(words, out, offset, positive_zero, scratch,
-             kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+def _convert(
+    words, out, offset, positive_zero, scratch, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low
+):
     """out[offset + j] = value of words[j] (at most 2 BLOCK_PAIRS words): one loop per kind and
     step, so each loop vectorises. ``scratch`` is (q, g, tail q, tail index), each a block long."""
     size = words.size
@@ -221,21 +226,55 @@ def _convert(words, out, offset, positive_zero, scratch,
                 out[offset + j] = _normal(words[j], g[j], shift, scale, has_shift, has_scale)
         else:
             for j in range(size):
-                out[offset + j] = _truncated(words[j], g[j], shift, scale, has_shift, has_scale, a, b, mirror,
-                                             p_span, p_low)
+                out[offset + j] = _truncated(
+                    words[j], g[j], shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low
+                )
     if positive_zero:  # floats.positive_zero, which a draw applies to its result, not to leaves
         for j in range(size):
             out[offset + j] = out[offset + j] if out[offset + j] != ZERO else ZERO
 
 
-SIGNATURE = types.void(types.CPointer(types.float32), types.int64, types.int64, types.CPointer(types.uint32),
-                       types.voidptr, types.uint32, types.uint32, types.uint32, types.int32, types.int32,
-                       types.float32, types.float32, types.float32, types.float32, types.float32, types.float32)
+SIGNATURE = types.void(
+    types.CPointer(types.float32),
+    types.int64,
+    types.int64,
+    types.CPointer(types.uint32),
+    types.voidptr,
+    types.uint32,
+    types.uint32,
+    types.uint32,
+    types.int32,
+    types.int32,
+    types.float32,
+    types.float32,
+    types.float32,
+    types.float32,
+    types.float32,
+    types.float32,
+)
 
 
 @njit(inline="always")
-def _fill(out, words, scratch, k0, k1, leaf, start, positive_zero,
-          kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low):
+def _fill(
+    out,
+    words,
+    scratch,
+    k0,
+    k1,
+    leaf,
+    start,
+    positive_zero,
+    kind,
+    shift,
+    scale,
+    has_shift,
+    has_scale,
+    a,
+    b,
+    mirror,
+    p_span,
+    p_low,
+):
     """out[j] = value of flat element start + j; element i is word i % 2 of threefry((i // 2, leaf))."""
     k2 = uint32(k0 ^ k1 ^ uint32(PARITY))
     end = start + out.size
@@ -245,13 +284,27 @@ def _fill(out, words, scratch, k0, k1, leaf, start, positive_zero,
         for p in range(count):  # the cipher, vectorised across pairs
             words[2 * p], words[2 * p + 1] = _threefry(k0, k1, k2, uint32(block + p), leaf)
         lo, hi = max(2 * block, start), min(2 * (block + count), end)
-        _convert(words[lo - 2 * block: hi - 2 * block], out, lo - start, positive_zero, scratch,
-                 kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+        _convert(
+            words[lo - 2 * block : hi - 2 * block],
+            out,
+            lo - start,
+            positive_zero,
+            scratch,
+            kind,
+            shift,
+            scale,
+            has_shift,
+            has_scale,
+            a,
+            b,
+            mirror,
+            p_span,
+            p_low,
+        )
 
 
 @cfunc(SIGNATURE, error_model="numpy")  # numpy's error model: no zero-division checks, nothing raises
-def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span,
-           p_low):
+def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low):
     """The one C entry point. Fill ``out[0:size]`` with flat elements ``start ..`` of a leaf, or
     with flag ``MAP_WORDS`` map the ``size`` words at ``words`` to floats (tests reach any word
     this way). ``scratch``: 5 blocks of 4-byte words, the caller's (one per thread)."""
@@ -263,11 +316,44 @@ def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, ki
         given = carray(words_ptr, (size,))
         for lo in range(0, size, block):
             hi = min(lo + block, size)
-            _convert(given[lo:hi], out, lo, False, scratch,
-                     kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+            _convert(
+                given[lo:hi],
+                out,
+                lo,
+                False,
+                scratch,
+                kind,
+                shift,
+                scale,
+                has_shift,
+                has_scale,
+                a,
+                b,
+                mirror,
+                p_span,
+                p_low,
+            )
     else:
-        _fill(out, carray(scratch_ptr, (block,), np.uint32), scratch, k0, k1, leaf, start, (flags & POSITIVE_ZERO) != 0,
-              kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+        _fill(
+            out,
+            carray(scratch_ptr, (block,), np.uint32),
+            scratch,
+            k0,
+            k1,
+            leaf,
+            start,
+            (flags & POSITIVE_ZERO) != 0,
+            kind,
+            shift,
+            scale,
+            has_shift,
+            has_scale,
+            a,
+            b,
+            mirror,
+            p_span,
+            p_low,
+        )
 
 
 _DECLARE = re.compile(r"^declare (.*?)@([-\w.$]+)\((.*)\)(.*)$")
@@ -286,11 +372,16 @@ def native_ir() -> str:
     for line in text.splitlines():
         declared, external = _DECLARE.match(line), _EXTERNAL.match(line)
         if declared and not declared.group(2).startswith("llvm."):
-            lines += [f"define internal {declared.group(1)}@{declared.group(2)}({declared.group(3)})"
-                      f"{declared.group(4)} {{", "  unreachable", "}"]
+            lines += [
+                f"define internal {declared.group(1)}@{declared.group(2)}({declared.group(3)}){declared.group(4)} {{",
+                "  unreachable",
+                "}",
+            ]
         elif external:
-            lines.append(f"{external.group(1)} = internal {external.group(2)}global {external.group(3)} "
-                         f"zeroinitializer{external.group(4)}")
+            lines.append(
+                f"{external.group(1)} = internal {external.group(2)}global {external.group(3)} "
+                f"zeroinitializer{external.group(4)}"
+            )
         else:
             lines.append(line)
     return "\n".join(lines)

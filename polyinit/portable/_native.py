@@ -38,9 +38,25 @@ POSITIVE_ZERO, HAS_SHIFT, HAS_SCALE, MIRROR, MAP_WORDS = 1, 2, 4, 8, 16
 _SOURCES = ("_fused_kernels.py", "floats.py", "threefry.py", "_native.py")
 _F = ctypes.c_float
 # out, size, start, words (MAP_WORDS), scratch, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low
-_PROTOTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                              ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int32,
-                              _F, _F, _F, _F, _F, _F)
+_PROTOTYPE = ctypes.CFUNCTYPE(
+    None,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_uint32,
+    ctypes.c_uint32,
+    ctypes.c_uint32,
+    ctypes.c_int32,
+    ctypes.c_int32,
+    _F,
+    _F,
+    _F,
+    _F,
+    _F,
+    _F,
+)
 
 LOADED: str | None = None
 _lock = threading.Lock()
@@ -72,8 +88,12 @@ def _object_name(llvm: Any, llvmlite_version: str) -> str:
     here = Path(__file__).parent
     for name in _SOURCES:
         digest.update((here / name).read_bytes())
-    for part in (llvmlite_version, llvm.get_default_triple(), llvm.get_host_cpu_name(),
-                 llvm.get_host_cpu_features().flatten()):
+    for part in (
+        llvmlite_version,
+        llvm.get_default_triple(),
+        llvm.get_host_cpu_name(),
+        llvm.get_host_cpu_features().flatten(),
+    ):
         digest.update(b"\0" + part.encode())
     return f"fused-{digest.hexdigest()[:24]}.o"
 
@@ -84,7 +104,8 @@ def _compile(llvm: Any) -> bytes:
     module = llvm.parse_assembly(native_ir())
     module.verify()
     machine = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, jit=True)
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, jit=True
+    )
     return machine.emit_object(module)
 
 
@@ -100,7 +121,7 @@ def _read(path: Path) -> bytes | None:
         return None
     start = len(_MAGIC) + 32
     code = data[start:]
-    if data[:len(_MAGIC)] != _MAGIC or hashlib.sha256(code).digest() != data[len(_MAGIC):start]:
+    if data[: len(_MAGIC)] != _MAGIC or hashlib.sha256(code).digest() != data[len(_MAGIC) : start]:
         return None
     return code
 

@@ -29,7 +29,7 @@ def words_range(ops: Any, key: tuple[int, int], leaf: int, start: int, stop: int
     x0 = ops.iota(first, last - first)
     y0, y1 = threefry2x32(ops, key, x0, ops.full_words(leaf, x0))
     offset = start - 2 * first
-    return ops.interleave(y0, y1)[offset: offset + stop - start]
+    return ops.interleave(y0, y1)[offset : offset + stop - start]
 
 
 def words_at(ops: Any, key: tuple[int, int], leaf: int, shape: tuple[int, ...]) -> Any:

@@ -69,7 +69,7 @@ def log(ops: Any, x: Any) -> Any:
     exponent = ops.fsub(ops.to_float(ops.shr(bits, 23)), 127.0)
     m = ops.from_bits(ops.bor(ops.band(bits, 0x007FFFFF), 0x3F800000))
     big = ops.greater(m, _SQRT2)
-    m = ops.where(big, ops.fmul(m, 0.5), m)           # exact
+    m = ops.where(big, ops.fmul(m, 0.5), m)  # exact
     exponent = ops.where(big, ops.fadd(exponent, 1.0), exponent)
     s = ops.fdiv(ops.fsub(m, 1.0), ops.fadd(m, 1.0))  # m - 1 exact (Sterbenz)
     series = horner(ops, _ATANH, ops.fmul(s, s))
@@ -103,8 +103,11 @@ def ndtri_lower(ops: Any, q: Any) -> Any:
 def _lower_tail(ops: Any, q: Any) -> Any:
     t = sqrt(ops, ops.neg(log(ops, q)))  # -log q in [0.69, 88]
     near, far = ops.fsub(t, 1.6), ops.fsub(t, 5.0)
-    tail = ops.where(ops.greater(t, 5.0), ops.fdiv(horner(ops, _E, far), horner(ops, _F, far)),
-                     ops.fdiv(horner(ops, _C, near), horner(ops, _D, near)))
+    tail = ops.where(
+        ops.greater(t, 5.0),
+        ops.fdiv(horner(ops, _E, far), horner(ops, _F, far)),
+        ops.fdiv(horner(ops, _C, near), horner(ops, _D, near)),
+    )
     return ops.neg(tail)
 
 

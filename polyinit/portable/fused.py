@@ -55,8 +55,8 @@ from polyinit.errors import BackendError
 from polyinit.moments import normal_cdf
 from polyinit.portable import _native
 
-MIN_SIZE = 1 << 16        # elements: a smaller leaf is drawn by the reference ops (a few ms at most)
-THREAD_GRAIN = 1 << 17    # elements: a thread's share is never smaller (starting it costs ~50 us)
+MIN_SIZE = 1 << 16  # elements: a smaller leaf is drawn by the reference ops (a few ms at most)
+THREAD_GRAIN = 1 << 17  # elements: a thread's share is never smaller (starting it costs ~50 us)
 _unavailable: str | None = None
 _pool: tuple[ThreadPoolExecutor, int, int] | None = None  # (pool, its workers, the pid that made it)
 
@@ -114,9 +114,14 @@ def _leaf_args(node: n.Node) -> tuple:
     the host-side constants that ``floats`` computes in Python (the interval's CDF values, the
     mirror) computed here the same way. The shift and scale flags are decided on the unrounded
     values, as ``floats._affine`` decides them."""
+
     def flags(shift: float, scale: float, mirror: bool = False) -> int:
-        return ((_native.HAS_SHIFT if shift != 0.0 else 0) | (_native.HAS_SCALE if scale != 1.0 else 0)
-                | (_native.MIRROR if mirror else 0))
+        return (
+            (_native.HAS_SHIFT if shift != 0.0 else 0)
+            | (_native.HAS_SCALE if scale != 1.0 else 0)
+            | (_native.MIRROR if mirror else 0)
+        )
+
     if isinstance(node, n.Uniform):
         scale = node.high - node.low
         return flags(node.low, scale), 0, _F32(node.low), _F32(scale), 0.0, 0.0, 0.0, 0.0
@@ -127,8 +132,16 @@ def _leaf_args(node: n.Node) -> tuple:
         if mirror:
             a, b = -b, -a
         p_low, p_high = normal_cdf(a), normal_cdf(b)
-        return (flags(node.mean, node.std, mirror), 2, _F32(node.mean), _F32(node.std),
-                _F32(a), _F32(b), _F32(p_high - p_low), _F32(p_low))
+        return (
+            flags(node.mean, node.std, mirror),
+            2,
+            _F32(node.mean),
+            _F32(node.std),
+            _F32(a),
+            _F32(b),
+            _F32(p_high - p_low),
+            _F32(p_low),
+        )
     raise AssertionError(f"not a portable leaf: {node!r}")
 
 
@@ -140,8 +153,15 @@ def _spans(start: int, size: int, count: int) -> list[tuple[int, int]]:
     return [(lo, hi - lo) for lo, hi in itertools.pairwise(cuts) if hi > lo]
 
 
-def fill(node: n.Node, key: tuple[int, int], leaf: int, start: int, out: np.ndarray,
-         positive_zero: bool = True, max_threads: int | None = None) -> np.ndarray:
+def fill(
+    node: n.Node,
+    key: tuple[int, int],
+    leaf: int,
+    start: int,
+    out: np.ndarray,
+    positive_zero: bool = True,
+    max_threads: int | None = None,
+) -> np.ndarray:
     """Write flat elements ``start .. start + out.size - 1`` of random leaf ``node`` (leaf number
     ``leaf`` of its plan, stream ``key``) into the float32 C-contiguous ``out``, as
     ``evaluate.evaluate_span`` of a plan made of that leaf alone gives them (-0 as +0); with
@@ -158,8 +178,19 @@ def fill(node: n.Node, key: tuple[int, int], leaf: int, start: int, out: np.ndar
 
     def run(offset: int, length: int) -> None:
         scratch = np.empty(_native.SCRATCH_WORDS, np.uint32)  # one per thread
-        kernel(flat.ctypes.data + 4 * offset, length, start + offset, None, scratch.ctypes.data,
-               key[0], key[1], leaf, flags, kind, *numbers)
+        kernel(
+            flat.ctypes.data + 4 * offset,
+            length,
+            start + offset,
+            None,
+            scratch.ctypes.data,
+            key[0],
+            key[1],
+            leaf,
+            flags,
+            kind,
+            *numbers,
+        )
 
     spans = _spans(start, flat.size, min(threads(max_threads), max(1, flat.size // THREAD_GRAIN)))
     if len(spans) > 1:
@@ -173,8 +204,9 @@ def fill(node: n.Node, key: tuple[int, int], leaf: int, start: int, out: np.ndar
     return out
 
 
-def values(node: n.Node, key: tuple[int, int], leaf: int, start: int, stop: int,
-           max_threads: int | None = None) -> np.ndarray:
+def values(
+    node: n.Node, key: tuple[int, int], leaf: int, start: int, stop: int, max_threads: int | None = None
+) -> np.ndarray:
     """Flat elements ``start .. stop - 1`` of random leaf ``node`` as a new float32 array, as
     ``evaluate.leaf_values`` gives them (a plan may combine them further)."""
     return fill(node, key, leaf, start, np.empty(stop - start, np.float32), False, max_threads)
@@ -190,6 +222,17 @@ def map_words(node: n.Node, words: np.ndarray) -> np.ndarray:
     out = np.empty(words.size, np.float32)
     flags, kind, *numbers = _leaf_args(node)
     scratch = np.empty(_native.SCRATCH_WORDS, np.uint32)
-    kernel(out.ctypes.data, out.size, 0, words.ctypes.data, scratch.ctypes.data, 0, 0, 0, flags | _native.MAP_WORDS,
-           kind, *numbers)
+    kernel(
+        out.ctypes.data,
+        out.size,
+        0,
+        words.ctypes.data,
+        scratch.ctypes.data,
+        0,
+        0,
+        0,
+        flags | _native.MAP_WORDS,
+        kind,
+        *numbers,
+    )
     return out

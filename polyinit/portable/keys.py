@@ -17,8 +17,7 @@ MAX_LEAF_SIZE = 1 << 32
 
 def _key_hash(key: str | int) -> int:
     if isinstance(key, bool) or not isinstance(key, (str, int)):
-        raise PolyinitError(f"portable draw: key must be a str (a parameter path) or an int, "
-                            f"received key={key!r}")
+        raise PolyinitError(f"portable draw: key must be a str (a parameter path) or an int, received key={key!r}")
     tag = ("s:" + key) if isinstance(key, str) else f"i:{key}"
     return int.from_bytes(hashlib.blake2b(tag.encode("utf-8"), digest_size=8).digest(), "little")
 
@@ -45,7 +44,10 @@ def check_portable(plan: Plan, backend: str) -> None:
             raise NotExpressibleError(
                 f"{backend} backend, portable mode: {plan.spec!r} needs a QR decomposition, whose "
                 "rounding differs between LAPACK builds, so it cannot be bit-identical across "
-                "frameworks; draw it with the backend's native draw instead")
+                "frameworks; draw it with the backend's native draw instead"
+            )
         if math.prod(leaf.shape) > MAX_LEAF_SIZE:
-            raise NotExpressibleError(f"{backend} backend, portable mode: a random leaf of "
-                                      f"{math.prod(leaf.shape)} elements exceeds 2**32; refusing {plan.spec!r}")
+            raise NotExpressibleError(
+                f"{backend} backend, portable mode: a random leaf of "
+                f"{math.prod(leaf.shape)} elements exceeds 2**32; refusing {plan.spec!r}"
+            )

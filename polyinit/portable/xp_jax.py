@@ -31,7 +31,7 @@ from polyinit.portable.threefry import threefry2x32
 
 _LOWEST = float(np.finfo(np.float32).min)
 Array: TypeAlias = jax.Array
-Word: TypeAlias = Union[jax.Array, int]     # uint32 words, or one word as a Python int
+Word: TypeAlias = Union[jax.Array, int]  # uint32 words, or one word as a Python int
 Float: TypeAlias = Union[jax.Array, float]  # a float32 array, or one float32 number
 
 
@@ -266,8 +266,10 @@ def _shared_draw(plan: Plan, stream: np.ndarray) -> Array | None:
     first = _chunk(kind, plan.dtype, stream, leaf, np.uint32(0), numbers)
     if isinstance(first, jax.core.Tracer):  # traced: nothing more is added to the user's program
         return None
-    chunks = [first] + [_chunk(kind, plan.dtype, stream, leaf, np.uint32(start), numbers)
-                        for start in range(SHARED_CHUNK, plan.size, SHARED_CHUNK)]
+    chunks = [first] + [
+        _chunk(kind, plan.dtype, stream, leaf, np.uint32(start), numbers)
+        for start in range(SHARED_CHUNK, plan.size, SHARED_CHUNK)
+    ]
     host = np.concatenate([np.asarray(chunk) for chunk in chunks])[: plan.size].reshape(plan.shape)
     return jax.device_put(host, chunks[0].sharding)
 
@@ -283,8 +285,7 @@ def draw(plan: Plan, seed: int, key: str | int = "", out_sharding: Any = None) -
     if plan.size == 0 or math.prod(plan.shape) == 0:
         return jnp.zeros(plan.shape, jnp.dtype(plan.dtype))
     if out_sharding is not None:
-        return run_sharded(_draw, _Static(plan), (stream_words(seed, key),), out_sharding,
-                           "jax backend, portable draw")
+        return run_sharded(_draw, _Static(plan), (stream_words(seed, key),), out_sharding, "jax backend, portable draw")
     if _shares_program(plan):
         values = _shared_draw(plan, np.array(stream_key(seed, key), dtype=np.uint32))
         if values is not None:

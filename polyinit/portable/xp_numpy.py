@@ -31,13 +31,13 @@ from polyinit.backends.numpy import numpy_dtype
 from polyinit.portable import fused
 
 Array: TypeAlias = np.ndarray
-Word: TypeAlias = Union[np.ndarray, int]     # uint32 words, or one word as a Python int
+Word: TypeAlias = Union[np.ndarray, int]  # uint32 words, or one word as a Python int
 Float: TypeAlias = Union[np.ndarray, float]  # a float32 array, or one float32 number
 
 
 class Ops:
     NAME = "numpy"
-    CHUNKED = True   # writes chunks in place, so a draw holds little more than its output
+    CHUNKED = True  # writes chunks in place, so a draw holds little more than its output
     INDEXED = False  # words by flat ranges (a cipher call gives two words), not per element
 
     def __init__(self, use_fused: bool | None = None):
@@ -205,7 +205,7 @@ class Ops:
         return np.empty(shape, dtype=numpy_dtype(dtype))
 
     def write_flat(self, out: np.ndarray, start: int, values: np.ndarray) -> None:
-        out.reshape(-1)[start: start + values.size] = values
+        out.reshape(-1)[start : start + values.size] = values
 
     def copy_into(self, out: np.ndarray, values: np.ndarray) -> np.ndarray:
         out[...] = values

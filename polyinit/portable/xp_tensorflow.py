@@ -17,7 +17,7 @@ import tensorflow as tf
 
 _LOWEST = float(np.finfo(np.float32).min)
 Tensor: TypeAlias = tf.Tensor
-Word: TypeAlias = Union[tf.Tensor, int]     # a tensor of int32 bit patterns, or one word as a Python int
+Word: TypeAlias = Union[tf.Tensor, int]  # a tensor of int32 bit patterns, or one word as a Python int
 Float: TypeAlias = Union[tf.Tensor, float]  # a float32 tensor, or one float32 number
 
 
@@ -133,8 +133,7 @@ class Ops:
             x, y = (tf.fill(tf.shape(cond), self._f(v)) if isinstance(v, float) else v for v in (x, y))
         return tf.where(cond, x, y)
 
-    def replace_where(self, mask: Tensor, base: Tensor, x: Tensor,
-                      fn: Callable[[Ops, Tensor], Tensor]) -> Tensor:
+    def replace_where(self, mask: Tensor, base: Tensor, x: Tensor, fn: Callable[[Ops, Tensor], Tensor]) -> Tensor:
         return self.where(mask, fn(self, x), base)  # static shapes: every element, then a select
 
     # --- arrays -----------------------------------------------------------------------------

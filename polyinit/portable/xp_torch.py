@@ -17,7 +17,7 @@ import torch
 from polyinit.portable import fused
 
 Tensor: TypeAlias = torch.Tensor
-Word: TypeAlias = Union[torch.Tensor, int]     # int32 bit patterns, or one word as a Python int
+Word: TypeAlias = Union[torch.Tensor, int]  # int32 bit patterns, or one word as a Python int
 Float: TypeAlias = Union[torch.Tensor, float]  # a float32 tensor, or one float32 number
 
 
@@ -53,8 +53,13 @@ class Ops:
     def fill_leaf(self, out: torch.Tensor, node: Any, key: tuple[int, int], leaf: int, start: int = 0) -> bool:
         # Plain CPU tensors only: a subclass (DTensor, FakeTensor, a functional wrapper) may not
         # own the memory that .numpy() would show.
-        if not (type(out) in (torch.Tensor, torch.nn.Parameter) and out.device.type == "cpu"
-                and out.dtype == torch.float32 and out.is_contiguous() and self._use_fused(node)):
+        if not (
+            type(out) in (torch.Tensor, torch.nn.Parameter)
+            and out.device.type == "cpu"
+            and out.dtype == torch.float32
+            and out.is_contiguous()
+            and self._use_fused(node)
+        ):
             return False
         fused.fill(node, key, leaf, start, out.detach().numpy(), max_threads=torch.get_num_threads())
         if not out.is_inference():  # a write through numpy is invisible to autograd's version counter
@@ -166,8 +171,9 @@ class Ops:
 
     def where(self, cond: Tensor, x: Float, y: Float, like: Any = None) -> Tensor:
         if isinstance(x, float) or isinstance(y, float):
-            x, y = (torch.tensor(v, dtype=torch.float32, device=cond.device) if isinstance(v, float) else v
-                    for v in (x, y))
+            x, y = (
+                torch.tensor(v, dtype=torch.float32, device=cond.device) if isinstance(v, float) else v for v in (x, y)
+            )
         return torch.where(cond, x, y)
 
     def replace_where(self, mask: Tensor, base: Tensor, x: Tensor, fn: Callable[[Ops, Tensor], Tensor]) -> Tensor:
@@ -212,7 +218,7 @@ class Ops:
         return torch.empty(shape, dtype=getattr(torch, dtype), device=self.device)
 
     def write_flat(self, out: torch.Tensor, start: int, values: torch.Tensor) -> None:
-        out.view(-1)[start: start + values.numel()].copy_(values)
+        out.view(-1)[start : start + values.numel()].copy_(values)
 
     def copy_into(self, out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return out.copy_(values)

@@ -37,8 +37,12 @@ __all__ = [
 
 # framework name (``polyinit.frameworks.framework_for(model).name``) -> tracer module
 # (Keras dispatches on its backend inside its tracer; a Keras model on torch is a Keras model.)
-TRACERS = {"torch": "polyinit.structure.trace_torch", "flax": "polyinit.structure.trace_jax",
-           "linen": "polyinit.structure.trace_jax", "keras": "polyinit.structure.trace_tf"}
+TRACERS = {
+    "torch": "polyinit.structure.trace_torch",
+    "flax": "polyinit.structure.trace_jax",
+    "linen": "polyinit.structure.trace_jax",
+    "keras": "polyinit.structure.trace_tf",
+}
 
 
 class StructureUnavailable(Exception):

@@ -37,7 +37,7 @@ def labels_at(facts: Facts, use: DenseUse, targets: Iterable[int]) -> dict[int, 
         return {}
     free = [graph[use.weight].shape[a] for a in free_axes(facts, use)]
     size = math.prod(free)
-    if not free or tuple(node.shape[len(node.shape) - len(free):]) != tuple(free):
+    if not free or tuple(node.shape[len(node.shape) - len(free) :]) != tuple(free):
         return {}
     wanted = 0
     for t in targets:

@@ -72,8 +72,11 @@ def view(g: Graph, node_id: int) -> tuple[int, list]:
 def contract_shape(a: tuple, b: tuple, contract: tuple, batch: tuple) -> tuple:
     """dot_general's output shape: batch axes, then a's free axes, then b's."""
     (ca, cb), (ba, bb) = contract, batch
-    return tuple(a[i] for i in ba) + tuple(d for i, d in enumerate(a) if i not in ca and i not in ba) + \
-        tuple(d for i, d in enumerate(b) if i not in cb and i not in bb)
+    return (
+        tuple(a[i] for i in ba)
+        + tuple(d for i, d in enumerate(a) if i not in ca and i not in ba)
+        + tuple(d for i, d in enumerate(b) if i not in cb and i not in bb)
+    )
 
 
 def fold_contract(g: Graph, a: int, b: int, contract: tuple, batch: tuple) -> int:

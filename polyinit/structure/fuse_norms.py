@@ -43,7 +43,7 @@ _SELECTS = ("select_n", "SelectV2", "Select")  # a guard with one computed opera
 def fuse_norms(g: Graph) -> Graph:
     """``g`` with every written-out layer/RMS norm replaced by one ``norm`` node (see module doc)."""
     static = _static(g)
-    fused: dict[int, tuple] = {}   # exit node id -> (x, scale, offset, fn, axes, plus_one)
+    fused: dict[int, tuple] = {}  # exit node id -> (x, scale, offset, fn, axes, plus_one)
     inside: set[int] = set()
     for node in g:
         if node.op == "unary" and node.attrs.get("fn") in ("rsqrt", "sqrt") and node.id not in inside:
@@ -64,8 +64,10 @@ def _static(g: Graph) -> list[bool]:
     """Values computed from constants only (no input, no parameter)."""
     out: list[bool] = []
     for node in g:
-        out.append(node.op == "const" or (node.op not in ("input", "param") and bool(node.inputs)
-                                          and all(out[i] for i in node.inputs)))
+        out.append(
+            node.op == "const"
+            or (node.op not in ("input", "param") and bool(node.inputs) and all(out[i] for i in node.inputs))
+        )
     return out
 
 
@@ -146,7 +148,7 @@ def _statistic(g: Graph, value: int, static: list) -> tuple | None:
 
 def _descendants(g: Graph, start: int, stop: int) -> set:
     out = {start}
-    for node in g.nodes[start + 1: stop + 1]:
+    for node in g.nodes[start + 1 : stop + 1]:
         if any(i in out for i in node.inputs):
             out.add(node.id)
     return out
@@ -182,7 +184,7 @@ def _region(g: Graph, found: tuple, root: int, static: list) -> tuple | None:
     fn, x, axes = found
     members = (_descendants(g, x, root) & _ancestors(g, root)) - {x}
     params: dict[int, tuple] = {}  # region node id -> (param node, plus_one) for parameter operands
-    for node in g.nodes[x + 1:]:
+    for node in g.nodes[x + 1 :]:
         if node.id in members or node.op not in _ELEMENTWISE:
             continue
         operands, stats, linked = {}, set(), False

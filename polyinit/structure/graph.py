@@ -47,9 +47,32 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-OPS = ("input", "param", "const", "contract", "conv", "gather", "add", "sub", "mul", "div", "max", "min",
-       "unary", "reduce", "softmax", "norm", "attention", "reshape", "transpose", "broadcast", "convert",
-       "slice", "concat", "other")
+OPS = (
+    "input",
+    "param",
+    "const",
+    "contract",
+    "conv",
+    "gather",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "max",
+    "min",
+    "unary",
+    "reduce",
+    "softmax",
+    "norm",
+    "attention",
+    "reshape",
+    "transpose",
+    "broadcast",
+    "convert",
+    "slice",
+    "concat",
+    "other",
+)
 MOVEMENT = ("reshape", "transpose", "broadcast", "convert")
 
 

@@ -27,19 +27,70 @@ from typing import Any
 from polyinit.structure.graph import MOVEMENT, Graph
 
 BINARY = {"add": "add", "add_any": "add", "sub": "sub", "mul": "mul", "div": "div", "max": "max", "min": "min"}
-UNARY = {"exp": "exp", "log": "log", "tanh": "tanh", "logistic": "sigmoid", "rsqrt": "rsqrt", "sqrt": "sqrt",
-         "neg": "neg", "square": "square", "erf": "erf", "abs": "abs", "sin": "sin", "cos": "cos", "log1p": "log1p",
-         "expm1": "expm1", "sign": "sign", "erf_inv": "erf_inv", "exp2": "exp2"}
-MOVES = {"reshape": "reshape", "squeeze": "reshape", "expand_dims": "reshape", "broadcast_in_dim": "broadcast",
-         "convert_element_type": "convert", "copy": "convert", "copy_p": "convert", "stop_gradient": "convert",
-         "reduce_precision": "convert", "optimization_barrier": "convert", "transpose": "transpose"}
+UNARY = {
+    "exp": "exp",
+    "log": "log",
+    "tanh": "tanh",
+    "logistic": "sigmoid",
+    "rsqrt": "rsqrt",
+    "sqrt": "sqrt",
+    "neg": "neg",
+    "square": "square",
+    "erf": "erf",
+    "abs": "abs",
+    "sin": "sin",
+    "cos": "cos",
+    "log1p": "log1p",
+    "expm1": "expm1",
+    "sign": "sign",
+    "erf_inv": "erf_inv",
+    "exp2": "exp2",
+}
+MOVES = {
+    "reshape": "reshape",
+    "squeeze": "reshape",
+    "expand_dims": "reshape",
+    "broadcast_in_dim": "broadcast",
+    "convert_element_type": "convert",
+    "copy": "convert",
+    "copy_p": "convert",
+    "stop_gradient": "convert",
+    "reduce_precision": "convert",
+    "optimization_barrier": "convert",
+    "transpose": "transpose",
+}
 REDUCE = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min", "reduce_prod": "prod"}
 # Activations jax.nn jits under their own name: one unary node instead of their insides.
-NAMED_UNARY = {"relu": "relu", "relu6": "relu6", "silu": "silu", "swish": "silu", "gelu": "gelu", "sigmoid": "sigmoid",
-               "softplus": "softplus", "elu": "elu", "selu": "selu", "celu": "celu", "leaky_relu": "leaky_relu",
-               "mish": "mish", "hard_tanh": "hard_tanh", "log_sigmoid": "log_sigmoid", "glu": "glu"}
-CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr",
-         "checkpoint", "remat", "remat2", "custom_lin")
+NAMED_UNARY = {
+    "relu": "relu",
+    "relu6": "relu6",
+    "silu": "silu",
+    "swish": "silu",
+    "gelu": "gelu",
+    "sigmoid": "sigmoid",
+    "softplus": "softplus",
+    "elu": "elu",
+    "selu": "selu",
+    "celu": "celu",
+    "leaky_relu": "leaky_relu",
+    "mish": "mish",
+    "hard_tanh": "hard_tanh",
+    "log_sigmoid": "log_sigmoid",
+    "glu": "glu",
+}
+CALLS = (
+    "jit",
+    "pjit",
+    "closed_call",
+    "core_call",
+    "custom_jvp_call",
+    "custom_vjp_call",
+    "custom_vjp_call_jaxpr",
+    "checkpoint",
+    "remat",
+    "remat2",
+    "custom_lin",
+)
 
 
 def to_graph(closed: Any, roles: Sequence[tuple], graph: Graph | None = None) -> Graph:
@@ -137,8 +188,14 @@ class _Converter:
         """``e / sum(e, axis)`` with ``e = exp(x [- max])``: a softmax of ``x`` along ``axis``."""
         g = self.g
         e, total = g[ins[0]], g[_through_movement(g, ins[1])]
-        if not (e.op == "unary" and e.attrs.get("fn") == "exp" and total.op == "reduce"
-                and total.attrs.get("fn") == "sum" and total.inputs == (e.id,) and len(total.attrs["axes"]) == 1):
+        if not (
+            e.op == "unary"
+            and e.attrs.get("fn") == "exp"
+            and total.op == "reduce"
+            and total.attrs.get("fn") == "sum"
+            and total.inputs == (e.id,)
+            and len(total.attrs["axes"]) == 1
+        ):
             return None
         x = g[e.inputs[0]]
         source = x.inputs[0] if x.op == "sub" else x.id
@@ -177,8 +234,9 @@ class _Converter:
             if (start, stop, step) != (0, full[axis], 1):
                 shape = list(self.g[node].shape)
                 shape[axis] = len(range(int(start), int(stop), int(step)))
-                node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=int(start), stop=int(stop),
-                                  step=int(step))
+                node = self.g.add(
+                    "slice", (node,), tuple(shape), axis=axis, start=int(start), stop=int(stop), step=int(step)
+                )
         return node
 
     def dynamic_slice(self, eqn: Any, ins: list) -> int:

@@ -126,8 +126,7 @@ class _Passes:
         self.claimed: set[int] = set()  # dense-use nodes already placed
 
     # -- placing ---------------------------------------------------------------------------
-    def place(self, path: str | None, site: str, block: int | None, stack: str, role: str,
-              parts: tuple = ()) -> None:
+    def place(self, path: str | None, site: str, block: int | None, stack: str, role: str, parts: tuple = ()) -> None:
         if path is None:
             return
         path = self.alias.get(path, path)
@@ -165,11 +164,20 @@ class _Passes:
             if node.op == "attention" and len(node.inputs) >= 3:
                 yield _Attention(*node.inputs[:3], out=node.id)
             elif node.op == "softmax" and f.live[node.id]:
-                score = self.search(node.id, _SCORE, backward=True,
-                                    found=lambda n: n.op == "contract" and n.id not in f.dense_at
-                                    and all(f.live[i] for i in n.inputs[:2]))
-                mix = self.search(node.id, _SCORE, backward=False,
-                                  found=lambda n: n.op == "contract" and n.id not in f.dense_at and len(n.inputs) >= 2)
+                score = self.search(
+                    node.id,
+                    _SCORE,
+                    backward=True,
+                    found=lambda n: (
+                        n.op == "contract" and n.id not in f.dense_at and all(f.live[i] for i in n.inputs[:2])
+                    ),
+                )
+                mix = self.search(
+                    node.id,
+                    _SCORE,
+                    backward=False,
+                    found=lambda n: n.op == "contract" and n.id not in f.dense_at and len(n.inputs) >= 2,
+                )
                 if score is not None and mix is not None:
                     a, b = self.g[mix].inputs[:2]
                     v = b if f.is_ancestor(node.id, a) else a
@@ -274,8 +282,11 @@ class _Passes:
             attention_dense: set[int] = set()
             for att in inside:
                 attention_dense |= self.attention(att, add, stack)
-            rest = [u for u in f.dense if add.members >> u.node & 1 and u.node not in attention_dense
-                    and u.node not in self.claimed]
+            rest = [
+                u
+                for u in f.dense
+                if add.members >> u.node & 1 and u.node not in attention_dense and u.node not in self.claimed
+            ]
             kind = ("attention" if inside else "") + ("mlp" if rest else "")
             # an MLP after an attention, or a second attention (cross after self), stays in the block
             if previous is None or not (previous == "attention" and kind in ("mlp", "attention")):
@@ -288,9 +299,17 @@ class _Passes:
 
     def attention(self, att: _Attention, add: _Add, stack: str) -> set:
         att.slots = {slot: self.producers(getattr(att, slot)) for slot in ("q", "k", "v")}
-        att.outs = [u for u in self.f.dense if add.members >> u.node & 1 and self.f.is_ancestor(att.out, u.node)
-                    and not any(self.f.is_ancestor(att.out, o.node) and self.f.is_ancestor(o.node, u.x)
-                                for o in self.f.dense if o.node != u.node and add.members >> o.node & 1)]
+        att.outs = [
+            u
+            for u in self.f.dense
+            if add.members >> u.node & 1
+            and self.f.is_ancestor(att.out, u.node)
+            and not any(
+                self.f.is_ancestor(att.out, o.node) and self.f.is_ancestor(o.node, u.x)
+                for o in self.f.dense
+                if o.node != u.node and add.members >> o.node & 1
+            )
+        ]
         return {u.node for uses in att.slots.values() for u in uses} | {u.node for u in att.outs}
 
     def place_attention(self, att: _Attention, add: _Add, stack: str, block: int) -> None:
@@ -482,8 +501,11 @@ class _Passes:
     def outside(self, chains: list, stacks: list) -> dict:
         """Dense uses outside every block: the readout (vocabulary-sized output) or ``other``."""
         f, tied = self.f, {}
-        vocab = {self.g[n.inputs[0]].shape[n.attrs.get("axis", 0)]: f.param_of[n.inputs[0]] for n in self.g
-                 if n.op == "gather" and f.param_of[n.inputs[0]] and f.live[n.inputs[1]]}
+        vocab = {
+            self.g[n.inputs[0]].shape[n.attrs.get("axis", 0)]: f.param_of[n.inputs[0]]
+            for n in self.g
+            if n.op == "gather" and f.param_of[n.inputs[0]] and f.live[n.inputs[1]]
+        }
         adds = {a.node for chain in chains for a in chain}
         ends = {chain[-1].node: stacks[c] for c, chain in enumerate(chains)}
         for use in f.dense:

@@ -71,8 +71,10 @@ def trace(model: Any, example_input: Any) -> Graph:
     from polyinit.structure.keras_input import array_leaves
 
     if not array_leaves(example_input):
-        raise TypeError("expected a jax or numpy array, or a tuple, list or dict of them, "
-                        f"received a {type(example_input).__name__}")
+        raise TypeError(
+            "expected a jax or numpy array, or a tuple, list or dict of them, "
+            f"received a {type(example_input).__name__}"
+        )
     if is_nnx(model):
         return _trace_nnx(model, example_input)
     pair = linen_pair(model)
@@ -80,8 +82,10 @@ def trace(model: Any, example_input: Any) -> Graph:
         return _trace_linen(*pair, example_input)
     if is_keras_jax(model):
         return _trace_keras(model, example_input)
-    raise TypeError(f"trace_jax: {type(model).__name__} is not an nnx module, a bound linen module, a "
-                    "(linen module, variables) pair or a Keras model on the JAX backend")
+    raise TypeError(
+        f"trace_jax: {type(model).__name__} is not an nnx module, a bound linen module, a "
+        "(linen module, variables) pair or a Keras model on the JAX backend"
+    )
 
 
 def _positional(example_input: Any) -> tuple:
@@ -156,8 +160,9 @@ def _trace_keras(model: Any, example_input: Any) -> Graph:
     trainable, fixed = list(model.trainable_variables), list(model.non_trainable_variables)
 
     def forward(values, inputs):
-        out, _ = model.stateless_call(values[:len(trainable)], values[len(trainable):], *_positional(inputs),
-                                      training=False)
+        out, _ = model.stateless_call(
+            values[: len(trainable)], values[len(trainable) :], *_positional(inputs), training=False
+        )
         return out
 
     arrays = [v.value for v in trainable + fixed]

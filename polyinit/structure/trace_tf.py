@@ -26,15 +26,53 @@ from polyinit.structure.fuse_norms import fuse_norms
 from polyinit.structure.graph import Graph
 from polyinit.structure.jaxpr import prune
 
-BINARY = {"AddV2": "add", "Add": "add", "BiasAdd": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div", "Div": "div",
-          "DivNoNan": "div", "Maximum": "max", "Minimum": "min"}
-UNARY = {"Relu": "relu", "Relu6": "relu6", "Elu": "elu", "Selu": "selu", "Gelu": "gelu", "Tanh": "tanh",
-         "Sigmoid": "sigmoid", "Exp": "exp", "Log": "log", "Rsqrt": "rsqrt", "Sqrt": "sqrt", "Neg": "neg",
-         "Square": "square", "Erf": "erf", "Softplus": "softplus", "Abs": "abs", "Reciprocal": "reciprocal",
-         "Sin": "sin", "Cos": "cos", "Softsign": "softsign", "LeakyRelu": "leaky_relu"}
-MOVES = {"Reshape": "reshape", "ExpandDims": "reshape", "Squeeze": "reshape", "BroadcastTo": "broadcast",
-         "Cast": "convert", "Identity": "convert", "StopGradient": "convert", "EnsureShape": "convert",
-         "PreventGradient": "convert", "Snapshot": "convert"}
+BINARY = {
+    "AddV2": "add",
+    "Add": "add",
+    "BiasAdd": "add",
+    "Sub": "sub",
+    "Mul": "mul",
+    "RealDiv": "div",
+    "Div": "div",
+    "DivNoNan": "div",
+    "Maximum": "max",
+    "Minimum": "min",
+}
+UNARY = {
+    "Relu": "relu",
+    "Relu6": "relu6",
+    "Elu": "elu",
+    "Selu": "selu",
+    "Gelu": "gelu",
+    "Tanh": "tanh",
+    "Sigmoid": "sigmoid",
+    "Exp": "exp",
+    "Log": "log",
+    "Rsqrt": "rsqrt",
+    "Sqrt": "sqrt",
+    "Neg": "neg",
+    "Square": "square",
+    "Erf": "erf",
+    "Softplus": "softplus",
+    "Abs": "abs",
+    "Reciprocal": "reciprocal",
+    "Sin": "sin",
+    "Cos": "cos",
+    "Softsign": "softsign",
+    "LeakyRelu": "leaky_relu",
+}
+MOVES = {
+    "Reshape": "reshape",
+    "ExpandDims": "reshape",
+    "Squeeze": "reshape",
+    "BroadcastTo": "broadcast",
+    "Cast": "convert",
+    "Identity": "convert",
+    "StopGradient": "convert",
+    "EnsureShape": "convert",
+    "PreventGradient": "convert",
+    "Snapshot": "convert",
+}
 REDUCE = {"Mean": "mean", "Sum": "sum", "Max": "max", "Min": "min", "Prod": "prod"}
 MATMUL = ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul")
 
@@ -66,8 +104,9 @@ def trace(model: Any, example_input: Any) -> Graph:
 
         return trace_jax.trace(model, example_input)
     if backend != "tensorflow":
-        raise TypeError(f"trace_tf: no structure tracer for Keras on the {backend} backend yet "
-                        "(tensorflow and jax are traced)")
+        raise TypeError(
+            f"trace_tf: no structure tracer for Keras on the {backend} backend yet (tensorflow and jax are traced)"
+        )
     check_input(example_input)
     import tensorflow as tf
 
@@ -93,15 +132,16 @@ def check_input(example_input: Any) -> None:
     from polyinit.structure.keras_input import array_leaves
 
     if not array_leaves(example_input):
-        raise TypeError("expected an array, or a tuple, list or dict of arrays, "
-                        f"received a {type(example_input).__name__}")
+        raise TypeError(
+            f"expected an array, or a tuple, list or dict of arrays, received a {type(example_input).__name__}"
+        )
 
 
 class _Converter:
     def __init__(self, handles: dict, inputs: list):
         self.g, self.handles, self.inputs = Graph(), handles, inputs
-        self.env: dict = {}        # tensor name -> node id
-        self.params: dict = {}     # parameter path -> node id (one node however often it is read)
+        self.env: dict = {}  # tensor name -> node id
+        self.params: dict = {}  # parameter path -> node id (one node however often it is read)
 
     def run(self, tf_graph: Any, outputs: list) -> Graph:
         for op in tf_graph.get_operations():
@@ -185,15 +225,15 @@ class _Converter:
         if kind in ("ConcatV2", "Concat"):
             values, axis = (x[:-1], x[-1]) if kind == "ConcatV2" else (x[1:], x[0])
             if _static(axis) is not None:
-                return g.add("concat", tuple(self.node(t) for t in values), shape,
-                             axis=int(_static(axis)) % len(shape))
+                return g.add("concat", tuple(self.node(t) for t in values), shape, axis=int(_static(axis)) % len(shape))
         if kind in ("Split", "SplitV"):
             return self.split(op, kind)
         if kind in ("Slice", "StridedSlice"):
             return self.slice(op, kind)
         if kind.startswith("FusedBatchNorm"):
-            return [g.add("norm", tuple(self.node(t) for t in x[:3]), _shape(op.outputs[0]), fn="batch",
-                          axes=(0, 1, 2))] + [g.add("other", (), _shape(t), name=kind) for t in op.outputs[1:]]
+            return [
+                g.add("norm", tuple(self.node(t) for t in x[:3]), _shape(op.outputs[0]), fn="batch", axes=(0, 1, 2))
+            ] + [g.add("other", (), _shape(t), name=kind) for t in op.outputs[1:]]
         return None
 
     def matmul(self, op: Any, shape: tuple) -> int | None:
@@ -229,8 +269,9 @@ class _Converter:
         axis, start, outs = int(_static(axis_tensor)) % len(_shape(x)), 0, []
         for tensor in op.outputs:
             size = _shape(tensor)[axis]
-            outs.append(self.g.add("slice", (self.node(x),), _shape(tensor), axis=axis, start=start,
-                                   stop=start + size, step=1))
+            outs.append(
+                self.g.add("slice", (self.node(x),), _shape(tensor), axis=axis, start=start, stop=start + size, step=1)
+            )
             start += size
         return outs
 
@@ -299,5 +340,8 @@ def parse_einsum(equation: str) -> tuple | None:
     batch = [c for c in a if c in b and c in out]
     order = batch + [c for c in a if c not in b] + [c for c in b if c not in a]
     contract = (tuple(a.index(c) for c in summed), tuple(b.index(c) for c in summed))
-    return contract, (tuple(a.index(c) for c in batch), tuple(b.index(c) for c in batch)), \
-        tuple(order.index(c) for c in out)
+    return (
+        contract,
+        (tuple(a.index(c) for c in batch), tuple(b.index(c) for c in batch)),
+        tuple(order.index(c) for c in out),
+    )

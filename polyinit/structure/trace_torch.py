@@ -29,19 +29,80 @@ from polyinit.structure.graph import Graph
 
 _TOKENS = 8  # a short input: structure does not depend on the sequence length
 
-_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "truediv": "div", "true_divide": "div",
-           "maximum": "max", "minimum": "min", "floordiv": "div"}
+_BINARY = {
+    "add": "add",
+    "sub": "sub",
+    "mul": "mul",
+    "div": "div",
+    "truediv": "div",
+    "true_divide": "div",
+    "maximum": "max",
+    "minimum": "min",
+    "floordiv": "div",
+}
 _REVERSED = {"radd": "add", "rsub": "sub", "rmul": "mul", "rtruediv": "div", "rdiv": "div"}
-_UNARY = ("relu", "gelu", "silu", "tanh", "exp", "rsqrt", "sqrt", "neg", "sigmoid", "square", "pow", "log",
-          "abs", "erf", "softplus", "mish", "relu6", "leaky_relu", "elu", "hardswish", "hardtanh", "sin", "cos",
-          "reciprocal", "clamp", "clip", "gelu_new", "quick_gelu", "logsigmoid", "glu", "selu")
-_CONVERT = ("to", "float", "half", "double", "bfloat16", "type", "type_as", "clone", "detach", "contiguous",
-            "dropout", "dropout1d", "dropout2d", "alpha_dropout", "feature_alpha_dropout", "cpu", "cuda")
+_UNARY = (
+    "relu",
+    "gelu",
+    "silu",
+    "tanh",
+    "exp",
+    "rsqrt",
+    "sqrt",
+    "neg",
+    "sigmoid",
+    "square",
+    "pow",
+    "log",
+    "abs",
+    "erf",
+    "softplus",
+    "mish",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "hardswish",
+    "hardtanh",
+    "sin",
+    "cos",
+    "reciprocal",
+    "clamp",
+    "clip",
+    "gelu_new",
+    "quick_gelu",
+    "logsigmoid",
+    "glu",
+    "selu",
+)
+_CONVERT = (
+    "to",
+    "float",
+    "half",
+    "double",
+    "bfloat16",
+    "type",
+    "type_as",
+    "clone",
+    "detach",
+    "contiguous",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "cpu",
+    "cuda",
+)
 _RESHAPE = ("view", "reshape", "flatten", "unflatten", "unsqueeze", "squeeze", "view_as", "reshape_as")
 _BROADCAST = ("expand", "expand_as", "broadcast_to")
 _REDUCE = {"mean": "mean", "sum": "sum", "amax": "max", "max": "max", "var": "var", "std": "std", "norm": "norm"}
-_NORMS = {"layer_norm": "layer", "rms_norm": "rms", "group_norm": "group", "batch_norm": "batch",
-          "instance_norm": "instance"}
+_NORMS = {
+    "layer_norm": "layer",
+    "rms_norm": "rms",
+    "group_norm": "group",
+    "batch_norm": "batch",
+    "instance_norm": "instance",
+}
 
 
 def _name(func: Any) -> str:
@@ -142,10 +203,19 @@ class _Recorder(TorchFunctionMode):
         else:
             self.other(name, args, kwargs, out)
 
-    def contract(self, a: Any, b: Any, out: torch.Tensor, ca: Sequence[int], cb: Sequence[int],
-                 ba: Sequence[int] = (), bb: Sequence[int] = ()) -> int:
-        return self.add("contract", [self.node(a), self.node(b)], out, contract=(tuple(ca), tuple(cb)),
-                        batch=(tuple(ba), tuple(bb)))
+    def contract(
+        self,
+        a: Any,
+        b: Any,
+        out: torch.Tensor,
+        ca: Sequence[int],
+        cb: Sequence[int],
+        ba: Sequence[int] = (),
+        bb: Sequence[int] = (),
+    ) -> int:
+        return self.add(
+            "contract", [self.node(a), self.node(b)], out, contract=(tuple(ca), tuple(cb)), batch=(tuple(ba), tuple(bb))
+        )
 
     def biased(self, node: int, bias: Any, out: torch.Tensor) -> None:
         """``node`` then ``+ bias``: the op's output value is the add."""
@@ -187,8 +257,15 @@ class _Recorder(TorchFunctionMode):
         both = [c for c in a if c in b]
         contracted = [c for c in both if c not in result]
         batch = [c for c in both if c in result]
-        self.contract(operands[0], operands[1], out, [a.index(c) for c in contracted],
-                      [b.index(c) for c in contracted], [a.index(c) for c in batch], [b.index(c) for c in batch])
+        self.contract(
+            operands[0],
+            operands[1],
+            out,
+            [a.index(c) for c in contracted],
+            [b.index(c) for c in contracted],
+            [a.index(c) for c in batch],
+            [b.index(c) for c in batch],
+        )
 
     def attention(self, args: tuple, kwargs: dict, out: Any) -> None:
         q, k, v = (args[i] if len(args) > i else kwargs[n] for i, n in enumerate(("query", "key", "value")))
@@ -245,7 +322,7 @@ class _Recorder(TorchFunctionMode):
         if index.count(Ellipsis) == 1:  # x[..., :n]: the ellipsis stands for the full axes
             at = index.index(Ellipsis)
             fill = x.dim() - (len(index) - 1 - sum(i is None for i in index))
-            index = index[:at] + (slice(None),) * fill + index[at + 1:]
+            index = index[:at] + (slice(None),) * fill + index[at + 1 :]
         cut = [(axis, i) for axis, i in enumerate(index) if not (isinstance(i, slice) and i == slice(None))]
         if len(cut) == 1 and isinstance(cut[0][1], slice) and Ellipsis not in index and None not in index:
             axis, s = cut[0]
@@ -307,15 +384,21 @@ class _Recorder(TorchFunctionMode):
             else:
                 weight = self.g.add("slice", (self.node(a["in_proj_weight"]),), (embed, x.shape[-1]), **rows)
             shape = tuple(x.shape[:-1]) + (embed,)
-            node = self.g.add("contract", (self.node(x), weight), shape, contract=((x.dim() - 1,), (1,)),
-                              batch=((), ()))
+            node = self.g.add(
+                "contract", (self.node(x), weight), shape, contract=((x.dim() - 1,), (1,)), batch=((), ())
+            )
             if a.get("in_proj_bias") is not None:
                 bias = self.g.add("slice", (self.node(a["in_proj_bias"]),), (embed,), **rows)
                 node = self.g.add("add", (node, bias), shape)
             slots.append(node)
         mixed = self.g.add("attention", tuple(slots), tuple(result.shape[:-1]) + (embed,))
-        node = self.g.add("contract", (mixed, self.node(a["out_proj_weight"])), tuple(result.shape),
-                          contract=((result.dim() - 1,), (1,)), batch=((), ()))
+        node = self.g.add(
+            "contract",
+            (mixed, self.node(a["out_proj_weight"])),
+            tuple(result.shape),
+            contract=((result.dim() - 1,), (1,)),
+            batch=((), ()),
+        )
         if a.get("out_proj_bias") is not None:
             node = self.g.add("add", (node, self.node(a["out_proj_bias"])), tuple(result.shape))
         self.bind(result, node)
@@ -342,18 +425,39 @@ class _Recorder(TorchFunctionMode):
 
 
 _HANDLERS = {
-    "linear": _Recorder.linear, "matmul": _Recorder.matmul, "mm": _Recorder.matmul, "bmm": _Recorder.matmul,
-    "rmatmul": _Recorder.rmatmul, "addmm": _Recorder.addmm, "baddbmm": _Recorder.addmm, "einsum": _Recorder.einsum,
-    "scaled_dot_product_attention": _Recorder.attention, "embedding": _Recorder.embedding,
-    "conv1d": _Recorder.conv, "conv2d": _Recorder.conv, "conv3d": _Recorder.conv,
-    "softmax": _Recorder.softmax, "log_softmax": _Recorder.softmax,
-    "transpose": _Recorder.transpose, "swapaxes": _Recorder.transpose, "t": _Recorder.transpose,
-    "T": _Recorder.transpose, "mT": _Recorder.transpose, "permute": _Recorder.permute,
-    "getitem": _Recorder.getitem, "split": _Recorder.split, "chunk": _Recorder.split,
-    "tensor_split": _Recorder.split, "split_with_sizes": _Recorder.split, "unbind": _Recorder.unbind,
-    "narrow": _Recorder.narrow, "multi_head_attention_forward": _Recorder.multi_head_attention,
+    "linear": _Recorder.linear,
+    "matmul": _Recorder.matmul,
+    "mm": _Recorder.matmul,
+    "bmm": _Recorder.matmul,
+    "rmatmul": _Recorder.rmatmul,
+    "addmm": _Recorder.addmm,
+    "baddbmm": _Recorder.addmm,
+    "einsum": _Recorder.einsum,
+    "scaled_dot_product_attention": _Recorder.attention,
+    "embedding": _Recorder.embedding,
+    "conv1d": _Recorder.conv,
+    "conv2d": _Recorder.conv,
+    "conv3d": _Recorder.conv,
+    "softmax": _Recorder.softmax,
+    "log_softmax": _Recorder.softmax,
+    "transpose": _Recorder.transpose,
+    "swapaxes": _Recorder.transpose,
+    "t": _Recorder.transpose,
+    "T": _Recorder.transpose,
+    "mT": _Recorder.transpose,
+    "permute": _Recorder.permute,
+    "getitem": _Recorder.getitem,
+    "split": _Recorder.split,
+    "chunk": _Recorder.split,
+    "tensor_split": _Recorder.split,
+    "split_with_sizes": _Recorder.split,
+    "unbind": _Recorder.unbind,
+    "narrow": _Recorder.narrow,
+    "multi_head_attention_forward": _Recorder.multi_head_attention,
     "repeat_interleave": _Recorder.repeat_interleave,
-    "cat": _Recorder.cat, "concat": _Recorder.cat, "concatenate": _Recorder.cat,
+    "cat": _Recorder.cat,
+    "concat": _Recorder.cat,
+    "concatenate": _Recorder.cat,
     "stack": _Recorder.stack,
 }
 
@@ -381,8 +485,11 @@ def example_input(model: Any) -> Any | None:
     if given is not None:
         return given
     config = getattr(model, "config", None)
-    sizes = (getattr(config, "padded_vocab_size", None), getattr(config, "vocab_size", None),
-             getattr(model, "vocab_size", None))
+    sizes = (
+        getattr(config, "padded_vocab_size", None),
+        getattr(config, "vocab_size", None),
+        getattr(model, "vocab_size", None),
+    )
     vocab = next((v for v in sizes if isinstance(v, int) and not isinstance(v, bool)), None)
     if vocab:
         ids = (torch.arange(_TOKENS, device=device) % vocab).unsqueeze(0)
@@ -416,8 +523,10 @@ def silent(model: Any) -> str | None:
 def check_input(model: Any, example_input: Any) -> None:
     """Refuse an input the forward pass cannot take: a tensor, or a tuple/list/dict holding one."""
     if not any(True for _ in _tensors(example_input)):
-        raise TypeError(f"expected a torch.Tensor, or a tuple, list or dict of them (keyword inputs), "
-                        f"received a {type(example_input).__name__}")
+        raise TypeError(
+            f"expected a torch.Tensor, or a tuple, list or dict of them (keyword inputs), "
+            f"received a {type(example_input).__name__}"
+        )
 
 
 def trace(model: Any, example_input: Any) -> Graph:

@@ -10,14 +10,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 mx = pytest.importorskip("mxnet")
-from mxnet.gluon import nn, rnn  # noqa: E402
+from mxnet.gluon import nn, rnn
 
-import polyinit as pi  # noqa: E402
-from polyinit.errors import PolyinitError  # noqa: E402
-from polyinit.rules import KEEP, Rules, SpecFactory, apply, every, first, kind, last, name, role  # noqa: E402
+import polyinit as pi
+from polyinit.errors import PolyinitError
+from polyinit.rules import KEEP, Rules, SpecFactory, apply, every, first, kind, last, name, role
 
-FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=30,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=30,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def mostly(good, hostile):
@@ -29,13 +34,38 @@ def _raising_factory(param, layer):
     raise ArithmeticError("user factory broke")
 
 
-SELECTORS = mostly([role("weight"), role("bias"), kind("dense"), kind("conv"), kind("norm"), kind("recurrent"),
-                    every(), first(), last(), ~role("bias")], [name("*no_such_layer*")])
-ACTIONS = mostly([
-    lambda: pi.he_normal(), lambda: pi.glorot_uniform(), lambda: pi.zeros(), lambda: pi.Normal(std=0.02),
-    lambda: KEEP, lambda: pi.he_normal() * pi.Uniform(low=0.5, high=1.5)], [
-    lambda: pi.Normal(std=1e30), lambda: pi.Constant(value=1e39), lambda: pi.Orthogonal(),
-    lambda: SpecFactory(_raising_factory, "raising"), lambda: pi.Uniform(low=-1e38, high=1e38)])
+SELECTORS = mostly(
+    [
+        role("weight"),
+        role("bias"),
+        kind("dense"),
+        kind("conv"),
+        kind("norm"),
+        kind("recurrent"),
+        every(),
+        first(),
+        last(),
+        ~role("bias"),
+    ],
+    [name("*no_such_layer*")],
+)
+ACTIONS = mostly(
+    [
+        lambda: pi.he_normal(),
+        lambda: pi.glorot_uniform(),
+        lambda: pi.zeros(),
+        lambda: pi.Normal(std=0.02),
+        lambda: KEEP,
+        lambda: pi.he_normal() * pi.Uniform(low=0.5, high=1.5),
+    ],
+    [
+        lambda: pi.Normal(std=1e30),
+        lambda: pi.Constant(value=1e39),
+        lambda: pi.Orthogonal(),
+        lambda: SpecFactory(_raising_factory, "raising"),
+        lambda: pi.Uniform(low=-1e38, high=1e38),
+    ],
+)
 SEEDS = mostly([0, 7, 2**64 - 1], [-1, 2**64, True])
 KEYS = mostly([None], [lambda p: "same key", lambda p: 1 / 0])
 FANS = mostly([None, "native", "semantic"], ["logical"])
@@ -51,8 +81,12 @@ def rule_recipes(draw):
 
 def blocks() -> dict:
     transformer = nn.HybridSequential()
-    transformer.add(nn.Embedding(20, 8), nn.LayerNorm(in_channels=8), nn.Dense(32, in_units=8, flatten=False),
-                    nn.Dense(8, in_units=32, flatten=False))
+    transformer.add(
+        nn.Embedding(20, 8),
+        nn.LayerNorm(in_channels=8),
+        nn.Dense(32, in_units=8, flatten=False),
+        nn.Dense(8, in_units=32, flatten=False),
+    )
     cnn = nn.HybridSequential()
     cnn.add(nn.Conv2D(4, 3, in_channels=3), nn.BatchNorm(in_channels=4), nn.Dense(5, in_units=4 * 4 * 4))
     lstm = nn.HybridSequential()

@@ -6,16 +6,20 @@ import pytest
 
 mx = __import__("mxnet")
 
-import polyinit as pi  # noqa: E402
-from polyinit import native  # noqa: E402
-from polyinit.backends.mxnet import Polyinit  # noqa: E402
-from polyinit.conformance import check, failures  # noqa: E402
+import polyinit as pi
+from polyinit import native
+from polyinit.backends.mxnet import Polyinit
+from polyinit.conformance import check, failures
 
 
 def net():
     block = mx.gluon.nn.HybridSequential()
-    block.add(mx.gluon.nn.Dense(256, in_units=784), mx.gluon.nn.BatchNorm(in_channels=256),
-              mx.gluon.nn.Conv2D(32, 3, in_channels=16), mx.gluon.nn.Dense(10, in_units=256))
+    block.add(
+        mx.gluon.nn.Dense(256, in_units=784),
+        mx.gluon.nn.BatchNorm(in_channels=256),
+        mx.gluon.nn.Conv2D(32, 3, in_channels=16),
+        mx.gluon.nn.Dense(10, in_units=256),
+    )
     return block
 
 
@@ -40,8 +44,9 @@ def test_create_from_dumps():
 
 
 def test_parameter_level_initializer():
-    dense = mx.gluon.nn.Dense(64, in_units=32, weight_initializer=Polyinit(pi.Orthogonal()),
-                              bias_initializer=Polyinit(pi.constant(0.5)))
+    dense = mx.gluon.nn.Dense(
+        64, in_units=32, weight_initializer=Polyinit(pi.Orthogonal()), bias_initializer=Polyinit(pi.constant(0.5))
+    )
     dense.initialize()
     w = dense.weight.data().asnumpy().astype(np.float64)
     assert not failures(check(w, pi.resolve(pi.Orthogonal(), w.shape, pi.OUT_IN)))
@@ -92,13 +97,19 @@ def test_mxnet_orthogonal_is_orthogonal_but_scaled_1414():
     assert not failures([c for c in check(arr.asnumpy().astype(np.float64), plan) if "orthogonality" in c.name])
 
 
-from polyinit.conformance import samples_needed  # noqa: E402
-from polyinit.defaults import layer_defaults  # noqa: E402
+from polyinit.conformance import samples_needed
+from polyinit.defaults import layer_defaults
 
 GLUON = {
     "dense": (lambda: mx.gluon.nn.Dense(64, in_units=96), dict(n_in=96, n_out=64)),
-    "conv": (lambda: mx.gluon.nn.Conv2D(32, 3, in_channels=16, groups=2), dict(n_in=16, n_out=32, kernel=(3, 3), groups=2)),
-    "conv_transpose": (lambda: mx.gluon.nn.Conv2DTranspose(32, 3, in_channels=16), dict(n_in=16, n_out=32, kernel=(3, 3))),
+    "conv": (
+        lambda: mx.gluon.nn.Conv2D(32, 3, in_channels=16, groups=2),
+        dict(n_in=16, n_out=32, kernel=(3, 3), groups=2),
+    ),
+    "conv_transpose": (
+        lambda: mx.gluon.nn.Conv2DTranspose(32, 3, in_channels=16),
+        dict(n_in=16, n_out=32, kernel=(3, 3)),
+    ),
     "embedding": (lambda: mx.gluon.nn.Embedding(500, 32), dict(num=500, dim=32)),
     "lstm": (lambda: mx.gluon.rnn.LSTM(32, input_size=24), dict(n_in=24, hidden=32)),
     "gru": (lambda: mx.gluon.rnn.GRU(32, input_size=24), dict(n_in=24, hidden=32)),
@@ -118,8 +129,9 @@ def test_registry_matches_real_gluon_blocks(layer):
         block = make()
         block.initialize()  # Gluon's own default: Uniform(0.07) for every weight
         # Gluon names carry a per-block counter (dense3_weight): keep the part after the prefix.
-        builds.append({k[len(block.prefix):]: v.data().asnumpy().astype(np.float64)
-                       for k, v in block.collect_params().items()})
+        builds.append(
+            {k[len(block.prefix) :]: v.data().asnumpy().astype(np.float64) for k, v in block.collect_params().items()}
+        )
     assert len(builds[0]) == len(params), sorted(builds[0])
     for name, param in params.items():
         assert name in builds[0], (name, sorted(builds[0]))
@@ -128,7 +140,7 @@ def test_registry_matches_real_gluon_blocks(layer):
         assert not failures(check(draws, param.plan())), [str(f) for f in failures(check(draws, param.plan()))]
 
 
-from polyinit import rules as R  # noqa: E402
+from polyinit import rules as R
 
 
 def test_rules_on_a_real_gluon_block():
@@ -138,9 +150,18 @@ def test_rules_on_a_real_gluon_block():
     with pytest.raises(R.RuleError, match="wieght"):
         R.apply(block, R.Rules([(R.name("*wieght"), pi.zeros())]))
     assert all(np.array_equal(before[k], v.data().asnumpy()) for k, v in block.collect_params().items())
-    report = R.apply(block, R.Rules([(R.kind("dense") & R.first() & R.role("weight"), pi.glorot_uniform()),
-                                     (R.role("weight"), pi.he_normal()), (R.role("bias"), pi.zeros()),
-                                     (R.kind("norm"), R.KEEP)], require_all=True))
+    report = R.apply(
+        block,
+        R.Rules(
+            [
+                (R.kind("dense") & R.first() & R.role("weight"), pi.glorot_uniform()),
+                (R.role("weight"), pi.he_normal()),
+                (R.role("bias"), pi.zeros()),
+                (R.kind("norm"), R.KEEP),
+            ],
+            require_all=True,
+        ),
+    )
     assert {r.path for r in report.rows} == set(block.collect_params().keys())
     first = block.collect_params()[report.rows[0].path].data().asnumpy().astype(np.float64)
     assert not failures(check(first, pi.resolve(pi.glorot_uniform(), first.shape, pi.OUT_IN)))

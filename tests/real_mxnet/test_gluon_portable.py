@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 mx = pytest.importorskip("mxnet")
-from mxnet import gluon  # noqa: E402
-from mxnet.gluon import nn, rnn  # noqa: E402
+from mxnet import gluon
+from mxnet.gluon import nn, rnn
 
-from polyinit.rules import apply  # noqa: E402
+from polyinit.rules import apply
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TESTS)
-from test_portable_models import C1, C2, C_IN, CLASSES, LSTM_RULES, RULES, SIDE, _logical_values, logical  # noqa: E402
+from test_portable_models import C1, C2, C_IN, CLASSES, LSTM_RULES, RULES, SIDE, _logical_values, logical
 
 X = np.random.default_rng(0).standard_normal((4, SIDE, SIDE, C_IN)).astype(np.float32)  # NHWC
 SEQ = np.random.default_rng(2).standard_normal((3, 5, 6)).astype(np.float32)  # (batch, time, 6)
@@ -54,21 +54,39 @@ def torch_side(tmp_path_factory):
     np.save(folder / "seq.npy", SEQ)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "POLYINIT_TEST_BACKENDS")}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.path.dirname(TESTS))
-    out = subprocess.run([python, "-c", TORCH_SIDE.format(tests=TESTS), str(folder / "torch.npz"),
-                          str(folder / "x.npy"), str(folder / "seq.npy")], capture_output=True, text=True, env=env,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            python,
+            "-c",
+            TORCH_SIDE.format(tests=TESTS),
+            str(folder / "torch.npz"),
+            str(folder / "x.npy"),
+            str(folder / "seq.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return dict(np.load(folder / "torch.npz"))
 
 
 def _arrays(saved: dict, prefix: str) -> list:
-    return [saved[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) and k[len(prefix):].isdigit() for k in saved))]
+    return [
+        saved[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) and k[len(prefix) :].isdigit() for k in saved))
+    ]
 
 
 def test_a_gluon_cnn_gets_torchs_portable_weights_and_outputs(torch_side):
     net = nn.HybridSequential()
-    net.add(nn.Conv2D(C1, 3, in_channels=C_IN, activation="relu"), nn.Conv2D(C2, 3, in_channels=C1, activation="relu"),
-            nn.GlobalAvgPool2D(), nn.Flatten(), nn.Dense(CLASSES, in_units=C2))
+    net.add(
+        nn.Conv2D(C1, 3, in_channels=C_IN, activation="relu"),
+        nn.Conv2D(C2, 3, in_channels=C1, activation="relu"),
+        nn.GlobalAvgPool2D(),
+        nn.Flatten(),
+        nn.Dense(CLASSES, in_units=C2),
+    )
     net.initialize()
     apply(net, RULES, portable=True)
     mx.nd.waitall()

@@ -6,18 +6,22 @@ import numpy as np
 import pytest
 
 mx = pytest.importorskip("mxnet")
-from mxnet.gluon import nn  # noqa: E402
+from mxnet.gluon import nn
 
-import polyinit as pi  # noqa: E402
-from polyinit import rules as R  # noqa: E402
-from polyinit.conformance import check, failures  # noqa: E402
+import polyinit as pi
+from polyinit import rules as R
+from polyinit.conformance import check, failures
 
-README_RULES = R.Rules([
-    (R.kind("dense") & R.first() & R.role("weight"), pi.glorot_uniform()),  # the first dense layer
-    (R.role("weight", "embedding"), pi.he_normal()),
-    (R.role("bias"), pi.zeros()),
-    (R.kind("norm"), R.KEEP),
-], seed=0, require_all=True)
+README_RULES = R.Rules(
+    [
+        (R.kind("dense") & R.first() & R.role("weight"), pi.glorot_uniform()),  # the first dense layer
+        (R.role("weight", "embedding"), pi.he_normal()),
+        (R.role("bias"), pi.zeros()),
+        (R.kind("norm"), R.KEEP),
+    ],
+    seed=0,
+    require_all=True,
+)
 
 
 def resnet18():
@@ -67,10 +71,16 @@ def test_name_scope_blocks_get_kinds_from_their_types():
         net.add(nn.Conv2D(4, 3, in_channels=3), nn.BatchNorm(in_channels=4), nn.Dense(5, in_units=4 * 6 * 6))
     net.initialize()
     records = [(p.layer, p.kind, p.role, p.shape) for p in R.select(net, R.every())]
-    assert records == [(0, "conv", "weight", (4, 3, 3, 3)), (0, "conv", "bias", (4,)),
-                       (1, "norm", "scale", (4,)), (1, "norm", "offset", (4,)),
-                       (1, "norm", "running_mean", (4,)), (1, "norm", "running_var", (4,)),
-                       (2, "dense", "weight", (5, 144)), (2, "dense", "bias", (5,))]
+    assert records == [
+        (0, "conv", "weight", (4, 3, 3, 3)),
+        (0, "conv", "bias", (4,)),
+        (1, "norm", "scale", (4,)),
+        (1, "norm", "offset", (4,)),
+        (1, "norm", "running_mean", (4,)),
+        (1, "norm", "running_var", (4,)),
+        (2, "dense", "weight", (5, 144)),
+        (2, "dense", "bias", (5,)),
+    ]
 
 
 def test_deferred_parameters_are_refused_by_name_before_any_write():
@@ -104,8 +114,13 @@ def test_semantic_fans_for_grouped_and_transposed_convs():
 # 4 gates (i, f, c, o) of the input weight (4, H, in), of the recurrent weight (4, H, H) and of
 # the effective bias i2h_bias + h2h_bias (4, H), then the head; shapes in (batch, out, in) order.
 # The same list as LSTM_RECORDS in tests/test_rules_contract.py (torch, Keras, nnx, linen).
-LSTM_RECORDS = [(0, "recurrent", "weight", (4, 8, 6)), (0, "recurrent", "recurrent", (4, 8, 8)),
-                (0, "recurrent", "bias", (4, 8)), (1, "dense", "weight", (3, 8)), (1, "dense", "bias", (3,))]
+LSTM_RECORDS = [
+    (0, "recurrent", "weight", (4, 8, 6)),
+    (0, "recurrent", "recurrent", (4, 8, 8)),
+    (0, "recurrent", "bias", (4, 8)),
+    (1, "dense", "weight", (3, 8)),
+    (1, "dense", "bias", (3,)),
+]
 
 
 def _logical_records(model, grouped=True):
@@ -174,8 +189,14 @@ def test_name_array_dict_seeds_ignore_gluon_counters(scoped):
     stay distinct, and each layer's kind comes from its own name, not its parent's."""
     first, second = _hybrid_sequential_arrays(scoped), _hybrid_sequential_arrays(scoped)
     assert list(first) != list(second)
-    rules = R.Rules([(R.kind("conv") & R.role("weight"), pi.he_normal()), (R.kind("dense") & R.role("weight"),
-                     pi.glorot_uniform()), (R.role("bias"), pi.Normal(std=0.1))], seed=4)
+    rules = R.Rules(
+        [
+            (R.kind("conv") & R.role("weight"), pi.he_normal()),
+            (R.kind("dense") & R.role("weight"), pi.glorot_uniform()),
+            (R.role("bias"), pi.Normal(std=0.1)),
+        ],
+        seed=4,
+    )
     R.apply(first, rules), R.apply(second, rules)
     a, b = list(first.values()), list(second.values())
     assert all(np.array_equal(x, y) for x, y in zip(a, b))

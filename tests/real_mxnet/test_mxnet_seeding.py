@@ -8,8 +8,8 @@ import pytest
 
 mx = __import__("mxnet")
 
-import polyinit as pi  # noqa: E402
-from polyinit.backends.mxnet import Polyinit  # noqa: E402
+import polyinit as pi
+from polyinit.backends.mxnet import Polyinit
 
 
 def _weights(init, global_seed):
@@ -29,8 +29,9 @@ def test_unseeded_follows_mx_random_seed():
 
 
 def test_seeded_ignores_the_global_stream():
-    assert np.array_equal(_weights(Polyinit(pi.glorot_uniform(), seed=3), 0),
-                          _weights(Polyinit(pi.glorot_uniform(), seed=3), 1))
+    assert np.array_equal(
+        _weights(Polyinit(pi.glorot_uniform(), seed=3), 0), _weights(Polyinit(pi.glorot_uniform(), seed=3), 1)
+    )
 
 
 def test_unseeded_leaves_python_random_alone():
@@ -39,8 +40,8 @@ def test_unseeded_leaves_python_random_alone():
     assert random.getstate() == state
 
 
-from polyinit import propagation as pg  # noqa: E402
-from polyinit.compare import compare  # noqa: E402
+from polyinit import propagation as pg
+from polyinit.compare import compare
 
 
 @pytest.mark.parametrize("kind", pg.kinds_of("mxnet"))
@@ -49,8 +50,15 @@ def test_compare_every_gluon_layer_kind(kind):
     mean of 4 networks of width 128 (conv2d/3d: 32 channels), depth 3, within 20%."""
     activation = pg.ACTIVATIONS[pg.KINDS.index(kind) % len(pg.ACTIVATIONS)]
     width = 32 if kind in ("conv2d", "conv3d", "conv_transpose") else 128
-    (row,) = compare(kind, n_in=1000 if kind == "embedding" else width, n_out=width, depth=3, frameworks=["mxnet"],
-                     activation=activation, cache=False)
+    (row,) = compare(
+        kind,
+        n_in=1000 if kind == "embedding" else width,
+        n_out=width,
+        depth=3,
+        frameworks=["mxnet"],
+        activation=activation,
+        cache=False,
+    )
     assert row.source == "measured on real layers"
     assert np.allclose(row.measured_linear, row.linear, rtol=0.2, atol=0), (row.measured_linear, row.linear)
     assert np.allclose(row.measured_activated, row.activated, rtol=0.2, atol=0), (row.measured_activated, row.activated)

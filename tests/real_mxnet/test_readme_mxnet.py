@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("mxnet")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from readme_blocks import ROOT, blocks, run_python  # noqa: E402
+from readme_blocks import ROOT, blocks, run_python
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 MXNET = [code for page in PAGES for language, code in blocks(page) if language == "python" and "import mxnet" in code]
