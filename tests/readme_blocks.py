@@ -60,3 +60,35 @@ def check_commands(code: str) -> None:
                 continue
             else:
                 pytest.fail(f"README command {command!r}: no check knows it")
+
+
+# Modules a block may lack, and the backend that, when required for this run, makes it a failure.
+OPTIONAL = {
+    "torch": "torch",
+    "keras": "keras",
+    "tensorflow": "keras",
+    "jax": "jax",
+    "flax": "jax",
+    "haiku": None,
+    "equinox": None,
+    "mxnet": None,
+    "matplotlib": None,
+    "rich": None,
+    "transformers": None,
+    "mup": None,
+}
+
+
+def run_python_block(code: str, cwd: Path, where: str) -> None:
+    """Run one python block; a block that needs an optional framework not installed (and not
+    required by POLYINIT_TEST_BACKENDS) is a skip naming ``where``, any other failure fails."""
+    import pytest
+
+    result = run_python(code, cwd)
+    if result.returncode == 0:
+        return
+    module = missing_module(result.stderr)
+    required = set(filter(None, os.environ.get("POLYINIT_TEST_BACKENDS", "").split(",")))
+    if module in OPTIONAL and OPTIONAL[module] not in required:
+        pytest.skip(f"{where} needs {module}, which is not installed here")
+    pytest.fail(f"{where} failed:\n{code}\n{result.stderr[-3000:]}")

@@ -9,24 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from readme_blocks import ROOT, blocks, check_commands, missing_module, run_python
+from readme_blocks import ROOT, blocks, check_commands, run_python_block
 
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
 BLOCKS = [(page, index, language, code) for page in PAGES for index, (language, code) in enumerate(blocks(page))]
-# Modules a block may lack, and the backend that, when required for this run, makes it a failure.
-OPTIONAL = {
-    "torch": "torch",
-    "keras": "keras",
-    "tensorflow": "keras",
-    "jax": "jax",
-    "flax": "jax",
-    "haiku": None,
-    "mxnet": None,
-    "matplotlib": None,
-    "rich": None,
-    "transformers": None,
-    "mup": None,
-}
 
 
 def test_every_page_is_in_the_nav_and_has_runnable_blocks():
@@ -43,14 +29,7 @@ def test_every_page_is_in_the_nav_and_has_runnable_blocks():
 def test_block(page, index, language, code, tmp_path):
     where = f"{page.relative_to(ROOT)} block {index}"
     if language == "python":
-        result = run_python(code, tmp_path)
-        if result.returncode == 0:
-            return
-        module = missing_module(result.stderr)
-        required = set(filter(None, os.environ.get("POLYINIT_TEST_BACKENDS", "").split(",")))
-        if module in OPTIONAL and OPTIONAL[module] not in required:
-            pytest.skip(f"{where} needs {module}, which is not installed here")
-        pytest.fail(f"{where} failed:\n{code}\n{result.stderr[-3000:]}")
+        run_python_block(code, tmp_path, where)
     elif language == "bash":
         check_commands(code)
     else:  # output shown to the reader: no code hides in it

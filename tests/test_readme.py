@@ -4,27 +4,10 @@ naming the block and the module (MXNet's runs in tests/real_mxnet); a framework 
 (POLYINIT_TEST_BACKENDS) fails instead. Blocks are found when the tests are collected, so a block
 added to the README is a new test case, never silently left out."""
 
-import os
-
 import pytest
-from readme_blocks import blocks, check_commands, missing_module, run_python
+from readme_blocks import blocks, check_commands, run_python_block
 
 BLOCKS = blocks()
-# Modules a block may lack, and the backend that, when required for this run, makes it a failure.
-OPTIONAL = {
-    "torch": "torch",
-    "keras": "keras",
-    "tensorflow": "keras",
-    "jax": "jax",
-    "flax": "jax",
-    "haiku": None,
-    "equinox": None,
-    "mxnet": None,
-    "matplotlib": None,
-    "rich": None,
-    "transformers": None,
-    "mup": None,
-}
 
 
 def test_the_readme_has_runnable_blocks():
@@ -36,14 +19,7 @@ def test_the_readme_has_runnable_blocks():
 def test_block(index, tmp_path):
     language, code = BLOCKS[index]
     if language == "python":
-        result = run_python(code, tmp_path)
-        if result.returncode == 0:
-            return
-        module = missing_module(result.stderr)
-        required = set(filter(None, os.environ.get("POLYINIT_TEST_BACKENDS", "").split(",")))
-        if module in OPTIONAL and OPTIONAL[module] not in required:
-            pytest.skip(f"README block {index} needs {module}, which is not installed here")
-        pytest.fail(f"README block {index} failed:\n{code}\n{result.stderr[-3000:]}")
+        run_python_block(code, tmp_path, f"README block {index}")
     elif language == "bash":
         check_commands(code)
     else:  # a diagram: no code hides in an untagged block
