@@ -105,6 +105,9 @@ def rule_recipes(draw):
 
 
 OUTCOMES: dict = {}  # writer -> {"refused": n, "written": n}
+# The tally lives in one process: under pytest-xdist every test of this file runs on one worker
+# (tools/test.sh passes --dist loadgroup), so test_the_fuzz_reached_both_outcomes sees them all.
+pytestmark = pytest.mark.xdist_group("fuzz_writers")
 
 
 def attempt(write, snapshot, model, undrawn_kept: bool = True, label: str = ""):

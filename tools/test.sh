@@ -34,7 +34,7 @@ PYTHON=${PYTHON:-python3}
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 
 # Every backend is required here: one that cannot be imported fails the run instead of skipping.
-POLYINIT_TEST_BACKENDS=numpy,torch,keras,jax,mxnet .venv/bin/python -m pytest -n 2 --ignore=tests/real_mxnet "$@"
+POLYINIT_TEST_BACKENDS=numpy,torch,keras,jax,mxnet .venv/bin/python -m pytest -n 2 --dist loadgroup --ignore=tests/real_mxnet "$@"
 POLYINIT_TEST_BACKENDS=numpy,mxnet .venv-mxnet/bin/python -m pytest -p no:cacheprovider tests/real_mxnet "$@"
 # MXNet's default layout through Gluon itself (conformance/test_default_layouts.py, issue 26.3)
 POLYINIT_TEST_BACKENDS=numpy,mxnet .venv-mxnet/bin/python -m pytest -p no:cacheprovider conformance/test_default_layouts.py "$@"
