@@ -391,4 +391,14 @@ def test_the_fuzz_reached_both_outcomes():
     # draw_dtensor into a Partial placement is always refused (a sharded apply into one succeeds
     # only where the rules draw nothing: test_sharded_apply checks that).
     assert OUTCOMES.pop("draw_dtensor partial", {"written": 0})["written"] == 0
-    assert all(t["refused"] and t["written"] for t in OUTCOMES.values()), OUTCOMES
+    # Per writer, over its placements: which placement of a sharded writer draws a refused example
+    # depends on the examples hypothesis derives (its derandomized seed hashes the test's source
+    # file, so another checkout draws other examples); each writer must still see both outcomes.
+    writers: dict = {}
+    for key, tally in OUTCOMES.items():
+        writer, _, placement = key.rpartition(" ")
+        name = writer if placement in ("shard0", "shard_last", "replicate", "partial") else key
+        total = writers.setdefault(name, {"refused": 0, "written": 0})
+        total["refused"] += tally["refused"]
+        total["written"] += tally["written"]
+    assert all(t["refused"] and t["written"] for t in writers.values()), writers
