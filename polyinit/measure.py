@@ -92,6 +92,27 @@ def _stack(layers: list[Callable], x: Any, phi: Callable, to_numpy: Callable) ->
     return out
 
 
+def jax_activations() -> dict[str, Callable]:
+    """The activations compare puts between layers, as JAX functions, for the three JAX measurers
+    (Flax nnx, Haiku, Equinox): name -> elementwise function. GELU is the exact (erf) form, as
+    torch's ``F.gelu`` default, so every framework's stack sees the same phi. JAX is imported here,
+    not at module import, so ``import polyinit`` stays framework-free.
+
+    Example: ``jax_activations()["relu"](jnp.array([-1.0, 2.0]))`` is ``[0.0, 2.0]``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    return {
+        "linear": lambda t: t,
+        "relu": jax.nn.relu,
+        "tanh": jnp.tanh,
+        "gelu": lambda t: jax.nn.gelu(t, approximate=False),
+        "silu": jax.nn.silu,
+        "sigmoid": jax.nn.sigmoid,
+    }
+
+
 @contextlib.contextmanager
 def python_random(seed: int) -> Iterator[None]:
     """Python's global ``random`` seeded for the block and restored after it."""

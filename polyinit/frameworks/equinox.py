@@ -259,16 +259,9 @@ def _measure(setup: Any, seed: int, x: np.ndarray) -> tuple[list[float], list[fl
     import jax
     import jax.numpy as jnp
 
-    from polyinit.measure import _stack, _widths
+    from polyinit.measure import _stack, _widths, jax_activations
 
-    acts = {
-        "linear": lambda t: t,
-        "relu": jax.nn.relu,
-        "tanh": jnp.tanh,
-        "gelu": lambda t: jax.nn.gelu(t, approximate=False),
-        "silu": jax.nn.silu,
-        "sigmoid": jax.nn.sigmoid,
-    }
+    acts = jax_activations()
     k, rank = setup.kernel, setup.rank
     keys = jax.random.split(jax.random.key(seed), setup.depth)
 

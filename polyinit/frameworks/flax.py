@@ -440,7 +440,7 @@ from polyinit.defaults import _LECUN_TRUNC, _ONE, _ZERO, _haiku_trunc, _mha, _no
 from polyinit.defaults import Param as Default
 from polyinit.errors import SpecError
 from polyinit.layout import IN_OUT, OUT_IN, preset
-from polyinit.measure import Setup, _crop, _stack, _widths
+from polyinit.measure import Setup, _crop, _stack, _widths, jax_activations
 from polyinit.spec import Normal, Orthogonal, VarianceScaling
 
 # --- flax (linen and nnx share these defaults) ------------------------------------------------
@@ -518,14 +518,7 @@ def _measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float], list[
     import jax.numpy as jnp
     from flax import nnx
 
-    acts = {
-        "linear": lambda t: t,
-        "relu": jax.nn.relu,
-        "tanh": jnp.tanh,
-        "gelu": lambda t: jax.nn.gelu(t, approximate=False),
-        "silu": jax.nn.silu,
-        "sigmoid": jax.nn.sigmoid,
-    }
+    acts = jax_activations()
     k, rank = setup.kernel, setup.rank
     rngs = nnx.Rngs(seed)
 
@@ -630,14 +623,7 @@ def _haiku_measure(setup: Setup, seed: int, x: np.ndarray) -> tuple[list[float],
     import jax
     import jax.numpy as jnp
 
-    acts = {
-        "linear": lambda t: t,
-        "relu": jax.nn.relu,
-        "tanh": jnp.tanh,
-        "gelu": lambda t: jax.nn.gelu(t, approximate=False),
-        "silu": jax.nn.silu,
-        "sigmoid": jax.nn.sigmoid,
-    }
+    acts = jax_activations()
     k, rank = setup.kernel, setup.rank
 
     def layer(index: int) -> Callable:
