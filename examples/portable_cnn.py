@@ -13,7 +13,7 @@ from flax import nnx
 
 import polyinit as pi
 from polyinit.rules import Rules, apply, kind, role
-from polyinit.transfer import transfer
+from polyinit.transferring import transfer
 
 RULES = Rules(
     [

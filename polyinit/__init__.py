@@ -69,12 +69,15 @@ _LAZY = {
     "from_json": "polyinit.serialize",
     "to_dict": "polyinit.serialize",
     "to_json": "polyinit.serialize",
-    "transfer": "polyinit.transfer",
+    # The implementation module is ``transferring``: a module named ``transfer`` would, once
+    # imported, shadow this function on the package.
+    "transfer": "polyinit.transferring",
+    "TransferError": "polyinit.transferring",
 }
 
 if TYPE_CHECKING:
     from polyinit.serialize import from_dict, from_json, to_dict, to_json
-    from polyinit.transfer import transfer
+    from polyinit.transferring import TransferError, transfer
 
 
 def __getattr__(name: str) -> Any:
@@ -116,6 +119,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "Stats",
+    "TransferError",
     "TruncatedNormal",
     "Uniform",
     "VarianceScaling",

@@ -140,8 +140,8 @@ def run_keras_hub(name: str, model) -> np.ndarray:
 def logical_values(model) -> dict[str, np.ndarray]:
     """{identity: value in the canonical order, out and in axes merged} of every logical parameter."""
     from polyinit.frameworks import walker_for
-    from polyinit.transfer import _identified
     from polyinit.transfer_values import flat_shape, read_logical
+    from polyinit.transferring import _identified
 
     walker = walker_for(model)
     return {

@@ -16,7 +16,7 @@ import polyinit as pi
 from polyinit.identity import identities_of
 from polyinit.rules import Rules, apply
 from polyinit.selectors import every, kind, role
-from polyinit.transfer import TransferError, transfer
+from polyinit.transferring import TransferError, transfer
 
 X = np.random.default_rng(5).standard_normal((2, 8, 8, 3)).astype(np.float32)
 RULES = Rules(

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-DEFERRED = ("json", "polyinit.serialize", "polyinit.transfer", "polyinit.params", "polyinit.logical")
+DEFERRED = ("json", "polyinit.serialize", "polyinit.transferring", "polyinit.params", "polyinit.logical")
 
 
 def _probe(code: str) -> object:
@@ -31,13 +31,26 @@ def test_deferred_names_load_on_first_use():
     assert result == [True, True, True, True]
 
 
-def test_transfer_is_callable_whichever_is_imported_first():
-    """``from polyinit.transfer import ...`` binds the module on the package; it stays callable."""
+def test_transfer_is_the_function_whichever_is_imported_first():
+    """The implementation module is ``polyinit.transferring``; importing it first (which binds that
+    module on the package) leaves ``polyinit.transfer`` the function and ``polyinit.TransferError``
+    its error class."""
     result = _probe(
-        "import json; from polyinit.transfer import TransferError; import polyinit, numpy as np;"
-        "print(json.dumps([callable(polyinit.transfer), polyinit.transfer.TransferError is TransferError]))"
+        "import inspect, json;"
+        "from polyinit.transferring import TransferError, transfer; import polyinit;"
+        "print(json.dumps([inspect.isfunction(polyinit.transfer), polyinit.transfer is transfer,"
+        " polyinit.TransferError is TransferError]))"
     )
-    assert result == [True, True]
+    assert result == [True, True, True]
+
+
+def test_transfer_error_loads_lazily_with_transfer():
+    result = _probe(
+        "import json, sys, polyinit; error = polyinit.TransferError;"
+        "print(json.dumps([issubclass(error, polyinit.PolyinitError), 'polyinit.transferring' in sys.modules,"
+        " 'TransferError' in dir(polyinit)]))"
+    )
+    assert result == [True, True, True]
 
 
 def test_an_unknown_attribute_is_still_an_attribute_error():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_portable_models import keras_cnn, nnx_cnn, torch_cnn
 
-from polyinit.transfer import TransferError, transfer
+from polyinit.transferring import TransferError, transfer
 
 X = np.random.default_rng(1).standard_normal((3, 12, 12, 3)).astype(np.float32)
 

@@ -1,4 +1,8 @@
-"""Copy weights between models of any frameworks and authors: ``transfer(source, target)``.
+"""Copy weights between models of any frameworks and authors: ``polyinit.transfer(source, target)``.
+
+This module is the implementation; the public name is the function ``polyinit.transfer`` (loaded
+lazily by the package, so ``import polyinit`` stays light). The module is not named ``transfer``
+so that importing it never rebinds ``polyinit.transfer`` from the function to a module.
 
 Both models are walked into portable records (``polyinit.params.Param``), collapsed into logical
 parameters (``polyinit.params.logical_params``: q, k and v of a packed tensor each one; an LSTM's
@@ -32,8 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,15 +273,3 @@ def _check_writable(walker: Any, moves: list, sources: dict, allow_nonfinite: bo
         raise
     except RuleError as error:
         raise TransferError(f"transfer: {error}; nothing was written") from None
-
-
-class _CallableModule(types.ModuleType):
-    """``polyinit.transfer`` names this module and its function: importing the module (which
-    binds it on the package, after ``import polyinit`` left the function to load lazily) must not
-    break ``polyinit.transfer(source, target)``, so the module calls the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return transfer(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
