@@ -12,25 +12,35 @@ eqx = pytest.importorskip("equinox")
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
 import jax.numpy as jnp
-from test_haiku_models import HEADS, D, torch_attention
-from test_portable_models import (
+from torch_twins import (
+    ATTENTION_X,
     C1,
     C2,
     C_IN,
     CLASSES,
+    HEADS,
+    LSTM_RECORDS,
     LSTM_RULES,
     RULES,
+    SEQ,
+    D,
+    X,
     _logical_values,
-    _values_by_identity,
+    _records,
+    _torch_lstm,
+    _torch_models,
+    assert_attention_records,
+    assert_failed_write_changes_nothing,
+    assert_portable_attention_matches_torch,
+    assert_refusals_write_nothing,
+    assert_transfer_round_trip,
+    torch_attention,
     torch_cnn,
 )
-from test_rules_contract import LSTM_RECORDS, _records, _torch_models
-from test_transfer import SEQ, X, _torch_lstm
 
 import polyinit as pi
 from polyinit import rules as R
 from polyinit.frameworks import framework_for, walker_for
-from polyinit.transfer import TransferError, transfer
 
 KEYS = list(jax.random.split(jax.random.key(0), 8))
 
@@ -142,9 +152,7 @@ def test_same_logical_records_as_torch():
     assert _records(CNNWithNorm()) == _no_stats(torch_cnn_bn)
     assert _records(LinearBlock()) == torch_block
     assert _records(LSTM()) == torch_lstm == LSTM_RECORDS
-    # q, k and v are one logical parameter each (see test_haiku_models): compared as a multiset.
-    assert sorted(_records(Block())) == sorted(_records(torch_attention()[0]))
-    assert _records(Block())[:2] == [(0, "attention", "weight", (D, D)), (0, "attention", "bias", (D,))]
+    assert_attention_records(_records(Block()))
 
 
 def test_the_record_comparison_can_fail():
@@ -209,54 +217,21 @@ def test_portable_lstm_is_bit_identical_to_torch():
 
 @pytest.mark.parametrize(
     "build,torch_build,data,rows",
-    [
-        (CNN, torch_cnn, X, 6),
-        (LSTM, _torch_lstm, SEQ, 5),
-        (Block, torch_attention, np.random.default_rng(3).standard_normal((2, 5, D)).astype(np.float32), 14),
-    ],
+    [(CNN, torch_cnn, X, 6), (LSTM, _torch_lstm, SEQ, 5), (Block, torch_attention, ATTENTION_X, 14)],
     ids=["cnn", "lstm", "attention"],
 )
 def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data, rows):
-    source, run_source = torch_build()
-    with torch.no_grad():  # away from the defaults, so a wrong gate or head would show
-        for p in source.parameters():
-            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
-    expected = run_source(data)
-    new, report = transfer(source, build())
-    assert len(report.rows) == rows
-    np.testing.assert_allclose(run(new, data), expected, rtol=1e-4, atol=1e-5)
-    back, run_back = torch_build()
-    transfer(new, back)
-    np.testing.assert_allclose(run_back(data), expected, rtol=1e-4, atol=1e-5)
+    assert_transfer_round_trip(torch_build, build(), run, data, rows)
 
 
 def test_errors_change_nothing():
-    model = CNN()
-    before = _leaves(model)
-    with pytest.raises(pi.NotExpressibleError):  # orthogonal has no portable draw
-        R.apply(model, R.Rules([(R.role("weight"), pi.Orthogonal()), (R.role("bias"), pi.zeros())]), portable=True)
-    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 16, 5), torch.nn.Linear(16, 10))
-    with pytest.raises(TransferError, match="diverge"):
-        transfer(other, model)
-    assert all(np.array_equal(a, b) for a, b in zip(before, _leaves(model)))
+    assert_refusals_write_nothing(CNN(), _leaves)
 
 
 def test_a_failing_write_is_an_error_and_the_module_is_unchanged(monkeypatch):
     from polyinit.frameworks import equinox as feqx
 
-    model = eqx.nn.MLP(6, 3, 8, 1, key=KEYS[0])
-    before = _leaves(model)
-    real = feqx.EquinoxWalker.draw
-    count = []
-
-    def draw(self, param, plan, seed):
-        count.append(1)
-        return real(self, param, plan, seed) if len(count) < 3 else np.ones((7, 7))  # the wrong shape
-
-    monkeypatch.setattr(feqx.EquinoxWalker, "draw", draw)
-    with pytest.raises(R.ModelError, match="nothing was written"):
-        R.apply(model, R.Rules([(R.every(), pi.ones())]))
-    assert all(np.array_equal(a, b) for a, b in zip(before, _leaves(model)))
+    assert_failed_write_changes_nothing(monkeypatch, feqx.EquinoxWalker, eqx.nn.MLP(6, 3, 8, 1, key=KEYS[0]), _leaves)
 
 
 # --- Equinox's layer defaults against the installed equinox ---------------------------------------
@@ -369,15 +344,4 @@ def test_arrays_in_a_tuple_are_parameters_of_a_registered_user_layer():
 
 
 def test_portable_attention_block_is_bit_identical_to_torch():
-    """q, k and v each drawn under its identity, equal to the blocks of torch's in_proj_weight."""
-    from test_haiku_models import ATTENTION_RULES
-
-    data = np.random.default_rng(4).standard_normal((2, 5, D)).astype(np.float32)
-    model, run_torch = torch_attention()
-    R.apply(model, ATTENTION_RULES, portable=True)
-    new, _ = R.apply(Block(), ATTENTION_RULES, portable=True)
-    expected, found = _values_by_identity(model), _values_by_identity(new)
-    assert sorted(found) == sorted(expected) and len(found) == 14
-    for identity, values in expected.items():
-        assert values.shape == found[identity].shape and values.tobytes() == found[identity].tobytes(), identity
-    np.testing.assert_allclose(run(new, data), run_torch(data), rtol=1e-4, atol=1e-5)
+    assert_portable_attention_matches_torch(Block(), run)

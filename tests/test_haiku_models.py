@@ -12,25 +12,36 @@ hk = pytest.importorskip("haiku")
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
 import jax.numpy as jnp
-from test_portable_models import (
+from torch_twins import (
+    ATTENTION_X,
     C1,
     C2,
     C_IN,
     CLASSES,
+    HEADS,
+    LSTM_RECORDS,
     LSTM_RULES,
     RULES,
+    SEQ,
     SIDE,
+    D,
+    X,
     _logical_values,
-    _values_by_identity,
+    _records,
+    _torch_lstm,
+    _torch_models,
+    assert_attention_records,
+    assert_failed_write_changes_nothing,
+    assert_portable_attention_matches_torch,
+    assert_refusals_write_nothing,
+    assert_transfer_round_trip,
+    torch_attention,
     torch_cnn,
 )
-from test_rules_contract import LSTM_RECORDS, _records, _torch_models
-from test_transfer import SEQ, X, _torch_lstm
 
 import polyinit as pi
 from polyinit import rules as R
 from polyinit.frameworks import framework_for, walker_for
-from polyinit.transfer import TransferError, transfer
 
 KEY = jax.random.key(0)
 
@@ -101,9 +112,6 @@ def hk_linear_block():
     return _init(f, np.ones((1, 8), np.float32))
 
 
-D, HEADS = 8, 2
-
-
 def hk_attention():
     """hk.MultiHeadAttention (q, k, v, output), a layer norm, an MLP on a (batch, seq, D) input."""
 
@@ -115,21 +123,9 @@ def hk_attention():
     return _init(f, np.ones((1, 5, D), np.float32))
 
 
-class TorchAttention(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.attn = torch.nn.MultiheadAttention(D, HEADS, batch_first=True)
-        self.norm = torch.nn.LayerNorm(D)
-        self.up, self.down = torch.nn.Linear(D, 2 * D), torch.nn.Linear(2 * D, D)
-
-    def forward(self, x):
-        y = self.norm(self.attn(x, x, x, need_weights=False)[0])
-        return self.down(torch.relu(self.up(y)))
-
-
-def torch_attention():
-    model = TorchAttention()
-    return model, lambda data: model(torch.as_tensor(data)).detach().numpy()
+def _snapshot(tree):
+    """Every array of a params tree, copied, in the tree's order."""
+    return [np.asarray(v).copy() for m in tree for v in tree[m].values()]
 
 
 def test_haiku_trees_are_found_without_importing_and_are_not_linen():
@@ -147,11 +143,7 @@ def test_same_logical_records_as_torch():
     assert _records(hk_cnn_bn()[0]) == torch_cnn_bn  # running mean and var from the merged state
     assert _records(hk_linear_block()[0]) == torch_block
     assert _records(hk_lstm()[0]) == torch_lstm == LSTM_RECORDS
-    # q, k and v are one logical parameter each (torch's packed in_proj blocks); torch lists the
-    # three weights before the three biases, Haiku each projection's weight and bias together, so
-    # the attention block's records are compared as a multiset (identities pair them).
-    assert sorted(_records(hk_attention()[0])) == sorted(_records(torch_attention()[0]))
-    assert _records(hk_attention()[0])[:2] == [(0, "attention", "weight", (D, D)), (0, "attention", "bias", (D,))]
+    assert_attention_records(_records(hk_attention()[0]))
 
 
 def test_the_record_comparison_can_fail():
@@ -245,56 +237,23 @@ def test_portable_lstm_matches_torch():
 
 
 @pytest.mark.parametrize(
-    "build,torch_build,data",
-    [
-        (hk_cnn, torch_cnn, X),
-        (hk_lstm, _torch_lstm, SEQ),
-        (hk_attention, torch_attention, np.random.default_rng(3).standard_normal((2, 5, D)).astype(np.float32)),
-    ],
+    "build,torch_build,data,rows",
+    [(hk_cnn, torch_cnn, X, 6), (hk_lstm, _torch_lstm, SEQ, 5), (hk_attention, torch_attention, ATTENTION_X, 14)],
     ids=["cnn", "lstm", "attention"],
 )
-def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data):
-    source, run_source = torch_build()
-    with torch.no_grad():  # away from the defaults, biases included, so a wrong gate or head would show
-        for p in source.parameters():
-            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
-    expected = run_source(data)
+def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data, rows):
     tree, run = build()
-    new, report = transfer(source, tree)
-    assert len(report.rows) == {hk_cnn: 6, hk_lstm: 5, hk_attention: 14}[build]
-    np.testing.assert_allclose(run(new, data), expected, rtol=1e-4, atol=1e-5)
-    back, run_back = torch_build()
-    transfer(new, back)
-    np.testing.assert_allclose(run_back(data), expected, rtol=1e-4, atol=1e-5)
+    assert_transfer_round_trip(torch_build, tree, run, data, rows)
 
 
 def test_errors_change_nothing():
-    tree, _ = hk_cnn()
-    snapshot = {m: {k: np.asarray(v).copy() for k, v in leaves.items()} for m, leaves in tree.items()}
-    with pytest.raises(pi.NotExpressibleError):  # orthogonal has no portable draw
-        R.apply(tree, R.Rules([(R.role("weight"), pi.Orthogonal()), (R.role("bias"), pi.zeros())]), portable=True)
-    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 16, 5), torch.nn.Linear(16, 10))
-    with pytest.raises(TransferError, match="diverge"):
-        transfer(other, tree)
-    assert all(np.array_equal(np.asarray(tree[m][k]), snapshot[m][k]) for m in tree for k in tree[m])
+    assert_refusals_write_nothing(hk_cnn()[0], _snapshot)
 
 
 def test_a_failing_write_is_an_error_and_the_tree_is_unchanged(monkeypatch):
     from polyinit.frameworks import haiku as fhk
 
-    tree, _ = hk_mlp()
-    snapshot = {m: {k: np.asarray(v).copy() for k, v in leaves.items()} for m, leaves in tree.items()}
-    real = fhk.HaikuWalker.draw
-    count = []
-
-    def draw(self, param, plan, seed):
-        count.append(1)
-        return real(self, param, plan, seed) if len(count) < 3 else np.ones((7, 7))  # the wrong shape
-
-    monkeypatch.setattr(fhk.HaikuWalker, "draw", draw)
-    with pytest.raises(R.ModelError, match="nothing was written"):
-        R.apply(tree, R.Rules([(R.every(), pi.ones())]))
-    assert all(np.array_equal(np.asarray(tree[m][k]), snapshot[m][k]) for m in tree for k in tree[m])
+    assert_failed_write_changes_nothing(monkeypatch, fhk.HaikuWalker, hk_mlp()[0], _snapshot)
 
 
 def test_compare_model_lists_a_haiku_tree_without_a_signal(tmp_path, monkeypatch):
@@ -321,25 +280,9 @@ def test_compare_model_lists_a_haiku_tree_without_a_signal(tmp_path, monkeypatch
     assert "fan_in" in result.specs["torch"][0] and any("no function" in note for note in result.notes)
 
 
-ATTENTION_RULES = R.Rules(
-    [(R.role("weight", "scale"), pi.Normal(std=0.2)), (R.role("bias", "offset"), pi.Uniform(low=-0.1, high=0.1))],
-    seed=11,
-)
-
-
 def test_portable_attention_block_is_bit_identical_to_torch():
-    """q, k and v each drawn under its identity, equal to the blocks of torch's packed
-    in_proj_weight, bit for bit."""
-    data = np.random.default_rng(4).standard_normal((2, 5, D)).astype(np.float32)
-    model, run_torch = torch_attention()
-    R.apply(model, ATTENTION_RULES, portable=True)
     tree, run = hk_attention()
-    new, _ = R.apply(tree, ATTENTION_RULES, portable=True)
-    expected, found = _values_by_identity(model), _values_by_identity(new)
-    assert sorted(found) == sorted(expected) and len(found) == 14
-    for identity, values in expected.items():
-        assert values.shape == found[identity].shape and values.tobytes() == found[identity].tobytes(), identity
-    np.testing.assert_allclose(run(new, data), run_torch(data), rtol=1e-4, atol=1e-5)
+    assert_portable_attention_matches_torch(tree, run)
 
 
 def test_every_record_has_its_own_seed_key():
