@@ -1,9 +1,11 @@
 """Modern schemes (polyinit.modern) against their reference code and their published formulas.
 
-Every expected std here is computed in the test from the paper's or the reference code's formula
-(or read off the reference implementation's own initialisation), never from polyinit. A sample
-std s of n values with excess kurtosis k satisfies s / sigma - 1 ~ N(0, (k + 2) / (4 n)); each
-check uses z = 5.33 (two-sided alpha = 1e-7 per parameter), with fixed seeds.
+Every expected law here is computed in the test from the paper's or the reference code's formula
+(or read off the reference implementation's own initialisation), never from polyinit, and checked
+with tests/reference_tables.py (as tests/test_modern_references.py): a sample std s of n values
+with excess kurtosis k satisfies s / sigma - 1 ~ N(0, (k + 2) / (4 n)); each check uses z = 5
+(two-sided alpha = 5.7e-7 per parameter), with fixed seeds; a cut or a uniform's bound is checked
+exactly, zeros and ones exactly.
 """
 
 from __future__ import annotations
@@ -12,27 +14,16 @@ import math
 
 import numpy as np
 import pytest
+from modern_models import small_bart_config
+from reference_tables import ONE, ZERO, Law, check_model, check_param, normal, torch_values, uniform
 
 from polyinit import modern
 from polyinit.context import ContextError, model_context
 
-Z = 5.33
-TRUNC3 = 0.9865917  # std of N(0, 1) cut to [-3, 3] (scipy.stats.truncnorm(-3, 3).std())
-UNIFORM = -1.2  # excess kurtosis of a uniform
 
-
-def check_std(name: str, values, expected: float, kurtosis: float = 0.0) -> None:
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if expected == 0.0:
-        assert np.all(values == 0.0), f"{name}: expected zeros"
-        return
-    s = float(np.sqrt(np.mean(values**2)))  # mean 0 by the scheme: the second moment's root
-    tolerance = Z * math.sqrt((kurtosis + 2) / (4 * values.size))
-    assert abs(s / expected - 1) <= tolerance, f"{name}: std {s:.6g}, expected {expected:.6g} (+-{tolerance:.2%})"
-
-
-def torch_values(model) -> dict:
-    return {name: p.detach().double().numpy() for name, p in model.named_parameters()}
+def uniform_with_std(std: float) -> Law:
+    """U(-b, b) with std b / sqrt(3) = ``std``."""
+    return uniform(std * math.sqrt(3))
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +40,19 @@ def _gpt2(config, seed: int):
     return GPT2LMHeadModel(config)
 
 
-def _gpt2_expected(config, std_of) -> dict:
-    """path -> expected std for every GPT-2 parameter, from ``std_of(kind, block)``."""
+def _gpt2_expected(config, law_of) -> dict:
+    """path -> expected law for every GPT-2 parameter (layer norms 1 and 0, biases 0), the
+    embeddings' and weights' from ``law_of(kind, block)``."""
     expected = {
-        "transformer.wte.weight": std_of("wte", None),
-        "transformer.wpe.weight": std_of("wpe", None),
-        "transformer.ln_f.weight": 1.0,
-        "transformer.ln_f.bias": 0.0,
+        "transformer.wte.weight": law_of("wte", None),
+        "transformer.wpe.weight": law_of("wpe", None),
+        "transformer.ln_f.weight": ONE,
+        "transformer.ln_f.bias": ZERO,
     }
     for i in range(config.n_layer):
         h = f"transformer.h.{i}"
         expected.update(
-            {f"{h}.ln_1.weight": 1.0, f"{h}.ln_1.bias": 0.0, f"{h}.ln_2.weight": 1.0, f"{h}.ln_2.bias": 0.0}
+            {f"{h}.ln_1.weight": ONE, f"{h}.ln_1.bias": ZERO, f"{h}.ln_2.weight": ONE, f"{h}.ln_2.bias": ZERO}
         )
         for module, kind in (
             ("attn.c_attn", "qkv"),
@@ -68,20 +60,9 @@ def _gpt2_expected(config, std_of) -> dict:
             ("mlp.c_fc", "mlp_in"),
             ("mlp.c_proj", "mlp_out"),
         ):
-            expected[f"{h}.{module}.weight"] = std_of(kind, i)
-            expected[f"{h}.{module}.bias"] = 0.0
+            expected[f"{h}.{module}.weight"] = law_of(kind, i)
+            expected[f"{h}.{module}.bias"] = ZERO
     return expected
-
-
-def _check_model(values: dict, expected: dict, kurtosis: float = 0.0, skip=()) -> None:
-    assert set(expected) <= set(values), sorted(set(expected) - set(values))
-    for path, std in expected.items():
-        if path in skip:
-            continue
-        if std in (0.0, 1.0) and ("ln_" in path or "bias" in path):
-            assert np.all(values[path] == std), path
-        else:
-            check_std(path, values[path], std, kurtosis)
 
 
 def test_gpt2_matches_transformers_init(gpt2_config):
@@ -91,12 +72,12 @@ def test_gpt2_matches_transformers_init(gpt2_config):
 
     L = gpt2_config.n_layer
     expected = _gpt2_expected(
-        gpt2_config, lambda kind, i: 0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02
+        gpt2_config, lambda kind, i: normal(0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02)
     )
-    _check_model(torch_values(_gpt2(gpt2_config, 0)), expected)  # the reference implementation
+    check_model(torch_values(_gpt2(gpt2_config, 0)), expected)  # the reference implementation
     model = _gpt2(gpt2_config, 1)
     apply(model, modern.gpt2(model, seed=3))
-    _check_model(torch_values(model), expected)
+    check_model(torch_values(model), expected)
     assert model.lm_head.weight is model.transformer.wte.weight  # still tied
 
 
@@ -118,59 +99,58 @@ def test_gpt2_schemes_follow_their_formulas(gpt2_config, scheme):
 
     L, d = gpt2_config.n_layer, gpt2_config.n_embd
     d_ff = 4 * d
-    kurtosis = 0.0
     if scheme == "megatron":
         rules_for = lambda m: modern.megatron(m)
-        std_of = lambda kind, i: 0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02
-    elif scheme == "olmo_mitchell":  # truncated at 3 std: the final std is TRUNC3 times sigma
+        law_of = lambda kind, i: normal(0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02)
+    elif scheme == "olmo_mitchell":  # normals cut at 3 std
         rules_for = lambda m: modern.olmo(m, init_fn="mitchell")
-        std_of = lambda kind, i: (
-            TRUNC3
-            * (
-                1 / math.sqrt(2 * d * (i + 1))
-                if kind == "attn_out"
-                else 1 / math.sqrt(2 * d_ff * (i + 1))
-                if kind == "mlp_out"
-                else 1 / math.sqrt(d)
-            )
+        law_of = lambda kind, i: normal(
+            1 / math.sqrt(2 * d * (i + 1))
+            if kind == "attn_out"
+            else 1 / math.sqrt(2 * d_ff * (i + 1))
+            if kind == "mlp_out"
+            else 1 / math.sqrt(d),
+            cut=3.0,
         )
     elif scheme == "olmo_full_megatron":
         rules_for = lambda m: modern.olmo(m, init_fn="full_megatron")
-        std_of = lambda kind, i: TRUNC3 * (0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02)
+        law_of = lambda kind, i: normal(0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_out") else 0.02, cut=3.0)
     elif scheme == "wang":
         rules_for = lambda m: modern.wang(m)
-        std_of = lambda kind, i: 2 / (L * math.sqrt(d)) if kind in ("attn_out", "mlp_out") else math.sqrt(2 / (5 * d))
+        law_of = lambda kind, i: normal(
+            2 / (L * math.sqrt(d)) if kind in ("attn_out", "mlp_out") else math.sqrt(2 / (5 * d))
+        )
     elif scheme == "small_init":
         rules_for = lambda m: modern.small_init(m)
-        std_of = lambda kind, i: math.sqrt(2 / (5 * d))
+        law_of = lambda kind, i: normal(math.sqrt(2 / (5 * d)))
     elif scheme == "u_mup":
         rules_for = lambda m: modern.u_mup(m)
-        std_of = lambda kind, i: 1.0
+        law_of = lambda kind, i: normal(1.0)
     elif scheme == "modded_nanogpt":  # the speedrun has no learned positions: wpe is kept, by saying so
         from polyinit.rules import name
 
         with pytest.raises(ContextError, match=r"transformer\.wpe\.weight .*keep="):
             modern.modded_nanogpt(_gpt2(gpt2_config, 2))
         rules_for = lambda m: modern.modded_nanogpt(m, keep=name("transformer.wpe.weight"))
-        std_of = lambda kind, i: 0.0 if kind == "mlp_out" else 0.005 if kind == "wte" else 0.5 / math.sqrt(d)
+        # uniform hidden matrices, the MLP's output zero, the token embedding N(0, 0.005)
+        law_of = lambda kind, i: (
+            ZERO if kind == "mlp_out" else normal(0.005) if kind == "wte" else uniform_with_std(0.5 / math.sqrt(d))
+        )
     else:  # small_init_emb: only the token embedding, U(+-1e-4)
         model = _gpt2(gpt2_config, 2)
         apply(model, modern.small_init_emb(model))
-        check_std("wte", torch_values(model)["transformer.wte.weight"], 1e-4 / math.sqrt(3), UNIFORM)
-        assert np.abs(torch_values(model)["transformer.wte.weight"]).max() <= 1e-4
+        check_param("wte", torch_values(model)["transformer.wte.weight"], uniform(1e-4))
         return
     model = _gpt2(gpt2_config, 2)
     apply(model, rules_for(model))
-    expected = _gpt2_expected(gpt2_config, std_of)
-    if scheme == "modded_nanogpt":  # uniform hidden matrices; wpe is kept as the framework made it
+    expected = _gpt2_expected(gpt2_config, law_of)
+    if scheme == "modded_nanogpt":  # only the weights are the scheme's; wpe is kept as the framework made it
         values = torch_values(model)
-        expected.pop("transformer.wpe.weight")
-        for path, std in expected.items():
-            uniform = any(k in path for k in ("c_attn.weight", "attn.c_proj.weight", "c_fc.weight"))
-            if std not in (0.0, 1.0) or ("weight" in path and "ln_" not in path):
-                check_std(path, values[path], std, UNIFORM if uniform else 0.0)
+        for path, law in expected.items():
+            if path.endswith("weight") and "ln_" not in path and path != "transformer.wpe.weight":
+                check_param(path, values[path], law)
         return
-    _check_model(torch_values(model), expected, kurtosis)
+    check_model(torch_values(model), expected)
 
 
 def test_t5_matches_transformers_init():
@@ -185,20 +165,22 @@ def test_t5_matches_transformers_init():
     )
     d, d_kv, h, d_ff = 64, 16, 4, 256
 
-    def expected_std(path: str):
+    def expected_law(path: str) -> Law:
         leaf = path.split(".")[-2]
         if "layer_norm" in path:
-            return 1.0
-        return {
-            "shared": 1.0,
-            "q": 1 / math.sqrt(d * d_kv),
-            "k": 1 / math.sqrt(d),
-            "v": 1 / math.sqrt(d),
-            "o": 1 / math.sqrt(h * d_kv),
-            "wi": 1 / math.sqrt(d),
-            "wo": 1 / math.sqrt(d_ff),
-            "relative_attention_bias": 1 / math.sqrt(d),
-        }[leaf]
+            return ONE
+        return normal(
+            {
+                "shared": 1.0,
+                "q": 1 / math.sqrt(d * d_kv),
+                "k": 1 / math.sqrt(d),
+                "v": 1 / math.sqrt(d),
+                "o": 1 / math.sqrt(h * d_kv),
+                "wi": 1 / math.sqrt(d),
+                "wo": 1 / math.sqrt(d_ff),
+                "relative_attention_bias": 1 / math.sqrt(d),
+            }[leaf]
+        )
 
     torch.manual_seed(0)
     reference = torch_values(transformers.T5ForConditionalGeneration(config))
@@ -208,12 +190,7 @@ def test_t5_matches_transformers_init():
     ours = torch_values(model)
     assert set(reference) == set(ours)
     for values in (reference, ours):
-        for path, array in values.items():
-            std = expected_std(path)
-            if "layer_norm" in path:
-                assert np.all(array == std), path
-            else:
-                check_std(path, array, std)
+        check_model(values, {path: expected_law(path) for path in values})
 
 
 def test_mup_matches_the_mup_package():
@@ -252,7 +229,7 @@ def test_mup_matches_the_mup_package():
     }
     for values in (torch_values(reference), torch_values(model)):
         for path, sigma in expected.items():
-            check_std(path, values[path], sigma)
+            check_param(path, values[path], normal(sigma))
         assert all(np.all(values[p] == 0) for p in values if p.endswith("bias"))
     zero = Net(width)
     apply(zero, modern.mup(zero, Net(base_width), readout_zero=True))
@@ -261,19 +238,7 @@ def test_mup_matches_the_mup_package():
 
 @pytest.fixture(scope="module")
 def bart():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BartConfig(
-        vocab_size=256,
-        d_model=64,
-        encoder_layers=3,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        max_position_embeddings=64,
-    )
-    return config
+    return small_bart_config(pytest.importorskip("transformers"))
 
 
 def _xavier(fan_in: int, fan_out: int, gain: float) -> float:
@@ -281,7 +246,7 @@ def _xavier(fan_in: int, fan_out: int, gain: float) -> float:
 
 
 def _bart_expected(config, gains) -> dict:
-    """path -> (expected std, kurtosis) for the attention and MLP weights of a BART model."""
+    """path -> expected xavier std for the attention and MLP weights of a BART model."""
     d, f = config.d_model, config.encoder_ffn_dim
     out = {}
     for stack, layers in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
@@ -310,7 +275,7 @@ def test_deepnet_follows_the_paper(bart):
     apply(model, modern.deepnet(model))
     values = torch_values(model)
     for path, std in _bart_expected(bart, lambda s, p: 1.0 if p in ("q_proj", "k_proj") else beta[s]).items():
-        check_std(path, values[path], std)
+        check_param(path, values[path], normal(std))
 
 
 def test_t_fixup_follows_the_paper(bart):
@@ -327,7 +292,7 @@ def test_t_fixup_follows_the_paper(bart):
     values = torch_values(model)
     gains = lambda s, p: 1 / math.sqrt(2) if p in ("q_proj", "k_proj") else scale[s]
     for path, std in _bart_expected(bart, gains).items():
-        check_std(path, values[path], std, UNIFORM)
+        check_param(path, values[path], uniform_with_std(std))
 
 
 def test_fixup_on_keras_resnet50():
@@ -348,8 +313,13 @@ def test_fixup_on_keras_resnet50():
         he_fan_out = math.sqrt(2 / (c_out * kh * kw))
         branch_conv = path.split("/")[0].split("_")[2]  # conv2_block1_{0,1,2,3}_conv
         values = keras.ops.convert_to_numpy(v)
-        expected = {"0": he_fan_out, "1": he_fan_out * blocks**-0.25, "2": he_fan_out * blocks**-0.25, "3": 0.0}
-        check_std(path, values, expected[branch_conv])
+        expected = {
+            "0": normal(he_fan_out),
+            "1": normal(he_fan_out * blocks**-0.25),
+            "2": normal(he_fan_out * blocks**-0.25),
+            "3": ZERO,
+        }
+        check_param(path, values, expected[branch_conv])
     dense = model.get_layer("predictions")
     assert all(np.all(keras.ops.convert_to_numpy(w) == 0) for w in dense.weights)
 
