@@ -12,31 +12,7 @@ eqx = pytest.importorskip("equinox")
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
 import jax.numpy as jnp
-from torch_twins import (
-    ATTENTION_X,
-    C1,
-    C2,
-    C_IN,
-    CLASSES,
-    HEADS,
-    LSTM_RECORDS,
-    LSTM_RULES,
-    RULES,
-    SEQ,
-    D,
-    X,
-    _logical_values,
-    _records,
-    _torch_lstm,
-    _torch_models,
-    assert_attention_records,
-    assert_failed_write_changes_nothing,
-    assert_portable_attention_matches_torch,
-    assert_refusals_write_nothing,
-    assert_transfer_round_trip,
-    torch_attention,
-    torch_cnn,
-)
+import torch_twins as twins
 
 import polyinit as pi
 from polyinit import rules as R
@@ -53,9 +29,9 @@ class CNN(eqx.Module):
     head: eqx.nn.Linear
 
     def __init__(self):
-        self.conv1 = eqx.nn.Conv2d(C_IN, C1, 3, key=KEYS[0])
-        self.conv2 = eqx.nn.Conv2d(C1, C2, 3, key=KEYS[1])
-        self.head = eqx.nn.Linear(C2, CLASSES, key=KEYS[2])
+        self.conv1 = eqx.nn.Conv2d(twins.C_IN, twins.C1, 3, key=KEYS[0])
+        self.conv2 = eqx.nn.Conv2d(twins.C1, twins.C2, 3, key=KEYS[1])
+        self.head = eqx.nn.Linear(twins.C2, twins.CLASSES, key=KEYS[2])
 
     def __call__(self, x):  # one (H, W, C) example
         x = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(jnp.transpose(x, (2, 0, 1))))))
@@ -101,10 +77,19 @@ class Block(eqx.Module):
 
     def __init__(self):
         self.attn = eqx.nn.MultiheadAttention(
-            HEADS, D, use_query_bias=True, use_key_bias=True, use_value_bias=True, use_output_bias=True, key=KEYS[5]
+            twins.HEADS,
+            twins.D,
+            use_query_bias=True,
+            use_key_bias=True,
+            use_value_bias=True,
+            use_output_bias=True,
+            key=KEYS[5],
         )
-        self.norm = eqx.nn.LayerNorm(D)
-        self.up, self.down = eqx.nn.Linear(D, 2 * D, key=KEYS[6]), eqx.nn.Linear(2 * D, D, key=KEYS[7])
+        self.norm = eqx.nn.LayerNorm(twins.D)
+        self.up, self.down = (
+            eqx.nn.Linear(twins.D, 2 * twins.D, key=KEYS[6]),
+            eqx.nn.Linear(2 * twins.D, twins.D, key=KEYS[7]),
+        )
 
     def __call__(self, x):
         y = jax.vmap(self.norm)(self.attn(x, x, x))
@@ -147,21 +132,23 @@ def test_equinox_modules_are_found():
 
 
 def test_same_logical_records_as_torch():
-    torch_mlp, torch_cnn_bn, torch_block, torch_lstm = (_records(m) for m in _torch_models())
-    assert _records(eqx.nn.MLP(6, 3, 8, 1, key=KEYS[0])) == torch_mlp
-    assert _records(CNNWithNorm()) == _no_stats(torch_cnn_bn)
-    assert _records(LinearBlock()) == torch_block
-    assert _records(LSTM()) == torch_lstm == LSTM_RECORDS
-    assert_attention_records(_records(Block()))
+    torch_mlp, torch_cnn_bn, torch_block, torch_lstm = (twins._records(m) for m in twins._torch_models())
+    assert twins._records(eqx.nn.MLP(6, 3, 8, 1, key=KEYS[0])) == torch_mlp
+    assert twins._records(CNNWithNorm()) == _no_stats(torch_cnn_bn)
+    assert twins._records(LinearBlock()) == torch_block
+    assert twins._records(LSTM()) == torch_lstm == twins.LSTM_RECORDS
+    twins.assert_attention_records(twins._records(Block()))
 
 
 def test_the_record_comparison_can_fail():
     """Per tensor, torch's LSTM has two biases where the cell has one; without biases, Equinox's
     default MultiheadAttention is another architecture than torch's."""
-    assert _records(LSTM(), grouped=False) != _records(_torch_models()[-1], grouped=False)
-    plain = eqx.nn.MultiheadAttention(HEADS, D, key=KEYS[0])
-    assert _records(plain) != _records(torch.nn.MultiheadAttention(D, HEADS))
-    assert sorted(_records(plain)) == sorted(_records(torch.nn.MultiheadAttention(D, HEADS, bias=False)))
+    assert twins._records(LSTM(), grouped=False) != twins._records(twins._torch_models()[-1], grouped=False)
+    plain = eqx.nn.MultiheadAttention(twins.HEADS, twins.D, key=KEYS[0])
+    assert twins._records(plain) != twins._records(torch.nn.MultiheadAttention(twins.D, twins.HEADS))
+    assert sorted(twins._records(plain)) == sorted(
+        twins._records(torch.nn.MultiheadAttention(twins.D, twins.HEADS, bias=False))
+    )
 
 
 def test_declaration_order_is_the_field_order():
@@ -179,8 +166,8 @@ def test_declaration_order_is_the_field_order():
 
 def test_conv_bias_is_read_as_a_vector():
     conv = walker_for(CNN()).walk(CNN())[:2]
-    assert conv[0].shape == (C1, C_IN, 3, 3) and conv[0].fans().fan_in == 9 * C_IN
-    assert conv[1].shape == (C1, 1, 1) and conv[1].logical_shape == (C1,)
+    assert conv[0].shape == (twins.C1, twins.C_IN, 3, 3) and conv[0].fans().fan_in == 9 * twins.C_IN
+    assert conv[1].shape == (twins.C1, 1, 1) and conv[1].logical_shape == (twins.C1,)
 
 
 def test_rules_return_a_new_module_and_keep_the_old():
@@ -193,11 +180,11 @@ def test_rules_return_a_new_module_and_keep_the_old():
 
 
 def test_portable_cnn_is_bit_identical_to_torch():
-    data = np.random.default_rng(0).standard_normal((4, 12, 12, C_IN)).astype(np.float32)
-    model, run_torch = torch_cnn()
-    R.apply(model, RULES, portable=True)
-    new, _ = R.apply(CNN(), RULES, portable=True)
-    expected, found = _logical_values(model), _logical_values(new)  # the conv biases as (C,)
+    data = np.random.default_rng(0).standard_normal((4, 12, 12, twins.C_IN)).astype(np.float32)
+    model, run_torch = twins.torch_cnn()
+    R.apply(model, twins.RULES, portable=True)
+    new, _ = R.apply(CNN(), twins.RULES, portable=True)
+    expected, found = twins._logical_values(model), twins._logical_values(new)  # the conv biases as (C,)
     assert len(found) == len(expected) == 6
     for a, b in zip(expected, found):
         assert a.shape == b.shape and a.tobytes() == b.tobytes()
@@ -205,33 +192,39 @@ def test_portable_cnn_is_bit_identical_to_torch():
 
 
 def test_portable_lstm_is_bit_identical_to_torch():
-    model, run_torch = _torch_lstm()
-    R.apply(model, LSTM_RULES, portable=True)
-    new, _ = R.apply(LSTM(), LSTM_RULES, portable=True)
-    expected, found = _logical_values(model), _logical_values(new)
+    model, run_torch = twins._torch_lstm()
+    R.apply(model, twins.LSTM_RULES, portable=True)
+    new, _ = R.apply(LSTM(), twins.LSTM_RULES, portable=True)
+    expected, found = twins._logical_values(model), twins._logical_values(new)
     assert [w.shape for w in found] == [(8, 6, 4), (8, 8, 4), (8, 4), (3, 8), (3,)]
     for a, b in zip(expected, found):
         assert a.tobytes() == b.tobytes()
-    np.testing.assert_allclose(run(new, SEQ), run_torch(SEQ), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(new, twins.SEQ), run_torch(twins.SEQ), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
     "build,torch_build,data,rows",
-    [(CNN, torch_cnn, X, 6), (LSTM, _torch_lstm, SEQ, 5), (Block, torch_attention, ATTENTION_X, 14)],
+    [
+        (CNN, twins.torch_cnn, twins.X, 6),
+        (LSTM, twins._torch_lstm, twins.SEQ, 5),
+        (Block, twins.torch_attention, twins.ATTENTION_X, 14),
+    ],
     ids=["cnn", "lstm", "attention"],
 )
 def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data, rows):
-    assert_transfer_round_trip(torch_build, build(), run, data, rows)
+    twins.assert_transfer_round_trip(torch_build, build(), run, data, rows)
 
 
 def test_errors_change_nothing():
-    assert_refusals_write_nothing(CNN(), _leaves)
+    twins.assert_refusals_write_nothing(CNN(), _leaves)
 
 
 def test_a_failing_write_is_an_error_and_the_module_is_unchanged(monkeypatch):
     from polyinit.frameworks import equinox as feqx
 
-    assert_failed_write_changes_nothing(monkeypatch, feqx.EquinoxWalker, eqx.nn.MLP(6, 3, 8, 1, key=KEYS[0]), _leaves)
+    twins.assert_failed_write_changes_nothing(
+        monkeypatch, feqx.EquinoxWalker, eqx.nn.MLP(6, 3, 8, 1, key=KEYS[0]), _leaves
+    )
 
 
 # --- Equinox's layer defaults against the installed equinox ---------------------------------------
@@ -344,4 +337,4 @@ def test_arrays_in_a_tuple_are_parameters_of_a_registered_user_layer():
 
 
 def test_portable_attention_block_is_bit_identical_to_torch():
-    assert_portable_attention_matches_torch(Block(), run)
+    twins.assert_portable_attention_matches_torch(Block(), run)

@@ -12,32 +12,7 @@ hk = pytest.importorskip("haiku")
 jax = pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
 import jax.numpy as jnp
-from torch_twins import (
-    ATTENTION_X,
-    C1,
-    C2,
-    C_IN,
-    CLASSES,
-    HEADS,
-    LSTM_RECORDS,
-    LSTM_RULES,
-    RULES,
-    SEQ,
-    SIDE,
-    D,
-    X,
-    _logical_values,
-    _records,
-    _torch_lstm,
-    _torch_models,
-    assert_attention_records,
-    assert_failed_write_changes_nothing,
-    assert_portable_attention_matches_torch,
-    assert_refusals_write_nothing,
-    assert_transfer_round_trip,
-    torch_attention,
-    torch_cnn,
-)
+import torch_twins as twins
 
 import polyinit as pi
 from polyinit import rules as R
@@ -80,11 +55,11 @@ def hk_cnn():
     """test_portable_models' CNN: two VALID 3x3 convs with ReLU, a global mean, a dense head."""
 
     def f(x):
-        x = jax.nn.relu(hk.Conv2D(C1, 3, padding="VALID")(x))
-        x = jax.nn.relu(hk.Conv2D(C2, 3, padding="VALID")(x))
-        return hk.Linear(CLASSES)(x.mean(axis=(1, 2)))
+        x = jax.nn.relu(hk.Conv2D(twins.C1, 3, padding="VALID")(x))
+        x = jax.nn.relu(hk.Conv2D(twins.C2, 3, padding="VALID")(x))
+        return hk.Linear(twins.CLASSES)(x.mean(axis=(1, 2)))
 
-    return _init(f, np.ones((1, SIDE, SIDE, C_IN), np.float32))
+    return _init(f, np.ones((1, twins.SIDE, twins.SIDE, twins.C_IN), np.float32))
 
 
 def hk_lstm():
@@ -95,7 +70,7 @@ def hk_lstm():
         out, _ = hk.dynamic_unroll(core, x, core.initial_state(x.shape[0]), time_major=False)
         return hk.Linear(3)(out[:, -1])
 
-    return _init(f, SEQ[:1])
+    return _init(f, twins.SEQ[:1])
 
 
 def hk_linear_block():
@@ -116,11 +91,13 @@ def hk_attention():
     """hk.MultiHeadAttention (q, k, v, output), a layer norm, an MLP on a (batch, seq, D) input."""
 
     def f(x):
-        y = hk.MultiHeadAttention(HEADS, D // HEADS, w_init=hk.initializers.VarianceScaling(1.0), model_size=D)(x, x, x)
+        y = hk.MultiHeadAttention(
+            twins.HEADS, twins.D // twins.HEADS, w_init=hk.initializers.VarianceScaling(1.0), model_size=twins.D
+        )(x, x, x)
         y = hk.LayerNorm(-1, True, True)(y)
-        return hk.Linear(D)(jax.nn.relu(hk.Linear(2 * D)(y)))
+        return hk.Linear(twins.D)(jax.nn.relu(hk.Linear(2 * twins.D)(y)))
 
-    return _init(f, np.ones((1, 5, D), np.float32))
+    return _init(f, np.ones((1, 5, twins.D), np.float32))
 
 
 def _snapshot(tree):
@@ -138,20 +115,20 @@ def test_haiku_trees_are_found_without_importing_and_are_not_linen():
 
 
 def test_same_logical_records_as_torch():
-    torch_mlp, torch_cnn_bn, torch_block, torch_lstm = (_records(m) for m in _torch_models())
-    assert _records(hk_mlp()[0]) == torch_mlp
-    assert _records(hk_cnn_bn()[0]) == torch_cnn_bn  # running mean and var from the merged state
-    assert _records(hk_linear_block()[0]) == torch_block
-    assert _records(hk_lstm()[0]) == torch_lstm == LSTM_RECORDS
-    assert_attention_records(_records(hk_attention()[0]))
+    torch_mlp, torch_cnn_bn, torch_block, torch_lstm = (twins._records(m) for m in twins._torch_models())
+    assert twins._records(hk_mlp()[0]) == torch_mlp
+    assert twins._records(hk_cnn_bn()[0]) == torch_cnn_bn  # running mean and var from the merged state
+    assert twins._records(hk_linear_block()[0]) == torch_block
+    assert twins._records(hk_lstm()[0]) == torch_lstm == twins.LSTM_RECORDS
+    twins.assert_attention_records(twins._records(hk_attention()[0]))
 
 
 def test_the_record_comparison_can_fail():
     """Per tensor (not collapsed into logical parameters), Haiku's LSTM is 12 gate slices and
     torch's 4 tensors; a 16-wide hidden layer is another architecture."""
-    assert _records(hk_lstm()[0], grouped=False) != _records(_torch_models()[-1], grouped=False)
+    assert twins._records(hk_lstm()[0], grouped=False) != twins._records(twins._torch_models()[-1], grouped=False)
     wider, _ = _init(lambda x: hk.nets.MLP([16, 3])(x), np.ones((1, 6), np.float32))
-    assert _records(wider) != _records(_torch_models()[0])
+    assert twins._records(wider) != twins._records(twins._torch_models()[0])
 
 
 def test_lstm_records_slice_the_packed_kernel_in_torchs_gate_order():
@@ -190,7 +167,7 @@ def test_native_fans_follow_haikus_layout():
     tree, _ = hk_cnn()
     new, _ = R.apply(tree, R.Rules([(R.kind("conv") & R.role("weight"), pi.ones()), (R.every(), R.KEEP)]))
     conv = walker_for(tree).walk(tree)[0]
-    assert conv.path == "conv2_d/w" and conv.fans().fan_in == 9 * C_IN and conv.fans().fan_out == 9 * C1
+    assert conv.path == "conv2_d/w" and conv.fans().fan_in == 9 * twins.C_IN and conv.fans().fan_out == 9 * twins.C1
     assert np.all(np.asarray(new["conv2_d"]["w"]) == 1.0)
 
 
@@ -206,11 +183,11 @@ def test_lstm_rules_write_the_effective_forget_bias():
 def test_portable_cnn_is_bit_identical_to_torch():
     from test_portable_models import logical
 
-    x = np.random.default_rng(0).standard_normal((4, SIDE, SIDE, C_IN)).astype(np.float32)
-    model, run_torch = torch_cnn()
-    R.apply(model, RULES, portable=True)
+    x = np.random.default_rng(0).standard_normal((4, twins.SIDE, twins.SIDE, twins.C_IN)).astype(np.float32)
+    model, run_torch = twins.torch_cnn()
+    R.apply(model, twins.RULES, portable=True)
     tree, run = hk_cnn()
-    new, _ = R.apply(tree, RULES, portable=True)
+    new, _ = R.apply(tree, twins.RULES, portable=True)
     expected, found = logical(model, "torch"), logical(new, "haiku")
     assert len(found) == len(expected) == 6
     for a, b in zip(expected, found):
@@ -221,11 +198,11 @@ def test_portable_cnn_is_bit_identical_to_torch():
 def test_portable_lstm_matches_torch():
     """Bit for bit, except the forget gate's bias: Haiku stores it minus the 1 its call adds, and
     float32 cannot hold both v and v - 1 exactly (the effective value is within 2**-24 of torch's)."""
-    model, run_torch = _torch_lstm()
-    R.apply(model, LSTM_RULES, portable=True)
+    model, run_torch = twins._torch_lstm()
+    R.apply(model, twins.LSTM_RULES, portable=True)
     tree, run = hk_lstm()
-    new, _ = R.apply(tree, LSTM_RULES, portable=True)
-    expected, found = _logical_values(model), _logical_values(new)
+    new, _ = R.apply(tree, twins.LSTM_RULES, portable=True)
+    expected, found = twins._logical_values(model), twins._logical_values(new)
     assert [w.shape for w in found] == [(8, 6, 4), (8, 8, 4), (8, 4), (3, 8), (3,)]
     for index, (a, b) in enumerate(zip(expected, found)):
         if index == 2:  # (8 hidden, 4 gates i f g o)
@@ -233,27 +210,31 @@ def test_portable_lstm_matches_torch():
             np.testing.assert_allclose(b[:, 1], a[:, 1], rtol=0, atol=2.0**-24)
         else:
             assert a.tobytes() == b.tobytes(), index
-    np.testing.assert_allclose(run(new, SEQ), run_torch(SEQ), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(new, twins.SEQ), run_torch(twins.SEQ), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
     "build,torch_build,data,rows",
-    [(hk_cnn, torch_cnn, X, 6), (hk_lstm, _torch_lstm, SEQ, 5), (hk_attention, torch_attention, ATTENTION_X, 14)],
+    [
+        (hk_cnn, twins.torch_cnn, twins.X, 6),
+        (hk_lstm, twins._torch_lstm, twins.SEQ, 5),
+        (hk_attention, twins.torch_attention, twins.ATTENTION_X, 14),
+    ],
     ids=["cnn", "lstm", "attention"],
 )
 def test_transfer_to_and_from_torch_keeps_the_function(build, torch_build, data, rows):
     tree, run = build()
-    assert_transfer_round_trip(torch_build, tree, run, data, rows)
+    twins.assert_transfer_round_trip(torch_build, tree, run, data, rows)
 
 
 def test_errors_change_nothing():
-    assert_refusals_write_nothing(hk_cnn()[0], _snapshot)
+    twins.assert_refusals_write_nothing(hk_cnn()[0], _snapshot)
 
 
 def test_a_failing_write_is_an_error_and_the_tree_is_unchanged(monkeypatch):
     from polyinit.frameworks import haiku as fhk
 
-    assert_failed_write_changes_nothing(monkeypatch, fhk.HaikuWalker, hk_mlp()[0], _snapshot)
+    twins.assert_failed_write_changes_nothing(monkeypatch, fhk.HaikuWalker, hk_mlp()[0], _snapshot)
 
 
 def test_compare_model_lists_a_haiku_tree_without_a_signal(tmp_path, monkeypatch):
@@ -282,7 +263,7 @@ def test_compare_model_lists_a_haiku_tree_without_a_signal(tmp_path, monkeypatch
 
 def test_portable_attention_block_is_bit_identical_to_torch():
     tree, run = hk_attention()
-    assert_portable_attention_matches_torch(tree, run)
+    twins.assert_portable_attention_matches_torch(tree, run)
 
 
 def test_every_record_has_its_own_seed_key():
