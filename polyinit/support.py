@@ -134,6 +134,8 @@ def _op(node: n.Op, args: list[Interval], margin: float) -> Interval:
     if name == "rank":
         assert node.axis is not None  # a rank op always names its axis
         return Interval(0.0, float(node.shape[node.axis] - 1))
+    if name == "l2_normalize":  # each value is one coordinate of a unit vector, with its sign
+        return Interval(-1.0 if args[0].low < 0 else 0.0, 1.0 if args[0].high > 0 else 0.0)
     raise NonFiniteError(f"support: unknown op {name!r}")  # pragma: no cover - nodes.Op names are fixed
 
 
@@ -177,6 +179,8 @@ def _combine(node: n.Node, kids: list[Bounds], owner: str, eps: float) -> Bounds
         return Bounds(_hull(supports[0], zero), _hull(reaches[0], zero), kids[0].slack)
     assert isinstance(node, n.Op)
     margin = sum(k.slack for k in kids)
+    if node.name == "l2_normalize":
+        _check_norm(node, kids[0], owner, eps)
     if node.name == "div":
         d, slack = supports[1], kids[1].slack
         if d.low - slack <= 0.0 <= d.high + slack:
@@ -187,6 +191,19 @@ def _combine(node: n.Node, kids: list[Bounds], owner: str, eps: float) -> Bounds
             )
     reach = _op(node, reaches, margin)
     return Bounds(_op(node, supports, margin), reach, _error(node.name, kids, reach, eps))
+
+
+def _check_norm(node: n.Op, operand: Bounds, owner: str, eps: float) -> None:
+    """The sum of squares along the axis must stay finite (and so must its square root's
+    quotient): m * reach^2 below the working precision's largest value."""
+    assert node.axis is not None  # an l2_normalize op always names its axis
+    compute = "float64" if eps == _EPS["float64"] else "float32"
+    if not node.shape[node.axis] * operand.reach.magnitude**2 <= LARGEST[compute]:
+        raise NonFiniteError(
+            f"{owner} cannot be drawn with finite values: the squares of "
+            f"{_short(node.args[0].describe())} (reaching {operand.reach.magnitude:.4g}) summed over "
+            f"{node.shape[node.axis]} elements exceed {compute}'s largest finite value"
+        )
 
 
 def _error(name: str, kids: list[Bounds], reach: Interval, eps: float) -> float:
@@ -205,6 +222,10 @@ def _error(name: str, kids: list[Bounds], reach: Interval, eps: float) -> float:
         return (errors[0] + kids[0].reach.magnitude * errors[1] / nearest) / nearest + own
     if name in ("ge", "gt", "le", "lt", "rank"):
         return 0.0  # exactly 0 or 1 (or a rank); a flip near the threshold is in the interval
+    if name == "l2_normalize":
+        # Values within 1: a sum of m squares by halves rounds log2 m <= 32 times, then the root
+        # and the division once each; the operand's own rounding moves the direction a few eps.
+        return 40 * eps
     if name == "where":
         return max(errors[1], errors[2])
     return max(errors)  # minimum, maximum, neg, abs: no rounding of their own
