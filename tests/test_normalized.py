@@ -4,6 +4,11 @@ conformance checks."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -172,3 +177,31 @@ def test_portable_values_are_the_correctly_computed_directions(reference):
         ulps = np.abs(reference[name] - exact) / np.spacing(np.abs(exact).astype(np.float32))
         assert float(np.max(ulps)) <= 4.0, (name, float(np.max(ulps)))
         assert _norm_error(reference[name], axis) <= 64 * 2.0**-24
+
+
+KERAS_PROBE = textwrap.dedent("""
+    import sys, keras, numpy as np
+    sys.path.insert(0, {tests!r})
+    from test_normalized import PORTABLE
+    import polyinit as pi
+    from polyinit.backends.keras import draw_portable, to_numpy
+    assert keras.backend.backend() == {backend!r}
+    np.savez(sys.argv[1], **{{name: to_numpy(draw_portable(pi.resolve(spec, shape, pi.OUT_IN), 2024,
+                                                           "model." + name)).astype(np.float32)
+                            for name, (spec, shape) in PORTABLE.items()}})
+""")
+
+
+@pytest.mark.parametrize("keras_backend", ["tensorflow", "jax", "torch"])
+def test_portable_on_every_keras_backend(keras_backend, reference, tmp_path):
+    import keras
+
+    if keras.backend.backend() == keras_backend:
+        pytest.skip("the current Keras backend is covered by the backend fixture")
+    out = str(tmp_path / "draws.npz")
+    probe = KERAS_PROBE.format(tests=os.path.dirname(__file__), backend=keras_backend)
+    env = dict(os.environ, KERAS_BACKEND=keras_backend, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, "-c", probe, out], check=True, env=env, capture_output=True)
+    draws = np.load(out)
+    for name in PORTABLE:
+        assert _differing(draws[name], reference[name]) == 0, (keras_backend, name)
