@@ -179,8 +179,6 @@ def _combine(node: n.Node, kids: list[Bounds], owner: str, eps: float) -> Bounds
         return Bounds(_hull(supports[0], zero), _hull(reaches[0], zero), kids[0].slack)
     assert isinstance(node, n.Op)
     margin = sum(k.slack for k in kids)
-    if node.name == "l2_normalize":
-        _check_norm(node, kids[0], owner, eps)
     if node.name == "div":
         d, slack = supports[1], kids[1].slack
         if d.low - slack <= 0.0 <= d.high + slack:
@@ -191,19 +189,6 @@ def _combine(node: n.Node, kids: list[Bounds], owner: str, eps: float) -> Bounds
             )
     reach = _op(node, reaches, margin)
     return Bounds(_op(node, supports, margin), reach, _error(node.name, kids, reach, eps))
-
-
-def _check_norm(node: n.Op, operand: Bounds, owner: str, eps: float) -> None:
-    """The sum of squares along the axis must stay finite (and so must its square root's
-    quotient): m * reach^2 below the working precision's largest value."""
-    assert node.axis is not None  # an l2_normalize op always names its axis
-    compute = "float64" if eps == _EPS["float64"] else "float32"
-    if not node.shape[node.axis] * operand.reach.magnitude**2 <= LARGEST[compute]:
-        raise NonFiniteError(
-            f"{owner} cannot be drawn with finite values: the squares of "
-            f"{_short(node.args[0].describe())} (reaching {operand.reach.magnitude:.4g}) summed over "
-            f"{node.shape[node.axis]} elements exceed {compute}'s largest finite value"
-        )
 
 
 def _error(name: str, kids: list[Bounds], reach: Interval, eps: float) -> float:
