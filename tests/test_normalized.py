@@ -205,3 +205,25 @@ def test_portable_on_every_keras_backend(keras_backend, reference, tmp_path):
     draws = np.load(out)
     for name in PORTABLE:
         assert _differing(draws[name], reference[name]) == 0, (keras_backend, name)
+
+
+def test_portable_apply_gives_the_same_unit_vectors_in_torch_keras_and_nnx():
+    """One rule on the same CNN in three frameworks: "in" is torch's dim 1 of (out, in, kh, kw)
+    and Keras's and nnx's dim -2 of (kh, kw, in, out); the weights are the same bits in the
+    logical order (out, in, kh, kw), each (out, kh, kw) fibre along "in" a unit vector."""
+    from test_portable_models import keras_cnn, logical, nnx_cnn, torch_cnn
+
+    from polyinit.rules import Rules, apply, role
+
+    rules = Rules([(role("weight"), pi.normalized(pi.he_normal(), axis="in")), (role("bias"), pi.zeros())], seed=7)
+    weights = {}
+    for name, build in (("torch", torch_cnn), ("keras", keras_cnn), ("nnx", nnx_cnn)):
+        model, _ = build()
+        apply(model, rules, portable=True)
+        weights[name] = [w for w in logical(model, name) if w.ndim > 1]
+    assert len(weights["torch"]) == 3
+    for w in weights["torch"]:
+        assert _norm_error(w, 1) <= 64 * 2.0**-24
+    for name in ("keras", "nnx"):
+        for a, b in zip(weights["torch"], weights[name]):
+            assert a.shape == b.shape and a.tobytes() == b.tobytes(), name
