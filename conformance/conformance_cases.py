@@ -38,6 +38,12 @@ SCHEMES = {
     "bilinear": pi.BilinearUpsampling(),
     "sparse": pi.Sparse(sparsity=0.25, std=0.05),
     "lstm_bias": pi.lstm_bias(1.0),
+    # nGPT's projection: unit rows of a centred normal (closed-form direction moments) and unit
+    # columns of a cut normal (judged against the numpy reference's draws).
+    "normalized_rows": pi.normalized(pi.Normal(std=0.02), axis="in"),
+    "normalized_truncated_columns": pi.normalized(
+        pi.TruncatedNormal(std=0.0625, low=-3.0, high=3.0, bounds="std"), axis="out"
+    ),
     "threshold_rule": _w * (abs(_w) >= 5),
     # Two independent draws: no closed form, so judged against a 4x larger numpy-reference sample.
     "product_of_draws": pi.Uniform(low=-1.0, high=1.0) * pi.Normal(std=0.5, stream=1) + pi.Uniform(low=-1.0, high=1.0),

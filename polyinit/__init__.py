@@ -50,6 +50,7 @@ from polyinit.spec import (
     Dirac,
     Identity,
     Normal,
+    Normalized,
     Orthogonal,
     Sparse,
     Spec,
@@ -57,6 +58,7 @@ from polyinit.spec import (
     Uniform,
     VarianceScaling,
     clip,
+    normalized,
     where,
 )
 
@@ -109,6 +111,7 @@ __all__ = [
     "Layout",
     "NonFiniteError",
     "Normal",
+    "Normalized",
     "NotExpressibleError",
     "Orthogonal",
     "Plan",
@@ -142,6 +145,7 @@ __all__ = [
     "lecun_uniform",
     "lstm_bias",
     "lstm_kernel",
+    "normalized",
     "ones",
     "preset",
     "resolve",

@@ -90,6 +90,7 @@ class Stats:
     promise (None where a part has no closed form).
     ``delta``: (index, gain) when the tensor is zeros except an orthogonal matrix times gain at
     ``index`` (ints pick, None keeps an axis): delta-orthogonal.
+    ``unit_norm``: the axis along which every slice has unit L2 norm (``Normalized``).
     """
 
     moments: Optional[Moments]
@@ -103,6 +104,7 @@ class Stats:
     zeros_per_slice: Optional[tuple[int, int]] = None
     blocks: Optional[tuple[int, tuple[Optional[Stats], ...]]] = None
     delta: Optional[tuple[tuple[Optional[int], ...], float]] = None
+    unit_norm: Optional[int] = None
 
     @property
     def mean(self) -> Optional[float]:

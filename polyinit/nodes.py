@@ -152,7 +152,8 @@ class Scatter(Node):
 @dataclass(eq=False, frozen=True)
 class Op(Node):
     """Elementwise op on same-shape args: add sub mul div minimum maximum ge gt le lt neg abs
-    where; and ``rank`` (0-based rank of each element along ``axis``, for exact-count masks)."""
+    where; and two ops along ``axis`` (``ALONG_AXIS``): ``rank`` (0-based rank of each element,
+    for exact-count masks) and ``l2_normalize`` (x / ||x||_2 over each slice along the axis)."""
 
     name: str
     args: tuple[Node, ...]
@@ -163,6 +164,8 @@ class Op(Node):
 
 
 RANDOM_LEAVES = (Uniform, Normal, TruncatedNormal, OrthogonalMatrix)
+# Ops whose value at an element depends on the other elements along ``Op.axis``.
+ALONG_AXIS = ("rank", "l2_normalize")
 
 
 def op_table(xp: Any, cast: Callable[[Any, Any], Any]) -> dict:
@@ -207,7 +210,7 @@ def elementwise(root: Node, values: dict[int, np.ndarray]) -> np.ndarray:
         return values[id(root)]
     if isinstance(root, Fill):
         return np.asarray(root.value, dtype=np.float64)
-    if isinstance(root, Op) and root.name != "rank":
+    if isinstance(root, Op) and root.name not in ALONG_AXIS:
         return _NUMPY_OPS[root.name](*(elementwise(a, values) for a in root.args))
     raise PolyinitError(f"elementwise: cannot integrate over {root.describe()}")
 
@@ -259,7 +262,7 @@ def flat_copy(root: Node, size: int) -> Node | None:
         if id(node) not in copies:
             if isinstance(node, _ELEMENTWISE):
                 copies[id(node)] = type(node)((size,), *_fields(node))
-            elif isinstance(node, Op) and node.name != "rank":
+            elif isinstance(node, Op) and node.name not in ALONG_AXIS:
                 args = [copy(a) for a in node.args]
                 whole = [a for a in args if a is not None]
                 copies[id(node)] = Op((size,), node.name, tuple(whole)) if len(whole) == len(args) else None

@@ -422,6 +422,47 @@ def _conv_axes(shape: tuple[int, ...], ctx: _Context, owner: str) -> tuple[int, 
     return _axis("out", shape, ctx, owner), _axis("in", shape, ctx, owner), spatial
 
 
+# --- projections --------------------------------------------------------------------------
+
+
+@_resolver(s.Normalized)
+def _normalized(spec: s.Normalized, shape: tuple[int, ...], ctx: _Context) -> Resolved:
+    """w / ||w||_2 over each slice along ``axis`` (m elements). The slices' squares sum to 1 and
+    their elements are exchangeable, so E[x^2] = 1/m whatever the operand; a centred normal
+    operand makes each slice a uniform random direction: E[x] = E[x^3] = 0, E[x^4] = 3 / (m (m+2))
+    (excess kurtosis -6 / (m + 2)). Other operands get no closed-form moments (the conformance
+    suite compares them with the numpy reference's draws); the unit norms are promised exactly."""
+    if not shape:
+        raise ShapeError("Normalized: needs a tensor of rank >= 1, received a scalar")
+    axis = _axis(spec.axis, shape, ctx, "Normalized")
+    m = shape[axis]
+    if m < 2:
+        raise ShapeError(
+            f"Normalized: axis {spec.axis!r} of shape {shape} has {m} element; a unit vector "
+            "of one element is only a sign, refused (normalise along an axis of 2 or more)"
+        )
+    leaf, operand = _resolve(spec.operand, shape, ctx)
+    low, high = _force(operand).low, _force(operand).high  # type: ignore[union-attr]  # leaves promise
+    node = n.Op(shape, "l2_normalize", (_unit_scale(leaf, shape),), axis=axis)
+    centred_normal = isinstance(leaf, n.Normal) and leaf.mean == 0.0
+    moments = (0.0, 1.0 / m, 0.0, 3.0 / (m * (m + 2))) if centred_normal else None
+    return node, Stats(moments, -1.0 if low < 0 else 0.0, 1.0 if high > 0 else 0.0, unit_norm=axis)
+
+
+def _unit_scale(leaf: n.Node, shape: tuple[int, ...]) -> n.Node:
+    """The leaf times the power of two that brings its scale near 1: exact, the same direction,
+    and squares far from float32's subnormals (which XLA and TensorFlow flush to zero on CPU, so
+    a draw at std 1e-20 would otherwise differ between frameworks) and from overflow (a sum of
+    at most 2^32 squares of values within 80 stays below 3e13)."""
+    if isinstance(leaf, n.Uniform):
+        typical = max(abs(leaf.low), abs(leaf.high))
+    else:
+        assert isinstance(leaf, (n.Normal, n.TruncatedNormal))  # Normalized admits these leaves
+        typical = max(abs(leaf.mean), leaf.std)
+    scale = 2.0 ** -math.floor(math.log2(typical))
+    return leaf if scale == 1.0 else n.Op(shape, "mul", (leaf, n.Fill(shape, scale)))
+
+
 # --- composition --------------------------------------------------------------------------
 
 

@@ -501,3 +501,46 @@ def clip(operand: Spec, low: Number, high: Number) -> Binary:
         left=Binary(op="maximum", left=_operand(operand, "clip"), right=Constant(value=low)),
         right=Constant(value=high),
     )
+
+
+# --- projections ----------------------------------------------------------------------------
+
+NORMALIZABLE = ("Normal", "TruncatedNormal", "Uniform", "VarianceScaling")
+
+
+@_spec("normalized")
+class Normalized(Spec):
+    """``operand`` drawn, then L2-normalised along ``axis``: every 1-D slice along that axis (a
+    row or a column of a matrix) has unit Euclidean norm, w <- w / ||w||_axis (nGPT, Loshchilov et
+    al. 2024, olmo-core's ``normalize_matrices``).
+
+    ``axis`` is a role (``"in"``: each output unit's weight vector; ``"out"``: each input's), so one
+    rule means the same slices in torch's (out, in) and Keras's (in, out) layouts, or an integer
+    axis of the stored tensor. The operand is one random leaf (normal, truncated normal, uniform,
+    variance scaling); its scale does not matter after the projection, only its shape. With a
+    centred normal operand every slice is a uniformly random direction.
+
+    >>> Normalized(operand=Normal(std=0.02), axis="in")
+    Normalized(operand=Normal(mean=0.0, std=0.02, stream=0), axis='in')
+    """
+
+    operand: Spec
+    axis: Union[str, int] = "in"
+
+    def __post_init__(self):
+        if not isinstance(self.operand, Spec) or type(self.operand).__name__ not in NORMALIZABLE:
+            raise SpecError(
+                "Normalized: operand must be one random leaf spec "
+                f"({', '.join(NORMALIZABLE)}), received operand={self.operand!r}"
+            )
+        _set(self, axis=check.axis("Normalized", self.axis))
+        _nest(self, (self.operand,))
+
+
+def normalized(operand: Spec, axis: Union[str, int] = "in") -> Normalized:
+    """``operand`` L2-normalised along ``axis``: w / ||w||_2 over each slice along ``axis``.
+
+    >>> normalized(TruncatedNormal(std=0.0625, low=-3.0, high=3.0, bounds="std"), axis="out")  # doctest: +ELLIPSIS
+    Normalized(operand=TruncatedNormal(...), axis='out')
+    """
+    return Normalized(operand=operand, axis=axis)

@@ -134,6 +134,8 @@ def _op(node: n.Op, args: list[Interval], margin: float) -> Interval:
     if name == "rank":
         assert node.axis is not None  # a rank op always names its axis
         return Interval(0.0, float(node.shape[node.axis] - 1))
+    if name == "l2_normalize":  # each value is one coordinate of a unit vector, with its sign
+        return Interval(-1.0 if args[0].low < 0 else 0.0, 1.0 if args[0].high > 0 else 0.0)
     raise NonFiniteError(f"support: unknown op {name!r}")  # pragma: no cover - nodes.Op names are fixed
 
 
@@ -205,6 +207,10 @@ def _error(name: str, kids: list[Bounds], reach: Interval, eps: float) -> float:
         return (errors[0] + kids[0].reach.magnitude * errors[1] / nearest) / nearest + own
     if name in ("ge", "gt", "le", "lt", "rank"):
         return 0.0  # exactly 0 or 1 (or a rank); a flip near the threshold is in the interval
+    if name == "l2_normalize":
+        # Values within 1: a sum of m squares by halves rounds log2 m <= 32 times, then the root
+        # and the division once each; the operand's own rounding moves the direction a few eps.
+        return 40 * eps
     if name == "where":
         return max(errors[1], errors[2])
     return max(errors)  # minimum, maximum, neg, abs: no rounding of their own

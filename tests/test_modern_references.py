@@ -160,13 +160,8 @@ def test_olmo_normal_differs_between_generations():
     assert np.max(np.abs(w)) > 3 * 0.02  # 196608 uncut normals: P(none beyond 3 std) = e^-531
 
 
-@UNREGISTERED
-def test_olmo_normalized_is_refused_with_the_reason():
-    from polyinit.errors import NotExpressibleError
-
-    model = _olmo_core_model("llama", reference=False)
-    with pytest.raises(NotExpressibleError, match="normalise"):
-        modern.olmo(model, init_fn="normalized")
+# olmo(init_fn="normalized") (nGPT) is checked against olmo-core's NormalizedTransformer in
+# tests/test_modern_ngpt.py.
 
 
 # --- torchtitan 0.3.0: models/llama3/__init__.py _LINEAR_INIT, _depth_init, _output_linear_init ---

@@ -52,6 +52,18 @@ def rank(x: Any, axis: int, xp: Any) -> Any:
     return xp.argsort(xp.argsort(x, axis=axis), axis=axis)
 
 
+def l2_normalize(x: Any, axis: int, xp: Any) -> Any:
+    """``x / ||x||_2`` over each slice along ``axis``, with the framework's own sum (its order of
+    summation is its own: native draws are not bit-identical across frameworks anyway; portable
+    draws sum by halves in a fixed order, ``polyinit.portable.evaluate``).
+
+    >>> import numpy as np
+    >>> l2_normalize(np.array([[3.0, 4.0]]), 1, np)
+    array([[0.6, 0.8]])
+    """
+    return x / xp.sqrt(xp.sum(x * x, axis=axis, keepdims=True))
+
+
 def truncation_interval(a: float, b: float, eps: float) -> tuple[float, float, float, float]:
     """The one edge rule of every backend's truncated normal by inverse CDF.
 

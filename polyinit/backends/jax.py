@@ -186,6 +186,9 @@ class _Combine:
         if node.name == "rank":
             assert node.axis is not None  # every rank op is built with its axis (plan.py)
             return common.rank(args[0], node.axis, jnp).astype(self.dtype)
+        if node.name == "l2_normalize":
+            assert node.axis is not None  # built with its axis (plan.py)
+            return common.l2_normalize(args[0], node.axis, jnp)
         return _OPS[node.name](*args)
 
 

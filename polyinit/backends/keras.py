@@ -118,6 +118,9 @@ class Primitives:
         if node.name == "rank":
             assert node.axis is not None  # plan.py builds every "rank" Op with its axis
             return ops.cast(common.rank(args[0], node.axis, ops), self.dtype)
+        if node.name == "l2_normalize":
+            assert node.axis is not None  # built with its axis (plan.py)
+            return common.l2_normalize(args[0], node.axis, ops)
         return _OPS[node.name](*args)
 
 

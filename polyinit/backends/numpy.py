@@ -141,6 +141,9 @@ class Primitives:
         if node.name == "rank":
             assert node.axis is not None  # a rank op always names its axis
             return common.rank(args[0], node.axis, np).astype(args[0].dtype)
+        if node.name == "l2_normalize":
+            assert node.axis is not None  # built with its axis (plan.py)
+            return common.l2_normalize(args[0], node.axis, np)
         return OPS[node.name](*args)
 
 

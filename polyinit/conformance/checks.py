@@ -14,6 +14,8 @@ sample follows the plan:
   asymptotic Kolmogorov law.
 * zero fraction: exact counts where the plan fixes them per slice (sparse), else a binomial z-test.
 * orthogonal: Q^T Q = gain^2 I to a tolerance set by the dtype; exact: equal to the promised array.
+* unit norm (``Normalized``): every slice along the axis has norm 1 to a tolerance set by the
+  dtype, in every draw; then the moments of a uniform direction, or the reference's draws.
 * Haar signs (orthogonal, delta-orthogonal): the diagonal signs of the top square block are fair
   coins (an exact binomial test), which a QR without the sign correction fails.
 
@@ -109,6 +111,8 @@ def _check(draws: list[np.ndarray], stats: Optional[Stats], plan: Plan, alpha: f
             + [_gram(m, gain, dtype, "orthogonality max|Q^T Q - g^2 I|") for m in matrices]
             + [_haar_signs([m / gain for m in matrices], alpha, "Haar signs")]
         )
+    if stats.unit_norm is not None:
+        return _unit_norm(draws, stats, plan, alpha)
     flat = np.concatenate([d.ravel() for d in draws])
     results = [_support(draws, stats, dtype)]
     if stats.low == stats.high:
@@ -123,6 +127,30 @@ def _check(draws: list[np.ndarray], stats: Optional[Stats], plan: Plan, alpha: f
     cdf = continuous_cdf(stats)
     if cdf is not None:
         results.append(_ks(flat, cdf, dtype, alpha))
+    return results
+
+
+def _unit_norm(draws: list[np.ndarray], stats: Stats, plan: Plan, alpha: float) -> list[Check]:
+    """Normalized: every slice along the axis has norm 1 (exact but for rounding, in every draw),
+    and the direction law: the closed-form moments of a uniform direction (a centred normal
+    operand), else the numpy reference's draws."""
+    axis = stats.unit_norm
+    assert axis is not None  # _check dispatched on it
+    norms = np.concatenate([np.linalg.norm(d, axis=axis).ravel() for d in draws])
+    error = float(np.max(np.abs(norms - 1.0)))
+    # Each stored value rounds once to the dtype (relative 1 unit) after float32 arithmetic
+    # (a sum by halves, a root, a reciprocal, a product: well under 64 float32 units).
+    tolerance = 2 * _ROUNDING[plan.dtype] + 64 * _ROUNDING["float32"]
+    results = [
+        _support(draws, stats, plan.dtype),
+        Check("unit norm max|norm - 1|", 0.0, error, tolerance, error <= tolerance),
+    ]
+    if stats.moments is None:
+        return results + _against_reference(draws, plan, alpha)
+    flat = np.concatenate([d.ravel() for d in draws])
+    results += [_mean(flat, stats, plan.dtype, alpha), _variance(flat, stats, plan.dtype, alpha)]
+    if flat.size >= 1600:
+        results.append(_kurtosis(flat, stats, alpha))
     return results
 
 

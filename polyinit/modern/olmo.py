@@ -21,7 +21,7 @@ from polyinit.errors import NotExpressibleError
 from polyinit.modern import _args
 from polyinit.modern._base import _WEIGHTS, _context, _normal, _RuleSet, gated_up
 from polyinit.rules import Rules
-from polyinit.spec import Blocks, Normal, Spec, TruncatedNormal
+from polyinit.spec import Blocks, Constant, Normal, Normalized, Spec, TruncatedNormal
 
 GENERATIONS = {
     "olmo1": ("normal", "mitchell", "full_megatron"),
@@ -62,8 +62,16 @@ def olmo(
     1/sqrt(d). ``llama_depth``: the same with sigma / sqrt(2 (i+1)) per block. ``fan_in``: every
     linear including the LM head 1/sqrt(fan_in); embeddings N(0, 1/``embed_scale``^2) uncut.
     A learned position embedding (olmo-core's models have none: RoPE) is drawn as the token
-    embedding. ``normalized`` (nGPT) L2-normalises every matrix after drawing it, which is a projection, not a
-    distribution polyinit draws: refused with NotExpressibleError.
+    embedding. ``normalized`` (nGPT, ``NormalizedTransformer.init_weights``: the draws, then
+    ``normalize_matrices``): every matrix is drawn and then L2-normalised along its model
+    (embedding) axis (``polyinit.spec.Normalized``): q/k/v, the MLP inputs w1 and w3 and the LM
+    head at d^-1/2 cut at c, each output unit's weight vector (axis ``in``) of norm 1; the
+    attention output and w2 at d^-1/2 / sqrt(2 L) cut at c, each input's column (axis ``out``)
+    of norm 1; the token embedding N(0, 1/d) uncut, each token's vector of norm 1. Only the
+    directions survive the projection, so the stds matter only through the cut. nGPT's scaling
+    vectors, by olmo-core's names (the structure cannot see them): ``sq``, ``sk`` (attention),
+    ``sz`` (LM head), ``attn_alpha``, ``mlp_alpha`` (block) at 1/sqrt(d); ``sw1``, ``sw3``
+    (MLP) at 1.
 
     ``generation`` defaults to the one that has ``init_fn``; ``normal`` exists in both, so it must
     be named (olmo-core's cuts at 3 sigma where OLMo-1's does not: a z of -6.5 on a 27M model).
@@ -82,12 +90,7 @@ def olmo(
     if generation == "olmo1":
         return _olmo1(ctx, init_fn, sigma, cut, emb, scale_emb_init, seed)
     if init_fn == "normalized":
-        raise NotExpressibleError(
-            "olmo: init_fn='normalized' (olmo-core's nGPT NormalizedTransformer) draws, "
-            "then L2-normalises every matrix along its embedding axis "
-            "(normalize_matrices); polyinit has no normalising primitive, so it "
-            "refuses rather than approximate"
-        )
+        return _ngpt(ctx, 3.0 if cut is None else cut, seed)
     return _olmo_core(ctx, init_fn, sigma, 3.0 if cut is None else cut, emb, embed_scale, seed)
 
 
@@ -168,6 +171,48 @@ def _olmo_core(
     out.add(out.at("embedding", "position"), Normal(std=1.0), "embeddings N(0, 1)")
     out.add(out.at("readout"), _normal(d**-0.5, cut), "LM head d^-1/2")
     out.rest(_normal(sigma, cut))
+    return out.rules(seed)
+
+
+# nGPT's learned scaling vectors: olmo-core's names and stored init values (``*_init_scaling``),
+# as functions of the width d.
+NGPT_SCALES = {
+    "sq": lambda d: d**-0.5,
+    "sk": lambda d: d**-0.5,
+    "sz": lambda d: d**-0.5,
+    "attn_alpha": lambda d: d**-0.5,
+    "mlp_alpha": lambda d: d**-0.5,
+    "sw1": lambda d: 1.0,
+    "sw3": lambda d: 1.0,
+}
+
+
+def _ngpt(ctx: ModelContext, cut: float, seed: int) -> Rules:
+    """olmo-core's ``InitMethod.normalized`` then ``normalize_matrices`` (see ``olmo``)."""
+    scheme = "olmo_core_normalized"
+    ctx.require(scheme, "attn_out", "mlp_out")
+    d, depth = ctx.need_width(scheme), ctx.need_depth(scheme)
+    out = _RuleSet(ctx, scheme)
+    base, scaled = d**-0.5, d**-0.5 / math.sqrt(2 * depth)
+    out.add(
+        out.at("attn_out", "mlp_out"), Normalized(operand=_normal(scaled, cut), axis="out"), "outputs, unit columns"
+    )
+    readers = ("q", "k", "v", "qkv", "mlp_in", "readout")
+    out.add(out.at(*readers), Normalized(operand=_normal(base, cut), axis="in"), "inputs and LM head, unit rows")
+    scales: dict[str, list[str]] = {}
+    for p in ctx.params:
+        if ctx.sites[p.path].site in ("embedding", "position") and ctx.role(p) in _WEIGHTS:
+            # The model axis is the embedding's output under its semantic layout, whichever way
+            # the framework stores the table (its native fans read torch's dim axis as 'in').
+            roles = p.semantic_layout.roles(len(p.shape))
+            spec = Normalized(operand=Normal(std=base), axis=roles.index("out"))
+            out.add([p.path], spec, "embedding, unit token vectors")
+        name = p.path.replace("/", ".").split(".")[-1]
+        if name in NGPT_SCALES and len(p.shape) == 1:
+            scales.setdefault(name, []).append(p.path)
+    for name, paths in scales.items():
+        out.add(paths, Constant(value=NGPT_SCALES[name](d)), f"nGPT scale {name}")
+    out.rest(None)
     return out.rules(seed)
 
 

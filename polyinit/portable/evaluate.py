@@ -104,11 +104,42 @@ class _Prims:
         ops, name = self.ops, node.name
         if name == "rank":
             return ops.rank(args[0], node.axis)
+        if name == "l2_normalize":
+            assert node.axis is not None  # built with its axis (plan.py)
+            return l2_normalize(ops, args[0], node.axis, node.shape)
         if name in _COMPARE:
             return ops.where(getattr(ops, _COMPARE[name])(*args), 1.0, 0.0, like=args[0])
         if name == "where":
             return ops.where(ops.not_equal(args[0], 0.0), args[1], args[2])
         return getattr(ops, {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}.get(name, name))(*args)
+
+
+def l2_normalize(ops: Any, x: Values, axis: int, shape: tuple[int, ...]) -> Values:
+    """``x / sqrt(sum of squares)`` over each slice along ``axis``, in float32 with one order of
+    operations in every framework, so the result is bit-identical: the squares (``fmul``, never
+    fused into an add), summed by halves (the first half of the slice plus the second, an odd
+    last element carried to the next round, until one sum is left), the square root, its
+    reciprocal, and x times the reciprocal; each a correctly rounded IEEE float32 operation.
+
+    >>> import numpy as np
+    >>> from polyinit.portable.xp_numpy import Ops
+    >>> l2_normalize(Ops(), np.array([[3.0, 4.0]], np.float32), 1, (1, 2))
+    array([[0.6, 0.8]], dtype=float32)
+    """
+    order = (axis,) + tuple(i for i in range(len(shape)) if i != axis)
+    moved = ops.transpose(x, order) if axis != 0 else x
+    total, count = ops.fmul(moved, moved), shape[axis]
+    while count > 1:
+        half = count // 2
+        summed = ops.fadd(total[:half], total[half : 2 * half])
+        total = ops.concat([summed, total[2 * half : count]], 0) if count % 2 else summed
+        count = half + count % 2
+    # x * (1 / norm), not x / norm: XLA rewrites a division by a broadcast into a product with
+    # the broadcast reciprocal, and A / sqrt(B) into A * rsqrt(B), so the quotient of each is
+    # spelt out (fmul's guard keeps the root a separate, correctly rounded step).
+    norm = ops.fmul(ops.sqrt(total), 1.0)
+    unit = ops.fmul(moved, ops.fdiv(1.0, norm))
+    return ops.transpose(unit, tuple(order.index(i) for i in range(len(shape)))) if axis != 0 else unit
 
 
 def _run(node: n.Node, prims: _Prims, leaf_index: dict[int, int], cache: dict[int, Any]) -> Any:

@@ -137,10 +137,16 @@ class Ops:
         return torch.mul(b, a)
 
     def fdiv(self, a: Float, b: Float) -> Tensor:
+        if not isinstance(a, torch.Tensor):  # torch.div takes a tensor first
+            assert isinstance(b, torch.Tensor)  # one operand of every float op is a tensor
+            return torch.div(torch.full_like(b, a), b)
         return torch.div(a, b)
 
     def sqrt(self, a: Tensor) -> Tensor:
-        return torch.sqrt(a)
+        # torch's CPU float32 sqrt is not correctly rounded (see floats.sqrt); float64's root of
+        # a float32, rounded once to float32, is (53 >= 2 * 24 + 2 bits). MPS has no float64.
+        wide = a.double() if a.device.type != "mps" else a.cpu().double()
+        return torch.sqrt(wide).float().to(a.device)
 
     def neg(self, a: Tensor) -> Tensor:
         return torch.neg(a)
