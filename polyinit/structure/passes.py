@@ -226,6 +226,8 @@ class _Passes:
             if node.op != "add" or len(node.inputs) != 2 or not all(f.live[i] for i in node.inputs):
                 continue
             for x, r in (node.inputs, node.inputs[::-1]):
+                while self.g[x].op == "mul" and sum(f.live[i] for i in self.g[x].inputs) == 1:
+                    x = next(i for i in self.g[x].inputs if f.live[i])  # DeepNorm's alpha * x + branch
                 if x == r or not f.is_ancestor(x, r):
                     continue
                 dense = (f.anc[r] | (1 << r)) & f.dense_bits
