@@ -19,16 +19,16 @@ from conftest import import_or_skip
 torch = import_or_skip("torch")
 import_or_skip("torchscale.architecture.encoder_decoder")
 
-from reference_tables import ONE, ZERO, Law, check_param, normal, torch_values, uniform  # noqa: E402
-from torchscale.architecture.config import EncoderDecoderConfig  # noqa: E402
-from torchscale.architecture.encoder_decoder import EncoderDecoder  # noqa: E402
-from torchscale.component.embedding import PositionalEmbedding, TextEmbedding  # noqa: E402
-from torchscale.component.multihead_attention import MultiheadAttention  # noqa: E402
+from reference_tables import ONE, ZERO, Law, check_param, normal, torch_values, uniform
+from torchscale.architecture.config import EncoderDecoderConfig
+from torchscale.architecture.encoder_decoder import EncoderDecoder
+from torchscale.component.embedding import PositionalEmbedding, TextEmbedding
+from torchscale.component.multihead_attention import MultiheadAttention
 
-from polyinit import modern  # noqa: E402
-from polyinit.context import Site, model_context  # noqa: E402
-from polyinit.plan import resolve  # noqa: E402
-from polyinit.rules import Context  # noqa: E402
+from polyinit import modern
+from polyinit.context import Site, model_context
+from polyinit.plan import resolve
+from polyinit.rules import Context
 
 D, FFN, HEADS, N, M, VOCAB, POSITIONS = 128, 256, 4, 3, 2, 256, 66
 IDS = (torch.arange(8) % VOCAB).unsqueeze(0)
