@@ -492,6 +492,12 @@ class _Passes:
                     learned = f.param_of[operand]
                     if learned and f.live[x] and len(self.g[operand].shape) >= 2 and f.strip(x) not in f.dense_at:
                         self.place(learned, "position", None, self.stack_of(node.id, chains, stacks), "weight")
+            if node.id < first and node.op == "concat" and any(f.live[i] for i in node.inputs):
+                for operand in node.inputs:  # a learned token prepended to the stream (ViT's class token)
+                    if f.param_of[operand] and not f.live[operand]:
+                        self.place(
+                            f.param_of[operand], "embedding", None, self.stack_of(node.id, chains, stacks), "weight"
+                        )
 
     def feeds_scores(self, gather: int, att: _Attention) -> bool:
         """A gathered table that reaches the attention without a dense use (a score bias)."""
