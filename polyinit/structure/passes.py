@@ -523,6 +523,14 @@ class _Passes:
             stack = ends.get(max(hit), "") if hit else ""
             after_last = bool(hit) and max(hit) in ends and not any(f.is_ancestor(use.node, a) for a in adds)
             rows = self.g[use.node].shape[-1] if self.g[use.node].shape else 0
+            starts = [c for c, chain in enumerate(chains) if f.is_ancestor(use.node, chain[0].x)]
+            if not hit and starts and self.g[f.strip(use.x)].op == "input":  # ViT's patch embedding
+                self.place_dense(use, "embedding", None, stacks[starts[0]])
+                continue
+            last = not any(u.node != use.node and f.is_ancestor(use.node, u.node) for u in f.dense)
+            if after_last and not vocab and last and any(f.is_ancestor(use.node, o) for o in self.g.outputs):
+                self.place_dense(use, "readout", None, stack)  # no vocabulary: the last dense use (a classifier)
+                continue
             if after_last and (use.path in vocab.values() or rows in vocab):
                 self.claimed.add(use.node)
                 if use.path in vocab.values():
