@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import import_or_skip
+from vision_helpers import import_or_skip, promised_law
 
 torch = import_or_skip("torch")
 import_or_skip("torchscale.architecture.encoder_decoder")
 
-from reference_tables import ONE, ZERO, Law, check_param, normal, torch_values, uniform
+from reference_tables import check_param, normal, torch_values, uniform
 from torchscale.architecture.config import EncoderDecoderConfig
 from torchscale.architecture.encoder_decoder import EncoderDecoder
 from torchscale.component.embedding import PositionalEmbedding, TextEmbedding
@@ -68,20 +68,6 @@ def torchscale_model(reset: bool, monkeypatch) -> torch.nn.Module:
         decoder_embed_tokens=TextEmbedding(VOCAB, D),
         decoder_embed_positions=PositionalEmbedding(POSITIONS, D),
     )
-
-
-def promised_law(stats) -> Law:
-    """polyinit's promise for one parameter as a ``reference_tables.Law``."""
-    if stats.low == stats.high:
-        assert stats.low in (0.0, 1.0), stats
-        return ZERO if stats.low == 0.0 else ONE
-    kind, *args = stats.distribution
-    if kind == "uniform":
-        low, high = args
-        assert math.isclose(low, -high), stats
-        return uniform(high)
-    assert kind == "normal" and args[0] == 0.0, stats
-    return normal(args[1])
 
 
 def promises(model, rules) -> dict:
