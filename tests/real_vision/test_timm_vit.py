@@ -24,10 +24,10 @@ torch = import_or_skip("torch")
 timm = import_or_skip("timm")
 
 from reference_tables import check_param, torch_values
-from test_structure_torch import name_blind
+from test_structure_torch import SCHEMES, name_blind, promised
 
 import polyinit
-from polyinit.context import Site, model_context
+from polyinit.context import ContextError, Site, model_context
 from polyinit.plan import resolve
 from polyinit.rules import Rules, apply
 from polyinit.selectors import predicate
@@ -112,6 +112,25 @@ def test_name_blind_copy_gives_the_same_sites_blocks_and_depth(pair):
     assert [ctx.sites[p.path] for p in ctx.params] == [blind.sites[p.path] for p in blind.params]
     assert dict(ctx.depths) == dict(blind.depths) and ctx.width == blind.width
     assert all(blind.source(p.path) == "structure" for p in blind.params), blind.summary()
+
+
+@pytest.mark.parametrize("scheme", sorted(set(SCHEMES) - {"t5"}))
+def test_every_scheme_places_every_parameter_or_names_the_missing(pair, scheme):
+    """With no sites=/depth=: each modern scheme gives every parameter of the ViT a rule, or
+    raises a ContextError naming what it cannot place; the name-blind copy gets the same stds
+    (t5 needs T5's d_kv)."""
+    _, ctx, _, blind = pair
+    try:
+        rules = SCHEMES[scheme](ctx)
+    except ContextError as error:
+        assert "cannot place" in str(error) or "found no parameter" in str(error), error
+        with pytest.raises(ContextError):
+            SCHEMES[scheme](blind)
+        return
+    stds = promised(ctx, rules)
+    missing = [p.path for p, s in zip(ctx.params, stds) if s is None]
+    assert not missing, f"{scheme} left {missing} at the framework's default"
+    assert promised(blind, SCHEMES[scheme](blind)) == stds
 
 
 def test_example_input_comes_from_the_model_at_the_size_it_was_built_for():
