@@ -226,6 +226,8 @@ class _Passes:
             if node.op != "add" or len(node.inputs) != 2 or not all(f.live[i] for i in node.inputs):
                 continue
             for x, r in (node.inputs, node.inputs[::-1]):
+                while self.g[x].op == "mul" and sum(f.live[i] for i in self.g[x].inputs) == 1:
+                    x = next(i for i in self.g[x].inputs if f.live[i])  # DeepNorm's alpha * x + branch
                 if x == r or not f.is_ancestor(x, r):
                     continue
                 dense = (f.anc[r] | (1 << r)) & f.dense_bits
@@ -490,6 +492,12 @@ class _Passes:
                     learned = f.param_of[operand]
                     if learned and f.live[x] and len(self.g[operand].shape) >= 2 and f.strip(x) not in f.dense_at:
                         self.place(learned, "position", None, self.stack_of(node.id, chains, stacks), "weight")
+            if node.id < first and node.op == "concat" and any(f.live[i] for i in node.inputs):
+                for operand in node.inputs:  # a learned token prepended to the stream (ViT's class token)
+                    if f.param_of[operand] and not f.live[operand]:
+                        self.place(
+                            f.param_of[operand], "embedding", None, self.stack_of(node.id, chains, stacks), "weight"
+                        )
 
     def feeds_scores(self, gather: int, att: _Attention) -> bool:
         """A gathered table that reaches the attention without a dense use (a score bias)."""
@@ -515,6 +523,14 @@ class _Passes:
             stack = ends.get(max(hit), "") if hit else ""
             after_last = bool(hit) and max(hit) in ends and not any(f.is_ancestor(use.node, a) for a in adds)
             rows = self.g[use.node].shape[-1] if self.g[use.node].shape else 0
+            starts = [c for c, chain in enumerate(chains) if f.is_ancestor(use.node, chain[0].x)]
+            if not hit and starts and self.g[f.strip(use.x)].op == "input":  # ViT's patch embedding
+                self.place_dense(use, "embedding", None, stacks[starts[0]])
+                continue
+            last = not any(u.node != use.node and f.is_ancestor(use.node, u.node) for u in f.dense)
+            if after_last and not vocab and last and any(f.is_ancestor(use.node, o) for o in self.g.outputs):
+                self.place_dense(use, "readout", None, stack)  # no vocabulary: the last dense use (a classifier)
+                continue
             if after_last and (use.path in vocab.values() or rows in vocab):
                 self.claimed.add(use.node)
                 if use.path in vocab.values():

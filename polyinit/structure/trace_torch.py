@@ -477,7 +477,7 @@ def example_input(model: Any) -> Any | None:
     """A short input derived from the model: token ids for a model with a vocabulary in its
     ``config`` (transformers, litgpt) or a ``vocab_size`` attribute (olmo-core), pixels for a
     transformers vision config, (src, tgt) for ``nn.Transformer``, ``example_input_array``
-    (Lightning) or ``input_size``; else None.
+    (Lightning), ``input_size`` or timm's ``pretrained_cfg``; else None.
 
     Token ids are ``arange(8) mod vocab`` (no random draw, no global RNG touched)."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -506,10 +506,22 @@ def example_input(model: Any) -> Any | None:
         dims = (1, _TOKENS, model.d_model) if model.batch_first else (_TOKENS, 1, model.d_model)
         x = torch.zeros(dims, device=device)
         return (x, x)
-    shape = getattr(model, "input_size", None)
+    shape = getattr(model, "input_size", None) or _timm_input_size(model)
     if isinstance(shape, (tuple, list)) and all(isinstance(d, int) for d in shape):
         return torch.zeros((1, *shape), device=device)
     return None
+
+
+def _timm_input_size(model: Any) -> tuple | None:
+    """(channels, height, width) of a timm model: its ``pretrained_cfg["input_size"]``, with the
+    height and width its patch embedding was built for (``img_size=`` overrides the config's)."""
+    config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    size = config.get("input_size") if isinstance(config, dict) else None
+    if not (isinstance(size, (tuple, list)) and len(size) == 3):
+        return None
+    built = (getattr(m, "img_size", None) for m in model.modules())
+    spatial = next((tuple(s) for s in built if isinstance(s, (tuple, list)) and len(s) == 2), tuple(size[1:]))
+    return (size[0], *spatial)
 
 
 def silent(model: Any) -> str | None:
