@@ -42,10 +42,6 @@ PARALLEL_RESIDUAL = needs(
     "the structure passes miss the MLP branch of a parallel-residual block "
     "(x + attn(ln1 x) + mlp(ln2 x), litgpt's Pythia config): depth 1, MLP unplaced"
 )
-FLEX_ATTENTION = needs(
-    "the op-level torch tracer cannot run torchtitan's flex_attention on CPU "
-    "(torch.compile graph break under the TorchFunctionMode)"
-)
 CUDA_FORWARD = needs("megatron-core 0.16.1's GPTModel.forward asserts CUDA, so the CPU trace fails")
 
 
@@ -173,11 +169,25 @@ def test_olmo_normalized_is_refused_with_the_reason():
 
 
 def _torchtitan_model(reference: bool):
+    """llama3's debug model with SDPA as the inner attention of every layer.
+
+    The debug config's FlexAttention does not run on CPU (its eager path is compiled, which
+    breaks under the tracer's TorchFunctionMode); torchtitan 0.3.0's get_attention_config refuses
+    "sdpa" for language models only because SDPA cannot take per-document masks, so the layer
+    configs are given ScaledDotProductAttention.Config (the inner attention Flux builds) directly.
+    The init is unchanged: the inner attention holds no parameters, and every parameter's init is
+    the param_init its config carries (models/llama3/__init__.py _build_llama3_layers), applied by
+    Module.init_states (protocols/module.py), which BaseModel.init_weights (protocols/model.py) calls."""
     import torch
 
     llama3 = pytest.importorskip("torchtitan.models.llama3")
+    from torchtitan.models.common.attention import ScaledDotProductAttention
+
+    config = llama3._debugmodel("flex")
+    for layer in config.layers:
+        layer.attention.inner_attention = ScaledDotProductAttention.Config()
     torch.manual_seed(0)
-    model = llama3._debugmodel("flex").build()
+    model = config.build()
     if reference:
         model.init_weights()
     return model
@@ -206,22 +216,19 @@ def torchtitan_table(model) -> dict:
 TORCHTITAN_SITES = {"attn_out": name("*.attention.wo.weight")}
 
 
-@pytest.mark.parametrize("mode", [pytest.param("derived", marks=FLEX_ATTENTION), "marked"])
+@pytest.mark.parametrize("mode", ["derived", "marked"])
 def test_llama_depth_torchtitan(mode):
     """llama_depth() on torchtitan's llama3 debug model against its own init_weights."""
     import torch
-    from torch.nn.attention.flex_attention import create_block_mask
 
     reference = _torchtitan_model(reference=True)
     table = torchtitan_table(reference)
     check_model(torch_values(reference), table)
     model = _torchtitan_model(reference=False)
     target = _target(model, mode, TORCHTITAN_SITES)
-    if mode == "derived":  # its forward takes (tokens, positions, attention_masks): a causal BlockMask
-        mask = create_block_mask(lambda b, h, q, k: q >= k, 1, None, 8, 8, device="cpu")
-        rules = modern.llama_depth(
-            model, seed=5, example_input={"tokens": torch.zeros(1, 8, dtype=torch.long), "attention_masks": mask}
-        )
+    if mode == "derived":  # its forward takes (tokens, attention_masks, positions); SDPA is causal without a mask
+        tokens = torch.zeros(1, 8, dtype=torch.long)
+        rules = modern.llama_depth(model, seed=5, example_input={"tokens": tokens, "attention_masks": None})
     else:
         rules = modern.llama_depth(target, seed=5)
     check_model(_apply(model, rules), table)
