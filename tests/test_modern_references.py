@@ -433,8 +433,12 @@ def test_megatron_against_megatron_core(megatron_parallel, mode):
 # --- mup 1.0.0: mup.init under set_base_shapes ---
 
 
-def _mup_mlp(width: int):
-    """mup's MLP example (microsoft/mup examples/MLP): CIFAR-10 input, no biases, a MuReadout."""
+def _mup_mlp(width: int, base: int | None = None):
+    """mup's MLP example (microsoft/mup examples/MLP): CIFAR-10 input, no biases, a MuReadout,
+    relu between (input_mult and output_mult 1). ``base``: set_base_shapes against the model at
+    that width, as mup's users do before initialising (MuReadout's forward needs it); None: its own
+    shapes are the base."""
+    import torch
     from torch import nn
 
     mup = pytest.importorskip("mup")
@@ -446,7 +450,18 @@ def _mup_mlp(width: int):
             self.fc_2 = nn.Linear(width, width, bias=False)
             self.fc_3 = mup.MuReadout(width, 10, bias=False)
 
-    return MLP(width)
+        def forward(self, x):
+            return self.fc_3(torch.relu(self.fc_2(torch.relu(self.fc_1(x)))))
+
+    model = MLP(width)
+    mup.set_base_shapes(model, MLP(base) if base is not None else None)
+    return model
+
+
+def _cifar():
+    import torch
+
+    return torch.zeros(1, 3072)
 
 
 @pytest.mark.parametrize("width", [256, 512])
@@ -461,17 +476,17 @@ def test_mup_per_site_initializers_on_mups_mlp_example(width):
     mup = pytest.importorskip("mup")
     base = 64
     torch.manual_seed(0)
-    reference = _mup_mlp(width)
-    mup.set_base_shapes(reference, _mup_mlp(base))
+    reference = _mup_mlp(width, base)
     mup.init.kaiming_normal_(reference.fc_1.weight, a=1, mode="fan_in")
     mup.init.kaiming_normal_(reference.fc_2.weight, a=1, mode="fan_in")
     torch.nn.init.zeros_(reference.fc_3.weight)
     table = {"fc_1.weight": normal(3072**-0.5), "fc_2.weight": normal(width**-0.5), "fc_3.weight": ZERO}
     check_model(torch_values(reference), table)
-    model = _mup_mlp(width)
+    model = _mup_mlp(width, base)
     kaiming_a1 = polyinit.VarianceScaling(scale=1.0, mode="fan_in", distribution="normal")  # gain sqrt(2/(1+1))
     init = {"input": kaiming_a1, "hidden": kaiming_a1, "output": polyinit.zeros()}
-    check_model(_apply(model, modern.mup(model, _mup_mlp(base), init=init)), table)
+    rules = modern.mup(model, _mup_mlp(base), init=init, example_input=_cifar())
+    check_model(_apply(model, rules), table)
 
 
 def test_mup_xavier_rescales_from_the_base_fans():
@@ -484,8 +499,7 @@ def test_mup_xavier_rescales_from_the_base_fans():
     mup = pytest.importorskip("mup")
     base, width = 64, 512
     torch.manual_seed(0)
-    reference = _mup_mlp(width)
-    mup.set_base_shapes(reference, _mup_mlp(base))
+    reference = _mup_mlp(width, base)
     for p in reference.parameters():
         mup.init.xavier_uniform_(p)
     bounds = {
@@ -495,7 +509,7 @@ def test_mup_xavier_rescales_from_the_base_fans():
     }
     table = {path: uniform(bound) for path, bound in bounds.items()}
     check_model(torch_values(reference), table)
-    model = _mup_mlp(width)
+    model = _mup_mlp(width, base)
     rules = modern.mup(
         model,
         _mup_mlp(base),
@@ -504,6 +518,7 @@ def test_mup_xavier_rescales_from_the_base_fans():
             "hidden": polyinit.glorot_uniform(),
             "output": polyinit.glorot_uniform(),
         },
+        example_input=_cifar(),
     )
     check_model(_apply(model, rules), table)
 
