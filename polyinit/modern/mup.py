@@ -51,8 +51,9 @@ def mup(
     Not initialisation, so not applied: the readout's output multiplier 1/width_mult
     (``MuReadout``), attention logits scaled by 1/d instead of 1/sqrt(d), and per-layer learning
     rates (``mup.MuAdam``). ``base`` is the same architecture at the base width (a model or a
-    context); parameters are paired by declaration order, and a base of another architecture is
-    refused.
+    context; a model's context is built with the ``example_input``, ``sites`` and ``depth`` given
+    for ``model``); parameters are paired by declaration order, and a base of another architecture
+    is refused.
 
     >>> # report = apply(model, mup(model, base_model, init={"hidden": he_normal()}))
     """
@@ -61,7 +62,7 @@ def mup(
     query_zero = _args.flag("mup", "query_zero", query_zero)
     init = _init_table(init)
     ctx = _context("mup", model, context, ("base", "std", "init", "readout_zero", "query_zero"))
-    base_ctx = base if isinstance(base, ModelContext) else _base_context(base)
+    base_ctx = base if isinstance(base, ModelContext) else _base_context(base, context)
     _same_architecture(ctx, base_ctx)
     out = _RuleSet(ctx, "mup")
     if readout_zero:
@@ -95,10 +96,15 @@ def _init_table(init: Any) -> dict:
     return dict(init)
 
 
-def _base_context(base: Any) -> ModelContext:
+# What the model's context is given about its architecture holds for the base too (the same
+# architecture at another width): the input its forward pass takes, the sites, the depth.
+_SHARED_WITH_BASE = ("example_input", "sites", "depth")
+
+
+def _base_context(base: Any, context: Mapping[str, Any]) -> ModelContext:
     if base is None:
         raise ContextError("mup: base must be the model at its base width (a model or a ModelContext), received None")
-    return model_context(base)
+    return model_context(base, **{k: v for k, v in context.items() if k in _SHARED_WITH_BASE})
 
 
 def _same_architecture(ctx: ModelContext, base_ctx: ModelContext) -> None:

@@ -158,9 +158,12 @@ def _olmo_core(
         return out.rules(seed)
     d = ctx.need_width(scheme)
     if init_fn == "fan_in":
+        # olmo-core draws every linear 1/sqrt(fan_in) whatever it is, so a matrix the trace could not
+        # place (site "other") gets the same law rather than being left at the framework's default.
         for p in ctx.params:
             site = ctx.sites[p.path]
-            if ctx.role(p) in _WEIGHTS and site.site not in ("embedding", "position", "norm", "other"):
+            placed = site.site not in ("embedding", "position", "norm", "other")
+            if ctx.role(p) in _WEIGHTS and (placed or (site.site == "other" and len(p.shape) >= 2)):
                 out.add([p.path], _normal(1 / math.sqrt(ctx.fan_in(p)), cut), f"{site.site} 1/sqrt(fan_in)")
         out.add(out.at("embedding", "position"), Normal(std=1.0 / (embed_scale or 1.0)), "embeddings")
         out.rest(None)

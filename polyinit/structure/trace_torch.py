@@ -84,6 +84,7 @@ _CONVERT = (
     "type_as",
     "clone",
     "detach",
+    "data",
     "contiguous",
     "dropout",
     "dropout1d",
@@ -107,9 +108,9 @@ _NORMS = {
 
 def _name(func: Any) -> str:
     name = getattr(func, "__name__", "") or ""
-    if name == "__get__":  # a property: Tensor.T, Tensor.mT
+    if name in ("__get__", "__set__"):  # a property: Tensor.T, Tensor.mT; a setter (t.data = v) is "data="
         owner = getattr(func, "__self__", None)
-        name = getattr(owner, "__name__", "") or ""
+        name = (getattr(owner, "__name__", "") or "") + ("=" if name == "__set__" else "")
     if name.startswith("__") and name.endswith("__"):
         name = name[2:-2]
         if name.startswith("i") and name[1:] in _BINARY:
@@ -160,6 +161,9 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if _name(func) == "data=":  # t.data = v: t now holds v's value (megatron-core's make_viewless_tensor)
+            self.bind(args[0], self.node(args[1]))
+            return out
         try:
             self.record(_name(func), args, kwargs, out)
         except Exception:
