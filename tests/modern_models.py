@@ -1,5 +1,5 @@
 """Small configurations of real third-party architectures that more than one modern-scheme test
-builds (tests/test_modern.py; tests/test_modern_references.py's ``bart_config`` is the same)."""
+builds (tests/test_modern.py, tests/test_modern_references.py)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 import pytest
+from modern_models import small_bart_config
 from reference_tables import ONE, ZERO, check_model, normal, torch_values, uniform
 
 from polyinit import modern
@@ -524,18 +525,7 @@ def test_mup_xavier_rescales_from_the_base_fans():
 
 @pytest.fixture(scope="module")
 def bart_config():
-    transformers = pytest.importorskip("transformers")
-    return transformers.BartConfig(
-        vocab_size=256,
-        d_model=64,
-        encoder_layers=3,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        max_position_embeddings=64,
-    )
+    return small_bart_config(pytest.importorskip("transformers"))
 
 
 def torchscale_table(model, config, unreset: bool) -> dict:
