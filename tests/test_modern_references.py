@@ -38,10 +38,6 @@ def needs(reason: str):
     return pytest.mark.xfail(strict=True, raises=(AssertionError, ContextError), reason=reason)
 
 
-PARALLEL_RESIDUAL = needs(
-    "the structure passes miss the MLP branch of a parallel-residual block "
-    "(x + attn(ln1 x) + mlp(ln2 x), litgpt's Pythia config): depth 1, MLP unplaced"
-)
 FLEX_ATTENTION = needs(
     "the op-level torch tracer cannot run torchtitan's flex_attention on CPU "
     "(torch.compile graph break under the TorchFunctionMode)"
@@ -291,7 +287,7 @@ def test_wang_litgpt_on_llama_mlp(mode):
 
 
 @UNREGISTERED
-@pytest.mark.parametrize("mode", [pytest.param("derived", marks=PARALLEL_RESIDUAL), "marked"])
+@pytest.mark.parametrize("mode", ["derived", "marked"])
 def test_wang_litgpt_on_pythia_mlp(mode):
     """On a GptNeoxMLP (Pythia) config litgpt leaves the MLP proj at SmallInit (its isinstance
     check names LLaMAMLP only): reproduced with litgpt_neox_mlp=True; without it, polyinit scales
