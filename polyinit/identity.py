@@ -208,7 +208,7 @@ def _gated_mlp_layers(logical: list, sites: list, context: Any) -> dict[int, str
         if site.site == "mlp_in" and not lp.packed:
             layers = by_block.setdefault((site.stack, site.block), [])
             if all(layer != lp.parts[0].layer for layer, _, _ in layers):
-                marked = parts_of(lp.parts[0].path) if parts_of is not None else ()
+                marked: tuple = parts_of(lp.parts[0].path) if parts_of is not None else ()
                 traced = marked[0].name if len(marked) == 1 else ""
                 layers.append((lp.parts[0].layer, lp.parts[0].layer_path or lp.path, traced))
     named: dict[int, str] = {}
