@@ -88,7 +88,7 @@ def _fused_gate_up(s: State, use: DenseUse) -> tuple:
             continue
         seen = labels_at(f, use, [a, b])
         if len(seen) != 2 or seen[a] & seen[b]:
-            continue  # a product inside the activation (a written-out GELU), not gate * up
+            return ()  # the first product mixes the same features: not a gate/up split
         direct_a, direct_b = _direct(s, a, use.node), _direct(s, b, use.node)
         if direct_a != direct_b:
             gate = b if direct_a else a
