@@ -1,6 +1,7 @@
 """Sites, blocks and depth from what torch models compute (issue 20), on transformer code written
-by others (transformers GPT-2, BERT, T5, Llama, Qwen2, Phi-3, GPT-NeoX; litgpt; olmo-core) and a toy
-transformer with hand-written attention, each built from a tiny config (never downloaded).
+by others (transformers GPT-2, BERT, T5, Llama, Qwen2, Phi-3, GPT-NeoX parallel and sequential, GPT-J;
+litgpt's LLaMA and Pythia configs; olmo-core) and a toy transformer with hand-written attention, each
+built from a tiny config (never downloaded).
 
 The expected site of every parameter is written here from each architecture (its modeling code:
 which Linear is the query, which output is added back to the residual stream), never read from
