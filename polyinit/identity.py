@@ -18,7 +18,8 @@ only in a model that has both. Roles: a norm's
 
 Two implementations of one architecture get the same identities whatever their declaration order
 or their names, as far as the context tells their sites apart: a block's q, k, v and output, its
-MLP's input and output and a gated MLP's gate and up are told apart by site, never by position;
+MLP's input and output and a gated MLP's gate and up (the trace's gate reaches the product through
+the activation, the up projection directly) are told apart by what they compute, never by position;
 norms and other layers within a block are numbered in declaration order.
 
 >>> from polyinit.params import Param, logical_params
@@ -47,7 +48,7 @@ def with_identities(logical: list, context: Any) -> list:
     ``context`` (a ``ModelContext`` of the same model); see the module docstring."""
     sites = _real_blocks([context.sites[lp.parts[0].path] for lp in logical])
     both_stacks = len({s.stack for s in sites if s.block is not None}) > 1
-    gated = _gated_mlp_layers(logical, sites)
+    gated = _gated_mlp_layers(logical, sites, context)
     counters: dict[tuple, list] = {}
     seen: set[str] = set()
     out = []
@@ -194,25 +195,34 @@ def _unit(lp: Any, site: str, scope: tuple, counters: dict, gated: dict) -> str:
     return f"{name}.{layers.index(layer)}"
 
 
-def _gated_mlp_layers(logical: list, sites: list) -> dict[int, str]:
-    """{layer: "gate" | "up" | "inN"} for blocks with two MLP input layers (a gated MLP): the one
-    whose name says gate (``gate_proj``, ``feedforward_gate_dense``, ``w1``, ``wi_0``) is the gate
-    and the other the up projection; where no name says so they are numbered in declaration order."""
+def _gated_mlp_layers(logical: list, sites: list, context: Any) -> dict[int, str]:
+    """{layer: "gate" | "up" | "inN"} for blocks with two MLP input layers (a gated MLP). The trace
+    marks which is which (``ModelContext.parts``: the gate reaches the elementwise product through
+    the activation, the up projection directly); where it does not (a state_dict, a model it
+    cannot run), the one whose name says gate (``gate_proj``, ``feedforward_gate_dense``, ``w1``,
+    ``wi_0``) is the gate and the other the up projection; where nothing says so they are numbered
+    in declaration order."""
+    parts_of = getattr(context, "parts", None)
     by_block: dict[tuple, list] = {}
     for lp, site in zip(logical, sites):
         if site.site == "mlp_in" and not lp.packed:
             layers = by_block.setdefault((site.stack, site.block), [])
-            if all(layer != lp.parts[0].layer for layer, _ in layers):
-                layers.append((lp.parts[0].layer, lp.parts[0].layer_path or lp.path))
+            if all(layer != lp.parts[0].layer for layer, _, _ in layers):
+                marked: tuple = parts_of(lp.parts[0].path) if parts_of is not None else ()
+                traced = marked[0].name if len(marked) == 1 else ""
+                layers.append((lp.parts[0].layer, lp.parts[0].layer_path or lp.path, traced))
     named: dict[int, str] = {}
     for layers in by_block.values():
         if len(layers) < 2:
             continue
-        gates = [layer for layer, path in layers if _GATE.search(path.lower())]
-        if len(layers) == 2 and len(gates) == 1:
-            named.update({layer: "gate" if layer in gates else "up" for layer, _ in layers})
+        traced = sorted(mark for _, _, mark in layers)
+        gates = [layer for layer, path, _ in layers if _GATE.search(path.lower())]
+        if traced == ["gate", "up"]:
+            named.update({layer: mark for layer, _, mark in layers})
+        elif len(layers) == 2 and len(gates) == 1:
+            named.update({layer: "gate" if layer in gates else "up" for layer, _, _ in layers})
         else:
-            named.update({layer: f"in{i}" for i, (layer, _) in enumerate(layers)})
+            named.update({layer: f"in{i}" for i, (layer, _, _) in enumerate(layers)})
     return named
 
 

@@ -39,12 +39,6 @@ def needs(reason: str):
     return pytest.mark.xfail(strict=True, raises=(AssertionError, ContextError), reason=reason)
 
 
-PARALLEL_RESIDUAL = needs(
-    "the structure passes miss the MLP branch of a parallel-residual block "
-    "(x + attn(ln1 x) + mlp(ln2 x), litgpt's Pythia config): depth 1, MLP unplaced"
-)
-
-
 def _target(model, mode: str, sites: dict):
     """The model itself (derived), or its records with ``sites`` marked and no trace (marked)."""
     if mode == "derived":
@@ -293,7 +287,7 @@ def test_wang_litgpt_on_llama_mlp(mode):
 
 
 @UNREGISTERED
-@pytest.mark.parametrize("mode", [pytest.param("derived", marks=PARALLEL_RESIDUAL), "marked"])
+@pytest.mark.parametrize("mode", ["derived", "marked"])
 def test_wang_litgpt_on_pythia_mlp(mode):
     """On a GptNeoxMLP (Pythia) config litgpt leaves the MLP proj at SmallInit (its isinstance
     check names LLaMAMLP only): reproduced with litgpt_neox_mlp=True; without it, polyinit scales
@@ -667,14 +661,13 @@ WHOLE_MODEL_SCHEMES = {
 
 # (model, scheme) -> what the ContextError must name. t5 is T5's scheme: it needs T5's d_kv.
 REFUSALS = {
-    **{(model, "t5"): "d_kv" for model in ("olmo_core", "torchtitan", "litgpt_llama", "megatron", "bart", "phi3")},
+    **{
+        (model, "t5"): "d_kv"
+        for model in ("olmo_core", "torchtitan", "litgpt_llama", "litgpt_pythia", "megatron", "bart", "phi3")
+    },
     # BART's learned positions: modded_nanogpt has no law for them (the speedrun uses rotary).
     ("bart", "modded_nanogpt"): "encoder.embed_positions.weight",
 }
-# litgpt's Pythia block is parallel-residual, whose MLP branch the structure passes do not place yet
-# (PARALLEL_RESIDUAL): the schemes that need an MLP output refuse naming the site; once it is placed
-# they cover the model, so either outcome is accepted here.
-PARALLEL_RESIDUAL_GAP = {("litgpt_pythia", "modded_nanogpt"): "mlp_out", ("litgpt_pythia", "t5"): "mlp_out"}
 
 
 def _reference_model(which: str, request):
@@ -741,10 +734,7 @@ def test_every_scheme_covers_every_reference_model_or_names_what_is_missing(whic
         outcomes[scheme] = "covered" if not left else f"left at the default: {left}"
     for scheme, outcome in outcomes.items():
         refusal = REFUSALS.get((which, scheme))
-        gap = PARALLEL_RESIDUAL_GAP.get((which, scheme))
-        if gap is not None:
-            assert outcome == "covered" or (outcome.startswith("refused") and gap in outcome), (scheme, outcome)
-        elif refusal is not None:
+        if refusal is not None:
             assert outcome.startswith("refused") and refusal in outcome, (scheme, outcome)
         else:
             assert outcome == "covered", (scheme, outcome)
@@ -753,8 +743,7 @@ def test_every_scheme_covers_every_reference_model_or_names_what_is_missing(whic
 @UNREGISTERED
 def test_olmo_core_fan_in_draws_every_matrix_even_unplaced():
     """olmo-core's fan_in is 1/sqrt(fan_in) for every linear whatever it is: on litgpt's Pythia
-    block (its MLP unplaced by the trace today, PARALLEL_RESIDUAL) the MLP's fc and proj still get
-    it, cut at 3 std, instead of being left at torch's default U(+-1/sqrt(fan_in))."""
+    block (parallel residual) the MLP's fc and proj get it, cut at 3 std, as every other matrix."""
     model = _litgpt_model("neox", reference=False)
     values = _apply(model, modern.olmo(model, init_fn="fan_in", seed=4))
     d = LITGPT["n_embd"]

@@ -1,6 +1,7 @@
 """Sites, blocks and depth from what torch models compute (issue 20), on transformer code written
-by others (transformers GPT-2, BERT, T5, Llama, Qwen2, Phi-3, GPT-NeoX; litgpt; olmo-core) and a toy
-transformer with hand-written attention, each built from a tiny config (never downloaded).
+by others (transformers GPT-2, BERT, T5, Llama, Qwen2, Phi-3, GPT-NeoX parallel and sequential, GPT-J;
+litgpt's LLaMA and Pythia configs; olmo-core) and a toy transformer with hand-written attention, each
+built from a tiny config (never downloaded).
 
 The expected site of every parameter is written here from each architecture (its modeling code:
 which Linear is the query, which output is added back to the residual stream), never read from
@@ -24,6 +25,7 @@ from polyinit import modern
 from polyinit.context import ContextError, Site, model_context
 from polyinit.plan import resolve
 from polyinit.rules import KEEP, Context
+from polyinit.structure import Part
 
 D, HEADS, LAYERS, VOCAB = 64, 4, 2, 128
 
@@ -124,10 +126,12 @@ def phi3():
     )
 
 
-def neox():
+def neox(parallel: bool = True):
+    """GPT-NeoX; parallel (its default): x + attn(ln1 x) + mlp(ln2 x), added as (mlp + attn) + x."""
     t = _transformers()
     return t.GPTNeoXForCausalLM(
         t.GPTNeoXConfig(
+            use_parallel_residual=parallel,
             num_hidden_layers=LAYERS,
             hidden_size=D,
             num_attention_heads=HEADS,
@@ -138,6 +142,40 @@ def neox():
             eos_token_id=0,
         )
     )
+
+
+def neox_sequential():
+    """GPT-NeoX with use_parallel_residual=False: x + attn(ln1 x), then + mlp(ln2 .)."""
+    return neox(parallel=False)
+
+
+def gptj():
+    """GPT-J: attention and MLP in parallel, reading one shared norm: x + attn(ln x) + mlp(ln x)."""
+    t = _transformers()
+    return t.GPTJForCausalLM(
+        t.GPTJConfig(
+            n_layer=LAYERS, n_embd=D, n_head=HEADS, rotary_dim=8, vocab_size=VOCAB, n_positions=32, bos_token_id=0
+        )
+    )
+
+
+def pythia():
+    """litgpt's Pythia (GPT-NeoX) config: parallel residual x + attn(norm_1 x) + mlp(norm_2 x), which
+    litgpt adds as (x + attn) + mlp, the MLP branch reading the block's input, not x + attn."""
+    lit = pytest.importorskip("litgpt")
+    config = lit.config.Config(
+        n_layer=LAYERS,
+        n_embd=D,
+        n_head=HEADS,
+        vocab_size=VOCAB,
+        padded_vocab_size=VOCAB,
+        block_size=32,
+        mlp_class_name="GptNeoxMLP",
+        bias=True,
+        parallel_residual=True,
+        rotary_percentage=0.25,
+    )
+    return lit.model.GPT(config)
 
 
 def litgpt():
@@ -243,8 +281,10 @@ MODELS = {
     "bert": (
         bert,
         [
-            (r"word_embeddings", "embedding"),
-            (r"(position|token_type)_embeddings", "position"),
+            # a token-type (segment) table is indexed by an input of its own, as the token table
+            # is (megatron's BERT draws it as the word embeddings): an embedding, not a position
+            (r"(word|token_type)_embeddings", "embedding"),
+            (r"position_embeddings", "position"),
             (r"LayerNorm", "norm"),
             (r"self\.query", "q"),
             (r"self\.key", "k"),
@@ -344,6 +384,35 @@ MODELS = {
     ),
 }
 MODELS["qwen2"] = (qwen2,) + MODELS["llama"][1:]
+MODELS["neox_sequential"] = (neox_sequential,) + MODELS["neox"][1:]
+MODELS["pythia"] = (
+    pythia,
+    [
+        (r"wte", "embedding"),
+        (r"norm_|ln_f", "norm"),
+        (r"attn\.qkv", "qkv"),
+        (r"attn\.proj", "attn_out"),
+        (r"mlp\.fc", "mlp_in"),
+        (r"mlp\.proj", "mlp_out"),
+        (r"lm_head", "readout"),
+    ],
+    r"\.h\.(\d+)\.",
+)
+MODELS["gptj"] = (
+    gptj,
+    [
+        (r"wte", "embedding"),
+        (r"ln_", "norm"),
+        (r"q_proj", "q"),
+        (r"k_proj", "k"),
+        (r"v_proj", "v"),
+        (r"out_proj", "attn_out"),
+        (r"fc_in", "mlp_in"),
+        (r"fc_out", "mlp_out"),
+        (r"lm_head", "readout"),
+    ],
+    r"\.h\.(\d+)\.",
+)
 MODELS["phi3"] = (
     phi3,
     [
@@ -433,6 +502,38 @@ def test_name_blind_copy_gives_the_same_sites_blocks_and_depth(pair):
     assert [ctx.sites[p.path] for p in ctx.params] == [blind.sites[p.path] for p in blind.params]
     assert dict(ctx.depths) == dict(blind.depths) and ctx.width == blind.width
     assert all(blind.source(p.path) == "structure" for p in blind.params if p.trainable), blind.summary()
+
+
+# A gated MLP computes out(act(gate x) * up x); from each modeling file, which input is the gate.
+GATED = {
+    "llama": (r"gate_proj", r"up_proj"),
+    "qwen2": (r"gate_proj", r"up_proj"),
+    "litgpt": (r"fc_1", r"fc_2"),
+    "olmo_core": (r"w1\.", r"w3\."),
+    "phi3": (r"gate_up_proj", None),  # one tensor, the gate half first (Phi3MLP chunks it so)
+}
+
+
+@pytest.mark.parametrize("name", sorted(GATED))
+def test_gated_mlp_gate_and_up_are_read_off_the_product(name):
+    """The input whose output reaches the elementwise product through the activation is the gate,
+    the one multiplied directly the up projection: one part each for separate projections, two
+    halves of one for Phi-3's gate_up_proj; the name-blind copy is marked the same."""
+    torch.manual_seed(0)
+    model = MODELS[name][0]()
+    ctx, blind = model_context(model), model_context(name_blind(model))
+    gate, up = GATED[name]
+    inputs = [p for p in ctx.params if ctx.sites[p.path].site == "mlp_in" and p.role == "weight"]
+    assert len(inputs) == (1 if up is None else 2) * LAYERS
+    for p in inputs:
+        rows = p.shape[0]  # every one of these stores (out, in)
+        if up is None:
+            expected = (Part("gate", (0,), ((0, rows // 2),)), Part("up", (0,), ((rows // 2, rows),)))
+        else:
+            which = "gate" if re.search(gate, p.path) else "up" if re.search(up, p.path) else "?"
+            expected = (Part(which, (0,), ((0, rows),)),)
+        assert ctx.parts(p.path) == expected, p.path
+    assert [ctx.parts(p.path) for p in ctx.params] == [blind.parts(p.path) for p in blind.params]
 
 
 SCHEMES = {
