@@ -46,6 +46,10 @@ def embeddings(s: State, streams: list, stacks: list, attentions: list[Attention
                 learned = f.param_of[operand]
                 if learned and f.live[x] and len(g[operand].shape) >= 2 and f.strip(x) not in f.dense_at:
                     s.place(learned, "position", None, stack_of(s, node.id, streams, stacks), "weight")
+        if node.id < first and node.op == "concat" and any(f.live[i] for i in node.inputs):
+            for operand in node.inputs:  # a learned token prepended to the stream (ViT's class token)
+                if f.param_of[operand] and not f.live[operand]:
+                    s.place(f.param_of[operand], "embedding", None, stack_of(s, node.id, streams, stacks), "weight")
 
 
 def _feeds_scores(s: State, gather: int, att: Attention) -> bool:
@@ -74,6 +78,14 @@ def readout(s: State, streams: list, stacks: list) -> dict:
         stack = ends.get(max(hit), "") if hit else ""
         after_last = bool(hit) and max(hit) in ends and not any(f.is_ancestor(use.node, a) for a in adds)
         rows = s.g[use.node].shape[-1] if s.g[use.node].shape else 0
+        starts = [c for c, chain in enumerate(streams) if f.is_ancestor(use.node, chain[0].x)]
+        if not hit and starts and s.g[f.strip(use.x)].op == "input":  # ViT's patch embedding
+            s.place_dense(use, "embedding", None, stacks[starts[0]])
+            continue
+        last = not any(u.node != use.node and f.is_ancestor(use.node, u.node) for u in f.dense)
+        if after_last and not vocab and last and any(f.is_ancestor(use.node, o) for o in s.g.outputs):
+            s.place_dense(use, "readout", None, stack)  # no vocabulary: the last dense use (a classifier)
+            continue
         if after_last and (use.path in vocab.values() or rows in vocab):
             s.claimed.add(use.node)
             if use.path in vocab.values():

@@ -43,6 +43,8 @@ def residual_adds(s: State) -> list[Add]:
         if node.op != "add" or len(node.inputs) != 2 or not all(f.live[i] for i in node.inputs):
             continue
         for x, r in (node.inputs, node.inputs[::-1]):
+            while s.g[x].op == "mul" and sum(f.live[i] for i in s.g[x].inputs) == 1:
+                x = next(i for i in s.g[x].inputs if f.live[i])  # DeepNorm's alpha * x + branch
             if x == r or not f.is_ancestor(x, r):
                 continue
             if _has_dense_from(s, x, r):
