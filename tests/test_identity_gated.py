@@ -142,3 +142,21 @@ def test_keras_hub_with_meaningless_layer_names_gives_the_same_identities(name):
     copy = identities_of(blind)
     assert not set(original) & set(copy)  # no path in common
     assert list(original.values()) == list(copy.values())
+
+
+def test_llama_depth_scales_the_traced_up_projection_on_the_name_blind_copy(gated):
+    """Llama-style depth inits scale the up projection (w3) with the outputs; which one it is comes
+    from the trace, so the name-blind copy gets the same std for every parameter, in order (the
+    blind copy keeps the declaration order), and the up projections are at the depth-scaled std."""
+    from polyinit import modern
+    from polyinit.rules import apply
+
+    name, model, blind = gated
+    stds = [[row.std for row in apply(m, modern.llama_depth(m, seed=0)).rows] for m in (model, blind)]
+    assert stds[0] == stds[1]
+    if name != "phi3":  # Phi-3's fused gate_up is one tensor: its halves are checked by test_modern
+        _, up = GATES[name]
+        rows = apply(model, modern.llama_depth(model, seed=0)).rows
+        ups = [r.std for r in rows if re.search(up, r.path) and r.path.endswith("weight")]
+        gates = [r.std for r in rows if re.search(GATES[name][0], r.path) and r.path.endswith("weight")]
+        assert len(ups) == len(gates) == LAYERS and all(u < g for u, g in zip(ups, gates))

@@ -156,7 +156,9 @@ def _attention(out: _RuleSet, stack: str, q: Spec, k: Spec, v: Spec, rest: Spec,
 
 # A gated MLP computes w2(act(w1 x) * w3 x): the gate w1 goes through the activation, the up
 # projection w3 does not. Llama-style depth inits scale w3 with the outputs, so the two must be
-# told apart: by a "mlp_gate" site where the context has one, else by these name hints.
+# told apart: by a "mlp_gate" site where the context has one, then by the trace (a separate
+# projection whose output reaches the product through the activation carries one part, "gate";
+# the other one part, "up"), else by these name hints.
 _GATE_NAMES = ("w1", "gate_proj", "fc_1", "wi_0", "gate", "w_gate")
 _UP_NAMES = ("w3", "up_proj", "fc_2", "wi_1", "w_up")
 
@@ -174,9 +176,12 @@ def gated_up(ctx: ModelContext, scheme: str) -> list[str]:
         if len(members) < 2:
             continue
         marked = [p for p in members if ctx.sites[p.path].site == "mlp_gate"]
+        traced = {p.path: _whole_part(ctx, p.path) for p in members}
         named = [p for p in members if _module(p.path) in _UP_NAMES]
         if marked:
             ups += [p.path for p in members if p not in marked]
+        elif "gate" in traced.values() and all(v in ("gate", "up") for v in traced.values()):
+            ups += [path for path, part in traced.items() if part == "up"]
         elif len(named) == 1 and any(_module(p.path) in _GATE_NAMES for p in members):
             ups.append(named[0].path)
         else:
@@ -187,6 +192,12 @@ def gated_up(ctx: ModelContext, scheme: str) -> list[str]:
                 "to scale them with the outputs, or the gates with sites={'mlp_gate': ...}"
             )
     return ups
+
+
+def _whole_part(ctx: ModelContext, path: str) -> str | None:
+    """``"gate"`` or ``"up"`` where the trace marked a whole (unpacked) MLP input as one, else None."""
+    parts = ctx.parts(path)
+    return parts[0].name if len(parts) == 1 and parts[0].name in ("gate", "up") else None
 
 
 def _module(path: str) -> str:
