@@ -227,6 +227,16 @@ class _Recorder(TorchFunctionMode):
             return
         self.bind(out, self.g.add("add", (node, self.node(bias)), tuple(out.shape)))
 
+    def lerp(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """``lerp(start, end, w) = start + w * (end - start)``, written out so that an nGPT block's
+        update ``lerp(h, norm(f(h)), alpha)`` is the residual add it is."""
+        start, end = args[0], args[1] if len(args) > 1 else kwargs["end"]
+        weight = args[2] if len(args) > 2 else kwargs["weight"]
+        shape = tuple(out.shape)
+        step = self.g.add("sub", (self.node(end), self.node(start)), shape)
+        scaled = self.g.add("mul", (self.node(weight), step), shape)
+        self.bind(out, self.g.add("add", (self.node(start), scaled), shape))
+
     def linear(self, args: tuple, kwargs: dict, out: Any) -> None:
         x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
         bias = args[2] if len(args) > 2 else kwargs.get("bias")
@@ -463,6 +473,7 @@ _HANDLERS = {
     "concat": _Recorder.cat,
     "concatenate": _Recorder.cat,
     "stack": _Recorder.stack,
+    "lerp": _Recorder.lerp,
 }
 
 
