@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+import llvmlite.binding as llvm_binding
 import numpy as np
 from llvmlite import ir
 from numba import carray, cfunc, njit, types, uint32
@@ -17,7 +18,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from polyinit.portable import floats
-from polyinit.portable._native import BLOCK_PAIRS, ENTRY, HAS_SCALE, HAS_SHIFT, MAP_WORDS, MIRROR, POSITIVE_ZERO
+from polyinit.portable._native import BLOCK_PAIRS, ENTRY, HAS_SCALE, HAS_SHIFT, MAP_WORDS, MIRROR, POSITIVE_ZERO, STREAM
 from polyinit.portable.threefry import PARITY, ROTATIONS
 
 _F = np.float32
@@ -127,6 +128,60 @@ def _pack(typingctx, q, j, tail, tail_at, m):
         return builder.add(args[4], _count(builder, mask))
 
     return types.int64(q, types.int64, tail, tail_at, types.int64), codegen
+
+
+@intrinsic
+def _address_lanes(typingctx, array):
+    """How many float32 elements ``array``'s data lies past a ``LANES``-element boundary."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        address = builder.ptrtoint(data, ir.IntType(64))
+        return builder.lshr(
+            builder.and_(address, ir.Constant(ir.IntType(64), 4 * LANES - 1)), ir.Constant(ir.IntType(64), 2)
+        )
+
+    return types.int64(array), codegen
+
+
+@intrinsic
+def _stream(typingctx, dst, j, src):
+    """dst[j : j + LANES] = src[j : j + LANES] with a non-temporal store (``!nontemporal``:
+    x86's vmovntps), which writes the cache line without reading it first, and leaves the
+    caches to what comes next. dst[j] must be aligned to ``LANES`` elements (else LLVM stores
+    normally)."""
+
+    def codegen(context, builder, signature, args):
+        dst_type, _, src_type = signature.args
+        values = builder.load(_lanes(context, builder, src_type, args[2], args[1], ir.FloatType()), align=4)
+        store = builder.store(
+            values, _lanes(context, builder, dst_type, args[0], args[1], ir.FloatType()), align=4 * LANES
+        )
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.none(dst, types.int64, src), codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """Make the non-temporal stores visible before the kernel returns and another thread reads
+    the output: they are weakly ordered, and only a store fence orders them (x86's sfence; a
+    locked instruction, which LLVM emits for a generic fence, is not documented to)."""
+
+    def codegen(context, builder, signature, args):
+        if llvm_binding.get_process_triple().startswith(("x86_64", "i686", "i386")):
+            builder.call(
+                cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence"
+                ),
+                [],
+            )
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @njit(inline="always")
@@ -285,8 +340,40 @@ def _keep_sign_of_zero(v, positive_zero):
 
 
 @njit(inline="always")
+def _emit(dst, values, positive_zero, stream):
+    """dst[:] = values (-0 as +0 where ``positive_zero``); with ``stream``, the aligned middle
+    with non-temporal stores. Both are plain copies of the same floats: the bits do not change."""
+    size = dst.size
+    for j in range(size):
+        values[j] = _keep_sign_of_zero(values[j], positive_zero)
+    head = min((LANES - _address_lanes(dst)) % LANES, size) if stream else size
+    whole = head + (size - head) // LANES * LANES
+    for j in range(head):
+        dst[j] = values[j]
+    for j in range(head, whole, LANES):
+        _stream(dst, j, values)
+    for j in range(whole, size):
+        dst[j] = values[j]
+
+
+@njit(inline="always")
 def _convert(
-    words, out, offset, positive_zero, scratch, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low
+    words,
+    out,
+    offset,
+    positive_zero,
+    stream,
+    scratch,
+    kind,
+    shift,
+    scale,
+    has_shift,
+    has_scale,
+    a,
+    b,
+    mirror,
+    p_span,
+    p_low,
 ):
     """out[offset + j] = value of words[j] (at most 2 BLOCK_PAIRS words): one branch-free loop
     per step, so each loop vectorises (``kind`` does not change within a call, and LLVM hoists
@@ -297,23 +384,22 @@ def _convert(
     addresses stop being consecutive, and LLVM stores each element with a scatter instruction
     (on AMD Zen 4 that made the uniform draw 2.4x slower)."""
     size = words.size
-    dst = out[offset : offset + size]
+    q, g, tail, tail_at = scratch
+    values = g[:size]
     if kind == 0:
         for j in range(size):
-            v = _uniform(words[j], shift, scale, has_shift, has_scale)
-            dst[j] = _keep_sign_of_zero(v, positive_zero)
-        return
-    q, g, tail, tail_at = scratch
-    normal = kind == 1  # else the truncated normal
-    for j in range(size):
-        q[j] = _normal_q(words[j]) if normal else _truncated_q(words[j], p_span, p_low)
-    _ndtri_lower(q[:size], g, tail, tail_at)
-    for j in range(size):
-        if normal:
-            v = _normal(words[j], g[j], shift, scale, has_shift, has_scale)
-        else:
-            v = _truncated(words[j], g[j], shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
-        dst[j] = _keep_sign_of_zero(v, positive_zero)
+            values[j] = _uniform(words[j], shift, scale, has_shift, has_scale)
+    else:
+        normal = kind == 1  # else the truncated normal
+        for j in range(size):
+            q[j] = _normal_q(words[j]) if normal else _truncated_q(words[j], p_span, p_low)
+        _ndtri_lower(q[:size], g, tail, tail_at)
+        for j in range(size):
+            if normal:
+                values[j] = _normal(words[j], g[j], shift, scale, has_shift, has_scale)
+            else:
+                values[j] = _truncated(words[j], g[j], shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+    _emit(out[offset : offset + size], values, positive_zero, stream)
 
 
 SIGNATURE = types.void(
@@ -346,6 +432,7 @@ def _fill(
     leaf,
     start,
     positive_zero,
+    stream,
     kind,
     shift,
     scale,
@@ -371,6 +458,7 @@ def _fill(
             out,
             lo - start,
             positive_zero,
+            stream,
             scratch,
             kind,
             shift,
@@ -389,7 +477,8 @@ def _fill(
 def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low):
     """The one C entry point. Fill ``out[0:size]`` with flat elements ``start ..`` of a leaf, or
     with flag ``MAP_WORDS`` map the ``size`` words at ``words`` to floats (tests reach any word
-    this way). ``scratch``: 5 blocks of 4-byte words, the caller's (one per thread)."""
+    this way). With flag ``STREAM`` the output is written with non-temporal stores (for
+    outputs larger than the caches). ``scratch``: 5 blocks of 4-byte words, the caller's (one per thread)."""
     out, block = carray(out_ptr, (size,)), 2 * BLOCK_PAIRS
     rows = carray(scratch_ptr, (5, block), np.float32)  # rows: words, q, g, tail, tail index
     scratch = (rows[1], rows[2], rows[3], carray(scratch_ptr, (5, block), np.int32)[4])
@@ -402,6 +491,7 @@ def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, ki
                 given[lo:hi],
                 out,
                 lo,
+                False,
                 False,
                 scratch,
                 kind,
@@ -425,6 +515,7 @@ def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, ki
             leaf,
             start,
             (flags & POSITIVE_ZERO) != 0,
+            (flags & STREAM) != 0,
             kind,
             shift,
             scale,
@@ -436,6 +527,8 @@ def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, ki
             p_span,
             p_low,
         )
+        if flags & STREAM:
+            _fence()
 
 
 _DECLARE = re.compile(r"^declare (.*?)@([-\w.$]+)\((.*)\)(.*)$")

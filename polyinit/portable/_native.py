@@ -34,7 +34,7 @@ ENTRY = "polyinit_fused_kernel"  # the C entry point's symbol; _fused_kernels re
 BLOCK_PAIRS = 1024  # counter pairs per block: 8 KB of words, encrypted and converted while in L1
 SCRATCH_WORDS = 5 * 2 * BLOCK_PAIRS  # the kernel's per-thread scratch: words, q, g, tail q, tail index
 # Bits of the kernel's ``flags`` argument (booleans travel as one int through the C ABI).
-POSITIVE_ZERO, HAS_SHIFT, HAS_SCALE, MIRROR, MAP_WORDS = 1, 2, 4, 8, 16
+POSITIVE_ZERO, HAS_SHIFT, HAS_SCALE, MIRROR, MAP_WORDS, STREAM = 1, 2, 4, 8, 16, 32
 _SOURCES = ("_fused_kernels.py", "floats.py", "threefry.py", "_native.py")
 _F = ctypes.c_float
 # out, size, start, words (MAP_WORDS), scratch, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low
