@@ -1,5 +1,5 @@
 """The numba kernel behind ``polyinit.portable.fused`` (importing this module imports numba and
-compiles it; ``polyinit.portable._native`` does that once per machine and keeps the object code).
+compiles it; ``polyinit.portable._native`` does that once per machine and keeps the machine code).
 
 Each function mirrors its namesake in ``polyinit.portable.floats`` or ``threefry``, one element
 at a time; see ``fused`` for why the values agree bit for bit.

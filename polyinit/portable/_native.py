@@ -156,8 +156,13 @@ def _linker() -> str | None:
     return next((tool for tool in map(shutil.which, ("cc", "gcc", "clang", "ld")) if tool), None)
 
 
-def _open_shared(path: Path) -> Callable[..., None]:
-    return _PROTOTYPE((ENTRY, ctypes.CDLL(str(path))))
+def _open_shared(path: Path) -> Callable[..., None] | None:
+    """The entry point of the library at ``path``; None where the loader refuses it (then the
+    object code serves)."""
+    try:
+        return _PROTOTYPE((ENTRY, ctypes.CDLL(str(path))))
+    except (OSError, AttributeError):
+        return None
 
 
 def _load_shared() -> tuple[Callable[..., None], str] | None:
@@ -172,8 +177,9 @@ def _load_shared() -> tuple[Callable[..., None], str] | None:
         intact = hashlib.sha256(path.read_bytes()).hexdigest() == checksum.read_text().strip()
     except OSError:
         intact = False
-    if intact:
-        return _open_shared(path), "cache"
+    opened = _open_shared(path) if intact else None
+    if opened is not None:
+        return opened, "cache"
     linker = _linker()
     if linker is None:
         return None
@@ -182,13 +188,21 @@ def _load_shared() -> tuple[Callable[..., None], str] | None:
     with tempfile.TemporaryDirectory(prefix="polyinit-") as folder:
         source, library = Path(folder) / "fused.o", Path(folder) / "fused.so"
         source.write_bytes(code)
-        linked = subprocess.run([linker, "-shared", "-o", str(library), str(source)], capture_output=True, check=False)
+        try:
+            linked = subprocess.run(
+                [linker, "-shared", "-o", str(library), str(source)], capture_output=True, check=False, timeout=120
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
         if linked.returncode or not library.exists():
             return None
         data = library.read_bytes()
+        opened = _open_shared(library)  # the loader keeps the file mapped once loaded
+        if opened is None:
+            return None
         _store(checksum, hashlib.sha256(data).hexdigest().encode(), raw=True)
         _store(path, data, raw=True)
-        return _open_shared(library), "compiled"  # the loader keeps the file open once loaded
+        return opened, "compiled"
 
 
 _MAGIC = b"polyinit fused kernel 1\n"  # then the SHA-256 of the object code, then the code
