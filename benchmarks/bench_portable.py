@@ -3,7 +3,9 @@
 Prints, for an (N, N) float32 tensor (default N = 8192): the median time of the framework's
 fastest native draw of the same distribution, of the portable draw on every core (``fused.threads()``)
 and on one (``POLYINIT_NUM_THREADS=1``), the portable draw's GB/s, the speed-up over native
-(native s / portable s) and the scaling (one thread s / every core s). Targets (issue 24): scaling
+(native s / portable s) and the scaling (one thread s / every core s). First, the fused kernel
+alone: CPU ns per element on one thread, scaling with and without non-temporal stores, and the
+machine's ceiling (the one-thread fill in one process per core at once). Targets (issue 24): scaling
 >= 1.8 on 2 cores; uniform and normal >= 2x the native draw in numpy and torch. Then the peak memory of portable draws as a multiple of the output's
 bytes (target <= 1.25): the peak resident set of a fresh process minus its resident set just
 before the draw. Set POLYINIT_PORTABLE_FUSED=0 to measure the reference ops instead of the fused
@@ -133,6 +135,67 @@ def speed(backends: list[str], n: int, repeats: int) -> dict:
     return results
 
 
+def _fills(leaf, out, count: int, threads: int) -> float:
+    from polyinit.portable import fused, stream_key
+
+    start = time.perf_counter()
+    for _ in range(count):
+        fused.fill(leaf, stream_key(0, "w"), 0, 0, out, max_threads=threads)
+    return time.perf_counter() - start
+
+
+def _in_processes(processes: int, leaf, out, count: int) -> float:
+    """Wall seconds for ``processes`` forked copies of this process each making ``count``
+    one-thread fills at once (the kernel is loaded before the fork)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_fills, args=(leaf, out, count, 1)) for _ in range(processes)]
+    start = time.perf_counter()
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    return time.perf_counter() - start
+
+
+def kernel(n: int, repeats: int) -> None:
+    """The fused kernel alone (numpy output, no framework): CPU ns per element on one thread
+    (CPU time: it holds under load, where wall time does not), wall-time scaling from one thread
+    to every core with and without non-temporal stores, and the machine's own ceiling: the
+    throughput of the one-thread fill in as many processes as cores over one process (what
+    the cores and the memory give, whatever the code)."""
+    from polyinit.portable import fused
+
+    if not fused.available():
+        return
+    out, cores = np.empty((n, n), np.float32), fused.threads()
+    print(f"fused kernel, ({n}, {n}) float32, {cores} threads; stream: non-temporal stores (default at this size)")
+    print(
+        f"{'distribution':13} {'cpu ns/el':>9} {'1-thread s':>10} {'all s':>7} {'scaling':>7} {'no-stream':>9} {'ceiling':>7}"
+    )
+    stream_bytes = fused.STREAM_BYTES
+    for name, spec in DISTRIBUTIONS.items():
+        leaf = pi.resolve(spec, (n, n)).root
+        _fills(leaf, out, 1, cores)
+        cpu = time.process_time()
+        single = min(_fills(leaf, out, 1, 1) for _ in range(repeats))
+        cpu_ns = (time.process_time() - cpu) / repeats / out.size * 1e9
+        every = min(_fills(leaf, out, 1, cores) for _ in range(repeats))
+        fused.STREAM_BYTES = 1 << 62
+        try:
+            no_stream = min(_fills(leaf, out, 1, cores) for _ in range(repeats))
+        finally:
+            fused.STREAM_BYTES = stream_bytes
+        alone = min(_in_processes(1, leaf, out, 2) for _ in range(repeats))
+        together = min(_in_processes(cores, leaf, out, 2) for _ in range(repeats))
+        print(
+            f"{name:13} {cpu_ns:9.3f} {single:10.3f} {every:7.3f} {single / every:7.2f} {single / no_stream:9.2f} "
+            f"{cores * alone / together:7.2f}",
+            flush=True,
+        )
+
+
 def verdicts(results: dict) -> None:
     """The issue's targets: scaling >= 1.8 (2 cores); uniform and normal >= 2x native (numpy, torch)."""
     for backend in ("numpy", "torch"):
@@ -207,6 +270,7 @@ def main() -> None:
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}; portable path in numpy and torch: {path}")
     if not args.skip_memory:
         memory(backends, args.size)
+    kernel(args.size, args.repeats)
     verdicts(speed(backends, args.size, args.repeats))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 

@@ -1,6 +1,7 @@
 """No cold start: the fused kernel is compiled once per machine into the user's cache directory,
-never next to the package (a read-only install), and later processes load it without numba;
-leaves under ``fused.MIN_SIZE`` elements load nothing at all.
+never next to the package (a read-only install), and later processes load it without numba: as a
+shared library with ctypes alone where the machine has a linker (no llvmlite either), else as
+object code through llvmlite; leaves under ``fused.MIN_SIZE`` elements load nothing at all.
 
 Fresh processes run a read-only copy of the package (files 0444, folders 0555, no bytecode
 written) with ``POLYINIT_CACHE`` set to a temporary folder. What is observed is where files
@@ -59,8 +60,10 @@ def read_only_install(tmp_path_factory):
         path.chmod(stat.S_IRWXU)
 
 
-def _run(root: Path, cache: Path, rows: int) -> dict:
+def _run(root: Path, cache: Path, rows: int, path: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root), "POLYINIT_CACHE": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}
+    if path is not None:
+        env["PATH"] = path
     env.pop("POLYINIT_PORTABLE_FUSED", None)
     out = subprocess.run(
         [sys.executable, "-c", CHILD.format(rows=rows)], env=env, cwd=root, capture_output=True, text=True, check=True
@@ -69,21 +72,44 @@ def _run(root: Path, cache: Path, rows: int) -> dict:
 
 
 def test_a_read_only_install_compiles_once_into_the_user_cache(read_only_install, tmp_path):
-    """The cache starts with a damaged file under the kernel's name (the same sources, llvmlite
-    and CPU here as in the children): it is compiled again and replaced, not loaded."""
+    """The cache starts with a damaged library under the kernel's name (the same sources and CPU
+    here as in the children) and its checksum: it is compiled again and replaced, not loaded;
+    the next process opens it with ctypes alone."""
+    if _native._linker() is None or _native._shared_name() is None:
+        pytest.skip("no linker (cc, gcc, clang, ld) or no /proc/cpuinfo: the object-code test covers this machine")
     cache, package = tmp_path / "cache", read_only_install / "polyinit"
     cache.mkdir()
-    damaged = cache / _native._object_name(*_native._llvm())
-    damaged.write_bytes(b"not object code")
+    damaged = cache / _native._shared_name()
+    damaged.write_bytes(b"not a library")
+    damaged.with_name(damaged.name + ".sha256").write_text(hashlib.sha256(b"a library").hexdigest())
     before = _files(package)
     first = _run(read_only_install, cache, 512)
     assert first["package"].startswith(str(package))
-    assert first["loaded"] == "compiled" and list(cache.glob("fused-*.o")) == [damaged]
-    assert damaged.read_bytes().startswith(_native._MAGIC)
+    assert first["loaded"] == "compiled" and list(cache.glob("fused-*.so")) == [damaged]
+    assert damaged.read_bytes().startswith(b"\x7fELF")
     second = _run(read_only_install, cache, 512)
-    assert second["loaded"] == "cache" and not second["numba"]  # loaded by llvmlite alone
+    assert second["loaded"] == "cache" and not second["numba"] and not second["llvmlite"]  # ctypes alone
     assert second["digest"] == first["digest"]
     assert _files(package) == before  # nothing written next to the package (numba's cache would be)
+
+
+def test_without_a_linker_the_object_code_is_cached(read_only_install, tmp_path):
+    """With no linker on the PATH the object code is kept, damaged first as above, and loaded by
+    llvmlite without numba; the values are those of the shared library's path."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    damaged = cache / _native._object_name(*_native._llvm())
+    damaged.write_bytes(b"not object code")
+    first = _run(read_only_install, cache, 512, path=str(tmp_path / "no-tools"))
+    assert first["loaded"] == "compiled" and list(cache.glob("fused-*.o")) == [damaged]
+    assert damaged.read_bytes().startswith(_native._MAGIC) and not list(cache.glob("fused-*.so"))
+    second = _run(read_only_install, cache, 512, path=str(tmp_path / "no-tools"))
+    assert second["loaded"] == "cache" and not second["numba"] and second["llvmlite"]
+    assert second["digest"] == first["digest"]
+    from polyinit.backends.numpy import draw_portable  # the same values as in this process
+
+    here = draw_portable(polyinit.resolve(polyinit.Normal(std=0.02), (512, 512)), 3, "embed.weight")
+    assert hashlib.sha256(here.tobytes()).hexdigest() == first["digest"]
 
 
 def test_a_small_leaf_loads_no_kernel(read_only_install, tmp_path):

@@ -57,6 +57,25 @@ def test_one_two_and_seven_threads_give_the_same_bits(name, monkeypatch, spans_u
     assert np.array_equal(_bits(draws[7]), _bits(reference))
 
 
+@pytest.mark.parametrize("name", LEAVES)
+@pytest.mark.parametrize("misalign", [0, 3])
+def test_non_temporal_stores_write_the_same_bits(name, misalign, monkeypatch):
+    """Outputs of ``STREAM_BYTES`` or more are written with non-temporal stores past an aligned
+    head: here every fill streams, into an output that starts on and off a 64-byte boundary."""
+    leaf = pi.resolve(LEAVES[name], (4,)).root
+    key = stream_key(7, "h.0.attn.c_attn.weight")
+    monkeypatch.setattr(fused, "STREAM_BYTES", 0)
+    monkeypatch.setenv("POLYINIT_NUM_THREADS", "2")
+    backing = np.full(SIZE + 64, np.nan, np.float32)
+    skip = (-backing.ctypes.data // 4) % 16 + misalign  # elements to a 64-byte boundary, then misalign more
+    out = backing[skip : skip + SIZE]
+    fused.fill(leaf, key, 1, START, out, positive_zero=False)
+    ops = NumpyOps(use_fused=False)
+    reference = evaluate.leaf_values(ops, leaf, evaluate.words_range(ops, key, 1, START, START + SIZE))
+    assert np.array_equal(_bits(out), _bits(reference))
+    assert np.isnan(backing[:skip]).all() and np.isnan(backing[skip + SIZE :]).all()  # nothing outside
+
+
 def test_a_whole_draw_is_the_same_on_one_and_on_every_thread(monkeypatch):
     plan = pi.resolve(pi.TruncatedNormal(std=0.02, low=-2.0, high=2.0, bounds="std"), (1000, 1003))
     monkeypatch.setenv("POLYINIT_NUM_THREADS", "1")

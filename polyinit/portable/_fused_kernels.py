@@ -1,5 +1,5 @@
 """The numba kernel behind ``polyinit.portable.fused`` (importing this module imports numba and
-compiles it; ``polyinit.portable._native`` does that once per machine and keeps the object code).
+compiles it; ``polyinit.portable._native`` does that once per machine and keeps the machine code).
 
 Each function mirrors its namesake in ``polyinit.portable.floats`` or ``threefry``, one element
 at a time; see ``fused`` for why the values agree bit for bit.
@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+import llvmlite.binding as llvm_binding
 import numpy as np
 from llvmlite import ir
 from numba import carray, cfunc, njit, types, uint32
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from polyinit.portable import floats
-from polyinit.portable._native import BLOCK_PAIRS, ENTRY, HAS_SCALE, HAS_SHIFT, MAP_WORDS, MIRROR, POSITIVE_ZERO
+from polyinit.portable._native import BLOCK_PAIRS, ENTRY, HAS_SCALE, HAS_SHIFT, MAP_WORDS, MIRROR, POSITIVE_ZERO, STREAM
 from polyinit.portable.threefry import PARITY, ROTATIONS
 
 _F = np.float32
@@ -56,6 +58,130 @@ def _from_bits(typingctx, w):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.uint32), codegen
+
+
+LANES = 16  # one AVX-512 register of float32; LLVM splits the vectors where the CPU has less
+
+
+def _lanes_below(builder, values, limit):
+    """The ``<LANES x i1>`` mask ``values < limit`` (ordered, as Python's ``<`` compiles)."""
+    vector = ir.VectorType(ir.FloatType(), LANES)
+    bound = ir.Constant(vector, [ir.Constant(ir.FloatType(), float(limit))] * LANES)
+    return builder.fcmp_ordered("<", values, bound)
+
+
+def _declare(builder, name, result, *arguments):
+    """The LLVM intrinsic ``name`` taking ``arguments``' types; a vector compress is named after
+    its vector type (``.v16f32``, ``.v16i32``)."""
+    if name.startswith("llvm.experimental.vector.compress"):
+        name += f".v{LANES}{'f32' if isinstance(result.element, ir.FloatType) else 'i32'}"
+    signature = ir.FunctionType(result, [argument.type for argument in arguments])
+    return cgutils.get_or_insert_function(builder.module, signature, name)
+
+
+def _count(builder, mask):
+    """The number of set lanes of ``mask``, as an int64."""
+    bits = builder.bitcast(mask, ir.IntType(LANES))
+    ctpop = _declare(builder, f"llvm.ctpop.i{LANES}", bits.type, bits)
+    return builder.zext(builder.call(ctpop, [bits]), ir.IntType(64))
+
+
+def _lanes(context, builder, array_type, array, index, element):
+    """A ``<LANES x element>*`` to elements ``index ..`` of an array of ``element``."""
+    data = context.make_array(array_type)(context, builder, array).data
+    pointer = builder.gep(data, [index])
+    return builder.bitcast(pointer, ir.VectorType(element, LANES).as_pointer())
+
+
+def _splat(builder, scalar):
+    """``<LANES x type>`` with every lane ``scalar``."""
+    vector = ir.VectorType(scalar.type, LANES)
+    one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+@intrinsic
+def _pack(typingctx, q, j, tail, tail_at, m):
+    """Copy the elements of q[j : j + LANES] below ``TAIL`` to tail[m ..] and their indices to
+    tail_at[m ..], in order; return m plus their number. LLVM does not vectorise a compaction
+    loop (each store address depends on every earlier element; the scalar loop cost a quarter
+    of the normal draw), so this packs a register with ``llvm.experimental.vector.compress``
+    (AVX-512's vcompressps, from register to register: the form that stores to memory is
+    microcoded on AMD Zen 4 and made the draw slower still) and stores all of it: the lanes past
+    the packed ones are garbage that the next store, or nobody, reads. Needs tail[m : m + LANES]
+    in bounds, which m <= j and j + LANES <= the block give."""
+
+    def codegen(context, builder, signature, args):
+        q_type, _, tail_type, at_type, _ = signature.args
+        values = builder.load(_lanes(context, builder, q_type, args[0], args[1], ir.FloatType()), align=4)
+        mask = _lanes_below(builder, values, TAIL)
+        first = builder.trunc(args[1], ir.IntType(32))
+        steps = ir.Constant(ir.VectorType(ir.IntType(32), LANES), list(range(LANES)))
+        indices = builder.add(_splat(builder, first), steps)
+        for row, row_type, target, element in (
+            (values, tail_type, args[2], ir.FloatType()),
+            (indices, at_type, args[3], ir.IntType(32)),
+        ):
+            compress = _declare(builder, "llvm.experimental.vector.compress", row.type, row, mask, row)
+            packed = builder.call(compress, [row, mask, ir.Constant(row.type, ir.Undefined)])
+            builder.store(packed, _lanes(context, builder, row_type, target, args[4], element), align=4)
+        return builder.add(args[4], _count(builder, mask))
+
+    return types.int64(q, types.int64, tail, tail_at, types.int64), codegen
+
+
+@intrinsic
+def _address_lanes(typingctx, array):
+    """How many float32 elements ``array``'s data lies past a ``LANES``-element boundary."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        address = builder.ptrtoint(data, ir.IntType(64))
+        return builder.lshr(
+            builder.and_(address, ir.Constant(ir.IntType(64), 4 * LANES - 1)), ir.Constant(ir.IntType(64), 2)
+        )
+
+    return types.int64(array), codegen
+
+
+@intrinsic
+def _stream(typingctx, dst, j, src):
+    """dst[j : j + LANES] = src[j : j + LANES] with a non-temporal store (``!nontemporal``:
+    x86's vmovntps), which writes the cache line without reading it first, and leaves the
+    caches to what comes next. dst[j] must be aligned to ``LANES`` elements (else LLVM stores
+    normally)."""
+
+    def codegen(context, builder, signature, args):
+        dst_type, _, src_type = signature.args
+        values = builder.load(_lanes(context, builder, src_type, args[2], args[1], ir.FloatType()), align=4)
+        store = builder.store(
+            values, _lanes(context, builder, dst_type, args[0], args[1], ir.FloatType()), align=4 * LANES
+        )
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.none(dst, types.int64, src), codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """Make the non-temporal stores visible before the kernel returns and another thread reads
+    the output: they are weakly ordered, and only a store fence orders them (x86's sfence; a
+    locked instruction, which LLVM emits for a generic fence, is not documented to)."""
+
+    def codegen(context, builder, signature, args):
+        if llvm_binding.get_process_triple().startswith(("x86_64", "i686", "i386")):
+            builder.call(
+                cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence"
+                ),
+                [],
+            )
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @njit(inline="always")
@@ -140,22 +266,27 @@ def _tail(q):
 
 
 @njit(inline="always")
-def _ndtri_lower(q, g, tail_q, tail_at):
+def _ndtri_lower(q, g, tail, tail_at):
     """g[j] = ndtri_lower(q[j]). The central branch for every element, then the tail branches
-    for the tail elements only (about 15% of a normal's), gathered into ``tail_q`` and scattered
-    back: each loop is branch-free, so LLVM vectorises it (a branch per element made the draw 4x
-    slower), and the log, the square root and two rational functions run on the tail alone.
-    Each element gets the value of the branch ``floats`` selects for it, computed the same way."""
-    for j in range(q.size):
+    for the tail elements only (about 15% of a normal's), packed into ``tail`` (their indices
+    into ``tail_at``) and written back: each loop is branch-free, so LLVM vectorises it (a branch
+    per element made the draw 4x slower), and the log, the square root and two rational
+    functions run on the tail alone. Each element gets the value of the branch ``floats``
+    selects for it, computed the same way."""
+    size = q.size
+    whole = size - size % LANES
+    for j in range(size):
         g[j] = _central(q[j])
     m = 0
-    for j in range(q.size):  # compaction without a branch: write, then advance only for the tail
-        tail_q[m], tail_at[m] = q[j], j
+    for j in range(0, whole, LANES):
+        m = _pack(q, j, tail, tail_at, m)
+    for j in range(whole, size):  # the last few: write, then advance only for the tail
+        tail[m], tail_at[m] = q[j], j
         m += 1 if q[j] < TAIL else 0
     for k in range(m):
-        tail_q[k] = _tail(tail_q[k])
+        tail[k] = _tail(tail[k])
     for k in range(m):
-        g[tail_at[k]] = tail_q[k]
+        g[tail_at[k]] = tail[k]
 
 
 @njit(inline="always")
@@ -203,35 +334,72 @@ def _truncated(w, g, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p
 
 
 @njit(inline="always")
+def _keep_sign_of_zero(v, positive_zero):
+    """floats.positive_zero where asked (a draw applies it to its result, not to leaves): -0 -> +0."""
+    return ZERO if positive_zero and v == ZERO else v
+
+
+@njit(inline="always")
+def _emit(dst, values, positive_zero, stream):
+    """dst[:] = values (-0 as +0 where ``positive_zero``); with ``stream``, the aligned middle
+    with non-temporal stores. Both are plain copies of the same floats: the bits do not change."""
+    size = dst.size
+    for j in range(size):
+        values[j] = _keep_sign_of_zero(values[j], positive_zero)
+    head = min((LANES - _address_lanes(dst)) % LANES, size) if stream else size
+    whole = head + (size - head) // LANES * LANES
+    for j in range(head):
+        dst[j] = values[j]
+    for j in range(head, whole, LANES):
+        _stream(dst, j, values)
+    for j in range(whole, size):
+        dst[j] = values[j]
+
+
+@njit(inline="always")
 def _convert(
-    words, out, offset, positive_zero, scratch, kind, shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low
+    words,
+    out,
+    offset,
+    positive_zero,
+    stream,
+    scratch,
+    kind,
+    shift,
+    scale,
+    has_shift,
+    has_scale,
+    a,
+    b,
+    mirror,
+    p_span,
+    p_low,
 ):
-    """out[offset + j] = value of words[j] (at most 2 BLOCK_PAIRS words): one loop per kind and
-    step, so each loop vectorises. ``scratch`` is (q, g, tail q, tail index), each a block long."""
+    """out[offset + j] = value of words[j] (at most 2 BLOCK_PAIRS words): one branch-free loop
+    per step, so each loop vectorises (``kind`` does not change within a call, and LLVM hoists
+    the choice out of the loop). ``scratch`` is (q, g, tail, tail index), each a block long.
+
+    The output is written through a slice: an index ``offset + j`` into ``out`` is not known
+    to be non-negative, so numba wraps it as a Python index (``i + size`` where ``i < 0``), the
+    addresses stop being consecutive, and LLVM stores each element with a scatter instruction
+    (on AMD Zen 4 that made the uniform draw 2.4x slower)."""
     size = words.size
+    q, g, tail, tail_at = scratch
+    values = g[:size]
     if kind == 0:
         for j in range(size):
-            out[offset + j] = _uniform(words[j], shift, scale, has_shift, has_scale)
+            values[j] = _uniform(words[j], shift, scale, has_shift, has_scale)
     else:
-        q, g, tail_q, tail_at = scratch
-        if kind == 1:
-            for j in range(size):
-                q[j] = _normal_q(words[j])
-        else:
-            for j in range(size):
-                q[j] = _truncated_q(words[j], p_span, p_low)
-        _ndtri_lower(q[:size], g, tail_q, tail_at)
-        if kind == 1:
-            for j in range(size):
-                out[offset + j] = _normal(words[j], g[j], shift, scale, has_shift, has_scale)
-        else:
-            for j in range(size):
-                out[offset + j] = _truncated(
-                    words[j], g[j], shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low
-                )
-    if positive_zero:  # floats.positive_zero, which a draw applies to its result, not to leaves
+        normal = kind == 1  # else the truncated normal
         for j in range(size):
-            out[offset + j] = out[offset + j] if out[offset + j] != ZERO else ZERO
+            q[j] = _normal_q(words[j]) if normal else _truncated_q(words[j], p_span, p_low)
+        _ndtri_lower(q[:size], g, tail, tail_at)
+        for j in range(size):
+            if normal:
+                values[j] = _normal(words[j], g[j], shift, scale, has_shift, has_scale)
+            else:
+                values[j] = _truncated(words[j], g[j], shift, scale, has_shift, has_scale, a, b, mirror, p_span, p_low)
+    _emit(out[offset : offset + size], values, positive_zero, stream)
 
 
 SIGNATURE = types.void(
@@ -264,6 +432,7 @@ def _fill(
     leaf,
     start,
     positive_zero,
+    stream,
     kind,
     shift,
     scale,
@@ -289,6 +458,7 @@ def _fill(
             out,
             lo - start,
             positive_zero,
+            stream,
             scratch,
             kind,
             shift,
@@ -307,9 +477,10 @@ def _fill(
 def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low):
     """The one C entry point. Fill ``out[0:size]`` with flat elements ``start ..`` of a leaf, or
     with flag ``MAP_WORDS`` map the ``size`` words at ``words`` to floats (tests reach any word
-    this way). ``scratch``: 5 blocks of 4-byte words, the caller's (one per thread)."""
+    this way). With flag ``STREAM`` the output is written with non-temporal stores (for
+    outputs larger than the caches). ``scratch``: 5 blocks of 4-byte words, the caller's (one per thread)."""
     out, block = carray(out_ptr, (size,)), 2 * BLOCK_PAIRS
-    rows = carray(scratch_ptr, (5, block), np.float32)  # rows: words, q, g, tail q, tail index
+    rows = carray(scratch_ptr, (5, block), np.float32)  # rows: words, q, g, tail, tail index
     scratch = (rows[1], rows[2], rows[3], carray(scratch_ptr, (5, block), np.int32)[4])
     has_shift, has_scale, mirror = (flags & HAS_SHIFT) != 0, (flags & HAS_SCALE) != 0, (flags & MIRROR) != 0
     if flags & MAP_WORDS:
@@ -320,6 +491,7 @@ def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, ki
                 given[lo:hi],
                 out,
                 lo,
+                False,
                 False,
                 scratch,
                 kind,
@@ -343,6 +515,7 @@ def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, ki
             leaf,
             start,
             (flags & POSITIVE_ZERO) != 0,
+            (flags & STREAM) != 0,
             kind,
             shift,
             scale,
@@ -354,6 +527,8 @@ def kernel(out_ptr, size, start, words_ptr, scratch_ptr, k0, k1, leaf, flags, ki
             p_span,
             p_low,
         )
+        if flags & STREAM:
+            _fence()
 
 
 _DECLARE = re.compile(r"^declare (.*?)@([-\w.$]+)\((.*)\)(.*)$")

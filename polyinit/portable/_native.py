@@ -4,15 +4,21 @@ numba's own cache does not serve here: it is written next to the package source 
 install, a system site-packages or a container image, compiles again in every process), and even
 a cache hit costs about a second and a half, because numba imports itself, scipy and cffi and
 builds its typing and target contexts before it looks at the cache. So the kernel is compiled by
-numba once, its optimised LLVM IR turned into object code for this CPU, and the object code kept
-in the user's cache directory (``cache_dir``); later processes hand it to llvmlite's in-process
-linker (MCJIT) and call it through ``ctypes``, without importing numba: about 0.1 s.
+numba once, its optimised LLVM IR turned into object code for this CPU, and the result kept in
+the user's cache directory (``cache_dir``):
 
-The file name is a hash of everything the object code depends on: the kernel's sources, the
-llvmlite that loads it, the target triple, the CPU and its features. A file is written under a
-temporary name and renamed into place, so ranks or processes starting together never read half
-a file, and it carries the code's SHA-256, checked before loading (a damaged file is compiled
-again rather than handed to the linker). Where the cache directory cannot be written, the kernel
+* where the machine has a linker (``cc``, ``gcc``, ``clang`` or ``ld``), as a shared library,
+  which later processes open with ``ctypes`` alone: no numba, no llvmlite (whose import alone
+  costs 0.2 s, most of what a torch process paid beyond the draw);
+* else as object code that later processes hand to llvmlite's in-process linker (MCJIT).
+
+The file name is a hash of everything the code depends on: the kernel's sources and the CPU
+(for the shared library, read from ``/proc/cpuinfo`` without llvmlite: the processor's identity
+and feature flags; for the object code, llvmlite's own view of them, and its version). A file is
+written under a temporary name and renamed into place, so ranks or processes starting together
+never read half a file, and its SHA-256 is checked before loading (inside the object file; in a
+``.sha256`` file beside the library): a damaged file is compiled again rather than handed to the
+loader, which would crash the process. Where the cache directory cannot be written, the kernel
 is compiled in memory instead.
 
 ``LOADED`` says where this process's kernel came from: ``"cache"`` (no compilation) or
@@ -24,6 +30,9 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
+import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
@@ -34,7 +43,7 @@ ENTRY = "polyinit_fused_kernel"  # the C entry point's symbol; _fused_kernels re
 BLOCK_PAIRS = 1024  # counter pairs per block: 8 KB of words, encrypted and converted while in L1
 SCRATCH_WORDS = 5 * 2 * BLOCK_PAIRS  # the kernel's per-thread scratch: words, q, g, tail q, tail index
 # Bits of the kernel's ``flags`` argument (booleans travel as one int through the C ABI).
-POSITIVE_ZERO, HAS_SHIFT, HAS_SCALE, MIRROR, MAP_WORDS = 1, 2, 4, 8, 16
+POSITIVE_ZERO, HAS_SHIFT, HAS_SCALE, MIRROR, MAP_WORDS, STREAM = 1, 2, 4, 8, 16, 32
 _SOURCES = ("_fused_kernels.py", "floats.py", "threefry.py", "_native.py")
 _F = ctypes.c_float
 # out, size, start, words (MAP_WORDS), scratch, k0, k1, leaf, flags, kind, shift, scale, a, b, p_span, p_low
@@ -61,7 +70,7 @@ _PROTOTYPE = ctypes.CFUNCTYPE(
 LOADED: str | None = None
 _lock = threading.Lock()
 _kernel: Callable[..., None] | None = None
-_engine: Any = None  # the MCJIT engine owns the code: it lives as long as the process
+_engine: Any = None  # an MCJIT engine owns the code it loaded: it lives as long as the process
 
 
 def cache_dir() -> Path:
@@ -84,10 +93,7 @@ def _llvm() -> Any:
 
 
 def _object_name(llvm: Any, llvmlite_version: str) -> str:
-    digest = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in _SOURCES:
-        digest.update((here / name).read_bytes())
+    digest = _sources_digest()
     for part in (
         llvmlite_version,
         llvm.get_default_triple(),
@@ -98,15 +104,105 @@ def _object_name(llvm: Any, llvmlite_version: str) -> str:
     return f"fused-{digest.hexdigest()[:24]}.o"
 
 
-def _compile(llvm: Any) -> bytes:
+def _compile(llvm: Any, shared: bool = False) -> bytes:
+    """Object code for this CPU; position-independent for a shared library (``shared``)."""
     from polyinit.portable._fused_kernels import native_ir  # imports numba, compiles the cfunc
 
     module = llvm.parse_assembly(native_ir())
     module.verify()
     machine = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, jit=True
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=3,
+        reloc="pic" if shared else "default",
+        jit=not shared,
     )
     return machine.emit_object(module)
+
+
+def _cpu_identity() -> str | None:
+    """The first processor's identity and feature flags from ``/proc/cpuinfo`` (None where there
+    is none: then the object code and llvmlite serve)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    first = text.split("\n\n", 1)[0].splitlines()
+    wanted = ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU implementer", "CPU part")
+    lines = [line for line in first if line.split(":", 1)[0].strip() in wanted]
+    return "\n".join(lines) or None
+
+
+def _sources_digest() -> Any:
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in _SOURCES:
+        digest.update((here / name).read_bytes())
+    return digest
+
+
+def _shared_name() -> str | None:
+    """The shared library's file name, computed without llvmlite; None where the CPU is unknown."""
+    identity = _cpu_identity()
+    if identity is None:
+        return None
+    digest = _sources_digest()
+    for part in (platform.machine(), identity):
+        digest.update(b"\0" + part.encode())
+    return f"fused-{digest.hexdigest()[:24]}.so"
+
+
+def _linker() -> str | None:
+    return next((tool for tool in map(shutil.which, ("cc", "gcc", "clang", "ld")) if tool), None)
+
+
+def _open_shared(path: Path) -> Callable[..., None] | None:
+    """The entry point of the library at ``path``; None where the loader refuses it (then the
+    object code serves)."""
+    try:
+        return _PROTOTYPE((ENTRY, ctypes.CDLL(str(path))))
+    except (OSError, AttributeError):
+        return None
+
+
+def _load_shared() -> tuple[Callable[..., None], str] | None:
+    """The kernel from the cached shared library, else compiled and linked into one; None where
+    there is no CPU identity or no linker (or linking failed)."""
+    name = _shared_name()
+    if name is None:
+        return None
+    path = cache_dir() / name
+    checksum = path.with_name(name + ".sha256")
+    try:
+        intact = hashlib.sha256(path.read_bytes()).hexdigest() == checksum.read_text().strip()
+    except OSError:
+        intact = False
+    opened = _open_shared(path) if intact else None
+    if opened is not None:
+        return opened, "cache"
+    linker = _linker()
+    if linker is None:
+        return None
+    llvm, _ = _llvm()
+    code = _compile(llvm, shared=True)
+    with tempfile.TemporaryDirectory(prefix="polyinit-") as folder:
+        source, library = Path(folder) / "fused.o", Path(folder) / "fused.so"
+        source.write_bytes(code)
+        try:
+            linked = subprocess.run(
+                [linker, "-shared", "-o", str(library), str(source)], capture_output=True, check=False, timeout=120
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if linked.returncode or not library.exists():
+            return None
+        data = library.read_bytes()
+        opened = _open_shared(library)  # the loader keeps the file mapped once loaded
+        if opened is None:
+            return None
+        _store(checksum, hashlib.sha256(data).hexdigest().encode(), raw=True)
+        _store(path, data, raw=True)
+        return opened, "compiled"
 
 
 _MAGIC = b"polyinit fused kernel 1\n"  # then the SHA-256 of the object code, then the code
@@ -126,36 +222,43 @@ def _read(path: Path) -> bytes | None:
     return code
 
 
-def _store(path: Path, code: bytes) -> None:
-    """Write atomically; a cache that cannot be written is not an error (the code is in memory)."""
+def _store(path: Path, code: bytes, raw: bool = False) -> None:
+    """Write atomically (with ``_MAGIC`` and the checksum first unless ``raw``); a cache that
+    cannot be written is not an error (the code is in memory)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".o")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         with os.fdopen(handle, "wb") as file:
-            file.write(_MAGIC + hashlib.sha256(code).digest() + code)
+            file.write(code if raw else _MAGIC + hashlib.sha256(code).digest() + code)
         os.replace(temporary, path)
     except OSError:
         pass
 
 
+def _load_object() -> tuple[Callable[..., None], str]:
+    """The kernel from cached object code through llvmlite's MCJIT, compiled where not cached."""
+    global _engine
+    llvm, version = _llvm()
+    path = cache_dir() / _object_name(llvm, version)
+    code, source = _read(path), "cache"
+    if code is None:
+        code, source = _compile(llvm), "compiled"
+        _store(path, code)
+    machine = llvm.Target.from_default_triple().create_target_machine(jit=True)
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+    engine.finalize_object()
+    address = engine.get_function_address(ENTRY)
+    if not address:
+        raise ImportError(f"{path} has no {ENTRY}: delete it to compile the kernel again")
+    _engine = engine
+    return _PROTOTYPE(address), source
+
+
 def kernel() -> Callable[..., None]:
     """The fused kernel as a ctypes function (the GIL is released while it runs)."""
-    global _kernel, _engine, LOADED
+    global _kernel, LOADED
     with _lock:
         if _kernel is None:
-            llvm, version = _llvm()
-            path = cache_dir() / _object_name(llvm, version)
-            code, source = _read(path), "cache"
-            if code is None:
-                code, source = _compile(llvm), "compiled"
-                _store(path, code)
-            machine = llvm.Target.from_default_triple().create_target_machine(jit=True)
-            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
-            engine.add_object_file(llvm.ObjectFileRef.from_data(code))
-            engine.finalize_object()
-            address = engine.get_function_address(ENTRY)
-            if not address:
-                raise ImportError(f"{path} has no {ENTRY}: delete it to compile the kernel again")
-            _engine, LOADED = engine, source
-            _kernel = _PROTOTYPE(address)
+            _kernel, LOADED = _load_shared() or _load_object()
     return _kernel

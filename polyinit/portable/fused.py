@@ -57,6 +57,7 @@ from polyinit.portable import _native
 
 MIN_SIZE = 1 << 16  # elements: a smaller leaf is drawn by the reference ops (a few ms at most)
 THREAD_GRAIN = 1 << 17  # elements: a thread's share is never smaller (starting it costs ~50 us)
+STREAM_BYTES = 1 << 23  # an output this large is written with non-temporal stores (past the caches)
 _unavailable: str | None = None
 _pool: tuple[ThreadPoolExecutor, int, int] | None = None  # (pool, its workers, the pid that made it)
 
@@ -175,6 +176,7 @@ def fill(
     flat = out.reshape(-1)  # a view, since out is C-contiguous
     flags, kind, *numbers = _leaf_args(node)
     flags |= _native.POSITIVE_ZERO if positive_zero else 0
+    flags |= _native.STREAM if out.nbytes >= STREAM_BYTES else 0
 
     def run(offset: int, length: int) -> None:
         scratch = np.empty(_native.SCRATCH_WORDS, np.uint32)  # one per thread
