@@ -27,7 +27,7 @@ from polyinit.context import ContextError, model_context
 from polyinit.frameworks.keras import KerasWalker
 from polyinit.plan import resolve
 from polyinit.rules import KEEP, Context
-from polyinit.structure import find_structure, trace_tf
+from polyinit.structure import find_structure, repeats, trace_tf
 from tests import keras_hub_models
 from tests.keras_hub_models import L, meaningless_layer_names
 
@@ -120,6 +120,46 @@ def test_wrong_input_type_is_refused_before_any_tracing():
     with pytest.raises(TypeError, match="expected an array"):
         trace_tf.trace(model, "not an array")
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.weights))
+
+
+def unshared(model, monkeypatch):
+    """The graph traced with every layer built into TensorFlow's graph (no repeat sharing)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(repeats, "signature", lambda layer: None)
+        return traced(model)
+
+
+def test_repeated_layers_are_built_once_and_replayed_exactly(monkeypatch):
+    """Identical layers (class, config, variable shapes, input shapes) are built into the TF graph
+    once and replayed with their own variables: the graph equals the one built layer by layer,
+    node for node; a layer with another configuration (tanh) is traced for itself."""
+    x = keras.Input((8,))
+    h = x
+    for i, activation in enumerate(("relu", "relu", "tanh", "relu")):
+        h = keras.layers.Dense(8, activation=activation, name=f"d{i}")(h)
+    model = keras.Model(x, h)
+    made = []
+    original = repeats.Repeats.installed
+
+    def counting(self):
+        made.append(self)
+        return original(self)
+
+    monkeypatch.setattr(repeats.Repeats, "installed", counting)
+    g = traced(model)
+    stubs = made[0].stubs().values()
+    assert sorted(stub.paths["d0/kernel"] for stub in stubs) == ["d1/kernel", "d3/kernel"]
+    assert list(g) == list(unshared(model, monkeypatch)) and g.outputs
+    ((tanh, _),) = [(n, i) for n, i in readers(g, "d2/bias", "add")]
+    assert [u.attrs.get("fn") for u in g.users(tanh.id)] == ["tanh"]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gemma"])
+def test_keras_hub_blocks_replayed_equal_the_full_trace(name, monkeypatch):
+    model = build(name)
+    g = traced(model)
+    full = unshared(model, monkeypatch)
+    assert list(g) == list(full) and g.outputs == full.outputs
 
 
 # --- keras-hub backbones: sites, blocks, depth from the architecture ------------------------------

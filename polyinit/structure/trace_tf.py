@@ -25,6 +25,7 @@ from polyinit.structure.fold import fold_contract
 from polyinit.structure.fuse_norms import fuse_norms
 from polyinit.structure.graph import Graph
 from polyinit.structure.jaxpr import prune
+from polyinit.structure.repeats import Repeats
 
 BINARY = {
     "AddV2": "add",
@@ -123,11 +124,16 @@ def trace(model: Any, example_input: Any) -> Graph:
     by_handle = {id(v.value.handle): path for path, v in walker.variables.items()}
     inputs = tf.nest.map_structure(tf.convert_to_tensor, example_input)
     positional = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    # Identical blocks are built into the TF graph once and replayed by the converter (repeats.py)
+    sharing = Repeats(model, {id(v): path for path, v in walker.variables.items()})
     # autograph off: Keras 3 layers are backend-neutral Python, nothing for it to convert, and it costs
-    concrete = tf.function(lambda *xs: model(*xs, training=False), autograph=False).get_concrete_function(*positional)
+    forward = tf.function(lambda *xs: model(*xs, training=False), autograph=False)
+    with sharing.installed():
+        concrete = forward.get_concrete_function(*positional)
     handles = {internal.name: by_handle.get(id(external)) for external, internal in concrete.graph.captures}
     flat = [t.name for t in concrete.inputs if t.name not in handles]
-    return fuse_norms(_Converter(handles, flat).run(concrete.graph, concrete.outputs))
+    converter = _Converter(handles, flat, sharing.stubs())
+    return fuse_norms(converter.run(concrete.graph, concrete.outputs))
 
 
 def check_input(example_input: Any) -> None:
@@ -142,16 +148,47 @@ def check_input(example_input: Any) -> None:
 
 
 class _Converter:
-    def __init__(self, handles: dict, inputs: list):
+    def __init__(self, handles: dict, inputs: list, stubs: dict | None = None):
         self.g, self.handles, self.inputs = Graph(), handles, inputs
-        self.env: dict = {}  # tensor name -> node id
+        self.env: Any = {}  # tensor name -> node id
         self.params: dict = {}  # parameter path -> node id (one node however often it is read)
+        self.stubs = stubs or {}  # first op index of a stubbed repeat -> its Call (repeats.py)
 
     def run(self, tf_graph: Any, outputs: list) -> Graph:
-        for op in tf_graph.get_operations():
-            self.operation(op)
+        ops = tf_graph.get_operations()
+        i = 0
+        while i < len(ops):
+            stub = self.stubs.get(i)
+            if stub is None:
+                self.operation(ops[i])
+                i += 1
+            else:
+                self.replay(ops, stub)
+                i = max(stub.stop, i + 1)
         self.g.outputs = tuple(self.env[t.name] for t in outputs if t.name in self.env)
         return prune(self.g)
+
+    def replay(self, ops: list, stub: Any) -> None:
+        """The template's ops converted again, reading the stub's inputs and the stub layer's
+        variables: the nodes the stubbed call would have given."""
+        from collections import ChainMap
+
+        template = stub.template
+        outer, handles = self.env, self.handles
+        local = {t.name: self.node(s) for t, s in zip(template.inputs, stub.inputs)}
+        inside = {t.name for op in ops[template.start : template.stop] for t in op.outputs}
+        # new nodes land in local; a tensor made outside the template is read where it was made
+        self.env = ChainMap(local, {k: v for k, v in outer.items() if k not in inside})
+        self.handles = {name: stub.paths.get(path, path) for name, path in handles.items()}
+        try:
+            for op in ops[template.start : template.stop]:
+                self.operation(op)
+            produced = [None if t is None else self.node(t) for t in template.outputs]
+        finally:
+            self.env, self.handles = outer, handles
+        for tensor, node in zip(stub.outputs, produced):
+            if tensor is not None:
+                self.env[tensor.name] = node
 
     def node(self, tensor: Any) -> int:
         if tensor.name not in self.env:
