@@ -154,9 +154,10 @@ def test_repeated_layers_are_built_once_and_replayed_exactly(monkeypatch):
     assert [u.attrs.get("fn") for u in g.users(tanh.id)] == ["tanh"]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "gemma"])
+@pytest.mark.parametrize("name", ["gpt2", "gemma", "llama_causal_lm"])
 def test_keras_hub_blocks_replayed_equal_the_full_trace(name, monkeypatch):
-    model = build(name)
+    """The same on keras-hub backbones, and on a task model whose backbone is a nested model."""
+    model = build_any(name)
     g = traced(model)
     full = unshared(model, monkeypatch)
     assert list(g) == list(full) and g.outputs == full.outputs

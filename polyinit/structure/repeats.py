@@ -64,6 +64,18 @@ def _leaves(value: Any) -> list:
     return tf.nest.flatten(value, expand_composites=False)
 
 
+def _blocks(model: Any) -> Iterator[Any]:
+    """The layers of ``model`` and of the models nested in it (a task model's backbone), never a
+    model itself: a stub never holds another stub."""
+    import keras
+
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.Model):
+            yield from _blocks(layer)
+        else:
+            yield layer
+
+
 def _call_key(args: tuple, kwargs: dict) -> Any:
     """Shapes and dtypes of the tensor arguments, the values of the others."""
     import tensorflow as tf
@@ -78,13 +90,14 @@ def _call_key(args: tuple, kwargs: dict) -> Any:
 
 
 class Repeats:
-    """The groups of identical layers among ``model``'s direct layers (two or more with weights
-    and one signature) and the calls recorded while ``installed``."""
+    """The groups of identical layers among ``model``'s layers and those of the models nested in
+    it (two or more with weights and one signature) and the calls recorded while ``installed``."""
 
     def __init__(self, model: Any, variable_paths: dict):
         self.paths = variable_paths  # id(variable) -> walker path
         groups: dict = {}
-        for layer in getattr(model, "layers", ()):
+        unique = {id(layer): layer for layer in _blocks(model)}  # a shared layer is one layer
+        for layer in unique.values():
             if layer.weights:
                 sig = signature(layer)
                 if sig is not None:
