@@ -526,7 +526,7 @@ def model_context(
         raise ContextError(f"model_context: sites must be a mapping site -> selector, received {sites!r}")
     with warnings.catch_warnings(record=True) as caught:  # unregistered layer types: the trace may type them
         warnings.simplefilter("always")
-        params = select(model, every())
+        params = select(_walked(model), every())
     structure, note, origin = _structure_of(model, params, example_input)
     untyped = [p for p in params if p.kind == "other" and (structure is None or structure.get(p.path) is None)]
     for warning in caught:
@@ -545,6 +545,20 @@ def model_context(
         keep=keep,
         origin=origin,
     )
+
+
+def _walked(model: Any) -> Any:
+    """What the rules walk: a linen model given with its forward pass (``(module, variables)``
+    or ``module.bind(variables)``) is walked as its variables tree, which ``apply`` takes."""
+    import sys
+
+    if "flax.linen" in sys.modules:
+        from polyinit.structure.trace_jax import linen_pair
+
+        pair = linen_pair(model)
+        if pair is not None:
+            return pair[1]
+    return model
 
 
 def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any, str, str]:
@@ -587,6 +601,8 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
 
 
 def _model_name(model: Any) -> str:
+    if isinstance(model, tuple) and model:  # (linen module, variables): name the module
+        return f"{_model_name(model[0])} with its variables"
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
 

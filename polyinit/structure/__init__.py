@@ -52,7 +52,10 @@ class StructureUnavailable(Exception):
 def tracer_for(model: Any) -> ModuleType:
     """The tracer module of ``model``'s framework; raises ``StructureUnavailable`` when none."""
     from polyinit.frameworks import framework_for
+    from polyinit.structure.trace_jax import linen_pair
 
+    if linen_pair(model) is not None:  # (linen module, variables) or a bound module: its forward pass
+        return importlib.import_module(TRACERS["linen"])
     name = framework_for(model).name
     module = TRACERS.get(name)
     if module is None:
