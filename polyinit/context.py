@@ -524,7 +524,10 @@ def model_context(
 
     The sites come from one traced forward pass on ``example_input`` (derived from the model when
     None: token ids from a transformers/litgpt config or a ``vocab_size``, a Keras input shape,
-    ``input_size``); where no input can be derived or the framework has no tracer, from names.
+    ``input_size``, an nnx/linen first layer); where no input can be derived or the framework has
+    no tracer, from the model's tensor-parallel plan and names. A linen model is given with its
+    forward pass: ``model_context((module, variables))`` or ``model_context(module.bind(variables))``
+    (the records are those of ``variables``, which ``apply`` takes).
     Numbers a transformers model's ``config`` holds (``d_kv``, ``num_heads``, ``d_ff``) are read
     from it; keyword arguments give or override any of them (``CONFIG_KEYS``).
 

@@ -36,7 +36,9 @@ __all__ = [
 ]
 
 # framework name (``polyinit.frameworks.framework_for(model).name``) -> tracer module
-# (Keras dispatches on its backend inside its tracer; a Keras model on torch is a Keras model.)
+# (Keras dispatches on its backend inside trace_tf: TensorFlow there, JAX to trace_jax, torch to
+# trace_keras_torch; a Keras model on torch is a Keras model. A (linen module, variables) pair or a
+# bound linen module goes to trace_jax, see tracer_for.)
 TRACERS = {
     "torch": "polyinit.structure.trace_torch",
     "flax": "polyinit.structure.trace_jax",
