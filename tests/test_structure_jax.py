@@ -265,6 +265,12 @@ def test_example_input_from_the_first_layer():
     assert trace_jax.example_input(nnx.Linear(5, 3, rngs=nnx.Rngs(0))).shape == (1, 5)
     assert trace_jax.example_input(nnx.Conv(3, 4, kernel_size=(3, 3), rngs=nnx.Rngs(0))) is None
 
+    class Holder(nnx.Module):  # parameters with no forward pass of their own
+        def __init__(self, rngs):
+            self.table = nnx.Embed(V, D, rngs=rngs)
+
+    assert trace_jax.example_input(Holder(nnx.Rngs(0))) is None
+
 
 @pytest.mark.parametrize("names", [MEANINGFUL, BLIND], ids=["named", "name_blind"])
 def test_model_context_traces_nnx_and_linen_with_no_example_input(names):

@@ -62,10 +62,12 @@ def example_input(model: Any) -> Any | None:
     if is_nnx(model):
         from polyinit.frameworks.flax import NnxWalker
 
+        if not callable(model):  # a container of parameters with no forward pass of its own
+            return None
         walker: Any = NnxWalker()
     else:
         pair = linen_pair(model)
-        if pair is None:
+        if pair is None or not callable(pair[0]):
             return None
         from polyinit.frameworks.flax import LinenWalker
 
