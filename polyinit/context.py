@@ -248,8 +248,8 @@ class ModelContext:
 
     def source(self, path: str) -> str:
         """Where the site of ``path`` came from: ``"structure"`` (the traced forward pass),
-        ``"name"`` (a hint from its module names, where the trace is silent) or ``"user"``
-        (``sites=``)."""
+        ``"tp_plan"`` (the model's tensor-parallel plan, where the trace is silent), ``"name"``
+        (a hint from its module names, where both are silent) or ``"user"`` (``sites=``)."""
         return self.sources.get(path, "name")
 
     def role(self, param: Param) -> str:
@@ -271,9 +271,10 @@ class ModelContext:
         """
         counts = {k: sum(1 for v in self.sources.values() if v == k) for k in ("structure", "name", "user")}
         depths = ", ".join(f"{k or 'stack'} {v}" for k, v in self.depths.items()) or "none found"
+        planned = sum(1 for v in self.sources.values() if v == "tp_plan")
         head = (
             f"sites: {counts['structure']} from structure, {counts['name']} from names, "
-            f"{counts['user']} from user (sites=)"
+            f"{counts['user']} from user (sites=)" + (f", {planned} from the TP plan" if planned else "")
         )
         lines = [head, f"depth: {depths}"]
         if self.note:
@@ -351,12 +352,16 @@ def context_from_params(
     note: str = "",
     keep: Any = None,
     origin: str = "",
+    plan: Mapping[str, str] | None = None,
 ) -> ModelContext:
     """A ``ModelContext`` from parameter records and, where given, the ``structure`` a trace
     found (``polyinit.structure.find_structure``): each site comes from ``sites`` (a selector
-    per site, ``"user"``), else from the structure, else from the names (``infer_site``);
-    ``depth``/``width`` override what is derived."""
+    per site, ``"user"``), else from the structure, else from a tensor-parallel ``plan``
+    (``polyinit.structure.tp_plan``: colwise is an input projection, rowwise an output one,
+    ``"tp_plan"``), else from the names (``infer_site``); ``depth``/``width`` override what is
+    derived."""
     from polyinit.rules import Context as RuleContext
+    from polyinit.structure.tp_plan import direction
 
     marked: dict[str, str] = {}
     rule_context = RuleContext(params)
@@ -384,12 +389,15 @@ def context_from_params(
             sources[p.path] = "structure"
         else:
             site, block, stack = infer_site(p.path, p.kind, p.role), None, _stack(p.path)
+            said = direction(p.path, plan) if plan else None
+            if said is not None:
+                site = _planned_site(said, site, p.path)
             where = _block_of(p.path)
             if where is not None and site not in ("embedding", "position", "readout"):
                 numbering = blocks.setdefault(stack, {})
                 block = numbering.setdefault(where, len(numbering))
             found[p.path] = Site(site, block, stack)
-            sources[p.path] = "name"
+            sources[p.path] = "name" if said is None else "tp_plan"
         if p.path in marked:
             found[p.path] = Site(marked[p.path], found[p.path].block, found[p.path].stack)
             sources[p.path] = "user"
@@ -412,6 +420,26 @@ def context_from_params(
     kept = frozenset(p.path for p in params if keep is not None and keep.matches(p, rule_context))
     return ModelContext(
         tuple(params), found, depths, derived_width, dict(config or {}), sources, structure, note, kept, origin
+    )
+
+
+def _planned_site(said: str, by_name: str, path: str) -> str:
+    """The site a tensor-parallel plan gives (``"in"``, ``"out"``, ``"embedding"``,
+    ``"readout"``): the plan decides input or output projection, the names only which one
+    (attention or MLP; the MLP where they say nothing)."""
+    if said == "readout":
+        return "readout"
+    if said == "embedding":
+        return by_name if by_name in ("embedding", "position") else "embedding"
+    if said == "in":
+        return by_name if by_name in ("q", "k", "v", "qkv", "mlp_in") else "mlp_in"
+    if by_name in RESIDUAL_OUTPUTS:
+        return by_name
+    parents = [t.lower() for t in _tokens(path)[:-2][-3:]]
+    return (
+        "attn_out"
+        if any(t in _ATTENTION_PARENTS or "attention" in t or t.endswith("attn") for t in parents)
+        else "mlp_out"
     )
 
 
@@ -496,7 +524,10 @@ def model_context(
 
     The sites come from one traced forward pass on ``example_input`` (derived from the model when
     None: token ids from a transformers/litgpt config or a ``vocab_size``, a Keras input shape,
-    ``input_size``); where no input can be derived or the framework has no tracer, from names.
+    ``input_size``, an nnx/linen first layer); where no input can be derived or the framework has
+    no tracer, from the model's tensor-parallel plan and names. A linen model is given with its
+    forward pass: ``model_context((module, variables))`` or ``model_context(module.bind(variables))``
+    (the records are those of ``variables``, which ``apply`` takes).
     Numbers a transformers model's ``config`` holds (``d_kv``, ``num_heads``, ``d_ff``) are read
     from it; keyword arguments give or override any of them (``CONFIG_KEYS``).
 
@@ -526,7 +557,7 @@ def model_context(
         raise ContextError(f"model_context: sites must be a mapping site -> selector, received {sites!r}")
     with warnings.catch_warnings(record=True) as caught:  # unregistered layer types: the trace may type them
         warnings.simplefilter("always")
-        params = select(model, every())
+        params = select(_walked(model), every())
     structure, note, origin = _structure_of(model, params, example_input)
     untyped = [p for p in params if p.kind == "other" and (structure is None or structure.get(p.path) is None)]
     for warning in caught:
@@ -534,6 +565,8 @@ def model_context(
             warnings.warn(warning.message, warning.category, stacklevel=2)
     from_config = _config_of(model)
     from_config.update(config)
+    from polyinit.structure.tp_plan import plan_of
+
     return context_from_params(
         params,
         depth=depth,
@@ -544,7 +577,22 @@ def model_context(
         note=note,
         keep=keep,
         origin=origin,
+        plan=plan_of(model),
     )
+
+
+def _walked(model: Any) -> Any:
+    """What the rules walk: a linen model given with its forward pass (``(module, variables)``
+    or ``module.bind(variables)``) is walked as its variables tree, which ``apply`` takes."""
+    import sys
+
+    if "flax.linen" in sys.modules:
+        from polyinit.structure.trace_jax import linen_pair
+
+        pair = linen_pair(model)
+        if pair is not None:
+            return pair[1]
+    return model
 
 
 def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any, str, str]:
@@ -587,6 +635,8 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
 
 
 def _model_name(model: Any) -> str:
+    if isinstance(model, tuple) and model:  # (linen module, variables): name the module
+        return f"{_model_name(model[0])} with its variables"
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
 

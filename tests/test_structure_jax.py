@@ -253,10 +253,52 @@ def test_linen_params_tree_without_collections():
     assert "wte/embedding" in g.params() and not any(p.startswith("params/") for p in g.params())
 
 
-def test_example_input_is_none_for_nnx_and_linen():
-    module, variables = linen_gpt(MEANINGFUL)
-    assert trace_jax.example_input(nnx_gpt(MEANINGFUL)) is None
-    assert trace_jax.example_input((module, variables)) is None
+def test_example_input_from_the_first_layer():
+    """nnx and linen declare no input: their first layer says what they read. The GPTs start
+    with a token table (integer tokens, as long as the position table allows); a module starting
+    with a Linear reads in_features; one starting with a Conv gives None (no spatial size)."""
+    module, variables = linen_gpt(BLIND)
+    for model in (nnx_gpt(BLIND), (module, variables), module.bind(variables)):
+        x = trace_jax.example_input(model)
+        assert x.shape == (1, P) and x.dtype == jnp.int32 and np.array_equal(x, np.arange(P)[None] % V)
+    assert trace_jax.example_input(variables) is None  # a variables tree alone has no forward pass
+    assert trace_jax.example_input(nnx.Linear(5, 3, rngs=nnx.Rngs(0))).shape == (1, 5)
+    assert trace_jax.example_input(nnx.Conv(3, 4, kernel_size=(3, 3), rngs=nnx.Rngs(0))) is None
+
+    class Holder(nnx.Module):  # parameters with no forward pass of their own
+        def __init__(self, rngs):
+            self.table = nnx.Embed(V, D, rngs=rngs)
+
+    assert trace_jax.example_input(Holder(nnx.Rngs(0))) is None
+
+
+@pytest.mark.parametrize("names", [MEANINGFUL, BLIND], ids=["named", "name_blind"])
+def test_model_context_traces_nnx_and_linen_with_no_example_input(names):
+    """Issue 20 (d): model_context takes an nnx module, a (linen module, variables) pair or a
+    bound linen module, derives the input, and every site comes from the trace: equal to the
+    architecture's, the same for the name-blind copies, on the paths the rules walk (linen: the
+    variables tree that apply takes)."""
+    module, variables = linen_gpt(names)
+    linen_paths = [p.path for p in LinenWalker().walk(variables)]
+    for model in ((module, variables), module.bind(variables)):
+        ctx = model_context(model)
+        assert [p.path for p in ctx.params] == linen_paths
+        assert {ctx.source(p) for p in linen_paths} == {"structure"}
+        found = [(ctx.site(p).site, ctx.site(p).block, ctx.structure.get(p).role) for p in linen_paths]
+        assert found == [expected(p, names, "_") for p in linen_paths]
+        assert ctx.depth == L and "traced on" in ctx.origin
+    model = nnx_gpt(names)
+    ctx = model_context(model)
+    paths = nnx_walk(model)
+    assert {ctx.source(p) for p in paths} == {"structure"} and ctx.depth == L
+    assert [(ctx.site(p).site, ctx.site(p).block) for p in paths] == [expected(p, names, "/")[:2] for p in paths]
+
+
+def test_linen_variables_alone_say_how_to_give_the_forward_pass():
+    _, variables = linen_gpt(BLIND)
+    ctx = model_context(variables)
+    assert "model_context((module, variables))" in ctx.summary()
+    assert {ctx.source(p.path) for p in ctx.params} == {"name"}
 
 
 SCHEMES = {
@@ -304,9 +346,18 @@ def test_nnx_every_scheme_places_every_parameter_and_blind_copy_agrees():
 
 
 def test_nnx_without_an_example_input_says_what_to_pass():
-    """An nnx module declares no input: model_context falls back to names and says why, naming
-    the model and the argument to pass."""
-    ctx = model_context(nnx_gpt(BLIND))
-    assert re.search(r"no example input could be derived for the [\w.]*nnx_gpt\.<locals>\.GPT", ctx.summary())
+    """An nnx module whose first layer says nothing of its input (a Conv: no spatial size):
+    model_context falls back to names and says why, naming the model and the argument to pass."""
+
+    class Stem(nnx.Module):
+        def __init__(self, rngs):
+            self.m0 = nnx.Conv(3, 8, kernel_size=(3, 3), rngs=rngs)
+            self.m1 = nnx.Linear(8, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.m1(self.m0(x).mean(axis=(1, 2)))
+
+    ctx = model_context(Stem(nnx.Rngs(0)))
+    assert re.search(r"no example input could be derived for the [\w.<>]*Stem", ctx.summary())
     assert "model_context(model, example_input=...)" in ctx.summary()
     assert {ctx.source(p.path) for p in ctx.params} == {"name"}

@@ -36,7 +36,9 @@ __all__ = [
 ]
 
 # framework name (``polyinit.frameworks.framework_for(model).name``) -> tracer module
-# (Keras dispatches on its backend inside its tracer; a Keras model on torch is a Keras model.)
+# (Keras dispatches on its backend inside trace_tf: TensorFlow there, JAX to trace_jax, torch to
+# trace_keras_torch; a Keras model on torch is a Keras model. A (linen module, variables) pair or a
+# bound linen module goes to trace_jax, see tracer_for.)
 TRACERS = {
     "torch": "polyinit.structure.trace_torch",
     "flax": "polyinit.structure.trace_jax",
@@ -52,7 +54,10 @@ class StructureUnavailable(Exception):
 def tracer_for(model: Any) -> ModuleType:
     """The tracer module of ``model``'s framework; raises ``StructureUnavailable`` when none."""
     from polyinit.frameworks import framework_for
+    from polyinit.structure.trace_jax import linen_pair
 
+    if linen_pair(model) is not None:  # (linen module, variables) or a bound module: its forward pass
+        return importlib.import_module(TRACERS["linen"])
     name = framework_for(model).name
     module = TRACERS.get(name)
     if module is None:

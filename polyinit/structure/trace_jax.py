@@ -53,11 +53,68 @@ def is_keras_jax(model: Any) -> bool:
 
 def example_input(model: Any) -> Any | None:
     """An input one forward pass can run on, where the model says what it takes: a Keras model's
-    declared inputs (``polyinit.structure.keras_input``); nnx and linen modules declare none (None)."""
+    declared inputs (``polyinit.structure.keras_input``); for nnx and linen, what the first layer
+    reads (``first_layer_input``); else None."""
     if is_keras_jax(model):
         from polyinit.structure.keras_input import example_input as keras_example
 
         return keras_example(model)
+    if is_nnx(model):
+        from polyinit.frameworks.flax import NnxWalker
+
+        if not callable(model):  # a container of parameters with no forward pass of its own
+            return None
+        walker: Any = NnxWalker()
+    else:
+        pair = linen_pair(model)
+        if pair is None or not callable(pair[0]):
+            return None
+        from polyinit.frameworks.flax import LinenWalker
+
+        walker, model = LinenWalker(), pair[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unregistered module types: reported by model_context, not here
+        return first_layer_input(walker.walk(model))
+
+
+def silent(model: Any) -> str | None:
+    """Why ``model`` has no forward pass to trace: a linen variables tree alone (its module holds
+    the computation), or None."""
+    if is_nnx(model) or is_keras_jax(model) or linen_pair(model) is not None:
+        return None
+    return (
+        "a linen variables tree has no forward pass; pass model_context((module, variables)) or "
+        "model_context(module.bind(variables)) to read sites from its structure"
+    )
+
+
+TOKENS = 8  # a short input: structure does not depend on the sequence length
+
+
+def first_layer_input(params: Sequence) -> Any | None:
+    """An input for a module whose first parameter (nnx: definition order; linen: creation order,
+    the order its call made them) is an embedding table, integer tokens ``arange(n) % vocab`` of
+    shape (1, n), n = 8 or the fewest rows of any table (a learned position table); or a 2-D dense
+    kernel, zeros of shape (1, in_features); else None.
+
+    >>> from polyinit.params import Param
+    >>> from polyinit.layout import IN_OUT
+    >>> first_layer_input([Param("fc/kernel", "dense", "weight", (5, 3), IN_OUT, 0)]).shape
+    (1, 5)
+    """
+    import jax.numpy as jnp
+
+    from polyinit.layout import compute_fans
+
+    first = next((p for p in params if p.role in ("weight", "embedding") and len(p.shape) >= 2), None)
+    if first is None:
+        return None
+    tables = [p for p in params if "embedding" in (p.kind, p.role) and len(p.shape) == 2]
+    if any(first is t for t in tables):
+        length = min([TOKENS] + [int(t.shape[0]) for t in tables])
+        return jnp.arange(length, dtype=jnp.int32)[None] % int(first.shape[0])
+    if len(first.shape) == 2 and first.kind in ("dense", "other"):
+        return jnp.zeros((1, compute_fans(first.shape, first.layout).fan_in), jnp.float32)
     return None
 
 

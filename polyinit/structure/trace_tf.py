@@ -16,15 +16,16 @@ layer.
 
 from __future__ import annotations
 
-import string
 import sys
 import warnings
 from typing import Any
 
+from polyinit.structure.einsum import parse_einsum
 from polyinit.structure.fold import fold_contract
 from polyinit.structure.fuse_norms import fuse_norms
 from polyinit.structure.graph import Graph
 from polyinit.structure.jaxpr import prune
+from polyinit.structure.repeats import Repeats
 
 BINARY = {
     "AddV2": "add",
@@ -103,9 +104,13 @@ def trace(model: Any, example_input: Any) -> Graph:
         from polyinit.structure import trace_jax
 
         return trace_jax.trace(model, example_input)
+    if backend == "torch":
+        from polyinit.structure import trace_keras_torch
+
+        return trace_keras_torch.trace(model, example_input)
     if backend != "tensorflow":
         raise TypeError(
-            f"trace_tf: no structure tracer for Keras on the {backend} backend yet (tensorflow and jax are traced)"
+            f"trace_tf: no structure tracer for Keras on the {backend} backend (tensorflow, jax and torch are traced)"
         )
     check_input(example_input)
     import tensorflow as tf
@@ -119,11 +124,16 @@ def trace(model: Any, example_input: Any) -> Graph:
     by_handle = {id(v.value.handle): path for path, v in walker.variables.items()}
     inputs = tf.nest.map_structure(tf.convert_to_tensor, example_input)
     positional = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    # Identical blocks are built into the TF graph once and replayed by the converter (repeats.py)
+    sharing = Repeats(model, {id(v): path for path, v in walker.variables.items()})
     # autograph off: Keras 3 layers are backend-neutral Python, nothing for it to convert, and it costs
-    concrete = tf.function(lambda *xs: model(*xs, training=False), autograph=False).get_concrete_function(*positional)
+    forward = tf.function(lambda *xs: model(*xs, training=False), autograph=False)
+    with sharing.installed():
+        concrete = forward.get_concrete_function(*positional)
     handles = {internal.name: by_handle.get(id(external)) for external, internal in concrete.graph.captures}
     flat = [t.name for t in concrete.inputs if t.name not in handles]
-    return fuse_norms(_Converter(handles, flat).run(concrete.graph, concrete.outputs))
+    converter = _Converter(handles, flat, sharing.stubs())
+    return fuse_norms(converter.run(concrete.graph, concrete.outputs))
 
 
 def check_input(example_input: Any) -> None:
@@ -138,16 +148,47 @@ def check_input(example_input: Any) -> None:
 
 
 class _Converter:
-    def __init__(self, handles: dict, inputs: list):
+    def __init__(self, handles: dict, inputs: list, stubs: dict | None = None):
         self.g, self.handles, self.inputs = Graph(), handles, inputs
-        self.env: dict = {}  # tensor name -> node id
+        self.env: Any = {}  # tensor name -> node id
         self.params: dict = {}  # parameter path -> node id (one node however often it is read)
+        self.stubs = stubs or {}  # first op index of a stubbed repeat -> its Call (repeats.py)
 
     def run(self, tf_graph: Any, outputs: list) -> Graph:
-        for op in tf_graph.get_operations():
-            self.operation(op)
+        ops = tf_graph.get_operations()
+        i = 0
+        while i < len(ops):
+            stub = self.stubs.get(i)
+            if stub is None:
+                self.operation(ops[i])
+                i += 1
+            else:
+                self.replay(ops, stub)
+                i = max(stub.stop, i + 1)
         self.g.outputs = tuple(self.env[t.name] for t in outputs if t.name in self.env)
         return prune(self.g)
+
+    def replay(self, ops: list, stub: Any) -> None:
+        """The template's ops converted again, reading the stub's inputs and the stub layer's
+        variables: the nodes the stubbed call would have given."""
+        from collections import ChainMap
+
+        template = stub.template
+        outer, handles = self.env, self.handles
+        local = {t.name: self.node(s) for t, s in zip(template.inputs, stub.inputs)}
+        inside = {t.name for op in ops[template.start : template.stop] for t in op.outputs}
+        # new nodes land in local; a tensor made outside the template is read where it was made
+        self.env = ChainMap(local, {k: v for k, v in outer.items() if k not in inside})
+        self.handles = {name: stub.paths.get(path, path) for name, path in handles.items()}
+        try:
+            for op in ops[template.start : template.stop]:
+                self.operation(op)
+            produced = [None if t is None else self.node(t) for t in template.outputs]
+        finally:
+            self.env, self.handles = outer, handles
+        for tensor, node in zip(stub.outputs, produced):
+            if tensor is not None:
+                self.env[tensor.name] = node
 
     def node(self, tensor: Any) -> int:
         if tensor.name not in self.env:
@@ -313,35 +354,3 @@ def _static(tensor: Any) -> Any:
 
     value = tf.get_static_value(tensor)
     return None if value is None else np.asarray(value)
-
-
-def parse_einsum(equation: str) -> tuple | None:
-    """(contract, batch, perm) of a two-operand einsum as a ``contract`` node: axes summed away
-    are contracted, axes in both operands and the output are batch; ``perm`` takes the contract's
-    output (batch, a free, b free) to the equation's output order. None where an operand has an
-    ellipsis, a repeated letter or a letter summed within itself.
-
-    >>> parse_einsum("abc,cde->abde")
-    (((2,), (0,)), ((), ()), (0, 1, 2, 3))
-    >>> parse_einsum("aecd,abcd->acbe")
-    (((3,), (3,)), ((0, 2), (0, 2)), (0, 1, 3, 2))
-    """
-    if "..." in equation or "->" not in equation:
-        return None
-    lhs, out = equation.replace(" ", "").split("->")
-    if lhs.count(",") != 1:
-        return None
-    a, b = lhs.split(",")
-    if any(len(set(s)) != len(s) or not set(s) <= set(string.ascii_letters) for s in (a, b, out)):
-        return None
-    if (set(a) - set(b) - set(out)) or (set(b) - set(a) - set(out)):
-        return None
-    summed = [c for c in a if c in b and c not in out]
-    batch = [c for c in a if c in b and c in out]
-    order = batch + [c for c in a if c not in b] + [c for c in b if c not in a]
-    contract = (tuple(a.index(c) for c in summed), tuple(b.index(c) for c in summed))
-    return (
-        contract,
-        (tuple(a.index(c) for c in batch), tuple(b.index(c) for c in batch)),
-        tuple(order.index(c) for c in out),
-    )

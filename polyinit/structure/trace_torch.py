@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from polyinit.structure.einsum import parse_einsum
 from polyinit.structure.graph import Graph
 
 _TOKENS = 8  # a short input: structure does not depend on the sequence length
@@ -39,6 +40,9 @@ _BINARY = {
     "maximum": "max",
     "minimum": "min",
     "floordiv": "div",
+    "multiply": "mul",
+    "subtract": "sub",
+    "divide": "div",
 }
 _REVERSED = {"radd": "add", "rsub": "sub", "rmul": "mul", "rtruediv": "div", "rdiv": "div"}
 _UNARY = (
@@ -52,7 +56,6 @@ _UNARY = (
     "neg",
     "sigmoid",
     "square",
-    "pow",
     "log",
     "abs",
     "erf",
@@ -133,12 +136,18 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
         yield from _tensors(value.to_tuple())
 
 
+def _unwrapped(value: Any, unwrap: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unwrapped(v, unwrap) for v in value)
+    return value if isinstance(value, torch.Tensor) else unwrap(value)
+
+
 class _Recorder(TorchFunctionMode):
     """Records every torch function call into ``graph``; tensors are known by identity."""
 
-    def __init__(self, graph: Graph, paths: dict):
+    def __init__(self, graph: Graph, paths: dict, unwrap: Any = None):
         super().__init__()
-        self.g, self.paths = graph, paths
+        self.g, self.paths, self.unwrap = graph, paths, unwrap
         self.nodes: dict[int, tuple[torch.Tensor, int]] = {}
 
     def node(self, value: Any) -> int:
@@ -161,6 +170,9 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self.unwrap is not None:  # tensor wrappers that reach torch functions (Keras variables)
+            args = tuple(_unwrapped(a, self.unwrap) for a in args)
+            kwargs = {k: _unwrapped(v, self.unwrap) for k, v in kwargs.items()}
         if _name(func) == "data=":  # t.data = v: t now holds v's value (megatron-core's make_viewless_tensor)
             self.bind(args[0], self.node(args[1]))
             return out
@@ -193,7 +205,8 @@ class _Recorder(TorchFunctionMode):
         elif name in _UNARY:
             self.add("unary", [self.node(args[0])], out, fn=name)
         elif name in _CONVERT:
-            self.add("convert", [self.node(args[0])], out, name=name)
+            if out is not args[0]:  # x.to(its own dtype) is x: no node (Keras casts every operand)
+                self.add("convert", [self.node(args[0])], out, name=name)
         elif name in _RESHAPE:
             self.add("reshape", [self.node(args[0])], out)
         elif name in _BROADCAST:
@@ -201,7 +214,9 @@ class _Recorder(TorchFunctionMode):
         elif name in _REDUCE and isinstance(out, torch.Tensor):
             dims = args[1] if len(args) > 1 else kwargs.get("dim", ())
             dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
-            self.add("reduce", [self.node(args[0])], out, fn=_REDUCE[name], axes=dims)
+            rank = max(args[0].dim(), 1)
+            axes = tuple(sorted(int(d) % rank for d in dims))
+            self.add("reduce", [self.node(args[0])], out, fn=_REDUCE[name], axes=axes)
         elif name in _NORMS:
             self.norm(name, args, kwargs, out)
         else:
@@ -260,26 +275,29 @@ class _Recorder(TorchFunctionMode):
         self.biased(node, bias, out)
 
     def einsum(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """A two-operand einsum as a contract (batch, a's free, b's free axes) and, where the
+        equation orders its output otherwise (Keras' ``aecd,abcd->acbe`` score), a transpose."""
         equation, operands = args[0], args[1:]
         if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
             operands = tuple(operands[0])
-        spec = equation.replace(" ", "")
-        if len(operands) != 2 or "..." in spec or "->" not in spec:
+        parsed = parse_einsum(equation) if len(operands) == 2 else None
+        if parsed is None:
             return self.other("einsum", args, kwargs, out)
-        inputs, result = spec.split("->")
-        a, b = inputs.split(",")
-        both = [c for c in a if c in b]
-        contracted = [c for c in both if c not in result]
-        batch = [c for c in both if c in result]
-        self.contract(
-            operands[0],
-            operands[1],
-            out,
-            [a.index(c) for c in contracted],
-            [b.index(c) for c in contracted],
-            [a.index(c) for c in batch],
-            [b.index(c) for c in batch],
+        contract, batch, perm = parsed
+        if perm == tuple(range(len(perm))):
+            self.contract(operands[0], operands[1], out, *contract, *batch)
+            return
+        natural = [0] * len(perm)
+        for axis, source in enumerate(perm):
+            natural[source] = out.shape[axis]
+        node = self.g.add(
+            "contract",
+            (self.node(operands[0]), self.node(operands[1])),
+            tuple(natural),
+            contract=contract,
+            batch=batch,
         )
+        self.add("transpose", [node], out, perm=perm)
 
     def attention(self, args: tuple, kwargs: dict, out: Any) -> None:
         q, k, v = (args[i] if len(args) > i else kwargs[n] for i, n in enumerate(("query", "key", "value")))
@@ -330,20 +348,40 @@ class _Recorder(TorchFunctionMode):
         n = args[0].dim()
         self.add("transpose", [self.node(args[0])], out, perm=tuple(int(d) % n for d in dims))
 
+    def movedim(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """``movedim(x, source, destination)`` as the transpose it is."""
+        x = args[0]
+        source = args[1] if len(args) > 1 else kwargs["source"]
+        destination = args[2] if len(args) > 2 else kwargs["destination"]
+        source = [source] if isinstance(source, int) else list(source)
+        destination = [destination] if isinstance(destination, int) else list(destination)
+        n = x.dim()
+        moved = {int(d) % n: int(s) % n for s, d in zip(source, destination)}
+        rest = iter(a for a in range(n) if a not in moved.values())
+        perm = tuple(moved[i] if i in moved else next(rest) for i in range(n))
+        self.add("transpose", [self.node(x)], out, perm=perm)
+
     def getitem(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """Basic slicing (``x[a:b]``, ``x[..., :n]``, ``x[0:8, 0:16]``: Keras' ``ops.slice`` on
+        torch) as one slice node per axis it cuts; anything else (integers, masks, new axes) is
+        an ``other`` node."""
         x, index = args[0], args[1]
         index = index if isinstance(index, tuple) else (index,)
         if index.count(Ellipsis) == 1:  # x[..., :n]: the ellipsis stands for the full axes
             at = index.index(Ellipsis)
             fill = x.dim() - (len(index) - 1 - sum(i is None for i in index))
             index = index[:at] + (slice(None),) * fill + index[at + 1 :]
-        cut = [(axis, i) for axis, i in enumerate(index) if not (isinstance(i, slice) and i == slice(None))]
-        if len(cut) == 1 and isinstance(cut[0][1], slice) and Ellipsis not in index and None not in index:
-            axis, s = cut[0]
-            start, stop, step = s.indices(x.shape[axis])
-            self.add("slice", [self.node(x)], out, axis=axis, start=start, stop=stop, step=step)
+        if len(index) > x.dim() or not all(isinstance(i, slice) for i in index):
+            self.other("getitem", (x,) + tuple(i for i in index if isinstance(i, torch.Tensor)), {}, out)
             return
-        self.other("getitem", (x,) + tuple(i for i in index if isinstance(i, torch.Tensor)), {}, out)
+        node, shape = self.node(x), list(x.shape)
+        for axis, cut in enumerate(index):
+            start, stop, step = cut.indices(x.shape[axis])
+            if (start, stop, step) == (0, x.shape[axis], 1):
+                continue
+            shape[axis] = len(range(start, stop, step))
+            node = self.g.add("slice", (node,), tuple(shape), axis=axis, start=start, stop=stop, step=step)
+        self.bind(out, node if node != self.node(x) else self.g.add("convert", (node,), tuple(out.shape)))
 
     def pieces(self, args: tuple, kwargs: dict, out: Any, dim_at: int) -> None:
         x = args[0]
@@ -417,6 +455,17 @@ class _Recorder(TorchFunctionMode):
             node = self.g.add("add", (node, self.node(a["out_proj_bias"])), tuple(result.shape))
         self.bind(result, node)
 
+    def pow(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """``x ** y`` with a number ``y``: ``square`` and ``sqrt`` by name (a norm written out as
+        ``mean(x ** 2)``, Keras' ``ops.power`` on torch), else ``pow<y>``."""
+        x, y = args[0], args[1] if len(args) > 1 else kwargs.get("exponent")
+        if isinstance(y, torch.Tensor) and y.numel() == 1:
+            y = y.item()
+        if not isinstance(x, torch.Tensor) or not isinstance(y, (int, float)):
+            return self.other("pow", args, kwargs, out)
+        fn = "square" if y == 2 else "sqrt" if y == 0.5 else f"pow{float(y):g}"
+        self.add("unary", [self.node(x)], out, fn=fn)
+
     def narrow(self, args: tuple, kwargs: dict, out: Any) -> None:
         x, dim, start, length = args[:4]
         axis = int(dim) % x.dim()
@@ -460,6 +509,8 @@ _HANDLERS = {
     "T": _Recorder.transpose,
     "mT": _Recorder.transpose,
     "permute": _Recorder.permute,
+    "movedim": _Recorder.movedim,
+    "moveaxis": _Recorder.movedim,
     "getitem": _Recorder.getitem,
     "split": _Recorder.split,
     "chunk": _Recorder.split,
@@ -467,6 +518,7 @@ _HANDLERS = {
     "split_with_sizes": _Recorder.split,
     "unbind": _Recorder.unbind,
     "narrow": _Recorder.narrow,
+    "pow": _Recorder.pow,
     "multi_head_attention_forward": _Recorder.multi_head_attention,
     "repeat_interleave": _Recorder.repeat_interleave,
     "cat": _Recorder.cat,
@@ -561,22 +613,34 @@ def trace(model: Any, example_input: Any) -> Graph:
     ``model(*x)``; a dict: ``model(**x)``) and return the recorded graph. Raises what the
     forward pass raises (``polyinit.context`` turns it into a ``ContextError``)."""
     check_input(model, example_input)
-    graph = Graph()
-    recorder = _Recorder(graph, _paths(model))
-    for i, tensor in enumerate(_tensors(example_input)):
-        recorder.bind(tensor, graph.add("input", (), tuple(tensor.shape), index=i))
     modes = {m: m.training for m in model.modules()}
-    try:
+
+    def forward() -> Any:
         model.eval()
-        with torch.no_grad(), recorder:
-            if isinstance(example_input, dict):
-                out = model(**example_input)
-            elif isinstance(example_input, (tuple, list)):
-                out = model(*example_input)
-            else:
-                out = model(example_input)
+        if isinstance(example_input, dict):
+            return model(**example_input)
+        if isinstance(example_input, (tuple, list)):
+            return model(*example_input)
+        return model(example_input)
+
+    try:
+        return record(_paths(model), list(_tensors(example_input)), forward)
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def record(paths: dict, inputs: Sequence[torch.Tensor], forward: Any, unwrap: Any = None) -> Graph:
+    """The graph of ``forward()`` run under ``no_grad`` and the recorder: ``paths`` names the
+    parameter tensors (id -> path), ``inputs`` become ``input`` nodes 0, 1, ... (shared by the
+    Keras-on-torch tracer, whose variables are named by the Keras walker). ``unwrap`` maps an
+    argument that is not a tensor to the tensor it stands for (a Keras variable to its
+    ``value``), or returns it as it is."""
+    graph = Graph()
+    recorder = _Recorder(graph, paths, unwrap)
+    for i, tensor in enumerate(inputs):
+        recorder.bind(tensor, graph.add("input", (), tuple(tensor.shape), index=i))
+    with torch.no_grad(), recorder:
+        out = forward()
     graph.outputs = tuple(recorder.node(t) for t in _tensors(out) if id(t) in recorder.nodes)
     return graph
