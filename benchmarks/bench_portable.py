@@ -3,7 +3,8 @@
 Prints, for an (N, N) float32 tensor (default N = 8192): the median time of the framework's
 fastest native draw of the same distribution, of the portable draw on every core (``fused.threads()``)
 and on one (``POLYINIT_NUM_THREADS=1``), the portable draw's GB/s, the speed-up over native
-(native s / portable s) and the scaling (one thread s / every core s). First, the fused kernel
+(native s / portable s, alternating) and the scaling (one thread s / every core s, alternating
+with no native call between, since a framework's OpenMP pool keeps spinning after its own fill). First, the fused kernel
 alone: CPU ns per element on one thread, scaling with and without non-temporal stores, and the
 machine's ceiling (the one-thread fill in one process per core at once). Targets (issue 24): scaling
 >= 1.8 on 2 cores; uniform and normal >= 2x the native draw in numpy and torch. Then the peak memory of portable draws as a multiple of the output's
@@ -120,16 +121,22 @@ def speed(backends: list[str], n: int, repeats: int) -> dict:
         for name, (native, ours) in globals()[f"{backend}_pairs"](n).items():
             single = one_thread(ours) if backend != "jax" else ours
             native(), ours(), single()  # warm up (and compile)
-            a, b, c = [], [], []
+            # The speed-up alternates native and portable; the scaling alternates portable on every
+            # core and on one, with no native call between: a framework's own fill leaves its thread
+            # pool spinning for a while (OpenMP), which takes a core from the next portable draw.
+            a, b, b2, c = [], [], [], []
             for _ in range(repeats):
                 a.append(timed(native))
                 b.append(timed(ours))
+            for _ in range(repeats):
+                b2.append(timed(ours))
                 c.append(timed(single))
-            native_s, ours_s, single_s = statistics.median(a), statistics.median(b), statistics.median(c)
-            results[backend, name] = native_s, ours_s, single_s
+            native_s, ours_s = statistics.median(a), statistics.median(b)
+            alone_s, single_s = statistics.median(b2), statistics.median(c)
+            results[backend, name] = native_s, ours_s, single_s, alone_s
             print(
                 f"{backend:7} {name:13} {native_s:9.3f} {ours_s:10.3f} {single_s:10.3f} {nbytes / ours_s / 1e9:6.2f} "
-                f"{native_s / ours_s:8.2f} {single_s / ours_s:7.2f}",
+                f"{native_s / ours_s:8.2f} {single_s / alone_s:7.2f}",
                 flush=True,
             )
     return results
@@ -201,11 +208,11 @@ def verdicts(results: dict) -> None:
     for backend in ("numpy", "torch"):
         for name in ("uniform", "normal"):
             if (backend, name) in results:
-                native_s, ours_s, single_s = results[backend, name]
+                native_s, ours_s, single_s, alone_s = results[backend, name]
                 print(
                     f"target {backend} {name}: speed-up >= 2x native: {native_s / ours_s:.2f}x "
-                    f"{'met' if native_s / ours_s >= 2 else 'MISSED'}; scaling >= 1.8: {single_s / ours_s:.2f}x "
-                    f"{'met' if single_s / ours_s >= 1.8 else 'MISSED'}"
+                    f"{'met' if native_s / ours_s >= 2 else 'MISSED'}; scaling >= 1.8: {single_s / alone_s:.2f}x "
+                    f"{'met' if single_s / alone_s >= 1.8 else 'MISSED'}"
                 )
 
 
