@@ -612,6 +612,25 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
         return None, why_not, f"the {_model_name(model)}"
     given = tracer.example_input(model) if derived else example_input
     what = _model_name(model)
+    guess = getattr(tracer, "guessed_input", lambda model: None)(model) if given is None else None
+    if guess is not None:  # read off the first layer: where the forward pass refuses it, names
+        try:
+            graph = tracer.trace(model, guess)
+        except Exception as problem:
+            return (
+                None,
+                (
+                    f"no example input could be derived for the {what} (its first layer's input, "
+                    f"{_describe(guess)}, did not run: {type(problem).__name__}); pass "
+                    "model_context(model, example_input=...) to read sites from its structure"
+                ),
+                f"the {what}",
+            )
+        return (
+            st.find_structure(graph, params),
+            "",
+            f"the {what} traced on {_describe(guess)} (its first layer's input)",
+        )
     if given is None:
         return (
             None,

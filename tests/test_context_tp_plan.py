@@ -23,7 +23,7 @@ FAMILY = {
 
 class Blind(torch.nn.Module):
     """Two MLP blocks whose modules say nothing (a, b), with a plan for them; its forward pass
-    takes an input no one can derive, so the trace is silent."""
+    takes two inputs, which neither the model nor its first layer describes, so the trace is silent."""
 
     def __init__(self, width: int = 8, blocks: int = 2):
         super().__init__()
@@ -33,7 +33,8 @@ class Blind(torch.nn.Module):
             for _ in range(blocks)
         )
 
-    def forward(self, x):
+    def forward(self, x, mask):
+        x = x * mask
         for layer in self.layers:
             x = x + layer["b"](torch.relu(layer["a"](x)))
         return x
@@ -65,7 +66,7 @@ def test_the_trace_wins_over_the_plan():
     """A plan that contradicts the forward pass is not used where the trace speaks."""
     model = Blind()
     model.tp_plan = {"layers.*.a": "rowwise", "layers.*.b": "colwise"}
-    ctx = model_context(model, example_input=torch.zeros(1, 8))
+    ctx = model_context(model, example_input=(torch.zeros(1, 8), torch.ones(1, 8)))
     assert [ctx.site(p.path).site for p in ctx.params][:4] == ["mlp_in", "mlp_in", "mlp_out", "mlp_out"]
     assert {ctx.source(p.path) for p in ctx.params} == {"structure"}
 

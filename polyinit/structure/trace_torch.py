@@ -579,6 +579,25 @@ def example_input(model: Any) -> Any | None:
     return None
 
 
+def guessed_input(model: Any) -> Any | None:
+    """An input read off the model's first layer with parameters, for a model nothing else
+    describes (``example_input`` gave None): an ``Embedding`` takes token ids ``arange(8) mod
+    rows``, a ``Linear`` zeros ``(1, 8, in_features)``, a ``Conv1d``/``Conv2d`` zeros of its input
+    channels at length or side 32; else None. It is a guess: the context falls back to names (and
+    says so) where the model's forward pass does not run on it."""
+    nn = torch.nn
+    first = next((m for m in model.modules() if any(True for _ in m.parameters(recurse=False))), None)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if isinstance(first, nn.Embedding):
+        return (torch.arange(_TOKENS, device=device) % first.num_embeddings).unsqueeze(0)
+    if isinstance(first, nn.Linear):
+        return torch.zeros(1, _TOKENS, first.in_features, device=device)
+    if isinstance(first, (nn.Conv1d, nn.Conv2d)):
+        spatial = (32,) * (1 if isinstance(first, nn.Conv1d) else 2)
+        return torch.zeros(1, first.in_channels, *spatial, device=device)
+    return None
+
+
 def _timm_input_size(model: Any) -> tuple | None:
     """(channels, height, width) of a timm model: its ``pretrained_cfg["input_size"]``, with the
     height and width its patch embedding was built for (``img_size=`` overrides the config's)."""
