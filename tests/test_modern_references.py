@@ -646,6 +646,7 @@ WHOLE_MODEL_SCHEMES = {
     "olmo_core llama": lambda m, **k: modern.olmo(m, init_fn="llama", **k),
     "olmo_core llama_depth": lambda m, **k: modern.olmo(m, init_fn="llama_depth", **k),
     "olmo_core fan_in": lambda m, **k: modern.olmo(m, init_fn="fan_in", **k),
+    "olmo_core normalized": lambda m, **k: modern.olmo(m, init_fn="normalized", **k),
     "llama_depth torchtitan": lambda m, **k: modern.llama_depth(m, **k),
     "llama_depth olmo_core": lambda m, **k: modern.llama_depth(m, reference="olmo_core", **k),
     "mup": None,  # needs a base: the same model built again (width_mult 1)

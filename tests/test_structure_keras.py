@@ -539,3 +539,61 @@ def test_every_scheme_places_every_parameter_or_names_it(name):
     if name == "llama_causal_lm":
         assert ctx.site("token_embedding/reverse_embeddings").site == "readout"
         assert ctx.source("token_embedding/reverse_embeddings") == "structure"
+
+
+# --- Llama in both codebases: the same std per parameter (issue 20) ------------------------------
+
+LLAMA_CROSS = {
+    **{k: v for k, v in CROSS.items() if k != "mup"},
+    "llama_depth": lambda c, base: modern.llama_depth(c),
+    "olmo_llama": lambda c, base: modern.olmo(c, init_fn="llama"),
+    "olmo_fan_in": lambda c, base: modern.olmo(c, init_fn="fan_in"),
+}
+
+
+def llama_pair_at(width: int) -> tuple:
+    """Llama with an untied LM head, grouped-query attention and a gated MLP, written by Hugging
+    Face (torch) and by keras-hub (Keras on TensorFlow), from one tiny config: their contexts."""
+    transformers = pytest.importorskip("transformers")
+    hub = pytest.importorskip("keras_hub")
+    vocab, heads, kv_heads = 50, 4, 2
+    torch_model = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=L,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            tie_word_embeddings=False,
+        )
+    )
+    backbone = hub.models.LlamaBackbone(
+        vocabulary_size=vocab,
+        num_layers=L,
+        num_query_heads=heads,
+        num_key_value_heads=kv_heads,
+        hidden_dim=width,
+        intermediate_dim=2 * width,
+        tie_word_embeddings=False,
+    )
+    keras_model = hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+    return model_context(torch_model), model_context(keras_model)
+
+
+@pytest.fixture(scope="module")
+def llama_pair():
+    return llama_pair_at(16)
+
+
+@pytest.mark.parametrize("scheme", sorted(LLAMA_CROSS))
+def test_llama_same_std_in_transformers_and_keras_hub(llama_pair, scheme):
+    """Issue 20 on a second architecture: untied readout, GQA's narrower k/v, a gated MLP whose up
+    projection the depth schemes scale with the outputs (told from the gate by the trace)."""
+    torch_ctx, keras_ctx = llama_pair
+    assert torch_ctx.depth == keras_ctx.depth == L
+    torch_table = promised_by_site(torch_ctx, LLAMA_CROSS[scheme](torch_ctx, None))
+    keras_table = promised_by_site(keras_ctx, LLAMA_CROSS[scheme](keras_ctx, None))
+    assert keras_table == torch_table
+    assert not any(None in stds for stds in keras_table.values())
+    assert ("readout", None, "weight") in keras_table and ("mlp_out", L - 1, "weight") in keras_table
