@@ -615,6 +615,10 @@ def silent(model: Any) -> str | None:
     device has no values, and real forward passes read some (masks, ``.item()``)."""
     if any(p.device.type == "meta" for p in model.parameters()):
         return "the model is on the meta device (its forward pass has no values to run on)"
+    if any(type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor" for p in model.parameters()):
+        # FSDP2 gathers the parameters for a forward pass (a collective every rank must join) and
+        # leaves the root's gathered: tracing on a derived input would change the model.
+        return "its parameters are sharded (DTensor, FSDP2): a forward pass would gather them"
     return None
 
 
