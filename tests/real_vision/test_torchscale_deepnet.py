@@ -28,7 +28,7 @@ from torchscale.component.multihead_attention import MultiheadAttention
 from polyinit import modern
 from polyinit.context import Site, model_context
 from polyinit.plan import resolve
-from polyinit.rules import Context
+from polyinit.rules import Context, apply
 
 D, FFN, HEADS, N, M, VOCAB, POSITIONS = 128, 256, 4, 3, 2, 256, 66
 IDS = (torch.arange(8) % VOCAB).unsqueeze(0)
@@ -91,6 +91,17 @@ def test_torchscale_own_init_follows_polyinit_deepnet_torchscale(reset, monkeypa
     assert set(laws) == set(drawn) and len(drawn) > 100
     for path, law in laws.items():
         check_param(path, drawn[path], law)
+    # polyinit's scheme on a fresh copy, derived again from that copy: its values follow the same laws.
+    fresh = torchscale_model(reset, monkeypatch)
+    apply(
+        fresh,
+        modern.deepnet(
+            fresh, reference="torchscale", torchscale_unreset_attention=not reset, example_input=(IDS, IDS), seed=7
+        ),
+    )
+    ours = torch_values(fresh)
+    for path, law in laws.items():
+        check_param(path, ours[path], law)
     # The laws that differ from the paper's are there: beta 1.15 (N^4 M)^(-1/16) on the encoder.
     beta = 1.15 * (N**4 * M) ** (-1 / 16)
     fc1 = laws["encoder.layers.0.ffn.fc1.weight"]
