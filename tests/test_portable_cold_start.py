@@ -139,3 +139,24 @@ def test_an_unwritable_cache_is_not_an_error(tmp_path):
     blocker.write_bytes(b"")
     _native._store(blocker / "fused-x.o", b"code")  # a folder under a file cannot be made
     assert blocker.read_bytes() == b"" and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_storing_a_kernel_prunes_all_but_the_newest_other_versions(tmp_path):
+    """The cache keeps the new kernel and the KEEP_OTHERS newest other versions (with their
+    checksums); older kernels go, and files that are not kernels are never touched."""
+    old = [tmp_path / f"fused-{i:024d}.{'so' if i % 2 else 'o'}" for i in range(6)]
+    for age, path in enumerate(old):  # fused-0 is the oldest
+        path.write_bytes(b"x")
+        path.with_name(path.name + ".sha256").write_text("0")
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    stranger = tmp_path / "notes.txt"
+    stranger.write_text("mine")
+    new = tmp_path / "fused-new.so"
+    new.write_bytes(b"y")
+    _native.prune(new)
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".so", ".o"))
+    newest = sorted(p.name for p in old[-_native.KEEP_OTHERS :])
+    assert kept == sorted(newest + [new.name])
+    assert all(not p.with_name(p.name + ".sha256").exists() for p in old[: -_native.KEEP_OTHERS])
+    assert all(p.with_name(p.name + ".sha256").exists() for p in old[-_native.KEEP_OTHERS :])
+    assert stranger.read_text() == "mine"

@@ -202,7 +202,27 @@ def _load_shared() -> tuple[Callable[..., None], str] | None:
             return None
         _store(checksum, hashlib.sha256(data).hexdigest().encode(), raw=True)
         _store(path, data, raw=True)
+        prune(path)
         return opened, "compiled"
+
+
+KEEP_OTHERS = 3  # other kernel versions kept: another install, venv or CPU may share the folder
+
+
+def prune(kept: Path) -> None:
+    """After a kernel is stored at ``kept``, delete all but the ``KEEP_OTHERS`` newest other kernels
+    (``fused-*.so`` with their ``.sha256``, ``fused-*.o``) in its folder, so the cache does not grow
+    by one file per kernel version. Not all: the name hashes the CPU and the sources, so a home
+    folder shared by two CPUs or two installs would otherwise delete each other's kernels and
+    compile again. A file another process removed first is no error."""
+    try:
+        others = [p for p in kept.parent.iterdir() if p.name.startswith("fused-") and p.suffix in (".so", ".o")]
+        others = sorted((p for p in others if p.name != kept.name), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in others[KEEP_OTHERS:]:
+            old.unlink(missing_ok=True)
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 _MAGIC = b"polyinit fused kernel 1\n"  # then the SHA-256 of the object code, then the code
@@ -244,6 +264,7 @@ def _load_object() -> tuple[Callable[..., None], str]:
     if code is None:
         code, source = _compile(llvm), "compiled"
         _store(path, code)
+        prune(path)
     machine = llvm.Target.from_default_triple().create_target_machine(jit=True)
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
     engine.add_object_file(llvm.ObjectFileRef.from_data(code))
