@@ -21,8 +21,7 @@ hub = pytest.importorskip("keras_hub")
 from polyinit import modern
 from polyinit.context import model_context
 from polyinit.identity import identities_of
-from polyinit.plan import resolve
-from polyinit.rules import KEEP, Context
+from tests.modern_models import promised_stds
 
 WIDTH, HEADS, LAYERS, VOCAB, POSITIONS = 16, 2, 2, 50, 8
 
@@ -77,18 +76,7 @@ def test_the_token_type_table_is_an_embedding_in_both(bert_pair):
 def promised(ctx, identities: dict, rules) -> dict:
     """identity -> the std the rules promise there under fans="semantic" ("KEEP", or None where
     no rule takes it)."""
-    rule_context, table = Context(ctx.params), {}
-    for p in ctx.params:
-        spec = next((s for selector, s in rules.rules if selector.matches(p, rule_context)), None)
-        std = (
-            None
-            if spec is None
-            else "KEEP"
-            if spec is KEEP
-            else round(resolve(spec, *p.target("semantic")).stats.std, 10)
-        )
-        table[identities[p.path]] = std
-    return table
+    return {identities[p.path]: std for p, std in zip(ctx.params, promised_stds(ctx, rules, digits=10))}
 
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))

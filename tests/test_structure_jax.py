@@ -22,9 +22,8 @@ linen = pytest.importorskip("flax.linen")
 from polyinit import modern
 from polyinit.context import ContextError, model_context
 from polyinit.frameworks.flax import LinenWalker, NnxWalker
-from polyinit.plan import resolve
-from polyinit.rules import Context
 from polyinit.structure import find_structure, trace_jax
+from tests.modern_models import promised_stds
 
 V, P, D, HEADS, L = 96, 8, 32, 4, 3
 TOKENS = jnp.arange(P, dtype=jnp.int32)[None] % V
@@ -317,12 +316,7 @@ SCHEMES = {
 
 def promised(ctx, rules) -> list:
     """Per parameter in declaration order: the promised std (fans="semantic"), or None."""
-    rule_context = Context(ctx.params)
-    out = []
-    for p in ctx.params:
-        spec = next((s for selector, s in rules.rules if selector.matches(p, rule_context)), None)
-        out.append(None if spec is None else round(resolve(spec, *p.target("semantic")).stats.std, 12))
-    return out
+    return promised_stds(ctx, rules)
 
 
 def test_nnx_every_scheme_places_every_parameter_and_blind_copy_agrees():

@@ -25,11 +25,11 @@ pytest.importorskip("tensorflow")
 from polyinit import modern
 from polyinit.context import ContextError, model_context
 from polyinit.frameworks.keras import KerasWalker
-from polyinit.plan import resolve
-from polyinit.rules import KEEP, Context
+from polyinit.rules import Context
 from polyinit.structure import find_structure, repeats, trace_tf
 from tests import keras_hub_models
 from tests.keras_hub_models import L, meaningless_layer_names
+from tests.modern_models import promised_stds
 
 if keras.backend.backend() != "tensorflow":
     pytest.skip("these tests trace Keras on the TensorFlow backend (the suite's default)", allow_module_level=True)
@@ -448,18 +448,10 @@ def gpt2_pair():
 def promised_by_site(ctx, rules) -> dict:
     """(site, block, role) -> the set of stds the rules promise there under fans="semantic" (q, k,
     v and a packed qkv are one site: torch packs them in c_attn, Keras keeps three kernels)."""
-    rule_context, table = Context(ctx.params), {}
-    for p in ctx.params:
-        spec = next((s for selector, s in rules.rules if selector.matches(p, rule_context)), None)
+    table: dict = {}
+    for p, std in zip(ctx.params, promised_stds(ctx, rules, digits=10)):
         site = ctx.sites[p.path]
         key = ("qkv" if site.site in ("q", "k", "v", "qkv") else site.site, site.block, ctx.role(p))
-        std = (
-            None
-            if spec is None
-            else "KEEP"
-            if spec is KEEP
-            else round(resolve(spec, *p.target("semantic")).stats.std, 10)
-        )
         table.setdefault(key, set()).add(std)
     return table
 

@@ -24,8 +24,9 @@ torch = pytest.importorskip("torch")
 from polyinit import modern
 from polyinit.context import ContextError, Site, model_context
 from polyinit.plan import resolve
-from polyinit.rules import KEEP, Context
+from polyinit.rules import Context
 from polyinit.structure import Part
+from tests.modern_models import promised_stds
 
 D, HEADS, LAYERS, VOCAB = 64, 4, 2, 128
 
@@ -551,16 +552,9 @@ SCHEMES = {
 
 
 def promised(ctx, rules) -> list:
-    """Per parameter, in declaration order: the promised std of the rule that takes it, "KEEP",
-    or None where no rule does."""
-    rule_context = Context(ctx.params)
-    out = []
-    for p in ctx.params:
-        spec = next((s for sel, s in rules.rules if sel.matches(p, rule_context)), None)
-        out.append(
-            None if spec is None else "KEEP" if spec is KEEP else round(resolve(spec, p.shape, p.layout).stats.std, 12)
-        )
-    return out
+    """Per parameter, in declaration order: the promised std (native fans) of the rule that takes
+    it, "KEEP", or None where no rule does."""
+    return promised_stds(ctx, rules, fans="native")
 
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
