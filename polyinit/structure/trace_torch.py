@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from polyinit.structure.einsum import parse_einsum
 from polyinit.structure.graph import Graph
+from polyinit.writing import is_dtensor
 
 _TOKENS = 8  # a short input: structure does not depend on the sequence length
 
@@ -615,7 +616,7 @@ def silent(model: Any) -> str | None:
     device has no values, and real forward passes read some (masks, ``.item()``)."""
     if any(p.device.type == "meta" for p in model.parameters()):
         return "the model is on the meta device (its forward pass has no values to run on)"
-    if any(type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor" for p in model.parameters()):
+    if any(is_dtensor(p) for p in model.parameters()):
         # FSDP2 gathers the parameters for a forward pass (a collective every rank must join) and
         # leaves the root's gathered: tracing on a derived input would change the model.
         return "its parameters are sharded (DTensor, FSDP2): a forward pass would gather them"
