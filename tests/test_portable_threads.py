@@ -58,6 +58,30 @@ def test_one_two_and_seven_threads_give_the_same_bits(name, monkeypatch, spans_u
 
 
 @pytest.mark.parametrize("name", LEAVES)
+def test_many_small_chunks_taken_in_turn_give_the_same_bits(name, monkeypatch):
+    """A fill is cut into ``CHUNKS_PER_THREAD`` chunks per thread, which the threads take in
+    turn: with a small grain here, 3 threads share 24 chunks, and which thread writes which
+    chunk varies from run to run; the bits must not."""
+    leaf = pi.resolve(LEAVES[name], (4,)).root
+    key = stream_key(11, "layers.0.attention.wq.weight")
+    monkeypatch.setattr(fused, "THREAD_GRAIN", 4 * 2048)
+    chunks = []
+    original = fused._spans
+
+    def recording(start, size, count):
+        chunks.append(count)
+        return original(start, size, count)
+
+    monkeypatch.setattr(fused, "_spans", recording)
+    monkeypatch.setenv("POLYINIT_NUM_THREADS", "3")
+    draws = [fused.values(leaf, key, 0, START, START + SIZE) for _ in range(3)]
+    assert chunks == [3 * fused.CHUNKS_PER_THREAD] * 3
+    ops = NumpyOps(use_fused=False)
+    reference = evaluate.leaf_values(ops, leaf, evaluate.words_range(ops, key, 0, START, START + SIZE))
+    assert all(np.array_equal(_bits(draw), _bits(reference)) for draw in draws)
+
+
+@pytest.mark.parametrize("name", LEAVES)
 @pytest.mark.parametrize("misalign", [0, 3])
 def test_non_temporal_stores_write_the_same_bits(name, misalign, monkeypatch):
     """Outputs of ``STREAM_BYTES`` or more are written with non-temporal stores past an aligned

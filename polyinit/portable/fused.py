@@ -22,11 +22,11 @@ Only elementwise random leaves are fused (uniform, normal, truncated normal); wh
 combines them with still runs through ``Ops``.
 
 **Threads.** Element ``i`` depends only on the stream key, the leaf and ``i``, so a fill is cut
-into contiguous spans, one per thread, each computed exactly as a single-threaded fill computes
-it: the bits do not depend on the thread count (``tests/test_portable_threads.py`` compares 1, 2
+into contiguous chunks (``CHUNKS_PER_THREAD`` per thread, cut at cipher blocks), which the threads
+take in turn, each computed exactly as a single-threaded fill computes it: the bits do not depend on the thread count (``tests/test_portable_threads.py`` compares 1, 2
 and 7 threads). The kernel runs without the GIL. ``threads()`` says how many a fill uses: every
 core this process may run on, or ``POLYINIT_NUM_THREADS``, or fewer where the caller's framework
-sets a limit (torch: ``torch.get_num_threads()``); spans are at least ``THREAD_GRAIN`` elements.
+sets a limit (torch: ``torch.get_num_threads()``); chunks are at least ``THREAD_GRAIN`` elements.
 
 **Cold start.** ``polyinit.portable._native`` keeps the compiled kernel in the user's cache
 directory and loads it without numba; the Ops classes use the reference ops for leaves under
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -56,7 +57,8 @@ from polyinit.moments import normal_cdf
 from polyinit.portable import _native
 
 MIN_SIZE = 1 << 16  # elements: a smaller leaf is drawn by the reference ops (a few ms at most)
-THREAD_GRAIN = 1 << 17  # elements: a thread's share is never smaller (starting it costs ~50 us)
+THREAD_GRAIN = 1 << 17  # elements: a thread's share, and a chunk, is never smaller (starting it costs ~50 us)
+CHUNKS_PER_THREAD = 8  # a fill is cut into this many chunks per thread, taken in turn (load balance)
 STREAM_BYTES = 1 << 23  # an output this large is written with non-temporal stores (past the caches)
 _unavailable: str | None = None
 _pool: tuple[ThreadPoolExecutor, int, int] | None = None  # (pool, its workers, the pid that made it)
@@ -194,15 +196,29 @@ def fill(
             *numbers,
         )
 
-    spans = _spans(start, flat.size, min(threads(max_threads), max(1, flat.size // THREAD_GRAIN)))
-    if len(spans) > 1:
-        pool = _executor(len(spans) - 1)
-        pending = [pool.submit(run, *span) for span in spans[1:]]
-        run(*spans[0])  # this thread takes the first span
-        for future in pending:
-            future.result()
-    elif spans:
-        run(*spans[0])
+    workers = min(threads(max_threads), max(1, flat.size // THREAD_GRAIN))
+    if workers == 1:
+        run(0, flat.size)
+        return out
+    # Chunks taken in turn from a shared queue rather than one fixed span per thread: where a core
+    # is slowed (another process, a noisy neighbour on a VM), the others take more chunks instead
+    # of waiting for the slow one's half. The bits do not depend on who writes which chunk.
+    chunks = _spans(start, flat.size, min(workers * CHUNKS_PER_THREAD, max(1, flat.size // THREAD_GRAIN)))
+    queue, lock = iter(chunks), threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                chunk = next(queue, None)
+            if chunk is None:
+                return
+            run(*chunk)
+
+    pool = _executor(workers - 1)
+    pending = [pool.submit(work) for _ in range(workers - 1)]
+    work()  # this thread takes chunks too
+    for future in pending:
+        future.result()
     return out
 
 
