@@ -148,3 +148,27 @@ def test_torch_draws_use_at_most_torch_num_threads(monkeypatch, spans_used):
         torch.set_num_threads(before)
     assert spans_used == [3]
     assert torch.equal(single.view(torch.int32), several.view(torch.int32))
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MAP_ANONYMOUS"), reason="needs anonymous mmap")
+def test_a_fill_into_memory_read_before_written_gives_the_same_bits(monkeypatch):
+    """Memory read before it was ever written is the kernel's zero page: the fill makes it the
+    process's own first (``polyinit._pages``, on Linux) and writes the same bits as anywhere."""
+    import mmap
+
+    from polyinit import _pages
+
+    leaf = pi.resolve(LEAVES["normal"], (4,)).root
+    key = stream_key(3, "model.layers.0.mlp.down_proj.weight")
+    monkeypatch.setenv("POLYINIT_NUM_THREADS", "2")
+    area = mmap.mmap(-1, 4 * SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    out = np.frombuffer(area, np.float32)
+    assert float(out.sum()) == 0.0  # the read maps the zero page
+    fused.fill(leaf, key, 0, START, out, positive_zero=False)
+    ops = NumpyOps(use_fused=False)
+    reference = evaluate.leaf_values(ops, leaf, evaluate.words_range(ops, key, 0, START, START + SIZE))
+    assert np.array_equal(_bits(out), _bits(reference))
+    if _pages._pagemap() is not None:
+        assert not _pages.shared_mapping(out.ctypes.data + out.nbytes // 2)
+    del out
+    area.close()

@@ -23,8 +23,10 @@ combines them with still runs through ``Ops``.
 
 **Threads.** Element ``i`` depends only on the stream key, the leaf and ``i``, so a fill is cut
 into contiguous chunks (``CHUNKS_PER_THREAD`` per thread, cut at cipher blocks), which the threads
-take in turn, each computed exactly as a single-threaded fill computes it: the bits do not depend on the thread count (``tests/test_portable_threads.py`` compares 1, 2
-and 7 threads). The kernel runs without the GIL. ``threads()`` says how many a fill uses: every
+take in turn, each computed exactly as a single-threaded fill computes it: the bits do not
+depend on the thread count (``tests/test_portable_threads.py`` compares 1, 2 and 7 threads). The
+kernel runs without the GIL. Memory read before it was written is made the process's own first
+(``polyinit._pages``). ``threads()`` says how many a fill uses: every
 core this process may run on, or ``POLYINIT_NUM_THREADS``, or fewer where the caller's framework
 sets a limit (torch: ``torch.get_num_threads()``); chunks are at least ``THREAD_GRAIN`` elements.
 
@@ -51,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from polyinit import _pages
 from polyinit import nodes as n
 from polyinit.errors import BackendError
 from polyinit.moments import normal_cdf
@@ -200,6 +203,7 @@ def fill(
     if workers == 1:
         run(0, flat.size)
         return out
+    _pages.prepare_for_write(flat.ctypes.data, flat.nbytes)  # pages read before written: see _pages
     # Chunks taken in turn from a shared queue rather than one fixed span per thread: where a core
     # is slowed (another process, a noisy neighbour on a VM), the others take more chunks instead
     # of waiting for the slow one's half. The bits do not depend on who writes which chunk.
