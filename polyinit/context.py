@@ -628,7 +628,7 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
         return None, str(why), f"the {_model_name(model)}"
     derived = example_input is None
     why_not = getattr(tracer, "silent", lambda model: None)(model)
-    if why_not and derived:  # e.g. a meta-device model: names until it is materialised
+    if why_not and derived:  # e.g. FSDP2 shards: a forward pass would gather them
         return None, why_not, f"the {_model_name(model)}"
     given = tracer.example_input(model) if derived else example_input
     what = _model_name(model)
@@ -662,6 +662,10 @@ def _structure_of(model: Any, params: Sequence, example_input: Any) -> tuple[Any
         )
     try:
         graph = tracer.trace(model, given)
+    except st.StructureUnavailable as why:  # a meta-device model whose forward pass needs values
+        if derived:
+            return None, str(why), f"the {what}"
+        raise ContextError(f"model_context: example_input given, but {why}") from None
     except Exception as problem:  # the model's own forward pass failed: say what to pass
         origin = "the example input derived from the model" if derived else "example_input"
         raise ContextError(

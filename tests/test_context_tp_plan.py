@@ -113,18 +113,47 @@ def test_the_plan_agrees_with_the_trace(build):
         assert ctx.site(path).site in FAMILY[said], (path, said, ctx.site(path))
 
 
+def _value_dependent_llama(t):
+    """transformers' Llama whose forward pass first tests a value in Python, which neither meta
+    nor fake tensors can answer: on the meta device the trace is silent."""
+
+    class ValueDependentLlama(t.LlamaForCausalLM):
+        def forward(self, input_ids=None, **kwargs):
+            if bool((input_ids >= 0).all()):
+                return super().forward(input_ids=input_ids, **kwargs)
+            raise ValueError("negative token ids")
+
+    return ValueDependentLlama
+
+
 def test_the_plan_places_a_meta_device_llama_like_the_trace():
-    """On the meta device the forward pass cannot run: the plan places the projections it
-    covers, in the family the trace gives on the materialised model."""
+    """On the meta device a forward pass that needs values cannot run: the plan places the
+    projections it covers, in the family the trace gives on the materialised model."""
     t = pytest.importorskip("transformers")
     config = _llama().config
     with torch.device("meta"):
-        meta = t.LlamaForCausalLM(config)
+        meta = _value_dependent_llama(t)(config)
     traced, planned = model_context(_llama()), model_context(meta)
+    assert "needs values" in planned.summary()
     plan = plan_of(meta)
+    checked = 0
     for p in planned.params:
         said = direction(p.path, plan)
         if said is None:
             continue
         assert planned.source(p.path) == "tp_plan"
         assert planned.site(p.path) == traced.site(p.path), p.path
+        checked += 1
+    assert checked >= 2 * 7  # q, k, v, o, gate, up, down of both blocks
+
+
+def test_a_meta_device_llama_is_traced_on_stand_ins():
+    """Where its forward pass runs on meta or fake tensors, a meta-device model is traced like the
+    materialised one: every site from the structure, the same sites, blocks and depth."""
+    t = pytest.importorskip("transformers")
+    config = _llama().config
+    with torch.device("meta"):
+        meta = t.LlamaForCausalLM(config)
+    traced, on_meta = model_context(_llama()), model_context(meta)
+    assert {on_meta.source(p.path) for p in on_meta.params} == {"structure"}
+    assert on_meta.sites == traced.sites and dict(on_meta.depths) == dict(traced.depths)

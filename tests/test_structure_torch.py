@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 import re
 
 import pytest
@@ -199,7 +200,7 @@ def litgpt():
     return lit.model.GPT(config)
 
 
-def olmo_core():
+def olmo_core(init_device: str = "cpu"):
     import warnings
 
     with warnings.catch_warnings():  # olmo-core's optional cloud imports warn about grpcio-status
@@ -208,7 +209,7 @@ def olmo_core():
         from olmo_core.nn.transformer import TransformerConfig
 
     return TransformerConfig.llama_like(d_model=D, vocab_size=VOCAB, n_layers=LAYERS, n_heads=HEADS).build(
-        init_device="cpu"
+        init_device=init_device
     )
 
 
@@ -821,11 +822,38 @@ def test_doctests_of_the_structure_modules():
         assert result.failed == 0 and result.attempted > 0, module
 
 
-def test_meta_device_model_uses_names_and_says_why():
-    """A model on the meta device has no values to run a forward pass on: its sites come from
-    names (the trace is silent, and the summary says why) rather than an error."""
+@pytest.mark.parametrize("name", ["gpt2", "litgpt", "olmo_core"])
+def test_meta_device_model_and_its_name_blind_copy_are_traced_like_the_real_one(name):
+    """A model on the meta device has no values, but its forward pass runs on meta or fake
+    stand-ins: the same sites, blocks and parts as the materialised model, on the original and
+    on the name-blind copy, none from names."""
+    build = MODELS[name][0]
+    torch.manual_seed(0)
+    real = model_context(build())
     with torch.device("meta"):
-        model = gpt2()
+        meta = olmo_core(init_device="meta") if name == "olmo_core" else build()  # olmo-core puts them itself
+    assert all(p.device.type == "meta" for p in meta.parameters())
+    for model in (meta, name_blind(meta)):
+        ctx = model_context(model)
+        assert {ctx.source(p.path) for p in ctx.params} == {"structure"}
+        assert [ctx.sites[p.path] for p in ctx.params] == [real.sites[p.path] for p in real.params]
+        assert [ctx.parts(p.path) for p in ctx.params] == [real.parts(p.path) for p in real.params]
+        assert ctx.depth == real.depth
+
+
+def test_meta_device_model_whose_forward_needs_values_uses_names_and_says_why():
+    """A meta-device model whose forward pass tests a value in Python (which neither meta nor
+    fake tensors answer): sites from names, and the summary says why, rather than an error."""
+
+    class ValueDependent(type(gpt2())):
+        def forward(self, input_ids=None, **kwargs):
+            if bool((input_ids >= 0).all()):
+                return super().forward(input_ids=input_ids, **kwargs)
+            raise ValueError("negative token ids")
+
+    config = gpt2().config
+    with torch.device("meta"):
+        model = ValueDependent(config)
     ctx = model_context(model)
     assert {ctx.source(p.path) for p in ctx.params} == {"name"} and "meta device" in ctx.summary()
     assert ctx.site("transformer.h.1.mlp.c_proj.weight") == Site("mlp_out", 1, "")
@@ -845,3 +873,75 @@ def test_written_out_attention_reads_like_the_fused_one(build):
     assert eager.config._attn_implementation == "eager"
     assert eager_ctx.sites == fused_ctx.sites and dict(eager_ctx.depths) == dict(fused_ctx.depths)
     assert [eager_ctx.parts(p.path) for p in eager_ctx.params] == [fused_ctx.parts(p.path) for p in fused_ctx.params]
+
+
+def test_the_trace_leaves_the_model_and_its_caches_as_they_were():
+    """The trace runs on a stand-in (a copy of the module tree on meta or fake tensors): what the
+    forward pass caches (olmo-core's RoPE keeps sin/cos in a buffer cache) stays in the copy, the
+    model's memory is not read, and its own forward pass gives what it gave before."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    model = olmo_core()
+    ids = torch.arange(8).unsqueeze(0) % VOCAB
+    with torch.no_grad():
+        before = model(ids)
+    rope = next(m for name, m in model.named_modules() if name.endswith("attention.rope"))
+    cached = {id(t) for t in _cached_tensors(rope._cache)}
+    assert cached  # the forward pass above filled it
+    model_context(model)
+    after_cache = _cached_tensors(rope._cache)
+    assert not any(isinstance(t, FakeTensor) or t.device.type == "meta" for t in after_cache)
+    assert {id(t) for t in after_cache} == cached
+    with torch.no_grad():
+        assert torch.equal(model(ids), before)
+
+
+def _cached_tensors(cache) -> list:
+    found, stack = [], [vars(cache)]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+    return found
+
+
+def test_a_meta_device_model_after_tensorflow_is_not_traced_on_fake_tensors():
+    """Fake tensors import triton, whose LLVM aborts a process that loaded TensorFlow's first: in
+    such a process a meta-device model whose forward pass needs values gets its sites from
+    names, the summary says why, and the process lives on."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("triton") is None or importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("needs both triton and tensorflow installed")
+    code = """
+import sys, tensorflow, torch
+from polyinit.context import model_context
+
+class ValueDependent(torch.nn.Module):
+    input_size = (16,)
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 64)
+        self.proj = torch.nn.Linear(64, 16)
+
+    def forward(self, x):
+        if bool((x >= 0).all()):  # a value tested in Python: not on meta tensors
+            x = x + self.proj(torch.relu(self.fc(x)))
+        return x
+
+with torch.device("meta"):
+    model = ValueDependent()
+ctx = model_context(model)
+print(sorted({ctx.source(p.path) for p in ctx.params}), "triton" in sys.modules)
+print("import torch's triton before TensorFlow" in ctx.summary())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["['name']", "False", "True"]

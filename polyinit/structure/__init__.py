@@ -5,8 +5,8 @@ blocks, stacks and logical parameters off it (see ``polyinit.structure.graph``).
 tracer and returns a :class:`Graph`; ``find_structure(graph, params)`` reads sites off it.
 A tracer module exposes ``example_input(model) -> Optional[Any]`` (an input derived from the
 model itself, None when it cannot be) and ``trace(model, example_input) -> Graph``, and may expose
-``silent(model) -> Optional[str]`` (why the model cannot be traced as it is: torch's meta device,
-so names are used instead of an error); importing
+``silent(model) -> Optional[str]`` (why the model cannot be traced: torch's sharded DTensor
+parameters, so names are used instead of an error); importing
 this package imports no framework (the tracers are imported on first use).
 
 >>> sorted(TRACERS)

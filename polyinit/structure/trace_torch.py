@@ -18,7 +18,10 @@ mode under ``no_grad`` and its training flags are restored: nothing in the model
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import inspect
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -364,14 +367,19 @@ class _Recorder(TorchFunctionMode):
 
     def getitem(self, args: tuple, kwargs: dict, out: Any) -> None:
         """Basic slicing (``x[a:b]``, ``x[..., :n]``, ``x[0:8, 0:16]``: Keras' ``ops.slice`` on
-        torch) as one slice node per axis it cuts; anything else (integers, masks, new axes) is
-        an ``other`` node."""
+        torch) as one slice node per axis it cuts; new axes with every other axis whole
+        (``x[:, None]``) as a reshape; anything else (integers, masks) is an ``other`` node."""
         x, index = args[0], args[1]
         index = index if isinstance(index, tuple) else (index,)
         if index.count(Ellipsis) == 1:  # x[..., :n]: the ellipsis stands for the full axes
             at = index.index(Ellipsis)
             fill = x.dim() - (len(index) - 1 - sum(i is None for i in index))
             index = index[:at] + (slice(None),) * fill + index[at + 1 :]
+        whole = [i is None or (isinstance(i, slice) and i == slice(None)) for i in index]
+        if any(i is None for i in index) and all(whole):
+            # x[:, :, None]: new axes only, the values as they are (transformers' repeat_kv)
+            self.add("reshape", [self.node(x)], out)
+            return
         if len(index) > x.dim() or not all(isinstance(i, slice) for i in index):
             self.other("getitem", (x,) + tuple(i for i in index if isinstance(i, torch.Tensor)), {}, out)
             return
@@ -612,10 +620,8 @@ def _timm_input_size(model: Any) -> tuple | None:
 
 
 def silent(model: Any) -> str | None:
-    """Why this model's forward pass cannot be traced as it is, or None: a model on the meta
-    device has no values, and real forward passes read some (masks, ``.item()``)."""
-    if any(p.device.type == "meta" for p in model.parameters()):
-        return "the model is on the meta device (its forward pass has no values to run on)"
+    """Why this model's forward pass cannot be traced, or None. A model on the meta device is
+    traced on meta or fake tensors (``trace``)."""
     if any(is_dtensor(p) for p in model.parameters()):
         # FSDP2 gathers the parameters for a forward pass (a collective every rank must join) and
         # leaves the root's gathered: tracing on a derived input would change the model.
@@ -635,23 +641,119 @@ def check_input(model: Any, example_input: Any) -> None:
 def trace(model: Any, example_input: Any) -> Graph:
     """Run ``model`` once on ``example_input`` (a tensor: ``model(x)``; a tuple/list:
     ``model(*x)``; a dict: ``model(**x)``) and return the recorded graph. Raises what the
-    forward pass raises (``polyinit.context`` turns it into a ``ContextError``)."""
+    forward pass raises (``polyinit.context`` turns it into a ``ContextError``).
+
+    The pass runs on a stand-in where it can (``_on_stand_in``): a copy of the module tree whose
+    parameters and buffers are meta tensors, without storage. The stand-in reads none of the
+    model's memory, computes nothing, and whatever its forward pass caches stays in the copy.
+    Reading matters: parameters fresh from ``to_empty`` are untouched pages, and a read maps them
+    to the kernel's zero page, which every later write must copy. Where the forward pass needs
+    values (``.item()``, a mask tested in Python: transformers), a model with storage runs itself
+    on ``example_input``; a model on the meta device has none, so its stand-in runs again as
+    torch's fake tensors (what ``torch.export`` traces with: such code recognises them and takes
+    its tracing branch), and where that fails too ``StructureUnavailable`` is raised. No stand-in
+    runs in a process that imported TensorFlow before triton (``_stand_ins_refused``)."""
     check_input(model, example_input)
+    why_not = _stand_ins_refused()
+    if why_not is None:
+        try:
+            return _on_stand_in(model, example_input, fake=False)
+        except Exception:  # the forward needs values, or the module tree cannot be copied
+            why_not = "it did not run on meta tensors"
+    if any(t.device.type == "meta" for t in itertools.chain(model.parameters(), model.buffers())):
+        from polyinit.structure import StructureUnavailable
+
+        if _stand_ins_refused() is None:
+            try:
+                return _on_stand_in(model, example_input, fake=True)
+            except Exception as problem:
+                why_not = f"it did not run on meta or fake tensors ({type(problem).__name__})"
+        raise StructureUnavailable(f"the model is on the meta device and its forward pass needs values: {why_not}")
     modes = {m: m.training for m in model.modules()}
-
-    def forward() -> Any:
-        model.eval()
-        if isinstance(example_input, dict):
-            return model(**example_input)
-        if isinstance(example_input, (tuple, list)):
-            return model(*example_input)
-        return model(example_input)
-
     try:
-        return record(_paths(model), list(_tensors(example_input)), forward)
+        return _record_call(model, example_input)
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def _stand_ins_refused() -> str | None:
+    """Why no stand-in may run in this process, or None. Meta tensors' Python decompositions and
+    fake tensors import torch's compiler stack, triton included; triton carries its own LLVM, and
+    where TensorFlow (which carries another) was imported first, LLVM registers its options twice
+    and the process aborts."""
+    import importlib.util
+    import sys
+
+    if "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton"):
+        return (
+            "no stand-in was tried: TensorFlow is imported, and meta or fake tensors would import triton, whose "
+            "LLVM aborts a process that loaded TensorFlow's first; import torch's triton before TensorFlow"
+        )
+    return None
+
+
+def _record_call(model: Any, example_input: Any) -> Graph:
+    """The graph of ``model`` in eval mode on ``example_input`` (unpacked as ``trace`` says)."""
+    model.eval()
+    args: tuple = ()
+    kwargs: dict = {}
+    if isinstance(example_input, dict):
+        kwargs = example_input
+    elif isinstance(example_input, (tuple, list)):
+        args = tuple(example_input)
+    else:
+        args = (example_input,)
+    return record(_paths(model), list(_tensors(example_input)), lambda: model(*args, **kwargs))
+
+
+def _on_stand_in(model: Any, example_input: Any, fake: bool) -> Graph:
+    """The graph of a stand-in for ``model``: a deep copy of its module tree whose parameters and
+    buffers are new tensors without storage (tied ones stay tied, the walker's paths are the
+    same, and whatever the forward pass caches stays in the copy), on a like input. Plain meta
+    tensors, or where ``fake``, fake tensors on the tensors' own devices (a meta tensor's: the
+    CPU), made inside a ``FakeTensorMode`` that the forward pass then runs in."""
+    mode: Any = contextlib.nullcontext()
+    if not fake:
+        make: Any = lambda t: torch.empty_like(t, device="meta")
+    else:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        # Tensors the forward makes outside the mode's reach (kept from __init__, built from
+        # lists) are allowed, and made fake where they meet a fake one.
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+        def make(t: torch.Tensor) -> torch.Tensor:
+            device = torch.device("cpu") if t.device.type == "meta" else t.device
+            with mode:
+                return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=device)
+
+    if any(hasattr(m, "_hf_hook") for m in model.modules()):
+        # accelerate's offloading hooks hold the offloaded weights: a copy would copy them
+        raise TypeError("a module carries accelerate hooks")
+    memo: dict = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if id(tensor) not in memo:
+            new = make(tensor)
+            if isinstance(tensor, torch.nn.Parameter):
+                new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
+            new.__dict__.update(getattr(tensor, "__dict__", {}))  # megatron's per-parameter flags
+            memo[id(tensor)] = new
+    stand_in = copy.deepcopy(model, memo)
+    stand_in_input = _stand_in_values(example_input, make)
+    with mode:
+        return _record_call(stand_in, stand_in_input)
+
+
+def _stand_in_values(value: Any, make: Any) -> Any:
+    """``value`` with each tensor in it (nested tuples, lists, dicts) replaced by ``make(tensor)``."""
+    if isinstance(value, torch.Tensor):
+        return make(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_stand_in_values(v, make) for v in value)
+    if isinstance(value, dict):
+        return {k: _stand_in_values(v, make) for k, v in value.items()}
+    return value
 
 
 def record(paths: dict, inputs: Sequence[torch.Tensor], forward: Any, unwrap: Any = None) -> Graph:
