@@ -12,16 +12,17 @@ to pages of their own: 0.47 s.
 
 It is only done where it helps: a sampled page of the range is mapped but is not the process's
 own anonymous page (``/proc/self/pagemap``: bit 63 set, and bit 56 clear or bit 61 set), which is
-the zero page, a page shared with a forked process, or a file page not yet copied. Memory never
-touched (not mapped) and memory the process wrote are left alone: there, populating first would
-cost 20%. Elsewhere
+the zero page, a page shared with a forked process, or a file page not yet copied. Memory the
+process wrote is left alone (populating it first would cost 20%). Memory never touched is
+populated too, but by each thread for its own chunk, which maps its pages in one call rather
+than one fault each: 20% faster into fresh memory on this VM. Elsewhere
 (not Linux, an older kernel, no pagemap) nothing happens: the fill is as fast as before, only
 not faster.
 
 >>> import numpy as np
 >>> out = np.ones(1 << 20, np.float32)
->>> prepare_for_write(out.ctypes.data, out.nbytes)  # written already: nothing to do
-False
+>>> prepare_for_write(out.ctypes.data, out.nbytes) in ("own", "unknown")  # written already: nothing to do
+True
 """
 
 from __future__ import annotations
@@ -58,25 +59,45 @@ def _madvise() -> Any:
     return _state["madvise"]
 
 
-def shared_mapping(address: int) -> bool:
-    """Whether the page holding ``address`` is mapped but not this process's own anonymous page
-    (the zero page after a read, a page shared with a forked process, a file page)."""
+def page_state(address: int) -> str:
+    """What the page holding ``address`` is: ``"untouched"`` (not mapped yet), ``"shared"``
+    (mapped but not this process's own anonymous page: the zero page after a read, a page shared
+    with a forked process, a file page), ``"own"``, or ``"unknown"`` (no pagemap here)."""
     fd = _pagemap()
     if fd is None:
-        return False
+        return "unknown"
     try:
         entry = struct.unpack("<Q", os.pread(fd, 8, address // _PAGE * 8))[0]
     except OSError:
-        return False
-    return bool(entry & _PRESENT) and (not entry & _EXCLUSIVE or bool(entry & _FILE_OR_SHARED))
+        return "unknown"
+    if not entry & _PRESENT:
+        return "untouched"
+    return "shared" if not entry & _EXCLUSIVE or entry & _FILE_OR_SHARED else "own"
 
 
-def prepare_for_write(address: int, nbytes: int) -> bool:
-    """Before several threads overwrite ``nbytes`` at ``address``: where the range's pages are
-    shared (sampled at its first whole page), make them the process's own with
-    ``MADV_POPULATE_WRITE``, values kept. Returns whether it did."""
+def shared_mapping(address: int) -> bool:
+    """Whether the page holding ``address`` is ``"shared"`` (``page_state``)."""
+    return page_state(address) == "shared"
+
+
+def populate(address: int, nbytes: int) -> bool:
+    """``MADV_POPULATE_WRITE`` over the whole pages inside ``nbytes`` at ``address``: each is
+    mapped writable and the process's own, values kept. Returns whether it was done."""
     first, end = -(-address // _PAGE) * _PAGE, (address + nbytes) // _PAGE * _PAGE
-    if end <= first or not shared_mapping(first):
-        return False
-    madvise = _madvise()
+    madvise = _madvise() if end > first else None
     return madvise is not None and madvise(first, end - first, _MADV_POPULATE_WRITE) == 0
+
+
+def prepare_for_write(address: int, nbytes: int) -> str:
+    """Before several threads overwrite ``nbytes`` at ``address``: the state of its pages
+    (``page_state``, sampled at its first whole page). Where they are shared, they are made the
+    process's own here, from this one thread (``populate``). Where they are untouched, each
+    thread should ``populate`` its own chunk before writing it: the kernel then maps its pages
+    in one call instead of one fault per page (20% faster into fresh memory here)."""
+    first = -(-address // _PAGE) * _PAGE
+    if first + _PAGE > address + nbytes:
+        return "unknown"
+    state = page_state(first)
+    if state == "shared":
+        populate(address, nbytes)
+    return state

@@ -183,7 +183,11 @@ def fill(
     flags |= _native.POSITIVE_ZERO if positive_zero else 0
     flags |= _native.STREAM if out.nbytes >= STREAM_BYTES else 0
 
+    untouched = False
+
     def run(offset: int, length: int) -> None:
+        if untouched:  # fresh memory: map this chunk's pages in one call (polyinit._pages)
+            _pages.populate(flat.ctypes.data + 4 * offset, 4 * length)
         scratch = np.empty(_native.SCRATCH_WORDS, np.uint32)  # one per thread
         kernel(
             flat.ctypes.data + 4 * offset,
@@ -203,7 +207,7 @@ def fill(
     if workers == 1:
         run(0, flat.size)
         return out
-    _pages.prepare_for_write(flat.ctypes.data, flat.nbytes)  # pages read before written: see _pages
+    untouched = _pages.prepare_for_write(flat.ctypes.data, flat.nbytes) == "untouched"  # see _pages
     # Chunks taken in turn from a shared queue rather than one fixed span per thread: where a core
     # is slowed (another process, a noisy neighbour on a VM), the others take more chunks instead
     # of waiting for the slow one's half. The bits do not depend on who writes which chunk.
