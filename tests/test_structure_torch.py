@@ -822,7 +822,7 @@ def test_doctests_of_the_structure_modules():
         assert result.failed == 0 and result.attempted > 0, module
 
 
-@pytest.mark.parametrize("name", ["gpt2", "litgpt", "olmo_core"])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_meta_device_model_and_its_name_blind_copy_are_traced_like_the_real_one(name):
     """A model on the meta device has no values, but its forward pass runs on meta or fake
     stand-ins: the same sites, blocks and parts as the materialised model, on the original and
