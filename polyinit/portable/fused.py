@@ -25,8 +25,8 @@ combines them with still runs through ``Ops``.
 into contiguous chunks (``CHUNKS_PER_THREAD`` per thread, cut at cipher blocks), which the threads
 take in turn, each computed exactly as a single-threaded fill computes it: the bits do not
 depend on the thread count (``tests/test_portable_threads.py`` compares 1, 2 and 7 threads). The
-kernel runs without the GIL. Memory read before it was written is made the process's own first
-(``polyinit._pages``). ``threads()`` says how many a fill uses: every
+kernel runs without the GIL. Fresh memory (never written, or read before it was written) is
+prepared for the threads' writes first (``polyinit._pages``). ``threads()`` says how many a fill uses: every
 core this process may run on, or ``POLYINIT_NUM_THREADS``, or fewer where the caller's framework
 sets a limit (torch: ``torch.get_num_threads()``); chunks are at least ``THREAD_GRAIN`` elements.
 
@@ -204,6 +204,8 @@ def fill(
         )
 
     workers = min(threads(max_threads), max(1, flat.size // THREAD_GRAIN))
+    if flat.size == 0:
+        return out
     if workers == 1:
         run(0, flat.size)
         return out
