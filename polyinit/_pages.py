@@ -75,11 +75,6 @@ def page_state(address: int) -> str:
     return "shared" if not entry & _EXCLUSIVE or entry & _FILE_OR_SHARED else "own"
 
 
-def shared_mapping(address: int) -> bool:
-    """Whether the page holding ``address`` is ``"shared"`` (``page_state``)."""
-    return page_state(address) == "shared"
-
-
 def populate(address: int, nbytes: int) -> bool:
     """``MADV_POPULATE_WRITE`` over the whole pages inside ``nbytes`` at ``address``: each is
     mapped writable and the process's own, values kept. Returns whether it was done."""

@@ -539,6 +539,9 @@ def model_context(
     >>> # ctx = model_context(GPT2LMHeadModel(GPT2Config())); ctx.depth, ctx.width -> (12, 768)
     >>> # print(ctx.summary())  # "sites: 148 from structure, 0 from names, ..."
     """
+    from collections import Counter
+
+    from polyinit.frameworks._walk import UnregisteredTypesWarning, unregistered_types_message
     from polyinit.rules import every, select
 
     for key, value in config.items():
@@ -561,9 +564,11 @@ def model_context(
     structure, note, origin = _structure_of(model, params, example_input)
     untyped = [p for p in params if p.kind == "other" and (structure is None or structure.get(p.path) is None)]
     for warning in caught:
-        if _REGISTRY_WARNING in str(warning.message):
+        if issubclass(warning.category, UnregisteredTypesWarning):
             if untyped:  # name only the types whose parameters the trace left untyped too
-                warnings.warn(_untyped_warning(untyped), UserWarning, stacklevel=2)
+                counts = Counter(p.module_type or "?" for p in untyped)
+                message = unregistered_types_message(counts, nor="the traced structure")
+                warnings.warn(message, UnregisteredTypesWarning, stacklevel=2)
         elif untyped or not issubclass(warning.category, UserWarning):
             warnings.warn(warning.message, warning.category, stacklevel=2)
     from_config = _config_of(model)
@@ -581,23 +586,6 @@ def model_context(
         keep=keep,
         origin=origin,
         plan=plan_of(model),
-    )
-
-
-_REGISTRY_WARNING = "no registry entry describes"  # the walker's warning (frameworks/_walk.py)
-
-
-def _untyped_warning(untyped: Sequence) -> str:
-    """The walker's warning about unregistered module types, naming only the parameters that
-    neither a registry entry nor the trace typed."""
-    counts: dict[str, int] = {}
-    for p in untyped:
-        counts[p.module_type or "?"] = counts.get(p.module_type or "?", 0) + 1
-    listed = "; ".join(f"{t} ({n} parameters)" for t, n in counts.items())
-    return (
-        f"polyinit: module types with parameters that {_REGISTRY_WARNING} nor the traced structure types: "
-        f"{listed}; their parameters are kind 'other' (register them with "
-        "polyinit.frameworks.register_module_type)"
     )
 
 

@@ -226,14 +226,24 @@ class Builder:
             if aliases:
                 self.params[index] = dataclasses.replace(self.params[index], aliases=tuple(aliases))
         if self.unknown:
-            listed = "; ".join(f"{t} ({len(p)} parameters)" for t, p in self.unknown.items())
-            warnings.warn(
-                f"polyinit: module types with parameters that no registry entry describes: {listed}; "
-                "their parameters are kind 'other' (register them with "
-                "polyinit.frameworks.register_module_type)",
-                stacklevel=3,
-            )
+            counts = {t: len(p) for t, p in self.unknown.items()}
+            warnings.warn(unregistered_types_message(counts), UnregisteredTypesWarning, stacklevel=3)
         return self.params
+
+
+class UnregisteredTypesWarning(UserWarning):
+    """Module types with parameters that no registry entry describes (their parameters are kind
+    'other'); ``polyinit.context`` passes it on only for those the trace did not type either."""
+
+
+def unregistered_types_message(counts: Mapping[str, int], nor: str = "") -> str:
+    """The warning's text for ``counts`` (module type -> parameters); ``nor``: what else did not
+    type them ("the traced structure")."""
+    listed = "; ".join(f"{t} ({n} parameters)" for t, n in counts.items())
+    return (
+        f"polyinit: module types with parameters that no registry entry describes{f' nor {nor} types' if nor else ''}: "
+        f"{listed}; their parameters are kind 'other' (register them with polyinit.frameworks.register_module_type)"
+    )
 
 
 def assign_item(target: Any, values: Any) -> None:

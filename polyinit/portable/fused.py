@@ -183,7 +183,11 @@ def fill(
     flags |= _native.POSITIVE_ZERO if positive_zero else 0
     flags |= _native.STREAM if out.nbytes >= STREAM_BYTES else 0
 
-    untouched = False
+    workers = min(threads(max_threads), max(1, flat.size // THREAD_GRAIN))
+    if flat.size == 0:
+        return out
+    # Several threads: prepare fresh memory for their writes (see polyinit._pages)
+    untouched = workers > 1 and _pages.prepare_for_write(flat.ctypes.data, flat.nbytes) == "untouched"
 
     def run(offset: int, length: int) -> None:
         if untouched:  # fresh memory: map this chunk's pages in one call (polyinit._pages)
@@ -203,13 +207,9 @@ def fill(
             *numbers,
         )
 
-    workers = min(threads(max_threads), max(1, flat.size // THREAD_GRAIN))
-    if flat.size == 0:
-        return out
     if workers == 1:
         run(0, flat.size)
         return out
-    untouched = _pages.prepare_for_write(flat.ctypes.data, flat.nbytes) == "untouched"  # see _pages
     # Chunks taken in turn from a shared queue rather than one fixed span per thread: where a core
     # is slowed (another process, a noisy neighbour on a VM), the others take more chunks instead
     # of waiting for the slow one's half. The bits do not depend on who writes which chunk.

@@ -652,10 +652,12 @@ def trace(model: Any, example_input: Any) -> Graph:
     on ``example_input``; a model on the meta device has none, so its stand-in runs again as
     torch's fake tensors (what ``torch.export`` traces with: such code recognises them and takes
     its tracing branch), and where that fails too ``StructureUnavailable`` is raised. No stand-in
-    runs in a process that imported TensorFlow before triton (``_stand_ins_refused``)."""
+    runs for a model with accelerate hooks or in a process that imported TensorFlow before triton
+    (``_stand_ins_refused``)."""
     check_input(model, example_input)
-    why_not = _stand_ins_refused()
-    if why_not is None:
+    refused = _stand_ins_refused(model)
+    why_not = refused
+    if refused is None:
         try:
             return _on_stand_in(model, example_input, fake=False)
         except Exception:  # the forward needs values, or the module tree cannot be copied
@@ -663,7 +665,7 @@ def trace(model: Any, example_input: Any) -> Graph:
     if any(t.device.type == "meta" for t in itertools.chain(model.parameters(), model.buffers())):
         from polyinit.structure import StructureUnavailable
 
-        if _stand_ins_refused() is None:
+        if refused is None:
             try:
                 return _on_stand_in(model, example_input, fake=True)
             except Exception as problem:
@@ -677,14 +679,17 @@ def trace(model: Any, example_input: Any) -> Graph:
             module.training = training
 
 
-def _stand_ins_refused() -> str | None:
-    """Why no stand-in may run in this process, or None. Meta tensors' Python decompositions and
-    fake tensors import torch's compiler stack, triton included; triton carries its own LLVM, and
-    where TensorFlow (which carries another) was imported first, LLVM registers its options twice
-    and the process aborts."""
+def _stand_ins_refused(model: Any) -> str | None:
+    """Why no stand-in may run for ``model`` in this process, or None. accelerate's offloading
+    hooks hold the offloaded weights, which a copy of the module tree would copy. Meta tensors'
+    Python decompositions and fake tensors import torch's compiler stack, triton included; triton
+    carries its own LLVM, and where TensorFlow (which carries another) was imported first, LLVM
+    registers its options twice and the process aborts."""
     import importlib.util
     import sys
 
+    if any(hasattr(m, "_hf_hook") for m in model.modules()):
+        return "no stand-in was tried: a module carries accelerate hooks, whose offloaded weights a copy would copy"
     if "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton"):
         return (
             "no stand-in was tried: TensorFlow is imported, and meta or fake tensors would import triton, whose "
@@ -728,9 +733,6 @@ def _on_stand_in(model: Any, example_input: Any, fake: bool) -> Graph:
             with mode:
                 return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=device)
 
-    if any(hasattr(m, "_hf_hook") for m in model.modules()):
-        # accelerate's offloading hooks hold the offloaded weights: a copy would copy them
-        raise TypeError("a module carries accelerate hooks")
     memo: dict = {}
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         if id(tensor) not in memo:
