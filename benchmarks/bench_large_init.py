@@ -119,7 +119,7 @@ RANK = (
     dist.init_process_group("gloo", rank=rank, world_size=world)
     mesh = init_device_mesh("cpu", (world,))
     model = meta_model()
-    start = time.perf_counter()
+    ruling = time.perf_counter()
     rules = modern.olmo(model, init_fn="mitchell") if os.environ["WHO"] == "polyinit" else None
     ruled = time.perf_counter()
     for layer in model.model.layers:
@@ -146,7 +146,7 @@ RANK = (
     end = time.perf_counter()
     shard = sum(p.to_local().numel() for p in model.parameters()) * 4
     dist.barrier()
-    print(json.dumps({"rank": rank, "params": params, "shard_bytes": shard, "rules_s": ruled - start,
+    print(json.dumps({"rank": rank, "params": params, "shard_bytes": shard, "rules_s": ruled - ruling,
                       "init_s": end - start, "extra_peak": (rss_peak() - baseline) / shard}), flush=True)
     dist.destroy_process_group()
 """
