@@ -1,6 +1,6 @@
 """Speed and memory of portable draws against each framework's own generator, in one run.
 
-Prints, for an (N, N) float32 tensor (default N = 8192): the best time of N alternating runs (timeit's
+Prints, for an (N, N) float32 tensor (default N = 8192): the best time of ``--repeats`` alternating runs (timeit's
 rule: interference from other processes only ever adds time, so the minimum is what the code can do;
 the median scaling is printed beside it) of the framework's
 fastest native draw of the same distribution, of the portable draw on every core (``fused.threads()``)

@@ -1,6 +1,7 @@
 """Small configurations of real third-party architectures that more than one modern-scheme test
-builds (tests/test_modern.py, tests/test_modern_references.py), and the per-parameter stds a
-scheme's rules promise over a model context (the structure and identity tests compare them)."""
+builds (tests/test_modern.py, tests/test_modern_references.py), the per-parameter stds a
+scheme's rules promise over a model context (the structure and identity tests compare them), and
+a transformers model whose forward pass needs values (the meta-device tests)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,16 @@ def promised_stds(ctx: Any, rules: Any, fans: str = "semantic", digits: int = 12
             else round(resolve(spec, *p.target(fans)).stats.std, digits)
         )
     return out
+
+
+def value_dependent(model_class: Any) -> Any:
+    """A subclass of the transformers model ``model_class`` whose forward pass first tests a value
+    in Python, which neither meta nor fake tensors can answer: on the meta device it cannot be traced."""
+
+    class ValueDependent(model_class):
+        def forward(self, input_ids=None, **kwargs):
+            if bool((input_ids >= 0).all()):
+                return super().forward(input_ids=input_ids, **kwargs)
+            raise ValueError("negative token ids")
+
+    return ValueDependent

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from polyinit import modern
 from polyinit.context import model_context
 from polyinit.structure.tp_plan import direction, plan_of
+from tests.modern_models import value_dependent
 
 # The site families each plan direction stands for (the trace's sites).
 FAMILY = {
@@ -113,26 +114,13 @@ def test_the_plan_agrees_with_the_trace(build):
         assert ctx.site(path).site in FAMILY[said], (path, said, ctx.site(path))
 
 
-def _value_dependent_llama(t):
-    """transformers' Llama whose forward pass first tests a value in Python, which neither meta
-    nor fake tensors can answer: on the meta device the trace is silent."""
-
-    class ValueDependentLlama(t.LlamaForCausalLM):
-        def forward(self, input_ids=None, **kwargs):
-            if bool((input_ids >= 0).all()):
-                return super().forward(input_ids=input_ids, **kwargs)
-            raise ValueError("negative token ids")
-
-    return ValueDependentLlama
-
-
 def test_the_plan_places_a_meta_device_llama_like_the_trace():
     """On the meta device a forward pass that needs values cannot run: the plan places the
     projections it covers, in the family the trace gives on the materialised model."""
     t = pytest.importorskip("transformers")
     config = _llama().config
     with torch.device("meta"):
-        meta = _value_dependent_llama(t)(config)
+        meta = value_dependent(t.LlamaForCausalLM)(config)
     traced, planned = model_context(_llama()), model_context(meta)
     assert "needs values" in planned.summary()
     plan = plan_of(meta)

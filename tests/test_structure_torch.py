@@ -27,7 +27,7 @@ from polyinit.context import ContextError, Site, model_context
 from polyinit.plan import resolve
 from polyinit.rules import Context
 from polyinit.structure import Part
-from tests.modern_models import promised_stds
+from tests.modern_models import promised_stds, value_dependent
 
 D, HEADS, LAYERS, VOCAB = 64, 4, 2, 128
 
@@ -844,16 +844,9 @@ def test_meta_device_model_and_its_name_blind_copy_are_traced_like_the_real_one(
 def test_meta_device_model_whose_forward_needs_values_uses_names_and_says_why():
     """A meta-device model whose forward pass tests a value in Python (which neither meta nor
     fake tensors answer): sites from names, and the summary says why, rather than an error."""
-
-    class ValueDependent(type(gpt2())):
-        def forward(self, input_ids=None, **kwargs):
-            if bool((input_ids >= 0).all()):
-                return super().forward(input_ids=input_ids, **kwargs)
-            raise ValueError("negative token ids")
-
-    config = gpt2().config
+    real = gpt2()
     with torch.device("meta"):
-        model = ValueDependent(config)
+        model = value_dependent(type(real))(real.config)
     ctx = model_context(model)
     assert {ctx.source(p.path) for p in ctx.params} == {"name"} and "meta device" in ctx.summary()
     assert ctx.site("transformer.h.1.mlp.c_proj.weight") == Site("mlp_out", 1, "")
